@@ -1,0 +1,251 @@
+"""
+The daemon's settings: one YAML file, C{AISOC_INBOX_*} environment overrides, validated at start.
+
+Every setting has a default that makes the embedded default work with no file at all (SQLite and an
+NDJSON log in the state directory, listeners on 127.0.0.1). The settings are frozen dataclasses
+parsed once and passed down; no other module reads files or the environment for configuration.
+A wrong key or value raises L{ConfigError} naming the key (as a dotted path) and what is wrong.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+
+class ConfigError(Exception):
+    """
+    The configuration cannot be used; the message names the key and what is wrong with it.
+    """
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    #: Twisted endpoint strings, e.g. C{tcp:8080:interface=127.0.0.1} or C{ssl:8443:privateKey=…:certKey=…}
+    listen: list[str] = field(default_factory=lambda: ["tcp:8080:interface=127.0.0.1"])
+    #: a request body larger than this is refused with 413 (after gzip decoding too)
+    max_body_bytes: int = 10 * 1024 * 1024
+    #: requests per minute per tenant before 429
+    rate_limit_per_min: int = 600
+    #: seconds an idle HTTP connection is kept open
+    timeout: int = 60
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    #: endpoint strings for the Prometheus C{/metrics} listener; empty disables it
+    listen: list[str] = field(default_factory=lambda: ["tcp:9108:interface=127.0.0.1"])
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    #: PostgreSQL DSN (C{postgresql://user@host/db}); unset means SQLite in the state directory
+    dsn: str | None = None
+
+
+@dataclass(frozen=True)
+class FileSinkSettings:
+    #: directory of the NDJSON event log; relative paths are under the state directory
+    directory: str = "events"
+    #: the live file is rotated past this size
+    max_bytes: int = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    topic: str = "ocsf-events"
+    #: librdkafka settings passed through as they are (bootstrap.servers, security.protocol, sasl.*, ssl.*)
+    config: dict[str, str] = field(default_factory=dict)
+    #: outage spool directory; relative paths are under the state directory
+    spool_directory: str = "spool"
+    spool_max_bytes: int = 1024 * 1024 * 1024
+    #: seconds a shutdown waits for Kafka to acknowledge what is in flight before spooling the rest
+    flush_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class SinkSettings:
+    #: C{file} (embedded default) or C{kafka} (production)
+    type: str = "file"
+    file: FileSinkSettings = field(default_factory=FileSinkSettings)
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+
+
+@dataclass(frozen=True)
+class TokenCacheSettings:
+    #: seconds a resolved token is trusted before the store is asked again (the spec's 60 s)
+    ttl: float = 60.0
+    #: seconds an unknown token is remembered as unknown, so floods of random tokens spare the store
+    negative_ttl: float = 5.0
+    max_size: int = 10_000
+
+
+@dataclass(frozen=True)
+class TemplateSettings:
+    #: extra template directories, loaded after the bundled ones (a same id overrides)
+    directories: list[str] = field(default_factory=list)
+    #: template ids tokens may use (the spec's ALLOWED_TEMPLATE_IDS); unset allows every loaded one
+    allowed: list[str] | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    #: where SQLite, the event log, the spool and the secret key live by default
+    state_dir: str = "state"
+    #: Fernet key that encrypts signing secrets at rest; created on first start if missing
+    secret_key_file: str = "secret.key"
+    http: HttpSettings = field(default_factory=HttpSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    sink: SinkSettings = field(default_factory=SinkSettings)
+    token_cache: TokenCacheSettings = field(default_factory=TokenCacheSettings)
+    templates: TemplateSettings = field(default_factory=TemplateSettings)
+
+    def state_path(self, relative: str) -> Path:
+        """
+        C{relative} resolved against the state directory (absolute paths are kept).
+        """
+        return Path(self.state_dir) / relative
+
+
+#: environment variable → dotted key it overrides
+ENVIRONMENT_OVERRIDES: dict[str, str] = {
+    "AISOC_INBOX_STATE_DIR": "state_dir",
+    "AISOC_INBOX_MAX_BODY_BYTES": "http.max_body_bytes",
+    "AISOC_INBOX_RATE_LIMIT_PER_MIN": "http.rate_limit_per_min",
+    "AISOC_INBOX_DATABASE_DSN": "database.dsn",
+    "AISOC_INBOX_SINK": "sink.type",
+    "AISOC_INBOX_KAFKA_TOPIC": "sink.kafka.topic",
+    "AISOC_INBOX_KAFKA_BOOTSTRAP_SERVERS": "sink.kafka.config.bootstrap.servers",
+}
+
+_CHOICES: dict[str, tuple[str, ...]] = {"sink.type": ("file", "kafka")}
+_POSITIVE = {"http.max_body_bytes", "http.rate_limit_per_min", "http.timeout",
+             "sink.file.max_bytes", "sink.kafka.spool_max_bytes", "token_cache.max_size"}
+
+
+def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -> Settings:
+    """
+    Read C{path} (or nothing, for the embedded default), apply the environment overrides and validate.
+    """
+    raw: Any = {}
+    if path is not None:
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read the config file: {e.strerror}") from e
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from e
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: the config file must be a mapping of keys, not {type(raw).__name__}")
+    environ = os.environ if environ is None else environ
+    default_state = environ.get("STATE_DIRECTORY")  # set by systemd's StateDirectory=
+    if default_state and "state_dir" not in raw:
+        raw["state_dir"] = default_state.split(":")[0]
+    for variable, key in ENVIRONMENT_OVERRIDES.items():
+        if variable in environ:
+            _set_dotted(raw, key, _env_value(environ[variable]), variable)
+    prefix = f"{path}: " if path is not None else ""
+    try:
+        return _build(Settings, raw, "")
+    except ConfigError as e:
+        raise ConfigError(prefix + str(e)) from None
+
+
+def _env_value(text: str) -> Any:
+    """
+    Environment values are YAML scalars, so C{10485760} is an int and C{"abc"} stays a string.
+    """
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _set_dotted(raw: dict[str, Any], key: str, value: Any, variable: str) -> None:
+    # the Kafka bootstrap key has dots of its own: everything after "config." is one key
+    head, _, tail = key.partition(".config.")
+    parts = head.split(".") + ([tail] if tail else [])
+    if tail:
+        parts.insert(len(parts) - 1, "config")
+    node = raw
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{variable} overrides {key}, but {part} is not a mapping in the file")
+        node = child
+    node[parts[-1]] = value
+
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where or 'top level'}: expected a mapping of keys, got {_kind(raw)}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        key = _join(where, str(unknown[0]))
+        raise ConfigError(f"{key}: unknown key (expected one of: {', '.join(sorted(fields))})")
+    values = {name: _coerce(hints[name], raw[name], _join(where, name)) for name in raw}
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key)
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(inner, value, key)
+    if origin is list:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {_kind(value)}")
+        return [_coerce(args[0], item, f"{key}[{i}]") for i, item in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {_kind(value)}")
+        return {str(k): _scalar_text(v, f"{key}.{k}") for k, v in value.items()}
+    return _check_scalar(hint, value, key)
+
+
+def _check_scalar(hint: type, value: Any, key: str) -> Any:
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if hint is int and isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise ConfigError(f"{key}: expected {hint.__name__}, got {_kind(value)}")
+    if key in _POSITIVE and value <= 0:
+        raise ConfigError(f"{key}: must be greater than 0, got {value}")
+    if key in _CHOICES and value not in _CHOICES[key]:
+        raise ConfigError(f"{key}: must be one of {', '.join(_CHOICES[key])}, got {value!r}")
+    return value
+
+
+def _scalar_text(value: Any, key: str) -> str:
+    """
+    librdkafka takes every setting as a string; YAML may have parsed C{acks: all} or C{linger.ms: 5}.
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    raise ConfigError(f"{key}: expected a string or number, got {_kind(value)}")
+
+
+def _kind(value: Any) -> str:
+    return "nothing" if value is None else f"{type(value).__name__} {value!r}"[:80]
+
+
+def _join(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name

@@ -1,0 +1,91 @@
+"""
+Decoding a webhook body into records: one JSON object, a JSON array of objects, or NDJSON.
+
+Vendors are sloppy about framing, so the shape is decided by content, not by Content-Type. Errors
+name the line (and column) so the sender can find what is wrong.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+
+class BodyError(ValueError):
+    """
+    The body cannot be read as JSON records; the message says where and why.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """
+    One decoded record and the exact text it came from (kept as the OCSF C{raw_data}).
+    """
+
+    data: dict[str, Any]
+    raw: str
+
+
+def decode_text(body: bytes) -> str:
+    try:
+        return body.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise BodyError(f"body is not valid UTF-8 (byte {e.start})") from None
+
+
+def decode_json_records(body: bytes) -> list[Record]:
+    """
+    The records of a body holding one JSON document (object or array of objects) or NDJSON.
+    """
+    text = decode_text(body)
+    stripped = text.strip()
+    if not stripped:
+        raise BodyError("empty body: expected a JSON object or NDJSON lines")
+    try:
+        document = json.loads(stripped)
+    except json.JSONDecodeError as whole:
+        if not _first_line_is_object(stripped):
+            raise BodyError(f"invalid JSON at line {whole.lineno} column {whole.colno}: {whole.msg}") from None
+        return _ndjson(text)
+    if isinstance(document, dict):
+        return [Record(document, stripped)]
+    if isinstance(document, list):
+        records = []
+        for index, item in enumerate(document):
+            if not isinstance(item, dict):
+                raise BodyError(f"array item {index}: expected a JSON object, got {_kind(item)}")
+            records.append(Record(item, json.dumps(item, separators=(",", ":"), ensure_ascii=False)))
+        if not records:
+            raise BodyError("empty JSON array: no records")
+        return records
+    raise BodyError(f"expected a JSON object, an array of objects or NDJSON, got {_kind(document)}")
+
+
+def _first_line_is_object(text: str) -> bool:
+    first = text.split("\n", 1)[0].strip()
+    try:
+        return isinstance(json.loads(first), dict)
+    except json.JSONDecodeError:
+        return False
+
+
+def _ndjson(text: str) -> list[Record]:
+    records = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise BodyError(f"line {number}: invalid JSON at column {e.colno}: {e.msg}") from None
+        if not isinstance(item, dict):
+            raise BodyError(f"line {number}: expected a JSON object, got {_kind(item)}")
+        records.append(Record(item, line))
+    return records
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
+            type(None): "null"}.get(type(value), "a number")

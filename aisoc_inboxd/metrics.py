@@ -1,0 +1,48 @@
+"""
+Prometheus metrics with the spec's names, on a registry of the daemon's own (not the process-global
+default), served by L{MetricsResource} on the metrics listener.
+"""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+
+#: C{template} label of a request whose token did not resolve, so no template is known
+NO_TEMPLATE = "none"
+
+
+class Metrics:
+    """
+    The collectors every intake shares.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.requests = Counter(
+            "aisoc_ingest_inbox_requests", "Inbox requests (and malformed CEF lines) by route, template and outcome",
+            ["route", "template", "outcome"], registry=self.registry)
+        self.events = Counter(
+            "aisoc_ingest_inbox_events", "Events made durable, by template", ["template"], registry=self.registry)
+        self.token_cache_size = Gauge(
+            "aisoc_ingest_inbox_token_cache_size", "Entries in the token cache", registry=self.registry)
+
+    def request(self, route: str, template: str | None, outcome: str) -> None:
+        self.requests.labels(route, template or NO_TEMPLATE, outcome).inc()
+
+
+class MetricsResource(Resource):
+    """
+    C{GET /metrics} in the Prometheus text format; cheap enough to render on the reactor thread.
+    """
+
+    isLeaf = True
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__()
+        self._registry = registry
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode("ascii"))
+        return generate_latest(self._registry)

@@ -1,0 +1,44 @@
+"""
+The one publish step every intake ends in: records → OCSF events (through the token's template) →
+the sink, and a Deferred that fires only when the sink has made them durable.
+"""
+from __future__ import annotations
+
+import json
+from typing import Sequence
+
+from twisted.internet.defer import Deferred
+
+from aisoc_inboxd.formats.json_body import Record
+from aisoc_inboxd.metrics import Metrics
+from aisoc_inboxd.normalizer import IngestContext, Template, normalize
+from aisoc_inboxd.sinks import EventSink, SinkRecord
+
+
+class Pipeline:
+    def __init__(self, sink: EventSink, metrics: Metrics) -> None:
+        self._sink = sink
+        self._metrics = metrics
+
+    def ready(self) -> bool:
+        return self._sink.ready()
+
+    def publish(self, template: Template, tenant_id: str, route: str, records: Sequence[Record],
+                received_at: float) -> Deferred[int]:
+        """
+        Normalize and hand to the sink; fires with the number of events once they are durable, or
+        fails with the sink's L{SinkUnavailable}.
+        """
+        sink_records = []
+        for record in records:
+            context = IngestContext(tenant_id=tenant_id, route=route, received_at=received_at, raw=record.raw)
+            event = normalize(template, record.data, context)
+            value = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+            sink_records.append(SinkRecord(tenant_id, template.id, route, received_at, value))
+        d = self._sink.write(sink_records)
+        d.addCallback(self._published, template.id, len(sink_records))
+        return d
+
+    def _published(self, _: None, template_id: str, count: int) -> int:
+        self._metrics.events.labels(template_id).inc(count)
+        return count

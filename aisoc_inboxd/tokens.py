@@ -1,0 +1,234 @@
+"""
+Inbox tokens: minting, fingerprints, and resolving a presented token to its tenant and template.
+
+A token is C{aisoc_inbox_} followed by the unpadded lowercase base32 of 32 random bytes. Only its
+SHA-256 fingerprint is ever stored; the token itself is shown once at mint. Resolution goes through
+an LRU cache with a TTL (the spec's 60 s), so a rotated or revoked token stops resolving within the
+TTL, or at once when the rotation flow calls L{TokenCache.invalidate}.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import secrets
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+from typing import Callable
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+
+from aisoc_inboxd.store import Store, TokenRecord
+
+TOKEN_PREFIX = "aisoc_inbox_"
+_TOKEN_BYTES = 32
+_TOKEN_SHAPE = re.compile(r"aisoc_inbox_[a-z2-7]{52}\Z")
+
+
+def mint_token() -> str:
+    """
+    A fresh token: the prefix and 256 random bits, base32 without padding, lowercase.
+    """
+    body = base64.b32encode(secrets.token_bytes(_TOKEN_BYTES)).decode("ascii").rstrip("=")
+    return TOKEN_PREFIX + body.lower()
+
+
+def fingerprint(token: str) -> str:
+    """
+    The SHA-256 hex digest that the store keeps in place of the token.
+    """
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def looks_like_token(candidate: str) -> bool:
+    """
+    Whether C{candidate} has a minted token's shape; anything else cannot resolve, so it is refused
+    without a cache or store lookup.
+    """
+    return _TOKEN_SHAPE.match(candidate) is not None
+
+
+def log_id(fingerprint_hex: str) -> str:
+    """
+    The part of a fingerprint that may appear in logs, metrics and status pages.
+    """
+    return fingerprint_hex[:8]
+
+
+class TokenCache:
+    """
+    A bounded LRU of fingerprint → resolved record (or C{None} for an unknown token), each entry
+    valid for a TTL on the injected clock.
+    """
+
+    def __init__(self, clock: IReactorTime, ttl: float = 60.0, negative_ttl: float = 5.0,
+                 max_size: int = 10_000, on_size: Callable[[int], None] | None = None) -> None:
+        self._clock = clock
+        self._ttl = ttl
+        self._negative_ttl = negative_ttl
+        self._max_size = max_size
+        self._entries: OrderedDict[str, tuple[float, TokenRecord | None]] = OrderedDict()
+        self._on_size = on_size or (lambda size: None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, fingerprint_hex: str) -> tuple[bool, TokenRecord | None]:
+        """
+        C{(True, record)} on a fresh hit (record is C{None} for a cached unknown token),
+        C{(False, None)} on a miss or an expired entry.
+        """
+        entry = self._entries.get(fingerprint_hex)
+        if entry is None:
+            return False, None
+        expires, record = entry
+        if self._clock.seconds() >= expires:
+            del self._entries[fingerprint_hex]
+            self._on_size(len(self._entries))
+            return False, None
+        self._entries.move_to_end(fingerprint_hex)
+        return True, record
+
+    def put(self, fingerprint_hex: str, record: TokenRecord | None) -> None:
+        ttl = self._ttl if record is not None else self._negative_ttl
+        self._entries[fingerprint_hex] = (self._clock.seconds() + ttl, record)
+        self._entries.move_to_end(fingerprint_hex)
+        while len(self._entries) > self._max_size:
+            self._entries.popitem(last=False)
+        self._on_size(len(self._entries))
+
+    def invalidate(self, fingerprint_hex: str | None = None) -> None:
+        """
+        Forget one fingerprint, or everything when none is given.
+        """
+        if fingerprint_hex is None:
+            self._entries.clear()
+        else:
+            self._entries.pop(fingerprint_hex, None)
+        self._on_size(len(self._entries))
+
+
+class TokenResolver:
+    """
+    Presented token → active L{TokenRecord}, through the cache, asking the store only on a miss.
+    """
+
+    def __init__(self, store: Store, cache: TokenCache) -> None:
+        self._store = store
+        self._cache = cache
+
+    async def resolve(self, token: str) -> TokenRecord | None:
+        if not looks_like_token(token):
+            return None
+        fp = fingerprint(token)
+        hit, record = self._cache.get(fp)
+        if hit:
+            return record
+        record = await self._store.resolve(fp)
+        self._cache.put(fp, record)
+        return record
+
+
+@dataclass(frozen=True)
+class MintedToken:
+    """
+    A token as minted: the only moment the full token exists outside the sender's hands.
+    """
+
+    token: str
+    record: TokenRecord
+
+    def as_dict(self, base_path: str = "/v1/inbox/") -> dict[str, str]:
+        return {
+            "token": self.token,
+            "fingerprint": self.record.fingerprint,
+            "tenant": self.record.tenant_id,
+            "template": self.record.template_id,
+            "path": base_path + self.token,
+        }
+
+
+class UnknownTemplate(ValueError):
+    """
+    A mint or rotation named a template that is not loaded or not allowed.
+    """
+
+
+class UnknownToken(LookupError):
+    """
+    No active token of this tenant matches the fingerprint given.
+    """
+
+
+class TokenAdmin:
+    """
+    The operations behind C{aisoc-inboxd token …} and the admin API: one implementation for both.
+
+    @param template_allowed: whether a template id may be bound to a new token.
+    @param invalidate: called with a fingerprint after a rotation or revocation, so this process's
+        cache (and, through the store, other instances') forget it at once.
+    """
+
+    def __init__(self, store: Store, clock: IReactorTime, template_allowed: Callable[[str], bool],
+                 invalidate: Callable[[str], None] = lambda fp: None) -> None:
+        self._store = store
+        self._clock = clock
+        self._template_allowed = template_allowed
+        self._invalidate = invalidate
+
+    async def mint(self, tenant_id: str, template_id: str, label: str | None = None,
+                   signing_secret: bytes | None = None) -> MintedToken:
+        if not self._template_allowed(template_id):
+            raise UnknownTemplate(template_id)
+        minted = self._new(TokenRecord(fingerprint="", tenant_id=tenant_id, template_id=template_id,
+                                       label=label, signing_secret=signing_secret))
+        await self._store.insert_token(minted.record)
+        return minted
+
+    async def rotate(self, tenant_id: str, fingerprint_or_prefix: str,
+                     signing_secret: bytes | None = None, keep_secret: bool = True) -> MintedToken:
+        """
+        Replace an active token with a new one bound to the same template and label. The signing
+        secret is kept unless a new one is given (or C{keep_secret} is false, which drops it).
+        """
+        old = await self.find_active(tenant_id, fingerprint_or_prefix)
+        secret = signing_secret if signing_secret is not None else (old.signing_secret if keep_secret else None)
+        minted = self._new(replace(old, signing_secret=secret))
+        if not await self._store.rotate_token(tenant_id, old.fingerprint, minted.record, self._clock.seconds()):
+            raise UnknownToken(fingerprint_or_prefix)
+        self._invalidate(old.fingerprint)
+        return minted
+
+    async def revoke(self, tenant_id: str, fingerprint_or_prefix: str) -> TokenRecord:
+        old = await self.find_active(tenant_id, fingerprint_or_prefix)
+        if not await self._store.revoke_token(tenant_id, old.fingerprint, self._clock.seconds()):
+            raise UnknownToken(fingerprint_or_prefix)
+        self._invalidate(old.fingerprint)
+        return old
+
+    async def list(self, tenant_id: str) -> list[TokenRecord]:
+        return await self._store.list_tokens(tenant_id)
+
+    async def find_active(self, tenant_id: str, fingerprint_or_prefix: str) -> TokenRecord:
+        """
+        The one active token of this tenant whose fingerprint starts with the given hex (at least 8
+        characters, as C{token list} shows them), or a full token, whose fingerprint is taken.
+        """
+        wanted = fingerprint_or_prefix.strip().lower()
+        if wanted.startswith(TOKEN_PREFIX):
+            wanted = fingerprint(fingerprint_or_prefix.strip())
+        if len(wanted) < 8:
+            raise UnknownToken(f"{fingerprint_or_prefix!r}: give at least 8 hex characters of the fingerprint")
+        matches = [r for r in await self._store.list_tokens(tenant_id)
+                   if r.active and r.fingerprint.startswith(wanted)]
+        if len(matches) != 1:
+            why = "no active token" if not matches else f"{len(matches)} active tokens"
+            raise UnknownToken(f"{why} of tenant {tenant_id!r} match {wanted[:16]!r}")
+        return matches[0]
+
+    def _new(self, template: TokenRecord) -> MintedToken:
+        token = mint_token()
+        record = replace(template, fingerprint=fingerprint(token), created_at=self._clock.seconds(),
+                         rotated_at=None, revoked_at=None)
+        return MintedToken(token, record)

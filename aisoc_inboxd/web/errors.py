@@ -1,0 +1,45 @@
+"""
+Errors an HTTP route answers with: a status, a JSON message naming the problem, and the metric
+outcome it is counted under.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class HttpError(Exception):
+    status: int
+    message: str
+    outcome: str
+    headers: dict[str, str] = field(default_factory=dict)
+    #: the template label for metrics, when the token resolved before the error
+    template: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.message}"
+
+
+def invalid_token() -> HttpError:
+    return HttpError(401, "invalid token", "invalid_token")
+
+
+def unknown_template(template_id: str) -> HttpError:
+    return HttpError(400, f"unknown template: {template_id!r} is not an allowed template; revoke and re-mint the token",
+                     "unknown_template", template=template_id)
+
+
+def bad_request(message: str, template: str | None = None) -> HttpError:
+    return HttpError(400, message, "bad_request", template=template)
+
+
+def too_large(limit: int) -> HttpError:
+    return HttpError(413, f"body too large: the limit is {limit} bytes (AISOC_INBOX_MAX_BODY_BYTES)", "too_large")
+
+
+def unsupported_media(message: str, template: str | None = None) -> HttpError:
+    return HttpError(415, message, "unsupported_media_type", template=template)
+
+
+def unavailable(message: str, template: str | None = None, retry_after: int = 5) -> HttpError:
+    return HttpError(503, message, "unavailable", {"Retry-After": str(retry_after)}, template=template)

@@ -1,0 +1,87 @@
+"""
+The base of every inbox route: a coroutine per request, tracked for shutdown, whose outcome becomes
+exactly one response (JSON), one metric increment and nothing else.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from aisoc_inboxd.inflight import InFlight
+from aisoc_inboxd.metrics import Metrics
+from aisoc_inboxd.web.errors import HttpError
+
+
+@dataclass
+class Reply:
+    status: int
+    body: dict[str, Any]
+    template: str | None
+    outcome: str = "ok"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def write_json(request: Request, status: int, body: dict[str, Any],
+               headers: dict[str, str] | None = None) -> bytes:
+    request.setResponseCode(status)
+    request.setHeader(b"Content-Type", b"application/json")
+    for name, value in (headers or {}).items():
+        request.setHeader(name.encode("latin-1"), value.encode("latin-1"))
+    return json.dumps(body).encode("utf-8") + b"\n"
+
+
+class JsonRoute(Resource):
+    """
+    Subclasses set C{route} and C{methods} and implement C{handle}; any other method is 405 (there
+    is no read surface on the inbox), errors become JSON bodies.
+    """
+
+    isLeaf = True
+    route = "unknown"
+    methods: frozenset[bytes] = frozenset({b"POST"})
+    _log = Logger()
+
+    def __init__(self, metrics: Metrics, inflight: InFlight) -> None:
+        super().__init__()
+        self._metrics = metrics
+        self._inflight = inflight
+
+    async def handle(self, request: Request) -> Reply:
+        raise NotImplementedError
+
+    def render(self, request: Request) -> object:
+        if request.method not in self.methods:
+            allow = ", ".join(sorted(m.decode("ascii") for m in self.methods))
+            self._metrics.request(self.route, None, "method_not_allowed")
+            return write_json(request, 405, {"error": f"method {request.method.decode('latin-1')} not allowed; "
+                                                      f"this route accepts {allow}"}, {"Allow": allow})
+        gone: list[Failure] = []
+        request.notifyFinish().addErrback(gone.append)
+        d = self._inflight.track(Deferred.fromCoroutine(self.handle(request)))
+        d.addErrback(self._failure_reply)
+        d.addCallback(self._send, request, gone)
+        return NOT_DONE_YET
+
+    def _failure_reply(self, failure: Failure) -> Reply:
+        if failure.check(HttpError):
+            error: HttpError = failure.value
+            return Reply(error.status, self.error_body(error), error.template, error.outcome, error.headers)
+        self._log.failure("unexpected error on route {route}", failure=failure, route=self.route)
+        return Reply(500, {"error": "internal error; the request was not accepted"}, None, "error")
+
+    def error_body(self, error: HttpError) -> dict[str, Any]:
+        return {"error": error.message}
+
+    def _send(self, reply: Reply, request: Request, gone: list[Failure]) -> None:
+        self._metrics.request(self.route, reply.template, reply.outcome)
+        if gone or request.finished:
+            return
+        request.write(write_json(request, reply.status, reply.body, reply.headers))
+        request.finish()

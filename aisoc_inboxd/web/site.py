@@ -1,0 +1,115 @@
+"""
+The HTTP site: a body limit enforced while the body is read, and an access log without tokens.
+
+A declared C{Content-Length} over the limit is answered 413 before any body is read; a chunked body
+that grows past it is answered 413 the moment it does, and the rest of the connection's bytes are
+dropped rather than buffered.
+"""
+from __future__ import annotations
+
+import json
+import re
+from typing import Callable
+
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import Request, Site
+
+from aisoc_inboxd.web.errors import too_large
+
+#: a token in a URL path is logged as its shape only
+_TOKEN_IN_PATH = re.compile(rb"aisoc_inbox_[A-Za-z0-9]+")
+
+OnTooLarge = Callable[[bytes], None]
+
+
+class _Discard:
+    """
+    Stands in for the content file of a refused request; bytes written to it are dropped.
+    """
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def seek(self, offset: int, whence: int = 0) -> None:
+        pass
+
+    def read(self) -> bytes:
+        return b""
+
+    def close(self) -> None:
+        pass
+
+
+class InboxRequest(Request):
+    site: "InboxSite"
+
+    def gotLength(self, length: int | None) -> None:
+        self._received = 0
+        self._refused = False
+        if length is not None and length > self.channel.site.max_body_bytes:
+            self._refuse()
+            return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self._refused:
+            return
+        self._received += len(data)
+        if self._received > self.channel.site.max_body_bytes:
+            self._refuse()
+            return
+        super().handleContentChunk(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if getattr(self, "_refused", False):
+            return
+        super().requestReceived(command, path, version)
+
+    def _refuse(self) -> None:
+        """
+        Answer 413 on the raw transport and close: the request never reaches a resource, and its
+        remaining body is never stored.
+        """
+        self._refused = True
+        if self.content is not None:
+            self.content.close()
+        self.content = _Discard()  # type: ignore[assignment]
+        site: InboxSite = self.channel.site
+        error = too_large(site.max_body_bytes)
+        body = json.dumps({"error": error.message}).encode("utf-8")
+        self.channel.transport.write(
+            b"HTTP/1.1 413 Payload Too Large\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+        self.channel.loseConnection()
+        site.on_too_large(getattr(self.channel, "_path", b"") or b"")
+
+
+class InboxSite(Site):
+    """
+    @param max_body_bytes: the largest body read from the wire (and, after gzip, decoded).
+    @param on_too_large: told the request path of each body refused for size (for metrics).
+    """
+
+    requestFactory = InboxRequest
+    _log = Logger()
+
+    def __init__(self, resource: Resource, max_body_bytes: int, on_too_large: OnTooLarge,
+                 timeout: int = 60, reactor: object = None) -> None:
+        super().__init__(resource, timeout=timeout, reactor=reactor)
+        self.max_body_bytes = max_body_bytes
+        self.on_too_large = on_too_large
+
+    def log(self, request: Request) -> None:
+        """
+        One structured line per request, with any token in the path replaced by its shape.
+        """
+        self._log.info(
+            "{client} {method} {path} {status} {size}",
+            client=request.getClientAddress().host if request.getClientAddress() else "-",
+            method=request.method.decode("latin-1"), path=redact_path(request.uri).decode("latin-1"),
+            status=request.code, size=request.sentLength)
+
+
+def redact_path(path: bytes) -> bytes:
+    return _TOKEN_IN_PATH.sub(b"aisoc_inbox_<redacted>", path)
