@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
-from twisted.application.service import IService
 from twisted.internet.defer import Deferred
 
 
@@ -33,7 +32,15 @@ class SinkUnavailable(Exception):
     """
 
 
-class EventSink(IService, Protocol):
+class EventSink(Protocol):
+    """
+    Sinks are Services: started before the listeners bind, stopped after they close.
+    """
+
+    def startService(self) -> None: ...
+
+    def stopService(self) -> Deferred[None] | None: ...
+
     def write(self, records: Sequence[SinkRecord]) -> Deferred[None]:
         """
         Fire once every record is durable (fsynced, or acknowledged by Kafka with C{acks=all}); fail

@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from twisted.application.service import IService
 from twisted.internet.defer import Deferred
 
 
@@ -46,11 +45,15 @@ class StoreError(Exception):
     """
 
 
-class Store(IService, Protocol):
+class Store(Protocol):
     """
     What the daemon needs from a token store. Implementations are Services: the connection pool is
     built in C{startService} and closed in C{stopService}.
     """
+
+    def startService(self) -> None: ...
+
+    def stopService(self) -> Deferred[None] | None: ...
 
     def upgrade(self) -> Deferred[int]:
         """
