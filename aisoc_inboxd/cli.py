@@ -1,0 +1,247 @@
+"""
+The C{aisoc-inboxd} command: run the daemon, and manage tokens, templates and the database.
+
+Token commands talk to the same store the daemon uses (the SQLite file in the state directory, or
+PostgreSQL), with the same code the admin API uses (L{TokenAdmin}).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Sequence
+
+from aisoc_inboxd.config import ConfigError, Settings, load_settings
+
+EXIT_USAGE = 2
+
+
+class CommandError(Exception):
+    """
+    A command failed for a reason the operator can fix; printed without a traceback.
+    """
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    if args.command == "run":
+        _run_daemon(args)
+        return
+    try:
+        settings = load_settings(Path(args.config) if args.config else None)
+        code = args.handler(settings, args)
+    except (ConfigError, CommandError) as e:
+        print(f"aisoc-inboxd: {e}", file=sys.stderr)
+        code = 1
+    sys.exit(code)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aisoc-inboxd", description=__doc__.strip().splitlines()[0])
+    parser.add_argument("-c", "--config", help="YAML config file (default: the embedded default)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the daemon in the foreground (logs to stdout)")
+    run.add_argument("twist_args", nargs=argparse.REMAINDER, help="extra options for twist, e.g. --log-format=json")
+
+    token = commands.add_parser("token", help="mint, rotate, revoke and list inbox tokens").add_subparsers(
+        dest="action", required=True)
+    mint = token.add_parser("mint", help="mint a token; it is printed once and never stored")
+    mint.add_argument("--tenant", required=True)
+    mint.add_argument("--template", required=True, help="template id, e.g. pagerduty or generic-json")
+    mint.add_argument("--label", help="a note for operators, e.g. the vendor account")
+    mint.add_argument("--signing-secret", help="require X-Signature = hex(HMAC-SHA256(secret, body))")
+    mint.add_argument("--json", action="store_true", help="print token, fingerprint, tenant, template, path as JSON")
+    mint.set_defaults(handler=_token_mint)
+    rotate = token.add_parser("rotate", help="replace a token with a new one (same template and label)")
+    rotate.add_argument("--tenant", required=True)
+    rotate.add_argument("fingerprint", help="the token's fingerprint (at least 8 hex characters) or the token")
+    rotate.add_argument("--signing-secret", help="set a new signing secret (default: keep the old one)")
+    rotate.add_argument("--json", action="store_true")
+    rotate.set_defaults(handler=_token_rotate)
+    revoke = token.add_parser("revoke", help="stop a token resolving (within the 60 s cache TTL)")
+    revoke.add_argument("--tenant", required=True)
+    revoke.add_argument("fingerprint", help="the token's fingerprint (at least 8 hex characters) or the token")
+    revoke.set_defaults(handler=_token_revoke)
+    listing = token.add_parser("list", help="list a tenant's tokens (fingerprints only)")
+    listing.add_argument("--tenant", required=True)
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(handler=_token_list)
+
+    templates = commands.add_parser("templates", help="bundled and configured templates").add_subparsers(
+        dest="action", required=True)
+    templates.add_parser("list", help="list the templates tokens may use").set_defaults(handler=_templates_list)
+
+    db = commands.add_parser("db", help="database schema").add_subparsers(dest="action", required=True)
+    db.add_parser("upgrade", help="apply pending migrations").set_defaults(handler=_db_upgrade)
+    return parser
+
+
+def _run_daemon(args: argparse.Namespace) -> None:
+    from twisted.application.twist._twist import Twist
+
+    extra = [a for a in args.twist_args if a != "--"]
+    plugin_args = ["--config", args.config] if args.config else []
+    Twist.main(["aisoc-inboxd", *extra, "aisoc-inboxd", *plugin_args])
+
+
+def _with_store(settings: Settings, work: Callable[[Any], Awaitable[int]]) -> int:
+    """
+    Run C{work(store)} on a short-lived reactor with the store started and upgraded.
+    """
+    from twisted.internet import task
+    from twisted.internet.defer import Deferred, maybeDeferred
+
+    from aisoc_inboxd.service import open_store
+    from aisoc_inboxd.store import StoreError
+    from aisoc_inboxd.store.preflight import check_reachable
+
+    try:
+        check_reachable(settings)
+    except StoreError as e:
+        raise CommandError(str(e)) from None
+    outcome: dict[str, Any] = {}
+
+    async def session(reactor: Any) -> None:
+        store = open_store(settings, reactor)
+        store.startService()
+        try:
+            await store.upgrade()
+            outcome["code"] = await work(store)
+        except (CommandError, StoreError) as e:
+            outcome["error"] = e
+        finally:
+            await maybeDeferred(store.stopService)
+
+    try:
+        task.react(lambda reactor: Deferred.fromCoroutine(session(reactor)))
+    except SystemExit as exit_:
+        if exit_.code not in (0, None):
+            raise CommandError("the command failed; see the error above") from None
+    if "error" in outcome:
+        raise CommandError(str(outcome["error"]))
+    return outcome["code"]
+
+
+def _admin(settings: Settings, store: Any) -> Any:
+    from twisted.internet import reactor
+
+    from aisoc_inboxd.tokens import TokenAdmin
+
+    catalog = _catalog(settings)
+    return TokenAdmin(store, reactor, catalog.allowed), catalog
+
+
+def _catalog(settings: Settings) -> Any:
+    from aisoc_inboxd.catalog import TemplateCatalog
+    from aisoc_inboxd.normalizer import TemplateError
+
+    try:
+        return TemplateCatalog.load(settings.templates.directories, settings.templates.allowed)
+    except TemplateError as e:
+        raise CommandError(str(e)) from None
+
+
+def _token_mint(settings: Settings, args: argparse.Namespace) -> int:
+    from aisoc_inboxd.tokens import UnknownTemplate
+
+    async def work(store: Any) -> int:
+        admin, catalog = _admin(settings, store)
+        secret = args.signing_secret.encode("utf-8") if args.signing_secret else None
+        try:
+            minted = await admin.mint(args.tenant, args.template, args.label, secret)
+        except UnknownTemplate:
+            raise CommandError(f"unknown template {args.template!r}; allowed: {', '.join(catalog.ids())}") from None
+        _print_minted(minted, args.json, "Minted")
+        return 0
+
+    return _with_store(settings, work)
+
+
+def _token_rotate(settings: Settings, args: argparse.Namespace) -> int:
+    from aisoc_inboxd.tokens import UnknownToken
+
+    async def work(store: Any) -> int:
+        admin, _ = _admin(settings, store)
+        secret = args.signing_secret.encode("utf-8") if args.signing_secret else None
+        try:
+            minted = await admin.rotate(args.tenant, args.fingerprint, secret)
+        except UnknownToken as e:
+            raise CommandError(str(e)) from None
+        _print_minted(minted, args.json, "Rotated; the old token stops resolving within 60 s. New")
+        return 0
+
+    return _with_store(settings, work)
+
+
+def _token_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    from aisoc_inboxd.tokens import UnknownToken, log_id
+
+    async def work(store: Any) -> int:
+        admin, _ = _admin(settings, store)
+        try:
+            old = await admin.revoke(args.tenant, args.fingerprint)
+        except UnknownToken as e:
+            raise CommandError(str(e)) from None
+        print(f"Revoked {log_id(old.fingerprint)} ({old.template_id}); it stops resolving within 60 s.")
+        return 0
+
+    return _with_store(settings, work)
+
+
+def _token_list(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(store: Any) -> int:
+        admin, _ = _admin(settings, store)
+        records = await admin.list(args.tenant)
+        rows = [{"fingerprint": r.fingerprint, "template": r.template_id, "label": r.label,
+                 "signed": r.signing_secret is not None, "state": _state(r),
+                 "created": _iso(r.created_at), "rotated": _iso(r.rotated_at), "revoked": _iso(r.revoked_at)}
+                for r in records]
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            print(f"{'FINGERPRINT':<18}{'TEMPLATE':<26}{'STATE':<9}{'SIGNED':<8}{'CREATED':<22}LABEL")
+            for row in rows:
+                print(f"{row['fingerprint'][:16]:<18}{row['template']:<26}{row['state']:<9}"
+                      f"{'yes' if row['signed'] else 'no':<8}{row['created']:<22}{row['label'] or ''}")
+        return 0
+
+    return _with_store(settings, work)
+
+
+def _templates_list(settings: Settings, args: argparse.Namespace) -> int:
+    catalog = _catalog(settings)
+    for template_id in catalog.ids():
+        template = catalog.get(template_id)
+        print(f"{template_id:<28}{template.class_uid:<6}{template.vendor_name} {template.product_name}")
+    return 0
+
+
+def _db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(store: Any) -> int:
+        print(f"schema at version {await store.upgrade()}")
+        return 0
+
+    return _with_store(settings, work)
+
+
+def _print_minted(minted: Any, as_json: bool, verb: str) -> None:
+    if as_json:
+        print(json.dumps(minted.as_dict()))
+        return
+    info = minted.as_dict()
+    print(f"{verb} token for tenant {info['tenant']} with template {info['template']}.\n"
+          f"It is shown once and never stored; keep it like a password.\n\n"
+          f"  token:       {info['token']}\n"
+          f"  fingerprint: {info['fingerprint']}\n"
+          f"  webhook URL: https://<this host>{info['path']}")
+
+
+def _state(record: Any) -> str:
+    return "revoked" if record.revoked_at else "rotated" if record.rotated_at else "active"
+
+
+def _iso(epoch: float | None) -> str:
+    return "" if epoch is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
