@@ -112,10 +112,11 @@ class InboxDaemon(SequentialMultiService):
     reactor is stopped).
     """
 
-    def __init__(self, store: Store, sink: EventSink, intake: Intake, metrics: Metrics,
-                 inflight: InFlight, listeners: list[Listener], reactor: Any) -> None:
+    def __init__(self, store: Store, sink: EventSink, intake: Intake, token_cache: TokenCache,
+                 metrics: Metrics, inflight: InFlight, listeners: list[Listener], reactor: Any) -> None:
         super().__init__()
         self.store = store
+        self.token_cache = token_cache
         self.sink = sink
         self.intake = intake
         self.metrics = metrics
@@ -197,4 +198,4 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any) -> 
         metrics_site = Site(MetricsResource(metrics.registry), reactor=reactor)
         metrics_site.log = lambda request: None  # type: ignore[method-assign]
         listeners += [Listener(desc, metrics_site, reactor, "metrics") for desc in settings.metrics.listen]
-    return InboxDaemon(store, sink, intake, metrics, inflight, listeners, reactor)
+    return InboxDaemon(store, sink, intake, cache, metrics, inflight, listeners, reactor)

@@ -1,0 +1,95 @@
+"""
+Running the real daemon in this process for end-to-end tests: real listeners on 127.0.0.1 port 0,
+the real store and sink in a temporary state directory, and a treq client (verifying TLS when the
+daemon listens with TLS).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import treq
+from treq.client import HTTPClient
+from twisted.internet import ssl
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
+
+from aisoc_inboxd.catalog import TemplateCatalog
+from aisoc_inboxd.config import Settings, load_settings
+from aisoc_inboxd.service import InboxDaemon, build_daemon
+from aisoc_inboxd.tokens import TokenAdmin
+from tests.support.tls import TlsFiles
+
+
+@dataclass
+class RunningDaemon:
+    daemon: InboxDaemon
+    settings: Settings
+    base_url: str
+    metrics_url: str
+    http: Any
+    reactor: Any
+
+    @property
+    def admin(self) -> TokenAdmin:
+        catalog = self.daemon.intake.catalog
+        return TokenAdmin(self.daemon.store, self.reactor, catalog.allowed, self.daemon.token_cache.invalidate)
+
+    async def mint(self, tenant: str = "tenant-a", template: str = "generic-json",
+                   signing_secret: bytes | None = None) -> str:
+        return (await self.admin.mint(tenant, template, signing_secret=signing_secret)).token
+
+    def events(self) -> list[dict[str, Any]]:
+        path = Path(self.settings.state_dir) / self.settings.sink.file.directory / "events.ndjson"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    async def post(self, path: str, body: bytes, headers: dict[str, str] | None = None,
+                   method: str = "POST") -> tuple[int, Any, Any]:
+        """
+        Send a request; return the status, the body parsed as JSON (or raw bytes), and the response.
+        """
+        response = await self.http.request(method, self.base_url + path, data=body,
+                                           headers={k: [v] for k, v in (headers or {}).items()})
+        content = await response.content()
+        try:
+            parsed: Any = json.loads(content)
+        except ValueError:
+            parsed = content
+        return response.code, parsed, response
+
+    async def metrics(self) -> str:
+        response = await treq.get(self.metrics_url)
+        return (await response.content()).decode()
+
+    async def stop(self) -> None:
+        await self.daemon.stopService()
+
+
+def daemon_settings(state_dir: Path, tls: TlsFiles | None = None, **sections: dict[str, Any]) -> Settings:
+    base = load_settings(None, {})
+    http = dataclasses.replace(base.http, listen=[tls.endpoint() if tls else "tcp:0:interface=127.0.0.1"],
+                               **sections.pop("http", {}))
+    return dataclasses.replace(base, state_dir=str(state_dir), http=http,
+                               metrics=dataclasses.replace(base.metrics, listen=["tcp:0:interface=127.0.0.1"]),
+                               **sections)
+
+
+async def start_daemon(reactor: Any, settings: Settings, tls: TlsFiles | None = None) -> RunningDaemon:
+    catalog = TemplateCatalog.load(settings.templates.directories, settings.templates.allowed)
+    daemon = build_daemon(settings, catalog, reactor)
+    daemon.startService()
+    await daemon.started
+    http_address = daemon.address("http")
+    metrics_address = daemon.address("metrics")
+    if tls:
+        trust = ssl.Certificate.loadPEM(tls.ca_cert.read_bytes())
+        client = HTTPClient(Agent(reactor, contextFactory=BrowserLikePolicyForHTTPS(trustRoot=trust)))
+        base = f"https://127.0.0.1:{http_address.port}"
+    else:
+        client = HTTPClient(Agent(reactor))
+        base = f"http://127.0.0.1:{http_address.port}"
+    return RunningDaemon(daemon, settings, base, f"http://127.0.0.1:{metrics_address.port}/metrics", client, reactor)
