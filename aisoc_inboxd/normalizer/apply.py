@@ -1,0 +1,241 @@
+"""
+Apply a loaded template to one decoded record: the OCSF 1.8.0 event the pipeline publishes.
+
+Pure and per-event cheap: every path, enum and conversion was resolved when the template loaded
+(L{Compiled}); here we only read, convert and write. Rules, in order:
+
+  1. stamp the class (class, category, activity, type), the template's product, C{log_name} (the
+     template id) and C{log_source} (the intake route); the template may override the last three;
+  2. C{field_map}: a missing or null source is skipped; the first present source of a target wins;
+     a value the target cannot hold (C{"abc"} for a port) is not mapped and stays in C{unmapped};
+  3. C{constants}, then C{severity_field}/C{severity_map}: no severity value → 0 Unknown; a value
+     not in the map → 99 Other with C{severity} = the raw value (nothing is silently downgraded);
+  4. C{time_field}: the first parseable candidate → C{time} (ms) and C{metadata.original_time}
+     (raw); none → the receive time;
+  5. class defaults so the event validates (2001 C{state_id}/C{finding}, 2004
+     C{status_id}/C{finding_info}/C{is_alert});
+  6. ingest stamps that templates never override (C{metadata.version}, C{uid}, C{tenant_uid},
+     C{logged_time}, C{log_provider});
+  7. everything of the record not consumed goes to C{unmapped} (nesting kept, nulls dropped), and
+     the raw text to C{raw_data}.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from aisoc_inboxd.normalizer.coerce import INVALID, drop_nulls
+from aisoc_inboxd.normalizer.ocsf import SCHEMA_VERSION
+from aisoc_inboxd.normalizer.paths import MISSING, get_source, set_target
+from aisoc_inboxd.normalizer.template import Compiled, Template, fold_severity
+from aisoc_inboxd.normalizer.timeparse import to_epoch_ms
+
+LOG_PROVIDER = "aisoc-inboxd"
+SEVERITY_UNKNOWN = 0
+SEVERITY_OTHER = 99
+STATUS_NEW = 1
+# class -> (finding object, its status attribute); both are required or expected by OCSF 1.8.0
+_FINDING_SHAPES = {2001: ("finding", "state_id", "state"), 2004: ("finding_info", "status_id", "status")}
+_ACTIVITY_CREATE = 1
+
+
+@dataclass(frozen=True)
+class IngestContext:
+    """
+    What the intake knows about a record besides its content.
+
+    C{received_at} is epoch seconds; C{raw} is the record's own text for C{raw_data} (C{None}: the
+    record re-serialised as JSON).
+    """
+
+    tenant_id: str
+    route: str
+    received_at: float
+    raw: str | None = None
+
+
+def normalize(template: Template, record: dict[str, Any], context: IngestContext) -> dict[str, Any]:
+    """
+    The OCSF event for C{record} under C{template}.
+    """
+    compiled = template.compiled
+    event = _class_stamp(template, compiled, context)
+    metadata: dict[str, Any] = event["metadata"]
+    consumed: list[tuple[str, ...]] = []
+
+    filled: set[str] = set()
+    for rule in compiled.field_rules:
+        if rule.target in filled:
+            continue
+        raw = get_source(record, rule.source)
+        if raw is MISSING or raw is None:
+            continue
+        value = rule.coerce(raw)
+        if value is INVALID:
+            continue
+        set_target(event, rule.steps, value)
+        if rule.sibling is not None:
+            caption = rule.captions.get(value) if value != SEVERITY_OTHER else None
+            set_target(event, rule.sibling, caption or str(raw))
+        filled.add(rule.target)
+        consumed.append(rule.source)
+
+    for constant in compiled.constants:
+        value = constant.value
+        set_target(event, constant.steps, copy.deepcopy(value) if isinstance(value, (dict, list)) else value)
+        if constant.caption is not None:
+            set_target(event, *constant.caption)
+
+    _severity(event, compiled, record, consumed)
+    _time(event, compiled, record, consumed, context)
+
+    event_uid = str(uuid.uuid4())
+    _finding_defaults(event, template, compiled, event_uid)
+    metadata.update(
+        version=SCHEMA_VERSION,
+        uid=event_uid,
+        tenant_uid=context.tenant_id,
+        logged_time=int(context.received_at * 1000),
+        log_provider=LOG_PROVIDER,
+    )
+
+    leftovers = _leftovers(record, _consumed_tree(consumed))
+    if leftovers is not INVALID and leftovers:
+        _merge_missing(event.setdefault("unmapped", {}), leftovers)
+    event["raw_data"] = context.raw if context.raw is not None else json.dumps(record, ensure_ascii=False)
+    return event
+
+
+def _class_stamp(template: Template, compiled: Compiled, context: IngestContext) -> dict[str, Any]:
+    ocsf_class = compiled.ocsf_class
+    return {
+        "class_uid": ocsf_class.uid,
+        "class_name": ocsf_class.caption,
+        "category_uid": ocsf_class.category_uid,
+        "category_name": ocsf_class.category_name,
+        "activity_id": template.activity_id,
+        "activity_name": compiled.activity_name,
+        "type_uid": ocsf_class.uid * 100 + template.activity_id,
+        "type_name": f"{ocsf_class.caption}: {compiled.activity_name}",
+        "metadata": {
+            "product": {"vendor_name": template.vendor_name, "name": template.product_name},
+            "log_name": template.id,
+            "log_source": context.route,
+        },
+    }
+
+
+def _severity(event: dict[str, Any], compiled: Compiled, record: dict[str, Any],
+              consumed: list[tuple[str, ...]]) -> None:
+    """
+    The first candidate whose value is in the map wins; else the first present one gives 99 Other.
+    """
+    first_present: tuple[tuple[str, ...], Any] | None = None
+    for source in compiled.severity_sources:
+        raw = get_source(record, source)
+        if raw is MISSING or raw is None or isinstance(raw, (dict, list)):
+            continue
+        severity_id = compiled.severity_lookup.get(fold_severity(raw))
+        if severity_id is not None:
+            consumed.append(source)
+            caption = compiled.severity_captions[severity_id]
+            event["severity_id"] = severity_id
+            event["severity"] = str(raw) if severity_id == SEVERITY_OTHER else caption
+            return
+        first_present = first_present or (source, raw)
+    if first_present is None:
+        event["severity_id"] = SEVERITY_UNKNOWN
+        event["severity"] = compiled.severity_captions[SEVERITY_UNKNOWN]
+        return
+    consumed.append(first_present[0])
+    event["severity_id"] = SEVERITY_OTHER
+    event["severity"] = str(first_present[1])
+
+
+def _time(event: dict[str, Any], compiled: Compiled, record: dict[str, Any],
+          consumed: list[tuple[str, ...]], context: IngestContext) -> None:
+    first_raw: Any = None
+    for source in compiled.time_sources:
+        raw = get_source(record, source)
+        if raw is MISSING or raw is None or isinstance(raw, (dict, list)):
+            continue
+        first_raw = raw if first_raw is None else first_raw
+        ms = to_epoch_ms(raw)
+        if ms is not None:
+            consumed.append(source)
+            event["time"] = ms
+            event["metadata"]["original_time"] = str(raw)
+            return
+    event["time"] = int(context.received_at * 1000)
+    if first_raw is not None:
+        event["metadata"]["original_time"] = str(first_raw)
+
+
+def _finding_defaults(event: dict[str, Any], template: Template, compiled: Compiled,
+                      event_uid: str) -> None:
+    """
+    Fill what 2001 and 2004 require (or expect) when the record did not provide it.
+    """
+    shape = _FINDING_SHAPES.get(template.class_uid)
+    if shape is None:
+        return
+    object_name, status_id, status = shape
+    finding = event.setdefault(object_name, {})
+    finding.setdefault("uid", event_uid)
+    finding.setdefault("title", event.get("message") or template.product_name)
+    if status_id not in event:
+        event[status_id] = STATUS_NEW
+        event[status] = compiled.status_captions[STATUS_NEW]
+    if template.class_uid == 2004 and template.activity_id == _ACTIVITY_CREATE:
+        event.setdefault("is_alert", True)
+
+
+def _consumed_tree(paths: list[tuple[str, ...]]) -> dict[str, Any]:
+    """
+    The consumed source paths as a tree; C{True} marks a subtree consumed whole.
+    """
+    tree: dict[str, Any] = {}
+    for path in paths:
+        node = tree
+        for key in path[:-1]:
+            child = node.setdefault(key, {})
+            if child is True:
+                break
+            node = child
+        else:
+            node[path[-1]] = True
+    return tree
+
+
+def _leftovers(value: Any, consumed: dict[str, Any] | None) -> Any:
+    """
+    C{value} minus the consumed subtrees and nulls; L{INVALID} when nothing is left of it.
+    """
+    if consumed is None:
+        return drop_nulls(value)
+    if isinstance(value, dict):
+        items = ((k, consumed.get(k)) for k in value)
+        kept = {k: _leftovers(value[k], sub) for k, sub in items if sub is not True}
+    elif isinstance(value, list):
+        kept_list = [_leftovers(v, consumed.get(str(i))) for i, v in enumerate(value)
+                     if consumed.get(str(i)) is not True]
+        kept_list = [v for v in kept_list if v is not INVALID]
+        return kept_list or INVALID
+    else:
+        return drop_nulls(value)
+    kept = {k: v for k, v in kept.items() if v is not INVALID}
+    return kept or INVALID
+
+
+def _merge_missing(target: dict[str, Any], extra: dict[str, Any]) -> None:
+    """
+    Add C{extra} into C{target} without replacing what the template already put there.
+    """
+    for key, value in extra.items():
+        if key not in target:
+            target[key] = value
+        elif isinstance(target[key], dict) and isinstance(value, dict):
+            _merge_missing(target[key], value)

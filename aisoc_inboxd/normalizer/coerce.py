@@ -1,0 +1,207 @@
+"""
+Turn source values into values of an OCSF attribute's type, decided once per target at load time.
+
+Vendors send ports and ids as strings, times as ISO strings, flags as C{"true"}. A coercer
+converts what can be converted (C{"443"} → C{443} for integers, ports and enums; times → epoch ms;
+numbers → strings for string attributes; attachment names or records → C{file} objects) and
+answers L{INVALID} for the rest, which the normalizer then keeps in C{unmapped} instead of emitting
+an event that does not validate.
+"""
+from __future__ import annotations
+
+import math
+import re
+from email.utils import parseaddr
+from typing import Any, Callable
+
+from aisoc_inboxd.normalizer.ocsf import Attribute
+from aisoc_inboxd.normalizer.timeparse import to_epoch_ms
+
+
+class _Invalid:
+    """
+    The type of L{INVALID}: a value the target attribute cannot hold.
+    """
+
+    def __repr__(self) -> str:
+        return "INVALID"
+
+
+INVALID: Any = _Invalid()
+
+Coercer = Callable[[Any], Any]
+
+_INTEGER_TEXT = re.compile(r"^[+-]?\d+(\.0*)?$")
+_TRUE = frozenset({"true", "yes", "1"})
+_FALSE = frozenset({"false", "no", "0"})
+# keys that hold a file name / MIME type / size in vendors' attachment records (Postmark, SES, …)
+_FILE_NAME_KEYS = ("name", "filename", "file_name", "Name", "FileName", "fileName")
+_FILE_TYPE_KEYS = ("mime_type", "content_type", "contentType", "ContentType", "type")
+_FILE_SIZE_KEYS = ("size", "length", "content_length", "ContentLength", "contentLength")
+_FILE_TYPE_REGULAR = 1
+
+
+def coercer_for(attribute: Attribute) -> Coercer:
+    """
+    The coercer for values mapped to C{attribute}; C{ValueError} when templates cannot map to it.
+
+    Arrays take a list (items that do not fit are dropped) or a single value (wrapped).
+    """
+    scalar = _scalar_coercer(attribute)
+    if not attribute.is_array:
+        return lambda value: INVALID if isinstance(value, list) else scalar(value)
+
+    def each(value: Any) -> Any:
+        items = value if isinstance(value, list) else [value]
+        kept = [coerced for coerced in map(scalar, items) if coerced is not INVALID]
+        return kept or INVALID
+
+    return each
+
+
+def drop_nulls(value: Any) -> Any:
+    """
+    C{value} without C{None} anywhere inside (OCSF events never carry null), or L{INVALID} if
+    it is C{None} itself.
+    """
+    if value is None:
+        return INVALID
+    if isinstance(value, dict):
+        return {k: v for k, v in ((k, drop_nulls(v)) for k, v in value.items()) if v is not INVALID}
+    if isinstance(value, list):
+        return [v for v in map(drop_nulls, value) if v is not INVALID]
+    return value
+
+
+def _scalar_coercer(attribute: Attribute) -> Coercer:
+    if attribute.free_form:
+        return drop_nulls
+    if attribute.object_type == "file":
+        return _to_file
+    if attribute.json_type == "object":
+        raise ValueError(
+            f"'{attribute.name}' is an object ({attribute.object_type}); map to one of its "
+            f"attributes instead")
+    if attribute.type == "timestamp_t":
+        return lambda value: _or_invalid(to_epoch_ms(value))
+    if attribute.json_type == "integer":
+        return _integer_coercer(attribute)
+    if attribute.json_type == "number":
+        return _to_number
+    if attribute.json_type == "boolean":
+        return _to_boolean
+    return _string_coercer(attribute)
+
+
+def _integer_coercer(attribute: Attribute) -> Coercer:
+    allowed = frozenset(attribute.enum) if attribute.enum else None
+    low, high = attribute.value_range or (None, None)
+
+    def coerce(value: Any) -> Any:
+        number = _to_integer(value)
+        if number is INVALID or (allowed is not None and number not in allowed):
+            return INVALID
+        if low is not None and not low <= number <= high:
+            return INVALID
+        return number
+
+    return coerce
+
+
+def _string_coercer(attribute: Attribute) -> Coercer:
+    regex, max_len = attribute.regex, attribute.max_len
+    is_email = attribute.type == "email_t"
+
+    def coerce(value: Any) -> Any:
+        text = _to_string(value)
+        if text is INVALID:
+            return INVALID
+        if is_email:
+            text = parseaddr(text)[1] or text  # "Alice <a@x.example>" -> "a@x.example"
+        if regex is not None and not regex.search(text):
+            return INVALID
+        if max_len is not None and len(text) > max_len:
+            return INVALID
+        return text
+
+    return coerce
+
+
+def _to_integer(value: Any) -> Any:
+    if isinstance(value, bool):
+        return INVALID
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value) if math.isfinite(value) and value.is_integer() else INVALID
+    if isinstance(value, str) and _INTEGER_TEXT.match(value.strip()):
+        return int(value.strip().split(".")[0])
+    return INVALID
+
+
+def _to_number(value: Any) -> Any:
+    if isinstance(value, bool):
+        return INVALID
+    if isinstance(value, (int, float)):
+        return value if math.isfinite(value) else INVALID
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return INVALID
+        return number if math.isfinite(number) else INVALID
+    return INVALID
+
+
+def _to_boolean(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower() if isinstance(value, (str, int)) else None
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    return INVALID
+
+
+def _to_string(value: Any) -> Any:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    return INVALID
+
+
+def _to_file(value: Any) -> Any:
+    """
+    An OCSF C{file} from a file name or an attachment record (name, MIME type, size).
+    """
+    if isinstance(value, str):
+        return {"name": value, "type_id": _FILE_TYPE_REGULAR} if value.strip() else INVALID
+    if not isinstance(value, dict):
+        return INVALID
+    name = _first_string(value, _FILE_NAME_KEYS)
+    if name is None:
+        return INVALID
+    shaped: dict[str, Any] = {"name": name, "type_id": _FILE_TYPE_REGULAR}
+    mime_type = _first_string(value, _FILE_TYPE_KEYS)
+    if mime_type is not None:
+        shaped["mime_type"] = mime_type
+    size = next((_to_integer(value[k]) for k in _FILE_SIZE_KEYS if k in value), INVALID)
+    if size is not INVALID and size >= 0:
+        shaped["size"] = size
+    return shaped
+
+
+def _first_string(record: dict[str, Any], keys: tuple[str, ...]) -> str | None:
+    for key in keys:
+        candidate = record.get(key)
+        if isinstance(candidate, str) and candidate.strip():
+            return candidate
+    return None
+
+
+def _or_invalid(value: Any) -> Any:
+    return INVALID if value is None else value

@@ -1,0 +1,132 @@
+"""
+The dotted paths of the template language: source paths read records, target paths build events.
+
+A source path (C{event.data.service.summary}) walks nested objects; a segment of digits indexes a
+list (C{alerts.0.id}). A target path (C{finding_info.src_url}) may mark array attributes with
+C{name[N]} (element N, created as needed) or C{name[]} (append: at the end of the path the value, or
+each item of a list value, is appended; inside the path each item becomes a new element).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+
+class _Missing:
+    """
+    The type of L{MISSING}: a source path that leads nowhere (distinct from an explicit null).
+    """
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Any = _Missing()
+
+_TARGET_SEGMENT = re.compile(r"^([^.\[\]\s]+)(?:\[(\d*)\])?$")
+
+
+@dataclass(frozen=True)
+class Step:
+    """
+    One segment of a target path: an object key, optionally an array index or an append.
+    """
+
+    key: str
+    index: int | None = None
+    append: bool = False
+
+    def __str__(self) -> str:
+        if self.append:
+            return f"{self.key}[]"
+        return self.key if self.index is None else f"{self.key}[{self.index}]"
+
+
+def parse_source(path: str) -> tuple[str, ...]:
+    """
+    The keys of a source path; C{ValueError} if a segment is empty or padded with whitespace.
+    """
+    if not isinstance(path, str) or not path:
+        raise ValueError("a source path must be a non-empty string")
+    keys = tuple(path.split("."))
+    for key in keys:
+        if not key or key != key.strip():
+            raise ValueError(f"malformed source path {path!r} (empty or blank-padded segment)")
+    return keys
+
+
+def get_source(record: Any, keys: tuple[str, ...]) -> Any:
+    """
+    The value at C{keys} in C{record}, or L{MISSING}.
+    """
+    value = record
+    for key in keys:
+        if isinstance(value, dict):
+            value = value.get(key, MISSING)
+        elif isinstance(value, list) and key.isdigit() and int(key) < len(value):
+            value = value[int(key)]
+        else:
+            return MISSING
+        if value is MISSING:
+            return MISSING
+    return value
+
+
+def parse_target(path: str) -> tuple[Step, ...]:
+    """
+    The steps of a target path; C{ValueError} when it is not C{name[.name…]} with optional
+    C{[N]}/C{[]} suffixes.
+    """
+    if not isinstance(path, str) or not path:
+        raise ValueError("a target path must be a non-empty string")
+    steps = []
+    for segment in path.split("."):
+        match = _TARGET_SEGMENT.match(segment)
+        if match is None:
+            raise ValueError(f"malformed target path {path!r} (bad segment {segment!r})")
+        key, index = match.group(1), match.group(2)
+        if index is None:
+            steps.append(Step(key))
+        elif index == "":
+            steps.append(Step(key, append=True))
+        else:
+            steps.append(Step(key, index=int(index)))
+    return tuple(steps)
+
+
+def format_target(steps: tuple[Step, ...]) -> str:
+    """
+    The dotted form of C{steps}, the inverse of L{parse_target}.
+    """
+    return ".".join(str(step) for step in steps)
+
+
+def set_target(event: dict[str, Any], steps: tuple[Step, ...], value: Any) -> None:
+    """
+    Put C{value} at C{steps} in C{event}, creating objects and array elements on the way.
+    """
+    container = event
+    for position, step in enumerate(steps[:-1]):
+        if step.append:
+            items = value if isinstance(value, list) else [value]
+            array = container.setdefault(step.key, [])
+            for item in items:
+                element: dict[str, Any] = {}
+                array.append(element)
+                set_target(element, steps[position + 1:], item)
+            return
+        if step.index is None:
+            container = container.setdefault(step.key, {})
+            continue
+        array = container.setdefault(step.key, [])
+        while len(array) <= step.index:
+            array.append({})
+        container = array[step.index]
+    last = steps[-1]
+    if last.append:
+        array = container.setdefault(last.key, [])
+        array.extend(value if isinstance(value, list) else [value])
+    else:
+        container[last.key] = value
+

@@ -1,0 +1,465 @@
+"""
+The template model, loaded from YAML and checked completely before the daemon starts.
+
+A template is the spec's YAML shape (C{id}, C{vendor_name}, C{product_name}, C{class_uid},
+C{class_name}, C{activity_id}, C{field_map}, C{severity_field}, C{severity_map}, C{time_field},
+C{constants}) plus an optional C{description}; C{severity_field} and C{time_field} may also be lists
+of candidates tried in order. A bad template raises L{TemplateError} naming the file and the key,
+so start-up fails instead of events being dropped later. Loading also compiles every rule into
+plain lookups (L{Compiled}) so that applying a template does no schema work per event.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Iterator, Mapping
+
+import yaml
+
+from aisoc_inboxd.normalizer.coerce import INVALID, Coercer, coercer_for
+from aisoc_inboxd.normalizer.compat import maps_email_party, rewrite_target
+from aisoc_inboxd.normalizer.ocsf import Attribute, OcsfClass, ocsf_schema
+from aisoc_inboxd.normalizer.paths import Step, format_target, parse_source, parse_target
+
+REQUIRED_KEYS = ("id", "vendor_name", "product_name", "class_uid", "class_name", "activity_id")
+OPTIONAL_KEYS = ("field_map", "severity_field", "severity_map", "time_field", "constants",
+                 "description")
+TEMPLATE_SUFFIXES = (".yaml", ".yml")
+
+# Stamped by the normalizer from the template's own keys; a template cannot target them.
+STAMPED_TARGETS = frozenset({
+    "class_uid", "class_name", "category_uid", "category_name", "activity_id", "activity_name",
+    "type_uid", "type_name", "severity_id", "severity", "time", "raw_data",
+})
+# Stamped at ingest after the template's values: a template may name them, but never wins.
+PROTECTED_METADATA = ("version", "uid", "tenant_uid", "logged_time", "log_provider")
+
+
+class TemplateError(ValueError):
+    """
+    A template that cannot be used; the message names the file and the key.
+    """
+
+    def __init__(self, source: Path | str, key: str, problem: str) -> None:
+        super().__init__(f"{source}: {key}: {problem}")
+        self.source = str(source)
+        self.key = key
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class FieldRule:
+    """
+    One compiled C{field_map} entry (or constant): where to read, where to write, how to convert.
+    """
+
+    source: tuple[str, ...]
+    target: str
+    steps: tuple[Step, ...]
+    coerce: Coercer
+    sibling: tuple[Step, ...] | None = None  # the enum's caption attribute, e.g. status for status_id
+    captions: Mapping[Any, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ConstantRule:
+    """
+    One compiled constant: its target steps, its already-converted value and enum caption.
+    """
+
+    target: str
+    steps: tuple[Step, ...]
+    value: Any
+    caption: tuple[tuple[Step, ...], str] | None = None
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """
+    Everything L{normalize<aisoc_inboxd.normalizer.apply.normalize>} needs, resolved at load.
+    """
+
+    ocsf_class: OcsfClass
+    activity_name: str
+    severity_captions: Mapping[int, str]
+    field_rules: tuple[FieldRule, ...]
+    constants: tuple[ConstantRule, ...]
+    severity_sources: tuple[tuple[str, ...], ...]
+    severity_lookup: Mapping[str, int]  # casefolded source value -> severity_id
+    time_sources: tuple[tuple[str, ...], ...]
+    status_captions: Mapping[int, str]  # 2001 state_id / 2004 status_id captions
+
+
+@dataclass(frozen=True)
+class Template:
+    """
+    A loaded, validated template. C{field_map} and C{constants} hold the OCSF 1.8.0 targets (after
+    the spec-shape rewrites); C{rewritten} records each rewrite as written → used.
+    """
+
+    id: str
+    vendor_name: str
+    product_name: str
+    class_uid: int
+    class_name: str
+    activity_id: int
+    field_map: Mapping[str, str]
+    severity_field: tuple[str, ...]
+    severity_map: Mapping[str, int]
+    time_field: tuple[str, ...]
+    constants: Mapping[str, Any]
+    description: str | None
+    source: Path | None
+    rewritten: Mapping[str, str] = field(default_factory=dict)
+    compiled: Compiled = field(default=None, repr=False, compare=False)  # type: ignore[assignment]
+
+
+class TemplateSet(Mapping[str, Template]):
+    """
+    Templates by id, as loaded from the configured directories.
+    """
+
+    def __init__(self, templates: Mapping[str, Template]) -> None:
+        self._templates = dict(templates)
+
+    def __getitem__(self, template_id: str) -> Template:
+        return self._templates[template_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._templates)
+
+    def __len__(self) -> int:
+        return len(self._templates)
+
+
+def load_templates(dirs: list[Path]) -> TemplateSet:
+    """
+    Every C{*.yaml}/C{*.yml} template in C{dirs}; a later directory overrides an earlier one by id.
+
+    Two files with one id in the same directory, or a missing directory, are errors.
+    """
+    loaded: dict[str, Template] = {}
+    for directory in dirs:
+        if not directory.is_dir():
+            raise TemplateError(directory, "(directory)", "template directory does not exist")
+        seen: dict[str, Path] = {}
+        for path in sorted(directory.iterdir()):
+            if path.suffix not in TEMPLATE_SUFFIXES or not path.is_file():
+                continue
+            template = load_template_file(path)
+            if template.id in seen:
+                raise TemplateError(path, "id", f"duplicate template id {template.id!r} "
+                                                f"(also in {seen[template.id].name})")
+            seen[template.id] = path
+            loaded[template.id] = template
+    return TemplateSet(loaded)
+
+
+def load_template_file(path: Path) -> Template:
+    """
+    The template in C{path}, validated against OCSF 1.8.0; L{TemplateError} if anything is wrong.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TemplateError(path, "(file)", f"cannot read: {exc}") from exc
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise TemplateError(path, "(yaml)", f"YAML syntax error{where}: {problem}") from exc
+    return _Loader(path, document).build()
+
+
+class _Loader:
+    """
+    Validates and compiles one parsed template document; every error names the file and the key.
+    """
+
+    def __init__(self, path: Path, document: Any) -> None:
+        self._path = path
+        self._doc = document
+        self._schema = ocsf_schema()
+
+    def _error(self, key: str, problem: str) -> TemplateError:
+        return TemplateError(self._path, key, problem)
+
+    def build(self) -> Template:
+        doc = self._doc
+        if not isinstance(doc, dict):
+            raise self._error("(document)", "a template must be a YAML mapping of keys")
+        unknown = sorted(str(k) for k in doc if k not in REQUIRED_KEYS + OPTIONAL_KEYS)
+        if unknown:
+            raise self._error(unknown[0], f"unknown key (allowed: {', '.join(REQUIRED_KEYS + OPTIONAL_KEYS)})")
+        for key in REQUIRED_KEYS:
+            if key not in doc:
+                raise self._error(key, "required key missing")
+        template_id = self._text("id")
+        if template_id != self._path.stem:
+            raise self._error("id", f"id {template_id!r} must equal the file name {self._path.stem!r}")
+        ocsf_class = self._ocsf_class()
+        activity_id = self._activity(ocsf_class)
+        description = self._text("description") if "description" in doc else None
+        profiles = self._profiles(ocsf_class)
+        field_map, rewritten, field_rules = self._field_map(ocsf_class, profiles)
+        constants, constant_rules = self._constants(ocsf_class, profiles, rewritten, field_map)
+        severity_field, severity_map, lookup = self._severity(ocsf_class)
+        time_field = self._candidates("time_field")
+        severity_captions = self._schema.enum_captions(ocsf_class.uid, "severity_id")
+        status_key = {2001: "state_id", 2004: "status_id"}.get(ocsf_class.uid)
+        compiled = Compiled(
+            ocsf_class=ocsf_class,
+            activity_name=ocsf_class.activities[activity_id],
+            severity_captions=severity_captions,
+            field_rules=field_rules,
+            constants=constant_rules,
+            severity_sources=tuple(parse_source(p) for p in severity_field),
+            severity_lookup=MappingProxyType(lookup),
+            time_sources=tuple(parse_source(p) for p in time_field),
+            status_captions=(self._schema.enum_captions(ocsf_class.uid, status_key)
+                             if status_key else MappingProxyType({})),
+        )
+        return Template(
+            id=template_id, vendor_name=self._text("vendor_name"),
+            product_name=self._text("product_name"), class_uid=ocsf_class.uid,
+            class_name=ocsf_class.caption, activity_id=activity_id,
+            field_map=MappingProxyType(field_map), severity_field=severity_field,
+            severity_map=MappingProxyType(severity_map), time_field=time_field,
+            constants=MappingProxyType(constants), description=description, source=self._path,
+            rewritten=MappingProxyType(rewritten), compiled=compiled,
+        )
+
+    # -------------------------------------------------------------- scalar keys
+
+    def _text(self, key: str) -> str:
+        value = self._doc[key]
+        if not isinstance(value, str) or not value.strip():
+            raise self._error(key, f"must be a non-empty string, got {value!r}")
+        return value
+
+    def _integer(self, key: str) -> int:
+        value = self._doc[key]
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise self._error(key, f"must be an integer, got {value!r}")
+        return value
+
+    def _ocsf_class(self) -> OcsfClass:
+        class_uid = self._integer("class_uid")
+        ocsf_class = self._schema.find_class(class_uid)
+        if ocsf_class is None:
+            raise self._error("class_uid", f"unknown class {class_uid} in OCSF {self._schema.version}")
+        class_name = self._text("class_name")
+        if class_name != ocsf_class.caption:
+            raise self._error("class_name", f"{class_name!r} is not the name of class {class_uid} "
+                                            f"(expected {ocsf_class.caption!r})")
+        return ocsf_class
+
+    def _activity(self, ocsf_class: OcsfClass) -> int:
+        activity_id = self._integer("activity_id")
+        if activity_id not in ocsf_class.activities:
+            allowed = ", ".join(f"{k} {v}" for k, v in sorted(ocsf_class.activities.items()))
+            raise self._error("activity_id", f"{activity_id} is not an activity of class "
+                                             f"{ocsf_class.uid} {ocsf_class.caption} (allowed: {allowed})")
+        return activity_id
+
+    def _profiles(self, ocsf_class: OcsfClass) -> tuple[str, ...]:
+        """
+        The profiles the template declares in C{constants: metadata.profiles}, which make their
+        attributes valid targets.
+        """
+        constants = self._doc.get("constants") or {}
+        declared = constants.get("metadata.profiles", []) if isinstance(constants, dict) else []
+        key = "constants.metadata.profiles"
+        if not isinstance(declared, list) or not all(isinstance(p, str) for p in declared):
+            raise self._error(key, "must be a list of profile names")
+        for name in declared:
+            if name not in ocsf_class.profiles:
+                raise self._error(key, f"profile {name!r} does not apply to class {ocsf_class.uid} "
+                                       f"(known: {', '.join(sorted(ocsf_class.profiles))})")
+        return tuple(declared)
+
+    def _candidates(self, key: str) -> tuple[str, ...]:
+        """
+        A source path or a non-empty list of them (tried in order), each checked for syntax.
+        """
+        value = self._doc.get(key)
+        if value is None:
+            return ()
+        paths = [value] if isinstance(value, str) else value
+        if not isinstance(paths, list) or not paths:
+            raise self._error(key, "must be a source path or a non-empty list of source paths")
+        for index, path in enumerate(paths):
+            try:
+                parse_source(path)
+            except ValueError as exc:
+                raise self._error(f"{key}[{index}]" if isinstance(value, list) else key, str(exc)) from exc
+        return tuple(paths)
+
+    def _severity(self, ocsf_class: OcsfClass
+                  ) -> tuple[tuple[str, ...], dict[str, int], dict[str, int]]:
+        severity_field = self._candidates("severity_field")
+        raw_map = self._doc.get("severity_map")
+        if bool(severity_field) != (raw_map is not None):
+            missing = "severity_map" if severity_field else "severity_field"
+            raise self._error(missing, "severity_field and severity_map go together")
+        if raw_map is None:
+            return (), {}, {}
+        if not isinstance(raw_map, dict) or not raw_map:
+            raise self._error("severity_map", "must be a non-empty mapping of source value -> severity_id")
+        allowed = self._schema.enum_captions(ocsf_class.uid, "severity_id")
+        severity_map: dict[str, int] = {}
+        lookup: dict[str, int] = {}
+        for source_value, severity_id in raw_map.items():
+            key = f"severity_map.{source_value}"
+            if isinstance(source_value, (dict, list)) or source_value is None:
+                raise self._error(key, "source values must be strings or numbers")
+            if isinstance(severity_id, bool) or severity_id not in allowed:
+                listed = ", ".join(f"{k} {v}" for k, v in sorted(allowed.items()))
+                raise self._error(key, f"{severity_id!r} is not an OCSF severity_id ({listed})")
+            severity_map[str(source_value)] = severity_id
+            folded = fold_severity(source_value)
+            if lookup.get(folded, severity_id) != severity_id:
+                raise self._error(key, "conflicts with another key that differs only in case")
+            lookup[folded] = severity_id
+        return severity_field, severity_map, lookup
+
+    # ------------------------------------------------------------------ targets
+
+    def _field_map(self, ocsf_class: OcsfClass, profiles: tuple[str, ...]
+                   ) -> tuple[dict[str, str], dict[str, str], tuple[FieldRule, ...]]:
+        raw = self._doc.get("field_map") or {}
+        if not isinstance(raw, dict):
+            raise self._error("field_map", "must be a mapping of source path -> OCSF path")
+        with_email = maps_email_party(str(t) for t in raw.values())
+        field_map: dict[str, str] = {}
+        rewritten: dict[str, str] = {}
+        rules: list[FieldRule] = []
+        for source, written in raw.items():
+            key = f"field_map.{source}"
+            try:
+                source_keys = parse_source(source)
+            except ValueError as exc:
+                raise self._error(key, str(exc)) from exc
+            if not isinstance(written, str):
+                raise self._error(key, f"target must be an OCSF dotted path, got {written!r}")
+            target = rewrite_target(ocsf_class.uid, written, with_email)
+            if target != written:
+                rewritten[written] = target
+            steps, attribute = self._resolve(key, ocsf_class, written, target, profiles)
+            coerce = self._coercer(key, attribute, steps)
+            sibling, captions = self._sibling(steps, attribute)
+            field_map[source] = target
+            rules.append(FieldRule(source_keys, format_target(steps), steps, coerce, sibling, captions))
+        self._check_nesting(rules)
+        return field_map, rewritten, tuple(rules)
+
+    def _constants(self, ocsf_class: OcsfClass, profiles: tuple[str, ...],
+                   rewritten: dict[str, str], field_map: dict[str, str]
+                   ) -> tuple[dict[str, Any], tuple[ConstantRule, ...]]:
+        raw = self._doc.get("constants") or {}
+        if not isinstance(raw, dict):
+            raise self._error("constants", "must be a mapping of OCSF path -> value")
+        with_email = maps_email_party(field_map.values())
+        mapped = set(field_map.values())
+        constants: dict[str, Any] = {}
+        rules: list[ConstantRule] = []
+        for written, value in raw.items():
+            key = f"constants.{written}"
+            if not isinstance(written, str):
+                raise self._error(key, "constant targets must be OCSF dotted paths")
+            target = rewrite_target(ocsf_class.uid, written, with_email)
+            if target != written:
+                rewritten[written] = target
+            steps, attribute = self._resolve(key, ocsf_class, written, target, profiles)
+            if target in mapped:
+                raise self._error(key, f"{target!r} is also a field_map target; use one or the other")
+            converted = self._coercer(key, attribute, steps)(value)
+            if converted is INVALID:
+                raise self._error(key, f"{value!r} is not a valid value for {target!r} "
+                                       f"({attribute.type}{'[]' if attribute.is_array else ''})")
+            sibling, captions = self._sibling(steps, attribute)
+            caption = (sibling, captions[converted]) if sibling and converted in captions else None
+            constants[target] = converted
+            rules.append(ConstantRule(format_target(steps), steps, converted, caption))
+        return constants, tuple(rules)
+
+    def _resolve(self, key: str, ocsf_class: OcsfClass, written: str, target: str,
+                 profiles: tuple[str, ...]) -> tuple[tuple[Step, ...], Attribute]:
+        """
+        The steps (bare arrays inside the path become element 0) and leaf attribute of a target.
+        """
+        shown = target if target == written else f"{written!r} (rewritten to {target!r})"
+        try:
+            steps = parse_target(target)
+        except ValueError as exc:
+            raise self._error(key, str(exc)) from exc
+        top = steps[0].key
+        if top in STAMPED_TARGETS and len(steps) == 1:
+            raise self._error(key, f"{top!r} is stamped by the normalizer from the template's "
+                                   f"own keys and cannot be a target")
+        chain = self._schema.attribute_chain(ocsf_class.uid, target, profiles)
+        if chain is None:
+            raise self._error(key, f"{shown} is not an attribute path of class {ocsf_class.uid} "
+                                   f"{ocsf_class.caption} in OCSF {self._schema.version}"
+                                   f"{' with profiles ' + ', '.join(profiles) if profiles else ''}")
+        normalized: list[Step] = []
+        for position, (step, attribute) in enumerate(zip(steps, chain)):
+            last = position == len(steps) - 1
+            if (step.index is not None or step.append) and not attribute.is_array:
+                raise self._error(key, f"{shown}: '{step.key}' is not an array, so it takes no [ ]")
+            if step.index is not None and last:
+                raise self._error(key, f"{shown}: use '{step.key}[]' to append to an array, "
+                                       f"not an index")
+            if attribute.is_array and not last and step.index is None and not step.append:
+                step = Step(step.key, index=0)
+            normalized.append(step)
+        return tuple(normalized), chain[-1]
+
+    def _coercer(self, key: str, attribute: Attribute, steps: tuple[Step, ...]) -> Coercer:
+        try:
+            coerce = coercer_for(attribute)
+        except ValueError as exc:
+            raise self._error(key, str(exc)) from exc
+        if not any(step.append for step in steps[:-1]):
+            return coerce
+
+        def each(value: Any) -> Any:
+            """
+            A C{name[]} inside the path spreads a list: convert each item on its own.
+            """
+            items = value if isinstance(value, list) else [value]
+            kept = [c for c in map(coerce, items) if c is not INVALID]
+            return kept or INVALID
+
+        return each
+
+    @staticmethod
+    def _sibling(steps: tuple[Step, ...], attribute: Attribute
+                 ) -> tuple[tuple[Step, ...] | None, Mapping[Any, str]]:
+        if not attribute.sibling or not attribute.enum or attribute.is_array:
+            return None, {}
+        return steps[:-1] + (Step(attribute.sibling),), attribute.enum
+
+    def _check_nesting(self, rules: list[FieldRule]) -> None:
+        """
+        A target inside another target's value would overwrite it: reject it at load.
+        """
+        targets = {rule.target for rule in rules}
+        for rule in rules:
+            for other in targets:
+                if other != rule.target and other.startswith(rule.target + "."):
+                    raise self._error(f"field_map.{'.'.join(rule.source)}",
+                                      f"target {rule.target!r} contains another target {other!r}")
+
+
+def fold_severity(value: Any) -> str:
+    """
+    The lookup key of a severity source value: text, case-insensitive (C{High} = C{high}).
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value).casefold()
+

@@ -1,0 +1,94 @@
+"""
+Source timestamps → OCSF C{timestamp_t} (integer epoch milliseconds).
+
+Vendors send ISO 8601 (with C{Z}, C{+00:00} or C{+0000} offsets, any fraction digits), RFC 1123
+(C{Sun, 06 Nov 1994 08:49:37 GMT}), and epoch seconds, milliseconds, microseconds or nanoseconds, as
+JSON numbers or numeric strings. Epoch units are told apart by magnitude, which is unambiguous for
+any date between 1973 and 5138. A result outside that window is treated as unparseable, so a caller
+never emits a timestamp the OCSF checker would reject.
+"""
+from __future__ import annotations
+
+import math
+import re
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from aisoc_inboxd.normalizer.ocsf import TIMESTAMP_MAX_MS, TIMESTAMP_MIN_MS
+
+_NUMERIC = re.compile(r"^[+-]?\d+(\.\d+)?$")
+_ISO_START = re.compile(r"^\d{4}-?\d{2}-?\d{2}")
+# Python reads at most 6 fraction digits; nanosecond precision is cut to microseconds first.
+_LONG_FRACTION = re.compile(r"(\.\d{6})\d+")
+
+# upper bounds (exclusive) of epoch values per unit, and the divisor that turns them into ms
+_SECONDS_BELOW = 100_000_000_000
+_MILLIS_BELOW = 100_000_000_000_000
+_MICROS_BELOW = 100_000_000_000_000_000
+
+
+def to_epoch_ms(value: Any) -> int | None:
+    """
+    C{value} as integer epoch milliseconds, or C{None} when it is not a plausible timestamp.
+
+    Naive ISO 8601 values (no offset) are taken as UTC.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return _plausible(_epoch_number_to_ms(value))
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    if _NUMERIC.match(text):
+        number: int | float = float(text) if "." in text else int(text)
+        return _plausible(_epoch_number_to_ms(number))
+    moment = _parse_iso(text) if _ISO_START.match(text) else _parse_rfc1123(text)
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return _plausible(_datetime_to_ms(moment))
+
+
+def _epoch_number_to_ms(number: int | float) -> int | None:
+    if isinstance(number, float) and not math.isfinite(number):
+        return None
+    magnitude = abs(number)
+    if magnitude < _SECONDS_BELOW:
+        scaled = number * 1000
+    elif magnitude < _MILLIS_BELOW:
+        scaled = number
+    elif magnitude < _MICROS_BELOW:
+        scaled = number / 1000 if isinstance(number, float) else number // 1000
+    else:
+        scaled = number / 1_000_000 if isinstance(number, float) else number // 1_000_000
+    # floats: round, so 1732658400.123 s is ...123 ms and not ...122.99999 truncated
+    return round(scaled) if isinstance(scaled, float) else scaled
+
+
+def _parse_iso(text: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(_LONG_FRACTION.sub(r"\1", text))
+    except ValueError:
+        return None
+
+
+def _parse_rfc1123(text: str) -> datetime | None:
+    try:
+        return parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _datetime_to_ms(moment: datetime) -> int | None:
+    try:
+        delta = moment - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    except OverflowError:
+        return None
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+def _plausible(ms: int | None) -> int | None:
+    return ms if ms is not None and TIMESTAMP_MIN_MS <= ms < TIMESTAMP_MAX_MS else None
