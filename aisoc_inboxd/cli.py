@@ -245,3 +245,7 @@ def _state(record: Any) -> str:
 
 def _iso(epoch: float | None) -> str:
     return "" if epoch is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+if __name__ == "__main__":
+    main()
