@@ -41,8 +41,8 @@ def prepare(settings: Settings) -> Any:
     from aisoc_inboxd.store.preflight import check_reachable
 
     try:
-        catalog = TemplateCatalog.load(settings.templates.directories, settings.templates.allowed)
         check_reachable(settings)
+        catalog = TemplateCatalog.load(settings.templates.directories, settings.templates.allowed)
     except (TemplateError, StoreError) as e:
         raise SystemExit(f"aisoc-inboxd: cannot start: {e}") from None
     return catalog

@@ -84,11 +84,9 @@ def test_start_fails_fast_with_a_message(tmp_path: Path, config_text: str, messa
     bad_templates.mkdir()
     (bad_templates / "broken.yaml").write_text("id: broken\nclass_uid: 123456\n")
     config = write_config(tmp_path, config_text.format(closed=closed, bad_templates=bad_templates))
-    started = time.monotonic()
     done = twistd("-n", "--pidfile", "", "aisoc-inboxd", "--config", str(config), timeout=30)
     assert done.returncode != 0
     assert message.format(closed=closed) in done.stdout + done.stderr
-    assert time.monotonic() - started < 30
 
 
 def test_production_sample_fails_fast_without_its_database() -> None:

@@ -8,7 +8,7 @@ holding its lines has returned.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Generic, ParamSpec, Sequence, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorFromThreads
@@ -16,21 +16,27 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-Flush = Callable[[Sequence[bytes]], None]
+Line = TypeVar("Line")
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
-class GroupCommitWriter:
+class GroupCommitWriter(Generic[Line]):
     """
     Serialises calls of a blocking C{flush(lines)} onto one thread, batching what queues up meanwhile.
+
+    A line is whatever C{flush} knows how to write: C{bytes} for a log file, or a C{(path, bytes)}
+    pair for a writer that spreads lines over several files.
 
     @param flush: writes and fsyncs the lines; runs on the writer's thread, never concurrently.
     """
 
-    def __init__(self, flush: Flush, reactor: IReactorFromThreads, name: str) -> None:
+    def __init__(self, flush: Callable[[Sequence[Line]], None], reactor: IReactorFromThreads,
+                 name: str) -> None:
         self._flush = flush
         self._reactor = reactor
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name=name)
-        self._queued: list[tuple[Sequence[bytes], Deferred[None]]] = []
+        self._queued: list[tuple[Sequence[Line], Deferred[None]]] = []
         self._flushing = False
         self._idle: list[Deferred[None]] = []
 
@@ -57,7 +63,15 @@ class GroupCommitWriter:
     def queued_lines(self) -> int:
         return sum(len(lines) for lines, _ in self._queued)
 
-    def write(self, lines: Sequence[bytes]) -> Deferred[None]:
+    def call(self, f: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> Deferred[R]:
+        """
+        Run C{f} on the writer's thread, so it never overlaps a flush (reading or deleting the files
+        the flushes write). It is not ordered after lines queued but not yet flushing (a caller that
+        needs them on disk waits on their Deferreds first), and L{stop} expects no call running.
+        """
+        return deferToThreadPool(self._reactor, self._pool, f, *args, **kwargs)
+
+    def write(self, lines: Sequence[Line]) -> Deferred[None]:
         """
         Queue C{lines}; the Deferred fires when they are durable, or fails with the flush's error.
         """
