@@ -1,0 +1,65 @@
+"""
+The embedded default token store: one SQLite file in the state directory, no server to run.
+
+SQLite has no row-level security: tenant scoping is the C{tenant_id} condition every tenant-scoped
+statement carries (shared with the PostgreSQL store, where RLS enforces it as well).
+"""
+from __future__ import annotations
+
+import sqlite3
+
+from twisted.enterprise.adbapi import ConnectionPool, Transaction
+from twisted.internet.interfaces import IReactorCore
+
+from aisoc_inboxd.store._adbapi import AdbapiStore
+from aisoc_inboxd.store.secrets import SecretBox
+
+BUSY_TIMEOUT = 10.0
+"""Seconds to wait for another process (the C{aisoc-inboxd token} CLI) holding the write lock."""
+
+
+class SqliteStore(AdbapiStore):
+    """
+    The token store in the SQLite file C{path}, on one connection owned by one pool thread.
+    """
+
+    dialect = "sqlite"
+    resolve_sql = (
+        "SELECT fingerprint, tenant_id, template_id, label, signing_secret, created_at, rotated_at, "
+        "revoked_at FROM tenant_inbox_tokens "
+        "WHERE fingerprint = %s AND rotated_at IS NULL AND revoked_at IS NULL")
+
+    def __init__(self, path: str, secret_box: SecretBox, reactor: IReactorCore) -> None:
+        super().__init__(secret_box, reactor)
+        self._path = path
+
+    def _make_pool(self) -> ConnectionPool:
+        # isolation_level=None: the sqlite3 module opens no implicit transactions; _begin does.
+        return ConnectionPool("sqlite3", self._path, check_same_thread=False, isolation_level=None,
+                              timeout=BUSY_TIMEOUT, cp_min=1, cp_max=1, cp_reactor=self._reactor)
+
+    def _where(self) -> str:
+        return f"SQLite database {self._path}"
+
+    def _placeholders(self, sql: str) -> str:
+        return sql.replace("%s", "?")
+
+    def _begin(self, txn: Transaction) -> None:
+        # IMMEDIATE takes the write lock up front: a read-then-write transaction (upgrade, rotate)
+        # cannot fail half-way on a lock another process took in between.
+        txn.execute("BEGIN IMMEDIATE")
+
+    def _has_schema_table(self, txn: Transaction) -> bool:
+        txn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'")
+        return txn.fetchone() is not None
+
+    def _run_script(self, txn: Transaction, sql: str) -> None:
+        # Not executescript(): it commits first, which would split a migration across transactions.
+        statement = ""
+        for line in sql.splitlines(keepends=True):
+            statement += line
+            if sqlite3.complete_statement(statement):
+                txn.execute(statement)
+                statement = ""
+        if statement.strip():
+            txn.execute(statement)
