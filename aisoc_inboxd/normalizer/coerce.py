@@ -45,8 +45,11 @@ def coercer_for(attribute: Attribute) -> Coercer:
     """
     The coercer for values mapped to C{attribute}; C{ValueError} when templates cannot map to it.
 
-    Arrays take a list (items that do not fit are dropped) or a single value (wrapped).
+    Arrays take a list (items that do not fit are dropped) or a single value (wrapped); free-form
+    attributes (C{json_t}, C{unmapped}) take any value without its nulls.
     """
+    if attribute.free_form:
+        return drop_nulls
     scalar = _scalar_coercer(attribute)
     if not attribute.is_array:
         return lambda value: INVALID if isinstance(value, list) else scalar(value)
@@ -74,8 +77,6 @@ def drop_nulls(value: Any) -> Any:
 
 
 def _scalar_coercer(attribute: Attribute) -> Coercer:
-    if attribute.free_form:
-        return drop_nulls
     if attribute.object_type == "file":
         return _to_file
     if attribute.json_type == "object":

@@ -380,6 +380,28 @@ def ocsf_schema() -> OcsfSchema:
     return OcsfSchema(get_ocsf_schema(SCHEMA_VERSION))
 
 
+def find_class(class_uid: int) -> OcsfClass | None:
+    """
+    The OCSF 1.8.0 class with this uid (L{OcsfSchema.find_class} on the shared schema).
+    """
+    return ocsf_schema().find_class(class_uid)
+
+
+def path_exists(class_uid: int, dotted_path: str, profiles: Iterable[str] = ()) -> bool:
+    """
+    Whether the path exists in the class (L{OcsfSchema.path_exists} on the shared schema).
+    """
+    return ocsf_schema().path_exists(class_uid, dotted_path, profiles)
+
+
+def enum_captions(class_uid: int, dotted_path: str,
+                  profiles: Iterable[str] = ()) -> Mapping[int | str, str]:
+    """
+    Value -> caption of an enum attribute (L{OcsfSchema.enum_captions} on the shared schema).
+    """
+    return ocsf_schema().enum_captions(class_uid, dotted_path, profiles)
+
+
 def validate_event(event: Any) -> list[str]:
     """
     Why C{event} is not valid OCSF 1.8.0 (empty list: it is valid); see L{OcsfSchema.validate_event}.
