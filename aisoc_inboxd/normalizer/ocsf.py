@@ -49,7 +49,6 @@ class Attribute:
     regex: re.Pattern[str] | None = None
     max_len: int | None = None
     value_range: tuple[int, int] | None = None
-    profiles: tuple[str, ...] = ()
 
     @property
     def free_form(self) -> bool:
@@ -315,8 +314,7 @@ class OcsfSchema:
         if type_name == "object_t":
             return Attribute(name=name, type=type_name, json_type="object",
                              is_array=bool(definition.get("is_array")),
-                             object_type=definition["object_type"],
-                             profiles=tuple(definition.get("profiles") or ()))
+                             object_type=definition["object_type"])
         type_def = self._types.get(type_name, {})
         base = type_name if type_name in _BASE_JSON_TYPES else type_def.get("type", "string_t")
         json_type = _BASE_JSON_TYPES.get(base, "string")
@@ -331,7 +329,6 @@ class OcsfSchema:
             regex=re.compile(type_def["regex"]) if "regex" in type_def else None,
             max_len=type_def.get("max_len"),
             value_range=tuple(value_range) if value_range else None,
-            profiles=tuple(definition.get("profiles") or ()),
         )
 
     @staticmethod

@@ -68,7 +68,6 @@ class ConstantRule:
     One compiled constant: its target steps, its already-converted value and enum caption.
     """
 
-    target: str
     steps: tuple[Step, ...]
     value: Any
     caption: tuple[tuple[Step, ...], str] | None = None
@@ -383,7 +382,7 @@ class _Loader:
             sibling, captions = self._sibling(steps, attribute)
             caption = (sibling, captions[converted]) if sibling and converted in captions else None
             constants[target] = converted
-            rules.append(ConstantRule(format_target(steps), steps, converted, caption))
+            rules.append(ConstantRule(steps, converted, caption))
         return constants, tuple(rules)
 
     def _resolve(self, key: str, ocsf_class: OcsfClass, written: str, target: str,
