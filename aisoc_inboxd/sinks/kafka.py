@@ -1,0 +1,502 @@
+"""
+The production sink: OCSF events to Kafka with C{acks=all}, and to a local spool while Kafka is away.
+
+A write's Deferred fires once each of its events is either acknowledged by Kafka or fsynced in the
+L{Spool}; it fails with L{SinkUnavailable} only when neither can take them (the spool is full), so
+the sender gets a 503 and never a silent drop. While the spool holds anything, new events are
+spooled behind it so that each tenant's events reach Kafka in intake order; the forwarder drains the
+spool oldest segment first, and deletes a segment only once Kafka acknowledged all of it. The one
+exception to ordering: when the spool is full but Kafka is reachable, events go straight to Kafka
+rather than be refused.
+
+Delivery is at-least-once. A duplicate can reach Kafka when (1) a delivery report is lost or times
+out although the broker stored the message (it is then spooled and sent again), (2) the daemon stops
+or crashes while a spool segment is partly drained (the whole segment is sent again on the next
+run), or (3) C{stopService} purges messages already in flight. Every event carries
+C{metadata.uid}, so consumers dedupe on it.
+
+Threads: librdkafka's C{produce()} does not block and is called on the reactor thread; one dedicated
+thread, C{kafka-poll}, owns C{poll()} and C{flush()}, so delivery callbacks run there and hop to the
+reactor with C{callFromThread}. The reachability probe (a metadata request, which blocks) runs on
+the reactor's thread pool; spool I/O runs on the spool's writer thread.
+"""
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timezone
+from functools import partial
+from typing import Any, Callable, Mapping, Protocol, Sequence
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+from prometheus_client import CollectorRegistry
+from twisted.application.service import Service
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+
+from aisoc_inboxd.sinks import SinkRecord, SinkUnavailable
+from aisoc_inboxd.sinks.kafka_metrics import KafkaSinkMetrics
+from aisoc_inboxd.sinks.spool import SpooledSegment, Spool, SpoolFull
+
+#: Settings the durability promise depends on; a config that contradicts them is refused.
+REQUIRED_CONFIG: Mapping[str, str] = {"acks": "all", "enable.idempotence": "true"}
+
+#: Defaults for settings the operator may override through C{kafka.config}. Each entry lists the
+#: librdkafka aliases of one setting, so an operator's alias replaces our default instead of
+#: racing it.
+DEFAULT_CONFIG: Sequence[tuple[tuple[str, ...], str]] = (
+    # An unacknowledged message fails (and is spooled) after this long: an outage costs senders
+    # seconds of latency, not minutes (librdkafka's default is 300 s).
+    (("message.timeout.ms", "delivery.timeout.ms"), "10000"),
+    # librdkafka's own queue stays bounded in count and memory (64 MiB instead of 1 GiB).
+    (("queue.buffering.max.messages",), "100000"),
+    (("queue.buffering.max.kbytes",), "65536"),
+    (("linger.ms", "queue.buffering.max.ms"), "5"),
+    # Reconnect within 2 s of the broker coming back, so the probe sees it soon.
+    (("reconnect.backoff.max.ms",), "2000"),
+)
+
+
+class SinkReactor(Protocol):
+    """
+    What the sink needs of the reactor: time, thread hand-off, and its thread pool for the probe.
+    """
+
+    def seconds(self) -> float: ...
+
+    def callLater(self, delay: float, f: Callable[..., Any], *args: Any, **kw: Any) -> Any: ...
+
+    def callFromThread(self, f: Callable[..., Any], *args: Any, **kw: Any) -> None: ...
+
+    def getThreadPool(self) -> ThreadPool: ...
+
+
+def build_producer_config(config: Mapping[str, str]) -> dict[str, str]:
+    """
+    C{config} (passed through to librdkafka: C{bootstrap.servers}, TLS, SASL, ...) with our
+    defaults for what it leaves out and the settings durability requires.
+
+    @raise ValueError: when C{config} contradicts L{REQUIRED_CONFIG}.
+    """
+    merged = dict(config)
+    for key, value in REQUIRED_CONFIG.items():
+        if str(merged.get(key, value)).lower() != value:
+            raise ValueError(f"kafka.config {key}={merged[key]!r}: the sink needs {key}={value}")
+        merged[key] = value
+    for aliases, value in DEFAULT_CONFIG:
+        if not any(alias in merged for alias in aliases):
+            merged[aliases[0]] = value
+    return merged
+
+
+def message_headers(record: SinkRecord) -> list[tuple[str, bytes]]:
+    """
+    Kafka headers that let a consumer route an event without parsing it.
+    """
+    intake = datetime.fromtimestamp(record.received_at, timezone.utc)
+    return [("tenant", record.tenant_id.encode()),
+            ("template", record.template_id.encode()),
+            ("route", record.route.encode()),
+            ("intake_time", intake.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+             .encode())]
+
+
+class _Send:
+    """
+    The delivery reports of one L{_DeliveryProducer.send}: fires with the records not acknowledged.
+    """
+
+    def __init__(self, records: Sequence[SinkRecord]) -> None:
+        self.records = records
+        self.pending = len(records)
+        self.failed: list[int] = []
+        self.done: Deferred[list[SinkRecord]] = Deferred()
+
+    def settle(self, index: int, ok: bool) -> None:
+        if not ok:
+            self.failed.append(index)
+        self.pending -= 1
+        if self.pending == 0:
+            self.done.callback([self.records[i] for i in sorted(self.failed)])
+
+
+class _DeliveryProducer:
+    """
+    A confluent-kafka Producer with its poll thread, seen from the reactor as Deferreds.
+
+    @param on_unreachable: called on the reactor thread when librdkafka reports every broker down.
+    """
+
+    _log = Logger()
+
+    def __init__(self, config: Mapping[str, str], topic: str, reactor: SinkReactor,
+                 metrics: KafkaSinkMetrics, on_unreachable: Callable[[], None]) -> None:
+        self._config = config
+        self._topic = topic
+        self._reactor = reactor
+        self._metrics = metrics
+        self._on_unreachable = on_unreachable
+        self._producer: Producer | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._stopped: Deferred[int] = Deferred()
+        self._flush_timeout = 0.0
+
+    def __len__(self) -> int:
+        return 0 if self._producer is None else len(self._producer)
+
+    def start(self) -> None:
+        self._producer = Producer({**self._config, "error_cb": self._error_in_thread})
+        self._thread = threading.Thread(target=self._poll_loop, name="kafka-poll", daemon=True)
+        self._thread.start()
+
+    def stop(self, flush_timeout: float) -> Deferred[int]:
+        """
+        Stop taking sends, flush for at most C{flush_timeout} seconds, then purge what is left so
+        every pending send fires (the purged records among its failures). Fires with how many
+        messages were purged.
+        """
+        if self._thread is None:
+            return succeed(0)
+        self._flush_timeout = flush_timeout
+        self._stopping.set()
+        return self._stopped
+
+    def send(self, records: Sequence[SinkRecord]) -> Deferred[list[SinkRecord]]:
+        """
+        Produce C{records} in order; fires, never fails, with those Kafka did not acknowledge.
+        """
+        send = _Send(records)
+        if not records:
+            send.done.callback([])
+            return send.done
+        for index, record in enumerate(records):
+            if self._producer is None or self._stopping.is_set():
+                self._fail_rest(send, index, "the producer is stopping")
+                break
+            try:
+                self._producer.produce(
+                    self._topic, value=record.value, key=record.tenant_id.encode(),
+                    headers=message_headers(record),
+                    on_delivery=partial(self._delivered_in_thread, send, index))
+            except (BufferError, KafkaException) as e:
+                # BufferError: librdkafka's queue is full. Whatever was not handed over is failed
+                # now, so the caller spools it.
+                self._fail_rest(send, index, str(e))
+                break
+        return send.done
+
+    def probe(self, timeout: float) -> Deferred[bool]:
+        """
+        Whether a broker answers a metadata request for the topic within C{timeout} seconds.
+        """
+        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(),
+                                 self._probe_in_thread, timeout)
+
+    def _fail_rest(self, send: _Send, start: int, reason: str) -> None:
+        self._log.warn("Kafka producer refused {count} events: {reason}",
+                       count=len(send.records) - start, reason=reason)
+        for index in range(start, len(send.records)):
+            self._settle(send, index, ok=False)
+
+    def _settle(self, send: _Send, index: int, ok: bool) -> None:
+        (self._metrics.events_produced if ok else self._metrics.delivery_errors).inc()
+        send.settle(index, ok)
+
+    def _delivered(self, send: _Send, index: int, error: KafkaError | None) -> None:
+        if error is not None and not send.failed:
+            self._log.debug("Kafka delivery failed: {error}", error=error.str())
+        self._settle(send, index, ok=error is None)
+
+    # The methods below run on the kafka-poll thread (or, for the probe, a pool thread).
+
+    def _delivered_in_thread(self, send: _Send, index: int, error: KafkaError | None,
+                             message: object) -> None:
+        self._reactor.callFromThread(self._delivered, send, index, error)
+
+    def _error_in_thread(self, error: KafkaError) -> None:
+        self._reactor.callFromThread(self._client_error, error)
+
+    def _client_error(self, error: KafkaError) -> None:
+        if error.fatal():
+            self._log.critical("Kafka producer failed for good: {error}; events go to the spool "
+                               "until the daemon restarts", error=error.str())
+        if error.code() == KafkaError._ALL_BROKERS_DOWN or error.fatal():
+            self._on_unreachable()
+
+    def _probe_in_thread(self, timeout: float) -> bool:
+        assert self._producer is not None
+        try:
+            topic = self._producer.list_topics(self._topic, timeout=timeout).topics.get(self._topic)
+        except KafkaException:
+            return False
+        return topic is not None and topic.error is None and bool(topic.partitions)
+
+    def _poll_loop(self) -> None:
+        assert self._producer is not None
+        producer = self._producer
+        while not self._stopping.is_set():
+            producer.poll(0.1)
+        left = producer.flush(self._flush_timeout)
+        if left:
+            producer.purge(in_queue=True, in_flight=True)
+            producer.flush(1.0)
+        producer.close()
+        self._reactor.callFromThread(self._stopped.callback, left)
+
+
+class KafkaSink(Service):
+    """
+    L{EventSink} publishing to C{topic}, spooling to C{spool} while Kafka cannot take events.
+
+    Back-pressure: at most C{max_in_flight} events are between L{write} and their Deferred (waiting
+    for Kafka or the spool's fsync); past it L{write} fails at once with L{SinkUnavailable}.
+    Intakes that can stop reading (TCP syslog) check L{saturated} and wait on L{unsaturated}
+    before reading on; HTTP answers 503 with Retry-After.
+
+    The sink owns C{spool}: it opens it in C{startService} and closes it in C{stopService}.
+
+    @param producer_config: librdkafka settings, passed through (see L{build_producer_config}).
+    @param flush_timeout: seconds C{stopService} waits for Kafka before spooling the rest.
+    @param registry: where the sink's metrics are registered (the daemon's, never the global one).
+    @param max_in_flight: the in-flight event ceiling described above.
+    @param drain_batch: events the forwarder hands to the producer at a time.
+    @param probe_timeout: seconds a reachability probe waits for a broker.
+    @param retry_min: first pause after a failed probe or drain; it doubles up to C{retry_max}.
+    """
+
+    name = "kafka-sink"
+    _log = Logger()
+
+    def __init__(self, topic: str, producer_config: Mapping[str, str], spool: Spool,
+                 reactor: SinkReactor, flush_timeout: float = 10.0, *,
+                 registry: CollectorRegistry, max_in_flight: int = 10_000,
+                 drain_batch: int = 1_000, probe_timeout: float = 2.0, retry_min: float = 0.5,
+                 retry_max: float = 10.0) -> None:
+        self._topic = topic
+        self._spool = spool
+        self._reactor = reactor
+        self._flush_timeout = flush_timeout
+        self._max_in_flight = max_in_flight
+        self._drain_batch = drain_batch
+        self._probe_timeout = probe_timeout
+        self._retry_min = retry_min
+        self._retry_max = retry_max
+        self._producer_config = build_producer_config(producer_config)
+        self._metrics = KafkaSinkMetrics(registry, spool, lambda: len(self._producer), reactor)
+        self._producer = self._new_producer()
+        self._in_flight = 0
+        self._waiting_room: list[Deferred[None]] = []
+        self._idle: list[Deferred[None]] = []
+        self._down = False
+        self._spool_refused = False
+        self._forwarding: Deferred[None] | None = None
+        self._pause: Deferred[None] | None = None
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @property
+    def saturated(self) -> bool:
+        """
+        Whether L{write} would refuse now because C{max_in_flight} events are in flight.
+        """
+        return self._in_flight >= self._max_in_flight
+
+    def unsaturated(self) -> Deferred[None]:
+        """
+        Fire once the sink is below its in-flight ceiling (at once when it is already).
+        """
+        if not self.saturated:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._waiting_room.append(d)
+        return d
+
+    def ready(self) -> bool:
+        """
+        False while the sink can take nothing at all: stopped, or Kafka unreachable with the spool
+        refusing appends.
+        """
+        return self.running and not (self._down and self._spool_refused)
+
+    def startService(self) -> None:
+        self._spool.open()
+        self._producer.start()
+        super().startService()
+        self._kick()
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Refuse new writes, give Kafka C{flush_timeout} seconds for what is in flight, spool the
+        rest, then close the spool.
+        """
+        super().stopService()
+        return Deferred.fromCoroutine(self._stop())
+
+    def write(self, records: Sequence[SinkRecord]) -> Deferred[None]:
+        if not self.running:
+            return fail(SinkUnavailable("the Kafka sink is stopped"))
+        if self.saturated:
+            return fail(SinkUnavailable(f"{self._in_flight} events already in flight"))
+        if not records:
+            return succeed(None)
+        self._in_flight += len(records)
+        d = Deferred.fromCoroutine(self._write(list(records)))
+        d.addBoth(self._written, len(records))
+        return d
+
+    async def _write(self, records: list[SinkRecord]) -> None:
+        if self._down or not self._spool.is_empty:
+            try:
+                await self._to_spool(records)
+                return
+            except SinkUnavailable:
+                if self._down:
+                    raise
+                # The spool is full but Kafka is up: durability over order.
+        failed = await self._producer.send(records)
+        if failed:
+            self._unreachable()
+            await self._to_spool(failed)
+
+    async def _to_spool(self, records: Sequence[SinkRecord]) -> None:
+        try:
+            appended = self._spool.append(records)
+        except SpoolFull as e:
+            self._spool_refused = True
+            raise SinkUnavailable(str(e)) from e
+        self._spool_refused = False
+        self._kick()
+        try:
+            await appended
+        except OSError as e:
+            self._log.failure("cannot append to the spool in {directory}",
+                              directory=str(self._spool.directory))
+            raise SinkUnavailable(f"cannot write the spool: {e}") from e
+
+    def _written(self, result: object, count: int) -> object:
+        self._in_flight -= count
+        if not self.saturated:
+            waiting, self._waiting_room = self._waiting_room, []
+            for d in waiting:
+                d.callback(None)
+        if self._in_flight == 0:
+            idle, self._idle = self._idle, []
+            for d in idle:
+                d.callback(None)
+        return result
+
+    def _unreachable(self) -> None:
+        if not self._down:
+            self._log.warn("Kafka is unreachable; spooling events to {directory}",
+                           directory=str(self._spool.directory))
+        self._down = True
+        self._kick()
+
+    def _new_producer(self) -> _DeliveryProducer:
+        return _DeliveryProducer(self._producer_config, self._topic, self._reactor, self._metrics,
+                                 self._unreachable)
+
+    async def _renew_producer(self) -> None:
+        """
+        Replace a producer that cannot deliver although the broker answers: after a fatal error,
+        or when the broker lost its state and no longer knows the producer's idempotence id. The
+        old one's unacknowledged events fail over to the spool.
+        """
+        self._log.warn("Kafka answers but does not acknowledge events; starting a new producer")
+        old, self._producer = self._producer, self._new_producer()
+        self._producer.start()
+        await old.stop(0.0)
+
+    def _kick(self) -> None:
+        """
+        Start the forwarder unless it runs: it drains the spool and probes Kafka while it is down.
+        """
+        if self._forwarding is None and self.running:
+            self._forwarding = d = Deferred.fromCoroutine(self._forward_until_done())
+            d.addBoth(self._forwarder_exited)
+
+    def _forwarder_exited(self, result: object) -> None:
+        self._forwarding = None
+
+    async def _forward_until_done(self) -> None:
+        """
+        Run the forwarder until it has nothing to do; an unexpected error is logged and retried,
+        because a forwarder that died would leave the spool growing until senders get 503.
+        """
+        delay = self._retry_min
+        while self.running:
+            try:
+                await self._forward()
+                return
+            except CancelledError:
+                return
+            except Exception:
+                self._log.failure("spool forwarder failed; retrying in {delay}s", delay=delay)
+            try:
+                await self._sleep(delay)
+            except CancelledError:
+                return
+            delay = min(delay * 2, self._retry_max)
+
+    async def _forward(self) -> None:
+        delay = self._retry_min
+        segment: SpooledSegment | None = None
+        pending: list[SinkRecord] = []
+        while self.running:
+            if self._down:
+                if not await self._producer.probe(self._probe_timeout):
+                    await self._sleep(delay)
+                    delay = min(delay * 2, self._retry_max)
+                    continue
+                self._down = False
+                self._log.info("Kafka is reachable; {segments} spool segments to drain",
+                               segments=self._spool.segments)
+            if segment is None:
+                segment = await self._spool.oldest()
+                if segment is None:
+                    return
+                pending = segment.records
+            chunk, rest = pending[:self._drain_batch], pending[self._drain_batch:]
+            failed = await self._producer.send(chunk)
+            pending = failed + rest
+            if failed:
+                # Keep what was acknowledged out of the retry, and pause before the next try.
+                self._unreachable()
+                if self.running and await self._producer.probe(self._probe_timeout):
+                    await self._renew_producer()
+                await self._sleep(delay)
+                delay = min(delay * 2, self._retry_max)
+                continue
+            delay = self._retry_min
+            if not pending:
+                await self._spool.delete(segment.seq)
+                segment = None
+
+    async def _sleep(self, delay: float) -> None:
+        if not self.running:
+            return
+        self._pause = deferLater(self._reactor, delay)
+        try:
+            await self._pause
+        finally:
+            self._pause = None
+
+    async def _stop(self) -> None:
+        if self._pause is not None:
+            self._pause.cancel()
+        purged = await self._producer.stop(self._flush_timeout)
+        if purged:
+            self._log.warn("Kafka did not acknowledge {count} events within {timeout}s of "
+                           "shutdown; they are spooled", count=purged, timeout=self._flush_timeout)
+        if self._in_flight:
+            idle: Deferred[None] = Deferred()
+            self._idle.append(idle)
+            await idle
+        if self._forwarding is not None:
+            await self._forwarding
+        await self._spool.close()

@@ -1,0 +1,283 @@
+"""
+The Kafka sink against a real Kafka-protocol broker (tansu), with outages made by cutting a TCP relay
+between the sink and the broker, and once by killing the broker itself.
+
+Delivery is at-least-once: a message whose acknowledgement was cut off is spooled and sent again, so
+the outage tests compare the set of C{metadata.uid}s that arrived (what a consumer dedupes on) and
+check that nothing is missing, not that nothing is repeated.
+"""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+import pytest_twisted
+from prometheus_client import CollectorRegistry
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThread
+
+from aisoc_inboxd.sinks import SinkRecord, SinkUnavailable
+from aisoc_inboxd.sinks.kafka import KafkaSink
+from aisoc_inboxd.sinks.spool import Spool, decode_records
+from tests.support.kafka import Consumed, KafkaEnv, create_topic, kafka, tansu_binary  # noqa: F401
+
+TENANTS = ("tenant-a", "tenant-b", "tenant-c")
+
+
+def make_record(tenant: str, n: int) -> SinkRecord:
+    event = {"class_uid": 2004, "message": f"event {n}",
+             "metadata": {"uid": str(uuid.uuid4()), "version": "1.8.0"}}
+    return SinkRecord(tenant_id=tenant, template_id="generic-webhook", route="webhook",
+                      received_at=time.time(), value=json.dumps(event).encode())
+
+
+def make_batch(size: int, start: int = 0) -> list[SinkRecord]:
+    return [make_record(TENANTS[i % len(TENANTS)], i) for i in range(start, start + size)]
+
+
+def uid(record: SinkRecord) -> str:
+    return str(json.loads(record.value)["metadata"]["uid"])
+
+
+class Harness:
+    """
+    A sink over a spool directory, tuned so an outage is noticed in a few seconds.
+    """
+
+    def __init__(self, kafka: KafkaEnv, spool_dir: Path, reactor: Any,
+                 spool_bytes: int = 8 * 1024 * 1024, **options: Any) -> None:
+        self.spool = Spool(spool_dir, spool_bytes, reactor, segment_bytes=4096)
+        self.registry = CollectorRegistry()
+        self.sink = KafkaSink(kafka.topic, {"bootstrap.servers": kafka.bootstrap,
+                                            "message.timeout.ms": "3000"},
+                              self.spool, reactor, **{"flush_timeout": 2.0,
+                                                      "registry": self.registry,
+                                                      "probe_timeout": 1.0, "retry_min": 0.2,
+                                                      "retry_max": 1.0, **options})
+
+    def metric(self, name: str) -> float | None:
+        return self.registry.get_sample_value(name)
+
+
+@pytest.fixture
+def harnesses(kafka: KafkaEnv, tmp_path: Path, reactor: Any) -> Iterator[Callable[..., Harness]]:
+    """
+    Build started sinks over C{tmp_path/spool}; whatever is still running is stopped afterwards.
+    """
+    made: list[Harness] = []
+
+    def build(**options: Any) -> Harness:
+        harness = Harness(kafka, tmp_path / "spool", reactor, **options)
+        harness.sink.startService()
+        made.append(harness)
+        return harness
+
+    yield build
+    for harness in made:
+        if harness.sink.running:
+            pytest_twisted.blockon(harness.sink.stopService())
+
+
+async def wait_until(reactor: Any, condition: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = reactor.seconds() + timeout
+    while not condition():
+        assert reactor.seconds() < deadline, "condition not reached in time"
+        await deferLater(reactor, 0.1)
+
+
+async def consume_uids(kafka: KafkaEnv, expected: set[str]) -> list[Consumed]:
+    return await deferToThread(kafka.consume, lambda got: expected <= {c.uid for c in got})
+
+
+@pytest_twisted.ensureDeferred
+async def test_events_arrive_once_with_key_and_headers(reactor: Any, kafka: KafkaEnv,
+                                                       harnesses: Callable[..., Harness]) -> None:
+    """Each written event reaches the topic once, keyed by tenant, with routing headers, in order per tenant."""
+    harness = harnesses()
+    records = make_batch(30)
+    await harness.sink.write(records[:15])
+    await harness.sink.write(records[15:])
+
+    got = await consume_uids(kafka, {uid(r) for r in records})
+
+    assert sorted(c.uid for c in got) == sorted(uid(r) for r in records)
+    by_uid = {uid(r): r for r in records}
+    for message in got:
+        record = by_uid[message.uid]
+        assert message.key == record.tenant_id.encode()
+        assert message.headers["tenant"] == record.tenant_id.encode()
+        assert message.headers["template"] == b"generic-webhook"
+        assert message.headers["route"] == b"webhook"
+        assert message.headers["intake_time"].endswith(b"Z")
+        assert message.value == record.value
+    for tenant in TENANTS:
+        assert ([c.uid for c in got if c.key == tenant.encode()]
+                == [uid(r) for r in records if r.tenant_id == tenant])
+    assert harness.spool.is_empty
+    assert harness.metric("aisoc_ingest_kafka_events_produced_total") == 30
+
+
+@pytest_twisted.ensureDeferred
+async def test_relay_cut_mid_load_spools_then_drains(reactor: Any, kafka: KafkaEnv,
+                                                     harnesses: Callable[..., Harness]) -> None:
+    """With the path to Kafka cut mid-load every write still succeeds through the spool, and every event arrives once it is back."""
+    harness = harnesses()
+    batches = [make_batch(5, start=5 * i) for i in range(40)]
+    writes: list[Deferred[None]] = []
+    for i, batch in enumerate(batches):
+        if i == 10:
+            kafka.relay.cut()
+        writes.append(harness.sink.write(batch))
+        await deferLater(reactor, 0.02)
+    await gatherResults(writes, consumeErrors=True)
+
+    assert harness.spool.segments > 0
+    assert (harness.metric("aisoc_ingest_spool_bytes") or 0) > 0
+    assert harness.sink.ready()
+
+    kafka.relay.reopen()
+    await wait_until(reactor, lambda: harness.spool.is_empty)
+    expected = {uid(r) for batch in batches for r in batch}
+    got = await consume_uids(kafka, expected)
+    assert {c.uid for c in got} == expected
+    assert harness.metric("aisoc_ingest_spool_segments") == 0
+    assert not list((harness.spool.directory).iterdir())
+
+
+@pytest_twisted.ensureDeferred
+async def test_spool_full_refuses_and_keeps_what_it_accepted(
+        reactor: Any, kafka: KafkaEnv, harnesses: Callable[..., Harness]) -> None:
+    """Once the spool is full during an outage a write fails with SinkUnavailable, and every accepted event still arrives."""
+    harness = harnesses(spool_bytes=4096)
+    kafka.relay.cut()
+    accepted: list[SinkRecord] = []
+    with pytest.raises(SinkUnavailable):
+        for i in range(200):
+            batch = make_batch(3, start=3 * i)
+            await harness.sink.write(batch)
+            accepted += batch
+    assert accepted
+    assert not harness.sink.ready()
+
+    kafka.relay.reopen()
+    await wait_until(reactor, lambda: harness.spool.is_empty)
+    assert harness.sink.ready()
+    late = make_batch(3, start=10_000)
+    await harness.sink.write(late)
+    expected = {uid(r) for r in accepted + late}
+    got = await consume_uids(kafka, expected)
+    assert {c.uid for c in got} == expected
+
+
+@pytest_twisted.ensureDeferred
+async def test_stop_spools_in_flight_and_next_run_drains(
+        reactor: Any, kafka: KafkaEnv, harnesses: Callable[..., Harness]) -> None:
+    """Events in flight at a stop during an outage are spooled, and a new sink over the same spool delivers them."""
+    first = harnesses(flush_timeout=1.0)
+    kafka.relay.cut()
+    produced = make_batch(10)
+    in_flight = first.sink.write(produced)   # handed to the producer before the cut is noticed
+    spooled = make_batch(10, start=10)
+    await deferLater(reactor, 0.5)
+    await first.sink.write(spooled)
+    await first.sink.stopService()
+    await in_flight
+    assert first.spool.segments > 0
+
+    kafka.relay.reopen()
+    second = harnesses()
+    await wait_until(reactor, lambda: second.spool.is_empty)
+    expected = {uid(r) for r in produced + spooled}
+    got = await consume_uids(kafka, expected)
+    assert expected <= {c.uid for c in got}
+
+
+@pytest_twisted.ensureDeferred
+async def test_stop_flushes_what_is_in_flight(reactor: Any, kafka: KafkaEnv,
+                                              harnesses: Callable[..., Harness]) -> None:
+    """stopService waits for Kafka to acknowledge the events in flight, so they arrive and nothing is spooled."""
+    harness = harnesses()
+    records = make_batch(20)
+    written = harness.sink.write(records)
+    await harness.sink.stopService()
+    await written
+    assert not list(harness.spool.directory.iterdir())
+    got = await consume_uids(kafka, {uid(r) for r in records})
+    assert {c.uid for c in got} == {uid(r) for r in records}
+
+
+@pytest_twisted.ensureDeferred
+async def test_broker_killed_and_restarted_recovers(reactor: Any, kafka: KafkaEnv,
+                                                    harnesses: Callable[..., Harness]) -> None:
+    """After the broker process is killed and restarted the sink drains its spool and publishes again by itself."""
+    harness = harnesses()
+    await harness.sink.write(make_batch(5))
+    kafka.broker.kill()
+    during = make_batch(5, start=5)
+    await harness.sink.write(during)
+    await wait_until(reactor, lambda: not harness.spool.is_empty)
+
+    kafka.broker.start()
+    await deferToThread(create_topic, kafka.bootstrap, kafka.topic)
+    after = make_batch(5, start=10)
+    await harness.sink.write(after)
+    await wait_until(reactor, lambda: harness.spool.is_empty)
+    expected = {uid(r) for r in during + after}
+    got = await consume_uids(kafka, expected)
+    assert expected <= {c.uid for c in got}
+
+
+@pytest_twisted.ensureDeferred
+async def test_in_flight_ceiling(reactor: Any, harnesses: Callable[..., Harness]) -> None:
+    """Past max_in_flight the sink reports saturation and refuses writes until events settle."""
+    harness = harnesses(max_in_flight=5)
+    first = harness.sink.write(make_batch(5))
+    assert harness.sink.saturated
+    with pytest.raises(SinkUnavailable):
+        await harness.sink.write(make_batch(1))
+    await first
+    await harness.sink.unsaturated()
+    assert not harness.sink.saturated
+
+
+@pytest_twisted.ensureDeferred
+async def test_torn_last_record_is_skipped(reactor: Any, tmp_path: Path) -> None:
+    """A record torn by a crash at the end of a segment is skipped; the records before it and later appends are read."""
+    spool = Spool(tmp_path / "spool", 1024 * 1024, reactor)
+    spool.open()
+    records = make_batch(3)
+    await spool.append(records)
+    await spool.close()
+    [segment] = list((tmp_path / "spool").iterdir())
+    data = segment.read_bytes()
+    segment.write_bytes(data[:-7])
+
+    reopened = Spool(tmp_path / "spool", 1024 * 1024, reactor)
+    reopened.open()
+    later = make_batch(2, start=3)
+    await reopened.append(later)
+    first = await reopened.oldest()
+    assert first is not None and first.records == records[:2]
+    await reopened.delete(first.seq)
+    second = await reopened.oldest()
+    assert second is not None and second.records == later
+    await reopened.delete(second.seq)
+    assert reopened.is_empty and await reopened.oldest() is None
+    await reopened.close()
+
+
+def test_decode_stops_at_a_corrupt_frame() -> None:
+    """A frame whose checksum fails ends the segment: it and what follows are reported as skipped."""
+    from aisoc_inboxd.sinks.spool import encode_record
+
+    records = make_batch(3)
+    frames = [encode_record(r) for r in records]
+    corrupt = frames[1][:-1] + bytes([frames[1][-1] ^ 0xFF])
+    decoded, skipped = decode_records(frames[0] + corrupt + frames[2])
+    assert decoded == records[:1]
+    assert skipped == len(corrupt) + len(frames[2])
