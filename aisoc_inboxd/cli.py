@@ -80,11 +80,21 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run_daemon(args: argparse.Namespace) -> None:
+    """
+    Run like C{twist aisoc-inboxd}, except that a SIGTERM/SIGINT shutdown exits 0 (twist re-raises
+    the signal) and a daemon that could not start exits 1.
+    """
+    from twisted.application.runner._runner import Runner
     from twisted.application.twist._twist import Twist
 
     extra = [a for a in args.twist_args if a != "--"]
     plugin_args = ["--config", args.config] if args.config else []
-    Twist.main(["aisoc-inboxd", *extra, "aisoc-inboxd", *plugin_args])
+    options = Twist.options(["aisoc-inboxd", *extra, "aisoc-inboxd", *plugin_args])
+    daemon = options.plugins[options.subCommand].makeService(options.subOptions)
+    Twist.startService(options["reactor"], daemon)
+    Runner(reactor=options["reactor"], defaultLogLevel=options["logLevel"], logFile=options["logFile"],
+           fileLogObserverFactory=options["fileLogObserverFactory"]).run()
+    sys.exit(1 if daemon.start_failed else 0)
 
 
 def _with_store(settings: Settings, work: Callable[[Any], Awaitable[int]]) -> int:

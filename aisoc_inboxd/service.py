@@ -27,7 +27,7 @@ from aisoc_inboxd.sinks import EventSink
 from aisoc_inboxd.store import Store
 from aisoc_inboxd.store.secrets import SecretBox
 from aisoc_inboxd.tokens import TokenCache, TokenResolver
-from aisoc_inboxd.web import WebDeps, build_root_resource
+from aisoc_inboxd.web.tree import WebDeps, build_root_resource
 from aisoc_inboxd.web.site import InboxSite
 
 _log = Logger()
@@ -125,6 +125,7 @@ class InboxDaemon(SequentialMultiService):
         for child in (store, sink, DrainInFlight(inflight), *listeners):
             child.setServiceParent(self)
         self.started: Deferred[None] = Deferred()
+        self.start_failed = False
 
     def startService(self) -> None:
         Service.startService(self)
@@ -140,6 +141,7 @@ class InboxDaemon(SequentialMultiService):
             for listener in self.listeners:
                 await listener.listen()
         except Exception as e:
+            self.start_failed = True
             _log.failure("cannot start: {error}", error=str(e))
             if self._reactor.running:
                 self._reactor.stop()

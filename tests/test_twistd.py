@@ -67,8 +67,11 @@ def test_twistd_serves_and_stops_cleanly(tmp_path: Path) -> None:
     finally:
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=30)
-    assert code == 0
-    assert "store ready at schema version" in log.read_text()
+    # twistd ends a clean SIGTERM shutdown by re-raising the signal (Twisted's convention)
+    assert code in (0, -signal.SIGTERM)
+    text = log.read_text()
+    assert "store ready at schema version" in text
+    assert "Main loop terminated." in text
 
 
 @pytest.mark.parametrize("config_text, message", [

@@ -42,7 +42,11 @@ class _Discard:
 
 
 class InboxRequest(Request):
-    site: "InboxSite"
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        # routes parse their own bodies (webhook payload=, relay multipart); twisted.web must not
+        # parse forms itself, which costs CPU and answers a bad multipart body with a bare 400
+        self._parsePOSTFormSubmission = False
 
     def gotLength(self, length: int | None) -> None:
         self._received = 0

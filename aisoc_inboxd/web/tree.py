@@ -1,0 +1,78 @@
+"""
+The HTTP resource tree: C{/v1/inbox/…} routes, C{/healthz} and C{/readyz}.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+
+from aisoc_inboxd.inflight import InFlight
+from aisoc_inboxd.intake import Intake
+from aisoc_inboxd.metrics import Metrics
+from aisoc_inboxd.web.routes import write_json
+from aisoc_inboxd.web.webhook import WebhookRoute
+
+
+@dataclass(frozen=True)
+class WebDeps:
+    intake: Intake
+    metrics: Metrics
+    inflight: InFlight
+    max_body_bytes: int
+
+
+class NotFound(Resource):
+    isLeaf = True
+
+    def render(self, request: Request) -> bytes:
+        return write_json(request, 404, {"error": "no such route"})
+
+
+class InboxResource(Resource):
+    """
+    C{/v1/inbox/}: each child name is a token (later: the fixed routes email, cef, hec).
+    """
+
+    def __init__(self, deps: WebDeps) -> None:
+        super().__init__()
+        self._deps = deps
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        if not path or request.postpath:
+            return NotFound()
+        d = self._deps
+        return WebhookRoute(path.decode("latin-1"), d.intake, d.metrics, d.inflight, d.max_body_bytes)
+
+
+class Health(Resource):
+    """
+    C{/healthz}: the process answers. C{/readyz}: the pipeline can make events durable now.
+    """
+
+    isLeaf = True
+
+    def __init__(self, intake: Intake | None) -> None:
+        super().__init__()
+        self._intake = intake
+
+    def render_GET(self, request: Request) -> bytes:
+        if self._intake is None or self._intake.ready():
+            return write_json(request, 200, {"status": "ok"})
+        return write_json(request, 503, {"status": "not ready", "error": "the sink cannot accept events"})
+
+
+class Root(Resource):
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        return NotFound()
+
+
+def build_root_resource(deps: WebDeps) -> Resource:
+    root = Root()
+    v1 = Root()
+    root.putChild(b"v1", v1)
+    v1.putChild(b"inbox", InboxResource(deps))
+    root.putChild(b"healthz", Health(None))
+    root.putChild(b"readyz", Health(deps.intake))
+    return root
