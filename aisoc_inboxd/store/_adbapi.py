@@ -22,13 +22,14 @@ from aisoc_inboxd.store.secrets import SecretBox
 
 T = TypeVar("T")
 
-_COLUMNS = ("fingerprint, tenant_id, template_id, label, signing_secret, "
+COLUMNS = ("fingerprint, tenant_id, template_id, label, signing_secret, "
             "created_at, rotated_at, revoked_at")
-_INSERT = f"INSERT INTO tenant_inbox_tokens ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
-_LIST = f"SELECT {_COLUMNS} FROM tenant_inbox_tokens WHERE tenant_id = %s ORDER BY created_at, fingerprint"
-_ACTIVE = "tenant_id = %s AND fingerprint = %s AND rotated_at IS NULL AND revoked_at IS NULL"
-_ROTATE = f"UPDATE tenant_inbox_tokens SET rotated_at = %s WHERE {_ACTIVE}"
-_REVOKE = f"UPDATE tenant_inbox_tokens SET revoked_at = %s WHERE {_ACTIVE}"
+_INSERT = f"INSERT INTO tenant_inbox_tokens ({COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+_LIST = f"SELECT {COLUMNS} FROM tenant_inbox_tokens WHERE tenant_id = %s ORDER BY created_at, fingerprint"
+ACTIVE = "rotated_at IS NULL AND revoked_at IS NULL"
+_ACTIVE_OF_TENANT = f"tenant_id = %s AND fingerprint = %s AND {ACTIVE}"
+_ROTATE = f"UPDATE tenant_inbox_tokens SET rotated_at = %s WHERE {_ACTIVE_OF_TENANT}"
+_REVOKE = f"UPDATE tenant_inbox_tokens SET revoked_at = %s WHERE {_ACTIVE_OF_TENANT}"
 _SCHEMA_VERSION = "SELECT coalesce(max(version), 0) FROM schema_migrations"
 _RECORD_MIGRATION = "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)"
 
@@ -43,7 +44,7 @@ class AdbapiStore(Service):
     dialect: ClassVar[str]
     """The migrations folder of this dialect."""
     resolve_sql: ClassVar[str]
-    """One active row by fingerprint, in C{_COLUMNS} order, with one C{%s} parameter."""
+    """One active row by fingerprint, in C{COLUMNS} order, with one C{%s} parameter."""
     _log = Logger()
 
     def __init__(self, secret_box: SecretBox, reactor: IReactorCore) -> None:

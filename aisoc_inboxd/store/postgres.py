@@ -18,7 +18,7 @@ from twisted.enterprise.adbapi import ConnectionPool, Transaction
 from twisted.internet.interfaces import IReactorCore
 
 from aisoc_inboxd.store import StoreError
-from aisoc_inboxd.store._adbapi import AdbapiStore
+from aisoc_inboxd.store._adbapi import COLUMNS, AdbapiStore
 from aisoc_inboxd.store.secrets import SecretBox
 
 POOL_MAX = 5
@@ -35,9 +35,7 @@ class PostgresStore(AdbapiStore):
     """
 
     dialect = "postgres"
-    resolve_sql = (
-        "SELECT fingerprint, tenant_id, template_id, label, signing_secret, created_at, rotated_at, "
-        "revoked_at FROM aisoc_inbox_resolve_token(%s)")
+    resolve_sql = f"SELECT {COLUMNS} FROM aisoc_inbox_resolve_token(%s)"
 
     def __init__(self, dsn: str, secret_box: SecretBox, reactor: IReactorCore) -> None:
         """

@@ -11,7 +11,7 @@ import sqlite3
 from twisted.enterprise.adbapi import ConnectionPool, Transaction
 from twisted.internet.interfaces import IReactorCore
 
-from aisoc_inboxd.store._adbapi import AdbapiStore
+from aisoc_inboxd.store._adbapi import ACTIVE, COLUMNS, AdbapiStore
 from aisoc_inboxd.store.secrets import SecretBox
 
 BUSY_TIMEOUT = 10.0
@@ -24,10 +24,7 @@ class SqliteStore(AdbapiStore):
     """
 
     dialect = "sqlite"
-    resolve_sql = (
-        "SELECT fingerprint, tenant_id, template_id, label, signing_secret, created_at, rotated_at, "
-        "revoked_at FROM tenant_inbox_tokens "
-        "WHERE fingerprint = %s AND rotated_at IS NULL AND revoked_at IS NULL")
+    resolve_sql = f"SELECT {COLUMNS} FROM tenant_inbox_tokens WHERE fingerprint = %s AND {ACTIVE}"
 
     def __init__(self, path: str, secret_box: SecretBox, reactor: IReactorCore) -> None:
         super().__init__(secret_box, reactor)
