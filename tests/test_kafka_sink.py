@@ -138,6 +138,9 @@ async def test_relay_cut_mid_load_spools_then_drains(reactor: Any, kafka: KafkaE
 
     assert harness.spool.segments > 0
     assert (harness.metric("aisoc_ingest_spool_bytes") or 0) > 0
+    assert (harness.metric("aisoc_ingest_spool_segments") or 0) > 0
+    assert harness.metric("aisoc_ingest_spool_oldest_age_seconds") is not None
+    assert harness.metric("aisoc_ingest_kafka_queue_length") is not None
     assert harness.sink.ready()
 
     kafka.relay.reopen()
@@ -188,6 +191,7 @@ async def test_stop_spools_in_flight_and_next_run_drains(
     await first.sink.stopService()
     await in_flight
     assert first.spool.segments > 0
+    assert (first.metric("aisoc_ingest_kafka_delivery_errors_total") or 0) >= len(produced)
 
     kafka.relay.reopen()
     second = harnesses()

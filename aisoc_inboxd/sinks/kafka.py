@@ -4,16 +4,17 @@ The production sink: OCSF events to Kafka with C{acks=all}, and to a local spool
 A write's Deferred fires once each of its events is either acknowledged by Kafka or fsynced in the
 L{Spool}; it fails with L{SinkUnavailable} only when neither can take them (the spool is full), so
 the sender gets a 503 and never a silent drop. While the spool holds anything, new events are
-spooled behind it so that each tenant's events reach Kafka in intake order; the forwarder drains the
-spool oldest segment first, and deletes a segment only once Kafka acknowledged all of it. The one
-exception to ordering: when the spool is full but Kafka is reachable, events go straight to Kafka
-rather than be refused.
+spooled behind it, and the forwarder drains the spool oldest segment first, deleting a segment only
+once Kafka acknowledged all of it; so a tenant's events keep their intake order (the message key is
+the tenant id) except for the events in flight when an outage starts, which are spooled when their
+delivery times out, behind events spooled meanwhile. When the spool is full but Kafka is reachable,
+events go straight to Kafka rather than be refused.
 
 Delivery is at-least-once. A duplicate can reach Kafka when (1) a delivery report is lost or times
 out although the broker stored the message (it is then spooled and sent again), (2) the daemon stops
 or crashes while a spool segment is partly drained (the whole segment is sent again on the next
-run), or (3) C{stopService} purges messages already in flight. Every event carries
-C{metadata.uid}, so consumers dedupe on it.
+run), or (3) messages already sent are purged, at C{stopService} or when a stuck producer is
+replaced. Every event carries C{metadata.uid}, so consumers dedupe on it.
 
 Threads: librdkafka's C{produce()} does not block and is called on the reactor thread; one dedicated
 thread, C{kafka-poll}, owns C{poll()} and C{flush()}, so delivery callbacks run there and hop to the
@@ -22,6 +23,7 @@ the reactor's thread pool; spool I/O runs on the spool's writer thread.
 """
 from __future__ import annotations
 
+import logging
 import threading
 from datetime import datetime, timezone
 from functools import partial
@@ -33,7 +35,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThreadPool
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.threadpool import ThreadPool
 
 from aisoc_inboxd.sinks import SinkRecord, SinkUnavailable
@@ -76,7 +78,10 @@ class SinkReactor(Protocol):
 def build_producer_config(config: Mapping[str, str]) -> dict[str, str]:
     """
     C{config} (passed through to librdkafka: C{bootstrap.servers}, TLS, SASL, ...) with our
-    defaults for what it leaves out and the settings durability requires.
+    defaults for what it leaves out and the settings durability requires. TLS takes
+    C{security.protocol: SSL} and C{ssl.ca.location} (plus C{ssl.certificate.location} and
+    C{ssl.key.location} for mutual TLS); SASL takes C{security.protocol: SASL_SSL},
+    C{sasl.mechanisms} (e.g. C{SCRAM-SHA-512}), C{sasl.username} and C{sasl.password}.
 
     @raise ValueError: when C{config} contradicts L{REQUIRED_CONFIG}.
     """
@@ -101,6 +106,33 @@ def message_headers(record: SinkRecord) -> list[tuple[str, bytes]]:
             ("route", record.route.encode()),
             ("intake_time", intake.isoformat(timespec="milliseconds").replace("+00:00", "Z")
              .encode())]
+
+
+class _LibrdkafkaLog:
+    """
+    Routes librdkafka's log lines (served by C{poll()} on the poll thread) to C{twisted.logger}
+    instead of stderr, so they land in the daemon's log with its structure.
+    """
+
+    _log = Logger(namespace="aisoc_inboxd.sinks.kafka.librdkafka")
+
+    def __init__(self, reactor: SinkReactor) -> None:
+        self._reactor = reactor
+
+    def log(self, level: int, fmt: str, *args: object) -> None:
+        """
+        The C{logging.Logger.log} signature confluent-kafka calls.
+        """
+        self._reactor.callFromThread(self._log.emit, _log_level(level), "librdkafka: {line}",
+                                     line=fmt % args)
+
+
+def _log_level(level: int) -> LogLevel:
+    if level >= logging.ERROR:
+        return LogLevel.error
+    if level >= logging.WARNING:
+        return LogLevel.warn
+    return LogLevel.info if level >= logging.INFO else LogLevel.debug
 
 
 class _Send:
@@ -148,7 +180,8 @@ class _DeliveryProducer:
         return 0 if self._producer is None else len(self._producer)
 
     def start(self) -> None:
-        self._producer = Producer({**self._config, "error_cb": self._error_in_thread})
+        self._producer = Producer({**self._config, "error_cb": self._error_in_thread,
+                                   "logger": _LibrdkafkaLog(self._reactor)})
         self._thread = threading.Thread(target=self._poll_loop, name="kafka-poll", daemon=True)
         self._thread.start()
 
@@ -222,7 +255,7 @@ class _DeliveryProducer:
     def _client_error(self, error: KafkaError) -> None:
         if error.fatal():
             self._log.critical("Kafka producer failed for good: {error}; events go to the spool "
-                               "until the daemon restarts", error=error.str())
+                               "until a new producer replaces it", error=error.str())
         if error.code() == KafkaError._ALL_BROKERS_DOWN or error.fatal():
             self._on_unreachable()
 
@@ -230,7 +263,7 @@ class _DeliveryProducer:
         assert self._producer is not None
         try:
             topic = self._producer.list_topics(self._topic, timeout=timeout).topics.get(self._topic)
-        except KafkaException:
+        except (KafkaException, RuntimeError):   # RuntimeError: the producer was closed meanwhile
             return False
         return topic is not None and topic.error is None and bool(topic.partitions)
 
@@ -407,6 +440,8 @@ class KafkaSink(Service):
         or when the broker lost its state and no longer knows the producer's idempotence id. The
         old one's unacknowledged events fail over to the spool.
         """
+        if not self.running:
+            return
         self._log.warn("Kafka answers but does not acknowledge events; starting a new producer")
         old, self._producer = self._producer, self._new_producer()
         self._producer.start()
