@@ -14,7 +14,7 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
-from aisoc_inboxd.formats.cef import parse_cef_batch  # noqa: E402
+from aisoc_inboxd.formats.cef import parse_cef_batch
 
 SOURCES = [
     *sorted((PROJECT / "tests" / "fixtures" / "cef").glob("*.txt")),

@@ -4,6 +4,7 @@ limits, and a property test over random frames, framings and chunkings.
 """
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -166,7 +167,7 @@ def test_any_frames_any_framing_any_chunks(framed: list[tuple[bytes, str]], cuts
     bounds = sorted({0, len(stream), *(c for c in cuts if c < len(stream))})
     decoder = FrameDecoder()
     frames: list[bytes] = []
-    for start, stop in zip(bounds, bounds[1:]):
+    for start, stop in itertools.pairwise(bounds):
         frames += decoder.feed(stream[start:stop])
     frames += decoder.end()
     assert frames == [frame for frame, _ in framed]

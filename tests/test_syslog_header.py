@@ -252,23 +252,20 @@ def test_rfc5424_nil_timestamp_and_trailing_newline() -> None:
 
 
 @pytest.mark.parametrize(
-    ("frame", "facility", "message"),
+    ("frame", "facility", "format", "message"),
     [
-        (b"<192>Oct 11 22:14:15 host su: x", None, None),
-        (b"just some text", None, "just some text"),
-        (b"<999>junk", None, "<999>junk"),
-        (b"<13>", 1, ""),
-        (b"", None, ""),
+        (b"<192>Oct 11 22:14:15 host su: x", None, "unknown", "<192>Oct 11 22:14:15 host su: x"),
+        (b"just some text", None, "unknown", "just some text"),
+        (b"<999>junk", None, "unknown", "<999>junk"),
+        (b"<13>", 1, "rfc3164", ""),
+        (b"<13>  spaced", 1, "rfc3164", "spaced"),
+        (b"", None, "unknown", ""),
     ],
 )
-def test_pri_range_and_junk(frame: bytes, facility: int | None, message: str | None) -> None:
+def test_pri_range_and_junk(frame: bytes, facility: int | None, format: str, message: str) -> None:
     """A PRI above 191 is no PRI; a frame with neither PRI nor stamp is kept whole as an unknown message."""
     parsed = parse_syslog(frame, NOW_2017)
-    assert parsed.facility == facility
-    if message is not None:
-        assert parsed.message == message
-    if facility is None and not frame.startswith(b"<192>"):
-        assert parsed.format == "unknown"
+    assert (parsed.facility, parsed.format, parsed.message) == (facility, format, message)
 
 
 def test_invalid_utf8_is_replaced() -> None:

@@ -36,14 +36,17 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Literal
 
 SyslogFormat = Literal["rfc5424", "rfc3164", "unknown"]
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MILLISECOND = timedelta(milliseconds=1)
-_MONTHS = {m: i for i, m in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1)}
+_MONTHS = {
+    name: number
+    for number, name in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)
+}
 
 _PRI = re.compile(r"<(\d{1,3})>")
 _RFC3339 = re.compile(
@@ -87,7 +90,7 @@ class SyslogMessage:
     timestamp_text: str | None = None
 
 
-def parse_syslog(frame: bytes | str, now: float, local_tz: tzinfo = timezone.utc) -> SyslogMessage:
+def parse_syslog(frame: bytes | str, now: float, local_tz: tzinfo = UTC) -> SyslogMessage:
     """
     The header fields and message of one syslog frame.
 
@@ -217,7 +220,7 @@ def _microseconds(fraction: str | None) -> int:
 def _rfc3339_millis(stamp: re.Match[str]) -> int | None:
     year, month, day, hour, minute, second, fraction, offset = stamp.groups()
     if offset in ("Z", "z"):
-        zone = timezone.utc
+        zone = UTC
     else:
         sign = -1 if offset[0] == "-" else 1
         zone = timezone(sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[4:6])))
@@ -231,7 +234,7 @@ def _rfc3339_millis(stamp: re.Match[str]) -> int | None:
 
 def _bsd_millis(stamp: re.Match[str], now: float, local_tz: tzinfo) -> int | None:
     month_name, day, year, hour, minute, second, fraction, zone_name = stamp.groups()
-    zone = timezone.utc if zone_name else local_tz
+    zone = UTC if zone_name else local_tz
     received = datetime.fromtimestamp(now, zone)
     years = [int(year)] if year else [received.year - 1, received.year, received.year + 1]
     candidates = []
