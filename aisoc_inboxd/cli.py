@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Sequence
 
@@ -202,13 +201,11 @@ def _token_revoke(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _token_list(settings: Settings, args: argparse.Namespace) -> int:
+    from aisoc_inboxd.tokens import token_row
+
     async def work(store: Any) -> int:
         admin, _ = _admin(settings, store)
-        records = await admin.list(args.tenant)
-        rows = [{"fingerprint": r.fingerprint, "template": r.template_id, "label": r.label,
-                 "signed": r.signing_secret is not None, "state": _state(r),
-                 "created": _iso(r.created_at), "rotated": _iso(r.rotated_at), "revoked": _iso(r.revoked_at)}
-                for r in records]
+        rows = [token_row(r) for r in await admin.list(args.tenant)]
         if args.json:
             print(json.dumps(rows, indent=2))
         else:
@@ -247,14 +244,6 @@ def _print_minted(minted: Any, as_json: bool, verb: str) -> None:
           f"  token:       {info['token']}\n"
           f"  fingerprint: {info['fingerprint']}\n"
           f"  webhook URL: https://<this host>{info['path']}")
-
-
-def _state(record: Any) -> str:
-    return "revoked" if record.revoked_at else "rotated" if record.rotated_at else "active"
-
-
-def _iso(epoch: float | None) -> str:
-    return "" if epoch is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
 if __name__ == "__main__":

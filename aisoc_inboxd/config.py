@@ -44,6 +44,14 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True)
+class AdminSettings:
+    #: endpoint strings for the admin API (token mint/rotate/revoke/list, invalidate); keep it private
+    listen: list[str] = field(default_factory=lambda: ["tcp:9109:interface=127.0.0.1"])
+    #: file holding the admin API key (C{Authorization: Bearer <key>}); created on first start
+    api_key_file: str = "admin.key"
+
+
+@dataclass(frozen=True)
 class DatabaseSettings:
     #: PostgreSQL DSN (C{postgresql://user@host/db}); unset means SQLite in the state directory
     dsn: str | None = None
@@ -95,6 +103,23 @@ class TemplateSettings:
 
 
 @dataclass(frozen=True)
+class SnsSettings:
+    #: templates whose deliveries are AWS SNS envelopes (signatures, subscription confirmations)
+    templates: list[str] = field(default_factory=lambda: ["aws-sns"])
+    #: refuse (401) SNS messages whose SignatureVersion 1/2 signature does not verify
+    verify_signatures: bool = False
+    #: topic ARNs whose SubscriptionConfirmation the daemon confirms itself (a GET of SubscribeURL)
+    auto_confirm_topics: list[str] = field(default_factory=list)
+    #: seconds to wait for AWS when fetching a signing certificate or confirming
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class VendorSettings:
+    sns: SnsSettings = field(default_factory=SnsSettings)
+
+
+@dataclass(frozen=True)
 class Settings:
     #: where SQLite, the event log, the spool and the secret key live by default
     state_dir: str = "state"
@@ -102,10 +127,12 @@ class Settings:
     secret_key_file: str = "secret.key"
     http: HttpSettings = field(default_factory=HttpSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    admin: AdminSettings = field(default_factory=AdminSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     sink: SinkSettings = field(default_factory=SinkSettings)
     token_cache: TokenCacheSettings = field(default_factory=TokenCacheSettings)
     templates: TemplateSettings = field(default_factory=TemplateSettings)
+    vendors: VendorSettings = field(default_factory=VendorSettings)
 
     def state_path(self, relative: str) -> Path:
         """
@@ -127,7 +154,8 @@ ENVIRONMENT_OVERRIDES: dict[str, str] = {
 
 _CHOICES: dict[str, tuple[str, ...]] = {"sink.type": ("file", "kafka")}
 _POSITIVE = {"http.max_body_bytes", "http.rate_limit_per_min", "http.timeout",
-             "sink.file.max_bytes", "sink.kafka.spool_max_bytes", "token_cache.max_size"}
+             "sink.file.max_bytes", "sink.kafka.spool_max_bytes", "token_cache.max_size",
+             "vendors.sns.timeout"}
 
 
 def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -> Settings:

@@ -5,18 +5,21 @@ template is allowed, and publish decoded records under that tenant and template.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from twisted.internet.interfaces import IReactorTime
 
+from aisoc_inboxd import signatures
 from aisoc_inboxd.catalog import TemplateCatalog
 from aisoc_inboxd.formats.json_body import Record
+from aisoc_inboxd.idempotency import Idempotency
 from aisoc_inboxd.normalizer import Template
 from aisoc_inboxd.pipeline import Pipeline
+from aisoc_inboxd.ratelimit import RateLimiter, retry_after
 from aisoc_inboxd.sinks import SinkUnavailable
 from aisoc_inboxd.store import TokenRecord
 from aisoc_inboxd.tokens import TokenResolver
-from aisoc_inboxd.web.errors import invalid_token, unavailable, unknown_template
+from aisoc_inboxd.web.errors import HttpError, invalid_token, unavailable, unknown_template
 
 
 @dataclass(frozen=True)
@@ -31,10 +34,12 @@ class Binding:
 
 class Intake:
     def __init__(self, resolver: TokenResolver, catalog: TemplateCatalog, pipeline: Pipeline,
-                 clock: IReactorTime) -> None:
+                 limiter: RateLimiter, idempotency: Idempotency, clock: IReactorTime) -> None:
         self._resolver = resolver
         self.catalog = catalog
         self._pipeline = pipeline
+        self._limiter = limiter
+        self.idempotency = idempotency
         self._clock = clock
 
     def now(self) -> float:
@@ -45,8 +50,8 @@ class Intake:
 
     async def authorize(self, token: str) -> Binding:
         """
-        The binding of a presented token; 401 when it does not resolve, 400 when its template is no
-        longer allowed.
+        The binding of a presented token, after taking one request from its tenant's rate limit;
+        401 when it does not resolve, 400 when its template is no longer allowed, 429 over the limit.
         """
         record = await self._resolver.resolve(token)
         if record is None:
@@ -54,16 +59,33 @@ class Intake:
         template = self.catalog.get(record.template_id)
         if template is None:
             raise unknown_template(record.template_id)
+        wait = self._limiter.acquire(record.tenant_id)
+        if wait:
+            raise HttpError(429, "too many requests: the tenant's rate limit (AISOC_INBOX_RATE_LIMIT_PER_MIN) "
+                                 "is reached; retry after the Retry-After seconds", "rate_limited",
+                            {"Retry-After": retry_after(wait)}, template=template.id)
         return Binding(record, template)
 
-    async def deliver(self, binding: Binding, route: str, records: Sequence[Record],
-                      received_at: float) -> int:
+    @staticmethod
+    def verify_signature(binding: Binding, raw_body: bytes, get_header: signatures.GetHeader) -> None:
         """
-        Publish and wait until durable; 503 when the sink cannot make them durable.
+        401 unless the body carries a valid signature, when the token was minted with a secret.
+        """
+        secret = binding.token.signing_secret
+        if secret is None:
+            return
+        if not signatures.verify(secret, raw_body, signatures.presented_signatures(get_header)):
+            raise HttpError(401, "invalid signature", "invalid_signature", template=binding.template.id)
+
+    async def deliver(self, binding: Binding, route: str, records: Sequence[Record],
+                      received_at: float, headers: Mapping[str, str] | None = None) -> int:
+        """
+        Publish and wait until durable; 503 when the sink cannot make them durable. C{headers}
+        (lowercase names) feed the template's C{header:} sources.
         """
         try:
             return await self._pipeline.publish(binding.template, binding.token.tenant_id, route,
-                                                records, received_at)
+                                                records, received_at, headers)
         except SinkUnavailable as e:
             raise unavailable(f"events could not be made durable, retry later: {e}",
                               template=binding.template.id) from None

@@ -27,6 +27,12 @@ class Metrics:
             "aisoc_ingest_inbox_events", "Events made durable, by template", ["template"], registry=self.registry)
         self.token_cache_size = Gauge(
             "aisoc_ingest_inbox_token_cache_size", "Entries in the token cache", registry=self.registry)
+        self.imap_polls = Counter(
+            "aisoc_ingest_imap_polls", "IMAP connector polls by connector and outcome (ok, auth_failed, "
+            "tls_error, connection_error, error)", ["connector", "outcome"], registry=self.registry)
+        self.imap_messages = Counter(
+            "aisoc_ingest_imap_messages", "IMAP messages made durable and marked \\Seen, by connector",
+            ["connector"], registry=self.registry)
 
     def request(self, route: str, template: str | None, outcome: str) -> None:
         self.requests.labels(route, template or NO_TEMPLATE, outcome).inc()

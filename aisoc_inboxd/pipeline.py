@@ -5,13 +5,13 @@ the sink, and a Deferred that fires only when the sink has made them durable.
 from __future__ import annotations
 
 import json
-from typing import Sequence
+from typing import Mapping, Sequence
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 
 from aisoc_inboxd.formats.json_body import Record
 from aisoc_inboxd.metrics import Metrics
-from aisoc_inboxd.normalizer import IngestContext, Template, normalize
+from aisoc_inboxd.normalizer import IngestContext, Template, normalize_record
 from aisoc_inboxd.sinks import EventSink, SinkRecord
 
 
@@ -24,17 +24,22 @@ class Pipeline:
         return self._sink.ready()
 
     def publish(self, template: Template, tenant_id: str, route: str, records: Sequence[Record],
-                received_at: float) -> Deferred[int]:
+                received_at: float, headers: Mapping[str, str] | None = None) -> Deferred[int]:
         """
         Normalize and hand to the sink; fires with the number of events once they are durable, or
-        fails with the sink's L{SinkUnavailable}.
+        fails with the sink's L{SinkUnavailable}. A record may become no event (a control message
+        the template acknowledges) or several (a batch envelope); C{headers} (lowercase names) feed
+        the template's C{header:} sources.
         """
         sink_records = []
         for record in records:
-            context = IngestContext(tenant_id=tenant_id, route=route, received_at=received_at, raw=record.raw)
-            event = normalize(template, record.data, context)
-            value = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-            sink_records.append(SinkRecord(tenant_id, template.id, route, received_at, value))
+            context = IngestContext(tenant_id=tenant_id, route=route, received_at=received_at, raw=record.raw,
+                                    headers=headers or {})
+            for event in normalize_record(template, record.data, context):
+                value = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+                sink_records.append(SinkRecord(tenant_id, template.id, route, received_at, value))
+        if not sink_records:
+            return succeed(0)  # only control messages: nothing to make durable
         d = self._sink.write(sink_records)
         d.addCallback(self._published, template.id, len(sink_records))
         return d

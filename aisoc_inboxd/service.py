@@ -7,6 +7,7 @@ listeners close, in-flight requests finish (bounded), then the sink flushes and 
 """
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -14,20 +15,24 @@ from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web.server import Site
 
 from aisoc_inboxd.catalog import TemplateCatalog
 from aisoc_inboxd.config import Settings
+from aisoc_inboxd.idempotency import Idempotency
 from aisoc_inboxd.inflight import InFlight
+from aisoc_inboxd.keyfiles import read_or_create
 from aisoc_inboxd.intake import Intake
 from aisoc_inboxd.metrics import Metrics, MetricsResource
 from aisoc_inboxd.pipeline import Pipeline
+from aisoc_inboxd.ratelimit import RateLimiter
 from aisoc_inboxd.sinks import EventSink
 from aisoc_inboxd.store import Store
 from aisoc_inboxd.store.secrets import SecretBox
-from aisoc_inboxd.tokens import TokenCache, TokenResolver
-from aisoc_inboxd.web.tree import WebDeps, build_root_resource
+from aisoc_inboxd.tokens import TokenAdmin, TokenCache, TokenResolver
+from aisoc_inboxd.web.tree import WebDeps, build_admin_resource, build_root_resource
 from aisoc_inboxd.web.site import InboxSite
 
 _log = Logger()
@@ -113,7 +118,12 @@ class InboxDaemon(SequentialMultiService):
     """
 
     def __init__(self, store: Store, sink: EventSink, intake: Intake, token_cache: TokenCache,
-                 metrics: Metrics, inflight: InFlight, listeners: list[Listener], reactor: Any) -> None:
+                 metrics: Metrics, inflight: InFlight, workers: list[Service], listeners: list[Listener],
+                 reactor: Any) -> None:
+        """
+        @param workers: services that need the upgraded store (cache invalidation, sweeps, pollers);
+            started after the upgrade, before the listeners bind.
+        """
         super().__init__()
         self.store = store
         self.token_cache = token_cache
@@ -121,8 +131,9 @@ class InboxDaemon(SequentialMultiService):
         self.intake = intake
         self.metrics = metrics
         self.listeners = listeners
+        self._workers = workers
         self._reactor = reactor
-        for child in (store, sink, DrainInFlight(inflight), *listeners):
+        for child in (store, sink, DrainInFlight(inflight), *workers, *listeners):
             child.setServiceParent(self)
         self.started: Deferred[None] = Deferred()
         self.start_failed = False
@@ -130,7 +141,7 @@ class InboxDaemon(SequentialMultiService):
     def startService(self) -> None:
         Service.startService(self)
         for child in self:
-            if not isinstance(child, Listener):
+            if not isinstance(child, Listener) and child not in self._workers:
                 child.startService()
         Deferred.fromCoroutine(self._open()).chainDeferred(self.started)
 
@@ -138,6 +149,8 @@ class InboxDaemon(SequentialMultiService):
         try:
             version = await self.store.upgrade()
             _log.info("store ready at schema version {version}", version=version)
+            for worker in self._workers:
+                worker.startService()
             for listener in self.listeners:
                 await listener.listen()
         except Exception as e:
@@ -170,11 +183,48 @@ def open_store(settings: Settings, reactor: Any) -> Store:
 
 def build_sink(settings: Settings, reactor: Any, metrics: Metrics) -> EventSink:
     if settings.sink.type == "kafka":
-        raise NotImplementedError("the kafka sink is wired in by the Kafka sink change")
+        from aisoc_inboxd.sinks.kafka import KafkaSink
+        from aisoc_inboxd.sinks.spool import Spool
+
+        kafka = settings.sink.kafka
+        spool = Spool(settings.state_path(kafka.spool_directory), kafka.spool_max_bytes, reactor)
+        return KafkaSink(kafka.topic, kafka.config, spool, reactor, kafka.flush_timeout, registry=metrics.registry)
     from aisoc_inboxd.sinks.file import FileSink
 
     file = settings.sink.file
     return FileSink(settings.state_path(file.directory), reactor, max_bytes=file.max_bytes)
+
+
+class IdempotencySweeper(Service):
+    """
+    Forgets expired idempotency keys every few minutes. Never raises: a failed sweep is retried.
+    """
+
+    name = "idempotency-sweeper"
+
+    def __init__(self, store: Store, clock: Any, interval: float = 300.0) -> None:
+        self._store = store
+        self._clock = clock
+        self._interval = interval
+        self._loop: LoopingCall | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._loop = LoopingCall(self._sweep)
+        self._loop.clock = self._clock
+        self._loop.start(self._interval, now=True)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+
+    async def _sweep(self) -> None:
+        try:
+            await self._store.sweep_idempotency_keys(self._clock.seconds())
+        except Exception:
+            _log.failure("sweeping expired idempotency keys failed; retrying in {interval}s",
+                         interval=self._interval)
 
 
 def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any) -> InboxDaemon:
@@ -188,9 +238,10 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any) -> 
     cache_settings = settings.token_cache
     cache = TokenCache(reactor, ttl=cache_settings.ttl, negative_ttl=cache_settings.negative_ttl,
                        max_size=cache_settings.max_size, on_size=metrics.token_cache_size.set)
-    intake = Intake(TokenResolver(store, cache), catalog, Pipeline(sink, metrics), reactor)
-    inflight = InFlight(reactor)
     http = settings.http
+    intake = Intake(TokenResolver(store, cache), catalog, Pipeline(sink, metrics),
+                    RateLimiter(reactor, http.rate_limit_per_min), Idempotency(store, reactor), reactor)
+    inflight = InFlight(reactor)
     deps = WebDeps(intake=intake, metrics=metrics, inflight=inflight, max_body_bytes=http.max_body_bytes)
     site = InboxSite(build_root_resource(deps), max_body_bytes=http.max_body_bytes,
                      on_too_large=lambda path: metrics.request("webhook", None, "too_large"),
@@ -200,4 +251,13 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any) -> 
         metrics_site = Site(MetricsResource(metrics.registry), reactor=reactor)
         metrics_site.log = lambda request: None  # type: ignore[method-assign]
         listeners += [Listener(desc, metrics_site, reactor, "metrics") for desc in settings.metrics.listen]
-    return InboxDaemon(store, sink, intake, cache, metrics, inflight, listeners, reactor)
+    if settings.admin.listen:
+        admin = TokenAdmin(store, reactor, catalog.allowed, cache.invalidate)
+        api_key = read_or_create(settings.state_path(settings.admin.api_key_file),
+                                 lambda: secrets.token_urlsafe(32).encode("ascii"), "admin API key")
+        admin_site = InboxSite(build_admin_resource(admin, store, cache, api_key, deps),
+                               max_body_bytes=64 * 1024, on_too_large=lambda path: None, reactor=reactor)
+        listeners += [Listener(desc, admin_site, reactor, "admin") for desc in settings.admin.listen]
+    workers: list[Service] = [store.invalidation_watcher(cache.invalidate, reactor),
+                              IdempotencySweeper(store, reactor)]
+    return InboxDaemon(store, sink, intake, cache, metrics, inflight, workers, listeners, reactor)

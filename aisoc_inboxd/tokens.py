@@ -12,6 +12,7 @@ import base64
 import hashlib
 import re
 import secrets
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Callable
@@ -147,6 +148,20 @@ class MintedToken:
             "template": self.record.template_id,
             "path": base_path + self.token,
         }
+
+
+def token_row(record: TokenRecord) -> dict[str, object]:
+    """
+    A token as C{token list --json} and the admin API show it: never the token, never the secret.
+    """
+    def iso(epoch: float | None) -> str | None:
+        return None if epoch is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+    state = "revoked" if record.revoked_at else "rotated" if record.rotated_at else "active"
+    return {"fingerprint": record.fingerprint, "tenant": record.tenant_id, "template": record.template_id,
+            "label": record.label, "signed": record.signing_secret is not None, "state": state,
+            "created": iso(record.created_at), "rotated": iso(record.rotated_at),
+            "revoked": iso(record.revoked_at)}
 
 
 class UnknownTemplate(ValueError):

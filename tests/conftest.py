@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-pytest_plugins: list[str] = []
+pytest_plugins = ["tests.support.postgres", "tests.support.kafka"]
 
 
 @pytest.fixture(scope="session")

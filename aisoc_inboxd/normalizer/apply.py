@@ -2,10 +2,13 @@
 Apply a loaded template to one decoded record: the OCSF 1.8.0 event the pipeline publishes.
 
 Pure and per-event cheap: every path, enum and conversion was resolved when the template loaded
-(L{Compiled}); here we only read, convert and write. Rules, in order:
+(L{Compiled}); here we only read, convert and write. L{normalize_record} first unwraps the vendor's
+envelope (L{Template.unwrap}: decoded JSON fields, control messages, batch lists); every source
+value is read through the template's C{transforms}. Rules, in order:
 
-  1. stamp the class (class, category, activity, type), the template's product, C{log_name} (the
-     template id) and C{log_source} (the intake route); the template may override the last three;
+  1. stamp the class (class, category, type), the activity (C{activity_field}/C{activity_map},
+     else C{activity_id}), the template's product, C{log_name} (the template id) and C{log_source}
+     (the intake route); the template may override the last three;
   2. C{field_map}: a missing or null source is skipped; the first present source of a target wins;
      a value the target cannot hold (C{"abc"} for a port) is not mapped and stays in C{unmapped};
   3. C{constants}, then C{severity_field}/C{severity_map}: no severity value → 0 Unknown; a value
@@ -13,7 +16,7 @@ Pure and per-event cheap: every path, enum and conversion was resolved when the 
   4. C{time_field}: the first parseable candidate → C{time} (ms) and C{metadata.original_time}
      (raw); none → the receive time;
   5. class defaults so the event validates (2001 C{state_id}/C{finding}, 2004
-     C{status_id}/C{finding_info}/C{is_alert});
+     C{status_id}/C{finding_info}/C{is_alert}): New, or Resolved for a Close activity;
   6. ingest stamps that templates never override (C{metadata.version}, C{uid}, C{tenant_uid},
      C{logged_time}, C{log_provider});
   7. everything of the record not consumed goes to C{unmapped} (nesting kept, nulls dropped), and
@@ -22,14 +25,16 @@ Pure and per-event cheap: every path, enum and conversion was resolved when the 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import uuid
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 from aisoc_inboxd.normalizer.coerce import INVALID, drop_nulls
+from aisoc_inboxd.normalizer.extract import EXTRACTED, with_extracted
 from aisoc_inboxd.normalizer.ocsf import SCHEMA_VERSION
-from aisoc_inboxd.normalizer.paths import MISSING, get_source, set_target
+from aisoc_inboxd.normalizer.paths import MISSING, is_header, set_target
 from aisoc_inboxd.normalizer.template import Compiled, Template, fold_severity
 from aisoc_inboxd.normalizer.timeparse import to_epoch_ms
 
@@ -37,9 +42,11 @@ LOG_PROVIDER = "aisoc-inboxd"
 SEVERITY_UNKNOWN = 0
 SEVERITY_OTHER = 99
 STATUS_NEW = 1
+STATUS_RESOLVED = 4
 # class -> (finding object, its status attribute); both are required or expected by OCSF 1.8.0
 _FINDING_SHAPES = {2001: ("finding", "state_id", "state"), 2004: ("finding_info", "status_id", "status")}
 _ACTIVITY_CREATE = 1
+_ACTIVITY_CLOSE = 3
 
 
 @dataclass(frozen=True)
@@ -48,13 +55,27 @@ class IngestContext:
     What the intake knows about a record besides its content.
 
     C{received_at} is epoch seconds; C{raw} is the record's own text for C{raw_data} (C{None}: the
-    record re-serialised as JSON).
+    record re-serialised as JSON); C{headers} are the request's, by lowercase name, for C{header:}
+    sources.
     """
 
     tenant_id: str
     route: str
     received_at: float
     raw: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+def normalize_record(template: Template, record: dict[str, Any], context: IngestContext) -> list[dict[str, Any]]:
+    """
+    The OCSF events for one record as decoded from a body: none for a control message the template
+    acknowledges, one per item of a C{records} batch, else one.
+    """
+    events = []
+    for item in template.unwrap(record, context.headers):
+        item_context = context if item.whole else dataclasses.replace(context, raw=None)
+        events.append(normalize(template, item.data, item_context))
+    return events
 
 
 def normalize(template: Template, record: dict[str, Any], context: IngestContext) -> dict[str, Any]:
@@ -62,15 +83,16 @@ def normalize(template: Template, record: dict[str, Any], context: IngestContext
     The OCSF event for C{record} under C{template}.
     """
     compiled = template.compiled
-    event = _class_stamp(template, compiled, context)
+    original, record = record, with_extracted(compiled.extractions, record)
+    consumed: list[tuple[str, ...]] = [] if record is original else [(EXTRACTED,)]
+    event = _class_stamp(template, compiled, context, _activity(template, compiled, record, context))
     metadata: dict[str, Any] = event["metadata"]
-    consumed: list[tuple[str, ...]] = []
 
     filled: set[str] = set()
     for rule in compiled.field_rules:
         if rule.target in filled:
             continue
-        raw = get_source(record, rule.source)
+        raw = compiled.reader.read(record, rule.source, context.headers)
         if raw is MISSING or raw is None:
             continue
         value = rule.coerce(raw)
@@ -89,7 +111,7 @@ def normalize(template: Template, record: dict[str, Any], context: IngestContext
         if constant.caption is not None:
             set_target(event, *constant.caption)
 
-    _severity(event, compiled, record, consumed)
+    _severity(event, compiled, record, consumed, context)
     _time(event, compiled, record, consumed, context)
 
     event_uid = str(uuid.uuid4())
@@ -102,24 +124,41 @@ def normalize(template: Template, record: dict[str, Any], context: IngestContext
         log_provider=LOG_PROVIDER,
     )
 
-    leftovers = _leftovers(record, _consumed_tree(consumed))
+    leftovers = _leftovers(original, _consumed_tree(consumed))
     if leftovers is not INVALID and leftovers:
         _merge_missing(event.setdefault("unmapped", {}), leftovers)
-    event["raw_data"] = context.raw if context.raw is not None else json.dumps(record, ensure_ascii=False)
+    event["raw_data"] = context.raw if context.raw is not None else json.dumps(original, ensure_ascii=False)
     return event
 
 
-def _class_stamp(template: Template, compiled: Compiled, context: IngestContext) -> dict[str, Any]:
+def _activity(template: Template, compiled: Compiled, record: dict[str, Any], context: IngestContext) -> int:
+    """
+    The first C{activity_field} candidate whose value is in C{activity_map}; else C{activity_id}.
+    The vendor's word is not consumed: it stays in C{unmapped} unless a C{field_map} entry reads it.
+    """
+    for source in compiled.activity_sources:
+        raw = compiled.reader.read(record, source, context.headers)
+        if raw is MISSING or raw is None or isinstance(raw, (dict, list)):
+            continue
+        activity_id = compiled.activity_lookup.get(fold_severity(raw))
+        if activity_id is not None:
+            return activity_id
+    return template.activity_id
+
+
+def _class_stamp(template: Template, compiled: Compiled, context: IngestContext,
+                 activity_id: int) -> dict[str, Any]:
     ocsf_class = compiled.ocsf_class
+    activity_name = ocsf_class.activities[activity_id]
     return {
         "class_uid": ocsf_class.uid,
         "class_name": ocsf_class.caption,
         "category_uid": ocsf_class.category_uid,
         "category_name": ocsf_class.category_name,
-        "activity_id": template.activity_id,
-        "activity_name": compiled.activity_name,
-        "type_uid": ocsf_class.uid * 100 + template.activity_id,
-        "type_name": f"{ocsf_class.caption}: {compiled.activity_name}",
+        "activity_id": activity_id,
+        "activity_name": activity_name,
+        "type_uid": ocsf_class.uid * 100 + activity_id,
+        "type_name": f"{ocsf_class.caption}: {activity_name}",
         "metadata": {
             "product": {"vendor_name": template.vendor_name, "name": template.product_name},
             "log_name": template.id,
@@ -129,13 +168,13 @@ def _class_stamp(template: Template, compiled: Compiled, context: IngestContext)
 
 
 def _severity(event: dict[str, Any], compiled: Compiled, record: dict[str, Any],
-              consumed: list[tuple[str, ...]]) -> None:
+              consumed: list[tuple[str, ...]], context: IngestContext) -> None:
     """
     The first candidate whose value is in the map wins; else the first present one gives 99 Other.
     """
     first_present: tuple[tuple[str, ...], Any] | None = None
     for source in compiled.severity_sources:
-        raw = get_source(record, source)
+        raw = compiled.reader.read(record, source, context.headers)
         if raw is MISSING or raw is None or isinstance(raw, (dict, list)):
             continue
         severity_id = compiled.severity_lookup.get(fold_severity(raw))
@@ -159,11 +198,11 @@ def _time(event: dict[str, Any], compiled: Compiled, record: dict[str, Any],
           consumed: list[tuple[str, ...]], context: IngestContext) -> None:
     first_raw: Any = None
     for source in compiled.time_sources:
-        raw = get_source(record, source)
+        raw = compiled.reader.read(record, source, context.headers)
         if raw is MISSING or raw is None or isinstance(raw, (dict, list)):
             continue
         first_raw = raw if first_raw is None else first_raw
-        ms = to_epoch_ms(raw)
+        ms = to_epoch_ms(raw, compiled.time_formats)
         if ms is not None:
             consumed.append(source)
             event["time"] = ms
@@ -187,9 +226,10 @@ def _finding_defaults(event: dict[str, Any], template: Template, compiled: Compi
     finding.setdefault("uid", event_uid)
     finding.setdefault("title", event.get("message") or template.product_name)
     if status_id not in event:
-        event[status_id] = STATUS_NEW
-        event[status] = compiled.status_captions[STATUS_NEW]
-    if template.class_uid == 2004 and template.activity_id == _ACTIVITY_CREATE:
+        default = STATUS_RESOLVED if event["activity_id"] == _ACTIVITY_CLOSE else STATUS_NEW
+        event[status_id] = default
+        event[status] = compiled.status_captions[default]
+    if template.class_uid == 2004 and event["activity_id"] == _ACTIVITY_CREATE:
         event.setdefault("is_alert", True)
 
 
@@ -199,6 +239,8 @@ def _consumed_tree(paths: list[tuple[str, ...]]) -> dict[str, Any]:
     """
     tree: dict[str, Any] = {}
     for path in paths:
+        if is_header(path):
+            continue
         node = tree
         for key in path[:-1]:
             child = node.setdefault(key, {})

@@ -39,6 +39,8 @@ _FILE_NAME_KEYS = ("name", "filename", "file_name", "Name", "FileName", "fileNam
 _FILE_TYPE_KEYS = ("mime_type", "content_type", "contentType", "ContentType", "type")
 _FILE_SIZE_KEYS = ("size", "length", "content_length", "ContentLength", "contentLength")
 _FILE_TYPE_REGULAR = 1
+_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+_SHA256_ALGORITHM = 3  # OCSF fingerprint algorithm_id
 
 
 def coercer_for(attribute: Attribute) -> Coercer:
@@ -177,7 +179,7 @@ def _to_string(value: Any) -> Any:
 
 def _to_file(value: Any) -> Any:
     """
-    An OCSF C{file} from a file name or an attachment record (name, MIME type, size).
+    An OCSF C{file} from a file name or an attachment record (name, MIME type, size, sha256).
     """
     if isinstance(value, str):
         return {"name": value, "type_id": _FILE_TYPE_REGULAR} if value.strip() else INVALID
@@ -193,6 +195,9 @@ def _to_file(value: Any) -> Any:
     size = next((_to_integer(value[k]) for k in _FILE_SIZE_KEYS if k in value), INVALID)
     if size is not INVALID and size >= 0:
         shaped["size"] = size
+    digest = value.get("sha256")
+    if isinstance(digest, str) and _SHA256.match(digest):
+        shaped["hashes"] = [{"algorithm_id": _SHA256_ALGORITHM, "algorithm": "SHA-256", "value": digest.lower()}]
     return shaped
 
 

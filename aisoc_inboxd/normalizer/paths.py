@@ -2,15 +2,16 @@
 The dotted paths of the template language: source paths read records, target paths build events.
 
 A source path (C{event.data.service.summary}) walks nested objects; a segment of digits indexes a
-list (C{alerts.0.id}). A target path (C{finding_info.src_url}) may mark array attributes with
-C{name[N]} (element N, created as needed) or C{name[]} (append: at the end of the path the value, or
-each item of a list value, is appended; inside the path each item becomes a new element).
+list (C{alerts.0.id}); C{header:X-GitHub-Event} reads a request header instead. A target path
+(C{finding_info.src_url}) may mark array attributes with C{name[N]} (element N, created as needed)
+or C{name[]} (append: at the end of the path the value, or each item of a list value, is appended;
+inside the path each item becomes a new element).
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 
 class _Missing:
@@ -25,6 +26,10 @@ class _Missing:
 MISSING: Any = _Missing()
 
 _TARGET_SEGMENT = re.compile(r"^([^.\[\]\s]+)(?:\[(\d*)\])?$")
+#: how a source path names a request header (C{header:X-GitHub-Delivery})
+HEADER_PREFIX = "header:"
+# an RFC 9110 field name
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
 @dataclass(frozen=True)
@@ -46,9 +51,17 @@ class Step:
 def parse_source(path: str) -> tuple[str, ...]:
     """
     The keys of a source path; C{ValueError} if a segment is empty or padded with whitespace.
+
+    A header source becomes C{("", name in lowercase)}: no field path has an empty segment, so the
+    two never collide.
     """
     if not isinstance(path, str) or not path:
         raise ValueError("a source path must be a non-empty string")
+    if path.startswith(HEADER_PREFIX):
+        name = path[len(HEADER_PREFIX):]
+        if not _HEADER_NAME.match(name):
+            raise ValueError(f"malformed header source {path!r} (expected header:Header-Name)")
+        return ("", name.lower())
     keys = tuple(path.split("."))
     for key in keys:
         if not key or key != key.strip():
@@ -56,10 +69,19 @@ def parse_source(path: str) -> tuple[str, ...]:
     return keys
 
 
-def get_source(record: Any, keys: tuple[str, ...]) -> Any:
+def is_header(keys: tuple[str, ...]) -> bool:
     """
-    The value at C{keys} in C{record}, or L{MISSING}.
+    Whether parsed source C{keys} name a request header rather than a field of the record.
     """
+    return keys[0] == ""
+
+
+def get_source(record: Any, keys: tuple[str, ...], headers: Mapping[str, str] | None = None) -> Any:
+    """
+    The value at C{keys} in C{record} (or in C{headers}, by lowercase name), or L{MISSING}.
+    """
+    if is_header(keys):
+        return (headers or {}).get(keys[1], MISSING)
     value = record
     for key in keys:
         if isinstance(value, dict):

@@ -4,7 +4,11 @@ The template model, loaded from YAML and checked completely before the daemon st
 A template is the spec's YAML shape (C{id}, C{vendor_name}, C{product_name}, C{class_uid},
 C{class_name}, C{activity_id}, C{field_map}, C{severity_field}, C{severity_map}, C{time_field},
 C{constants}) plus an optional C{description}; C{severity_field} and C{time_field} may also be lists
-of candidates tried in order. A bad template raises L{TemplateError} naming the file and the key,
+of candidates tried in order. Extensions real vendors need, all declarative: C{activity_field} /
+C{activity_map} (the activity from the record), C{time_formats}, C{transforms} (per source path),
+C{extract} (values pulled out of text by pattern, L{extract<aisoc_inboxd.normalizer.extract>}),
+and the envelope keys C{decode_json}, C{records}, C{acknowledge_when} and C{idempotency_key}
+(L{envelope<aisoc_inboxd.normalizer.envelope>}). A bad template raises L{TemplateError} naming the file and the key,
 so start-up fails instead of events being dropped later. Loading also compiles every rule into
 plain lookups (L{Compiled}) so that applying a template does no schema work per event.
 """
@@ -18,13 +22,19 @@ from typing import Any, Iterator, Mapping
 import yaml
 
 from aisoc_inboxd.normalizer.coerce import INVALID, Coercer, coercer_for
+from aisoc_inboxd.normalizer import envelope as _envelope
 from aisoc_inboxd.normalizer.compat import maps_email_party, rewrite_target
+from aisoc_inboxd.normalizer.envelope import Condition, Envelope, Unwrapped, scalar_text
+from aisoc_inboxd.normalizer.extract import Extraction, compile_extractions
 from aisoc_inboxd.normalizer.ocsf import Attribute, OcsfClass, ocsf_schema
-from aisoc_inboxd.normalizer.paths import Step, format_target, parse_source, parse_target
+from aisoc_inboxd.normalizer.paths import Step, format_target, is_header, parse_source, parse_target
+from aisoc_inboxd.normalizer.timeparse import check_format
+from aisoc_inboxd.normalizer.transforms import Reader, Transform, compile_steps
 
 REQUIRED_KEYS = ("id", "vendor_name", "product_name", "class_uid", "class_name", "activity_id")
 OPTIONAL_KEYS = ("field_map", "severity_field", "severity_map", "time_field", "constants",
-                 "description")
+                 "description", "activity_field", "activity_map", "time_formats", "transforms",
+                 "decode_json", "records", "acknowledge_when", "idempotency_key", "extract")
 TEMPLATE_SUFFIXES = (".yaml", ".yml")
 
 # Stamped by the normalizer from the template's own keys; a template cannot target them.
@@ -80,7 +90,6 @@ class Compiled:
     """
 
     ocsf_class: OcsfClass
-    activity_name: str
     severity_captions: Mapping[int, str]
     field_rules: tuple[FieldRule, ...]
     constants: tuple[ConstantRule, ...]
@@ -88,6 +97,12 @@ class Compiled:
     severity_lookup: Mapping[str, int]  # casefolded source value -> severity_id
     time_sources: tuple[tuple[str, ...], ...]
     status_captions: Mapping[int, str]  # 2001 state_id / 2004 status_id captions
+    time_formats: tuple[str, ...] = ()
+    activity_sources: tuple[tuple[str, ...], ...] = ()
+    activity_lookup: Mapping[str, int] = field(default_factory=dict)  # casefolded value -> activity_id
+    reader: Reader = field(default_factory=Reader)
+    envelope: Envelope = field(default_factory=Envelope)
+    extractions: tuple[Extraction, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -103,7 +118,7 @@ class Template:
     class_uid: int
     class_name: str
     activity_id: int
-    field_map: Mapping[str, str]
+    field_map: Mapping[str, str | tuple[str, ...]]
     severity_field: tuple[str, ...]
     severity_map: Mapping[str, int]
     time_field: tuple[str, ...]
@@ -112,6 +127,35 @@ class Template:
     source: Path | None
     rewritten: Mapping[str, str] = field(default_factory=dict)
     compiled: Compiled = field(default=None, repr=False, compare=False)  # type: ignore[assignment]
+    activity_field: tuple[str, ...] = ()
+    activity_map: Mapping[str, int] = field(default_factory=dict)
+    time_formats: tuple[str, ...] = ()
+
+    def idempotency_key(self, record: dict[str, Any], headers: Mapping[str, str]) -> str | None:
+        """
+        The delivery's natural idempotency key (C{idempotency_key}: a header such as
+        C{X-GitHub-Delivery}, or a field such as SNS C{MessageId}), or C{None}.
+
+        C{record} is a record as decoded from the body; C{headers} maps lowercase names to values.
+        """
+        compiled = self.compiled
+        return _envelope.idempotency_key(compiled.envelope, compiled.reader, record, headers)
+
+    def acknowledges(self, record: dict[str, Any], headers: Mapping[str, str]) -> bool:
+        """
+        Whether C{record} is a control message (C{acknowledge_when}) to answer 200 without publishing.
+        """
+        compiled = self.compiled
+        data = _envelope.decoded(compiled.envelope, record)
+        return _envelope.acknowledges(compiled.envelope, compiled.reader, data, headers)
+
+    def unwrap(self, record: dict[str, Any], headers: Mapping[str, str]) -> list[Unwrapped]:
+        """
+        The records to normalize from one body record (C{decode_json}, C{acknowledge_when},
+        C{records}): none for a control message, several for a batch envelope.
+        """
+        compiled = self.compiled
+        return _envelope.unwrap(compiled.envelope, compiled.reader, record, headers)
 
 
 class TemplateSet(Mapping[str, Template]):
@@ -206,12 +250,13 @@ class _Loader:
         field_map, rewritten, field_rules = self._field_map(ocsf_class, profiles)
         constants, constant_rules = self._constants(ocsf_class, profiles, rewritten, field_map)
         severity_field, severity_map, lookup = self._severity(ocsf_class)
+        activity_field, activity_map = self._activity_map(ocsf_class)
         time_field = self._candidates("time_field")
+        time_formats = self._time_formats()
         severity_captions = self._schema.enum_captions(ocsf_class.uid, "severity_id")
         status_key = {2001: "state_id", 2004: "status_id"}.get(ocsf_class.uid)
         compiled = Compiled(
             ocsf_class=ocsf_class,
-            activity_name=ocsf_class.activities[activity_id],
             severity_captions=severity_captions,
             field_rules=field_rules,
             constants=constant_rules,
@@ -220,6 +265,12 @@ class _Loader:
             time_sources=tuple(parse_source(p) for p in time_field),
             status_captions=(self._schema.enum_captions(ocsf_class.uid, status_key)
                              if status_key else MappingProxyType({})),
+            time_formats=time_formats,
+            activity_sources=tuple(parse_source(p) for p in activity_field),
+            activity_lookup=MappingProxyType({fold_severity(k): v for k, v in activity_map.items()}),
+            reader=Reader(MappingProxyType(self._transforms())),
+            envelope=self._envelope(),
+            extractions=self._extractions(),
         )
         return Template(
             id=template_id, vendor_name=self._text("vendor_name"),
@@ -229,6 +280,8 @@ class _Loader:
             severity_map=MappingProxyType(severity_map), time_field=time_field,
             constants=MappingProxyType(constants), description=description, source=self._path,
             rewritten=MappingProxyType(rewritten), compiled=compiled,
+            activity_field=activity_field, activity_map=MappingProxyType(activity_map),
+            time_formats=time_formats,
         )
 
     # -------------------------------------------------------------- scalar keys
@@ -325,44 +378,165 @@ class _Loader:
             lookup[folded] = severity_id
         return severity_field, severity_map, lookup
 
+    def _activity_map(self, ocsf_class: OcsfClass) -> tuple[tuple[str, ...], dict[str, int]]:
+        """
+        C{activity_field} candidates and C{activity_map} (source value -> activity_id of the class).
+        """
+        activity_field = self._candidates("activity_field")
+        raw_map = self._doc.get("activity_map")
+        if bool(activity_field) != (raw_map is not None):
+            missing = "activity_map" if activity_field else "activity_field"
+            raise self._error(missing, "activity_field and activity_map go together")
+        if raw_map is None:
+            return (), {}
+        if not isinstance(raw_map, dict) or not raw_map:
+            raise self._error("activity_map", "must be a non-empty mapping of source value -> activity_id")
+        allowed = ", ".join(f"{k} {v}" for k, v in sorted(ocsf_class.activities.items()))
+        activity_map: dict[str, int] = {}
+        folded: dict[str, int] = {}
+        for source_value, activity_id in raw_map.items():
+            key = f"activity_map.{source_value}"
+            if isinstance(source_value, (dict, list)) or source_value is None:
+                raise self._error(key, "source values must be strings or numbers")
+            if isinstance(activity_id, bool) or activity_id not in ocsf_class.activities:
+                raise self._error(key, f"{activity_id!r} is not an activity of class {ocsf_class.uid} "
+                                       f"{ocsf_class.caption} (allowed: {allowed})")
+            if folded.setdefault(fold_severity(source_value), activity_id) != activity_id:
+                raise self._error(key, "conflicts with another key that differs only in case")
+            activity_map[str(source_value)] = activity_id
+        return activity_field, activity_map
+
+    def _time_formats(self) -> tuple[str, ...]:
+        value = self._doc.get("time_formats")
+        if value is None:
+            return ()
+        formats = [value] if isinstance(value, str) else value
+        if not isinstance(formats, list) or not formats:
+            raise self._error("time_formats", "must be a strptime format or a non-empty list of them")
+        for index, time_format in enumerate(formats):
+            try:
+                check_format(time_format)
+            except ValueError as exc:
+                raise self._error(f"time_formats[{index}]", str(exc)) from exc
+        return tuple(formats)
+
+    def _transforms(self) -> dict[tuple[str, ...], Transform]:
+        raw = self._doc.get("transforms") or {}
+        if not isinstance(raw, dict):
+            raise self._error("transforms", "must be a mapping of source path -> list of transforms")
+        compiled: dict[tuple[str, ...], Transform] = {}
+        for source, steps in raw.items():
+            key = f"transforms.{source}"
+            try:
+                compiled[parse_source(source)] = compile_steps(steps)
+            except ValueError as exc:
+                raise self._error(key, str(exc)) from exc
+        return compiled
+
+    def _extractions(self) -> tuple[Extraction, ...]:
+        try:
+            return compile_extractions(self._doc.get("extract"))
+        except ValueError as exc:
+            key, _, problem = str(exc).partition(": ")
+            raise self._error(key, problem) from exc
+
+    def _envelope(self) -> Envelope:
+        decode_json = self._candidates("decode_json")
+        if any(is_header(parse_source(p)) for p in decode_json):
+            raise self._error("decode_json", "decodes fields of the record, not headers")
+        records = self._doc.get("records")
+        if records is not None:
+            try:
+                records_path = parse_source(records)
+            except ValueError as exc:
+                raise self._error("records", str(exc)) from exc
+            if is_header(records_path):
+                raise self._error("records", "must be a path in the record, not a header")
+        else:
+            records_path = None
+        return Envelope(
+            decode_json=tuple(parse_source(p) for p in decode_json),
+            records=records_path,
+            acknowledge_when=self._conditions(),
+            idempotency_key=tuple(parse_source(p) for p in self._candidates("idempotency_key")),
+        )
+
+    def _conditions(self) -> tuple[Condition, ...]:
+        """
+        C{acknowledge_when}: a list of conditions, each a mapping of source -> value or list of
+        values, all of which must hold.
+        """
+        raw = self._doc.get("acknowledge_when")
+        if raw is None:
+            return ()
+        if not isinstance(raw, list) or not raw:
+            raise self._error("acknowledge_when", "must be a non-empty list of conditions "
+                                                  "(each a mapping of source path -> value)")
+        conditions: list[Condition] = []
+        for index, condition in enumerate(raw):
+            key = f"acknowledge_when[{index}]"
+            if not isinstance(condition, dict) or not condition:
+                raise self._error(key, "must be a mapping of source path -> value or list of values")
+            pairs = []
+            for source, expected in condition.items():
+                try:
+                    parsed = parse_source(source)
+                except ValueError as exc:
+                    raise self._error(f"{key}.{source}", str(exc)) from exc
+                values = expected if isinstance(expected, list) else [expected]
+                if not values or any(v is None or isinstance(v, (dict, list)) for v in values):
+                    raise self._error(f"{key}.{source}", "must be a scalar or a list of scalars")
+                pairs.append((parsed, frozenset(scalar_text(v) for v in values)))
+            conditions.append(tuple(pairs))
+        return tuple(conditions)
+
     # ------------------------------------------------------------------ targets
 
     def _field_map(self, ocsf_class: OcsfClass, profiles: tuple[str, ...]
-                   ) -> tuple[dict[str, str], dict[str, str], tuple[FieldRule, ...]]:
+                   ) -> tuple[dict[str, str | tuple[str, ...]], dict[str, str], tuple[FieldRule, ...]]:
+        """
+        Each source maps to one OCSF path, or to a list of them (the same value in several places,
+        e.g. an advisory's summary as the finding's and the vulnerability's title).
+        """
         raw = self._doc.get("field_map") or {}
         if not isinstance(raw, dict):
             raise self._error("field_map", "must be a mapping of source path -> OCSF path")
-        with_email = maps_email_party(str(t) for t in raw.values())
-        field_map: dict[str, str] = {}
+        with_email = maps_email_party(str(t) for t in _flat_targets(raw.values()))
+        field_map: dict[str, str | tuple[str, ...]] = {}
         rewritten: dict[str, str] = {}
         rules: list[FieldRule] = []
-        for source, written in raw.items():
+        for source, written_targets in raw.items():
             key = f"field_map.{source}"
             try:
                 source_keys = parse_source(source)
             except ValueError as exc:
                 raise self._error(key, str(exc)) from exc
-            if not isinstance(written, str):
-                raise self._error(key, f"target must be an OCSF dotted path, got {written!r}")
-            target = rewrite_target(ocsf_class.uid, written, with_email)
-            if target != written:
-                rewritten[written] = target
-            steps, attribute = self._resolve(key, ocsf_class, written, target, profiles)
-            coerce = self._coercer(key, attribute, steps)
-            sibling, captions = self._sibling(steps, attribute)
-            field_map[source] = target
-            rules.append(FieldRule(source_keys, format_target(steps), steps, coerce, sibling, captions))
+            many = isinstance(written_targets, list) and bool(written_targets)
+            targets: list[str] = []
+            for written in written_targets if many else [written_targets]:
+                if not isinstance(written, str):
+                    raise self._error(key, f"target must be an OCSF dotted path or a list of them, "
+                                           f"got {written!r}")
+                target = rewrite_target(ocsf_class.uid, written, with_email)
+                if target != written:
+                    rewritten[written] = target
+                steps, attribute = self._resolve(key, ocsf_class, written, target, profiles)
+                coerce = self._coercer(key, attribute, steps)
+                sibling, captions = self._sibling(steps, attribute)
+                targets.append(target)
+                rules.append(FieldRule(source_keys, format_target(steps), steps, coerce, sibling, captions))
+            field_map[source] = tuple(targets) if many else targets[0]
         self._check_nesting(rules)
         return field_map, rewritten, tuple(rules)
 
     def _constants(self, ocsf_class: OcsfClass, profiles: tuple[str, ...],
-                   rewritten: dict[str, str], field_map: dict[str, str]
+                   rewritten: dict[str, str], field_map: dict[str, str | tuple[str, ...]]
                    ) -> tuple[dict[str, Any], tuple[ConstantRule, ...]]:
         raw = self._doc.get("constants") or {}
         if not isinstance(raw, dict):
             raise self._error("constants", "must be a mapping of OCSF path -> value")
-        with_email = maps_email_party(field_map.values())
-        mapped = set(field_map.values())
+        with_email = maps_email_party(_flat_targets(field_map.values()))
+        mapped = set(_flat_targets(field_map.values()))
         constants: dict[str, Any] = {}
         rules: list[ConstantRule] = []
         for written, value in raw.items():
@@ -452,6 +626,13 @@ class _Loader:
                 if other != rule.target and other.startswith(rule.target + "."):
                     raise self._error(f"field_map.{'.'.join(rule.source)}",
                                       f"target {rule.target!r} contains another target {other!r}")
+
+
+def _flat_targets(values: Any) -> list[Any]:
+    """
+    The field_map targets, with lists of targets spread out.
+    """
+    return [t for value in values for t in (value if isinstance(value, (list, tuple)) else [value])]
 
 
 def fold_severity(value: Any) -> str:

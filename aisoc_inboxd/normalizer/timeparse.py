@@ -5,7 +5,8 @@ Vendors send ISO 8601 (with C{Z}, C{+00:00} or C{+0000} offsets, any fraction di
 (C{Sun, 06 Nov 1994 08:49:37 GMT}), and epoch seconds, milliseconds, microseconds or nanoseconds, as
 JSON numbers or numeric strings. Epoch units are told apart by magnitude, which is unambiguous for
 any date between 1973 and 5138. A result outside that window is treated as unparseable, so a caller
-never emits a timestamp the OCSF checker would reject.
+never emits a timestamp the OCSF checker would reject. A template may name C{strptime} formats of its
+own (C{time_formats}: C{%b %d %Y %H:%M:%S} for CEF), tried before the automatic forms.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import math
 import re
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Sequence
 
 from aisoc_inboxd.normalizer.ocsf import TIMESTAMP_MAX_MS, TIMESTAMP_MIN_MS
 
@@ -28,11 +29,11 @@ _MILLIS_BELOW = 100_000_000_000_000
 _MICROS_BELOW = 100_000_000_000_000_000
 
 
-def to_epoch_ms(value: Any) -> int | None:
+def to_epoch_ms(value: Any, formats: Sequence[str] = ()) -> int | None:
     """
     C{value} as integer epoch milliseconds, or C{None} when it is not a plausible timestamp.
 
-    Naive ISO 8601 values (no offset) are taken as UTC.
+    Strings are tried against C{formats} (C{strptime}) first. Naive values (no offset) are UTC.
     """
     if isinstance(value, bool):
         return None
@@ -41,15 +42,36 @@ def to_epoch_ms(value: Any) -> int | None:
     if not isinstance(value, str):
         return None
     text = value.strip()
+    for time_format in formats:
+        try:
+            moment = datetime.strptime(text, time_format)
+        except ValueError:
+            continue
+        return _plausible(_datetime_to_ms(_as_utc(moment)))
     if _NUMERIC.match(text):
         number: int | float = float(text) if "." in text else int(text)
         return _plausible(_epoch_number_to_ms(number))
     moment = _parse_iso(text) if _ISO_START.match(text) else _parse_rfc1123(text)
     if moment is None:
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return _plausible(_datetime_to_ms(moment))
+    return _plausible(_datetime_to_ms(_as_utc(moment)))
+
+
+def check_format(time_format: str) -> None:
+    """
+    C{ValueError} unless C{time_format} is a C{strptime} format that reads back what it writes.
+    """
+    if not isinstance(time_format, str) or "%" not in time_format:
+        raise ValueError(f"{time_format!r} is not a strptime format (e.g. '%b %d %Y %H:%M:%S')")
+    sample = datetime(2001, 2, 3, 4, 5, 6, tzinfo=timezone.utc)
+    try:
+        datetime.strptime(sample.strftime(time_format), time_format)
+    except ValueError as exc:
+        raise ValueError(f"{time_format!r} is not a strptime format: {exc}") from exc
+
+
+def _as_utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
 
 
 def _epoch_number_to_ms(number: int | float) -> int | None:

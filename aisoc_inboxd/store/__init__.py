@@ -9,8 +9,8 @@ nothing else.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
 
 from twisted.internet.defer import Deferred
 
@@ -37,6 +37,31 @@ class TokenRecord:
     @property
     def active(self) -> bool:
         return self.rotated_at is None and self.revoked_at is None
+
+
+@dataclass(frozen=True)
+class ImapConnectorRecord:
+    """
+    One tenant's IMAP mailbox connector (the spec's Email Inbox connector table, plus how often to
+    poll and which template its mails go through).
+
+    @ivar uid: 16 hex characters, chosen when the connector is added.
+    @ivar password: decrypted; stored sealed with the store's secret key, never shown or logged.
+    """
+
+    uid: str
+    tenant_id: str
+    host: str
+    username: str
+    password: str = field(repr=False)
+    port: int = 993
+    mailbox: str = "INBOX"
+    max_messages: int = 50
+    use_ssl: bool = True
+    poll_interval: float = 60.0
+    template_id: str = "email-forwarded"
+    label: str | None = None
+    created_at: float = 0.0
 
 
 class StoreError(Exception):
@@ -86,4 +111,58 @@ class Store(Protocol):
     def revoke_token(self, tenant_id: str, fingerprint: str, now: float) -> Deferred[bool]:
         """
         Mark the active token revoked at C{now}; C{False} when this tenant has no such active token.
+        """
+
+    def claim_idempotency_key(self, fingerprint: str, key: str, now: float,
+                              lease: float) -> Deferred[tuple[bool, int | None, str | None]]:
+        """
+        See L{aisoc_inboxd.idempotency}: claim a key, or learn its recorded reply, or that it is busy.
+        """
+
+    def complete_idempotency_key(self, fingerprint: str, key: str, status: int, body: str,
+                                 expires_at: float) -> Deferred[int]:
+        """
+        Record the reply of a claimed key, kept until C{expires_at}.
+        """
+
+    def release_idempotency_key(self, fingerprint: str, key: str) -> Deferred[int]:
+        """
+        Drop a claim whose request failed, so a retry with the same key can proceed.
+        """
+
+    def sweep_idempotency_keys(self, now: float) -> Deferred[int]:
+        """
+        Forget keys whose reply or lease expired before C{now}.
+        """
+
+    def invalidation_watcher(self, on_invalidate: Callable[[str | None], None], clock: Any) -> Any:
+        """
+        A Service that calls C{on_invalidate(fingerprint)} when a token is retired anywhere (or
+        C{on_invalidate(None)} when it may have missed some), started once the schema is upgraded.
+        """
+
+    def broadcast_invalidation(self, fingerprint: str) -> Deferred[None]:
+        """
+        Make every daemon instance sharing this store forget C{fingerprint} now.
+        """
+
+    def insert_imap_connector(self, record: ImapConnectorRecord) -> Deferred[None]:
+        """
+        Store a new IMAP connector in C{record.tenant_id}'s context, its password sealed.
+        """
+
+    def list_imap_connectors(self, tenant_id: str) -> Deferred[list[ImapConnectorRecord]]:
+        """
+        One tenant's IMAP connectors, oldest first.
+        """
+
+    def remove_imap_connector(self, tenant_id: str, uid: str) -> Deferred[bool]:
+        """
+        Delete one of this tenant's connectors; C{False} when it has none with this uid.
+        """
+
+    def imap_connectors_to_poll(self) -> Deferred[list[ImapConnectorRecord]]:
+        """
+        The poller's one cross-tenant read: every connector, oldest first (PostgreSQL: through the
+        C{SECURITY DEFINER} function C{aisoc_imap_connectors_to_poll()}, read-only).
         """

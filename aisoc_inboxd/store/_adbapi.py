@@ -16,7 +16,7 @@ from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from aisoc_inboxd.store import StoreError, TokenRecord
+from aisoc_inboxd.store import ImapConnectorRecord, StoreError, TokenRecord
 from aisoc_inboxd.store.migrations import Migration, load_migrations
 from aisoc_inboxd.store.secrets import SecretBox
 
@@ -31,7 +31,27 @@ _ACTIVE_OF_TENANT = f"tenant_id = %s AND fingerprint = %s AND {ACTIVE}"
 _ROTATE = f"UPDATE tenant_inbox_tokens SET rotated_at = %s WHERE {_ACTIVE_OF_TENANT}"
 _REVOKE = f"UPDATE tenant_inbox_tokens SET revoked_at = %s WHERE {_ACTIVE_OF_TENANT}"
 _SCHEMA_VERSION = "SELECT coalesce(max(version), 0) FROM schema_migrations"
+_KEY = "fingerprint = %s AND key = %s"
+_EXPIRE_KEY = f"DELETE FROM inbox_idempotency_keys WHERE {_KEY} AND expires_at < %s"
+_CLAIM_KEY = ("INSERT INTO inbox_idempotency_keys (fingerprint, key, expires_at) VALUES (%s, %s, %s) "
+              "ON CONFLICT DO NOTHING")
+_READ_KEY = f"SELECT status, body FROM inbox_idempotency_keys WHERE {_KEY}"
+_COMPLETE_KEY = f"UPDATE inbox_idempotency_keys SET status = %s, body = %s, expires_at = %s WHERE {_KEY}"
+_RELEASE_KEY = f"DELETE FROM inbox_idempotency_keys WHERE {_KEY}"
+_SWEEP_KEYS = "DELETE FROM inbox_idempotency_keys WHERE expires_at < %s"
 _RECORD_MIGRATION = "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)"
+IMAP_COLUMNS = ("uid, tenant_id, host, port, username, password, mailbox, max_messages, use_ssl, "
+                "poll_interval, template_id, label, created_at")
+_INSERT_IMAP = (f"INSERT INTO tenant_imap_connectors ({IMAP_COLUMNS}) "
+                f"VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)")
+_LIST_IMAP = (f"SELECT {IMAP_COLUMNS} FROM tenant_imap_connectors WHERE tenant_id = %s "
+              f"ORDER BY created_at, uid")
+_REMOVE_IMAP = "DELETE FROM tenant_imap_connectors WHERE tenant_id = %s AND uid = %s"
+#: every connector, for the poller; PostgreSQL reads them through its SECURITY DEFINER function
+_IMAP_TO_POLL = {
+    "sqlite": f"SELECT {IMAP_COLUMNS} FROM tenant_imap_connectors ORDER BY created_at, uid",
+    "postgres": f"SELECT {IMAP_COLUMNS} FROM aisoc_imap_connectors_to_poll()",
+}
 
 
 class AdbapiStore(Service):
@@ -154,6 +174,41 @@ class AdbapiStore(Service):
     def revoke_token(self, tenant_id: str, fingerprint: str, now: float) -> Deferred[bool]:
         return self._run(self._retire, _REVOKE, tenant_id, fingerprint, now)
 
+    def claim_idempotency_key(self, fingerprint: str, key: str, now: float,
+                              lease: float) -> Deferred[tuple[bool, int | None, str | None]]:
+        """
+        Claim C{key} for one request: C{(True, None, None)} when this request may go ahead, else
+        C{(False, status, body)} with the recorded reply, or C{(False, None, None)} while another
+        request holds the claim. An expired reply or lease is cleared first.
+        """
+        return self._run(self._claim_key, fingerprint, key, now, lease)
+
+    def complete_idempotency_key(self, fingerprint: str, key: str, status: int, body: str,
+                                 expires_at: float) -> Deferred[int]:
+        return self._run(self._write, _COMPLETE_KEY,
+                         (status, body, self._to_db_time(expires_at), fingerprint, key))
+
+    def release_idempotency_key(self, fingerprint: str, key: str) -> Deferred[int]:
+        return self._run(self._write, _RELEASE_KEY, (fingerprint, key))
+
+    def sweep_idempotency_keys(self, now: float) -> Deferred[int]:
+        """
+        Forget replies and leases that expired before C{now}; fires with how many.
+        """
+        return self._run(self._write, _SWEEP_KEYS, (self._to_db_time(now),))
+
+    def insert_imap_connector(self, record: ImapConnectorRecord) -> Deferred[None]:
+        return self._run(self._insert_imap, record)
+
+    def list_imap_connectors(self, tenant_id: str) -> Deferred[list[ImapConnectorRecord]]:
+        return self._run(self._list_imap, tenant_id)
+
+    def remove_imap_connector(self, tenant_id: str, uid: str) -> Deferred[bool]:
+        return self._run(self._remove_imap, tenant_id, uid)
+
+    def imap_connectors_to_poll(self) -> Deferred[list[ImapConnectorRecord]]:
+        return self._run(self._imap_to_poll)
+
     # -- plumbing -----------------------------------------------------------------------------
 
     def _run(self, interaction: Callable[..., T], *args: object) -> Deferred[T]:
@@ -244,6 +299,51 @@ class AdbapiStore(Service):
         self._enter_tenant(txn, tenant_id)
         self._execute(txn, update, (self._to_db_time(now), tenant_id, fingerprint))
         return bool(txn.rowcount == 1)
+
+    def _claim_key(self, txn: Transaction, fingerprint: str, key: str, now: float,
+                   lease: float) -> tuple[bool, int | None, str | None]:
+        self._execute(txn, _EXPIRE_KEY, (fingerprint, key, self._to_db_time(now)))
+        self._execute(txn, _CLAIM_KEY, (fingerprint, key, self._to_db_time(now + lease)))
+        if txn.rowcount == 1:
+            return True, None, None
+        self._execute(txn, _READ_KEY, (fingerprint, key))
+        status, body = txn.fetchone()
+        return False, status, body
+
+    def _write(self, txn: Transaction, sql: str, params: tuple[object, ...]) -> int:
+        self._execute(txn, sql, params)
+        return int(txn.rowcount)
+
+    def _insert_imap(self, txn: Transaction, record: ImapConnectorRecord) -> None:
+        self._enter_tenant(txn, record.tenant_id)
+        self._execute(txn, _INSERT_IMAP, (
+            record.uid, record.tenant_id, record.host, record.port, record.username,
+            self._box.seal(record.password.encode("utf-8")), record.mailbox, record.max_messages,
+            record.use_ssl, record.poll_interval, record.template_id, record.label,
+            self._to_db_time(record.created_at)))
+
+    def _list_imap(self, txn: Transaction, tenant_id: str) -> list[ImapConnectorRecord]:
+        self._enter_tenant(txn, tenant_id)
+        self._execute(txn, _LIST_IMAP, (tenant_id,))
+        return [self._imap_record(row) for row in txn.fetchall()]
+
+    def _remove_imap(self, txn: Transaction, tenant_id: str, uid: str) -> bool:
+        self._enter_tenant(txn, tenant_id)
+        self._execute(txn, _REMOVE_IMAP, (tenant_id, uid))
+        return bool(txn.rowcount == 1)
+
+    def _imap_to_poll(self, txn: Transaction) -> list[ImapConnectorRecord]:
+        self._execute(txn, _IMAP_TO_POLL[self.dialect])
+        return [self._imap_record(row) for row in txn.fetchall()]
+
+    def _imap_record(self, row: tuple[Any, ...]) -> ImapConnectorRecord:
+        (uid, tenant_id, host, port, username, password, mailbox, max_messages, use_ssl,
+         poll_interval, template_id, label, created) = row
+        return ImapConnectorRecord(
+            uid=uid, tenant_id=tenant_id, host=host, username=username,
+            password=self._box.open(bytes(password)).decode("utf-8"), port=int(port), mailbox=mailbox,
+            max_messages=int(max_messages), use_ssl=bool(use_ssl), poll_interval=float(poll_interval),
+            template_id=template_id, label=label, created_at=self._from_db_time(created))
 
     def _record(self, row: tuple[Any, ...]) -> TokenRecord:
         fingerprint, tenant_id, template_id, label, secret, created, rotated, revoked = row

@@ -18,7 +18,11 @@ from twisted.enterprise.adbapi import ConnectionPool, Transaction
 from twisted.internet.interfaces import IReactorCore
 
 from aisoc_inboxd.store import StoreError
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+
 from aisoc_inboxd.store._adbapi import COLUMNS, AdbapiStore
+from aisoc_inboxd.store.invalidation import CHANNEL, OnInvalidate, PostgresInvalidationListener
 from aisoc_inboxd.store.secrets import SecretBox
 
 POOL_MAX = 5
@@ -93,3 +97,20 @@ class PostgresStore(AdbapiStore):
 
     def _from_db_time(self, value: Any) -> float:
         return float(value.timestamp())
+
+    def invalidation_watcher(self, on_invalidate: OnInvalidate, clock: Any) -> Service:
+        """
+        LISTENs for the fingerprints the retirement trigger NOTIFYs, from any instance or writer.
+        """
+        return PostgresInvalidationListener(
+            lambda: psycopg2.connect(self._dsn, **self._defaults), on_invalidate, self._reactor)
+
+    def broadcast_invalidation(self, fingerprint: str) -> Deferred[None]:
+        """
+        Tell every instance (this one included) to forget C{fingerprint} now.
+        """
+        return self._run(self._notify, fingerprint)
+
+    def _notify(self, txn: Transaction, fingerprint: str) -> None:
+        txn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, fingerprint))
+

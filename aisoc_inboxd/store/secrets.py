@@ -5,12 +5,10 @@ a copy of the database alone (a backup, a replica, a stolen SQLite file) does no
 from __future__ import annotations
 
 import os
-import stat
-from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
-from twisted.logger import Logger
 
+from aisoc_inboxd.keyfiles import KeyFileError, read_or_create
 from aisoc_inboxd.store import StoreError
 
 
@@ -18,8 +16,6 @@ class SecretBox:
     """
     Seals and opens signing secrets with one Fernet key (AES-128-CBC + HMAC-SHA256, authenticated).
     """
-
-    _log = Logger()
 
     def __init__(self, key: bytes) -> None:
         """
@@ -35,40 +31,16 @@ class SecretBox:
     def from_key_file(cls, path: str | os.PathLike[str]) -> SecretBox:
         """
         Read the key at C{path}, creating it (mode 0600) with a fresh key when it does not exist.
-
-        Called once while the daemon is configured, before the reactor runs: it does blocking file
-        I/O. Losing the file makes every stored signing secret unreadable, so back it up.
+        Losing the file makes every stored signing secret unreadable, so back it up with the database.
         """
-        key_path = Path(path)
-        key = Fernet.generate_key()
         try:
-            fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return cls._read(key_path)
-        except OSError as e:
-            raise StoreError(f"cannot create the secret key file {key_path}: {e.strerror}") from e
-        with os.fdopen(fd, "wb") as f:
-            f.write(key + b"\n")
-            f.flush()
-            os.fsync(f.fileno())
-        cls._log.info("created secret key file {path}; back it up with the database",
-                      path=str(key_path))
-        return cls(key)
-
-    @classmethod
-    def _read(cls, key_path: Path) -> SecretBox:
-        try:
-            mode = key_path.stat().st_mode
-            key = key_path.read_bytes().strip()
-        except OSError as e:
-            raise StoreError(f"cannot read the secret key file {key_path}: {e.strerror}") from e
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            cls._log.warn("secret key file {path} is accessible to group or others (mode {mode:o})",
-                          path=str(key_path), mode=stat.S_IMODE(mode))
+            key = read_or_create(path, Fernet.generate_key, "secret key")
+        except KeyFileError as e:
+            raise StoreError(str(e)) from e
         try:
             return cls(key)
         except StoreError as e:
-            raise StoreError(f"{key_path} does not hold a Fernet key") from e
+            raise StoreError(f"{path} does not hold a Fernet key") from e
 
     def seal(self, plaintext: bytes) -> bytes:
         """

@@ -11,8 +11,17 @@ import sqlite3
 from twisted.enterprise.adbapi import ConnectionPool, Transaction
 from twisted.internet.interfaces import IReactorCore
 
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+
 from aisoc_inboxd.store._adbapi import ACTIVE, COLUMNS, AdbapiStore
+from aisoc_inboxd.store.invalidation import OnInvalidate, RetiredTokenPoller
 from aisoc_inboxd.store.secrets import SecretBox
+
+_RETIRED_SINCE = ("SELECT fingerprint, max(coalesce(rotated_at, 0), coalesce(revoked_at, 0)) "
+                  "FROM tenant_inbox_tokens WHERE rotated_at > ? OR revoked_at > ?")
 
 BUSY_TIMEOUT = 10.0
 """Seconds to wait for another process (the C{aisoc-inboxd token} CLI) holding the write lock."""
@@ -60,3 +69,27 @@ class SqliteStore(AdbapiStore):
                 statement = ""
         if statement.strip():
             txn.execute(statement)
+
+    def invalidation_watcher(self, on_invalidate: OnInvalidate, clock: Any) -> Service:
+        """
+        Polls for tokens another process (the CLI) retired in this file.
+        """
+        return RetiredTokenPoller(self.retired_since, on_invalidate, clock)
+
+    def broadcast_invalidation(self, fingerprint: str) -> Deferred[None]:
+        """
+        Nothing to tell: other processes on this file poll for retirements themselves.
+        """
+        return Deferred.fromCoroutine(_nothing())
+
+    def retired_since(self, since: float) -> Deferred[list[tuple[str, float]]]:
+        return self._run(self._retired_since, since)
+
+    def _retired_since(self, txn: Transaction, since: float) -> list[tuple[str, float]]:
+        txn.execute(_RETIRED_SINCE, (since, since))
+        return [(fingerprint, float(when)) for fingerprint, when in txn.fetchall()]
+
+
+async def _nothing() -> None:
+    return None
+

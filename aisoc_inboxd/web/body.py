@@ -32,14 +32,20 @@ def require_json_carrier(request: Request) -> str:
     return kind
 
 
-def read_body(request: Request, limit: int) -> bytes:
+def raw_body(request: Request) -> bytes:
+    """
+    The body exactly as received on the wire (what signatures cover).
+    """
+    assert request.content is not None
+    request.content.seek(0)
+    return request.content.read()
+
+
+def decode_content(request: Request, raw: bytes, limit: int) -> bytes:
     """
     The body as the sender meant it: gzip undone, with the decoded size held to C{limit} too, so a
     small compressed bomb is refused instead of filling memory.
     """
-    assert request.content is not None
-    request.content.seek(0)
-    raw = request.content.read()
     encoding = (request.getHeader(b"content-encoding") or b"").strip().lower()
     if encoding in (b"", b"identity"):
         return raw

@@ -1,19 +1,33 @@
 """
 The shape every token route shares (C{/v1/inbox/{token}}, C{/v1/inbox/email/{token}}): resolve the
-token, read the body, decode it into records the route's own way, publish, and answer
-C{200 {"accepted": N, "template": "<id>"}} once the events are durable.
+token (and take one request from its tenant's rate limit), verify the signature over the raw body,
+decode the body into records the route's own way, publish, and answer
+C{200 {"accepted": N, "template": "<id>"}} once the events are durable — or replay the first answer
+when the request repeats an idempotency key.
 """
 from __future__ import annotations
 
 from twisted.web.server import Request
 
 from aisoc_inboxd.formats.json_body import BodyError, Record
+from aisoc_inboxd.idempotency import HEADER as IDEMPOTENCY_HEADER, StoredReply, check_key
 from aisoc_inboxd.inflight import InFlight
-from aisoc_inboxd.intake import Intake
+from aisoc_inboxd.intake import Binding, Intake
 from aisoc_inboxd.metrics import Metrics
-from aisoc_inboxd.web.body import read_body
+from aisoc_inboxd.web.body import decode_content, raw_body
 from aisoc_inboxd.web.errors import HttpError, bad_request
 from aisoc_inboxd.web.routes import JsonRoute, Reply
+
+REPLAY_HEADER = "X-AiSOC-Idempotent-Replay"
+
+
+def header_values(request: Request):  # type: ignore[no-untyped-def]
+    """
+    A C{name → [values]} lookup over the request headers, as text.
+    """
+    def get(name: str) -> list[str]:
+        return [v.decode("latin-1") for v in request.requestHeaders.getRawHeaders(name, [])]
+    return get
 
 
 class TokenRoute(JsonRoute):
@@ -39,11 +53,23 @@ class TokenRoute(JsonRoute):
         binding = await self._intake.authorize(self._token)
         template_id = binding.template.id
         try:
-            records = self.decode(request, read_body(request, self._max_body_bytes))
+            key = check_key(request.getHeader(IDEMPOTENCY_HEADER))
+            raw = raw_body(request)
+            self._intake.verify_signature(binding, raw, header_values(request))
+            records = self.decode(request, decode_content(request, raw, self._max_body_bytes))
         except BodyError as e:
             raise bad_request(f"bad body: {e}", template_id) from None
         except HttpError as e:
             e.template = e.template or template_id
             raise
-        accepted = await self._intake.deliver(binding, self.route, records, received_at)
-        return Reply(200, {"accepted": accepted, "template": template_id}, template_id)
+
+        async def publish() -> StoredReply:
+            accepted = await self._intake.deliver(binding, self.route, records, received_at)
+            return StoredReply(200, {"accepted": accepted, "template": template_id})
+
+        if key is None:
+            reply, replay = await publish(), False
+        else:
+            reply, replay = await self._intake.idempotency.once(binding.token.fingerprint, key, publish)
+        return Reply(reply.status, reply.body, template_id, "replay" if replay else "ok",
+                     {REPLAY_HEADER: "true"} if replay else {})

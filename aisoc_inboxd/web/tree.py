@@ -5,12 +5,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from twisted.internet.defer import Deferred
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from aisoc_inboxd.inflight import InFlight
 from aisoc_inboxd.intake import Intake
 from aisoc_inboxd.metrics import Metrics
+from aisoc_inboxd.web.email import EmailRoute
+from aisoc_inboxd.store import Store
+from aisoc_inboxd.tokens import TokenAdmin, TokenCache
+from aisoc_inboxd.web.admin import AdminRoute
 from aisoc_inboxd.web.routes import write_json
 from aisoc_inboxd.web.webhook import WebhookRoute
 
@@ -40,9 +45,13 @@ class InboxResource(Resource):
         self._deps = deps
 
     def getChild(self, path: bytes, request: Request) -> Resource:
+        d = self._deps
+        if path == b"email" and len(request.postpath) == 1 and request.postpath[0]:
+            token = request.postpath.pop(0)
+            request.prepath.append(token)
+            return EmailRoute(token.decode("latin-1"), d.intake, d.metrics, d.inflight, d.max_body_bytes)
         if not path or request.postpath:
             return NotFound()
-        d = self._deps
         return WebhookRoute(path.decode("latin-1"), d.intake, d.metrics, d.inflight, d.max_body_bytes)
 
 
@@ -66,6 +75,25 @@ class Health(Resource):
 class Root(Resource):
     def getChild(self, path: bytes, request: Request) -> Resource:
         return NotFound()
+
+
+def build_admin_resource(admin: TokenAdmin, store: Store, cache: TokenCache, api_key: bytes,
+                         deps: WebDeps) -> Resource:
+    """
+    The admin listener's tree: C{/v1/admin/…} and the same health endpoints as the HTTP listener.
+    """
+    async def invalidate(fingerprint_hex: str) -> None:
+        cache.invalidate(fingerprint_hex)
+        await store.broadcast_invalidation(fingerprint_hex)
+
+    root = Root()
+    v1 = Root()
+    root.putChild(b"v1", v1)
+    v1.putChild(b"admin", AdminRoute(admin, lambda fp: Deferred.fromCoroutine(invalidate(fp)), api_key,
+                                     deps.metrics, deps.inflight))
+    root.putChild(b"healthz", Health(None))
+    root.putChild(b"readyz", Health(deps.intake))
+    return root
 
 
 def build_root_resource(deps: WebDeps) -> Resource:

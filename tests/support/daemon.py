@@ -29,6 +29,7 @@ class RunningDaemon:
     settings: Settings
     base_url: str
     metrics_url: str
+    admin_url: str
     http: Any
     reactor: Any
 
@@ -61,6 +62,17 @@ class RunningDaemon:
             parsed = content
         return response.code, parsed, response
 
+    @property
+    def admin_key(self) -> str:
+        return (Path(self.settings.state_dir) / self.settings.admin.api_key_file).read_text().strip()
+
+    async def call_admin(self, method: str, path: str, body: dict[str, Any] | None = None,
+                         key: str | None = None) -> tuple[int, Any]:
+        headers = {"Authorization": [f"Bearer {self.admin_key if key is None else key}"]}
+        response = await treq.request(method, self.admin_url + path, headers=headers,
+                                      data=json.dumps(body).encode() if body is not None else None)
+        return response.code, json.loads(await response.content())
+
     async def metrics(self) -> str:
         response = await treq.get(self.metrics_url)
         return (await response.content()).decode()
@@ -73,9 +85,10 @@ def daemon_settings(state_dir: Path, tls: TlsFiles | None = None, **sections: di
     base = load_settings(None, {})
     http = dataclasses.replace(base.http, listen=[tls.endpoint() if tls else "tcp:0:interface=127.0.0.1"],
                                **sections.pop("http", {}))
+    local = ["tcp:0:interface=127.0.0.1"]
     return dataclasses.replace(base, state_dir=str(state_dir), http=http,
-                               metrics=dataclasses.replace(base.metrics, listen=["tcp:0:interface=127.0.0.1"]),
-                               **sections)
+                               metrics=dataclasses.replace(base.metrics, listen=local),
+                               admin=dataclasses.replace(base.admin, listen=local), **sections)
 
 
 async def start_daemon(reactor: Any, settings: Settings, tls: TlsFiles | None = None) -> RunningDaemon:
@@ -85,6 +98,7 @@ async def start_daemon(reactor: Any, settings: Settings, tls: TlsFiles | None = 
     await daemon.started
     http_address = daemon.address("http")
     metrics_address = daemon.address("metrics")
+    admin_address = daemon.address("admin")
     if tls:
         trust = ssl.Certificate.loadPEM(tls.ca_cert.read_bytes())
         client = HTTPClient(Agent(reactor, contextFactory=BrowserLikePolicyForHTTPS(trustRoot=trust)))
@@ -92,4 +106,5 @@ async def start_daemon(reactor: Any, settings: Settings, tls: TlsFiles | None = 
     else:
         client = HTTPClient(Agent(reactor))
         base = f"http://127.0.0.1:{http_address.port}"
-    return RunningDaemon(daemon, settings, base, f"http://127.0.0.1:{metrics_address.port}/metrics", client, reactor)
+    return RunningDaemon(daemon, settings, base, f"http://127.0.0.1:{metrics_address.port}/metrics",
+                         f"http://127.0.0.1:{admin_address.port}", client, reactor)

@@ -1,0 +1,80 @@
+"""
+Derived sources: values a template pulls out of free text with a regular expression.
+
+E-mail alerts carry what matters inside text (a C{[CrowdStrike] …} subject prefix, a C{Severity:
+High} line in the body), and one text feeds several targets. The template's C{extract} key names
+each derived value, the sources to search (the first that matches wins) and a pattern whose named
+group C{value} is the result; field_map, severity_field and time_field then read it as
+C{extracted.<name>}. Patterns are compiled and checked when the template loads.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from aisoc_inboxd.normalizer.paths import MISSING, get_source, parse_source
+
+#: the record key derived values appear under
+EXTRACTED = "extracted"
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_KEYS = frozenset({"from", "pattern"})
+
+
+@dataclass(frozen=True)
+class Extraction:
+    name: str
+    sources: tuple[tuple[str, ...], ...]
+    pattern: re.Pattern[str]
+
+
+def compile_extractions(raw: Any) -> tuple[Extraction, ...]:
+    """
+    The C{extract} mapping compiled; C{ValueError("<key>: <problem>")} naming the entry at fault.
+    """
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        raise ValueError("extract: must be a mapping of name -> {from, pattern}")
+    compiled = []
+    for name, spec in raw.items():
+        key = f"extract.{name}"
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise ValueError(f"{key}: a name is letters, digits and _ (it is read as extracted.<name>)")
+        if not isinstance(spec, dict) or set(spec) - _KEYS or not _KEYS <= set(spec):
+            raise ValueError(f"{key}: must have exactly the keys from (a source path or a list) and pattern")
+        paths = spec["from"] if isinstance(spec["from"], list) else [spec["from"]]
+        try:
+            sources = tuple(parse_source(path) for path in paths)
+        except ValueError as exc:
+            raise ValueError(f"{key}.from: {exc}") from exc
+        if not sources:
+            raise ValueError(f"{key}.from: names no source")
+        try:
+            pattern = re.compile(spec["pattern"]) if isinstance(spec["pattern"], str) else None
+        except re.error as exc:
+            raise ValueError(f"{key}.pattern: not a regular expression: {exc}") from exc
+        if pattern is None or "value" not in pattern.groupindex:
+            raise ValueError(f"{key}.pattern: must be a regular expression with a named group (?P<value>…)")
+        compiled.append(Extraction(name, sources, pattern))
+    return tuple(compiled)
+
+
+def with_extracted(extractions: tuple[Extraction, ...], record: dict[str, Any]) -> dict[str, Any]:
+    """
+    C{record} plus C{extracted.<name>} for every extraction that matched (a copy; C{record} itself
+    is left alone), or C{record} unchanged when the template extracts nothing.
+    """
+    if not extractions:
+        return record
+    found: dict[str, str] = {}
+    for extraction in extractions:
+        for source in extraction.sources:
+            text = get_source(record, source)
+            if text is MISSING or not isinstance(text, str):
+                continue
+            match = extraction.pattern.search(text)
+            if match is not None and match["value"] is not None and match["value"].strip():
+                found[extraction.name] = match["value"].strip()
+                break
+    return {**record, EXTRACTED: found}

@@ -1,0 +1,130 @@
+"""
+Telling every daemon instance that a token was retired, so its cache forgets it at once rather than
+after the TTL.
+
+PostgreSQL: a trigger NOTIFYs channel C{aisoc_inbox_invalidate} with the fingerprint whenever a
+token is rotated or revoked (by this daemon or by anything else writing the table); each instance
+LISTENs on a dedicated connection in its own thread. After a (re)connection the whole cache is
+dropped, since notifications sent while disconnected are lost.
+
+SQLite (one host, but the CLI is another process): the daemon polls for tokens retired since its
+last look, once a second.
+"""
+from __future__ import annotations
+
+import select
+import threading
+from typing import Any, Callable
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+CHANNEL = "aisoc_inbox_invalidate"
+
+#: called with a fingerprint, or with None for "forget everything"
+OnInvalidate = Callable[[str | None], None]
+
+
+class PostgresInvalidationListener(Service):
+    name = "token-invalidation"
+    _log = Logger()
+
+    def __init__(self, connect: Callable[[], Any], on_invalidate: OnInvalidate, reactor: Any,
+                 max_backoff: float = 30.0) -> None:
+        """
+        @param connect: opens a new psycopg2 connection (called on the listener thread).
+        """
+        self._connect = connect
+        self._on_invalidate = on_invalidate
+        self._reactor = reactor
+        self._max_backoff = max_backoff
+        self._stopping = threading.Event()
+        self._stopped: Deferred[None] | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._stopping.clear()
+        self._stopped = Deferred()
+        threading.Thread(target=self._run, name="pg-listen", daemon=True).start()
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        self._stopping.set()
+        assert self._stopped is not None
+        return self._stopped
+
+    def _run(self) -> None:
+        backoff = 0.5
+        try:
+            while not self._stopping.is_set():
+                try:
+                    self._listen()
+                    backoff = 0.5
+                except Exception as e:
+                    self._reactor.callFromThread(
+                        self._log.warn, "LISTEN {channel} failed ({error}); retrying in {delay}s",
+                        channel=CHANNEL, error=str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__,
+                        delay=backoff)
+                    self._stopping.wait(backoff)
+                    backoff = min(backoff * 2, self._max_backoff)
+        finally:
+            stopped = self._stopped
+            self._reactor.callFromThread(stopped.callback, None)
+
+    def _listen(self) -> None:
+        connection = self._connect()
+        try:
+            connection.autocommit = True
+            connection.cursor().execute(f"LISTEN {CHANNEL}")
+            self._reactor.callFromThread(self._on_invalidate, None)
+            while not self._stopping.is_set():
+                if select.select([connection], [], [], 0.5)[0]:
+                    connection.poll()
+                    while connection.notifies:
+                        notice = connection.notifies.pop(0)
+                        self._reactor.callFromThread(self._on_invalidate, notice.payload)
+        finally:
+            connection.close()
+
+
+class RetiredTokenPoller(Service):
+    """
+    Asks the store every C{interval} seconds which tokens were retired since the last look.
+    """
+
+    name = "token-invalidation"
+    _log = Logger()
+
+    def __init__(self, retired_since: Callable[[float], Deferred[list[tuple[str, float]]]],
+                 on_invalidate: OnInvalidate, clock: IReactorTime, interval: float = 1.0) -> None:
+        self._retired_since = retired_since
+        self._on_invalidate = on_invalidate
+        self._clock = clock
+        self._interval = interval
+        self._since = 0.0
+        self._loop: LoopingCall | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._since = self._clock.seconds()
+        self._loop = LoopingCall(self._tick)
+        self._loop.clock = self._clock
+        self._loop.start(self._interval, now=False)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+
+    async def _tick(self) -> None:
+        try:
+            retired = await self._retired_since(self._since)
+        except Exception:
+            self._log.failure("polling for retired tokens failed; retrying")
+            return
+        for fingerprint, when in retired:
+            self._on_invalidate(fingerprint)
+            self._since = max(self._since, when)

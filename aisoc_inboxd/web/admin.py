@@ -1,0 +1,126 @@
+"""
+The admin API, on its own listener (127.0.0.1 by default), for the console and operators:
+
+    GET    /v1/admin/tenants/{tenant}/tokens                      list (fingerprints, never tokens)
+    POST   /v1/admin/tenants/{tenant}/tokens                      mint {"template", "label"?, "signing_secret"?}
+    POST   /v1/admin/tenants/{tenant}/tokens/{fingerprint}/rotate rotate {"signing_secret"?}
+    POST   /v1/admin/tenants/{tenant}/tokens/{fingerprint}/revoke revoke
+    POST   /v1/admin/invalidate                                   {"token"} or {"fingerprint"}: the
+           rotation flow's Invalidate(), reaching every instance sharing the store
+
+Every request carries C{Authorization: Bearer <admin key>}. The same L{TokenAdmin} serves the CLI.
+"""
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any, Callable
+
+from twisted.internet.defer import Deferred
+from twisted.web.server import Request
+
+from aisoc_inboxd.inflight import InFlight
+from aisoc_inboxd.metrics import Metrics
+from aisoc_inboxd.tokens import (
+    TOKEN_PREFIX,
+    TokenAdmin,
+    UnknownTemplate,
+    UnknownToken,
+    fingerprint,
+    token_row,
+)
+from aisoc_inboxd.web.errors import HttpError, bad_request
+from aisoc_inboxd.web.routes import JsonRoute, Reply
+
+Invalidate = Callable[[str], Deferred[None]]
+
+
+class AdminRoute(JsonRoute):
+    isLeaf = True
+    route = "admin"
+    methods = frozenset({b"GET", b"POST"})
+
+    def __init__(self, admin: TokenAdmin, invalidate: Invalidate, api_key: bytes,
+                 metrics: Metrics, inflight: InFlight) -> None:
+        super().__init__(metrics, inflight)
+        self._admin = admin
+        self._invalidate = invalidate
+        self._api_key = api_key
+
+    async def handle(self, request: Request) -> Reply:
+        self._authenticate(request)
+        path = [p.decode("utf-8", "replace") for p in request.postpath if p]
+        method = request.method
+        if path == ["invalidate"] and method == b"POST":
+            return await self._invalidate_one(_json_body(request))
+        if len(path) >= 3 and path[0] == "tenants" and path[2] == "tokens":
+            tenant = path[1]
+            rest = path[3:]
+            if not rest and method == b"GET":
+                rows = [token_row(r) for r in await self._admin.list(tenant)]
+                return Reply(200, {"tokens": rows}, None)
+            if not rest and method == b"POST":
+                return await self._mint(tenant, _json_body(request))
+            if len(rest) == 2 and rest[1] in ("rotate", "revoke") and method == b"POST":
+                return await self._retire(tenant, rest[0], rest[1], _json_body(request))
+        raise HttpError(404, "no such admin route", "not_found")
+
+    def _authenticate(self, request: Request) -> None:
+        scheme, _, presented = (request.getHeader(b"authorization") or b"").partition(b" ")
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(presented.strip(), self._api_key):
+            raise HttpError(401, "admin API key required: Authorization: Bearer <key from the admin key file>",
+                            "unauthorized", {"WWW-Authenticate": "Bearer"})
+
+    async def _mint(self, tenant: str, body: dict[str, Any]) -> Reply:
+        template = _string(body, "template", required=True)
+        secret = _string(body, "signing_secret")
+        try:
+            minted = await self._admin.mint(tenant, template, _string(body, "label"),
+                                            secret.encode("utf-8") if secret else None)
+        except UnknownTemplate:
+            raise bad_request(f"unknown template {template!r}") from None
+        return Reply(201, minted.as_dict(), minted.record.template_id)
+
+    async def _retire(self, tenant: str, fingerprint_or_prefix: str, action: str, body: dict[str, Any]) -> Reply:
+        try:
+            if action == "rotate":
+                secret = _string(body, "signing_secret")
+                minted = await self._admin.rotate(tenant, fingerprint_or_prefix,
+                                                  secret.encode("utf-8") if secret else None)
+                return Reply(200, minted.as_dict(), minted.record.template_id)
+            old = await self._admin.revoke(tenant, fingerprint_or_prefix)
+            return Reply(200, {"revoked": old.fingerprint}, old.template_id)
+        except UnknownToken as e:
+            raise HttpError(404, str(e), "not_found") from None
+
+    async def _invalidate_one(self, body: dict[str, Any]) -> Reply:
+        token = _string(body, "token")
+        target = fingerprint(token) if token else _string(body, "fingerprint", required=True).lower()
+        if token and not token.startswith(TOKEN_PREFIX):
+            raise bad_request("token: not an inbox token")
+        await self._invalidate(target)
+        return Reply(200, {"invalidated": target}, None)
+
+
+def _json_body(request: Request) -> dict[str, Any]:
+    assert request.content is not None
+    request.content.seek(0)
+    raw = request.content.read()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError as e:
+        raise bad_request(f"bad body: not JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise bad_request("bad body: expected a JSON object")
+    return body
+
+
+def _string(body: dict[str, Any], key: str, required: bool = False) -> Any:
+    value = body.get(key)
+    if value is None and required:
+        raise bad_request(f"{key}: required")
+    if value is not None and (not isinstance(value, str) or not value):
+        raise bad_request(f"{key}: expected a non-empty string")
+    return value

@@ -1,0 +1,43 @@
+"""
+C{POST /v1/inbox/email/{tenant_token}}: e-mail relays (Postmark, SES through SNS, SendGrid Inbound
+Parse, Mailgun routes, generic JSON) and raw MIME, each turned into one e-mail record.
+
+Success is exactly C{200} (Postmark retries anything else; Mailgun treats 406 as a rejection).
+"""
+from __future__ import annotations
+
+from twisted.logger import Logger
+from twisted.web.server import Request
+
+from aisoc_inboxd.formats.email import decode_email_body
+from aisoc_inboxd.formats.json_body import Record
+from aisoc_inboxd.web.body import media_type
+from aisoc_inboxd.web.errors import unsupported_media
+from aisoc_inboxd.web.token_route import TokenRoute
+
+#: what relays send; a missing Content-Type is read by content too
+EMAIL_CARRIERS = frozenset({
+    "application/json", "text/json", "text/plain", "multipart/form-data",
+    "application/x-www-form-urlencoded", "message/rfc822", "application/octet-stream",
+})
+
+
+class EmailRoute(TokenRoute):
+    route = "email"
+    _log = Logger()
+
+    def decode(self, request: Request, body: bytes) -> list[Record]:
+        kind = media_type(request)
+        if kind and kind not in EMAIL_CARRIERS and not kind.endswith("+json"):
+            raise unsupported_media(
+                f"unsupported Content-Type {kind!r}: send relay JSON, multipart/form-data, "
+                f"application/x-www-form-urlencoded or message/rfc822")
+        header = (request.getHeader(b"content-type") or b"").decode("latin-1")
+        decoded = decode_email_body(kind, header, body)
+        control = decoded.sns_control
+        if control is not None:
+            # Acknowledged and never published; confirming is the operator's step (the URL is in the log).
+            self._log.info("SNS {kind} for topic {topic} on the e-mail route; not an event. To confirm, "
+                           "open its SubscribeURL: {url}", kind=control.type, topic=control.topic_arn,
+                           url=control.subscribe_url)
+        return decoded.records
