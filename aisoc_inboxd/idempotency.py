@@ -74,6 +74,15 @@ class Idempotency:
             waiter: Deferred[None] = Deferred()
             self._running[slot].append(waiter)
             await waiter
+        self._running[slot] = []
+        try:
+            return await self._claim_and_run(fingerprint, key, work)
+        finally:
+            for waiter in self._running.pop(slot):
+                waiter.callback(None)
+
+    async def _claim_and_run(self, fingerprint: str, key: str,
+                             work: Callable[[], Awaitable[StoredReply]]) -> tuple[StoredReply, bool]:
         claimed, status, body = await self._store.claim_idempotency_key(
             fingerprint, key, self._clock.seconds(), LEASE_SECONDS)
         if not claimed:
@@ -81,18 +90,14 @@ class Idempotency:
                 return StoredReply(status, json.loads(body)), True
             raise HttpError(409, f"a request with this {HEADER} is still being processed; retry shortly",
                             "conflict", {"Retry-After": "1"})
-        self._running[slot] = []
         try:
             reply = await work()
-            if reply.status < 300:
-                await self._store.complete_idempotency_key(
-                    fingerprint, key, reply.status, json.dumps(reply.body), self._clock.seconds() + TTL_SECONDS)
-            else:
-                await self._store.release_idempotency_key(fingerprint, key)
-            return reply, False
         except BaseException:
             await self._store.release_idempotency_key(fingerprint, key)
             raise
-        finally:
-            for waiter in self._running.pop(slot):
-                waiter.callback(None)
+        if reply.status < 300:
+            await self._store.complete_idempotency_key(
+                fingerprint, key, reply.status, json.dumps(reply.body), self._clock.seconds() + TTL_SECONDS)
+        else:
+            await self._store.release_idempotency_key(fingerprint, key)
+        return reply, False

@@ -25,11 +25,14 @@ from aisoc_inboxd.web.errors import HttpError, invalid_token, unavailable, unkno
 @dataclass(frozen=True)
 class Binding:
     """
-    A resolved token and the template it writes with: all a request is allowed to do.
+    Where records go: a tenant and the template that maps them — all a request is allowed to do.
+    Token routes get theirs from the resolved token; token-less intakes (syslog listeners, the CEF
+    route) from config, through L{Intake.bind}.
     """
 
-    token: TokenRecord
+    tenant_id: str
     template: Template
+    token: TokenRecord | None = None
 
 
 class Intake:
@@ -64,14 +67,23 @@ class Intake:
             raise HttpError(429, "too many requests: the tenant's rate limit (AISOC_INBOX_RATE_LIMIT_PER_MIN) "
                                  "is reached; retry after the Retry-After seconds", "rate_limited",
                             {"Retry-After": retry_after(wait)}, template=template.id)
-        return Binding(record, template)
+        return Binding(record.tenant_id, template, record)
+
+    def bind(self, tenant_id: str, template_id: str) -> Binding:
+        """
+        A binding fixed by config (no token); C{KeyError} when the template is not loaded or allowed.
+        """
+        template = self.catalog.get(template_id)
+        if template is None:
+            raise KeyError(f"template {template_id!r} is not loaded or not allowed")
+        return Binding(tenant_id, template)
 
     @staticmethod
     def verify_signature(binding: Binding, raw_body: bytes, get_header: signatures.GetHeader) -> None:
         """
         401 unless the body carries a valid signature, when the token was minted with a secret.
         """
-        secret = binding.token.signing_secret
+        secret = binding.token.signing_secret if binding.token else None
         if secret is None:
             return
         if not signatures.verify(secret, raw_body, signatures.presented_signatures(get_header)):
@@ -84,7 +96,7 @@ class Intake:
         (lowercase names) feed the template's C{header:} sources.
         """
         try:
-            return await self._pipeline.publish(binding.template, binding.token.tenant_id, route,
+            return await self._pipeline.publish(binding.template, binding.tenant_id, route,
                                                 records, received_at, headers)
         except SinkUnavailable as e:
             raise unavailable(f"events could not be made durable, retry later: {e}",

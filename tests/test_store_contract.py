@@ -27,7 +27,7 @@ from aisoc_inboxd.store.migrations import Migration, load_migrations
 from aisoc_inboxd.store.postgres import PostgresStore
 from aisoc_inboxd.store.secrets import SecretBox
 from aisoc_inboxd.store.sqlite import SqliteStore
-from tests.support.postgres import *  # noqa: F401,F403  (fixtures; until conftest lists the plugin)
+
 from tests.support.postgres import PgDatabase, pg_query
 
 T0 = 1_700_000_000.0

@@ -76,6 +76,7 @@ class InboxRequest(Request):
         remaining body is never stored.
         """
         self._refused = True
+        self.requestHeaders.removeHeader(b"expect")  # no "100 Continue" for a body we refuse
         if self.content is not None:
             self.content.close()
         self.content = _Discard()  # type: ignore[assignment]

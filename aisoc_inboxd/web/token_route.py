@@ -14,6 +14,7 @@ from aisoc_inboxd.idempotency import HEADER as IDEMPOTENCY_HEADER, StoredReply, 
 from aisoc_inboxd.inflight import InFlight
 from aisoc_inboxd.intake import Binding, Intake
 from aisoc_inboxd.metrics import Metrics
+from aisoc_inboxd.vendors import VendorGate
 from aisoc_inboxd.web.body import decode_content, raw_body
 from aisoc_inboxd.web.errors import HttpError, bad_request
 from aisoc_inboxd.web.routes import JsonRoute, Reply
@@ -26,8 +27,17 @@ def header_values(request: Request):  # type: ignore[no-untyped-def]
     A C{name → [values]} lookup over the request headers, as text.
     """
     def get(name: str) -> list[str]:
-        return [v.decode("latin-1") for v in request.requestHeaders.getRawHeaders(name, [])]
+        return [v.decode("latin-1") for v in request.requestHeaders.getRawHeaders(name.encode("latin-1"), [])]
     return get
+
+
+def request_headers(request: Request) -> dict[str, str]:
+    """
+    The request headers by lowercase name (the last value of a repeated one), for templates'
+    C{header:} sources.
+    """
+    return {name.decode("latin-1").lower(): values[-1].decode("latin-1")
+            for name, values in request.requestHeaders.getAllRawHeaders()}
 
 
 class TokenRoute(JsonRoute):
@@ -36,11 +46,12 @@ class TokenRoute(JsonRoute):
     """
 
     def __init__(self, token: str, intake: Intake, metrics: Metrics, inflight: InFlight,
-                 max_body_bytes: int) -> None:
+                 max_body_bytes: int, vendors: VendorGate | None = None) -> None:
         super().__init__(metrics, inflight)
         self._token = token
         self._intake = intake
         self._max_body_bytes = max_body_bytes
+        self._vendors = vendors or VendorGate()
 
     def decode(self, request: Request, body: bytes) -> list[Record]:
         """
@@ -48,15 +59,21 @@ class TokenRoute(JsonRoute):
         """
         raise NotImplementedError
 
+    @staticmethod
+    def _fingerprint(binding: Binding) -> str:
+        assert binding.token is not None  # token routes always bind through a token
+        return binding.token.fingerprint
+
     async def handle(self, request: Request) -> Reply:
         received_at = self._intake.now()
         binding = await self._intake.authorize(self._token)
         template_id = binding.template.id
         try:
-            key = check_key(request.getHeader(IDEMPOTENCY_HEADER))
+            key = check_key(request.getHeader(IDEMPOTENCY_HEADER.encode("ascii")))
             raw = raw_body(request)
             self._intake.verify_signature(binding, raw, header_values(request))
             records = self.decode(request, decode_content(request, raw, self._max_body_bytes))
+            await self._vendors.screen(binding.template, records)  # e.g. SNS signatures, confirmations
         except BodyError as e:
             raise bad_request(f"bad body: {e}", template_id) from None
         except HttpError as e:
@@ -64,12 +81,13 @@ class TokenRoute(JsonRoute):
             raise
 
         async def publish() -> StoredReply:
-            accepted = await self._intake.deliver(binding, self.route, records, received_at)
+            accepted = await self._intake.deliver(binding, self.route, records, received_at,
+                                                  request_headers(request))
             return StoredReply(200, {"accepted": accepted, "template": template_id})
 
         if key is None:
             reply, replay = await publish(), False
         else:
-            reply, replay = await self._intake.idempotency.once(binding.token.fingerprint, key, publish)
+            reply, replay = await self._intake.idempotency.once(self._fingerprint(binding), key, publish)
         return Reply(reply.status, reply.body, template_id, "replay" if replay else "ok",
                      {REPLAY_HEADER: "true"} if replay else {})
