@@ -131,18 +131,18 @@ def decode_email_body(media_type: str, content_type: str, body: bytes,
         fields = {k: v[0] for k, v in parse_qs(text, keep_blank_values=True).items()}
         return _from_fields(fields, [], limits)
     if media_type == "message/rfc822":
-        return EmailBody([_record(parse_mime(body, limits))], "mime")
+        return EmailBody([as_record(parse_mime(body, limits))], "mime")
     stripped = body.lstrip(b"\xef\xbb\xbf \t\r\n")
     if stripped[:1] in (b"{", b"["):
         return _from_json(_json(stripped), limits)
     if not stripped:
         raise BodyError("empty body: expected an e-mail (relay JSON, form fields or a MIME message)")
     if _looks_like_headers(stripped):
-        return EmailBody([_record(parse_mime(body, limits))], "mime")
-    return EmailBody([_record(_from_plain_text(stripped.decode("utf-8", "replace"), limits))], "text")
+        return EmailBody([as_record(parse_mime(body, limits))], "mime")
+    return EmailBody([as_record(_from_plain_text(stripped.decode("utf-8", "replace"), limits))], "text")
 
 
-def _record(email_record: dict[str, Any]) -> Record:
+def as_record(email_record: dict[str, Any]) -> Record:
     """
     The pipeline's record: C{raw_data} is the e-mail record itself, so attachment content (which
     relays inline) never reaches the event.
@@ -170,19 +170,19 @@ def _from_json(document: Any, limits: EmailLimits) -> EmailBody:
     if isinstance(document, list):
         if not document or not all(isinstance(item, dict) for item in document):
             raise BodyError("expected a JSON object (or an array of objects) describing e-mails")
-        return EmailBody([_record(_generic_json(item, limits)) for item in document], "json")
+        return EmailBody([as_record(_generic_json(item, limits)) for item in document], "json")
     if not isinstance(document, dict):
         raise BodyError("expected a JSON object describing an e-mail")
     if document.get("Type") in _SNS_TYPES and "TopicArn" in document:
         return _from_sns(document, limits)
     if "notificationType" in document or "eventType" in document and "mail" in document:
-        return EmailBody([_record(_from_ses(document, limits))], "ses")
+        return EmailBody([as_record(_from_ses(document, limits))], "ses")
     if "FromFull" in document or "TextBody" in document or "HtmlBody" in document:
-        return EmailBody([_record(_from_postmark(document, limits))], "postmark")
+        return EmailBody([as_record(_from_postmark(document, limits))], "postmark")
     if _MAILGUN_KEYS & document.keys():
-        return EmailBody([_record(_from_mailgun({k: str(v) for k, v in document.items()}, [], limits))],
+        return EmailBody([as_record(_from_mailgun({k: str(v) for k, v in document.items()}, [], limits))],
                          "mailgun")
-    return EmailBody([_record(_generic_json(document, limits))], "json")
+    return EmailBody([as_record(_generic_json(document, limits))], "json")
 
 
 def _from_sns(envelope: dict[str, Any], limits: EmailLimits) -> EmailBody:
@@ -199,7 +199,7 @@ def _from_sns(envelope: dict[str, Any], limits: EmailLimits) -> EmailBody:
         notification = None
     if not isinstance(notification, dict) or "mail" not in notification:
         raise BodyError("SNS Notification whose Message is not an SES e-mail notification")
-    return EmailBody([_record(_from_ses(notification, limits))], "ses")
+    return EmailBody([as_record(_from_ses(notification, limits))], "ses")
 
 
 def _from_ses(notification: dict[str, Any], limits: EmailLimits) -> dict[str, Any]:
@@ -336,14 +336,14 @@ def _charsets(raw: bytes | None) -> dict[str, str]:
 
 def _from_fields(fields: Fields, files: list[FormFile], limits: EmailLimits) -> EmailBody:
     if "email" in fields or "envelope" in fields or "charsets" in fields or "headers" in fields:
-        return EmailBody([_record(_from_sendgrid(fields, files, limits))], "sendgrid")
+        return EmailBody([as_record(_from_sendgrid(fields, files, limits))], "sendgrid")
     if _MAILGUN_KEYS & fields.keys():
-        return EmailBody([_record(_from_mailgun(fields, files, limits))], "mailgun")
+        return EmailBody([as_record(_from_mailgun(fields, files, limits))], "mailgun")
     if {"from", "subject"} & fields.keys():
         generic: dict[str, Any] = dict(fields)
         generic["attachments"] = [{"name": f.filename, "content_type": f.content_type,
                                    "content": base64.b64encode(f.data).decode("ascii")} for f in files]
-        return EmailBody([_record(_generic_json(generic, limits))], "json")
+        return EmailBody([as_record(_generic_json(generic, limits))], "json")
     raise BodyError("form fields of no known relay (expected SendGrid Inbound Parse or Mailgun fields)")
 
 
@@ -527,6 +527,9 @@ def _b64(text: Any) -> bytes | None:
 def _from_plain_text(text: str, limits: EmailLimits) -> dict[str, Any]:
     record = _finish({"relay": "text"}, text, None, [], limits)
     forwarded = record.get("forwarded") or {}
+    if not forwarded.get("from") and not forwarded.get("to"):
+        raise BodyError("plain text with no sender or recipient: send the e-mail itself (message/rfc822) "
+                        "or a forwarded alert with its From:/To: block")
     record.setdefault("subject", forwarded.get("subject"))
     return _clean(record)
 
