@@ -95,6 +95,24 @@ class TokenCacheSettings:
 
 
 @dataclass(frozen=True)
+class ImapSettings:
+    """
+    The IMAP mailbox poller; the connectors themselves live in the store (C{aisoc-inboxd imap add}).
+    """
+
+    #: extra CA certificates (PEM) trusted for IMAPS servers with a private CA; unset: the system's
+    ca_file: str | None = None
+    #: seconds an IMAP socket operation may take before the connection counts as dropped
+    timeout: float = 30.0
+    #: seconds between re-reading the connector list, so added or removed connectors take effect
+    refresh_interval: float = 60.0
+    #: ceiling of the retry backoff after auth, TLS or connection failures (seconds)
+    max_backoff: float = 600.0
+    #: a larger message is not downloaded: its event carries the headers and a truncation mark
+    max_message_bytes: int = 25 * 1024 * 1024
+
+
+@dataclass(frozen=True)
 class TemplateSettings:
     #: extra template directories, loaded after the bundled ones (a same id overrides)
     directories: list[str] = field(default_factory=list)
@@ -131,6 +149,7 @@ class Settings:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     sink: SinkSettings = field(default_factory=SinkSettings)
     token_cache: TokenCacheSettings = field(default_factory=TokenCacheSettings)
+    imap: ImapSettings = field(default_factory=ImapSettings)
     templates: TemplateSettings = field(default_factory=TemplateSettings)
     vendors: VendorSettings = field(default_factory=VendorSettings)
 
@@ -155,7 +174,8 @@ ENVIRONMENT_OVERRIDES: dict[str, str] = {
 _CHOICES: dict[str, tuple[str, ...]] = {"sink.type": ("file", "kafka")}
 _POSITIVE = {"http.max_body_bytes", "http.rate_limit_per_min", "http.timeout",
              "sink.file.max_bytes", "sink.kafka.spool_max_bytes", "token_cache.max_size",
-             "vendors.sns.timeout"}
+             "vendors.sns.timeout", "imap.timeout", "imap.refresh_interval", "imap.max_backoff",
+             "imap.max_message_bytes"}
 
 
 def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -> Settings:
