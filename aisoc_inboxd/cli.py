@@ -72,6 +72,17 @@ def _parser() -> argparse.ArgumentParser:
     templates = commands.add_parser("templates", help="bundled and configured templates").add_subparsers(
         dest="action", required=True)
     templates.add_parser("list", help="list the templates tokens may use").set_defaults(handler=_templates_list)
+    check = templates.add_parser("check", help="validate template files; exit 1 with file: key: messages")
+    check.add_argument("paths", nargs="*", metavar="PATH",
+                       help="template files or directories (default: the bundled and configured ones)")
+    check.set_defaults(handler=_templates_check)
+    render = templates.add_parser("render", help="print the OCSF a sample payload would become (dry run)")
+    render.add_argument("template", metavar="ID", help="a configured template id, or a template file")
+    render.add_argument("sample", metavar="SAMPLE", help="a JSON object, array or NDJSON file; - reads stdin")
+    render.add_argument("--header", action="append", default=[], metavar="NAME:VALUE",
+                        help="a request header the template reads (header: sources), e.g. X-GitHub-Event:ping")
+    render.add_argument("--validate", action="store_true", help="check every event against OCSF 1.8.0")
+    render.set_defaults(handler=_templates_render)
 
     db = commands.add_parser("db", help="database schema").add_subparsers(dest="action", required=True)
     db.add_parser("upgrade", help="apply pending migrations").set_defaults(handler=_db_upgrade)
@@ -224,6 +235,60 @@ def _templates_list(settings: Settings, args: argparse.Namespace) -> int:
         template = catalog.get(template_id)
         print(f"{template_id:<28}{template.class_uid:<6}{template.vendor_name} {template.product_name}")
     return 0
+
+
+def _templates_check(settings: Settings, args: argparse.Namespace) -> int:
+    from aisoc_inboxd.catalog import bundled_templates_dir
+    from aisoc_inboxd.normalizer.tools import check_paths
+
+    paths = [Path(p) for p in args.paths] or [bundled_templates_dir(),
+                                              *(Path(d) for d in settings.templates.directories)]
+    loaded, problems = check_paths(paths)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    print(f"{len(loaded)} template(s) ok, {len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+def _templates_render(settings: Settings, args: argparse.Namespace) -> int:
+    from aisoc_inboxd.formats.json_body import BodyError
+    from aisoc_inboxd.normalizer import TemplateError, load_template_file, validate_event
+    from aisoc_inboxd.normalizer.tools import render
+
+    if Path(args.template).suffix in (".yaml", ".yml"):
+        try:
+            template = load_template_file(Path(args.template))
+        except TemplateError as e:
+            raise CommandError(str(e)) from None
+    else:
+        catalog = _catalog(settings)
+        template = catalog.get(args.template)
+        if template is None:
+            raise CommandError(f"unknown template {args.template!r}; allowed: {', '.join(catalog.ids())}")
+    headers = dict(_header(h) for h in args.header)
+    try:
+        body = sys.stdin.buffer.read() if args.sample == "-" else Path(args.sample).read_bytes()
+        events = render(template, body, headers)
+    except OSError as e:
+        raise CommandError(f"{args.sample}: cannot read: {e.strerror}") from None
+    except BodyError as e:
+        raise CommandError(f"{args.sample}: bad body: {e}") from None
+    invalid = 0
+    for index, event in enumerate(events):
+        print(json.dumps(event, indent=2, ensure_ascii=False))
+        for error in validate_event(event) if args.validate else ():
+            print(f"event {index}: {error}", file=sys.stderr)
+            invalid += 1
+    if not events:
+        print(f"{args.sample}: acknowledged without publishing (0 events)", file=sys.stderr)
+    return 1 if invalid else 0
+
+
+def _header(text: str) -> tuple[str, str]:
+    name, colon, value = text.partition(":")
+    if not colon or not name.strip():
+        raise CommandError(f"--header {text!r}: expected NAME:VALUE")
+    return name.strip(), value.strip()
 
 
 def _db_upgrade(settings: Settings, args: argparse.Namespace) -> int:

@@ -32,6 +32,7 @@ from aisoc_inboxd.sinks import EventSink
 from aisoc_inboxd.store import Store
 from aisoc_inboxd.store.secrets import SecretBox
 from aisoc_inboxd.tokens import TokenAdmin, TokenCache, TokenResolver
+from aisoc_inboxd.vendors import VendorGate, build_vendor_gate
 from aisoc_inboxd.web.tree import WebDeps, build_admin_resource, build_root_resource
 from aisoc_inboxd.web.site import InboxSite
 
@@ -227,9 +228,12 @@ class IdempotencySweeper(Service):
                          interval=self._interval)
 
 
-def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any) -> InboxDaemon:
+def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
+                 vendors: VendorGate | None = None) -> InboxDaemon:
     """
     Compose the daemon from settings; C{catalog} was loaded (and validated) by the caller.
+    C{vendors} replaces the vendor checks built from C{settings.vendors} (tests point it at local
+    servers).
     """
     Path(settings.state_dir).mkdir(parents=True, exist_ok=True)
     metrics = Metrics()
@@ -242,7 +246,8 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any) -> 
     intake = Intake(TokenResolver(store, cache), catalog, Pipeline(sink, metrics),
                     RateLimiter(reactor, http.rate_limit_per_min), Idempotency(store, reactor), reactor)
     inflight = InFlight(reactor)
-    deps = WebDeps(intake=intake, metrics=metrics, inflight=inflight, max_body_bytes=http.max_body_bytes)
+    deps = WebDeps(intake=intake, metrics=metrics, inflight=inflight, max_body_bytes=http.max_body_bytes,
+                   vendors=vendors or build_vendor_gate(settings.vendors, reactor))
     site = InboxSite(build_root_resource(deps), max_body_bytes=http.max_body_bytes,
                      on_too_large=lambda path: metrics.request("webhook", None, "too_large"),
                      timeout=http.timeout, reactor=reactor)

@@ -71,11 +71,11 @@ def normalize_record(template: Template, record: dict[str, Any], context: Ingest
     The OCSF events for one record as decoded from a body: none for a control message the template
     acknowledges, one per item of a C{records} batch, else one.
     """
-    events = []
-    for item in template.unwrap(record, context.headers):
-        item_context = context if item.whole else dataclasses.replace(context, raw=None)
-        events.append(normalize(template, item.data, item_context))
-    return events
+    # the whole record keeps its own text even when decode_json changed it; a batch item gets its own
+    whole = context if context.raw is not None else dataclasses.replace(
+        context, raw=json.dumps(record, ensure_ascii=False))
+    return [normalize(template, item.data, whole if item.whole else dataclasses.replace(context, raw=None))
+            for item in template.unwrap(record, context.headers)]
 
 
 def normalize(template: Template, record: dict[str, Any], context: IngestContext) -> dict[str, Any]:

@@ -3,7 +3,7 @@ The HTTP resource tree: C{/v1/inbox/…} routes, C{/healthz} and C{/readyz}.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from twisted.internet.defer import Deferred
 from twisted.web.resource import Resource
@@ -15,6 +15,7 @@ from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.web.email import EmailRoute
 from aisoc_inboxd.store import Store
 from aisoc_inboxd.tokens import TokenAdmin, TokenCache
+from aisoc_inboxd.vendors import VendorGate
 from aisoc_inboxd.web.admin import AdminRoute
 from aisoc_inboxd.web.routes import write_json
 from aisoc_inboxd.web.webhook import WebhookRoute
@@ -26,6 +27,7 @@ class WebDeps:
     metrics: Metrics
     inflight: InFlight
     max_body_bytes: int
+    vendors: VendorGate = field(default_factory=VendorGate)
 
 
 class NotFound(Resource):
@@ -49,10 +51,12 @@ class InboxResource(Resource):
         if path == b"email" and len(request.postpath) == 1 and request.postpath[0]:
             token = request.postpath.pop(0)
             request.prepath.append(token)
-            return EmailRoute(token.decode("latin-1"), d.intake, d.metrics, d.inflight, d.max_body_bytes)
+            return EmailRoute(token.decode("latin-1"), d.intake, d.metrics, d.inflight, d.max_body_bytes,
+                              d.vendors)
         if not path or request.postpath:
             return NotFound()
-        return WebhookRoute(path.decode("latin-1"), d.intake, d.metrics, d.inflight, d.max_body_bytes)
+        return WebhookRoute(path.decode("latin-1"), d.intake, d.metrics, d.inflight, d.max_body_bytes,
+                            d.vendors)
 
 
 class Health(Resource):

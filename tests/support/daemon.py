@@ -20,6 +20,7 @@ from aisoc_inboxd.catalog import TemplateCatalog
 from aisoc_inboxd.config import Settings, load_settings
 from aisoc_inboxd.service import InboxDaemon, build_daemon
 from aisoc_inboxd.tokens import TokenAdmin
+from aisoc_inboxd.vendors import VendorGate
 from tests.support.tls import TlsFiles
 
 
@@ -91,9 +92,10 @@ def daemon_settings(state_dir: Path, tls: TlsFiles | None = None, **sections: di
                                admin=dataclasses.replace(base.admin, listen=local), **sections)
 
 
-async def start_daemon(reactor: Any, settings: Settings, tls: TlsFiles | None = None) -> RunningDaemon:
+async def start_daemon(reactor: Any, settings: Settings, tls: TlsFiles | None = None,
+                       vendors: VendorGate | None = None) -> RunningDaemon:
     catalog = TemplateCatalog.load(settings.templates.directories, settings.templates.allowed)
-    daemon = build_daemon(settings, catalog, reactor)
+    daemon = build_daemon(settings, catalog, reactor, vendors)
     daemon.startService()
     await daemon.started
     http_address = daemon.address("http")
