@@ -234,7 +234,9 @@ async def test_tokens_never_reach_the_logs(inboxd: RunningDaemon) -> None:
         await inboxd.post(f"/v1/inbox/{token[:-3]}abc", b'{"a": 1}')
     finally:
         globalLogPublisher.removeObserver(observe)
-    assert any("/v1/inbox/" in line for line in seen), "the access log should have logged the requests"
+    assert any("webhook 200 ok template=generic-json tenant=tenant-a token=" in line for line in seen), \
+        "each request should have its log line"
+    assert any("webhook 401 invalid_token" in line for line in seen)
     assert not any(token in line or token[:-3] in line for line in seen)
 
 
@@ -272,3 +274,24 @@ async def test_unwritable_log_is_503_with_retry_after(inboxd: RunningDaemon) -> 
     assert "could not be made durable" in body["error"]
     assert response.headers.getRawHeaders("retry-after") == ["5"]
     assert (await inboxd.post("/readyz", b"", method="GET"))[0] == 503
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_structured_log_line_per_request(inboxd: RunningDaemon) -> None:
+    """Each request logs once with route, template, tenant, fingerprint prefix, status, events, bytes
+    and duration as structured keys."""
+    from aisoc_inboxd.tokens import fingerprint
+
+    token = await inboxd.mint("tenant-log", "generic-json")
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        body = b'{"a": 1}\n{"b": 2}'
+        await inboxd.post(f"/v1/inbox/{token}", body)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    [line] = [e for e in events if e.get("route") == "webhook"]
+    assert (line["status"], line["outcome"], line["template"], line["tenant"]) == (200, "ok", "generic-json", "tenant-log")
+    assert line["token"] == fingerprint(token)[:8]
+    assert (line["events"], line["bytes"]) == (2, len(body))
+    assert line["duration_ms"] >= 0

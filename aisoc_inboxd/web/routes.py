@@ -5,6 +5,7 @@ exactly one response (JSON), one metric increment and nothing else.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from aisoc_inboxd.inflight import InFlight
+from aisoc_inboxd.intake import Binding
+from aisoc_inboxd.tokens import log_id
 from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.web.errors import HttpError
 
@@ -47,11 +50,14 @@ class JsonRoute(Resource):
     route = "unknown"
     methods: frozenset[bytes] = frozenset({b"POST"})
     _log = Logger()
+    #: what the request was allowed to do, once its token (or config) bound it
+    binding: Binding | None = None
 
     def __init__(self, metrics: Metrics, inflight: InFlight) -> None:
         super().__init__()
         self._metrics = metrics
         self._inflight = inflight
+        self._started = time.monotonic()
 
     async def handle(self, request: Request) -> Reply:
         raise NotImplementedError
@@ -81,7 +87,26 @@ class JsonRoute(Resource):
 
     def _send(self, reply: Reply, request: Request, gone: list[Failure]) -> None:
         self._metrics.request(self.route, reply.template, reply.outcome)
+        self._log_request(request, reply)
         if gone or request.finished:
             return
         request.write(write_json(request, reply.status, reply.body, reply.headers))
         request.finish()
+
+    def _log_request(self, request: Request, reply: Reply) -> None:
+        """
+        The request's one log line: who (tenant, token fingerprint prefix), what, and how it ended;
+        never the token, a secret or the body.
+        """
+        binding = self.binding
+        request.route_logged = True  # type: ignore[attr-defined]
+        self._log.info(
+            "{route} {status} {outcome} template={template} tenant={tenant} token={token} "
+            "events={events} bytes={bytes} duration_ms={duration_ms}",
+            route=self.route, status=reply.status, outcome=reply.outcome, template=reply.template or "-",
+            tenant=binding.tenant_id if binding else "-",
+            token=log_id(binding.token.fingerprint) if binding and binding.token else "-",
+            events=reply.body.get("accepted", 0), bytes=getattr(request, "received_bytes", 0),
+            duration_ms=round((time.monotonic() - self._started) * 1000, 1),
+            client=request.getClientAddress().host if request.getClientAddress() else "-")
+

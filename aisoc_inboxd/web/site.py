@@ -48,8 +48,12 @@ class InboxRequest(Request):
         # parse forms itself, which costs CPU and answers a bad multipart body with a bare 400
         self._parsePOSTFormSubmission = False
 
+    #: body bytes read from the wire so far
+    received_bytes = 0
+    #: set when a route wrote this request's log line, so the site does not log it twice
+    route_logged = False
+
     def gotLength(self, length: int | None) -> None:
-        self._received = 0
         self._refused = False
         if length is not None and length > self.channel.site.max_body_bytes:
             self._refuse()
@@ -59,8 +63,8 @@ class InboxRequest(Request):
     def handleContentChunk(self, data: bytes) -> None:
         if self._refused:
             return
-        self._received += len(data)
-        if self._received > self.channel.site.max_body_bytes:
+        self.received_bytes += len(data)
+        if self.received_bytes > self.channel.site.max_body_bytes:
             self._refuse()
             return
         super().handleContentChunk(data)
@@ -107,8 +111,11 @@ class InboxSite(Site):
 
     def log(self, request: Request) -> None:
         """
-        One structured line per request, with any token in the path replaced by its shape.
+        One structured line per request the routes did not log themselves (404s, health checks),
+        with any token in the path replaced by its shape.
         """
+        if getattr(request, "route_logged", False):
+            return
         self._log.info(
             "{client} {method} {path} {status} {size}",
             client=request.getClientAddress().host if request.getClientAddress() else "-",

@@ -66,7 +66,7 @@ class TokenRoute(JsonRoute):
 
     async def handle(self, request: Request) -> Reply:
         received_at = self._intake.now()
-        binding = await self._intake.authorize(self._token)
+        binding = self.binding = await self._intake.authorize(self._token)
         template_id = binding.template.id
         try:
             key = check_key(request.getHeader(IDEMPOTENCY_HEADER.encode("ascii")))
