@@ -17,11 +17,13 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.web.server import Site
 
 from aisoc_inboxd.catalog import TemplateCatalog
 from aisoc_inboxd.config import Settings
 from aisoc_inboxd.idempotency import Idempotency
+from aisoc_inboxd.imap import ImapPoller
 from aisoc_inboxd.inflight import InFlight
 from aisoc_inboxd.keyfiles import read_or_create
 from aisoc_inboxd.intake import Intake
@@ -31,6 +33,7 @@ from aisoc_inboxd.ratelimit import RateLimiter
 from aisoc_inboxd.sinks import EventSink
 from aisoc_inboxd.store import Store
 from aisoc_inboxd.store.secrets import SecretBox
+from aisoc_inboxd.tls import ReloadableTLS, split_tls_endpoint
 from aisoc_inboxd.tokens import TokenAdmin, TokenCache, TokenResolver
 from aisoc_inboxd.vendors import VendorGate, build_vendor_gate
 from aisoc_inboxd.web.tree import WebDeps, build_admin_resource, build_root_resource
@@ -71,13 +74,21 @@ class Listener(Service):
     def __init__(self, description: str, factory: IProtocolFactory, reactor: Any, name: str) -> None:
         self.description = description
         self.name = name
-        self._factory = factory
         self._reactor = reactor
         self.port: IListeningPort | None = None
+        self.tls: ReloadableTLS | None = None
+        tls_split = split_tls_endpoint(description)
+        if tls_split is None:
+            self._endpoint_description, self._factory = description, factory
+        else:
+            # ssl: listens as tcp: with TLS wrapped here, so SIGHUP can swap the certificate
+            self._endpoint_description, files = tls_split
+            self.tls = ReloadableTLS(files)
+            self._factory = TLSMemoryBIOFactory(self.tls, False, factory)
 
     def listen(self) -> Deferred[IListeningPort]:
         Service.startService(self)
-        d = serverFromString(self._reactor, self.description).listen(self._factory)
+        d = serverFromString(self._reactor, self._endpoint_description).listen(self._factory)
         d.addCallback(self._bound)
         return d
 
@@ -243,7 +254,8 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
     cache = TokenCache(reactor, ttl=cache_settings.ttl, negative_ttl=cache_settings.negative_ttl,
                        max_size=cache_settings.max_size, on_size=metrics.token_cache_size.set)
     http = settings.http
-    intake = Intake(TokenResolver(store, cache), catalog, Pipeline(sink, metrics),
+    pipeline = Pipeline(sink, metrics)
+    intake = Intake(TokenResolver(store, cache), catalog, pipeline,
                     RateLimiter(reactor, http.rate_limit_per_min), Idempotency(store, reactor), reactor)
     inflight = InFlight(reactor)
     deps = WebDeps(intake=intake, metrics=metrics, inflight=inflight, max_body_bytes=http.max_body_bytes,
@@ -264,5 +276,6 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
                                max_body_bytes=64 * 1024, on_too_large=lambda path: None, reactor=reactor)
         listeners += [Listener(desc, admin_site, reactor, "admin") for desc in settings.admin.listen]
     workers: list[Service] = [store.invalidation_watcher(cache.invalidate, reactor),
-                              IdempotencySweeper(store, reactor)]
+                              IdempotencySweeper(store, reactor),
+                              ImapPoller(store, catalog, pipeline, metrics, settings.imap, reactor, reactor)]
     return InboxDaemon(store, sink, intake, cache, metrics, inflight, workers, listeners, reactor)

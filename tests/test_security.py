@@ -449,3 +449,20 @@ async def test_admin_invalidate_drops_the_cached_token(inboxd: RunningDaemon) ->
     status, reply = await inboxd.call_admin("POST", "/v1/admin/invalidate", {"token": token})
     assert status == 200 and reply["invalidated"] == hashlib.sha256(token.encode()).hexdigest()
     assert len(inboxd.daemon.token_cache) == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_vendor_delivery_id_deduplicates_redeliveries(inboxd: RunningDaemon) -> None:
+    """A redelivery carrying the same vendor delivery id the template names (PagerDuty X-Webhook-Id)
+    is answered as a replay and published once; another id publishes again."""
+    token = await inboxd.mint("acme", "pagerduty")
+    body = json.dumps({"event": {"id": "01ABC", "event_type": "incident.triggered",
+                                 "occurred_at": "2026-05-08T09:00:00Z",
+                                 "data": {"id": "Q1", "title": "CPU", "urgency": "high"}}}).encode()
+    first = await inboxd.post(f"/v1/inbox/{token}", body, {"X-Webhook-Id": "wh-1"})
+    again = await inboxd.post(f"/v1/inbox/{token}", body, {"X-Webhook-Id": "wh-1"})
+    assert first[:2] == again[:2] == (200, {"accepted": 1, "template": "pagerduty"})
+    assert again[2].headers.getRawHeaders("x-aisoc-idempotent-replay") == ["true"]
+    assert len(inboxd.events()) == 1
+    assert (await inboxd.post(f"/v1/inbox/{token}", body, {"X-Webhook-Id": "wh-2"}))[0] == 200
+    assert len(inboxd.events()) == 2

@@ -10,7 +10,7 @@ from __future__ import annotations
 from twisted.web.server import Request
 
 from aisoc_inboxd.formats.json_body import BodyError, Record
-from aisoc_inboxd.idempotency import HEADER as IDEMPOTENCY_HEADER, StoredReply, check_key
+from aisoc_inboxd.idempotency import HEADER as IDEMPOTENCY_HEADER, MAX_KEY_BYTES, StoredReply, check_key
 from aisoc_inboxd.inflight import InFlight
 from aisoc_inboxd.intake import Binding, Intake
 from aisoc_inboxd.metrics import Metrics
@@ -38,6 +38,20 @@ def request_headers(request: Request) -> dict[str, str]:
     """
     return {name.decode("latin-1").lower(): values[-1].decode("latin-1")
             for name, values in request.requestHeaders.getAllRawHeaders()}
+
+
+def natural_key(binding: Binding, records: list[Record], headers: dict[str, str]) -> str | None:
+    """
+    The vendor's own delivery id (X-GitHub-Delivery, SNS MessageId, EventBridge id, …) as named by
+    the template, for a single-record body without an explicit X-AiSOC-Idempotency-Key; a batch has
+    no single identity, so it is not deduplicated this way.
+    """
+    if len(records) != 1:
+        return None
+    key = binding.template.idempotency_key(records[0].data, headers)
+    if key is None or not key.strip() or len(key.encode("utf-8")) > MAX_KEY_BYTES:
+        return None
+    return key
 
 
 class TokenRoute(JsonRoute):
@@ -80,9 +94,11 @@ class TokenRoute(JsonRoute):
             e.template = e.template or template_id
             raise
 
+        headers = request_headers(request)
+        key = key or natural_key(binding, records, headers)
+
         async def publish() -> StoredReply:
-            accepted = await self._intake.deliver(binding, self.route, records, received_at,
-                                                  request_headers(request))
+            accepted = await self._intake.deliver(binding, self.route, records, received_at, headers)
             return StoredReply(200, {"accepted": accepted, "template": template_id})
 
         if key is None:

@@ -1,0 +1,123 @@
+"""
+TLS listeners whose certificates can be reloaded without closing the port.
+
+Listeners are configured with Twisted's own C{ssl:} endpoint strings (C{ssl:8443:privateKey=…:
+certKey=…[:extraCertChain=…][:dhParameters=…][:interface=…][:backlog=…]}). Twisted loads their
+certificates once, so for these the daemon listens on the equivalent C{tcp:} endpoint and wraps the
+site in TLS itself, with a connection creator whose certificate options L{ReloadableTLS.reload}
+replaces: new connections use the new certificate, open ones keep theirs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from OpenSSL import SSL
+from twisted.internet import ssl
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
+from twisted.logger import Logger
+from twisted.python.filepath import FilePath
+from zope.interface import implementer
+
+_TLS_KEYS = ("privateKey", "certKey", "extraCertChain", "dhParameters")
+
+
+class TlsConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    private_key: Path
+    cert: Path
+    extra_chain: Path | None = None
+    dh_parameters: Path | None = None
+
+    def load(self) -> ssl.CertificateOptions:
+        """
+        Read the files into certificate options (TLS 1.2 or later, as Twisted's C{ssl:} endpoints).
+        """
+        try:
+            cert_pem = self.cert.read_bytes()
+            key_pem = self.private_key.read_bytes()
+            certificate = ssl.PrivateCertificate.loadPEM(cert_pem + b"\n" + key_pem)
+            # certKey may hold the full chain: the first block is the leaf, the rest go on the chain
+            chain_pems = _pem_blocks(cert_pem)[1:]
+            if self.extra_chain:
+                chain_pems += _pem_blocks(self.extra_chain.read_bytes())
+            chain = [ssl.Certificate.loadPEM(pem).original for pem in chain_pems]
+            dh = ssl.DiffieHellmanParameters.fromFile(FilePath(str(self.dh_parameters))) \
+                if self.dh_parameters else None
+        except (OSError, SSL.Error, ValueError) as e:
+            raise TlsConfigError(f"cannot load TLS certificate {self.cert} / key {self.private_key}: {e}") from e
+        return ssl.CertificateOptions(privateKey=certificate.privateKey.original,
+                                      certificate=certificate.original, extraCertChain=chain or None,
+                                      dhParameters=dh)
+
+
+def _pem_blocks(data: bytes) -> list[bytes]:
+    marker = b"-----END CERTIFICATE-----"
+    return [block + marker for block in data.split(marker) if b"-----BEGIN CERTIFICATE-----" in block]
+
+
+def split_tls_endpoint(description: str) -> tuple[str, TlsFiles] | None:
+    """
+    For an C{ssl:} endpoint string, the C{tcp:} string to listen on and the TLS files; C{None} for
+    any other endpoint.
+    """
+    parts = _split(description)
+    if parts[0] != "ssl":
+        return None
+    files: dict[str, str] = {}
+    tcp = ["tcp"]
+    for part in parts[1:]:
+        name, sep, value = part.partition("=")
+        if sep and name in _TLS_KEYS:
+            files[name] = value
+        else:
+            tcp.append(part.replace("\\", "\\\\").replace(":", "\\:"))
+    if "privateKey" not in files:
+        raise TlsConfigError(f"{description!r}: an ssl: endpoint needs privateKey=")
+    return ":".join(tcp), TlsFiles(
+        Path(files["privateKey"]), Path(files.get("certKey", files["privateKey"])),
+        Path(files["extraCertChain"]) if "extraCertChain" in files else None,
+        Path(files["dhParameters"]) if "dhParameters" in files else None)
+
+
+def _split(description: str) -> list[str]:
+    """
+    Split an endpoint string on colons that are not backslash-escaped, unescaping as Twisted does.
+    """
+    parts, current, escaped = [], "", False
+    for char in description:
+        if escaped:
+            current += char
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == ":":
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    parts.append(current)
+    return parts
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+class ReloadableTLS:
+    _log = Logger()
+
+    def __init__(self, files: TlsFiles) -> None:
+        self._files = files
+        self._options = files.load()
+
+    def serverConnectionForTLS(self, protocol: object) -> SSL.Connection:
+        return SSL.Connection(self._options.getContext(), None)
+
+    def reload(self) -> None:
+        """
+        Load the files again; on any error keep serving the certificate already loaded.
+        """
+        self._options = self._files.load()
+        self._log.info("reloaded TLS certificate {cert}", cert=str(self._files.cert))
