@@ -84,6 +84,37 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("--validate", action="store_true", help="check every event against OCSF 1.8.0")
     render.set_defaults(handler=_templates_render)
 
+    imap = commands.add_parser("imap", help="IMAP mailbox connectors (the Email Inbox connector)").add_subparsers(
+        dest="action", required=True)
+    add = imap.add_parser("add", help="add a mailbox to poll; its password is stored encrypted")
+    add.add_argument("--tenant", required=True)
+    add.add_argument("--host", required=True, help="e.g. imap.gmail.com")
+    add.add_argument("--port", type=int, default=993)
+    add.add_argument("--username", required=True, help="the mailbox login, e.g. aisoc-alerts@example.com")
+    add.add_argument("--password-file", help="read the (app-specific) password from this file, - for stdin; "
+                                             "default: $AISOC_INBOX_IMAP_PASSWORD, else a prompt")
+    add.add_argument("--mailbox", default="INBOX")
+    add.add_argument("--max-messages", type=int, default=50, help="messages taken per poll")
+    add.add_argument("--no-ssl", dest="use_ssl", action="store_false",
+                     help="plain IMAP without TLS: only on isolated networks")
+    add.add_argument("--poll-interval", type=float, default=60.0, help="seconds between polls")
+    add.add_argument("--template", default="email-forwarded")
+    add.add_argument("--label", help="a note for operators")
+    add.add_argument("--json", action="store_true")
+    add.set_defaults(handler=_imap_add)
+    imap_list = imap.add_parser("list", help="list a tenant's mailbox connectors (never their passwords)")
+    imap_list.add_argument("--tenant", required=True)
+    imap_list.add_argument("--json", action="store_true")
+    imap_list.set_defaults(handler=_imap_list)
+    remove = imap.add_parser("remove", help="stop polling a mailbox and forget it")
+    remove.add_argument("--tenant", required=True)
+    remove.add_argument("id", help="the connector id (or a unique prefix of it)")
+    remove.set_defaults(handler=_imap_remove)
+    test = imap.add_parser("test", help="log in to a connector's mailbox and count its unseen messages")
+    test.add_argument("--tenant", required=True)
+    test.add_argument("id", help="the connector id (or a unique prefix of it)")
+    test.set_defaults(handler=_imap_test)
+
     db = commands.add_parser("db", help="database schema").add_subparsers(dest="action", required=True)
     db.add_parser("upgrade", help="apply pending migrations").set_defaults(handler=_db_upgrade)
     return parser
@@ -294,6 +325,127 @@ def _header(text: str) -> tuple[str, str]:
 def _db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
     async def work(store: Any) -> int:
         print(f"schema at version {await store.upgrade()}")
+        return 0
+
+    return _with_store(settings, work)
+
+
+def _imap_add(settings: Settings, args: argparse.Namespace) -> int:
+    import os
+    import secrets
+    import time
+
+    from aisoc_inboxd.store import ImapConnectorRecord
+
+    if not 1 <= args.port <= 65535 or args.max_messages < 1 or args.poll_interval <= 0:
+        raise CommandError("--port must be 1-65535, --max-messages at least 1, --poll-interval above 0")
+    catalog = _catalog(settings)
+    if not catalog.allowed(args.template):
+        raise CommandError(f"unknown template {args.template!r}; allowed: {', '.join(catalog.ids())}")
+    password = _imap_password(args.password_file, os.environ.get("AISOC_INBOX_IMAP_PASSWORD"))
+    record = ImapConnectorRecord(
+        uid=secrets.token_hex(8), tenant_id=args.tenant, host=args.host, username=args.username,
+        password=password, port=args.port, mailbox=args.mailbox, max_messages=args.max_messages,
+        use_ssl=args.use_ssl, poll_interval=args.poll_interval, template_id=args.template,
+        label=args.label, created_at=time.time())
+
+    async def work(store: Any) -> int:
+        await store.insert_imap_connector(record)
+        if args.json:
+            print(json.dumps(_imap_row(record)))
+        else:
+            print(f"Added IMAP connector {record.uid} for tenant {record.tenant_id}: "
+                  f"{record.username}@{record.host}:{record.port}/{record.mailbox}. A running daemon "
+                  f"starts polling it within {settings.imap.refresh_interval:g} s.")
+        return 0
+
+    return _with_store(settings, work)
+
+
+def _imap_password(path: str | None, from_environment: str | None) -> str:
+    if path == "-":
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif path:
+        try:
+            password = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as e:
+            raise CommandError(f"cannot read the password file {path}: {e.strerror}") from None
+    elif from_environment:
+        password = from_environment
+    else:
+        import getpass
+
+        password = getpass.getpass("IMAP password (app-specific): ")
+    if not password:
+        raise CommandError("the IMAP password is empty")
+    return password
+
+
+def _imap_row(record: Any) -> dict[str, Any]:
+    """
+    A connector as C{imap list} shows it: never its password.
+    """
+    import time
+
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created_at))
+    return {"id": record.uid, "tenant": record.tenant_id, "host": record.host, "port": record.port,
+            "username": record.username, "mailbox": record.mailbox, "max_messages": record.max_messages,
+            "use_ssl": record.use_ssl, "poll_interval": record.poll_interval, "template": record.template_id,
+            "label": record.label, "created": created}
+
+
+async def _imap_find(store: Any, tenant: str, prefix: str) -> Any:
+    matches = [c for c in await store.list_imap_connectors(tenant) if c.uid.startswith(prefix.lower())]
+    if len(matches) != 1:
+        raise CommandError(f"tenant {tenant} has {'no' if not matches else 'more than one'} IMAP connector "
+                           f"matching {prefix!r}; see aisoc-inboxd imap list --tenant {tenant}")
+    return matches[0]
+
+
+def _imap_list(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(store: Any) -> int:
+        rows = [_imap_row(c) for c in await store.list_imap_connectors(args.tenant)]
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            print(f"{'ID':<18}{'MAILBOX':<44}{'TLS':<5}{'MAX':<5}{'EVERY':<7}{'TEMPLATE':<26}LABEL")
+            for row in rows:
+                where = f"{row['username']}@{row['host']}:{row['port']}/{row['mailbox']}"
+                print(f"{row['id']:<18}{where:<44}{'yes' if row['use_ssl'] else 'no':<5}"
+                      f"{row['max_messages']:<5}{row['poll_interval']:<7g}{row['template']:<26}{row['label'] or ''}")
+        return 0
+
+    return _with_store(settings, work)
+
+
+def _imap_remove(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(store: Any) -> int:
+        connector = await _imap_find(store, args.tenant, args.id)
+        await store.remove_imap_connector(args.tenant, connector.uid)
+        print(f"Removed IMAP connector {connector.uid}; a running daemon stops polling it within "
+              f"{settings.imap.refresh_interval:g} s.")
+        return 0
+
+    return _with_store(settings, work)
+
+
+def _imap_test(settings: Settings, args: argparse.Namespace) -> int:
+    from twisted.internet.threads import deferToThread
+
+    from aisoc_inboxd.imap import ImapSession, error_outcome
+
+    async def work(store: Any) -> int:
+        connector = await _imap_find(store, args.tenant, args.id)
+        session = ImapSession(connector, settings.imap)
+        where = f"{connector.username}@{connector.host}:{connector.port}/{connector.mailbox}"
+        try:
+            unseen = await deferToThread(session.check)
+        except Exception as e:
+            print(f"FAILED ({error_outcome(e)}): {where}: {type(e).__name__}: {e}")
+            return 1
+        finally:
+            await deferToThread(session.close)
+        print(f"OK: logged in to {where}; {unseen} unseen message(s) waiting")
         return 0
 
     return _with_store(settings, work)

@@ -21,7 +21,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import capturedLogs
 
-from aisoc_inboxd.store import StoreError, TokenRecord
+from aisoc_inboxd.store import ImapConnectorRecord, StoreError, TokenRecord
 from aisoc_inboxd.store._adbapi import AdbapiStore
 from aisoc_inboxd.store.migrations import Migration, load_migrations
 from aisoc_inboxd.store.postgres import PostgresStore
@@ -301,6 +301,81 @@ async def test_tenant_cannot_read_rotate_or_revoke_another_tenants_tokens(store:
     assert await store.resolve(theirs.fingerprint) == theirs
     assert await store.resolve(fingerprint("stolen")) is None
     assert await store.list_tokens("tenant-b") == [theirs]
+
+
+# -- IMAP connectors ----------------------------------------------------------------------------
+
+def connector(uid: str, tenant: str = "tenant-a", created_at: float = T0, **fields: Any) -> ImapConnectorRecord:
+    return ImapConnectorRecord(uid=uid, tenant_id=tenant, host="imap.example.test", username=f"{uid}@example.test",
+                               password=f"app-password-{uid}", created_at=created_at, **fields)
+
+
+@pytest_twisted.ensureDeferred
+async def test_imap_connectors_round_trip_with_defaults_and_per_tenant_listing(store: AdbapiStore) -> None:
+    """A stored connector lists back equal (the spec's defaults kept), only in its own tenant, oldest first."""
+    first = connector("00000000000000a1")
+    second = connector("00000000000000a2", created_at=T0 + 5, port=143, use_ssl=False, mailbox="Alerts",
+                       max_messages=7, poll_interval=15.0, template_id="microsoft-defender-email", label="m365")
+    await store.insert_imap_connector(second)
+    await store.insert_imap_connector(first)
+    await store.insert_imap_connector(connector("00000000000000b1", tenant="tenant-b"))
+    assert await store.list_imap_connectors("tenant-a") == [first, second]
+    assert (first.port, first.mailbox, first.max_messages, first.use_ssl) == (993, "INBOX", 50, True)
+    assert [c.uid for c in await store.list_imap_connectors("tenant-b")] == ["00000000000000b1"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_imap_password_is_stored_sealed(backend: Backend, box: SecretBox, store: AdbapiStore) -> None:
+    """The database holds Fernet ciphertext of a connector's password, never the password."""
+    await store.insert_imap_connector(connector("00000000000000c1"))
+    if backend.name == "sqlite":
+        with sqlite3.connect(store._path) as conn:  # type: ignore[attr-defined]
+            raw = bytes(conn.execute("SELECT password FROM tenant_imap_connectors").fetchone()[0])
+    else:
+        raw = bytes(pg_query(store._dsn, "SELECT password FROM tenant_imap_connectors",  # type: ignore[attr-defined]
+                             tenant="tenant-a")[0][0][0])
+    assert b"app-password" not in raw
+    assert box.open(raw) == b"app-password-00000000000000c1"
+
+
+@pytest_twisted.ensureDeferred
+async def test_imap_remove_is_tenant_scoped(store: AdbapiStore) -> None:
+    """A tenant removes its own connector once; it cannot remove another tenant's."""
+    await store.insert_imap_connector(connector("00000000000000d1"))
+    await store.insert_imap_connector(connector("00000000000000d2", tenant="tenant-b"))
+    assert await store.remove_imap_connector("tenant-a", "00000000000000d2") is False
+    assert await store.remove_imap_connector("tenant-a", "00000000000000d1") is True
+    assert await store.remove_imap_connector("tenant-a", "00000000000000d1") is False
+    assert [c.uid for c in await store.imap_connectors_to_poll()] == ["00000000000000d2"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_imap_connectors_to_poll_lists_every_tenant(store: AdbapiStore) -> None:
+    """The poller's read returns every tenant's connectors, oldest first, passwords decrypted."""
+    await store.insert_imap_connector(connector("00000000000000e2", tenant="tenant-b", created_at=T0 + 1))
+    await store.insert_imap_connector(connector("00000000000000e1"))
+    polled = await store.imap_connectors_to_poll()
+    assert [(c.uid, c.tenant_id) for c in polled] == [("00000000000000e1", "tenant-a"),
+                                                      ("00000000000000e2", "tenant-b")]
+    assert polled[0].password == "app-password-00000000000000e1"
+
+
+@pytest_twisted.ensureDeferred
+async def test_pg_imap_connectors_are_row_level_secured(store: AdbapiStore, backend: Backend) -> None:
+    """In PostgreSQL a tenant context sees only its connectors, none without context, and the poll function is read-only."""
+    if backend.name != "postgres":
+        pytest.skip("row-level security is PostgreSQL's")
+    dsn = store._dsn  # type: ignore[attr-defined]
+    await store.insert_imap_connector(connector("00000000000000f1"))
+    await store.insert_imap_connector(connector("00000000000000f2", tenant="tenant-b"))
+    assert pg_query(dsn, "SELECT uid FROM tenant_imap_connectors", tenant="tenant-a")[0] == [("00000000000000f1",)]
+    assert pg_query(dsn, "SELECT count(*) FROM tenant_imap_connectors")[0] == [(0,)]
+    assert pg_query(dsn, "DELETE FROM tenant_imap_connectors WHERE tenant_id = 'tenant-b'", tenant="tenant-a")[1] == 0
+    rows, _ = pg_query(dsn, "SELECT (SELECT count(*) FROM aisoc_imap_connectors_to_poll()), "
+                            "(SELECT count(*) FROM tenant_imap_connectors)")
+    assert rows == [(2, 0)]
+    rows, _ = pg_query(dsn, "SELECT prosecdef, proconfig FROM pg_proc WHERE proname = 'aisoc_imap_connectors_to_poll'")
+    assert rows == [(True, ["search_path=pg_catalog, public, pg_temp"])]
 
 
 # -- failure modes ------------------------------------------------------------------------------
