@@ -34,6 +34,13 @@ class TemplateCatalog:
         dirs = [bundled_templates_dir(), *(Path(d) for d in directories)]
         return cls(load_templates(dirs), allowed)
 
+    def replace_with(self, other: "TemplateCatalog") -> None:
+        """
+        Take C{other}'s templates and allowed ids in place (a reload), so every holder of this
+        catalog (routes, pollers, the admin API) sees them at once.
+        """
+        self._templates, self._allowed = other._templates, other._allowed
+
     def allowed(self, template_id: str) -> bool:
         return template_id in self._templates and (self._allowed is None or template_id in self._allowed)
 

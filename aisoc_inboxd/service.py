@@ -8,8 +8,9 @@ listeners close, in-flight requests finish (bounded), then the sink flushes and 
 from __future__ import annotations
 
 import secrets
+import signal
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -21,7 +22,8 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.web.server import Site
 
 from aisoc_inboxd.catalog import TemplateCatalog
-from aisoc_inboxd.config import Settings
+from aisoc_inboxd import systemd
+from aisoc_inboxd.config import ConfigError, Settings
 from aisoc_inboxd.idempotency import Idempotency
 from aisoc_inboxd.imap import ImapPoller
 from aisoc_inboxd.inflight import InFlight
@@ -33,7 +35,8 @@ from aisoc_inboxd.ratelimit import RateLimiter
 from aisoc_inboxd.sinks import EventSink
 from aisoc_inboxd.store import Store
 from aisoc_inboxd.store.secrets import SecretBox
-from aisoc_inboxd.tls import ReloadableTLS, split_tls_endpoint
+from aisoc_inboxd.normalizer import TemplateError
+from aisoc_inboxd.tls import ReloadableTLS, TlsConfigError, split_tls_endpoint
 from aisoc_inboxd.tokens import TokenAdmin, TokenCache, TokenResolver
 from aisoc_inboxd.vendors import VendorGate, build_vendor_gate
 from aisoc_inboxd.web.tree import WebDeps, build_admin_resource, build_root_resource
@@ -149,13 +152,48 @@ class InboxDaemon(SequentialMultiService):
             child.setServiceParent(self)
         self.started: Deferred[None] = Deferred()
         self.start_failed = False
+        #: re-reads the config file for a reload (SIGHUP); None when there is no file to re-read
+        self.reload_settings: Callable[[], Settings] | None = None
+        self._previous_sighup: Any = None
 
     def startService(self) -> None:
         Service.startService(self)
         for child in self:
             if not isinstance(child, Listener) and child not in self._workers:
                 child.startService()
+        self._previous_sighup = signal.signal(signal.SIGHUP, self._on_sighup)
         Deferred.fromCoroutine(self._open()).chainDeferred(self.started)
+
+    def stopService(self) -> Deferred[None]:
+        systemd.notify("STOPPING=1")
+        signal.signal(signal.SIGHUP, self._previous_sighup or signal.SIG_DFL)
+        return super().stopService()
+
+    def _on_sighup(self, signum: int, frame: Any) -> None:
+        self._reactor.callFromThread(self.reload)
+
+    def reload(self) -> None:
+        """
+        Re-read the templates, the allowed template ids and the TLS certificates. Whatever fails to
+        load is logged and the old one keeps serving; nothing already accepted is affected.
+        """
+        systemd.notify("RELOADING=1")
+        try:
+            if self.reload_settings is not None:
+                settings = self.reload_settings()
+                catalog = TemplateCatalog.load(settings.templates.directories, settings.templates.allowed)
+                self.intake.catalog.replace_with(catalog)
+                _log.info("reloaded templates: {ids}", ids=", ".join(catalog.ids()))
+        except (ConfigError, TemplateError) as e:
+            _log.error("reload rejected, the previous templates keep serving: {error}", error=str(e))
+        for listener in self.listeners:
+            if listener.tls is not None:
+                try:
+                    listener.tls.reload()
+                except TlsConfigError as e:
+                    _log.error("reload of {name}'s certificate rejected, the previous one keeps serving: "
+                               "{error}", name=listener.name, error=str(e))
+        systemd.notify("READY=1")
 
     async def _open(self) -> None:
         try:
@@ -165,6 +203,8 @@ class InboxDaemon(SequentialMultiService):
                 worker.startService()
             for listener in self.listeners:
                 await listener.listen()
+            systemd.notify("READY=1\nSTATUS=listening on " + ", ".join(
+                f"{listener.name} {listener.port.getHost().port}" for listener in self.listeners if listener.port))
         except Exception as e:
             self.start_failed = True
             _log.failure("cannot start: {error}", error=str(e))
@@ -269,13 +309,15 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
         metrics_site.log = lambda request: None  # type: ignore[method-assign]
         listeners += [Listener(desc, metrics_site, reactor, "metrics") for desc in settings.metrics.listen]
     if settings.admin.listen:
-        admin = TokenAdmin(store, reactor, catalog.allowed, cache.invalidate)
+        admin = TokenAdmin(store, reactor, catalog.allowed, cache.invalidate)  # catalog reloads in place
         api_key = read_or_create(settings.state_path(settings.admin.api_key_file),
                                  lambda: secrets.token_urlsafe(32).encode("ascii"), "admin API key")
         admin_site = InboxSite(build_admin_resource(admin, store, cache, api_key, deps),
                                max_body_bytes=64 * 1024, on_too_large=lambda path: None, reactor=reactor)
         listeners += [Listener(desc, admin_site, reactor, "admin") for desc in settings.admin.listen]
-    workers: list[Service] = [store.invalidation_watcher(cache.invalidate, reactor),
+    watchdog = systemd.watchdog_interval()
+    workers: list[Service] = [*([systemd.Watchdog(reactor, watchdog)] if watchdog else []),
+                              store.invalidation_watcher(cache.invalidate, reactor),
                               IdempotencySweeper(store, reactor),
                               ImapPoller(store, catalog, pipeline, metrics, settings.imap, reactor, reactor)]
     return InboxDaemon(store, sink, intake, cache, metrics, inflight, workers, listeners, reactor)

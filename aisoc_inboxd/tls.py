@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
 from twisted.internet import ssl
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.logger import Logger
@@ -48,7 +48,7 @@ class TlsFiles:
             chain = [ssl.Certificate.loadPEM(pem).original for pem in chain_pems]
             dh = ssl.DiffieHellmanParameters.fromFile(FilePath(str(self.dh_parameters))) \
                 if self.dh_parameters else None
-        except (OSError, SSL.Error, ValueError) as e:
+        except (OSError, SSL.Error, crypto.Error, ValueError) as e:
             raise TlsConfigError(f"cannot load TLS certificate {self.cert} / key {self.private_key}: {e}") from e
         return ssl.CertificateOptions(privateKey=certificate.privateKey.original,
                                       certificate=certificate.original, extraCertChain=chain or None,
