@@ -1,0 +1,220 @@
+"""
+Splunk HTTP Event Collector bodies, and the status replies Splunk answers them with.
+
+The event endpoint takes one or more JSON envelopes, concatenated with or without whitespace
+(C{{"event": "a"}{"event": "b"}}); as a leniency a top-level JSON array of envelopes is read too. An
+envelope holds C{event} (required: a string, a number or an object) and optionally C{time} (epoch
+seconds as a number or a numeric string, fractions allowed), C{host}, C{source}, C{sourcetype},
+C{index} and C{fields} (an object). Each valid envelope becomes one record, the envelope as sent.
+
+Decisions, each pinned by a test:
+
+  - B{The events before the first bad one are accepted}, as Splunk and Vector do: the parse stops at
+    the first bad envelope and L{HecBatch} carries both the good records and the rejection, whose
+    C{invalid-event-number} is the 0-based index of the bad envelope.
+  - B{Blank}: C{""}, C{{}} and C{null} are "Event field cannot be blank" (13); an array or a boolean
+    is "Invalid data format" (6), like a C{time} that is not a non-negative number.
+  - B{The raw endpoint} splits the body on LF (a trailing CR is dropped, blank lines are skipped);
+    each line is one event whose metadata comes from the query string. A line that parses as CEF
+    becomes a CEF record instead (for the cef-syslog template); one that does not stays text.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from aisoc_inboxd.formats.cef import CefError, parse_cef_line
+from aisoc_inboxd.formats.json_body import Record
+
+
+@dataclass(frozen=True)
+class HecStatus:
+    """
+    One row of Splunk's HEC status table: the HTTP status, the C{code} and C{text} of the JSON body.
+    """
+
+    http_status: int
+    code: int
+    text: str
+
+
+# Splunk's documented HEC status codes ("Troubleshoot HTTP Event Collector"); the texts are Splunk's
+# byte for byte, since clients match on them.
+SUCCESS = HecStatus(200, 0, "Success")
+TOKEN_DISABLED = HecStatus(403, 1, "Token disabled")
+TOKEN_REQUIRED = HecStatus(401, 2, "Token is required")
+INVALID_AUTHORIZATION = HecStatus(401, 3, "Invalid authorization")
+INVALID_TOKEN = HecStatus(403, 4, "Invalid token")
+NO_DATA = HecStatus(400, 5, "No data")
+INVALID_DATA_FORMAT = HecStatus(400, 6, "Invalid data format")
+INTERNAL_ERROR = HecStatus(500, 8, "Internal server error")
+SERVER_BUSY = HecStatus(503, 9, "Server is busy")
+DATA_CHANNEL_MISSING = HecStatus(400, 10, "Data channel is missing")
+INVALID_DATA_CHANNEL = HecStatus(400, 11, "Invalid data channel")
+EVENT_FIELD_REQUIRED = HecStatus(400, 12, "Event field is required")
+EVENT_FIELD_BLANK = HecStatus(400, 13, "Event field cannot be blank")
+ACK_DISABLED = HecStatus(400, 14, "ACK is disabled")
+QUERY_STRING_AUTH_DISABLED = HecStatus(400, 16, "Query string authorization is not enabled")
+HEALTHY = HecStatus(200, 17, "HEC is healthy")
+UNHEALTHY = HecStatus(503, 18, "HEC is unhealthy, queues are full")
+
+#: the envelope keys Splunk reads as metadata, and the raw endpoint's query parameters
+METADATA_KEYS = ("host", "source", "sourcetype", "index")
+
+
+class HecError(ValueError):
+    """
+    Splunk rejects the body: C{status} says how, C{event_number} which envelope (0-based), if any.
+    """
+
+    def __init__(self, status: HecStatus, event_number: int | None = None) -> None:
+        super().__init__(status.text if event_number is None else f"{status.text} (event {event_number})")
+        self.status = status
+        self.event_number = event_number
+
+
+def reply_body(status: HecStatus, **extra: Any) -> dict[str, Any]:
+    """
+    Splunk's JSON reply: C{{"text": …, "code": N}} and C{ackId} or C{invalid-event-number}, in that order.
+    """
+    return {"text": status.text, "code": status.code, **extra}
+
+
+def error_body(error: HecError) -> dict[str, Any]:
+    if error.event_number is None:
+        return reply_body(error.status)
+    return reply_body(error.status, **{"invalid-event-number": error.event_number})
+
+
+@dataclass(frozen=True)
+class HecBatch:
+    """
+    The records of the envelopes before the first bad one, and why that one was rejected (if any).
+    """
+
+    records: tuple[Record, ...]
+    rejection: HecError | None = None
+
+
+def parse_event_body(body: bytes) -> HecBatch:
+    """
+    The envelopes of an event-endpoint body; C{HecError} (5) when it holds none at all.
+    """
+    text = body.decode("utf-8", "replace").removeprefix("\ufeff")
+    decoder = json.JSONDecoder()
+    records: list[Record] = []
+    position = _skip_space(text, 0)
+    if position == len(text):
+        raise HecError(NO_DATA)
+    while position < len(text):
+        number = len(records)
+        try:
+            document, end = decoder.raw_decode(text, position)
+        except json.JSONDecodeError:
+            return HecBatch(tuple(records), HecError(INVALID_DATA_FORMAT, number))
+        is_array = isinstance(document, list)
+        for item in document if is_array else [document]:
+            problem = envelope_problem(item)
+            if problem is not None:
+                return HecBatch(tuple(records), HecError(problem, len(records)))
+            raw = json.dumps(item, ensure_ascii=False) if is_array else text[position:end]
+            records.append(Record(item, raw))
+        position = _skip_space(text, end)
+    if not records:
+        raise HecError(NO_DATA)  # e.g. a lone []
+    return HecBatch(tuple(records))
+
+
+def envelope_problem(envelope: Any) -> HecStatus | None:
+    """
+    Why Splunk would refuse this envelope, or C{None} when it is fine.
+    """
+    if not isinstance(envelope, dict):
+        return INVALID_DATA_FORMAT
+    if "event" not in envelope:
+        return EVENT_FIELD_REQUIRED
+    event = envelope["event"]
+    if event is None or event == "" or event == {}:
+        return EVENT_FIELD_BLANK
+    if isinstance(event, (bool, list)):
+        return INVALID_DATA_FORMAT
+    if "time" in envelope and not _is_epoch_seconds(envelope["time"]):
+        return INVALID_DATA_FORMAT
+    if "fields" in envelope and not isinstance(envelope["fields"], dict):
+        return INVALID_DATA_FORMAT
+    return None
+
+
+def _is_epoch_seconds(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return False
+    return isinstance(value, (int, float)) and math.isfinite(value) and value >= 0
+
+
+def _skip_space(text: str, position: int) -> int:
+    while position < len(text) and text[position] in " \t\r\n":
+        position += 1
+    return position
+
+
+@dataclass(frozen=True)
+class RawBatch:
+    """
+    The events of a raw-endpoint body: text lines (for the token's template) and CEF lines.
+    """
+
+    text: tuple[Record, ...]
+    cef: tuple[Record, ...]
+
+
+def parse_raw_body(body: bytes, metadata: Mapping[str, str], parse_cef: bool) -> RawBatch:
+    """
+    One event per non-blank line, with C{metadata} (host, source, sourcetype, index) attached; CEF
+    lines become CEF records when C{parse_cef}. C{HecError} (5) when there is no line at all.
+    """
+    envelope = {key: metadata[key] for key in METADATA_KEYS if metadata.get(key)}
+    text: list[Record] = []
+    cef: list[Record] = []
+    for line in body.decode("utf-8", "replace").removeprefix("\ufeff").split("\n"):
+        line = line.removesuffix("\r")
+        if not line.strip():
+            continue
+        record = cef_record(line, envelope) if parse_cef else None
+        if record is None:
+            text.append(Record({"event": line, **envelope}, line))
+        else:
+            cef.append(record)
+    if not text and not cef:
+        raise HecError(NO_DATA)
+    return RawBatch(tuple(text), tuple(cef))
+
+
+def is_cef(record: Record) -> bool:
+    """
+    Whether a raw-endpoint record is a CEF record (text records always carry C{event}, CEF ones never).
+    """
+    return "event" not in record.data
+
+
+def cef_record(line: str, envelope: Mapping[str, str]) -> Record | None:
+    """
+    A CEF line as a record: the parsed L{CefEvent} fields (severity as its band's name), with the
+    HEC metadata under C{hec}; C{None} when the line is not CEF.
+    """
+    try:
+        event = parse_cef_line(line)
+    except CefError:
+        return None
+    data = dataclasses.asdict(event)
+    data["severity"] = event.severity.value
+    if envelope:
+        data["hec"] = dict(envelope)
+    return Record(data, line)

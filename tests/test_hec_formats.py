@@ -1,0 +1,217 @@
+"""
+The Splunk HEC body parsers (envelopes, raw lines, CEF lines) and the indexer-acknowledgement
+channels, without a reactor: tables over the corpus and over each rejection Splunk documents.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet.task import Clock
+
+from aisoc_inboxd.formats import hec
+from aisoc_inboxd.formats.hec import HecError, HecStatus, parse_event_body, parse_raw_body
+from aisoc_inboxd.hec_acks import AckChannels, ChannelsFull
+
+FIXTURES = Path(__file__).parent / "fixtures" / "hec"
+
+
+def fixture(name: str) -> bytes:
+    return (FIXTURES / name).read_bytes()
+
+
+def expected(name: str) -> dict[str, Any]:
+    return json.loads((FIXTURES / name).read_text())["expect"]
+
+
+# -- event endpoint -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["aisoc-spec-example", "authored-envelopes-ndjson", "fluentbit-batch-concatenated"])
+def test_corpus_bodies_give_one_record_per_envelope(name: str) -> None:
+    """Each corpus body yields as many records as its expectation lists, each holding the envelope's event."""
+    batch = parse_event_body(fixture(f"{name}.txt"))
+    facts = expected(f"{name}.expected.json")
+    assert batch.rejection is None
+    assert len(batch.records) == facts["event_count"]
+    for record, fact in zip(batch.records, facts["events"]):
+        if "event" in fact:
+            assert record.data["event"] == fact["event"]
+        for key in ("host", "sourcetype", "index", "fields"):
+            if key in fact:
+                assert record.data[key] == fact[key]
+
+
+def test_concatenated_envelopes_keep_their_exact_text_as_raw() -> None:
+    """Envelopes concatenated without separators each keep their own bytes as the record's raw text."""
+    batch = parse_event_body(fixture("fluentbit-batch-concatenated.txt"))
+    assert [r.raw for r in batch.records] == [
+        '{"event": "Pony 1 has left the barn"}', '{"event": "Pony 2 has left the barn"}',
+        '{"event": "Pony 3 has left the barn", "nested": {"key1": "value1"}}']
+
+
+def test_top_level_array_is_read_as_envelopes() -> None:
+    """A JSON array of envelopes (a leniency; Splunk wants them concatenated) gives one record each."""
+    batch = parse_event_body(b' [{"event": "a"}, {"event": {"b": 1}, "time": 1.5}]\n{"event": 3}')
+    assert [r.data["event"] for r in batch.records] == ["a", {"b": 1}, 3]
+    assert batch.records[1].raw == '{"event": {"b": 1}, "time": 1.5}'
+
+
+@pytest.mark.parametrize("body, status, number, accepted", [
+    (b"", hec.NO_DATA, None, 0),
+    (b" \r\n\t", hec.NO_DATA, None, 0),
+    (b"[]", hec.NO_DATA, None, 0),
+    (b'{"event": "a"} {"event": ', hec.INVALID_DATA_FORMAT, 1, 1),
+    (b"not json", hec.INVALID_DATA_FORMAT, 0, 0),
+    (b'"just a string"', hec.INVALID_DATA_FORMAT, 0, 0),
+    (b'{"event": "a"}{"time": 1}', hec.EVENT_FIELD_REQUIRED, 1, 1),
+    (b'{"event": ""}', hec.EVENT_FIELD_BLANK, 0, 0),
+    (b'{"event": {}}', hec.EVENT_FIELD_BLANK, 0, 0),
+    (b'{"event": null}', hec.EVENT_FIELD_BLANK, 0, 0),
+    (b'{"event": [1]}', hec.INVALID_DATA_FORMAT, 0, 0),
+    (b'{"event": true}', hec.INVALID_DATA_FORMAT, 0, 0),
+    (b'{"event": "a", "time": "yesterday"}', hec.INVALID_DATA_FORMAT, 0, 0),
+    (b'{"event": "a", "time": -1}', hec.INVALID_DATA_FORMAT, 0, 0),
+    (b'{"event": "a", "fields": [1]}', hec.INVALID_DATA_FORMAT, 0, 0),
+    (b'{"event": "a"}{"event": "b"}[{"event": "c"}, 7]', hec.INVALID_DATA_FORMAT, 3, 3),
+])
+def test_rejections_name_splunks_code_and_the_first_bad_event(body: bytes, status: HecStatus, number: int | None,
+                                                              accepted: int) -> None:
+    """Each bad body gets Splunk's status for it, the 0-based number of the first bad envelope, and keeps the good ones before it."""
+    try:
+        batch = parse_event_body(body)
+    except HecError as e:
+        error, records = e, ()
+    else:
+        assert batch.rejection is not None
+        error, records = batch.rejection, batch.records
+    assert (error.status, error.event_number, len(records)) == (status, number, accepted)
+
+
+@pytest.mark.parametrize("time", [1426279439, 1433188255.5, "1433188255.500", "0"])
+def test_time_may_be_epoch_seconds_as_number_or_numeric_string(time: Any) -> None:
+    """Epoch seconds are accepted as integers, fractions and numeric strings, and kept as sent."""
+    [record] = parse_event_body(json.dumps({"event": "x", "time": time}).encode()).records
+    assert record.data["time"] == time
+
+
+@pytest.mark.parametrize("status, extra, body", [
+    (hec.SUCCESS, {}, '{"text":"Success","code":0}'),
+    (hec.SUCCESS, {"ackId": 7}, '{"text":"Success","code":0,"ackId":7}'),
+    (hec.INVALID_DATA_FORMAT, {"invalid-event-number": 2}, '{"text":"Invalid data format","code":6,"invalid-event-number":2}'),
+    (hec.HEALTHY, {}, '{"text":"HEC is healthy","code":17}'),
+])
+def test_reply_body_key_order_matches_splunk(status: HecStatus, extra: dict[str, Any], body: str) -> None:
+    """Replies list text, code, then ackId or invalid-event-number, the order splunkd writes them."""
+    assert json.dumps(hec.reply_body(status, **extra), separators=(",", ":")) == body
+
+
+# -- raw endpoint ---------------------------------------------------------------------------------
+
+def test_raw_lines_become_events_with_query_metadata() -> None:
+    """Each LF-terminated corpus line is one event carrying the query string's host, source, sourcetype and index."""
+    metadata = {"host": "web01", "source": "access.log", "sourcetype": "access_combined", "index": "web", "x": "y"}
+    batch = parse_raw_body(fixture("fluentbit-raw-access-log-lines.txt"), metadata, parse_cef=True)
+    facts = expected("fluentbit-raw-access-log-lines.expected.json")
+    assert len(batch.text) == facts["event_count"] and batch.cef == ()
+    assert batch.text[0].data == {"event": facts["first_event_raw"], "host": "web01", "source": "access.log",
+                                  "sourcetype": "access_combined", "index": "web"}
+    assert batch.text[0].raw == facts["first_event_raw"]
+
+
+@pytest.mark.parametrize("name, count", [("fluentbit-raw-access-log-unseparated.txt", 1), ("fluentbit-raw-hello.txt", 1)])
+def test_raw_body_without_line_breaks_is_one_event(name: str, count: int) -> None:
+    """A raw body with no line break is one event, whatever it holds."""
+    assert len(parse_raw_body(fixture(name), {}, parse_cef=True).text) == count
+
+
+def test_raw_crlf_and_blank_lines_and_empty_body() -> None:
+    """CR before LF is dropped, blank lines are skipped, and a body of only blank lines is No data (5)."""
+    batch = parse_raw_body(b"one\r\n\r\n  \ntwo", {}, parse_cef=False)
+    assert [r.data["event"] for r in batch.text] == ["one", "two"]
+    with pytest.raises(HecError) as caught:
+        parse_raw_body(b"\r\n \n", {}, parse_cef=False)
+    assert caught.value.status is hec.NO_DATA
+
+
+def test_raw_cef_lines_become_cef_records_and_malformed_cef_stays_text() -> None:
+    """A raw line that parses as CEF becomes a CEF record (HEC metadata under hec); a broken CEF line stays a text event."""
+    body = (b"<13>Jan 1 host CEF:0|Security|threatmanager|1.0|100|worm stopped|10|src=10.0.0.1 dst=2.1.2.2 spt=1232\n"
+            b"CEF:0|only|three fields\n"
+            b"plain text\n")
+    batch = parse_raw_body(body, {"sourcetype": "cef"}, parse_cef=True)
+    [cef] = batch.cef
+    assert hec.is_cef(cef) and not any(hec.is_cef(r) for r in batch.text)
+    assert (cef.data["device_vendor"], cef.data["name"], cef.data["severity"], cef.data["severity_raw"]) == (
+        "Security", "worm stopped", "Very-High", "10")
+    assert cef.data["extensions"] == {"src": "10.0.0.1", "dst": "2.1.2.2", "spt": "1232"}
+    assert cef.data["prefix"] == "<13>Jan 1 host" and cef.data["hec"] == {"sourcetype": "cef"}
+    assert [r.data["event"] for r in batch.text] == ["CEF:0|only|three fields", "plain text"]
+
+
+def test_raw_cef_lines_stay_text_without_a_cef_template() -> None:
+    """Without the cef-syslog template a CEF line is an ordinary text event, never dropped."""
+    batch = parse_raw_body(b"CEF:0|V|P|1|100|n|5|src=1.2.3.4\n", {}, parse_cef=False)
+    assert batch.cef == () and batch.text[0].data == {"event": "CEF:0|V|P|1|100|n|5|src=1.2.3.4"}
+
+
+# -- indexer acknowledgement ----------------------------------------------------------------------
+
+def channels(clock: Clock, max_channels: int = 2, max_acks: int = 3, idle: float = 600) -> AckChannels:
+    return AckChannels(clock, max_channels_per_token=max_channels, max_acks_per_channel=max_acks, idle_timeout=idle)
+
+
+def test_ack_ids_count_per_channel_and_read_true_once() -> None:
+    """Ids start at 0 per channel; a query reads issued ids true once, then false, and unknown ids false."""
+    acks = channels(Clock())
+    assert [acks.issue("fp", "c1"), acks.issue("fp", "c1"), acks.issue("fp", "c2")] == [0, 1, 0]
+    assert acks.query("fp", "c1", [0, 1, 5]) == {0: True, 1: True, 5: False}
+    assert acks.query("fp", "c1", [0, 1]) == {0: False, 1: False}
+    assert acks.query("fp", "c2", [0]) == {0: True}
+
+
+def test_ack_query_is_scoped_to_token_and_channel_and_creates_nothing() -> None:
+    """Another token's or channel's ids read false, and querying an unknown channel does not open it."""
+    acks = channels(Clock())
+    acks.issue("fp-a", "c")
+    assert acks.query("fp-b", "c", [0]) == {0: False}
+    assert acks.query("fp-a", "other", [0]) == {0: False}
+    assert len(acks) == 1
+
+
+def test_channels_per_token_are_bounded_until_one_idles_out() -> None:
+    """A token's third channel is refused while two are in use, and admitted once an idle one expires on the clock."""
+    clock = Clock()
+    acks = channels(clock, max_channels=2, idle=600)
+    acks.open("fp", "c1")
+    clock.advance(300)
+    acks.open("fp", "c2")
+    acks.open("other-token", "c3")
+    with pytest.raises(ChannelsFull):
+        acks.open("fp", "c3")
+    acks.open("fp", "c1")  # an existing channel is always admitted
+    clock.advance(599)
+    with pytest.raises(ChannelsFull):
+        acks.open("fp", "c3")
+    clock.advance(1)  # every channel has now been idle for 600 s
+    acks.open("fp", "c3")
+    assert len(acks) == 1
+
+
+def test_idle_channel_forgets_its_unqueried_acks() -> None:
+    """An ack not queried before its channel idles out reads false afterwards (the client resends)."""
+    clock = Clock()
+    acks = channels(clock, idle=60)
+    acks.issue("fp", "c")
+    clock.advance(60)
+    assert acks.query("fp", "c", [0]) == {0: False}
+    assert acks.issue("fp", "c") == 0  # a fresh channel
+
+
+def test_pending_acks_per_channel_drop_the_oldest() -> None:
+    """Past the per-channel bound the oldest unqueried ack is dropped and reads false; the newer ones stay true."""
+    acks = channels(Clock(), max_acks=3)
+    for _ in range(5):
+        acks.issue("fp", "c")
+    assert acks.query("fp", "c", range(5)) == {0: False, 1: False, 2: True, 3: True, 4: True}
