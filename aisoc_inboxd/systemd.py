@@ -12,10 +12,10 @@ import os
 import socket
 from typing import Mapping
 
-from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+
+from aisoc_inboxd.periodic import Periodic
 
 _log = Logger()
 
@@ -52,26 +52,9 @@ def watchdog_interval(environ: Mapping[str, str] | None = None) -> float | None:
     return int(usec) / 2_000_000
 
 
-class Watchdog(Service):
+def watchdog(clock: IReactorTime, interval: float) -> Periodic:
     """
     Pings the service manager's watchdog from the reactor: a stuck reactor stops the pings, and
     systemd restarts the daemon.
     """
-
-    name = "systemd-watchdog"
-
-    def __init__(self, clock: IReactorTime, interval: float) -> None:
-        self._clock = clock
-        self._interval = interval
-        self._loop: LoopingCall | None = None
-
-    def startService(self) -> None:
-        super().startService()
-        self._loop = LoopingCall(notify, "WATCHDOG=1")
-        self._loop.clock = self._clock
-        self._loop.start(self._interval, now=True)
-
-    def stopService(self) -> None:
-        super().stopService()
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
+    return Periodic("systemd-watchdog", lambda: notify("WATCHDOG=1"), clock, interval)

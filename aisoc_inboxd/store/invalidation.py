@@ -19,7 +19,6 @@ from typing import Any, Callable
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 CHANNEL = "aisoc_inbox_invalidate"
@@ -90,41 +89,18 @@ class PostgresInvalidationListener(Service):
             connection.close()
 
 
-class RetiredTokenPoller(Service):
+class RetiredTokenPoller:
     """
     Asks the store every C{interval} seconds which tokens were retired since the last look.
     """
 
-    name = "token-invalidation"
-    _log = Logger()
-
     def __init__(self, retired_since: Callable[[float], Deferred[list[tuple[str, float]]]],
-                 on_invalidate: OnInvalidate, clock: IReactorTime, interval: float = 1.0) -> None:
+                 on_invalidate: OnInvalidate, clock: IReactorTime) -> None:
         self._retired_since = retired_since
         self._on_invalidate = on_invalidate
-        self._clock = clock
-        self._interval = interval
-        self._since = 0.0
-        self._loop: LoopingCall | None = None
+        self._since = clock.seconds()
 
-    def startService(self) -> None:
-        super().startService()
-        self._since = self._clock.seconds()
-        self._loop = LoopingCall(self._tick)
-        self._loop.clock = self._clock
-        self._loop.start(self._interval, now=False)
-
-    def stopService(self) -> None:
-        super().stopService()
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
-
-    async def _tick(self) -> None:
-        try:
-            retired = await self._retired_since(self._since)
-        except Exception:
-            self._log.failure("polling for retired tokens failed; retrying")
-            return
-        for fingerprint, when in retired:
+    async def poll(self) -> None:
+        for fingerprint, when in await self._retired_since(self._since):
             self._on_invalidate(fingerprint)
             self._since = max(self._since, when)

@@ -16,6 +16,7 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 
+from aisoc_inboxd.periodic import Periodic
 from aisoc_inboxd.store._adbapi import ACTIVE, COLUMNS, AdbapiStore
 from aisoc_inboxd.store.invalidation import OnInvalidate, RetiredTokenPoller
 from aisoc_inboxd.store.secrets import SecretBox
@@ -74,7 +75,8 @@ class SqliteStore(AdbapiStore):
         """
         Polls for tokens another process (the CLI) retired in this file.
         """
-        return RetiredTokenPoller(self.retired_since, on_invalidate, clock)
+        poller = RetiredTokenPoller(self.retired_since, on_invalidate, clock)
+        return Periodic("token-invalidation", poller.poll, clock, interval=1.0, now=False)
 
     def broadcast_invalidation(self, fingerprint: str) -> Deferred[None]:
         """
