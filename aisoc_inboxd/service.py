@@ -16,7 +16,6 @@ from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.web.server import Site
@@ -30,6 +29,7 @@ from aisoc_inboxd.inflight import InFlight
 from aisoc_inboxd.keyfiles import read_or_create
 from aisoc_inboxd.intake import Intake
 from aisoc_inboxd.metrics import Metrics, MetricsResource
+from aisoc_inboxd.periodic import Periodic
 from aisoc_inboxd.pipeline import Pipeline
 from aisoc_inboxd.ratelimit import RateLimiter
 from aisoc_inboxd.sinks import EventSink
@@ -247,38 +247,6 @@ def build_sink(settings: Settings, reactor: Any, metrics: Metrics) -> EventSink:
     return FileSink(settings.state_path(file.directory), reactor, max_bytes=file.max_bytes)
 
 
-class IdempotencySweeper(Service):
-    """
-    Forgets expired idempotency keys every few minutes. Never raises: a failed sweep is retried.
-    """
-
-    name = "idempotency-sweeper"
-
-    def __init__(self, store: Store, clock: Any, interval: float = 300.0) -> None:
-        self._store = store
-        self._clock = clock
-        self._interval = interval
-        self._loop: LoopingCall | None = None
-
-    def startService(self) -> None:
-        super().startService()
-        self._loop = LoopingCall(self._sweep)
-        self._loop.clock = self._clock
-        self._loop.start(self._interval, now=True)
-
-    def stopService(self) -> None:
-        super().stopService()
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
-
-    async def _sweep(self) -> None:
-        try:
-            await self._store.sweep_idempotency_keys(self._clock.seconds())
-        except Exception:
-            _log.failure("sweeping expired idempotency keys failed; retrying in {interval}s",
-                         interval=self._interval)
-
-
 def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
                  vendors: VendorGate | None = None) -> InboxDaemon:
     """
@@ -316,8 +284,9 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
                                max_body_bytes=64 * 1024, on_too_large=lambda path: None, reactor=reactor)
         listeners += [Listener(desc, admin_site, reactor, "admin") for desc in settings.admin.listen]
     watchdog = systemd.watchdog_interval()
-    workers: list[Service] = [*([systemd.Watchdog(reactor, watchdog)] if watchdog else []),
+    workers: list[Service] = [*([systemd.watchdog(reactor, watchdog)] if watchdog else []),
                               store.invalidation_watcher(cache.invalidate, reactor),
-                              IdempotencySweeper(store, reactor),
+                              Periodic("idempotency-sweeper",
+                                       lambda: store.sweep_idempotency_keys(reactor.seconds()), reactor, 300.0),
                               ImapPoller(store, catalog, pipeline, metrics, settings.imap, reactor, reactor)]
     return InboxDaemon(store, sink, intake, cache, metrics, inflight, workers, listeners, reactor)
