@@ -123,7 +123,7 @@ def test_sendgrid_lf_only_form_is_parsed_and_the_subject_field_wins() -> None:
 
 
 def test_ses_base64_content_and_sns_confirmation() -> None:
-    """An SES notification with Base64 content is parsed as MIME; a SubscriptionConfirmation yields no record, only its topic and URL."""
+    """An SES notification with Base64 content is parsed as MIME; a SubscriptionConfirmation yields no record, only its envelope."""
     body = decode_email_body("text/plain", "text/plain", (EMAIL / "authored-ses-sns-base64.json").read_bytes())
     [record] = [r.data for r in body.records]
     assert (body.relay, record["subject"]) == ("ses", "[Tenable] Critical vulnerability on web-01")
@@ -131,7 +131,8 @@ def test_ses_base64_content_and_sns_confirmation() -> None:
     control = decode_email_body("text/plain", "text/plain",
                                 (EMAIL / "authored-sns-subscription-confirmation.json").read_bytes())
     assert control.records == []
-    assert control.sns_control is not None and control.sns_control.subscribe_url.startswith("https://sns.")
+    assert control.sns_envelope is not None and control.sns_envelope["SubscribeURL"].startswith("https://sns.")
+    assert body.sns_envelope is not None and body.sns_envelope["Type"] == "Notification"
 
 
 def test_mailgun_parsed_and_raw_forms() -> None:

@@ -360,3 +360,34 @@ def test_default_policy_allows_only_sns_hosts_over_https() -> None:
     for url in ("http://sns.us-west-2.amazonaws.com/x.pem", "https://sns.amazonaws.com.evil.example/x.pem",
                 "https://s3.amazonaws.com/x.pem", "https://sns.us-west-2.amazonaws.com@evil.example/x.pem", None):
         assert not policy.allows(url)
+
+
+@pytest_twisted.ensureDeferred
+async def test_ses_through_sns_on_the_email_route_gets_the_sns_checks(reactor: Any, tmp_path: Path,
+                                                                      aws: FakeAws) -> None:
+    """On /v1/inbox/email the SNS envelope around an SES mail is verified like on aws-sns (a tampered one
+    is 401), and a SubscriptionConfirmation for an allowed topic is confirmed and never published."""
+    running = await sns_daemon(reactor, tmp_path, aws.gate(verify=True, auto_confirm=frozenset({TOPIC}),
+                                                           reactor=reactor))
+    try:
+        token = await running.mint(template="email-forwarded")
+        ses = {"notificationType": "Received", "receipt": {"action": {"type": "SNS", "encoding": "UTF8"}},
+               "mail": {"messageId": "ses-1", "source": "alerts@acme.example"},
+               "content": "From: alerts@acme.example\r\nTo: soc@example.com\r\nSubject: [Acme] Malware found\r\n"
+                          "Message-ID: <m1@acme.example>\r\nDate: Fri, 08 May 2026 09:00:00 +0000\r\n\r\nDetails.\r\n"}
+        good = aws.message("Notification", Message=json.dumps(ses))
+        status, body, _ = await running.post(f"/v1/inbox/email/{token}", json.dumps(good).encode(), SNS_HEADERS)
+        assert (status, body) == (200, {"accepted": 1, "template": "email-forwarded"})
+        tampered = {**good, "Message": json.dumps({**ses, "content": ses["content"].replace("Malware", "Nothing")})}
+        status, body, _ = await running.post(f"/v1/inbox/email/{token}", json.dumps(tampered).encode(), SNS_HEADERS)
+        assert status == 401 and "signature does not match" in body["error"]
+        confirmation = aws.message("SubscriptionConfirmation")
+        status, body, _ = await running.post(f"/v1/inbox/email/{token}", json.dumps(confirmation).encode(),
+                                             SNS_HEADERS)
+        assert (status, body) == (200, {"accepted": 0, "template": "email-forwarded"})
+        assert "/?Action=ConfirmSubscription&Token=2336412f37fb687f" in aws.recorder.requests
+        [event] = running.events()
+        assert_valid_ocsf(event)
+        assert event["finding_info"]["title"] == "[Acme] Malware found"
+    finally:
+        await running.stop()

@@ -63,25 +63,16 @@ DEFAULT_LIMITS = EmailLimits()
 
 
 @dataclass(frozen=True)
-class SnsControl:
-    """
-    An SNS SubscriptionConfirmation or UnsubscribeConfirmation: acknowledged, never an event.
-    """
-
-    type: str
-    topic_arn: str | None
-    subscribe_url: str | None
-
-
-@dataclass(frozen=True)
 class EmailBody:
     """
-    What one POST carried: e-mail records, or an SNS control message (and then no records).
+    What one POST carried: e-mail records; for an SNS delivery also its envelope, which the route
+    has checked like any SNS delivery (signature, subscription confirmation). A control message
+    (SubscriptionConfirmation, UnsubscribeConfirmation) carries no records: it is never an event.
     """
 
     records: list[Record]
     relay: str
-    sns_control: SnsControl | None = None
+    sns_envelope: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -186,10 +177,8 @@ def _from_json(document: Any, limits: EmailLimits) -> EmailBody:
 
 
 def _from_sns(envelope: dict[str, Any], limits: EmailLimits) -> EmailBody:
-    kind = envelope["Type"]
-    if kind != "Notification":
-        return EmailBody([], "ses", SnsControl(kind, _text_or_none(envelope.get("TopicArn")),
-                                                _text_or_none(envelope.get("SubscribeURL"))))
+    if envelope["Type"] != "Notification":
+        return EmailBody([], "ses", envelope)
     message = envelope.get("Message")
     if not isinstance(message, str):
         raise BodyError("SNS Notification without a Message string")
@@ -199,7 +188,7 @@ def _from_sns(envelope: dict[str, Any], limits: EmailLimits) -> EmailBody:
         notification = None
     if not isinstance(notification, dict) or "mail" not in notification:
         raise BodyError("SNS Notification whose Message is not an SES e-mail notification")
-    return EmailBody([as_record(_from_ses(notification, limits))], "ses")
+    return EmailBody([as_record(_from_ses(notification, limits))], "ses", envelope)
 
 
 def _from_ses(notification: dict[str, Any], limits: EmailLimits) -> dict[str, Any]:
@@ -812,10 +801,6 @@ def _json_list(text: str | None) -> list[Any]:
 
 def _first(items: list[str]) -> str | None:
     return items[0] if items else None
-
-
-def _text_or_none(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
 
 
 def _unique(items: Iterable[str]) -> list[str]:

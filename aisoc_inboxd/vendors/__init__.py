@@ -4,7 +4,7 @@ subscription confirmations), behind one seam the token routes call before publis
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 from twisted.internet.interfaces import IReactorTime
 
@@ -28,6 +28,13 @@ class VendorGate:
     async def screen(self, template: Template, records: Sequence[Record]) -> None:
         if self._sns is not None and template.id in self._sns_templates:
             await self._sns.screen(records)
+
+    async def screen_sns(self, envelope: dict[str, Any]) -> None:
+        """
+        Check one SNS envelope that reached a route by another template (SES on the e-mail route).
+        """
+        if self._sns is not None:
+            await self._sns.screen([Record(envelope, "")])
 
 
 def build_vendor_gate(settings: VendorSettings, reactor: IReactorTime) -> VendorGate:

@@ -6,11 +6,13 @@ Success is exactly C{200} (Postmark retries anything else; Mailgun treats 406 as
 """
 from __future__ import annotations
 
-from twisted.logger import Logger
+from typing import Any
+
 from twisted.web.server import Request
 
 from aisoc_inboxd.formats.email import decode_email_body
 from aisoc_inboxd.formats.json_body import Record
+from aisoc_inboxd.intake import Binding
 from aisoc_inboxd.web.body import media_type
 from aisoc_inboxd.web.errors import unsupported_media
 from aisoc_inboxd.web.token_route import TokenRoute
@@ -24,7 +26,7 @@ EMAIL_CARRIERS = frozenset({
 
 class EmailRoute(TokenRoute):
     route = "email"
-    _log = Logger()
+    _sns_envelope: dict[str, Any] | None = None
 
     def decode(self, request: Request, body: bytes) -> list[Record]:
         kind = media_type(request)
@@ -34,10 +36,13 @@ class EmailRoute(TokenRoute):
                 f"application/x-www-form-urlencoded or message/rfc822")
         header = (request.getHeader(b"content-type") or b"").decode("latin-1")
         decoded = decode_email_body(kind, header, body)
-        control = decoded.sns_control
-        if control is not None:
-            # Acknowledged and never published; confirming is the operator's step (the URL is in the log).
-            self._log.info("SNS {kind} for topic {topic} on the e-mail route; not an event. To confirm, "
-                           "open its SubscribeURL: {url}", kind=control.type, topic=control.topic_arn,
-                           url=control.subscribe_url)
+        self._sns_envelope = decoded.sns_envelope
         return decoded.records
+
+    async def screen(self, binding: Binding, records: list[Record]) -> None:
+        """
+        SES through SNS: the SNS envelope gets the same checks as on the aws-sns template (signature
+        when configured; a subscription confirmation logged and, for an allowed topic, confirmed).
+        """
+        if self._sns_envelope is not None:
+            await self._vendors.screen_sns(self._sns_envelope)

@@ -73,6 +73,13 @@ class TokenRoute(JsonRoute):
         """
         raise NotImplementedError
 
+    async def screen(self, binding: Binding, records: list[Record]) -> None:
+        """
+        The vendor checks for this template (e.g. SNS signatures and confirmations); raise an
+        L{HttpError} to refuse the request.
+        """
+        await self._vendors.screen(binding.template, records)
+
     @staticmethod
     def _fingerprint(binding: Binding) -> str:
         assert binding.token is not None  # token routes always bind through a token
@@ -87,7 +94,7 @@ class TokenRoute(JsonRoute):
             raw = raw_body(request)
             self._intake.verify_signature(binding, raw, header_values(request))
             records = self.decode(request, decode_content(request, raw, self._max_body_bytes))
-            await self._vendors.screen(binding.template, records)  # e.g. SNS signatures, confirmations
+            await self.screen(binding, records)
         except BodyError as e:
             raise bad_request(f"bad body: {e}", template_id) from None
         except HttpError as e:
