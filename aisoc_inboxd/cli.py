@@ -68,6 +68,10 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--tenant", required=True)
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(handler=_token_list)
+    stats = token.add_parser("stats", help="a tenant's tokens with requests, errors and last request over 24 h")
+    stats.add_argument("--tenant", required=True)
+    stats.add_argument("--json", action="store_true")
+    stats.set_defaults(handler=_token_stats)
 
     templates = commands.add_parser("templates", help="bundled and configured templates").add_subparsers(
         dest="action", required=True)
@@ -255,6 +259,25 @@ def _token_list(settings: Settings, args: argparse.Namespace) -> int:
             for row in rows:
                 print(f"{row['fingerprint'][:16]:<18}{row['template']:<26}{row['state']:<9}"
                       f"{'yes' if row['signed'] else 'no':<8}{row['created']:<22}{row['label'] or ''}")
+        return 0
+
+    return _with_store(settings, work)
+
+
+def _token_stats(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(store: Any) -> int:
+        admin, _ = _admin(settings, store)
+        rows = await admin.stats(args.tenant)
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            print(f"{'FINGERPRINT':<18}{'TEMPLATE':<26}{'STATE':<9}{'REQUESTS':>9}{'ERRORS':>8}{'RATE':>8}  "
+                  f"{'LAST SEEN':<22}LABEL")
+            for row in rows:
+                rate = "-" if row["error_rate_24h"] is None else f"{100 * row['error_rate_24h']:.1f}%"
+                print(f"{row['fingerprint'][:16]:<18}{row['template']:<26}{row['state']:<9}"
+                      f"{row['requests_24h']:>9}{row['errors_24h']:>8}{rate:>8}  {row['last_seen'] or 'never':<22}"
+                      f"{row['label'] or ''}")
         return 0
 
     return _with_store(settings, work)

@@ -5,7 +5,7 @@ the sink, and a Deferred that fires only when the sink has made them durable.
 from __future__ import annotations
 
 import json
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from twisted.internet.defer import Deferred, succeed
 
@@ -16,9 +16,15 @@ from aisoc_inboxd.sinks import EventSink, SinkRecord
 
 
 class Pipeline:
-    def __init__(self, sink: EventSink, metrics: Metrics) -> None:
+    def __init__(self, sink: EventSink, metrics: Metrics,
+                 on_published: Callable[[str, int], None] = lambda template_id, count: None) -> None:
+        """
+        @param on_published: told the template id and number of events of every durable publish
+            (the status page's event rates).
+        """
         self._sink = sink
         self._metrics = metrics
+        self._on_published = on_published
 
     def ready(self) -> bool:
         return self._sink.ready()
@@ -46,4 +52,5 @@ class Pipeline:
 
     def _published(self, _: None, template_id: str, count: int) -> int:
         self._metrics.events.labels(template_id).inc(count)
+        self._on_published(template_id, count)
         return count

@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.web.server import Site
 
+from aisoc_inboxd.activity import EventRates, RecentErrors
 from aisoc_inboxd.catalog import TemplateCatalog
 from aisoc_inboxd import systemd
 from aisoc_inboxd.config import ConfigError, Settings
@@ -31,6 +32,7 @@ from aisoc_inboxd.intake import Intake
 from aisoc_inboxd.metrics import Metrics, MetricsResource
 from aisoc_inboxd.periodic import Periodic
 from aisoc_inboxd.pipeline import Pipeline
+from aisoc_inboxd.push_stats import PushStatsRecorder
 from aisoc_inboxd.ratelimit import RateLimiter
 from aisoc_inboxd.sinks import EventSink
 from aisoc_inboxd.store import Store
@@ -39,6 +41,7 @@ from aisoc_inboxd.normalizer import TemplateError
 from aisoc_inboxd.tls import ReloadableTLS, TlsConfigError, split_tls_endpoint
 from aisoc_inboxd.tokens import TokenAdmin, TokenCache, TokenResolver
 from aisoc_inboxd.vendors import VendorGate, build_vendor_gate
+from aisoc_inboxd.web.status import StatusSources
 from aisoc_inboxd.web.tree import WebDeps, build_admin_resource, build_root_resource
 from aisoc_inboxd.web.site import InboxSite
 
@@ -262,11 +265,14 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
     cache = TokenCache(reactor, ttl=cache_settings.ttl, negative_ttl=cache_settings.negative_ttl,
                        max_size=cache_settings.max_size, on_size=metrics.token_cache_size.set)
     http = settings.http
-    pipeline = Pipeline(sink, metrics)
+    rates, recent_errors = EventRates(reactor), RecentErrors(reactor)
+    pipeline = Pipeline(sink, metrics, rates.published)
     intake = Intake(TokenResolver(store, cache), catalog, pipeline,
                     RateLimiter(reactor, http.rate_limit_per_min), Idempotency(store, reactor), reactor)
     inflight = InFlight(reactor)
+    push_stats = PushStatsRecorder(store, reactor, lambda: inflight.drained(DRAIN_TIMEOUT))
     deps = WebDeps(intake=intake, metrics=metrics, inflight=inflight, max_body_bytes=http.max_body_bytes,
+                   observers=(push_stats.replied, recent_errors.replied),
                    vendors=vendors or build_vendor_gate(settings.vendors, reactor))
     site = InboxSite(build_root_resource(deps), max_body_bytes=http.max_body_bytes,
                      on_too_large=lambda path: metrics.request("webhook", None, "too_large"),
@@ -280,7 +286,8 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
         admin = TokenAdmin(store, reactor, catalog.allowed, cache.invalidate)  # catalog reloads in place
         api_key = read_or_create(settings.state_path(settings.admin.api_key_file),
                                  lambda: secrets.token_urlsafe(32).encode("ascii"), "admin API key")
-        admin_site = InboxSite(build_admin_resource(admin, store, cache, api_key, deps),
+        status = StatusSources(lambda: listeners, sink, store, rates, recent_errors, reactor)
+        admin_site = InboxSite(build_admin_resource(admin, store, cache, api_key, deps, status),
                                max_body_bytes=64 * 1024, on_too_large=lambda path: None, reactor=reactor)
         listeners += [Listener(desc, admin_site, reactor, "admin") for desc in settings.admin.listen]
     watchdog = systemd.watchdog_interval()
@@ -288,5 +295,6 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
                               store.invalidation_watcher(cache.invalidate, reactor),
                               Periodic("idempotency-sweeper",
                                        lambda: store.sweep_idempotency_keys(reactor.seconds()), reactor, 300.0),
+                              push_stats,
                               ImapPoller(store, catalog, pipeline, metrics, settings.imap, reactor, reactor)]
     return InboxDaemon(store, sink, intake, cache, metrics, inflight, workers, listeners, reactor)

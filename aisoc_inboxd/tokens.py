@@ -20,7 +20,8 @@ from typing import Callable
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
-from aisoc_inboxd.store import Store, TokenRecord
+from aisoc_inboxd.push_stats import WINDOW as PUSH_WINDOW
+from aisoc_inboxd.store import PushTotals, Store, TokenRecord
 
 TOKEN_PREFIX = "aisoc_inbox_"
 _TOKEN_BYTES = 32
@@ -150,18 +151,35 @@ class MintedToken:
         }
 
 
+def iso(epoch: float | None) -> str | None:
+    """
+    Epoch seconds as ISO 8601 UTC to the second, as the CLI and the admin API show times.
+    """
+    return None if epoch is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
 def token_row(record: TokenRecord) -> dict[str, object]:
     """
     A token as C{token list --json} and the admin API show it: never the token, never the secret.
     """
-    def iso(epoch: float | None) -> str | None:
-        return None if epoch is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
-
     state = "revoked" if record.revoked_at else "rotated" if record.rotated_at else "active"
     return {"fingerprint": record.fingerprint, "tenant": record.tenant_id, "template": record.template_id,
             "label": record.label, "signed": record.signing_secret is not None, "state": state,
             "created": iso(record.created_at), "rotated": iso(record.rotated_at),
             "revoked": iso(record.revoked_at)}
+
+
+def push_row(record: TokenRecord, totals: PushTotals | None) -> dict[str, object]:
+    """
+    A token with its push activity over the last 24 hours, as C{token stats --json} and the admin
+    API show it (the console's Push tab); C{error_rate_24h} is C{None} without requests.
+    """
+    row = token_row(record)
+    requests, errors = (totals.requests, totals.errors) if totals else (0, 0)
+    return {"fingerprint": record.fingerprint, "template": record.template_id, "label": record.label,
+            "state": row["state"], "requests_24h": requests, "errors_24h": errors,
+            "error_rate_24h": round(errors / requests, 4) if requests else None,
+            "last_seen": iso(totals.last_seen if totals else None)}
 
 
 class UnknownTemplate(ValueError):
@@ -224,6 +242,15 @@ class TokenAdmin:
 
     async def list(self, tenant_id: str) -> list[TokenRecord]:
         return await self._store.list_tokens(tenant_id)
+
+    async def stats(self, tenant_id: str) -> list[dict[str, object]]:
+        """
+        Every token of the tenant (as L{list}) with its push activity over the last 24 hours, as far
+        as the daemons sharing the store have flushed it (every few seconds).
+        """
+        since = self._clock.seconds() - PUSH_WINDOW
+        totals = {t.fingerprint: t for t in await self._store.push_totals(tenant_id, since)}
+        return [push_row(r, totals.get(r.fingerprint)) for r in await self._store.list_tokens(tenant_id)]
 
     async def find_active(self, tenant_id: str, fingerprint_or_prefix: str) -> TokenRecord:
         """

@@ -21,7 +21,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import capturedLogs
 
-from aisoc_inboxd.store import ImapConnectorRecord, StoreError, TokenRecord
+from aisoc_inboxd.store import ImapConnectorRecord, PushBucket, PushTotals, StoreError, TokenRecord
 from aisoc_inboxd.store._adbapi import AdbapiStore
 from aisoc_inboxd.store.migrations import Migration, load_migrations
 from aisoc_inboxd.store.postgres import PostgresStore
@@ -376,6 +376,100 @@ async def test_pg_imap_connectors_are_row_level_secured(store: AdbapiStore, back
     assert rows == [(2, 0)]
     rows, _ = pg_query(dsn, "SELECT prosecdef, proconfig FROM pg_proc WHERE proname = 'aisoc_imap_connectors_to_poll'")
     assert rows == [(True, ["search_path=pg_catalog, public, pg_temp"])]
+
+
+# -- push stats ---------------------------------------------------------------------------------
+
+def bucket(name: str, minute: int, requests: int = 1, errors: int = 0, seen: float = 0.0,
+           template: str = "generic") -> PushBucket:
+    start = T0 + 60 * minute
+    return PushBucket(fingerprint=fingerprint(name), template_id=template, bucket_start=start,
+                      requests=requests, errors=errors, last_seen=start + seen)
+
+
+@pytest_twisted.ensureDeferred
+async def test_push_stats_of_two_writers_add_up(backend: Backend, box: SecretBox, store: AdbapiStore) -> None:
+    """Two store instances adding to the same bucket sum its requests and errors and keep the later last_seen."""
+    other = backend.make(box)
+    other.startService()
+    try:
+        await store.add_push_stats("tenant-a", [bucket("a1", 0, requests=3, errors=1, seen=40)])
+        await other.add_push_stats("tenant-a", [bucket("a1", 0, requests=2, errors=2, seen=10),
+                                                bucket("a1", 1, requests=5, seen=5)])
+        await store.add_push_stats("tenant-a", [bucket("a1", 1, requests=1, errors=1, seen=1)])
+    finally:
+        await maybeDeferred(other.stopService)
+    assert await store.push_totals("tenant-a", T0) == [
+        PushTotals("tenant-a", fingerprint("a1"), "generic", requests=11, errors=4, last_seen=T0 + 65)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_push_totals_count_from_since_and_keep_the_last_request(store: AdbapiStore) -> None:
+    """Buckets before `since` add no requests or errors, yet an older last request is still reported, latest first."""
+    await store.add_push_stats("tenant-a", [bucket("old", 0, requests=4, errors=4, seen=30),
+                                            bucket("new", 0, requests=9), bucket("new", 10, requests=2, errors=1)])
+    assert await store.push_totals("tenant-a", T0 + 60) == [
+        PushTotals("tenant-a", fingerprint("new"), "generic", requests=2, errors=1, last_seen=T0 + 600),
+        PushTotals("tenant-a", fingerprint("old"), "generic", requests=0, errors=0, last_seen=T0 + 30)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_push_stats_are_tenant_scoped(store: AdbapiStore) -> None:
+    """A tenant reads only its own tokens' stats, and counts written in another tenant's name never reach it."""
+    await store.add_push_stats("tenant-a", [bucket("a1", 0, requests=2)])
+    await store.add_push_stats("tenant-b", [bucket("b1", 0, requests=7), bucket("a1", 0, requests=100)])
+    assert [(t.fingerprint, t.requests) for t in await store.push_totals("tenant-a", T0)] == [(fingerprint("a1"), 2)]
+    assert {(t.fingerprint, t.requests) for t in await store.push_totals("tenant-b", T0)} == {
+        (fingerprint("b1"), 7), (fingerprint("a1"), 100)}
+    assert await store.push_totals("tenant-c", T0) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_all_push_totals_spans_tenants(store: AdbapiStore) -> None:
+    """The status page's read returns every tenant's tokens, latest request first."""
+    await store.add_push_stats("tenant-a", [bucket("a1", 0, requests=2, errors=1)])
+    await store.add_push_stats("tenant-b", [bucket("b1", 3, requests=5, template="pagerduty")])
+    assert await store.all_push_totals(T0) == [
+        PushTotals("tenant-b", fingerprint("b1"), "pagerduty", requests=5, errors=0, last_seen=T0 + 180),
+        PushTotals("tenant-a", fingerprint("a1"), "generic", requests=2, errors=1, last_seen=T0)]
+    assert [t.requests for t in await store.all_push_totals(T0 + 120)] == [5, 0]
+
+
+@pytest_twisted.ensureDeferred
+async def test_sweep_drops_old_buckets_but_keeps_each_tokens_newest(store: AdbapiStore) -> None:
+    """Buckets before the cut go, except a token's newest one, so its last-seen time survives the window."""
+    await store.add_push_stats("tenant-a", [bucket("a1", 0), bucket("a1", 1), bucket("a1", 2, seen=7),
+                                            bucket("a2", 0), bucket("a2", 100)])
+    await store.add_push_stats("tenant-b", [bucket("b1", 0), bucket("b1", 1, seen=3)])
+    assert await store.sweep_push_stats(T0 + 60 * 50) == 4
+    assert await store.sweep_push_stats(T0 + 60 * 50) == 0
+    totals = await store.push_totals("tenant-a", 0)
+    assert [(t.fingerprint, t.requests, t.last_seen) for t in totals] == [
+        (fingerprint("a2"), 1, T0 + 6000), (fingerprint("a1"), 1, T0 + 127)]
+    assert [(t.requests, t.last_seen) for t in await store.push_totals("tenant-b", 0)] == [(1, T0 + 63)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_pg_push_stats_are_row_level_secured(store: AdbapiStore, backend: Backend) -> None:
+    """In PostgreSQL a tenant context sees and changes only its stats, none without context, and the read and
+    sweep functions are SECURITY DEFINER with a pinned search_path."""
+    if backend.name != "postgres":
+        pytest.skip("row-level security is PostgreSQL's")
+    dsn = store._dsn  # type: ignore[attr-defined]
+    await store.add_push_stats("tenant-a", [bucket("a1", 0)])
+    await store.add_push_stats("tenant-b", [bucket("b1", 0)])
+    assert pg_query(dsn, "SELECT tenant_id FROM tenant_inbox_push_stats", tenant="tenant-a")[0] == [("tenant-a",)]
+    assert pg_query(dsn, "SELECT count(*) FROM tenant_inbox_push_stats")[0] == [(0,)]
+    assert pg_query(dsn, "UPDATE tenant_inbox_push_stats SET requests = 0 WHERE tenant_id = 'tenant-b'",
+                    tenant="tenant-a")[1] == 0
+    assert pg_query(dsn, "DELETE FROM tenant_inbox_push_stats", tenant="tenant-a")[1] == 1
+    with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+        pg_query(dsn, "INSERT INTO tenant_inbox_push_stats VALUES ('tenant-b', %s, now(), 'generic', 1, 0, now())",
+                 (fingerprint("planted"),), tenant="tenant-a")
+    rows, _ = pg_query(dsn, "SELECT proname, prosecdef, proconfig FROM pg_proc "
+                            "WHERE proname IN ('aisoc_push_stats_since', 'aisoc_push_stats_sweep') ORDER BY proname")
+    assert rows == [(name, True, ["search_path=pg_catalog, public, pg_temp"])
+                    for name in ("aisoc_push_stats_since", "aisoc_push_stats_sweep")]
 
 
 # -- failure modes ------------------------------------------------------------------------------

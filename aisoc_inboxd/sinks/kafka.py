@@ -329,6 +329,13 @@ class KafkaSink(Service):
         self._pause: Deferred[None] | None = None
 
     @property
+    def spool(self) -> Spool:
+        """
+        The outage spool, read by the status page.
+        """
+        return self._spool
+
+    @property
     def in_flight(self) -> int:
         return self._in_flight
 

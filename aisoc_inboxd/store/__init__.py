@@ -10,7 +10,7 @@ nothing else.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, Sequence
 
 from twisted.internet.defer import Deferred
 
@@ -62,6 +62,40 @@ class ImapConnectorRecord:
     template_id: str = "email-forwarded"
     label: str | None = None
     created_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class PushBucket:
+    """
+    What one daemon instance saw of one token in one time bucket, added to the store's counts (so
+    instances sharing a store add up).
+
+    @ivar bucket_start: epoch seconds, a multiple of the bucket width.
+    @ivar errors: replies of status 400 or more (see L{aisoc_inboxd.push_stats}).
+    @ivar last_seen: epoch seconds of the bucket's latest request.
+    """
+
+    fingerprint: str
+    template_id: str
+    bucket_start: float
+    requests: int
+    errors: int
+    last_seen: float
+
+
+@dataclass(frozen=True)
+class PushTotals:
+    """
+    One token's push activity: requests and error replies since a time, and its latest request
+    (kept after the window, until the token is seen again).
+    """
+
+    tenant_id: str
+    fingerprint: str
+    template_id: str
+    requests: int
+    errors: int
+    last_seen: float
 
 
 class StoreError(Exception):
@@ -165,4 +199,28 @@ class Store(Protocol):
         """
         The poller's one cross-tenant read: every connector, oldest first (PostgreSQL: through the
         C{SECURITY DEFINER} function C{aisoc_imap_connectors_to_poll()}, read-only).
+        """
+
+    def add_push_stats(self, tenant_id: str, buckets: Sequence[PushBucket]) -> Deferred[None]:
+        """
+        Add C{buckets} (tokens of C{tenant_id}) to the stored counts, in that tenant's context: a
+        bucket already stored gets the requests and errors added and the later C{last_seen}.
+        """
+
+    def push_totals(self, tenant_id: str, since: float) -> Deferred[list[PushTotals]]:
+        """
+        The push activity of every token of C{tenant_id} seen since C{since} or earlier, latest
+        first; requests and errors count from C{since}.
+        """
+
+    def all_push_totals(self, since: float) -> Deferred[list[PushTotals]]:
+        """
+        L{push_totals} of every tenant, for the status page (PostgreSQL: through the C{SECURITY
+        DEFINER} function C{aisoc_push_stats_since()}, read-only).
+        """
+
+    def sweep_push_stats(self, before: float) -> Deferred[int]:
+        """
+        Delete buckets that started before C{before}, except each token's newest (its last-seen
+        time); fires with how many went.
         """

@@ -7,7 +7,7 @@ context, the resolve query and how times are stored.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar, TypeVar
+from typing import Any, Callable, ClassVar, Sequence, TypeVar
 
 from twisted.application.service import Service
 from twisted.enterprise.adbapi import ConnectionLost, ConnectionPool, Transaction
@@ -16,7 +16,7 @@ from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from aisoc_inboxd.store import ImapConnectorRecord, StoreError, TokenRecord
+from aisoc_inboxd.store import ImapConnectorRecord, PushBucket, PushTotals, StoreError, TokenRecord
 from aisoc_inboxd.store.migrations import Migration, load_migrations
 from aisoc_inboxd.store.secrets import SecretBox
 
@@ -51,6 +51,33 @@ _REMOVE_IMAP = "DELETE FROM tenant_imap_connectors WHERE tenant_id = %s AND uid 
 _IMAP_TO_POLL = {
     "sqlite": f"SELECT {IMAP_COLUMNS} FROM tenant_imap_connectors ORDER BY created_at, uid",
     "postgres": f"SELECT {IMAP_COLUMNS} FROM aisoc_imap_connectors_to_poll()",
+}
+
+_ADD_PUSH = ("INSERT INTO tenant_inbox_push_stats (tenant_id, fingerprint, bucket_start, template_id, "
+             "requests, errors, last_seen) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+             "ON CONFLICT (tenant_id, fingerprint, bucket_start) DO UPDATE SET "
+             "requests = tenant_inbox_push_stats.requests + excluded.requests, "
+             "errors = tenant_inbox_push_stats.errors + excluded.errors, "
+             "last_seen = CASE WHEN excluded.last_seen > tenant_inbox_push_stats.last_seen "
+             "THEN excluded.last_seen ELSE tenant_inbox_push_stats.last_seen END")
+_PUSH_TOTALS_COLUMNS = ("tenant_id, fingerprint, max(template_id), "
+                        "coalesce(sum(CASE WHEN bucket_start >= %s THEN requests END), 0), "
+                        "coalesce(sum(CASE WHEN bucket_start >= %s THEN errors END), 0), max(last_seen)")
+_PUSH_TOTALS = (f"SELECT {_PUSH_TOTALS_COLUMNS} FROM tenant_inbox_push_stats WHERE tenant_id = %s "
+                f"GROUP BY tenant_id, fingerprint ORDER BY max(last_seen) DESC, fingerprint")
+#: every tenant's totals; PostgreSQL reads them through its SECURITY DEFINER function
+_ALL_PUSH_TOTALS = {
+    "sqlite": f"SELECT {_PUSH_TOTALS_COLUMNS} FROM tenant_inbox_push_stats "
+              f"GROUP BY tenant_id, fingerprint ORDER BY max(last_seen) DESC, fingerprint",
+    "postgres": "SELECT tenant_id, fingerprint, template_id, requests, errors, last_seen "
+                "FROM aisoc_push_stats_since(%s) ORDER BY last_seen DESC, fingerprint",
+}
+#: old buckets, except each token's newest; PostgreSQL deletes through its SECURITY DEFINER function
+_SWEEP_PUSH = {
+    "sqlite": "DELETE FROM tenant_inbox_push_stats AS s WHERE bucket_start < %s AND bucket_start < "
+              "(SELECT max(n.bucket_start) FROM tenant_inbox_push_stats AS n "
+              "WHERE n.tenant_id = s.tenant_id AND n.fingerprint = s.fingerprint)",
+    "postgres": "SELECT aisoc_push_stats_sweep(%s)",
 }
 
 
@@ -209,6 +236,18 @@ class AdbapiStore(Service):
     def imap_connectors_to_poll(self) -> Deferred[list[ImapConnectorRecord]]:
         return self._run(self._imap_to_poll)
 
+    def add_push_stats(self, tenant_id: str, buckets: Sequence[PushBucket]) -> Deferred[None]:
+        return self._run(self._add_push, tenant_id, tuple(buckets))
+
+    def push_totals(self, tenant_id: str, since: float) -> Deferred[list[PushTotals]]:
+        return self._run(self._push_totals, tenant_id, since)
+
+    def all_push_totals(self, since: float) -> Deferred[list[PushTotals]]:
+        return self._run(self._all_push_totals, since)
+
+    def sweep_push_stats(self, before: float) -> Deferred[int]:
+        return self._run(self._sweep_push, before)
+
     # -- plumbing -----------------------------------------------------------------------------
 
     def _run(self, interaction: Callable[..., T], *args: object) -> Deferred[T]:
@@ -335,6 +374,32 @@ class AdbapiStore(Service):
     def _imap_to_poll(self, txn: Transaction) -> list[ImapConnectorRecord]:
         self._execute(txn, _IMAP_TO_POLL[self.dialect])
         return [self._imap_record(row) for row in txn.fetchall()]
+
+    def _add_push(self, txn: Transaction, tenant_id: str, buckets: tuple[PushBucket, ...]) -> None:
+        self._enter_tenant(txn, tenant_id)
+        for b in buckets:
+            self._execute(txn, _ADD_PUSH, (tenant_id, b.fingerprint, self._to_db_time(b.bucket_start),
+                                           b.template_id, b.requests, b.errors, self._to_db_time(b.last_seen)))
+
+    def _push_totals(self, txn: Transaction, tenant_id: str, since: float) -> list[PushTotals]:
+        self._enter_tenant(txn, tenant_id)
+        at = self._to_db_time(since)
+        self._execute(txn, _PUSH_TOTALS, (at, at, tenant_id))
+        return [self._push_totals_row(row) for row in txn.fetchall()]
+
+    def _all_push_totals(self, txn: Transaction, since: float) -> list[PushTotals]:
+        sql = _ALL_PUSH_TOTALS[self.dialect]
+        self._execute(txn, sql, (self._to_db_time(since),) * sql.count("%s"))
+        return [self._push_totals_row(row) for row in txn.fetchall()]
+
+    def _sweep_push(self, txn: Transaction, before: float) -> int:
+        self._execute(txn, _SWEEP_PUSH[self.dialect], (self._to_db_time(before),))
+        return int(txn.fetchone()[0]) if self.dialect == "postgres" else int(txn.rowcount)
+
+    def _push_totals_row(self, row: tuple[Any, ...]) -> PushTotals:
+        tenant_id, fingerprint, template_id, requests, errors, last_seen = row
+        return PushTotals(tenant_id=tenant_id, fingerprint=fingerprint, template_id=template_id,
+                          requests=int(requests), errors=int(errors), last_seen=self._from_db_time(last_seen))
 
     def _imap_record(self, row: tuple[Any, ...]) -> ImapConnectorRecord:
         (uid, tenant_id, host, port, username, password, mailbox, max_messages, use_ssl,

@@ -5,13 +5,18 @@ The admin API, on its own listener (127.0.0.1 by default), for the console and o
     POST   /v1/admin/tenants/{tenant}/tokens                      mint {"template", "label"?, "signing_secret"?}
     POST   /v1/admin/tenants/{tenant}/tokens/{fingerprint}/rotate rotate {"signing_secret"?}
     POST   /v1/admin/tenants/{tenant}/tokens/{fingerprint}/revoke revoke
+    GET    /v1/admin/tenants/{tenant}/tokens/stats                push stats over 24 h (the Push tab)
     POST   /v1/admin/invalidate                                   {"token"} or {"fingerprint"}: the
            rotation flow's Invalidate(), reaching every instance sharing the store
 
-Every request carries C{Authorization: Bearer <admin key>}. The same L{TokenAdmin} serves the CLI.
+Every request carries the admin key: C{Authorization: Bearer <admin key>}, or HTTP Basic with the key
+as the password (any user name), as a browser sends it for the status page. The same L{TokenAdmin}
+serves the CLI.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import json
 from typing import Any, Callable
@@ -61,13 +66,14 @@ class AdminRoute(JsonRoute):
                 return Reply(200, {"tokens": rows}, None)
             if not rest and method == b"POST":
                 return await self._mint(tenant, _json_body(request))
+            if rest == ["stats"] and method == b"GET":
+                return Reply(200, {"tokens": await self._admin.stats(tenant)}, None)
             if len(rest) == 2 and rest[1] in ("rotate", "revoke") and method == b"POST":
                 return await self._retire(tenant, rest[0], rest[1], _json_body(request))
         raise HttpError(404, "no such admin route", "not_found")
 
     def _authenticate(self, request: Request) -> None:
-        scheme, _, presented = (request.getHeader(b"authorization") or b"").partition(b" ")
-        if scheme.lower() != b"bearer" or not hmac.compare_digest(presented.strip(), self._api_key):
+        if not carries_admin_key(request, self._api_key):
             raise HttpError(401, "admin API key required: Authorization: Bearer <key from the admin key file>",
                             "unauthorized", {"WWW-Authenticate": "Bearer"})
 
@@ -100,6 +106,22 @@ class AdminRoute(JsonRoute):
             raise bad_request("token: not an inbox token")
         await self._invalidate(target)
         return Reply(200, {"invalidated": target}, None)
+
+
+def carries_admin_key(request: Request, api_key: bytes) -> bool:
+    """
+    Whether the request presents the admin key, as a Bearer token or as the HTTP Basic password.
+    """
+    scheme, _, presented = (request.getHeader(b"authorization") or b"").partition(b" ")
+    scheme = scheme.lower()
+    if scheme == b"basic":
+        try:
+            presented = base64.b64decode(presented.strip(), validate=True).partition(b":")[2]
+        except binascii.Error:
+            return False
+    elif scheme != b"bearer":
+        return False
+    return hmac.compare_digest(presented.strip(), api_key)
 
 
 def _json_body(request: Request) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Sequence
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -19,6 +19,7 @@ from aisoc_inboxd.inflight import InFlight
 from aisoc_inboxd.intake import Binding
 from aisoc_inboxd.tokens import log_id
 from aisoc_inboxd.metrics import Metrics
+from aisoc_inboxd.store import TokenRecord
 from aisoc_inboxd.web.errors import HttpError
 
 
@@ -29,6 +30,11 @@ class Reply:
     template: str | None
     outcome: str = "ok"
     headers: dict[str, str] = field(default_factory=dict)
+
+
+#: told of every reply a route sends: the route, the token the request presented once it was
+#: authorized (else C{None}), and the reply; must not raise (push stats, the status page's errors)
+OnReply = Callable[[str, TokenRecord | None, Reply], None]
 
 
 def write_json(request: Request, status: int, body: dict[str, Any],
@@ -53,10 +59,11 @@ class JsonRoute(Resource):
     #: what the request was allowed to do, once its token (or config) bound it
     binding: Binding | None = None
 
-    def __init__(self, metrics: Metrics, inflight: InFlight) -> None:
+    def __init__(self, metrics: Metrics, inflight: InFlight, observers: Sequence[OnReply] = ()) -> None:
         super().__init__()
         self._metrics = metrics
         self._inflight = inflight
+        self._observers = observers
         self._started = time.monotonic()
 
     async def handle(self, request: Request) -> Reply:
@@ -88,6 +95,9 @@ class JsonRoute(Resource):
     def _send(self, reply: Reply, request: Request, gone: list[Failure]) -> None:
         self._metrics.request(self.route, reply.template, reply.outcome)
         self._log_request(request, reply)
+        token = self.binding.token if self.binding else None
+        for observe in self._observers:
+            observe(self.route, token, reply)
         if gone or request.finished:
             return
         request.write(write_json(request, reply.status, reply.body, reply.headers))

@@ -7,6 +7,8 @@ when the request repeats an idempotency key.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 from twisted.web.server import Request
 
 from aisoc_inboxd.formats.json_body import BodyError, Record
@@ -17,7 +19,7 @@ from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.vendors import VendorGate
 from aisoc_inboxd.web.body import decode_content, raw_body
 from aisoc_inboxd.web.errors import HttpError, bad_request
-from aisoc_inboxd.web.routes import JsonRoute, Reply
+from aisoc_inboxd.web.routes import JsonRoute, OnReply, Reply
 
 REPLAY_HEADER = "X-AiSOC-Idempotent-Replay"
 
@@ -60,8 +62,9 @@ class TokenRoute(JsonRoute):
     """
 
     def __init__(self, token: str, intake: Intake, metrics: Metrics, inflight: InFlight,
-                 max_body_bytes: int, vendors: VendorGate | None = None) -> None:
-        super().__init__(metrics, inflight)
+                 max_body_bytes: int, vendors: VendorGate | None = None,
+                 observers: Sequence[OnReply] = ()) -> None:
+        super().__init__(metrics, inflight, observers)
         self._token = token
         self._intake = intake
         self._max_body_bytes = max_body_bytes

@@ -17,7 +17,8 @@ from aisoc_inboxd.store import Store
 from aisoc_inboxd.tokens import TokenAdmin, TokenCache
 from aisoc_inboxd.vendors import VendorGate
 from aisoc_inboxd.web.admin import AdminRoute
-from aisoc_inboxd.web.routes import write_json
+from aisoc_inboxd.web.routes import OnReply, write_json
+from aisoc_inboxd.web.status import StatusPage, StatusSources
 from aisoc_inboxd.web.webhook import WebhookRoute
 
 
@@ -28,6 +29,8 @@ class WebDeps:
     inflight: InFlight
     max_body_bytes: int
     vendors: VendorGate = field(default_factory=VendorGate)
+    #: told of every inbox route's reply (push stats, the status page's recent errors)
+    observers: tuple[OnReply, ...] = ()
 
 
 class NotFound(Resource):
@@ -52,11 +55,11 @@ class InboxResource(Resource):
             token = request.postpath.pop(0)
             request.prepath.append(token)
             return EmailRoute(token.decode("latin-1"), d.intake, d.metrics, d.inflight, d.max_body_bytes,
-                              d.vendors)
+                              d.vendors, d.observers)
         if not path or request.postpath:
             return NotFound()
         return WebhookRoute(path.decode("latin-1"), d.intake, d.metrics, d.inflight, d.max_body_bytes,
-                            d.vendors)
+                            d.vendors, d.observers)
 
 
 class Health(Resource):
@@ -82,9 +85,10 @@ class Root(Resource):
 
 
 def build_admin_resource(admin: TokenAdmin, store: Store, cache: TokenCache, api_key: bytes,
-                         deps: WebDeps) -> Resource:
+                         deps: WebDeps, status: StatusSources | None = None) -> Resource:
     """
-    The admin listener's tree: C{/v1/admin/…} and the same health endpoints as the HTTP listener.
+    The admin listener's tree: C{/v1/admin/…}, the same health endpoints as the HTTP listener, and
+    the status page C{/status} when given its sources.
     """
     async def invalidate(fingerprint_hex: str) -> None:
         cache.invalidate(fingerprint_hex)
@@ -97,6 +101,8 @@ def build_admin_resource(admin: TokenAdmin, store: Store, cache: TokenCache, api
                                      deps.metrics, deps.inflight))
     root.putChild(b"healthz", Health(None))
     root.putChild(b"readyz", Health(deps.intake))
+    if status is not None:
+        root.putChild(b"status", StatusPage(status, api_key))
     return root
 
 

@@ -1,0 +1,239 @@
+"""
+C{GET /status} on the admin listener: one read-only HTML page for an operator at a browser —
+listeners, the sink and its spool, event rates per template, push stats per token and the last error
+replies. Rendered on the server with L{twisted.web.template} (which escapes every value), inline CSS,
+no script and no external asset; the admin key is asked for with an HTTP Basic challenge (any user
+name, the key as the password) or taken as a Bearer token.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Protocol, Sequence, runtime_checkable
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IListeningPort, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.template import Tag, flattenString, tags
+
+from aisoc_inboxd.activity import EventRates, RecentErrors
+from aisoc_inboxd.push_stats import WINDOW
+from aisoc_inboxd.sinks import EventSink
+from aisoc_inboxd.store import PushTotals, Store, StoreError
+from aisoc_inboxd.tokens import log_id
+from aisoc_inboxd.web.admin import carries_admin_key
+
+#: most push stats rows shown (latest first)
+MAX_TOKENS = 500
+
+_CSS = """
+body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #1d1d1f; background: #fafafa; }
+h1 { font-size: 1.4em; margin: 0 0 .2em; }
+h2 { font-size: 1.1em; margin: 1.6em 0 .4em; }
+p.note { color: #666; margin: .2em 0; }
+table { border-collapse: collapse; background: #fff; }
+th, td { border: 1px solid #ddd; padding: .25em .6em; text-align: left; vertical-align: top; }
+th { background: #f0f0f0; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+code { font-family: ui-monospace, monospace; }
+.ok { color: #137333; font-weight: 600; }
+.bad { color: #b3261e; font-weight: 600; }
+form { margin: .4em 0; }
+"""
+
+_HEADERS = {
+    b"Content-Type": b"text/html; charset=utf-8",
+    b"Cache-Control": b"no-store",
+    b"Content-Security-Policy": b"default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+                                b"frame-ancestors 'none'",
+    b"Referrer-Policy": b"no-referrer",
+    b"X-Content-Type-Options": b"nosniff",
+}
+
+
+class ListenerView(Protocol):
+    """
+    What the page reads of a listener (L{aisoc_inboxd.service.Listener}).
+    """
+
+    name: str
+    description: str
+    port: IListeningPort | None
+
+
+class SpoolView(Protocol):
+    bytes: int
+    segments: int
+    oldest_received_at: float | None
+
+
+@runtime_checkable
+class SpoolingSink(Protocol):
+    """
+    A sink with an outage spool (the Kafka sink).
+    """
+
+    spool: SpoolView
+
+
+@dataclass(frozen=True)
+class StatusSources:
+    """
+    What the page shows: the daemon's listeners (read at each request, so those added later are
+    seen), its sink, the store holding push stats, and this instance's recent activity.
+    """
+
+    listeners: Callable[[], Sequence[ListenerView]]
+    sink: EventSink
+    store: Store
+    rates: EventRates
+    errors: RecentErrors
+    clock: IReactorTime
+
+
+class StatusPage(Resource):
+    isLeaf = True
+    _log = Logger()
+
+    def __init__(self, sources: StatusSources, api_key: bytes) -> None:
+        super().__init__()
+        self._sources = sources
+        self._api_key = api_key
+
+    def render_GET(self, request: Request) -> object:
+        if not carries_admin_key(request, self._api_key):
+            request.setResponseCode(401)
+            request.setHeader(b"WWW-Authenticate", b'Basic realm="aisoc-inboxd admin", charset="UTF-8"')
+            request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
+            return (b"<!DOCTYPE html><title>401</title><p>The admin key is required: any user name, "
+                    b"the key from the admin key file as the password.</p>\n")
+        gone: list[Failure] = []
+        request.notifyFinish().addErrback(gone.append)
+        d = Deferred.fromCoroutine(self._page(request))
+        d.addCallbacks(self._send, self._failed, callbackArgs=(request, gone), errbackArgs=(request, gone))
+        return NOT_DONE_YET
+
+    async def _page(self, request: Request) -> bytes:
+        s = self._sources
+        now = s.clock.seconds()
+        selected = request.args.get(b"tenant", [b""])[0].decode("utf-8", "replace")
+        try:
+            totals, stats_error = await s.store.all_push_totals(now - WINDOW), None
+        except StoreError as e:
+            totals, stats_error = [], str(e)
+        page = tags.html(lang="en")(
+            tags.head(tags.meta(charset="utf-8"), tags.title("aisoc-inboxd status"), tags.style(_CSS)),
+            tags.body(
+                tags.h1("aisoc-inboxd status"),
+                tags.p(f"Generated {_utc(now)}.", class_="note"),
+                tags.h2("Listeners"), _listeners(s.listeners()),
+                tags.h2("Sink"), _sink(s.sink, now),
+                tags.h2("Event rates (this instance)"), _rates(s.rates.rates()),
+                tags.h2("Push stats per token (last 24 h, all instances)"),
+                _push_stats(totals, selected, stats_error, now),
+                tags.h2("Recent errors (this instance)"), _errors(s.errors, now)))
+        return b"<!DOCTYPE html>\n" + await flattenString(None, page)
+
+    def _send(self, body: bytes, request: Request, gone: list[Failure]) -> None:
+        if gone or request.finished:
+            return
+        for name, value in _HEADERS.items():
+            request.setHeader(name, value)
+        request.write(body)
+        request.finish()
+
+    def _failed(self, failure: Failure, request: Request, gone: list[Failure]) -> None:
+        self._log.failure("rendering the status page failed", failure=failure)
+        if gone or request.finished:
+            return
+        request.setResponseCode(500)
+        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+        request.write(b"the status page could not be rendered; see the daemon's log\n")
+        request.finish()
+
+
+def _table(head: Sequence[str], rows: Iterable[Sequence[Any]]) -> Tag:
+    return tags.table(tags.thead(tags.tr(*(tags.th(h) for h in head))), tags.tbody(*(tags.tr(*r) for r in rows)))
+
+
+def _num(value: object) -> Tag:
+    return tags.td(str(value), class_="num")
+
+
+def _state(ok: bool, yes: str, no: str) -> Tag:
+    return tags.td(yes if ok else no, class_="ok" if ok else "bad")
+
+
+def _listeners(listeners: Sequence[ListenerView]) -> Tag:
+    rows = ((tags.td(listener.name), tags.td(tags.code(listener.description)), tags.td(_address(listener.port)),
+             _state(listener.port is not None, "bound", "not bound")) for listener in listeners)
+    return _table(("name", "endpoint", "address", "state"), rows)
+
+
+def _address(port: IListeningPort | None) -> str:
+    if port is None:
+        return "—"
+    address = port.getHost()
+    host, number = getattr(address, "host", None), getattr(address, "port", None)
+    return f"{host}:{number}" if host is not None and number is not None else str(address)
+
+
+def _sink(sink: EventSink, now: float) -> Tag:
+    rows = [(tags.th("type"), tags.td(getattr(sink, "name", None) or type(sink).__name__)),
+            (tags.th("ready"), _state(sink.ready(), "ready", "not ready"))]
+    if isinstance(sink, SpoolingSink):
+        spool = sink.spool
+        oldest = spool.oldest_received_at
+        rows += [(tags.th("spool bytes"), _num(spool.bytes)), (tags.th("spool segments"), _num(spool.segments)),
+                 (tags.th("oldest spooled event"), tags.td("—" if oldest is None else _ago(now - oldest)))]
+    return tags.table(tags.tbody(*(tags.tr(*r) for r in rows)))
+
+
+def _rates(rates: dict[str, tuple[int, int]]) -> Tag:
+    if not rates:
+        return tags.p("No events published in the last hour.", class_="note")
+    return _table(("template", "events, last minute", "events, last hour"),
+                  ((tags.td(t), _num(minute), _num(hour)) for t, (minute, hour) in sorted(rates.items())))
+
+
+def _push_stats(totals: list[PushTotals], selected: str, error: str | None, now: float) -> Tag:
+    if error is not None:
+        return tags.p(f"Push stats are unavailable: {error}", class_="bad")
+    tenants = sorted({t.tenant_id for t in totals} | ({selected} if selected else set()))
+    form = tags.form(method="get", action="status")(
+        tags.label("Tenant ", tags.select(name="tenant")(
+            tags.option("all tenants", value="", **({"selected": "selected"} if not selected else {})),
+            *(tags.option(t, value=t, **({"selected": "selected"} if t == selected else {})) for t in tenants))),
+        " ", tags.button("Show", type="submit"))
+    shown = [t for t in totals if not selected or t.tenant_id == selected][:MAX_TOKENS]
+    if not shown:
+        return tags.div(form, tags.p("No token pushed anything in the last 24 hours.", class_="note"))
+    rows = ((tags.td(tags.code(log_id(t.fingerprint))), tags.td(t.tenant_id), tags.td(t.template_id),
+             _num(t.requests), tags.td(f"{_utc(t.last_seen)} ({_ago(now - t.last_seen)} ago)"),
+             _num(f"{100 * t.errors / t.requests:.1f} %" if t.requests else "—"))
+            for t in shown)
+    return tags.div(form, _table(("token", "tenant", "template", "requests", "last seen", "error rate"), rows))
+
+
+def _errors(errors: RecentErrors, now: float) -> Tag:
+    entries = errors.entries()
+    if not entries:
+        return tags.p("No error replies since the daemon started.", class_="note")
+    return _table(("time", "route", "status", "token", "message"),
+                  ((tags.td(f"{_utc(e.at)} ({_ago(now - e.at)} ago)"), tags.td(e.route), _num(e.status),
+                    tags.td(tags.code(e.token) if e.token else "—"), tags.td(e.message)) for e in entries))
+
+
+def _utc(epoch: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch))
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    for unit, width in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= width:
+            return f"{seconds // width} {unit}"
+    return f"{seconds} s"

@@ -1,0 +1,266 @@
+"""
+The status page on the admin listener: its authentication, what it shows of a sink with an outage
+spool, that it escapes what senders control, and — loaded in headless Chromium after real traffic —
+what an operator reads there.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import pytest
+import pytest_twisted
+import treq
+from twisted.internet import threads
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.web.test.requesthelper import DummyRequest
+
+from aisoc_inboxd.activity import EventRates, RecentErrors
+from aisoc_inboxd.push_stats import PushStatsRecorder
+from aisoc_inboxd.store import PushTotals
+from aisoc_inboxd.tokens import fingerprint
+from aisoc_inboxd.web.status import StatusPage, StatusSources
+from tests.support.daemon import RunningDaemon, daemon_settings, start_daemon
+
+T0 = 1_700_000_000.0
+BODY = b'{"id": "a1", "title": "Impossible travel", "severity": "high"}'
+
+
+@pytest_twisted.async_yield_fixture
+async def inboxd(reactor: Any, tmp_path: Path) -> AsyncIterator[RunningDaemon]:
+    running = await start_daemon(reactor, daemon_settings(tmp_path / "state"))
+    yield running
+    await running.stop()
+
+
+async def flush(running: RunningDaemon) -> None:
+    recorder = running.daemon.getServiceNamed("push-stats")
+    assert isinstance(recorder, PushStatsRecorder)
+    await recorder.flush()
+
+
+async def get_status(running: RunningDaemon, authorization: str | None, query: str = "") -> tuple[int, Any, str]:
+    headers = {"Authorization": [authorization]} if authorization else {}
+    response = await treq.get(f"{running.admin_url}/status{query}", headers=headers)
+    return response.code, response.headers, (await response.content()).decode("utf-8")
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+class Text(HTMLParser):
+    """
+    The page as a person reads it: the text of each table row, cells separated by " | ".
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[str] = []
+        self.text: list[str] = []
+        self._cells: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: Any) -> None:
+        if tag == "tr":
+            self._cells = []
+        elif tag in ("td", "th") and self._cells is not None:
+            self._cells.append("")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "tr" and self._cells is not None:
+            self.rows.append(" | ".join(c.strip() for c in self._cells))
+            self._cells = None
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+        if self._cells:
+            self._cells[-1] += data
+
+
+def read(page: str) -> Text:
+    parser = Text()
+    parser.feed(page)
+    return parser
+
+
+# -- authentication -------------------------------------------------------------------------------
+
+@pytest_twisted.ensureDeferred
+async def test_browser_without_the_key_gets_a_basic_challenge(inboxd: RunningDaemon) -> None:
+    """No credentials, a wrong Basic password or a wrong Bearer key get 401 with a Basic challenge and no data."""
+    for authorization in (None, basic("admin", "wrong"), basic(inboxd.admin_key, ""), "Bearer wrong",
+                          "Basic !!not-base64"):
+        status, headers, page = await get_status(inboxd, authorization)
+        assert status == 401, authorization
+        assert headers.getRawHeaders("WWW-Authenticate") == ['Basic realm="aisoc-inboxd admin", charset="UTF-8"']
+        assert "Listeners" not in page
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_key_opens_it_as_basic_password_of_any_user_or_as_bearer(inboxd: RunningDaemon) -> None:
+    """The admin key as the Basic password (any user name) or as a Bearer token shows the page, uncached."""
+    for authorization in (basic("admin", inboxd.admin_key), basic("", inboxd.admin_key),
+                          f"Bearer {inboxd.admin_key}"):
+        status, headers, page = await get_status(inboxd, authorization)
+        assert status == 200
+        assert headers.getRawHeaders("Content-Type") == ["text/html; charset=utf-8"]
+        assert headers.getRawHeaders("Cache-Control") == ["no-store"]
+        assert "default-src 'none'" in headers.getRawHeaders("Content-Security-Policy")[0]
+        assert "aisoc-inboxd status" in read(page).text
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_admin_api_takes_the_key_as_basic_password_too(inboxd: RunningDaemon) -> None:
+    """The admin API accepts the same Basic credentials a browser keeps for the status page."""
+    response = await treq.get(f"{inboxd.admin_url}/v1/admin/tenants/acme/tokens",
+                              headers={"Authorization": [basic("ops", inboxd.admin_key)]})
+    assert response.code == 200
+    assert await response.json() == {"tokens": []}
+
+
+# -- what it shows --------------------------------------------------------------------------------
+
+@pytest_twisted.ensureDeferred
+async def test_sender_controlled_text_is_escaped(inboxd: RunningDaemon) -> None:
+    """A tenant name and an error message carrying markup appear as text, never as elements."""
+    tenant = '<img src=x onerror="alert(1)">'
+    token = await inboxd.mint(tenant)
+    assert (await inboxd.post(f"/v1/inbox/{token}", BODY))[0] == 200
+    assert (await inboxd.post(f"/v1/inbox/{token}", BODY, {"Content-Type": "text/html<script>"}))[0] == 415
+    await flush(inboxd)
+    _, _, page = await get_status(inboxd, basic("admin", inboxd.admin_key))
+    assert "<img" not in page and "<script" not in page
+    assert html.escape(tenant, quote=False) in page
+    assert any(tenant in row for row in read(page).rows)
+
+
+class FakeSpool:
+    bytes = 123_456
+    segments = 3
+    oldest_received_at: float | None = T0 - 125
+
+
+class FakeKafkaSink:
+    name = "kafka-sink"
+    spool = FakeSpool()
+
+    def ready(self) -> bool:
+        return False
+
+
+class FakeStore:
+    def all_push_totals(self, since: float) -> Deferred[list[PushTotals]]:
+        return succeed([
+            PushTotals("acme", fingerprint("aisoc_inbox_one"), "pagerduty", 40, 10, T0 - 30),
+            PushTotals("globex", fingerprint("aisoc_inbox_two"), "opsgenie", 0, 0, T0 - 90_000)])
+
+
+class FakeListener:
+    name = "syslog-tcp"
+    description = "tcp:6514"
+    port = None
+
+
+def render(page: StatusPage, query: dict[bytes, list[bytes]] | None = None) -> str:
+    request = DummyRequest([b""])
+    request.requestHeaders.setRawHeaders(b"authorization", [b"Bearer key"])
+    request.args = query or {}
+    result = page.render_GET(request)
+    assert result is not None and request.finished
+    return b"".join(request.written).decode("utf-8")
+
+
+def fake_page() -> StatusPage:
+    clock = Clock()
+    clock.advance(T0)
+    rates, errors = EventRates(clock), RecentErrors(clock)
+    sources = StatusSources(lambda: [FakeListener()], FakeKafkaSink(), FakeStore(), rates, errors,  # type: ignore[arg-type]
+                            clock)
+    return StatusPage(sources, b"key")
+
+
+def test_kafka_spool_unbound_listener_and_push_stats_are_shown() -> None:
+    """A Kafka sink shows not ready with its spool size, segments and oldest age; an unbound listener says so."""
+    rows = read(render(fake_page())).rows
+    assert "syslog-tcp | tcp:6514 | — | not bound" in rows
+    assert {"type | kafka-sink", "ready | not ready", "spool bytes | 123456", "spool segments | 3",
+            "oldest spooled event | 2 min"} <= set(rows)
+    assert (f"{fingerprint('aisoc_inbox_one')[:8]} | acme | pagerduty | 40 | 2023-11-14 22:12:50 UTC (30 s ago)"
+            f" | 25.0 %") in rows
+    assert f"{fingerprint('aisoc_inbox_two')[:8]} | globex | opsgenie | 0 | 2023-11-13 21:13:20 UTC (1 d ago) | —" in rows
+
+
+def test_the_tenant_selector_narrows_push_stats() -> None:
+    """Choosing a tenant shows only its tokens, and the selector offers every tenant with stats."""
+    page = render(fake_page(), {b"tenant": [b"globex"]})
+    rows = read(page).rows
+    assert not any(fingerprint("aisoc_inbox_one")[:8] in row for row in rows)
+    assert any(fingerprint("aisoc_inbox_two")[:8] in row for row in rows)
+    assert re.search(r'<option value="globex" selected="selected">globex</option>', page)
+    assert '<option value="acme">acme</option>' in page
+
+
+# -- in a real browser ----------------------------------------------------------------------------
+
+def chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        pytest.fail("chromium is not installed: run scripts/test-services (it installs the Debian package)")
+    return path
+
+
+def dump_dom(url: str, profile: Path) -> str:
+    done = subprocess.run(
+        [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={profile}", "--dump-dom", url],
+        capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_operator_reads_traffic_errors_and_rates_in_chromium(inboxd: RunningDaemon, tmp_path: Path) -> None:
+    """After real traffic, headless Chromium shows the token's prefix with its count and error rate, the 401 in the
+    recent errors, the template's event rate and the bound listeners — and the key reaches no log line."""
+    token = await inboxd.mint("acme", "pagerduty")
+    event = (b'{"event": {"event_type": "incident.triggered", "occurred_at": "2026-05-08T09:00:00Z",'
+             b' "data": {"id": "Q1", "title": "Database CPU > 90%", "urgency": "high"}}}')
+    for _ in range(3):
+        assert (await inboxd.post(f"/v1/inbox/{token}", event))[0] == 200
+    assert (await inboxd.post(f"/v1/inbox/{token}", b"{broken"))[0] == 400
+    assert (await inboxd.post(f"/v1/inbox/aisoc_inbox_{'z' * 52}", event))[0] == 401
+    await flush(inboxd)
+
+    lines: list[str] = []
+    observer = lambda event: lines.append(formatEvent(event))  # noqa: E731
+    globalLogPublisher.addObserver(observer)
+    try:
+        port = inboxd.daemon.address("admin").port
+        dom = await threads.deferToThread(dump_dom, f"http://operator:{inboxd.admin_key}@127.0.0.1:{port}/status",
+                                          tmp_path / "chromium-profile")
+    finally:
+        globalLogPublisher.removeObserver(observer)
+
+    page = read(dom)
+    prefix = fingerprint(token)[:8]
+    assert any(re.fullmatch(rf"{prefix} \| acme \| pagerduty \| 4 \| .* UTC \(\d+ s ago\) \| 25\.0 %", row)
+               for row in page.rows), page.rows
+    assert any(re.fullmatch(r".* UTC \(\d+ s ago\) \| webhook \| 401 \| — \| invalid token", row)
+               for row in page.rows), page.rows
+    assert any(re.fullmatch(rf".* \| webhook \| 400 \| {prefix} \| bad body: .*", row) for row in page.rows)
+    assert "pagerduty | 3 | 3" in page.rows
+    http_port = inboxd.daemon.address("http").port
+    assert any(re.fullmatch(rf"http \| .* \| 127\.0\.0\.1:{http_port} \| bound", row) for row in page.rows)
+    assert "type | file-sink" in page.rows and "ready | ready" in page.rows
+    assert any("/status" in line for line in lines)
+    assert not any(inboxd.admin_key in line for line in lines)
+    assert token not in dom
