@@ -52,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     mint.add_argument("--template", required=True, help="template id, e.g. pagerduty or generic-json")
     mint.add_argument("--label", help="a note for operators, e.g. the vendor account")
     mint.add_argument("--signing-secret", help="require X-Signature = hex(HMAC-SHA256(secret, body))")
+    mint.add_argument("--hec-acks", action="store_true",
+                      help="Splunk HEC indexer acknowledgement: replies carry ackId, a channel is required")
     mint.add_argument("--json", action="store_true", help="print token, fingerprint, tenant, template, path as JSON")
     mint.set_defaults(handler=_token_mint)
     rotate = token.add_parser("rotate", help="replace a token with a new one (same template and label)")
@@ -206,7 +208,7 @@ def _token_mint(settings: Settings, args: argparse.Namespace) -> int:
         admin, catalog = _admin(settings, store)
         secret = args.signing_secret.encode("utf-8") if args.signing_secret else None
         try:
-            minted = await admin.mint(args.tenant, args.template, args.label, secret)
+            minted = await admin.mint(args.tenant, args.template, args.label, secret, args.hec_acks)
         except UnknownTemplate:
             raise CommandError(f"unknown template {args.template!r}; allowed: {', '.join(catalog.ids())}") from None
         _print_minted(minted, args.json, "Minted")

@@ -113,6 +113,22 @@ class ImapSettings:
 
 
 @dataclass(frozen=True)
+class HecSettings:
+    """
+    The Splunk HEC routes (C{/v1/inbox/hec}, C{/services/collector/…}).
+    """
+
+    #: accept the token as C{?token=} (Splunk's allowQueryStringAuth); off: URLs end up in proxies' logs
+    allow_query_string_token: bool = False
+    #: indexer-acknowledgement channels one token may hold; a new one past this is 503 until one idles out
+    max_channels_per_token: int = 1000
+    #: acks a channel keeps until they are queried; past this the oldest is dropped (and then reads false)
+    max_acks_per_channel: int = 10000
+    #: seconds after which an unused channel and its unqueried acks are forgotten
+    channel_idle_timeout: float = 600.0
+
+
+@dataclass(frozen=True)
 class TemplateSettings:
     #: extra template directories, loaded after the bundled ones (a same id overrides)
     directories: list[str] = field(default_factory=list)
@@ -150,6 +166,7 @@ class Settings:
     sink: SinkSettings = field(default_factory=SinkSettings)
     token_cache: TokenCacheSettings = field(default_factory=TokenCacheSettings)
     imap: ImapSettings = field(default_factory=ImapSettings)
+    hec: HecSettings = field(default_factory=HecSettings)
     templates: TemplateSettings = field(default_factory=TemplateSettings)
     vendors: VendorSettings = field(default_factory=VendorSettings)
 
@@ -175,7 +192,8 @@ _CHOICES: dict[str, tuple[str, ...]] = {"sink.type": ("file", "kafka")}
 _POSITIVE = {"http.max_body_bytes", "http.rate_limit_per_min", "http.timeout",
              "sink.file.max_bytes", "sink.kafka.spool_max_bytes", "token_cache.max_size",
              "vendors.sns.timeout", "imap.timeout", "imap.refresh_interval", "imap.max_backoff",
-             "imap.max_message_bytes"}
+             "imap.max_message_bytes", "hec.max_channels_per_token", "hec.max_acks_per_channel",
+             "hec.channel_idle_timeout"}
 
 
 def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -> Settings:

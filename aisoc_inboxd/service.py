@@ -42,6 +42,7 @@ from aisoc_inboxd.tls import ReloadableTLS, TlsConfigError, split_tls_endpoint
 from aisoc_inboxd.tokens import TokenAdmin, TokenCache, TokenResolver
 from aisoc_inboxd.vendors import VendorGate, build_vendor_gate
 from aisoc_inboxd.web.status import StatusSources
+from aisoc_inboxd.web.hec import HecDeps
 from aisoc_inboxd.web.tree import WebDeps, build_admin_resource, build_root_resource
 from aisoc_inboxd.web.site import InboxSite
 
@@ -273,7 +274,8 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
     push_stats = PushStatsRecorder(store, reactor, lambda: inflight.drained(DRAIN_TIMEOUT))
     deps = WebDeps(intake=intake, metrics=metrics, inflight=inflight, max_body_bytes=http.max_body_bytes,
                    observers=(push_stats.replied, recent_errors.replied),
-                   vendors=vendors or build_vendor_gate(settings.vendors, reactor))
+                   vendors=vendors or build_vendor_gate(settings.vendors, reactor),
+                   hec=HecDeps.build(settings.hec, reactor))
     site = InboxSite(build_root_resource(deps), max_body_bytes=http.max_body_bytes,
                      on_too_large=lambda path: metrics.request("webhook", None, "too_large"),
                      timeout=http.timeout, reactor=reactor)

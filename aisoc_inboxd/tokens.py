@@ -164,7 +164,8 @@ def token_row(record: TokenRecord) -> dict[str, object]:
     """
     state = "revoked" if record.revoked_at else "rotated" if record.rotated_at else "active"
     return {"fingerprint": record.fingerprint, "tenant": record.tenant_id, "template": record.template_id,
-            "label": record.label, "signed": record.signing_secret is not None, "state": state,
+            "label": record.label, "signed": record.signing_secret is not None, "hec_acks": record.hec_acks,
+            "state": state,
             "created": iso(record.created_at), "rotated": iso(record.rotated_at),
             "revoked": iso(record.revoked_at)}
 
@@ -211,11 +212,14 @@ class TokenAdmin:
         self._invalidate = invalidate
 
     async def mint(self, tenant_id: str, template_id: str, label: str | None = None,
-                   signing_secret: bytes | None = None) -> MintedToken:
+                   signing_secret: bytes | None = None, hec_acks: bool = False) -> MintedToken:
+        """
+        A new token; C{hec_acks} turns on Splunk HEC indexer acknowledgement (ackId replies).
+        """
         if not self._template_allowed(template_id):
             raise UnknownTemplate(template_id)
         minted = self._new(TokenRecord(fingerprint="", tenant_id=tenant_id, template_id=template_id,
-                                       label=label, signing_secret=signing_secret))
+                                       label=label, signing_secret=signing_secret, hec_acks=hec_acks))
         await self._store.insert_token(minted.record)
         return minted
 

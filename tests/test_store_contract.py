@@ -180,6 +180,21 @@ async def test_insert_then_resolve_round_trips_record_and_secret(store: AdbapiSt
 
 
 @pytest_twisted.ensureDeferred
+async def test_hec_acks_option_round_trips_and_survives_rotation(store: AdbapiStore) -> None:
+    """A token minted with HEC indexer acknowledgement resolves and lists with it on (others off), and its successor keeps it."""
+    acked = token("acked", hec_acks=True)
+    plain = token("plain", created_at=T0 + 0.5)
+    await store.insert_token(acked)
+    await store.insert_token(plain)
+    assert (await store.resolve(acked.fingerprint)).hec_acks is True  # type: ignore[union-attr]
+    assert (await store.resolve(plain.fingerprint)).hec_acks is False  # type: ignore[union-attr]
+    assert [r.hec_acks for r in await store.list_tokens("tenant-a")] == [True, False]
+    successor = token("acked-next", created_at=T0 + 1, hec_acks=True)
+    assert await store.rotate_token("tenant-a", acked.fingerprint, successor, T0 + 2) is True
+    assert await store.resolve(successor.fingerprint) == successor
+
+
+@pytest_twisted.ensureDeferred
 async def test_signing_secret_is_stored_sealed(backend: Backend, box: SecretBox,
                                                store: AdbapiStore) -> None:
     """The database holds Fernet ciphertext of the signing secret, never the secret itself."""

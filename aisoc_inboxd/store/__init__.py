@@ -23,6 +23,7 @@ class TokenRecord:
     @ivar signing_secret: the HMAC secret set at mint, decrypted; C{None} when unsigned.
     @ivar created_at/rotated_at/revoked_at: epoch seconds (float); a token resolves only while
         both C{rotated_at} and C{revoked_at} are C{None}.
+    @ivar hec_acks: Splunk HEC indexer acknowledgement (ackId, channels) on for this token.
     """
 
     fingerprint: str
@@ -33,6 +34,7 @@ class TokenRecord:
     created_at: float = 0.0
     rotated_at: float | None = None
     revoked_at: float | None = None
+    hec_acks: bool = False
 
     @property
     def active(self) -> bool:

@@ -23,8 +23,8 @@ from aisoc_inboxd.store.secrets import SecretBox
 T = TypeVar("T")
 
 COLUMNS = ("fingerprint, tenant_id, template_id, label, signing_secret, "
-            "created_at, rotated_at, revoked_at")
-_INSERT = f"INSERT INTO tenant_inbox_tokens ({COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+            "created_at, rotated_at, revoked_at, hec_acks")
+_INSERT = f"INSERT INTO tenant_inbox_tokens ({COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
 _LIST = f"SELECT {COLUMNS} FROM tenant_inbox_tokens WHERE tenant_id = %s ORDER BY created_at, fingerprint"
 ACTIVE = "rotated_at IS NULL AND revoked_at IS NULL"
 _ACTIVE_OF_TENANT = f"tenant_id = %s AND fingerprint = %s AND {ACTIVE}"
@@ -319,7 +319,7 @@ class AdbapiStore(Service):
         self._execute(txn, _INSERT, (
             record.fingerprint, record.tenant_id, record.template_id, record.label, secret,
             self._to_db_time(record.created_at), self._optional_to_db(record.rotated_at),
-            self._optional_to_db(record.revoked_at)))
+            self._optional_to_db(record.revoked_at), record.hec_acks))
 
     def _list(self, txn: Transaction, tenant_id: str) -> list[TokenRecord]:
         self._enter_tenant(txn, tenant_id)
@@ -411,12 +411,12 @@ class AdbapiStore(Service):
             template_id=template_id, label=label, created_at=self._from_db_time(created))
 
     def _record(self, row: tuple[Any, ...]) -> TokenRecord:
-        fingerprint, tenant_id, template_id, label, secret, created, rotated, revoked = row
+        fingerprint, tenant_id, template_id, label, secret, created, rotated, revoked, hec_acks = row
         return TokenRecord(
             fingerprint=fingerprint, tenant_id=tenant_id, template_id=template_id, label=label,
             signing_secret=None if secret is None else self._box.open(bytes(secret)),
             created_at=self._from_db_time(created), rotated_at=self._optional_from_db(rotated),
-            revoked_at=self._optional_from_db(revoked))
+            revoked_at=self._optional_from_db(revoked), hec_acks=bool(hec_acks))
 
     def _optional_to_db(self, epoch: float | None) -> object:
         return None if epoch is None else self._to_db_time(epoch)

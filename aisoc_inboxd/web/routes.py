@@ -92,6 +92,12 @@ class JsonRoute(Resource):
     def error_body(self, error: HttpError) -> dict[str, Any]:
         return {"error": error.message}
 
+    def write_reply(self, request: Request, reply: Reply) -> bytes:
+        """
+        Set the status and headers of C{reply} on C{request} and return its body bytes.
+        """
+        return write_json(request, reply.status, reply.body, reply.headers)
+
     def _send(self, reply: Reply, request: Request, gone: list[Failure]) -> None:
         self._metrics.request(self.route, reply.template, reply.outcome)
         self._log_request(request, reply)
@@ -100,7 +106,7 @@ class JsonRoute(Resource):
             observe(self.route, token, reply)
         if gone or request.finished:
             return
-        request.write(write_json(request, reply.status, reply.body, reply.headers))
+        request.write(self.write_reply(request, reply))
         request.finish()
 
     def _log_request(self, request: Request, reply: Reply) -> None:

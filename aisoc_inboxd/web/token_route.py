@@ -56,10 +56,24 @@ def natural_key(binding: Binding, records: list[Record], headers: dict[str, str]
     return key
 
 
+class PartialBody(Exception):
+    """
+    Raised by L{TokenRoute.decode} when a body goes bad part-way: its C{records} before the bad part
+    are published, then the request is answered with C{rejection} (Splunk HEC's batch semantics).
+    """
+
+    def __init__(self, records: list[Record], rejection: HttpError) -> None:
+        super().__init__(str(rejection))
+        self.records = records
+        self.rejection = rejection
+
+
 class TokenRoute(JsonRoute):
     """
-    Subclasses set C{route} and implement L{decode}.
+    Subclasses set C{route} and implement L{decode}; L{bind} and L{publish} are theirs to change
+    (the HEC routes take the token from a header and answer in Splunk's words).
     """
+
 
     def __init__(self, token: str, intake: Intake, metrics: Metrics, inflight: InFlight,
                  max_body_bytes: int, vendors: VendorGate | None = None,
@@ -72,9 +86,24 @@ class TokenRoute(JsonRoute):
 
     def decode(self, request: Request, body: bytes) -> list[Record]:
         """
-        The records in C{body} (already gzip-decoded); raise L{BodyError} or an L{HttpError} (415).
+        The records in C{body} (already gzip-decoded); raise L{BodyError}, an L{HttpError} (415) or
+        L{PartialBody}.
         """
         raise NotImplementedError
+
+    async def bind(self, request: Request) -> Binding:
+        """
+        Resolve the token this request presents (the one in the URL).
+        """
+        return await self._intake.authorize(self._token)
+
+    async def publish(self, request: Request, binding: Binding, records: list[Record], received_at: float,
+                      headers: dict[str, str]) -> StoredReply:
+        """
+        Deliver the records and return the reply to send once they are durable.
+        """
+        accepted = await self._intake.deliver(binding, self.route, records, received_at, headers)
+        return StoredReply(200, {"accepted": accepted, "template": binding.template.id})
 
     async def screen(self, binding: Binding, records: list[Record]) -> None:
         """
@@ -90,13 +119,18 @@ class TokenRoute(JsonRoute):
 
     async def handle(self, request: Request) -> Reply:
         received_at = self._intake.now()
-        binding = self.binding = await self._intake.authorize(self._token)
+        binding = self.binding = await self.bind(request)
         template_id = binding.template.id
+        rejection: HttpError | None = None
         try:
             key = check_key(request.getHeader(IDEMPOTENCY_HEADER.encode("ascii")))
             raw = raw_body(request)
             self._intake.verify_signature(binding, raw, header_values(request))
-            records = self.decode(request, decode_content(request, raw, self._max_body_bytes))
+            try:
+                records = self.decode(request, decode_content(request, raw, self._max_body_bytes))
+            except PartialBody as partial:
+                records, rejection = partial.records, partial.rejection
+                rejection.template = rejection.template or template_id
             await self.screen(binding, records)
         except BodyError as e:
             raise bad_request(f"bad body: {e}", template_id) from None
@@ -108,8 +142,10 @@ class TokenRoute(JsonRoute):
         key = key or natural_key(binding, records, headers)
 
         async def publish() -> StoredReply:
-            accepted = await self._intake.deliver(binding, self.route, records, received_at, headers)
-            return StoredReply(200, {"accepted": accepted, "template": template_id})
+            reply = await self.publish(request, binding, records, received_at, headers)
+            if rejection is not None:
+                raise rejection
+            return reply
 
         if key is None:
             reply, replay = await publish(), False

@@ -17,6 +17,7 @@ from aisoc_inboxd.store import Store
 from aisoc_inboxd.tokens import TokenAdmin, TokenCache
 from aisoc_inboxd.vendors import VendorGate
 from aisoc_inboxd.web.admin import AdminRoute
+from aisoc_inboxd.web.hec import HecAckRoute, HecDeps, HecEventRoute, HecHealth, HecRawRoute
 from aisoc_inboxd.web.routes import OnReply, write_json
 from aisoc_inboxd.web.status import StatusPage, StatusSources
 from aisoc_inboxd.web.webhook import WebhookRoute
@@ -31,6 +32,13 @@ class WebDeps:
     vendors: VendorGate = field(default_factory=VendorGate)
     #: told of every inbox route's reply (push stats, the status page's recent errors)
     observers: tuple[OnReply, ...] = ()
+    #: the Splunk HEC routes' settings and ack channels; without them those routes are not served
+    hec: HecDeps | None = None
+
+    def hec_event_route(self) -> HecEventRoute:
+        assert self.hec is not None
+        return HecEventRoute(self.intake, self.metrics, self.inflight, self.max_body_bytes, self.vendors, self.hec,
+                             self.observers)
 
 
 class NotFound(Resource):
@@ -56,10 +64,41 @@ class InboxResource(Resource):
             request.prepath.append(token)
             return EmailRoute(token.decode("latin-1"), d.intake, d.metrics, d.inflight, d.max_body_bytes,
                               d.vendors, d.observers)
+        if path == b"hec" and d.hec is not None and not request.postpath:
+            return d.hec_event_route()
         if not path or request.postpath:
             return NotFound()
         return WebhookRoute(path.decode("latin-1"), d.intake, d.metrics, d.inflight, d.max_body_bytes,
                             d.vendors, d.observers)
+
+
+class CollectorResource(Resource):
+    """
+    C{/services/collector} (Splunk HEC's paths): itself and C{event} take envelopes, C{raw} lines,
+    C{ack} ack queries, C{health} a probe; each but C{ack} also under C{/1.0}.
+    """
+
+    def __init__(self, deps: WebDeps) -> None:
+        super().__init__()
+        self._deps = deps
+
+    def render(self, request: Request) -> object:
+        return self._deps.hec_event_route().render(request)
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        d = self._deps
+        assert d.hec is not None
+        if request.postpath not in ([], [b"1.0"]) or (path == b"ack" and request.postpath):
+            return NotFound()
+        if path == b"event":
+            return d.hec_event_route()
+        if path == b"raw":
+            return HecRawRoute(d.intake, d.metrics, d.inflight, d.max_body_bytes, d.vendors, d.hec, d.observers)
+        if path == b"ack":
+            return HecAckRoute(d.intake, d.metrics, d.inflight, d.hec, d.observers)
+        if path == b"health":
+            return HecHealth(d.intake)
+        return NotFound()
 
 
 class Health(Resource):
@@ -111,6 +150,10 @@ def build_root_resource(deps: WebDeps) -> Resource:
     v1 = Root()
     root.putChild(b"v1", v1)
     v1.putChild(b"inbox", InboxResource(deps))
+    if deps.hec is not None:
+        services = Root()
+        root.putChild(b"services", services)
+        services.putChild(b"collector", CollectorResource(deps))
     root.putChild(b"healthz", Health(None))
     root.putChild(b"readyz", Health(deps.intake))
     return root
