@@ -40,6 +40,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Iterator
 
 
 class CefError(ValueError):
@@ -186,19 +187,26 @@ def parse_cef_batch(data: bytes | str) -> CefBatch:
     """
     Every CEF record of a newline-delimited batch; malformed lines are collected, not raised.
     """
-    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
-    text = text.removeprefix("\ufeff")
     events: list[CefEvent] = []
     errors: list[CefLineError] = []
-    for number, line in enumerate(text.split("\n"), 1):
-        line = line.removesuffix("\r")
-        if not line or line.isspace():
-            continue
+    for number, line in cef_lines(data):
         try:
             events.append(parse_cef_line(line))
         except CefError as e:
             errors.append(CefLineError(number, str(e)))
     return CefBatch(tuple(events), tuple(errors))
+
+
+def cef_lines(data: bytes | str) -> Iterator[tuple[int, str]]:
+    """
+    The non-blank lines of a batch with their 1-based numbers: UTF-8 (invalid bytes replaced), a
+    leading BOM dropped, split on LF only, a CR before it removed.
+    """
+    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+    for number, line in enumerate(text.removeprefix("\ufeff").split("\n"), 1):
+        line = line.removesuffix("\r")
+        if line and not line.isspace():
+            yield number, line
 
 
 def escape_header_field(value: str) -> str:

@@ -6,7 +6,9 @@ Pure and per-event cheap: every path, enum and conversion was resolved when the 
 envelope (L{Template.unwrap}: decoded JSON fields, control messages, batch lists); every source
 value is read through the template's C{transforms}. Rules, in order:
 
-  1. stamp the class (class, category, type), the activity (C{activity_field}/C{activity_map},
+  1. pick the class: the first C{class_field} candidate whose value is in C{classes} selects that
+     class variant (and is consumed), else the template's own class; then stamp the class
+     (class, category, type), the activity (C{activity_field}/C{activity_map},
      else C{activity_id}), the template's product, C{log_name} (the template id) and C{log_source}
      (the intake route); the template may override the last three;
   2. C{field_map}: a missing or null source is skipped; the first present source of a target wins;
@@ -14,7 +16,7 @@ value is read through the template's C{transforms}. Rules, in order:
   3. C{constants}, then C{severity_field}/C{severity_map}: no severity value → 0 Unknown; a value
      not in the map → 99 Other with C{severity} = the raw value (nothing is silently downgraded);
   4. C{time_field}: the first parseable candidate → C{time} (ms) and C{metadata.original_time}
-     (raw); none → the receive time;
+     (raw, unless a C{field_map} entry already set it); none → the receive time;
   5. class defaults so the event validates (2001 C{state_id}/C{finding}, 2004
      C{status_id}/C{finding_info}/C{is_alert}): New, or Resolved for a Close activity;
   6. ingest stamps that templates never override (C{metadata.version}, C{uid}, C{tenant_uid},
@@ -82,9 +84,10 @@ def normalize(template: Template, record: dict[str, Any], context: IngestContext
     """
     The OCSF event for C{record} under C{template}.
     """
-    compiled = template.compiled
-    original, record = record, with_extracted(compiled.extractions, record)
+    original, record = record, with_extracted(template.compiled.extractions, record)
     consumed: list[tuple[str, ...]] = [] if record is original else [(EXTRACTED,)]
+    template = _class_variant(template, record, consumed, context)
+    compiled = template.compiled
     event = _class_stamp(template, compiled, context, _activity(template, compiled, record, context))
     metadata: dict[str, Any] = event["metadata"]
 
@@ -129,6 +132,24 @@ def normalize(template: Template, record: dict[str, Any], context: IngestContext
         _merge_missing(event.setdefault("unmapped", {}), leftovers)
     event["raw_data"] = context.raw if context.raw is not None else json.dumps(original, ensure_ascii=False)
     return event
+
+
+def _class_variant(template: Template, record: dict[str, Any], consumed: list[tuple[str, ...]],
+                   context: IngestContext) -> Template:
+    """
+    The C{classes} variant named by the first C{class_field} candidate whose value is listed; else
+    C{template} itself. The deciding source is consumed: the event's class says what it said.
+    """
+    compiled = template.compiled
+    for source in compiled.class_sources:
+        raw = compiled.reader.read(record, source, context.headers)
+        if raw is MISSING or raw is None or isinstance(raw, (dict, list)):
+            continue
+        variant = compiled.variants.get(fold_severity(raw))
+        if variant is not None:
+            consumed.append(source)
+            return variant
+    return template
 
 
 def _activity(template: Template, compiled: Compiled, record: dict[str, Any], context: IngestContext) -> int:
@@ -206,11 +227,11 @@ def _time(event: dict[str, Any], compiled: Compiled, record: dict[str, Any],
         if ms is not None:
             consumed.append(source)
             event["time"] = ms
-            event["metadata"]["original_time"] = str(raw)
+            event["metadata"].setdefault("original_time", str(raw))
             return
     event["time"] = int(context.received_at * 1000)
     if first_raw is not None:
-        event["metadata"]["original_time"] = str(first_raw)
+        event["metadata"].setdefault("original_time", str(first_raw))
 
 
 def _finding_defaults(event: dict[str, Any], template: Template, compiled: Compiled,

@@ -7,7 +7,9 @@ C{constants}) plus an optional C{description}; C{severity_field} and C{time_fiel
 of candidates tried in order. Extensions real vendors need, all declarative: C{activity_field} /
 C{activity_map} (the activity from the record), C{time_formats}, C{transforms} (per source path),
 C{extract} (values pulled out of text by pattern, L{extract<aisoc_inboxd.normalizer.extract>}),
-and the envelope keys C{decode_json}, C{records}, C{acknowledge_when} and C{idempotency_key}
+C{class_field} / C{classes} (the class from the record: each listed value names a class variant
+whose C{field_map} and C{constants} extend the template's own, compiled and checked as a template
+of that class), and the envelope keys C{decode_json}, C{records}, C{acknowledge_when} and C{idempotency_key}
 (L{envelope<aisoc_inboxd.normalizer.envelope>}). A bad template raises L{TemplateError} naming the file and the key,
 so start-up fails instead of events being dropped later. Loading also compiles every rule into
 plain lookups (L{Compiled}) so that applying a template does no schema work per event.
@@ -34,7 +36,11 @@ from aisoc_inboxd.normalizer.transforms import Reader, Transform, compile_steps
 REQUIRED_KEYS = ("id", "vendor_name", "product_name", "class_uid", "class_name", "activity_id")
 OPTIONAL_KEYS = ("field_map", "severity_field", "severity_map", "time_field", "constants",
                  "description", "activity_field", "activity_map", "time_formats", "transforms",
-                 "decode_json", "records", "acknowledge_when", "idempotency_key", "extract")
+                 "decode_json", "records", "acknowledge_when", "idempotency_key", "extract",
+                 "class_field", "classes")
+#: what a C{classes} entry may set; C{field_map} and C{constants} extend the template's own
+VARIANT_KEYS = ("class_uid", "class_name", "activity_id", "field_map", "constants", "activity_field",
+                "activity_map")
 TEMPLATE_SUFFIXES = (".yaml", ".yml")
 
 # Stamped by the normalizer from the template's own keys; a template cannot target them.
@@ -103,6 +109,9 @@ class Compiled:
     reader: Reader = field(default_factory=Reader)
     envelope: Envelope = field(default_factory=Envelope)
     extractions: tuple[Extraction, ...] = ()
+    class_sources: tuple[tuple[str, ...], ...] = ()
+    #: casefolded C{class_field} value -> the template compiled for that class (C{classes})
+    variants: Mapping[str, "Template"] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -222,13 +231,17 @@ class _Loader:
     Validates and compiles one parsed template document; every error names the file and the key.
     """
 
-    def __init__(self, path: Path, document: Any) -> None:
+    def __init__(self, path: Path, document: Any, key_prefix: str = "") -> None:
+        """
+        @param key_prefix: put before every key an error names (C{classes.<value>.} for a variant).
+        """
         self._path = path
         self._doc = document
         self._schema = ocsf_schema()
+        self._key_prefix = key_prefix
 
     def _error(self, key: str, problem: str) -> TemplateError:
-        return TemplateError(self._path, key, problem)
+        return TemplateError(self._path, self._key_prefix + key, problem)
 
     def build(self) -> Template:
         doc = self._doc
@@ -271,6 +284,7 @@ class _Loader:
             reader=Reader(MappingProxyType(self._transforms())),
             envelope=self._envelope(),
             extractions=self._extractions(),
+            **self._class_variants(),
         )
         return Template(
             id=template_id, vendor_name=self._text("vendor_name"),
@@ -405,6 +419,47 @@ class _Loader:
                 raise self._error(key, "conflicts with another key that differs only in case")
             activity_map[str(source_value)] = activity_id
         return activity_field, activity_map
+
+    def _class_variants(self) -> dict[str, Any]:
+        """
+        C{class_field} candidates and C{classes} (value -> class variant), each variant compiled as
+        the whole template with the variant's class and activity and its C{field_map}/C{constants}
+        merged over the template's own, so every target is checked against the class it lands in.
+        """
+        class_field = self._candidates("class_field")
+        raw = self._doc.get("classes")
+        if bool(class_field) != (raw is not None):
+            missing = "classes" if class_field else "class_field"
+            raise self._error(missing, "class_field and classes go together")
+        if raw is None:
+            return {}
+        if not isinstance(raw, dict) or not raw:
+            raise self._error("classes", "must be a non-empty mapping of source value -> class variant")
+        base = {k: v for k, v in self._doc.items() if k not in ("class_field", "classes")}
+        variants: dict[str, Template] = {}
+        for value, variant in raw.items():
+            key = f"classes.{value}"
+            if isinstance(value, (dict, list)) or value is None:
+                raise self._error(key, "source values must be strings or numbers")
+            if not isinstance(variant, dict):
+                raise self._error(key, f"must be a mapping with keys among: {', '.join(VARIANT_KEYS)}")
+            unknown = sorted(str(k) for k in variant if k not in VARIANT_KEYS)
+            if unknown:
+                raise self._error(f"{key}.{unknown[0]}", f"unknown key (allowed: {', '.join(VARIANT_KEYS)})")
+            for required in ("class_uid", "class_name", "activity_id"):
+                if required not in variant:
+                    raise self._error(f"{key}.{required}", "required key missing")
+            document = {**base, **variant}
+            for merged in ("field_map", "constants"):
+                extra = variant.get(merged) or {}
+                if not isinstance(extra, dict):
+                    raise self._error(f"{key}.{merged}", "must be a mapping")
+                document[merged] = {**(base.get(merged) or {}), **extra}
+            if fold_severity(value) in variants:
+                raise self._error(key, "conflicts with another key that differs only in case")
+            variants[fold_severity(value)] = _Loader(self._path, document, f"{key}.").build()
+        return {"class_sources": tuple(parse_source(p) for p in class_field),
+                "variants": MappingProxyType(variants)}
 
     def _time_formats(self) -> tuple[str, ...]:
         value = self._doc.get("time_formats")

@@ -116,6 +116,16 @@ def parse_syslog(frame: bytes | str, now: float, local_tz: tzinfo = UTC) -> Sysl
     return SyslogMessage(None, None, None, None, None, None, None, text, "unknown")
 
 
+def bsd_timestamp(text: str, now: float, local_tz: tzinfo = UTC) -> int | None:
+    """
+    Epoch milliseconds of a whole BSD-style stamp (C{Mmm dd [yyyy ]hh:mm:ss[.fff][ UTC|GMT]}, the
+    year chosen as for RFC 3164 headers), or None. CEF's C{rt}/C{start}/C{end} use this form; a
+    trailing zone name other than UTC/GMT is ignored (the stamp is read in C{local_tz}).
+    """
+    stamp = _BSD_STAMP.match(text.strip())
+    return None if stamp is None else _bsd_millis(stamp, now, local_tz)
+
+
 def _nil(token: str) -> str | None:
     return None if token == "-" else token
 

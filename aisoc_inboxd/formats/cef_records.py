@@ -1,0 +1,146 @@
+"""
+A parsed CEF event as the record the C{cef-syslog} template maps.
+
+The template stays declarative; what needs code is done here, once, for every CEF intake (the
+C{/v1/inbox/cef} route and the syslog listeners):
+
+  - B{flattening}: the header fields under their CEF full names (C{cef.deviceVendor},
+    C{cef.deviceProduct}, C{cef.deviceVersion}, C{cef.deviceEventClassId}, C{cef.name},
+    C{cef.severity} as sent, C{cef.version}) beside the extension keys as sent (C{cef.src},
+    C{cef.cs1}, C{cef.cs1Label} …), so whatever the template does not map lands in
+    C{unmapped.cef.*} with each custom field's label beside it, never as a key. An extension key
+    that repeats a header name (no CEF dictionary key does) cannot replace the header field.
+    Empty header fields are left out: they carry no value. A port whose side has neither an
+    address nor a host name (C{dpt} without C{dst}/C{dhost}) cannot make a valid OCSF endpoint, so
+    it is moved out of C{cef} into C{unpaired} (C{unmapped.unpaired.dpt}), still kept; so is a
+    MAC address (C{smac}, C{dmac}).
+  - B{times}: C{rt}, else C{end}, else the syslog header's stamp → C{time} (epoch ms) and
+    C{original_time} (the text as sent); C{start}/C{end} → C{start_time}/C{end_time}. CEF writes
+    them as epoch milliseconds or C{MMM dd [yyyy ]HH:mm:ss[.SSS][ zzz]} (the year, when absent, is
+    the one closest to the receive time, as for syslog stamps); ISO 8601 is read too.
+  - B{kind}: the event's class family from its name, signature id, category and the keys it
+    carries (L{event_kind}); the template's C{classes} maps each kind to an OCSF class.
+  - B{syslog}: the header of the syslog frame that carried the event (or of a syslog prefix on a
+    posted line): host, app, facility, severity — the template's fallbacks for device and time.
+"""
+from __future__ import annotations
+
+import re
+from datetime import UTC, tzinfo
+from typing import Any
+
+from aisoc_inboxd.formats.cef import CefEvent
+from aisoc_inboxd.formats.json_body import Record
+from aisoc_inboxd.normalizer.timeparse import to_epoch_ms
+from aisoc_inboxd.syslog.header import SyslogMessage, bsd_timestamp, parse_syslog
+
+#: the kinds L{event_kind} returns, in the order they are tried; C{classes} in cef-syslog.yaml maps them
+KINDS = ("authentication", "dns", "http", "file", "api", "finding", "network", "other")
+
+_AUTHENTICATION = re.compile(
+    r"log(?:ged)? ?(?:in|on|off|out)|sign(?:ed)?[ -]?(?:in|on|out)|authenticat|\bauth\b|password|credential|kerberos|\bmfa\b")
+_DNS = re.compile(r"\bdns\b|name ?resolution")
+_HTTP = re.compile(r"\bhttps?\b|\bweb\b|proxy|\burl\b|\bwaf\b")
+_FILE = re.compile(r"\bfiles?\b")
+_API = re.compile(r"\bapi\b|audit")
+_FINDING = re.compile(
+    r"alert|attack|malware|virus|trojan|worm|ransom|intrusion|exploit|threat|\bid[ps]\b|detect|"
+    r"signature|suspicious|vulnerab|phish|botnet|injection|brute|anomal|infected|backdoor")
+
+
+#: an endpoint's detail keys and the keys that identify it (OCSF: an address or a host name)
+_ENDPOINT_SIDES = ((("spt", "smac"), ("src", "shost")), (("dpt", "dmac"), ("dst", "dhost")))
+
+
+def event_kind(event: CefEvent, has_host: bool = False) -> str:
+    """
+    The class family of C{event}: a keyword in its name, signature id or C{cat} picks the family,
+    but only when the event carries what that OCSF class requires (a login needs a user and a
+    service or destination, HTTP a request, a file event a file, a user and a device, an API call a
+    user and a source); a network event needs a source or destination; else C{other}.
+
+    @param has_host: the syslog header named the sending host (a device for file events).
+    """
+    ext = event.extensions
+    text = " ".join((event.name, event.device_event_class_id, ext.get("cat", ""))).lower()
+    endpoint = "src" in ext or "dst" in ext or "shost" in ext or "dhost" in ext
+    user = "suser" in ext or "duser" in ext
+    if _AUTHENTICATION.search(text) and user and (event.device_product or "dst" in ext or "dhost" in ext):
+        return "authentication"
+    if _DNS.search(text) and endpoint:
+        return "dns"
+    if ("request" in ext or "requestMethod" in ext) and (_HTTP.search(text) or "requestMethod" in ext):
+        return "http"
+    if (_FILE.search(text) and ("fname" in ext or "filePath" in ext) and "suser" in ext
+            and ("dvchost" in ext or "dvc" in ext or has_host)):
+        return "file"
+    if _API.search(text) and "suser" in ext and "src" in ext and event.name:
+        return "api"
+    if _FINDING.search(text):
+        return "finding"
+    if endpoint:
+        return "network"
+    return "other"
+
+
+def cef_time(text: str, now: float, local_tz: tzinfo = UTC) -> int | None:
+    """
+    Epoch milliseconds of a CEF time value (C{rt}, C{start}, C{end}), or None when unreadable;
+    numbers are told apart by magnitude (some senders write epoch seconds).
+    """
+    millis = bsd_timestamp(text, now, local_tz)
+    return millis if millis is not None else to_epoch_ms(text, ())
+
+
+def cef_record(event: CefEvent, raw: str, now: float, syslog: SyslogMessage | None = None,
+               local_tz: tzinfo = UTC) -> Record:
+    """
+    The record for C{event}; C{raw} (the line or frame as received) becomes the event's C{raw_data}.
+
+    @param syslog: the header of the frame that carried C{event}; when None and the line had a
+        prefix before C{CEF:}, the prefix is read as a syslog header.
+    @param now: the receive time, epoch seconds (the year of stamps without one).
+    """
+    if syslog is None and event.prefix:
+        syslog = parse_syslog(event.prefix, now, local_tz)
+    header = {
+        "deviceVendor": event.device_vendor, "deviceProduct": event.device_product,
+        "deviceVersion": event.device_version, "deviceEventClassId": event.device_event_class_id,
+        "name": event.name, "severity": event.severity_raw.strip(),
+    }
+    cef: dict[str, Any] = {"version": event.version, **{k: v for k, v in header.items() if v}}
+    for key, value in event.extensions.items():
+        cef.setdefault(key, value)
+    data: dict[str, Any] = {"kind": event_kind(event, bool(syslog and syslog.hostname)), "cef": cef}
+    ext = event.extensions
+    unpaired = {key: cef.pop(key) for details, identities in _ENDPOINT_SIDES for key in details
+                if key in cef and not any(identity in ext for identity in identities)}
+    if unpaired:
+        data["unpaired"] = unpaired
+    for key in ("rt", "end"):
+        if key in ext and (millis := cef_time(ext[key], now, local_tz)) is not None:
+            data["time"], data["original_time"] = millis, ext[key]
+            break
+    else:
+        if syslog is not None and syslog.timestamp is not None:
+            data["time"], data["original_time"] = syslog.timestamp, syslog.timestamp_text
+    for key, target in (("start", "start_time"), ("end", "end_time")):
+        if key in ext and (millis := cef_time(ext[key], now, local_tz)) is not None:
+            data[target] = millis
+    if syslog is not None:
+        data["syslog"] = syslog_fields(syslog)
+    return Record(data, raw)
+
+
+def syslog_fields(message: SyslogMessage) -> dict[str, Any]:
+    """
+    The header fields of a syslog frame that were present, for templates' C{syslog.*} sources.
+    """
+    fields: dict[str, Any] = {
+        "facility": message.facility, "severity": message.severity, "hostname": message.hostname,
+        "app_name": message.app_name, "procid": message.procid, "msgid": message.msgid,
+        "timestamp": message.timestamp_text, "format": message.format,
+    }
+    if message.structured_data:
+        fields["structured_data"] = message.structured_data
+    return {k: v for k, v in fields.items() if v is not None}

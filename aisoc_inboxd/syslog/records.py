@@ -1,0 +1,48 @@
+"""
+One syslog frame into the record a template maps: a CEF record when the message is CEF (for the
+C{cef-syslog} template, the header's stamp and host as fallbacks), else a plain syslog record (for
+the C{syslog} template). Pure: the listeners' protocols call it per frame.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, tzinfo
+from typing import Any
+
+from aisoc_inboxd.formats.cef import parse_cef_line
+from aisoc_inboxd.formats.cef_records import cef_record, syslog_fields
+from aisoc_inboxd.formats.json_body import Record
+from aisoc_inboxd.syslog.header import parse_syslog
+
+#: a message is CEF when it holds a CEF version marker (anywhere: relays put tags before it)
+_CEF_MARKER = re.compile(r"CEF:\d+\|")
+
+
+@dataclass(frozen=True, slots=True)
+class FrameRecord:
+    """
+    A frame's record, and whether it is CEF (which template maps it).
+    """
+
+    record: Record
+    is_cef: bool
+
+
+def frame_record(frame: bytes, now: float, local_tz: tzinfo = UTC) -> FrameRecord:
+    """
+    The record of one frame; C{raw_data} is the whole frame as text.
+
+    @raise CefError: the message is CEF but malformed (the caller drops and counts it).
+    """
+    text = frame.decode("utf-8", "replace").rstrip("\r\n")
+    message = parse_syslog(text, now, local_tz)
+    if _CEF_MARKER.search(message.message):
+        return FrameRecord(cef_record(parse_cef_line(message.message), text, now, message, local_tz), True)
+    data: dict[str, Any] = {"syslog": syslog_fields(message)}
+    if message.message:
+        data["message"] = message.message
+    if message.timestamp is not None:
+        data["time"], data["original_time"] = message.timestamp, message.timestamp_text
+    return FrameRecord(Record(data, text), False)
+
