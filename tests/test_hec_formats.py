@@ -16,6 +16,8 @@ from aisoc_inboxd.formats.hec import HecError, HecStatus, parse_event_body, pars
 from aisoc_inboxd.hec_acks import AckChannels, ChannelsFull
 
 FIXTURES = Path(__file__).parent / "fixtures" / "hec"
+#: a receive time (epoch seconds) for CEF stamps without a year
+NOW = 1_767_225_600.0
 
 
 def fixture(name: str) -> bytes:
@@ -112,7 +114,7 @@ def test_reply_body_key_order_matches_splunk(status: HecStatus, extra: dict[str,
 def test_raw_lines_become_events_with_query_metadata() -> None:
     """Each LF-terminated corpus line is one event carrying the query string's host, source, sourcetype and index."""
     metadata = {"host": "web01", "source": "access.log", "sourcetype": "access_combined", "index": "web", "x": "y"}
-    batch = parse_raw_body(fixture("fluentbit-raw-access-log-lines.txt"), metadata, parse_cef=True)
+    batch = parse_raw_body(fixture("fluentbit-raw-access-log-lines.txt"), metadata, parse_cef=True, now=NOW)
     facts = expected("fluentbit-raw-access-log-lines.expected.json")
     assert len(batch.text) == facts["event_count"] and batch.cef == ()
     assert batch.text[0].data == {"event": facts["first_event_raw"], "host": "web01", "source": "access.log",
@@ -123,36 +125,36 @@ def test_raw_lines_become_events_with_query_metadata() -> None:
 @pytest.mark.parametrize("name, count", [("fluentbit-raw-access-log-unseparated.txt", 1), ("fluentbit-raw-hello.txt", 1)])
 def test_raw_body_without_line_breaks_is_one_event(name: str, count: int) -> None:
     """A raw body with no line break is one event, whatever it holds."""
-    assert len(parse_raw_body(fixture(name), {}, parse_cef=True).text) == count
+    assert len(parse_raw_body(fixture(name), {}, parse_cef=True, now=NOW).text) == count
 
 
 def test_raw_crlf_and_blank_lines_and_empty_body() -> None:
     """CR before LF is dropped, blank lines are skipped, and a body of only blank lines is No data (5)."""
-    batch = parse_raw_body(b"one\r\n\r\n  \ntwo", {}, parse_cef=False)
+    batch = parse_raw_body(b"one\r\n\r\n  \ntwo", {}, parse_cef=False, now=NOW)
     assert [r.data["event"] for r in batch.text] == ["one", "two"]
     with pytest.raises(HecError) as caught:
-        parse_raw_body(b"\r\n \n", {}, parse_cef=False)
+        parse_raw_body(b"\r\n \n", {}, parse_cef=False, now=NOW)
     assert caught.value.status is hec.NO_DATA
 
 
 def test_raw_cef_lines_become_cef_records_and_malformed_cef_stays_text() -> None:
-    """A raw line that parses as CEF becomes a CEF record (HEC metadata under hec); a broken CEF line stays a text event."""
+    """A raw line that parses as CEF becomes the record CEF intakes share (HEC metadata under hec); a broken CEF line stays a text event."""
     body = (b"<13>Jan 1 host CEF:0|Security|threatmanager|1.0|100|worm stopped|10|src=10.0.0.1 dst=2.1.2.2 spt=1232\n"
             b"CEF:0|only|three fields\n"
             b"plain text\n")
-    batch = parse_raw_body(body, {"sourcetype": "cef"}, parse_cef=True)
+    batch = parse_raw_body(body, {"sourcetype": "cef"}, parse_cef=True, now=NOW)
     [cef] = batch.cef
     assert hec.is_cef(cef) and not any(hec.is_cef(r) for r in batch.text)
-    assert (cef.data["device_vendor"], cef.data["name"], cef.data["severity"], cef.data["severity_raw"]) == (
-        "Security", "worm stopped", "Very-High", "10")
-    assert cef.data["extensions"] == {"src": "10.0.0.1", "dst": "2.1.2.2", "spt": "1232"}
-    assert cef.data["prefix"] == "<13>Jan 1 host" and cef.data["hec"] == {"sourcetype": "cef"}
+    fields = cef.data["cef"]
+    assert (fields["deviceVendor"], fields["name"], fields["severity"]) == ("Security", "worm stopped", "10")
+    assert (fields["src"], fields["dst"], fields["spt"]) == ("10.0.0.1", "2.1.2.2", "1232")
+    assert cef.data["hec"] == {"sourcetype": "cef"} and cef.raw == body.decode().split("\n")[0]
     assert [r.data["event"] for r in batch.text] == ["CEF:0|only|three fields", "plain text"]
 
 
 def test_raw_cef_lines_stay_text_without_a_cef_template() -> None:
     """Without the cef-syslog template a CEF line is an ordinary text event, never dropped."""
-    batch = parse_raw_body(b"CEF:0|V|P|1|100|n|5|src=1.2.3.4\n", {}, parse_cef=False)
+    batch = parse_raw_body(b"CEF:0|V|P|1|100|n|5|src=1.2.3.4\n", {}, parse_cef=False, now=NOW)
     assert batch.cef == () and batch.text[0].data == {"event": "CEF:0|V|P|1|100|n|5|src=1.2.3.4"}
 
 

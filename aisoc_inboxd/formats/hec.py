@@ -20,12 +20,12 @@ Decisions, each pinned by a test:
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from aisoc_inboxd.formats import cef_records
 from aisoc_inboxd.formats.cef import CefError, parse_cef_line
 from aisoc_inboxd.formats.json_body import Record
 
@@ -175,10 +175,11 @@ class RawBatch:
     cef: tuple[Record, ...]
 
 
-def parse_raw_body(body: bytes, metadata: Mapping[str, str], parse_cef: bool) -> RawBatch:
+def parse_raw_body(body: bytes, metadata: Mapping[str, str], parse_cef: bool, now: float) -> RawBatch:
     """
     One event per non-blank line, with C{metadata} (host, source, sourcetype, index) attached; CEF
-    lines become CEF records when C{parse_cef}. C{HecError} (5) when there is no line at all.
+    lines become CEF records when C{parse_cef} (C{now}, the receive time, dates stamps without a
+    year). C{HecError} (5) when there is no line at all.
     """
     envelope = {key: metadata[key] for key in METADATA_KEYS if metadata.get(key)}
     text: list[Record] = []
@@ -187,7 +188,7 @@ def parse_raw_body(body: bytes, metadata: Mapping[str, str], parse_cef: bool) ->
         line = line.removesuffix("\r")
         if not line.strip():
             continue
-        record = cef_record(line, envelope) if parse_cef else None
+        record = cef_record(line, envelope, now) if parse_cef else None
         if record is None:
             text.append(Record({"event": line, **envelope}, line))
         else:
@@ -204,17 +205,16 @@ def is_cef(record: Record) -> bool:
     return "event" not in record.data
 
 
-def cef_record(line: str, envelope: Mapping[str, str]) -> Record | None:
+def cef_record(line: str, envelope: Mapping[str, str], now: float) -> Record | None:
     """
-    A CEF line as a record: the parsed L{CefEvent} fields (severity as its band's name), with the
-    HEC metadata under C{hec}; C{None} when the line is not CEF.
+    A CEF line as the record every CEF intake gives the cef-syslog template, with the HEC metadata
+    under C{hec}; C{None} when the line is not CEF.
     """
     try:
         event = parse_cef_line(line)
     except CefError:
         return None
-    data = dataclasses.asdict(event)
-    data["severity"] = event.severity.value
+    record = cef_records.cef_record(event, line, now)
     if envelope:
-        data["hec"] = dict(envelope)
-    return Record(data, line)
+        record.data["hec"] = dict(envelope)
+    return record

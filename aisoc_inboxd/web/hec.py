@@ -258,7 +258,7 @@ class HecRawRoute(_HecIntakeRoute):
                     for key in hec.METADATA_KEYS if (values := request.args.get(key.encode("ascii")))}
         parse_cef = self._intake.catalog.get(CEF_TEMPLATE) is not None
         try:
-            batch = hec.parse_raw_body(body, metadata, parse_cef)
+            batch = hec.parse_raw_body(body, metadata, parse_cef, self._intake.now())
         except HecError as e:
             raise rejected(e) from None
         return [*batch.text, *batch.cef]
