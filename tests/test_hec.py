@@ -295,19 +295,20 @@ async def test_raw_lines_with_query_metadata(inboxd: RunningDaemon, path: str) -
 
 
 @pytest_twisted.ensureDeferred
-async def test_raw_cef_line_arrives_whether_or_not_a_cef_template_is_loaded(inboxd: RunningDaemon) -> None:
-    """A CEF line on the raw endpoint arrives once as valid OCSF: through cef-syslog when loaded, else as text."""
+async def test_raw_cef_line_goes_through_the_cef_syslog_template(inboxd: RunningDaemon) -> None:
+    """A CEF line on the raw endpoint arrives once as valid OCSF mapped by cef-syslog (device vendor and product), a plain line beside it by splunk-hec."""
     token = await hec_token(inboxd)
     line = "CEF:0|Security|threatmanager|1.0|100|worm successfully stopped|10|src=10.0.0.1 dst=2.1.2.2 spt=1232"
-    assert (await send(inboxd, "/services/collector/raw?sourcetype=cef", line.encode(), splunk(token)))[:2] == (
-        200, SUCCESS)
-    [event] = inboxd.events()
-    assert_valid_ocsf(event)
-    assert event["raw_data"] == line
-    if inboxd.daemon.intake.catalog.get("cef-syslog") is None:
-        assert event["metadata"]["product"]["vendor_name"] == "Splunk" and event["message"] == line
-    else:
-        assert event["metadata"]["product"]["vendor_name"] == "Security"
+    body = f"{line}\nnot CEF at all\n".encode()
+    assert (await send(inboxd, "/services/collector/raw?sourcetype=cef", body, splunk(token)))[:2] == (200, SUCCESS)
+    events = {e["raw_data"]: e for e in inboxd.events()}
+    assert sorted(events) == sorted([line, "not CEF at all"])
+    for event in events.values():
+        assert_valid_ocsf(event)
+    product = events[line]["metadata"]["product"]
+    assert (product["vendor_name"], product["name"]) == ("Security", "threatmanager")
+    assert events[line]["metadata"]["log_name"] == "cef-syslog"
+    assert events["not CEF at all"]["metadata"]["product"]["vendor_name"] == "Splunk"
 
 
 # -- indexer acknowledgement ----------------------------------------------------------------------
