@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -67,8 +67,9 @@ class PushStatsRecorder(MultiService):
     C{sweep_interval} seconds. A flush never fails: counts a failed write could not store are kept
     for the next one (those older than L{RETENTION} are dropped).
 
-    @param drained: fires once requests still in flight at shutdown have replied, so the final
-        flush on stop includes them.
+    @param drained: fires once requests still in flight at shutdown have replied (fails when they
+        take too long). Stopping flushes at once, and once more when it fires, which is before the
+        daemon stops the store: shutdown never waits on push stats.
     """
 
     name = "push-stats"
@@ -92,20 +93,16 @@ class PushStatsRecorder(MultiService):
         if token is None:
             return
         now = self._clock.seconds()
-        key = (token.tenant_id, token.fingerprint, now - now % BUCKET)
-        counts = self._pending.setdefault(key, _Counts(token.template_id))
-        counts.add(_Counts(token.template_id, 1, int(is_error(reply)), now))
+        counts = self._pending.setdefault((token.tenant_id, token.fingerprint, now - now % BUCKET),
+                                          _Counts(token.template_id))
+        counts.requests += 1
+        counts.errors += is_error(reply)
+        counts.last_seen = now
 
     def stopService(self) -> Deferred[None]:
+        self._drained().addCallbacks(lambda _: self.flush(), lambda _: None)
         d: Deferred[Any] = super().stopService()
-        return d.addCallback(lambda _: Deferred.fromCoroutine(self._final_flush()))
-
-    async def _final_flush(self) -> None:
-        try:
-            await self._drained()
-        except Exception:
-            _log.warn("push stats: requests still in flight at the final flush are not counted")
-        await self.flush()
+        return d.addCallback(lambda _: self.flush())
 
     def flush(self) -> Deferred[None]:
         """
@@ -118,15 +115,19 @@ class PushStatsRecorder(MultiService):
         by_tenant: dict[str, _Pending] = {}
         for key, counts in pending.items():
             by_tenant.setdefault(key[0], {})[key] = counts
-        for tenant_id, counted in by_tenant.items():
-            buckets = [PushBucket(fingerprint, c.template_id, start, c.requests, c.errors, c.last_seen)
-                       for (_, fingerprint, start), c in counted.items()]
-            try:
-                await self._store.add_push_stats(tenant_id, buckets)
-            except Exception:
-                _log.failure("push stats: storing {count} buckets of tenant {tenant} failed; retrying "
-                             "in {interval}s", count=len(buckets), tenant=tenant_id, interval=self._interval)
-                self._keep(counted)
+        # every tenant's write starts now, before the store could begin to close
+        await gatherResults([Deferred.fromCoroutine(self._add(tenant_id, counted))
+                             for tenant_id, counted in by_tenant.items()])
+
+    async def _add(self, tenant_id: str, counted: _Pending) -> None:
+        buckets = [PushBucket(fingerprint, c.template_id, start, c.requests, c.errors, c.last_seen)
+                   for (_, fingerprint, start), c in counted.items()]
+        try:
+            await self._store.add_push_stats(tenant_id, buckets)
+        except Exception:
+            _log.failure("push stats: storing {count} buckets of tenant {tenant} failed; retrying "
+                         "in {interval}s", count=len(buckets), tenant=tenant_id, interval=self._interval)
+            self._keep(counted)
 
     def _keep(self, counted: _Pending) -> None:
         oldest = self._clock.seconds() - RETENTION

@@ -140,19 +140,19 @@ def test_counts_the_store_never_took_are_dropped_after_the_retention() -> None:
     assert store.added == []
 
 
-def test_stop_waits_for_in_flight_requests_then_flushes() -> None:
-    """Stopping waits until requests in flight have replied, so their counts are in the final flush."""
+def test_stop_flushes_at_once_and_again_when_in_flight_requests_replied() -> None:
+    """Stopping writes what was counted without waiting, and the counts of requests still in flight once they replied."""
     drained: Deferred[None] = Deferred()
     rec, store, clock = recorder(drained)
     rec.startService()
     rec.replied("webhook", A1, OK)
     stopped: list[object] = []
     rec.stopService().addCallback(stopped.append)
-    rec.replied("webhook", A1, UNAVAILABLE)  # a request that was still in flight
-    assert store.added == [] and stopped == []
-    drained.callback(None)
     assert stopped == [None]
-    assert store.added == [("tenant-a", [PushBucket(A1.fingerprint, "pagerduty", T0, 2, 1, T0)])]
+    assert store.added == [("tenant-a", [PushBucket(A1.fingerprint, "pagerduty", T0, 1, 0, T0)])]
+    rec.replied("webhook", A1, UNAVAILABLE)  # a request that was still in flight
+    drained.callback(None)
+    assert store.added[1:] == [("tenant-a", [PushBucket(A1.fingerprint, "pagerduty", T0, 1, 1, T0)])]
     assert clock.getDelayedCalls() == []
 
 
