@@ -176,10 +176,12 @@ def http_rows(daemon: Daemon, inputs: Inputs, seconds: float, wanted: Callable[[
         rows.append(http_row(daemon, durable, f"HEC /services/collector/event, {BATCH} envelopes",
                              "/services/collector/event", inputs.hec, "application/json",
                              f"Splunk {daemon.tokens['splunk-hec']}", BATCH, seconds, connections=8)[0])
-    if wanted("cef-https"):
-        rows.append(Row("CEF over HTTPS batch", daemon.sink, note="not run: no POST /v1/inbox/cef in this "
-                                                                 "build yet (issue 9)"))
     return rows
+
+
+def cef_https_row(daemon: Daemon, inputs: Inputs, seconds: float) -> Row:
+    return http_row(daemon, daemon.durable_counter(), f"CEF over HTTPS, {BATCH} lines/request", "/v1/inbox/cef",
+                    inputs.cef_batch, "text/plain", None, BATCH, seconds, connections=8)[0]
 
 
 def tcp_row(receiver: Receiver, durable: DurableCount, inputs: Inputs, connections: int, logs: Path) -> Row:
@@ -262,15 +264,16 @@ def check_tools() -> None:
                  f"  sudo apt-get install {' '.join(missing)}")
 
 
-def has_syslog_listeners() -> bool:
+def daemon_features() -> frozenset[str]:
     """
-    Whether this build of the daemon has syslog listeners (issue 9); the syslog rows need them.
+    The intakes of this build beyond webhooks and HEC, from its settings: C{"syslog"} listeners and
+    the C{"cef"} route (issue 9); the rows that need them are skipped without them.
     """
     import dataclasses
 
     from aisoc_inboxd.config import Settings
 
-    return "syslog" in {f.name for f in dataclasses.fields(Settings)}
+    return frozenset({f.name for f in dataclasses.fields(Settings)} & {"syslog", "cef"})
 
 
 def main() -> None:
@@ -307,9 +310,10 @@ def main() -> None:
             if "kafka" in sinks:
                 tansu = Tansu(work)
                 tansu.start()
-            syslog = has_syslog_listeners()
+            features = daemon_features()
+            syslog = "syslog" in features
             for sink in sinks:
-                daemon = Daemon(work / f"inboxd-{sink}", sink, tansu.bootstrap if tansu else None)
+                daemon = Daemon(work / f"inboxd-{sink}", sink, tansu.bootstrap if tansu else None, features)
                 daemon.write_config()
                 for template in ("generic-json", "splunk-hec"):
                     daemon.mint(template)
@@ -319,6 +323,15 @@ def main() -> None:
                 if syslog:
                     rows += syslog_rows(daemon.receiver(), inputs, args.seconds, wanted, logs)
                 processes.stop(daemon.pid)
+                if wanted("cef-https") and "cef" in features:
+                    tls = Daemon(work / f"inboxd-{sink}-tls", sink, daemon.bootstrap, features, tls=True)
+                    tls.write_config()
+                    tls.start(processes)
+                    rows.append(cef_https_row(tls, inputs, args.seconds))
+                    processes.stop(tls.pid)
+                elif wanted("cef-https"):
+                    rows.append(Row("CEF over HTTPS batch", sink,
+                                    note="not run: no POST /v1/inbox/cef in this build (issue 9)"))
             if wanted("tcp") or wanted("udp"):
                 syslog_ng = SyslogNg(work / "syslog-ng")
                 syslog_ng.start(processes)

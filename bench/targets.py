@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
 import subprocess
 import sys
 import urllib.request
@@ -89,13 +90,17 @@ class Daemon:
     """
     One aisoc-inboxd process with its own state directory, config and tokens.
 
-    @ivar syslog: whether this build has syslog listeners (issue 9); without them the syslog rows
-        are skipped.
+    @ivar features: what this build of the daemon has besides webhooks and HEC: C{"syslog"}
+        (TCP and UDP listeners) and C{"cef"} (C{POST /v1/inbox/cef}).
+    @ivar tls: serve HTTP over TLS (one listener: the daemon names every HTTP listener "http",
+        and a service may not have two children of one name)
     """
 
     directory: Path
     sink: str
-    bootstrap: str | None = None
+    bootstrap: str | None
+    features: frozenset[str]
+    tls: bool = False
     http_port: int = field(default_factory=free_port)
     metrics_port: int = field(default_factory=free_port)
     tcp_port: int = field(default_factory=free_port)
@@ -117,14 +122,23 @@ class Daemon:
         sink: dict[str, object] = {"type": self.sink, "file": {"max_bytes": 64 * 1024 ** 3}}
         if self.sink == "kafka":
             sink["kafka"] = {"topic": TOPIC, "config": {"bootstrap.servers": self.bootstrap}}
-        config = {
+        listen = f"tcp:{self.http_port}:interface=127.0.0.1"
+        if self.tls:
+            key, certificate = self_signed_certificate(self.directory)
+            listen = f"ssl:{self.http_port}:interface=127.0.0.1:privateKey={key}:certKey={certificate}"
+        config: dict[str, object] = {
             "state_dir": str(self.directory / "state"),
-            "http": {"listen": [f"tcp:{self.http_port}:interface=127.0.0.1"],
-                     "rate_limit_per_min": 1_000_000_000},
+            "http": {"listen": [listen], "rate_limit_per_min": 1_000_000_000},
             "metrics": {"listen": [f"tcp:{self.metrics_port}:interface=127.0.0.1"]},
             "admin": {"listen": []},
             "sink": sink,
         }
+        if "cef" in self.features:
+            config["cef"] = {"tenant": TENANT}
+        if "syslog" in self.features:
+            config["syslog"] = {"listeners": [
+                {"name": "bench-tcp", "endpoint": f"tcp:{self.tcp_port}:interface=127.0.0.1", "tenant": TENANT},
+                {"name": "bench-udp", "udp_port": self.udp_port, "udp_interface": "127.0.0.1", "tenant": TENANT}]}
         self.config.write_text(json.dumps(config, indent=2))  # JSON is YAML
 
     def mint(self, template: str) -> str:
@@ -146,13 +160,13 @@ class Daemon:
         if self.process.poll() is not None:
             raise RuntimeError(f"the daemon ({self.sink} sink) exited with {self.process.returncode}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/readyz", timeout=1) as reply:
+            with urllib.request.urlopen(self.url("/readyz"), timeout=1, context=_UNVERIFIED) as reply:
                 return bool(reply.status == 200)
         except OSError:
             return False
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.http_port}{path}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.http_port}{path}"
 
     def receiver(self) -> Receiver:
         return Receiver(f"inboxd-{self.sink}", self.sink, self.pid, self.tcp_port, self.udp_port,
@@ -162,6 +176,21 @@ class Daemon:
         if self.sink == "file":
             return LineCounter(self.directory / "state" / "events" / "events.ndjson")
         return KafkaAcked(self.metrics_port)
+
+
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """
+    A throwaway key and certificate for 127.0.0.1 (wrk does not verify it).
+    """
+    key, certificate = directory / "tls.key", directory / "tls.crt"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(certificate)],
+                   check=True, capture_output=True)
+    return key, certificate
+
+
+#: the readiness probe's TLS context for the throwaway certificate
+_UNVERIFIED = ssl._create_unverified_context()
 
 
 class KafkaAcked:
