@@ -61,8 +61,9 @@ def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
 class NotifySocket:
     """A datagram socket standing in for systemd's $NOTIFY_SOCKET."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, log: Path | None = None) -> None:
         self.path = path
+        self.log = log
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(str(path))
         self.messages: list[str] = []
@@ -71,7 +72,8 @@ class NotifySocket:
         deadline = time.monotonic() + seconds
         while not any(state in m.split("\n") for m in self.messages):
             remaining = deadline - time.monotonic()
-            assert remaining > 0, f"no {state} among {self.messages}"
+            assert remaining > 0, (f"no {state} among {self.messages}; daemon log:\n"
+                                   + (self.log.read_text()[-4000:] if self.log and self.log.exists() else ""))
             self.sock.settimeout(remaining)
             try:
                 self.messages.append(self.sock.recv(4096).decode())
@@ -109,8 +111,8 @@ def test_notify_reload_and_stop_under_a_service_manager(tmp_path: Path) -> None:
     }))
     token = json.loads(run_cli(config, "token", "mint", "--tenant", "acme", "--template", "generic-json",
                                "--json").stdout)["token"]
-    notify = NotifySocket(tmp_path / "notify.sock")
     log = tmp_path / "daemon.log"
+    notify = NotifySocket(tmp_path / "notify.sock", log)
     env = dict(os.environ, NOTIFY_SOCKET=str(notify.path), WATCHDOG_USEC="1000000")
     process = subprocess.Popen([sys.executable, "-m", "aisoc_inboxd.cli", "--config", str(config), "run"],
                                cwd=PROJECT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
