@@ -4,11 +4,11 @@ the sink, and a Deferred that fires only when the sink has made them durable.
 """
 from __future__ import annotations
 
-import json
 from typing import Callable, Mapping, Sequence
 
 from twisted.internet.defer import Deferred, succeed
 
+from aisoc_inboxd.fastjson import dumps_compact
 from aisoc_inboxd.formats.json_body import Record
 from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.normalizer import IngestContext, Template, normalize_record
@@ -42,7 +42,7 @@ class Pipeline:
             context = IngestContext(tenant_id=tenant_id, route=route, received_at=received_at, raw=record.raw,
                                     headers=headers or {})
             for event in normalize_record(template, record.data, context):
-                value = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+                value = dumps_compact(event)
                 sink_records.append(SinkRecord(tenant_id, template.id, route, received_at, value))
         if not sink_records:
             return succeed(0)  # only control messages: nothing to make durable

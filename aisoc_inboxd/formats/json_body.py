@@ -10,6 +10,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from aisoc_inboxd.fastjson import dumps_compact, loads
+
 
 class BodyError(ValueError):
     """
@@ -43,7 +45,7 @@ def decode_json_records(body: bytes) -> list[Record]:
     if not stripped:
         raise BodyError("empty body: expected a JSON object or NDJSON lines")
     try:
-        document = json.loads(stripped)
+        document = loads(stripped)
     except json.JSONDecodeError as whole:
         if not _first_line_is_object(stripped):
             raise BodyError(f"invalid JSON at line {whole.lineno} column {whole.colno}: {whole.msg}") from None
@@ -55,7 +57,7 @@ def decode_json_records(body: bytes) -> list[Record]:
         for index, item in enumerate(document):
             if not isinstance(item, dict):
                 raise BodyError(f"array item {index}: expected a JSON object, got {_kind(item)}")
-            records.append(Record(item, json.dumps(item, separators=(",", ":"), ensure_ascii=False)))
+            records.append(Record(item, dumps_compact(item).decode("utf-8")))
         if not records:
             raise BodyError("empty JSON array: no records")
         return records
@@ -65,7 +67,7 @@ def decode_json_records(body: bytes) -> list[Record]:
 def _first_line_is_object(text: str) -> bool:
     first = text.split("\n", 1)[0].strip()
     try:
-        return isinstance(json.loads(first), dict)
+        return isinstance(loads(first), dict)
     except json.JSONDecodeError:
         return False
 
@@ -77,7 +79,7 @@ def _ndjson(text: str) -> list[Record]:
         if not line:
             continue
         try:
-            item = json.loads(line)
+            item = loads(line)
         except json.JSONDecodeError as e:
             raise BodyError(f"line {number}: invalid JSON at column {e.colno}: {e.msg}") from None
         if not isinstance(item, dict):
