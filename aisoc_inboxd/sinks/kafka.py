@@ -17,8 +17,9 @@ run), or (3) messages already sent are purged, at C{stopService} or when a stuck
 replaced. Every event carries C{metadata.uid}, so consumers dedupe on it.
 
 Threads: librdkafka's C{produce()} does not block and is called on the reactor thread; one dedicated
-thread, C{kafka-poll}, owns C{poll()} and C{flush()}, so delivery callbacks run there and hop to the
-reactor with C{callFromThread}. The reachability probe (a metadata request, which blocks) runs on
+thread, C{kafka-poll}, owns C{poll()} and C{flush()}, so delivery callbacks run there; the reports
+one C{poll()} served hop to the reactor together, in one C{callFromThread} (not one per event).
+The reachability probe (a metadata request, which blocks) runs on
 the reactor's thread pool; spool I/O runs on the spool's writer thread.
 """
 from __future__ import annotations
@@ -26,7 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import datetime, timezone
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -100,10 +101,17 @@ def message_headers(record: SinkRecord) -> list[tuple[str, bytes]]:
     """
     Kafka headers that let a consumer route an event without parsing it.
     """
-    intake = datetime.fromtimestamp(record.received_at, timezone.utc)
-    return [("tenant", record.tenant_id.encode()),
-            ("template", record.template_id.encode()),
-            ("route", record.route.encode()),
+    return _headers(record.tenant_id, record.template_id, record.route, record.received_at)
+
+
+@lru_cache(maxsize=256)
+def _headers(tenant_id: str, template_id: str, route: str, received_at: float) -> list[tuple[str, bytes]]:
+    # The events of one request or frame batch share all four, so the date is formatted once per
+    # batch rather than once per event; the list is only read by produce().
+    intake = datetime.fromtimestamp(received_at, timezone.utc)
+    return [("tenant", tenant_id.encode()),
+            ("template", template_id.encode()),
+            ("route", route.encode()),
             ("intake_time", intake.isoformat(timespec="milliseconds").replace("+00:00", "Z")
              .encode())]
 
@@ -154,6 +162,10 @@ class _Send:
             self.done.callback([self.records[i] for i in sorted(self.failed)])
 
 
+#: one delivery report: the send it belongs to, the record's index in it, and the error if any
+_Report = tuple[_Send, int, "KafkaError | None"]
+
+
 class _DeliveryProducer:
     """
     A confluent-kafka Producer with its poll thread, seen from the reactor as Deferreds.
@@ -175,6 +187,8 @@ class _DeliveryProducer:
         self._stopping = threading.Event()
         self._stopped: Deferred[int] = Deferred()
         self._flush_timeout = 0.0
+        #: delivery reports served by the current poll(), kept on the poll thread until handed over
+        self._reports: list[_Report] = []
 
     def __len__(self) -> int:
         return 0 if self._producer is None else len(self._producer)
@@ -238,16 +252,28 @@ class _DeliveryProducer:
         (self._metrics.events_produced if ok else self._metrics.delivery_errors).inc()
         send.settle(index, ok)
 
-    def _delivered(self, send: _Send, index: int, error: KafkaError | None) -> None:
-        if error is not None and not send.failed:
-            self._log.debug("Kafka delivery failed: {error}", error=error.str())
-        self._settle(send, index, ok=error is None)
+    def _delivered(self, reports: list[_Report]) -> None:
+        acknowledged = sum(1 for _, _, error in reports if error is None)
+        self._metrics.events_produced.inc(acknowledged)
+        self._metrics.delivery_errors.inc(len(reports) - acknowledged)
+        for send, index, error in reports:
+            if error is not None and not send.failed:
+                self._log.debug("Kafka delivery failed: {error}", error=error.str())
+            send.settle(index, ok=error is None)
 
     # The methods below run on the kafka-poll thread (or, for the probe, a pool thread).
 
     def _delivered_in_thread(self, send: _Send, index: int, error: KafkaError | None,
                              message: object) -> None:
-        self._reactor.callFromThread(self._delivered, send, index, error)
+        self._reports.append((send, index, error))
+
+    def _hand_over(self) -> None:
+        """
+        Pass the reports the last C{poll()} or C{flush()} served to the reactor, in one hop.
+        """
+        if self._reports:
+            reports, self._reports = self._reports, []
+            self._reactor.callFromThread(self._delivered, reports)
 
     def _error_in_thread(self, error: KafkaError) -> None:
         self._reactor.callFromThread(self._client_error, error)
@@ -272,10 +298,13 @@ class _DeliveryProducer:
         producer = self._producer
         while not self._stopping.is_set():
             producer.poll(0.1)
+            self._hand_over()
         left = producer.flush(self._flush_timeout)
+        self._hand_over()
         if left:
             producer.purge(in_queue=True, in_flight=True)
             producer.flush(1.0)
+            self._hand_over()
         producer.close()
         self._reactor.callFromThread(self._stopped.callback, left)
 
