@@ -33,7 +33,8 @@ class Inputs:
     @ivar hec: L{BATCH} concatenated Splunk HEC envelopes
     @ivar cef_batch: L{BATCH} CEF lines (the body of C{POST /v1/inbox/cef})
     @ivar cef_lines: L{DISTINCT_LINES} RFC 5424 syslog messages carrying CEF, one per line (UDP)
-    @ivar tcp_frames: the same messages octet-counted (RFC 6587), repeated to C{tcp_events}
+    @ivar tcp_frames: by number of connections, the file each connection sends: the same messages
+        octet-counted (RFC 6587), repeated so that all connections together send C{tcp_events}
     """
 
     single: Path
@@ -41,7 +42,7 @@ class Inputs:
     hec: Path
     cef_batch: Path
     cef_lines: Path
-    tcp_frames: Path
+    tcp_frames: dict[int, Path]
     tcp_events: int
 
 
@@ -81,7 +82,7 @@ def _syslog(cef: str, n: int) -> str:
     return f"<134>1 2026-05-08T09:00:{n % 60:02d}.000Z fw-edge-01 CEF - - - {cef}"
 
 
-def write_inputs(directory: Path, tcp_events: int) -> Inputs:
+def write_inputs(directory: Path, tcp_events: int, tcp_connections: tuple[int, ...]) -> Inputs:
     rng = random.Random(8)
     single = directory / "single.json"
     single.write_text(_compact(_alert(rng, 0)))
@@ -98,8 +99,11 @@ def write_inputs(directory: Path, tcp_events: int) -> Inputs:
     cef_lines = directory / "syslog.txt"
     cef_lines.write_bytes(b"".join(m + b"\n" for m in messages))
     frames = [b"%d %s" % (len(m), m) for m in messages]
-    tcp_frames = directory / "syslog.octet-counted"
-    with tcp_frames.open("wb") as out:
-        for start in range(0, tcp_events, DISTINCT_LINES):
-            out.write(b"".join(frames[:min(DISTINCT_LINES, tcp_events - start)]))
+    tcp_frames = {}
+    for connections in tcp_connections:
+        each = tcp_events // connections
+        tcp_frames[connections] = path = directory / f"syslog-{connections}.octet-counted"
+        with path.open("wb") as out:
+            for start in range(0, each, DISTINCT_LINES):
+                out.write(b"".join(frames[:min(DISTINCT_LINES, each - start)]))
     return Inputs(single, ndjson, hec, cef_batch, cef_lines, tcp_frames, tcp_events)

@@ -32,6 +32,7 @@ from targets import PROJECT, Daemon, DurableCount, Receiver, SyslogNg, Tansu
 #: Debian packages the bench drives the daemon with, by the command it runs
 TOOLS = {"wrk": "wrk", "socat": "socat", "loggen": "syslog-ng-core", "syslog-ng": "syslog-ng-core"}
 UDP_RATES = (20_000, 40_000, 60_000)
+TCP_CONNECTIONS = (1, 4)
 _LOGGEN_SENT = re.compile(rb"average rate = [\d.]+ msg/sec, count=(\d+), time=([\d.]+)")
 
 
@@ -186,10 +187,10 @@ def cef_https_row(daemon: Daemon, inputs: Inputs, seconds: float) -> Row:
 
 def tcp_row(receiver: Receiver, durable: DurableCount, inputs: Inputs, connections: int, logs: Path) -> Row:
     row = Row(f"syslog TCP octet-counted, {connections} conn", receiver.sink)
-    expected = inputs.tcp_events * connections
+    expected = inputs.tcp_events // connections * connections
     with Processes(logs) as senders, Window(receiver.pid, durable) as window:
         for n in range(connections):
-            senders.start(f"socat-{receiver.name}-{n}", ["socat", "-u", f"FILE:{inputs.tcp_frames}",
+            senders.start(f"socat-{receiver.name}-{n}", ["socat", "-u", f"FILE:{inputs.tcp_frames[connections]}",
                                                          f"TCP:127.0.0.1:{receiver.tcp_port}"])
         last = window.settle(expected=expected, quiet=3.0)
         window.finish(row, last - window.started)
@@ -221,7 +222,7 @@ def syslog_rows(receiver: Receiver, inputs: Inputs, seconds: float, wanted: Call
     rows: list[Row] = []
     if wanted("tcp"):
         durable = receiver.durable("tcp")
-        rows += [tcp_row(receiver, durable, inputs, connections, logs) for connections in (1, 4)]
+        rows += [tcp_row(receiver, durable, inputs, connections, logs) for connections in TCP_CONNECTIONS]
     if wanted("udp"):
         durable = receiver.durable("udp")
         rows += [udp_row(receiver, durable, inputs, rate, seconds * 2, logs) for rate in UDP_RATES]
@@ -279,7 +280,8 @@ def daemon_features() -> frozenset[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each HTTP row (UDP rows: twice)")
-    parser.add_argument("--tcp-events", type=int, default=150_000, help="events per TCP connection")
+    parser.add_argument("--tcp-events", type=int, default=60_000,
+                        help="events per TCP row, split over its connections")
     parser.add_argument("--only", nargs="*", default=[],
                         help="run only these rows: webhook ndjson hec cef-https tcp udp, and/or sinks file kafka")
     parser.add_argument("--markdown", type=Path, help="also write the table to this file")
@@ -305,7 +307,7 @@ def main() -> None:
     started = time.monotonic()
     try:
         with Processes(logs) as processes:
-            inputs = write_inputs(work, args.tcp_events)
+            inputs = write_inputs(work, args.tcp_events, TCP_CONNECTIONS)
             tansu: Tansu | None = None
             if "kafka" in sinks:
                 tansu = Tansu(work)
