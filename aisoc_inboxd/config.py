@@ -9,12 +9,14 @@ A wrong key or value raises L{ConfigError} naming the key (as a dotted path) and
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
@@ -129,6 +131,91 @@ class HecSettings:
 
 
 @dataclass(frozen=True)
+class CefSettings:
+    """
+    C{POST /v1/inbox/cef}: token-less, so the tenant and template come from here.
+    """
+
+    #: the tenant every posted CEF line belongs to; unset disables the route (404)
+    tenant: str | None = None
+    template: str = "cef-syslog"
+    #: when set, a request must carry this header with C{shared_secret} as its value (else 401)
+    shared_secret_header: str | None = None
+    #: the shared secret (better: C{AISOC_INBOX_CEF_SHARED_SECRET}); never logged
+    shared_secret: str | None = None
+    #: client networks (CIDRs) allowed to post; empty allows any client
+    allow_cidrs: list[str] = field(default_factory=list)
+    #: proxies (CIDRs) whose C{X-Forwarded-For} names the client; nobody else's is believed
+    trusted_proxies: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if (self.shared_secret_header is None) != (self.shared_secret is None):
+            raise ConfigError("shared_secret: shared_secret_header and shared_secret go together")
+        for key in ("allow_cidrs", "trusted_proxies"):
+            for index, cidr in enumerate(getattr(self, key)):
+                try:
+                    ipaddress.ip_network(cidr, strict=False)
+                except ValueError:
+                    raise ConfigError(f"{key}[{index}]: {cidr!r} is not an address or CIDR network") from None
+
+
+@dataclass(frozen=True)
+class SyslogListenerSettings:
+    """
+    One syslog listener: a stream endpoint (TCP, TLS) or a UDP port, bound to one tenant.
+    """
+
+    #: names the listener in metrics and logs
+    name: str = ""
+    #: a stream endpoint string: C{tcp:601:interface=…}, C{ssl:6514:privateKey=…:certKey=…}, C{systemd:…}
+    endpoint: str | None = None
+    #: a UDP port instead of C{endpoint} (Twisted has no datagram endpoint strings)
+    udp_port: int | None = None
+    udp_interface: str = "127.0.0.1"
+    tenant: str = ""
+    #: the template of frames that are not CEF
+    template: str = "syslog"
+    #: the template of frames whose message is CEF
+    cef_template: str = "cef-syslog"
+    #: a longer frame is dropped and counted (the connection stays open)
+    max_frame_bytes: int = 64 * 1024
+    #: with an C{ssl:} endpoint: require a client certificate issued by this CA (PEM) — mutual TLS
+    client_ca_file: str | None = None
+    verify_client: bool = False
+    #: the zone of RFC 3164 stamps, which carry none (an IANA name such as C{Europe/Berlin})
+    timezone: str = "UTC"
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ConfigError("name: every syslog listener needs a name")
+        if (self.endpoint is None) == (self.udp_port is None):
+            raise ConfigError("endpoint: give either endpoint (TCP/TLS) or udp_port")
+        if not self.tenant:
+            raise ConfigError("tenant: every syslog listener needs a tenant")
+        if self.max_frame_bytes <= 0:
+            raise ConfigError(f"max_frame_bytes: must be greater than 0, got {self.max_frame_bytes}")
+        if self.udp_port is not None and not 0 <= self.udp_port <= 65535:
+            raise ConfigError(f"udp_port: {self.udp_port} is not a port")
+        if self.verify_client and (self.client_ca_file is None or not (self.endpoint or "").startswith("ssl:")):
+            raise ConfigError("verify_client: needs an ssl: endpoint and client_ca_file")
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(f"timezone: unknown time zone {self.timezone!r}") from None
+
+
+@dataclass(frozen=True)
+class SyslogSettings:
+    #: the embedded default listens on 127.0.0.1:5514 (TCP and UDP) for the tenant C{default}
+    listeners: list[SyslogListenerSettings] = field(default_factory=lambda: [
+        SyslogListenerSettings(name="tcp", endpoint="tcp:5514:interface=127.0.0.1", tenant="default"),
+        SyslogListenerSettings(name="udp", udp_port=5514, tenant="default"),
+    ])
+    #: events of one listener between its sockets and the sink; past it TCP stops reading, UDP drops
+    max_in_flight_events: int = 10_000
+
+
+@dataclass(frozen=True)
 class TemplateSettings:
     #: extra template directories, loaded after the bundled ones (a same id overrides)
     directories: list[str] = field(default_factory=list)
@@ -167,6 +254,8 @@ class Settings:
     token_cache: TokenCacheSettings = field(default_factory=TokenCacheSettings)
     imap: ImapSettings = field(default_factory=ImapSettings)
     hec: HecSettings = field(default_factory=HecSettings)
+    cef: CefSettings = field(default_factory=CefSettings)
+    syslog: SyslogSettings = field(default_factory=SyslogSettings)
     templates: TemplateSettings = field(default_factory=TemplateSettings)
     vendors: VendorSettings = field(default_factory=VendorSettings)
 
@@ -186,6 +275,7 @@ ENVIRONMENT_OVERRIDES: dict[str, str] = {
     "AISOC_INBOX_SINK": "sink.type",
     "AISOC_INBOX_KAFKA_TOPIC": "sink.kafka.topic",
     "AISOC_INBOX_KAFKA_BOOTSTRAP_SERVERS": "sink.kafka.config.bootstrap.servers",
+    "AISOC_INBOX_CEF_SHARED_SECRET": "cef.shared_secret",
 }
 
 _CHOICES: dict[str, tuple[str, ...]] = {"sink.type": ("file", "kafka")}
@@ -193,7 +283,7 @@ _POSITIVE = {"http.max_body_bytes", "http.rate_limit_per_min", "http.timeout",
              "sink.file.max_bytes", "sink.kafka.spool_max_bytes", "token_cache.max_size",
              "vendors.sns.timeout", "imap.timeout", "imap.refresh_interval", "imap.max_backoff",
              "imap.max_message_bytes", "hec.max_channels_per_token", "hec.max_acks_per_channel",
-             "hec.channel_idle_timeout"}
+             "hec.channel_idle_timeout", "syslog.max_in_flight_events"}
 
 
 def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -> Settings:
@@ -259,7 +349,10 @@ def _build(cls: type, raw: Any, where: str) -> Any:
         key = _join(where, str(unknown[0]))
         raise ConfigError(f"{key}: unknown key (expected one of: {', '.join(sorted(fields))})")
     values = {name: _coerce(hints[name], raw[name], _join(where, name)) for name in raw}
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ConfigError as e:  # a dataclass's own check names the key within it
+        raise ConfigError(_join(where, str(e))) from None
 
 
 def _coerce(hint: Any, value: Any, key: str) -> Any:

@@ -33,9 +33,30 @@ class Metrics:
         self.imap_messages = Counter(
             "aisoc_ingest_imap_messages", "IMAP messages made durable and marked \\Seen, by connector",
             ["connector"], registry=self.registry)
+        self.syslog = SyslogMetrics(self.registry)
 
     def request(self, route: str, template: str | None, outcome: str) -> None:
         self.requests.labels(route, template or NO_TEMPLATE, outcome).inc()
+
+
+class SyslogMetrics:
+    """
+    Per syslog listener (label C{listener}, the configured name).
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        def counter(name: str, doc: str, *labels: str) -> Counter:
+            return Counter(f"aisoc_ingest_syslog_{name}", doc, ["listener", *labels], registry=registry)
+
+        self.frames = counter("frames", "Syslog frames (TCP) and datagrams (UDP) received")
+        self.events = counter("events", "Syslog events made durable")
+        self.malformed = counter("malformed", "Frames dropped because their CEF message is malformed")
+        self.oversized = counter("oversized", "Frames dropped for exceeding max_frame_bytes")
+        self.connections = counter("connections", "TCP/TLS connections accepted")
+        self.dropped = counter(
+            "dropped", "Events dropped by reason: saturated (UDP while the pipeline is full), unavailable "
+            "(the sink refused them), truncated (a TCP stream ended inside an octet-counted frame)", "reason")
+        self.paused = counter("paused", "Times a TCP connection stopped reading because the pipeline was full")
 
 
 class MetricsResource(Resource):

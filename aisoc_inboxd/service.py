@@ -7,11 +7,13 @@ listeners close, in-flight requests finish (bounded), then the sink flushes and 
 """
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import signal
 from pathlib import Path
 from typing import Any, Callable
 
+from twisted.application import internet
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
@@ -23,7 +25,7 @@ from twisted.web.server import Site
 from aisoc_inboxd.activity import EventRates, RecentErrors
 from aisoc_inboxd.catalog import TemplateCatalog
 from aisoc_inboxd import systemd
-from aisoc_inboxd.config import ConfigError, Settings
+from aisoc_inboxd.config import ConfigError, Settings, SyslogListenerSettings
 from aisoc_inboxd.idempotency import Idempotency
 from aisoc_inboxd.imap import ImapPoller
 from aisoc_inboxd.inflight import InFlight
@@ -37,12 +39,13 @@ from aisoc_inboxd.ratelimit import RateLimiter
 from aisoc_inboxd.sinks import EventSink
 from aisoc_inboxd.store import Store
 from aisoc_inboxd.store.secrets import SecretBox
+from aisoc_inboxd.syslog.protocol import Saturation, SyslogDatagramProtocol, SyslogIntake, SyslogStreamFactory
 from aisoc_inboxd.normalizer import TemplateError
 from aisoc_inboxd.tls import ReloadableTLS, TlsConfigError, split_tls_endpoint
 from aisoc_inboxd.tokens import TokenAdmin, TokenCache, TokenResolver
 from aisoc_inboxd.vendors import VendorGate, build_vendor_gate
-from aisoc_inboxd.web.status import StatusSources
 from aisoc_inboxd.web.hec import HecDeps
+from aisoc_inboxd.web.status import StatusSources
 from aisoc_inboxd.web.tree import WebDeps, build_admin_resource, build_root_resource
 from aisoc_inboxd.web.site import InboxSite
 
@@ -78,7 +81,11 @@ class Listener(Service):
     are fatal: the daemon stops rather than run deaf.
     """
 
-    def __init__(self, description: str, factory: IProtocolFactory, reactor: Any, name: str) -> None:
+    def __init__(self, description: str, factory: IProtocolFactory, reactor: Any, name: str,
+                 client_ca: Path | None = None) -> None:
+        """
+        @param client_ca: with an C{ssl:} endpoint, require client certificates issued by this CA.
+        """
         self.description = description
         self.name = name
         self._reactor = reactor
@@ -90,7 +97,7 @@ class Listener(Service):
         else:
             # ssl: listens as tcp: with TLS wrapped here, so SIGHUP can swap the certificate
             self._endpoint_description, files = tls_split
-            self.tls = ReloadableTLS(files)
+            self.tls = ReloadableTLS(dataclasses.replace(files, client_ca=client_ca))
             self._factory = TLSMemoryBIOFactory(self.tls, False, factory)
 
     def listen(self) -> Deferred[IListeningPort]:
@@ -110,6 +117,67 @@ class Listener(Service):
             port, self.port = self.port, None
             return maybeDeferred(port.stopListening)
         return None
+
+
+class DatagramListener(Service):
+    """
+    A UDP port, shaped like L{Listener} so it binds and closes with the others: an
+    C{internet.UDPServer}, since Twisted has no datagram endpoint strings.
+    """
+
+    tls = None
+
+    def __init__(self, port: int, interface: str, protocol: Any, reactor: Any, name: str) -> None:
+        self.description = f"udp:{port}:interface={interface}"
+        self.name = name
+        self.port: Any = None
+        self._server = internet.UDPServer(port, protocol, interface=interface, maxPacketSize=65535,
+                                          reactor=reactor)
+
+    def listen(self) -> Deferred[Any]:
+        Service.startService(self)
+        d = maybeDeferred(self._server.startService)
+        d.addCallback(lambda _: self._bound())
+        return d
+
+    def _bound(self) -> Any:
+        self.port = self._server._port  # UDPServer keeps its IListeningPort there
+        _log.info("{name} listening on {address}", name=self.name, address=str(self.port.getHost()))
+        return self.port
+
+    def stopService(self) -> Deferred[None] | None:
+        Service.stopService(self)
+        self.port = None
+        return maybeDeferred(self._server.stopService) if self._server.running else None
+
+
+def syslog_listeners(settings: Settings, intake: Intake, metrics: Metrics, inflight: InFlight,
+                     sink: EventSink, reactor: Any) -> list[Listener | DatagramListener]:
+    """
+    One listener per C{syslog.listeners} entry; each checks its templates now, so a missing one
+    stops start-up. The Kafka sink's saturation pauses TCP reading too.
+    """
+    saturation: Saturation | None = sink if hasattr(sink, "unsaturated") else None  # type: ignore[assignment]
+    built: list[Listener | DatagramListener] = []
+    for entry in settings.syslog.listeners:
+        listener = SyslogIntake(entry, intake, metrics.syslog, inflight, settings.syslog.max_in_flight_events,
+                                saturation)
+        try:
+            listener.check()
+        except KeyError as e:
+            raise ConfigError(f"syslog.listeners: {entry.name}: {e.args[0]}") from None
+        built.append(_syslog_listener(entry, listener, reactor))
+    return built
+
+
+def _syslog_listener(entry: SyslogListenerSettings, listener: SyslogIntake, reactor: Any
+                     ) -> Listener | DatagramListener:
+    name = f"syslog-{entry.name}"
+    if entry.udp_port is not None:
+        return DatagramListener(entry.udp_port, entry.udp_interface, SyslogDatagramProtocol(listener), reactor, name)
+    assert entry.endpoint is not None
+    client_ca = Path(entry.client_ca_file) if entry.verify_client and entry.client_ca_file else None
+    return Listener(entry.endpoint, SyslogStreamFactory(listener), reactor, name, client_ca)
 
 
 class DrainInFlight(Service):
@@ -137,7 +205,8 @@ class InboxDaemon(SequentialMultiService):
     """
 
     def __init__(self, store: Store, sink: EventSink, intake: Intake, token_cache: TokenCache,
-                 metrics: Metrics, inflight: InFlight, workers: list[Service], listeners: list[Listener],
+                 metrics: Metrics, inflight: InFlight, workers: list[Service],
+                 listeners: list[Listener | DatagramListener],
                  reactor: Any) -> None:
         """
         @param workers: services that need the upgraded store (cache invalidation, sweeps, pollers);
@@ -163,7 +232,7 @@ class InboxDaemon(SequentialMultiService):
     def startService(self) -> None:
         Service.startService(self)
         for child in self:
-            if not isinstance(child, Listener) and child not in self._workers:
+            if child not in self.listeners and child not in self._workers:
                 child.startService()
         self._previous_sighup = signal.signal(signal.SIGHUP, self._on_sighup)
         Deferred.fromCoroutine(self._open()).chainDeferred(self.started)
@@ -251,6 +320,13 @@ def build_sink(settings: Settings, reactor: Any, metrics: Metrics) -> EventSink:
     return FileSink(settings.state_path(file.directory), reactor, max_bytes=file.max_bytes)
 
 
+def numbered(kind: str, index: int) -> str:
+    """
+    Service names must be unique: the first listener of a kind is C{http}, the next C{http-2}, …
+    """
+    return kind if index == 0 else f"{kind}-{index + 1}"
+
+
 def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
                  vendors: VendorGate | None = None) -> InboxDaemon:
     """
@@ -275,15 +351,20 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
     deps = WebDeps(intake=intake, metrics=metrics, inflight=inflight, max_body_bytes=http.max_body_bytes,
                    observers=(push_stats.replied, recent_errors.replied),
                    vendors=vendors or build_vendor_gate(settings.vendors, reactor),
-                   hec=HecDeps.build(settings.hec, reactor))
+                   hec=HecDeps.build(settings.hec, reactor), cef=settings.cef)
+    if settings.cef.tenant is not None and catalog.get(settings.cef.template) is None:
+        raise ConfigError(f"cef.template: {settings.cef.template!r} is not a loaded and allowed template")
     site = InboxSite(build_root_resource(deps), max_body_bytes=http.max_body_bytes,
                      on_too_large=lambda path: metrics.request("webhook", None, "too_large"),
                      timeout=http.timeout, reactor=reactor)
-    listeners = [Listener(desc, site, reactor, "http") for desc in http.listen]
+    listeners: list[Listener | DatagramListener] = [
+        Listener(desc, site, reactor, numbered("http", i)) for i, desc in enumerate(http.listen)]
+    listeners += syslog_listeners(settings, intake, metrics, inflight, sink, reactor)
     if settings.metrics.listen:
         metrics_site = Site(MetricsResource(metrics.registry), reactor=reactor)
         metrics_site.log = lambda request: None  # type: ignore[method-assign]
-        listeners += [Listener(desc, metrics_site, reactor, "metrics") for desc in settings.metrics.listen]
+        listeners += [Listener(desc, metrics_site, reactor, numbered("metrics", i))
+                      for i, desc in enumerate(settings.metrics.listen)]
     if settings.admin.listen:
         admin = TokenAdmin(store, reactor, catalog.allowed, cache.invalidate)  # catalog reloads in place
         api_key = read_or_create(settings.state_path(settings.admin.api_key_file),
@@ -291,7 +372,8 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
         status = StatusSources(lambda: listeners, sink, store, rates, recent_errors, reactor)
         admin_site = InboxSite(build_admin_resource(admin, store, cache, api_key, deps, status),
                                max_body_bytes=64 * 1024, on_too_large=lambda path: None, reactor=reactor)
-        listeners += [Listener(desc, admin_site, reactor, "admin") for desc in settings.admin.listen]
+        listeners += [Listener(desc, admin_site, reactor, numbered("admin", i))
+                      for i, desc in enumerate(settings.admin.listen)]
     watchdog = systemd.watchdog_interval()
     workers: list[Service] = [*([systemd.watchdog(reactor, watchdog)] if watchdog else []),
                               store.invalidation_watcher(cache.invalidate, reactor),

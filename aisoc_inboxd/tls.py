@@ -32,6 +32,9 @@ class TlsFiles:
     cert: Path
     extra_chain: Path | None = None
     dh_parameters: Path | None = None
+    #: when set, clients must present a certificate issued by one of these CAs (mutual TLS); Twisted's
+    #: C{ssl:} endpoint strings have no such option
+    client_ca: Path | None = None
 
     def load(self) -> ssl.CertificateOptions:
         """
@@ -48,11 +51,16 @@ class TlsFiles:
             chain = [ssl.Certificate.loadPEM(pem).original for pem in chain_pems]
             dh = ssl.DiffieHellmanParameters.fromFile(FilePath(str(self.dh_parameters))) \
                 if self.dh_parameters else None
+            client_cas = [ssl.Certificate.loadPEM(pem).original
+                          for pem in _pem_blocks(self.client_ca.read_bytes())] if self.client_ca else []
+            if self.client_ca and not client_cas:
+                raise ValueError(f"no certificate in {self.client_ca}")
         except (OSError, SSL.Error, crypto.Error, ValueError) as e:
             raise TlsConfigError(f"cannot load TLS certificate {self.cert} / key {self.private_key}: {e}") from e
         return ssl.CertificateOptions(privateKey=certificate.privateKey.original,
                                       certificate=certificate.original, extraCertChain=chain or None,
-                                      dhParameters=dh)
+                                      dhParameters=dh, verify=bool(client_cas), caCerts=client_cas or None,
+                                      requireCertificate=bool(client_cas))
 
 
 def _pem_blocks(data: bytes) -> list[bytes]:

@@ -9,6 +9,7 @@ from twisted.internet.defer import Deferred
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
+from aisoc_inboxd.config import CefSettings
 from aisoc_inboxd.inflight import InFlight
 from aisoc_inboxd.intake import Intake
 from aisoc_inboxd.metrics import Metrics
@@ -17,6 +18,7 @@ from aisoc_inboxd.store import Store
 from aisoc_inboxd.tokens import TokenAdmin, TokenCache
 from aisoc_inboxd.vendors import VendorGate
 from aisoc_inboxd.web.admin import AdminRoute
+from aisoc_inboxd.web.cef import CefRoute
 from aisoc_inboxd.web.hec import HecAckRoute, HecDeps, HecEventRoute, HecHealth, HecRawRoute
 from aisoc_inboxd.web.routes import OnReply, write_json
 from aisoc_inboxd.web.status import StatusPage, StatusSources
@@ -34,6 +36,8 @@ class WebDeps:
     observers: tuple[OnReply, ...] = ()
     #: the Splunk HEC routes' settings and ack channels; without them those routes are not served
     hec: HecDeps | None = None
+    #: the token-less CEF route's tenant, template and guards (unset tenant: the route answers 404)
+    cef: CefSettings = field(default_factory=CefSettings)
 
     def hec_event_route(self) -> HecEventRoute:
         assert self.hec is not None
@@ -66,6 +70,8 @@ class InboxResource(Resource):
                               d.vendors, d.observers)
         if path == b"hec" and d.hec is not None and not request.postpath:
             return d.hec_event_route()
+        if path == b"cef" and not request.postpath:
+            return CefRoute(d.cef, d.intake, d.metrics, d.inflight, d.max_body_bytes, d.observers)
         if not path or request.postpath:
             return NotFound()
         return WebhookRoute(path.decode("latin-1"), d.intake, d.metrics, d.inflight, d.max_body_bytes,

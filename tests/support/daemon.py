@@ -87,6 +87,7 @@ def daemon_settings(state_dir: Path, tls: TlsFiles | None = None, **sections: di
     http = dataclasses.replace(base.http, listen=[tls.endpoint() if tls else "tcp:0:interface=127.0.0.1"],
                                **sections.pop("http", {}))
     local = ["tcp:0:interface=127.0.0.1"]
+    sections.setdefault("syslog", dataclasses.replace(base.syslog, listeners=[]))  # opt in per test
     return dataclasses.replace(base, state_dir=str(state_dir), http=http,
                                metrics=dataclasses.replace(base.metrics, listen=local),
                                admin=dataclasses.replace(base.admin, listen=local), **sections)

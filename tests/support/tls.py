@@ -20,6 +20,9 @@ class TlsFiles:
     ca_cert: Path
     server_key: Path
     server_cert: Path
+    #: a client certificate from the same CA, for mutual TLS (syslog listeners with verify_client)
+    client_key: Path | None = None
+    client_cert: Path | None = None
 
     def endpoint(self, port: int = 0) -> str:
         """
@@ -54,9 +57,20 @@ def make_tls_files(directory: Path) -> TlsFiles:
             .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
             .sign(ca_key, hashes.SHA256()))
-    files = TlsFiles(directory / "ca.pem", directory / "server.key", directory / "server.pem")
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    client = (x509.CertificateBuilder().subject_name(_name("syslog-client")).issuer_name(ca.subject)
+              .public_key(client_key.public_key()).serial_number(x509.random_serial_number())
+              .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+              .add_extension(x509.SubjectAlternativeName([x509.DNSName("syslog-client")]), critical=False)
+              .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+              .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+              .sign(ca_key, hashes.SHA256()))
+    files = TlsFiles(directory / "ca.pem", directory / "server.key", directory / "server.pem",
+                     directory / "client.key", directory / "client.pem")
     files.ca_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    files.server_key.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                   serialization.NoEncryption()))
+    for path, private in ((files.server_key, key), (files.client_key, client_key)):
+        path.write_bytes(private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
     files.server_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    files.client_cert.write_bytes(client.public_bytes(serialization.Encoding.PEM))
     return files

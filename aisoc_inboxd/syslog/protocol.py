@@ -1,0 +1,229 @@
+"""
+The syslog listeners' protocols: TCP/TLS streams (RFC 6587 framing) and UDP datagrams, both handing
+frames to one L{SyslogIntake} per listener, which publishes them through the pipeline.
+
+Syslog has no acknowledgement, so the daemon cannot answer "durable" as the HTTP routes do; what it
+can do is not read faster than the sink writes. Each listener counts its events between the socket
+and the sink. Past C{max_in_flight} (or while the Kafka sink says it is saturated) a TCP connection
+stops reading (C{pauseProducing}: the kernel's window pushes back on the sender, which buffers or
+blocks) until the count drains; UDP cannot push back, so datagrams are dropped and counted
+(C{aisoc_ingest_syslog_dropped_total{reason="saturated"}}).
+
+The frames one C{dataReceived} completes are published together: one batch per template (CEF
+frames with the CEF template, the rest with the syslog template), one Deferred per batch.
+"""
+from __future__ import annotations
+
+from typing import Protocol as TypingProtocol, Sequence
+from zoneinfo import ZoneInfo
+
+from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.interfaces import IAddress
+from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from aisoc_inboxd.config import SyslogListenerSettings
+from aisoc_inboxd.formats.cef import CefError
+from aisoc_inboxd.formats.json_body import Record
+from aisoc_inboxd.inflight import InFlight
+from aisoc_inboxd.intake import Intake
+from aisoc_inboxd.metrics import SyslogMetrics
+from aisoc_inboxd.syslog.framing import FrameDecoder
+from aisoc_inboxd.syslog.records import frame_record
+from aisoc_inboxd.web.errors import HttpError
+
+#: the route events of syslog listeners are published under (C{metadata.log_source})
+ROUTE = "syslog"
+
+
+class Saturation(TypingProtocol):
+    """
+    A sink that can say it is full (the Kafka sink): L{SyslogIntake} stops reading while it is.
+    """
+
+    @property
+    def saturated(self) -> bool: ...
+
+    def unsaturated(self) -> Deferred[None]: ...
+
+
+class SyslogIntake:
+    """
+    One listener's way from frames to the pipeline: its tenant and templates, its metrics and the
+    in-flight count behind back-pressure.
+    """
+
+    _log = Logger()
+
+    def __init__(self, settings: SyslogListenerSettings, intake: Intake, metrics: SyslogMetrics,
+                 inflight: InFlight, max_in_flight: int, sink: Saturation | None = None) -> None:
+        self.name = settings.name
+        self.max_frame_bytes = settings.max_frame_bytes
+        self._tenant = settings.tenant
+        self._templates = (settings.cef_template, settings.template)
+        self._zone = ZoneInfo(settings.timezone)
+        self._intake = intake
+        self._metrics = metrics
+        self._inflight = inflight
+        self._max_in_flight = max_in_flight
+        self._sink = sink
+        self._in_flight = 0
+        self._waiting: list[Deferred[None]] = []
+
+    def check(self) -> None:
+        """
+        Fail (C{KeyError}) unless both templates are loaded and allowed: checked before binding.
+        """
+        for template_id in self._templates:
+            self._intake.bind(self._tenant, template_id)
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @property
+    def saturated(self) -> bool:
+        return self._in_flight >= self._max_in_flight or (self._sink is not None and self._sink.saturated)
+
+    async def unsaturated(self) -> None:
+        """
+        Return once this listener and the sink can take events again.
+        """
+        while self.saturated:
+            if self._in_flight >= self._max_in_flight:
+                waiter: Deferred[None] = Deferred()
+                self._waiting.append(waiter)
+                await waiter
+            else:
+                assert self._sink is not None
+                await self._sink.unsaturated()
+
+    def count(self, metric: str, amount: int = 1, *labels: str) -> None:
+        getattr(self._metrics, metric).labels(self.name, *labels).inc(amount)
+
+    def submit(self, frames: Sequence[bytes]) -> Deferred[None]:
+        """
+        Parse C{frames} and publish them, one batch per template; fires when they are durable or
+        dropped (never fails). A frame whose CEF is malformed is dropped and counted.
+        """
+        received_at = self._intake.now()
+        self.count("frames", len(frames))
+        batches: tuple[list[Record], list[Record]] = ([], [])
+        for frame in frames:
+            try:
+                parsed = frame_record(frame, received_at, self._zone)
+            except CefError as e:
+                self.count("malformed")
+                self._log.debug("{listener}: malformed CEF frame dropped: {reason}", listener=self.name, reason=str(e))
+                continue
+            batches[0 if parsed.is_cef else 1].append(parsed.record)
+        publishes = [self._publish(template_id, records, received_at)
+                     for template_id, records in zip(self._templates, batches) if records]
+        if not publishes:
+            return succeed(None)
+        return gatherResults(publishes).addCallback(lambda _: None)
+
+    def _publish(self, template_id: str, records: list[Record], received_at: float) -> Deferred[None]:
+        self._in_flight += len(records)
+        d = self._inflight.track(Deferred.fromCoroutine(self._deliver(template_id, records, received_at)))
+        return d.addBoth(self._delivered, len(records))
+
+    async def _deliver(self, template_id: str, records: list[Record], received_at: float) -> None:
+        try:
+            binding = self._intake.bind(self._tenant, template_id)
+            published = await self._intake.deliver(binding, ROUTE, records, received_at)
+        except (HttpError, KeyError) as e:
+            self.count("dropped", len(records), "unavailable")
+            self._log.warn("{listener}: {count} events dropped, the sink refused them: {error}",
+                           listener=self.name, count=len(records), error=str(e))
+            return
+        self.count("events", published)
+
+    def _delivered(self, result: None | Failure, count: int) -> None:
+        self._in_flight -= count
+        if isinstance(result, Failure):
+            self.count("dropped", count, "unavailable")
+            self._log.failure("{listener}: publishing failed", result, listener=self.name)
+        if self._in_flight < self._max_in_flight:
+            waiting, self._waiting = self._waiting, []
+            for waiter in waiting:
+                waiter.callback(None)
+
+
+class SyslogStreamProtocol(Protocol):
+    """
+    One TCP or TLS connection: RFC 6587 frames (octet counting or LF, per frame) out of whatever
+    segments arrive; reading pauses while the listener is saturated.
+    """
+
+    _log = Logger()
+
+    def __init__(self, listener: SyslogIntake) -> None:
+        self._listener = listener
+        self._decoder = FrameDecoder(listener.max_frame_bytes)
+        self._paused = False
+
+    def connectionMade(self) -> None:
+        self._listener.count("connections")
+        self._log.debug("{listener}: connection from {peer}", listener=self._listener.name, peer=_host(self.transport.getPeer()))
+
+    def dataReceived(self, data: bytes) -> None:
+        self._deliver(self._decoder.feed(data))
+        if not self._paused and self._listener.saturated:
+            self._pause()
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        truncated = self._decoder.truncated
+        self._deliver(self._decoder.end())
+        if self._decoder.truncated > truncated:
+            self._listener.count("dropped", self._decoder.truncated - truncated, "truncated")
+
+    def _deliver(self, frames: list[bytes]) -> None:
+        oversized, self._decoder.oversized = self._decoder.oversized, 0
+        if oversized:
+            self._listener.count("oversized", oversized)
+        if frames:
+            self._listener.submit(frames)
+
+    def _pause(self) -> None:
+        self._paused = True
+        self._listener.count("paused")
+        self.transport.pauseProducing()
+        Deferred.fromCoroutine(self._listener.unsaturated()).addCallback(self._resume)
+
+    def _resume(self, _: None) -> None:
+        self._paused = False
+        if self.connected:
+            self.transport.resumeProducing()
+
+
+class SyslogStreamFactory(Factory):
+    def __init__(self, listener: SyslogIntake) -> None:
+        self.listener = listener
+
+    def buildProtocol(self, addr: IAddress) -> SyslogStreamProtocol:
+        protocol = SyslogStreamProtocol(self.listener)
+        protocol.factory = self
+        return protocol
+
+
+class SyslogDatagramProtocol(DatagramProtocol):
+    """
+    UDP: one message per datagram, dropped and counted while the listener is saturated.
+    """
+
+    def __init__(self, listener: SyslogIntake) -> None:
+        self._listener = listener
+
+    def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
+        if len(datagram) > self._listener.max_frame_bytes:
+            self._listener.count("oversized")
+        elif self._listener.saturated:
+            self._listener.count("dropped", 1, "saturated")
+        elif datagram.strip():
+            self._listener.submit([datagram])
+
+
+def _host(address: IAddress) -> str:
+    return getattr(address, "host", str(address))

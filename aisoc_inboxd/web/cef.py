@@ -1,0 +1,118 @@
+"""
+C{POST /v1/inbox/cef}: newline-delimited CEF lines from forwarders that cannot put a token in a path.
+
+Token-less by design, so the daemon itself guards it, in this order: the route is served only when
+C{cef.tenant} is configured (else 404, saying so); the client address must be in C{cef.allow_cidrs}
+when that is set (403), where the client is the peer, or — only when the peer is one of
+C{cef.trusted_proxies} — the right-most C{X-Forwarded-For} address that is not itself a trusted
+proxy; the C{cef.shared_secret_header} must carry C{cef.shared_secret} when one is set (401,
+compared in constant time). Then the body (gzip allowed, size-limited like every route) is parsed
+line by line: each malformed line is dropped and counted in
+C{aisoc_ingest_inbox_requests_total{route="cef", outcome="malformed"}}, never failing the batch,
+and the rest is published. The reply, once the events are durable:
+C{200 {"accepted": N, "malformed": M, "template": "cef-syslog"}}.
+"""
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from typing import Sequence
+
+from twisted.web.server import Request
+
+from aisoc_inboxd.config import CefSettings
+from aisoc_inboxd.formats.cef import CefError, cef_lines, parse_cef_line
+from aisoc_inboxd.formats.cef_records import cef_record
+from aisoc_inboxd.formats.json_body import Record
+from aisoc_inboxd.inflight import InFlight
+from aisoc_inboxd.intake import Intake
+from aisoc_inboxd.metrics import Metrics
+from aisoc_inboxd.web.body import decode_content, raw_body
+from aisoc_inboxd.web.errors import HttpError, unknown_template
+from aisoc_inboxd.web.routes import JsonRoute, OnReply, Reply
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _networks(cidrs: Sequence[str]) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(cidr, strict=False) for cidr in cidrs)
+
+
+def _inside(address: Address, networks: Sequence[Network]) -> bool:
+    return any(address in network for network in networks)
+
+
+def client_address(peer: str, forwarded_for: Sequence[str], trusted_proxies: Sequence[Network]) -> Address | None:
+    """
+    The client's address: the peer's, unless the peer is a trusted proxy, in which case the
+    right-most C{X-Forwarded-For} entry that is not a trusted proxy (entries further left were
+    written by the client and prove nothing). None when an address that decides is unreadable.
+    """
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return None
+    chain = [entry.strip() for value in forwarded_for for entry in value.split(",")]
+    while _inside(address, trusted_proxies) and chain:
+        try:
+            address = ipaddress.ip_address(chain.pop())
+        except ValueError:
+            return None
+    return address
+
+
+class CefRoute(JsonRoute):
+    route = "cef"
+
+    def __init__(self, settings: CefSettings, intake: Intake, metrics: Metrics, inflight: InFlight,
+                 max_body_bytes: int, observers: Sequence[OnReply] = ()) -> None:
+        super().__init__(metrics, inflight, observers)
+        self._settings = settings
+        self._intake = intake
+        self._max_body_bytes = max_body_bytes
+        self._allowed = _networks(settings.allow_cidrs)
+        self._proxies = _networks(settings.trusted_proxies)
+
+    async def handle(self, request: Request) -> Reply:
+        received_at = self._intake.now()
+        settings = self._settings
+        if settings.tenant is None:
+            raise HttpError(404, "the CEF route is disabled: set cef.tenant in the config to enable it", "disabled")
+        self._admit(request)
+        try:
+            binding = self.binding = self._intake.bind(settings.tenant, settings.template)
+        except KeyError:
+            raise unknown_template(settings.template) from None
+        template_id = binding.template.id
+        try:
+            body = decode_content(request, raw_body(request), self._max_body_bytes)
+        except HttpError as e:
+            e.template = template_id
+            raise
+        records: list[Record] = []
+        malformed = 0
+        for _, line in cef_lines(body):
+            try:
+                records.append(cef_record(parse_cef_line(line), line, received_at))
+            except CefError:
+                malformed += 1
+                self._metrics.request(self.route, template_id, "malformed")
+        accepted = await self._intake.deliver(binding, self.route, records, received_at) if records else 0
+        return Reply(200, {"accepted": accepted, "malformed": malformed, "template": template_id}, template_id)
+
+    def _admit(self, request: Request) -> None:
+        """
+        403 for a client outside the allowlist, 401 without the shared secret.
+        """
+        settings = self._settings
+        if self._allowed:
+            peer = request.getClientAddress()
+            forwarded = [v.decode("latin-1") for v in request.requestHeaders.getRawHeaders(b"x-forwarded-for", [])]
+            client = client_address(getattr(peer, "host", ""), forwarded, self._proxies)
+            if client is None or not _inside(client, self._allowed):
+                raise HttpError(403, "this client address may not post CEF (cef.allow_cidrs)", "forbidden")
+        if settings.shared_secret_header is not None and settings.shared_secret is not None:
+            presented = request.getHeader(settings.shared_secret_header.encode("latin-1")) or b""
+            if not hmac.compare_digest(presented, settings.shared_secret.encode("utf-8")):
+                raise HttpError(401, f"missing or wrong {settings.shared_secret_header} header", "invalid_secret")

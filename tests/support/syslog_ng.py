@@ -1,0 +1,78 @@
+"""
+A private Debian syslog-ng relay for the tests: foreground (C{-F}), its own config, persist file,
+control socket and pid file under the test's temporary directory, no system service. It follows a
+file of lines and forwards each with the C{syslog()} driver — RFC 5424 with RFC 6587 octet counting
+— to a port of ours, over plain TCP or TLS (RFC 5425; certificates from L{tests.support.tls},
+presenting the client certificate). syslog-ng rather than rsyslog: Debian lets only one of the two
+be installed, and the benchmarks use syslog-ng.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.support.tls import TlsFiles
+
+
+def require_syslog_ng() -> str:
+    path = shutil.which("syslog-ng") or "/usr/sbin/syslog-ng"
+    if not Path(path).exists():
+        pytest.fail("syslog-ng is not installed: scripts/test-services installs syslog-ng-core")
+    return path
+
+
+@dataclass
+class SyslogNg:
+    process: subprocess.Popen[bytes]
+    source: Path
+    directory: Path
+
+    def stop(self) -> str:
+        """
+        Stop syslog-ng and return what it logged.
+        """
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        return (self.directory / "syslog-ng.log").read_text(errors="replace")
+
+
+def config(source: Path, port: int, tls: TlsFiles | None) -> str:
+    transport = 'transport("tcp")'
+    if tls is not None:
+        transport = (f'transport("tls") tls(ca-file("{tls.ca_cert}") cert-file("{tls.client_cert}") '
+                     f'key-file("{tls.client_key}") peer-verify(required-trusted))')
+    return f"""@version: 3.38
+options {{ stats_freq(0); }};
+source s_lines {{ file("{source}" flags(no-parse) follow-freq(0.1)); }};
+destination d_inboxd {{ syslog("127.0.0.1" port({port}) {transport} time-reopen(1)); }};
+log {{ source(s_lines); destination(d_inboxd); }};
+"""
+
+
+def start_syslog_ng(directory: Path, port: int, tls: TlsFiles | None = None) -> SyslogNg:
+    """
+    Start syslog-ng forwarding the lines appended to C{directory/source.log} to 127.0.0.1:C{port}.
+    """
+    syslog_ng = require_syslog_ng()
+    directory.mkdir(parents=True, exist_ok=True)
+    source = directory / "source.log"
+    source.touch()
+    config_file = directory / "syslog-ng.conf"
+    config_file.write_text(config(source, port, tls))
+    check = subprocess.run([syslog_ng, "--syntax-only", "-f", str(config_file)], capture_output=True, text=True,
+                           timeout=30)
+    assert check.returncode == 0, check.stdout + check.stderr
+    with (directory / "syslog-ng.log").open("wb") as log:
+        process = subprocess.Popen(
+            [syslog_ng, "-F", "--no-caps", "-f", str(config_file), "-R", str(directory / "syslog-ng.persist"),
+             "-c", str(directory / "syslog-ng.ctl"), "-p", str(directory / "syslog-ng.pid"), "--stderr"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    return SyslogNg(process, source, directory)
