@@ -4,6 +4,7 @@ replies, errors, metrics, durability in the event log, and valid OCSF out.
 """
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 from pathlib import Path
@@ -295,3 +296,24 @@ async def test_one_structured_log_line_per_request(inboxd: RunningDaemon) -> Non
     assert line["token"] == fingerprint(token)[:8]
     assert (line["events"], line["bytes"]) == (2, len(body))
     assert line["duration_ms"] >= 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_several_http_listeners_serve_the_same_inbox(reactor: Any, tmp_path: Path) -> None:
+    """Two http.listen entries (e.g. plain on loopback and TLS outside) both bind and accept."""
+    import treq
+
+    tls = make_tls_files(tmp_path / "tls")
+    settings = daemon_settings(tmp_path / "state", tls=tls)
+    settings = dataclasses.replace(settings, http=dataclasses.replace(
+        settings.http, listen=[*settings.http.listen, "tcp:0:interface=127.0.0.1"]))
+    running = await start_daemon(reactor, settings, tls)
+    try:
+        token = await running.mint()
+        plain = running.daemon.address("http-2")
+        response = await treq.post(f"http://127.0.0.1:{plain.port}/v1/inbox/{token}", data=b'{"a": 1}')
+        assert response.code == 200
+        assert (await running.post(f"/v1/inbox/{token}", b'{"a": 2}'))[0] == 200
+        assert len(running.events()) == 2
+    finally:
+        await running.stop()

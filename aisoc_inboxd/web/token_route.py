@@ -74,7 +74,6 @@ class TokenRoute(JsonRoute):
     (the HEC routes take the token from a header and answer in Splunk's words).
     """
 
-
     def __init__(self, token: str, intake: Intake, metrics: Metrics, inflight: InFlight,
                  max_body_bytes: int, vendors: VendorGate | None = None,
                  observers: Sequence[OnReply] = ()) -> None:
