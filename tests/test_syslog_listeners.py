@@ -23,7 +23,7 @@ from twisted.internet import ssl
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import SSL4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
-from twisted.internet.task import deferLater
+from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport
 from twisted.internet.threads import deferToThread
 
@@ -79,7 +79,6 @@ def make_listener(max_in_flight: int = 100, sink: FakeSink | None = None, max_fr
     intake = FakeIntake()
     metrics = SyslogMetrics(CollectorRegistry())
     settings = SyslogListenerSettings(name="t", endpoint="tcp:0", tenant="acme", max_frame_bytes=max_frame_bytes)
-    from twisted.internet.task import Clock
     listener = SyslogIntake(settings, intake, metrics, InFlight(Clock()), max_in_flight, sink)  # type: ignore[arg-type]
     return listener, intake, metrics
 
