@@ -46,7 +46,7 @@ from aisoc_inboxd.tokens import TokenAdmin, TokenCache, TokenResolver
 from aisoc_inboxd.vendors import VendorGate, build_vendor_gate
 from aisoc_inboxd.web.hec import HecDeps
 from aisoc_inboxd.web.status import StatusSources
-from aisoc_inboxd.web.tree import WebDeps, build_admin_resource, build_root_resource
+from aisoc_inboxd.web.tree import route_of, WebDeps, build_admin_resource, build_root_resource
 from aisoc_inboxd.web.site import InboxSite
 
 _log = Logger()
@@ -355,7 +355,7 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
     if settings.cef.tenant is not None and catalog.get(settings.cef.template) is None:
         raise ConfigError(f"cef.template: {settings.cef.template!r} is not a loaded and allowed template")
     site = InboxSite(build_root_resource(deps), max_body_bytes=http.max_body_bytes,
-                     on_too_large=lambda path: metrics.request("webhook", None, "too_large"),
+                     on_too_large=lambda path: metrics.request(route_of(path), None, "too_large"),
                      timeout=http.timeout, reactor=reactor)
     listeners: list[Listener | DatagramListener] = [
         Listener(desc, site, reactor, numbered("http", i)) for i, desc in enumerate(http.listen)]

@@ -466,3 +466,18 @@ async def test_vendor_delivery_id_deduplicates_redeliveries(inboxd: RunningDaemo
     assert len(inboxd.events()) == 1
     assert (await inboxd.post(f"/v1/inbox/{token}", body, {"X-Webhook-Id": "wh-2"}))[0] == 200
     assert len(inboxd.events()) == 2
+
+
+@pytest.mark.parametrize("path, route", [
+    ("/v1/inbox/email/{token}", "email"), ("/services/collector/event", "hec"), ("/v1/inbox/{token}", "webhook")])
+@pytest_twisted.ensureDeferred
+async def test_refused_declared_length_is_counted_under_its_route(inboxd: RunningDaemon, path: str,
+                                                                  route: str) -> None:
+    """A 413 decided before any route ran is still counted under the route the path names."""
+    token = await inboxd.mint()
+    port = inboxd.daemon.address("http").port
+    head = (f"POST {path.format(token=token)} HTTP/1.1\r\nHost: x\r\nAuthorization: Splunk {token}\r\n"
+            f"Content-Length: {10 * 1024 * 1024}\r\n\r\n").encode()
+    answer, _ = await threads.deferToThread(raw_exchange, port, head)
+    assert answer.startswith(b"HTTP/1.1 413 ")
+    assert outcome_count(await inboxd.metrics(), route, "none", "too_large") == 1

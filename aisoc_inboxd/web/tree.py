@@ -54,7 +54,7 @@ class NotFound(Resource):
 
 class InboxResource(Resource):
     """
-    C{/v1/inbox/}: each child name is a token (later: the fixed routes email, cef, hec).
+    C{/v1/inbox/}: the fixed routes C{email/{token}}, C{hec} and C{cef}; any other child name is a token.
     """
 
     def __init__(self, deps: WebDeps) -> None:
@@ -149,6 +149,20 @@ def build_admin_resource(admin: TokenAdmin, store: Store, cache: TokenCache, api
     if status is not None:
         root.putChild(b"status", StatusPage(status, api_key))
     return root
+
+
+def route_of(path: bytes) -> str:
+    """
+    The metric C{route} label of a request path, for requests refused before any route ran (413
+    for a declared length over the limit).
+    """
+    if path.startswith(b"/services/collector") or path.startswith(b"/v1/inbox/hec"):
+        return "hec"
+    if path.startswith(b"/v1/inbox/email/"):
+        return "email"
+    if path.startswith(b"/v1/inbox/cef"):
+        return "cef"
+    return "webhook"
 
 
 def build_root_resource(deps: WebDeps) -> Resource:
