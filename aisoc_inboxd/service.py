@@ -174,7 +174,7 @@ def _syslog_listener(entry: SyslogListenerSettings, listener: SyslogIntake, reac
                      ) -> Listener | DatagramListener:
     name = f"syslog-{entry.name}"
     if entry.udp_port is not None:
-        return DatagramListener(entry.udp_port, entry.udp_interface, SyslogDatagramProtocol(listener), reactor, name)
+        return DatagramListener(entry.udp_port, entry.udp_interface, SyslogDatagramProtocol(listener, reactor), reactor, name)
     assert entry.endpoint is not None
     client_ca = Path(entry.client_ca_file) if entry.verify_client and entry.client_ca_file else None
     return Listener(entry.endpoint, SyslogStreamFactory(listener), reactor, name, client_ca)

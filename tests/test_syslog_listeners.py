@@ -172,20 +172,42 @@ def test_tcp_pauses_while_the_kafka_sink_is_saturated() -> None:
 def test_udp_drops_and_counts_while_saturated() -> None:
     """UDP cannot push back: datagrams are dropped and counted while saturated, delivered otherwise."""
     listener, intake, metrics = make_listener(max_in_flight=1)
-    protocol = SyslogDatagramProtocol(listener)
+    clock = Clock()
+    protocol = SyslogDatagramProtocol(listener, clock)
     protocol.datagramReceived(b"<13>May  8 09:00:00 h a: 1\n", ("127.0.0.1", 1))
     protocol.datagramReceived(b"<13>May  8 09:00:00 h a: 2\n", ("127.0.0.1", 1))
+    clock.advance(0)
     assert len(intake.deliveries) == 1
     assert value(metrics, "dropped", "saturated") == 1
     protocol.datagramReceived(b"x" * 2000, ("127.0.0.1", 1))
     assert value(metrics, "oversized") == 1
 
 
+def test_udp_datagrams_of_one_reactor_turn_are_one_batch() -> None:
+    """Datagrams read in one reactor turn are submitted together: one delivery for the burst, and a
+    full batch goes at once."""
+    listener, intake, _ = make_listener(max_in_flight=10_000)
+    clock = Clock()
+    protocol = SyslogDatagramProtocol(listener, clock)
+    for n in range(5):
+        protocol.datagramReceived(b"<13>May  8 09:00:00 h a: %d" % n, ("127.0.0.1", 1))
+    assert intake.deliveries == []
+    clock.advance(0)
+    assert [len(records) for _, records, _ in intake.deliveries] == [5]
+    for n in range(SyslogDatagramProtocol.MAX_BATCH):
+        protocol.datagramReceived(b"<13>May  8 09:00:00 h a: %d" % n, ("127.0.0.1", 1))
+    assert [len(records) for _, records, _ in intake.deliveries] == [5, SyslogDatagramProtocol.MAX_BATCH]
+    clock.advance(0)
+    assert len(intake.deliveries) == 2
+
+
 def test_sink_refusal_is_counted_as_dropped() -> None:
     """When the sink cannot make a batch durable its events are counted as dropped (unavailable)."""
     listener, intake, metrics = make_listener()
-    protocol = SyslogDatagramProtocol(listener)
+    clock = Clock()
+    protocol = SyslogDatagramProtocol(listener, clock)
     protocol.datagramReceived(b"<13>May  8 09:00:00 h a: 1", ("127.0.0.1", 1))
+    clock.advance(0)
     intake.deliveries[0][2].errback(unavailable("spool full"))
     assert value(metrics, "dropped", "unavailable") == 1
     assert listener.in_flight == 0

@@ -18,7 +18,7 @@ from typing import Protocol as TypingProtocol, Sequence
 from zoneinfo import ZoneInfo
 
 from twisted.internet.defer import Deferred, gatherResults, succeed
-from twisted.internet.interfaces import IAddress
+from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -84,7 +84,14 @@ class SyslogIntake:
 
     @property
     def saturated(self) -> bool:
-        return self._in_flight >= self._max_in_flight or (self._sink is not None and self._sink.saturated)
+        return self.saturated_with(0)
+
+    def saturated_with(self, pending: int) -> bool:
+        """
+        Whether C{pending} more events (received, not yet submitted) would be over the ceiling.
+        """
+        return (self._in_flight + pending >= self._max_in_flight
+                or (self._sink is not None and self._sink.saturated))
 
     async def unsaturated(self) -> None:
         """
@@ -211,18 +218,36 @@ class SyslogStreamFactory(Factory):
 class SyslogDatagramProtocol(DatagramProtocol):
     """
     UDP: one message per datagram, dropped and counted while the listener is saturated.
+
+    The datagrams read in one reactor turn (Twisted reads many per wakeup) are submitted as one
+    batch at the end of the turn: one publish and one sink write for all of them rather than one
+    each, which is what lets a burst through without loss.
     """
 
-    def __init__(self, listener: SyslogIntake) -> None:
+    #: a batch is submitted at once when it reaches this size, without waiting for the turn to end
+    MAX_BATCH = 1000
+
+    def __init__(self, listener: SyslogIntake, clock: IReactorTime) -> None:
         self._listener = listener
+        self._clock = clock
+        self._pending: list[bytes] = []
 
     def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
         if len(datagram) > self._listener.max_frame_bytes:
             self._listener.count("oversized")
-        elif self._listener.saturated:
+        elif self._listener.saturated_with(len(self._pending)):
             self._listener.count("dropped", 1, "saturated")
         elif datagram.strip():
-            self._listener.submit([datagram])
+            if not self._pending:
+                self._clock.callLater(0, self._flush)
+            self._pending.append(datagram)
+            if len(self._pending) >= self.MAX_BATCH:
+                self._flush()
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        if batch:
+            self._listener.submit(batch)
 
 
 def _host(address: IAddress) -> str:
