@@ -140,6 +140,22 @@ async def test_allowlist_honours_trusted_proxy(reactor: Any, tmp_path: Path) -> 
         await daemon.stop()
 
 
+@pytest_twisted.ensureDeferred
+async def test_rate_limit_applies_to_the_configured_tenant(reactor: Any, tmp_path: Path) -> None:
+    """Past cef.tenant's per-minute allowance a post is 429 with Retry-After, counted rate_limited, and publishes nothing."""
+    daemon = await start_daemon(reactor, daemon_settings(tmp_path / "state", cef=CefSettings(tenant="acme"),
+                                                         http={"rate_limit_per_min": 2}))
+    try:
+        assert [(await daemon.post("/v1/inbox/cef", SPEC_LINE))[0] for _ in range(2)] == [200, 200]
+        status, body, response = await daemon.post("/v1/inbox/cef", SPEC_LINE)
+        assert status == 429 and body["error"].startswith("too many requests")
+        assert int(response.headers.getRawHeaders("retry-after")[0]) >= 1
+        assert len(daemon.events()) == 2
+        assert outcome_count(await daemon.metrics(), "cef", "cef-syslog", "rate_limited") == 1
+    finally:
+        await daemon.stop()
+
+
 TRUSTED = (ipaddress.ip_network("192.0.2.0/24"),)
 
 

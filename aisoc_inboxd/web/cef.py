@@ -6,10 +6,11 @@ C{cef.tenant} is configured (else 404, saying so); the client address must be in
 when that is set (403), where the client is the peer, or — only when the peer is one of
 C{cef.trusted_proxies} — the right-most C{X-Forwarded-For} address that is not itself a trusted
 proxy; the C{cef.shared_secret_header} must carry C{cef.shared_secret} when one is set (401,
-compared in constant time). Then the body (gzip allowed, size-limited like every route) is parsed
-line by line: each malformed line is dropped and counted in
-C{aisoc_ingest_inbox_requests_total{route="cef", outcome="malformed"}}, never failing the batch,
-and the rest is published. The reply, once the events are durable:
+compared in constant time); each request then takes one from C{cef.tenant}'s rate limit, as token
+requests do from theirs (429 with C{Retry-After}, outcome C{rate_limited}). Then the body (gzip
+allowed, size-limited like every route) is parsed line by line: each malformed line is dropped and
+counted in C{aisoc_ingest_inbox_requests_total{route="cef", outcome="malformed"}}, never failing
+the batch, and the rest is published. The reply, once the events are durable:
 C{200 {"accepted": N, "malformed": M, "template": "cef-syslog"}}.
 """
 from __future__ import annotations
@@ -79,11 +80,12 @@ class CefRoute(JsonRoute):
         settings = self._settings
         if settings.tenant is None:
             raise HttpError(404, "the CEF route is disabled: set cef.tenant in the config to enable it", "disabled")
-        self._admit(request)
+        self._check_client(request)
         try:
             binding = self.binding = self._intake.bind(settings.tenant, settings.template)
         except KeyError:
             raise unknown_template(settings.template) from None
+        self._intake.admit(binding)
         template_id = binding.template.id
         try:
             body = decode_content(request, raw_body(request), self._max_body_bytes)
@@ -101,7 +103,7 @@ class CefRoute(JsonRoute):
         accepted = await self._intake.deliver(binding, self.route, records, received_at) if records else 0
         return Reply(200, {"accepted": accepted, "malformed": malformed, "template": template_id}, template_id)
 
-    def _admit(self, request: Request) -> None:
+    def _check_client(self, request: Request) -> None:
         """
         403 for a client outside the allowlist, 401 without the shared secret.
         """
