@@ -102,6 +102,47 @@ def test_act_words(act: str, action_id: int | None, disposition_id: int) -> None
     assert event["disposition_id"] == disposition_id
 
 
+@pytest.mark.parametrize("line", [
+    "CEF:0|Acme|FW|1|x|Traffic|1|src=10.0.0.1 act=Challenge",
+    "CEF:0|Acme|Box|1|x|Fan speed changed|1|act=Challenge",
+])
+def test_unknown_act_is_other_with_the_raw_word(line: str) -> None:
+    """An act that is no known word gives action_id and disposition_id 99 captioned with the act as sent."""
+    event = ocsf(line)
+    assert (event["action_id"], event["action"]) == (99, "Challenge")
+    assert (event["disposition_id"], event["disposition"]) == (99, "Challenge")
+    assert "security_control" in event["metadata"]["profiles"]
+    assert event["unmapped"]["cef"]["act"] == "Challenge"
+
+
+def test_authentication_with_both_users_has_the_initiator_as_actor() -> None:
+    """With duser and suser a logon's user is duser and its actor suser; suser alone is the user and no actor."""
+    event = ocsf("CEF:0|Acme|VPN|1|x|User login failed|3|dst=10.0.0.9 duser=root suser=alice")
+    assert (event["class_uid"], event["user"], event["actor"]) == (3002, {"name": "root"}, {"user": {"name": "alice"}})
+    assert "suser" not in event["unmapped"]["cef"] and "initiator" not in event["unmapped"]
+    alone = ocsf("CEF:0|Acme|VPN|1|x|User login failed|3|dst=10.0.0.9 suser=alice")
+    assert alone["user"] == {"name": "alice"} and "actor" not in alone
+
+
+def test_network_users_are_actor_and_destination_owner() -> None:
+    """In the network classes suser is the actor and duser the destination's owner, kept unpaired without dst."""
+    event = ocsf("CEF:0|Acme|FW|1|x|Traffic|1|src=10.0.0.1 dst=10.0.0.2 suser=alice duser=bob")
+    assert (event["class_uid"], event["actor"]["user"]["name"]) == (4001, "alice")
+    assert event["dst_endpoint"] == {"ip": "10.0.0.2", "owner": {"name": "bob"}}
+    assert "duser" not in event["unmapped"]["cef"]
+    web = ocsf("CEF:0|Acme|Proxy|1|web|Web request|2|src=10.0.0.1 request=https://x.example/a suser=a duser=b")
+    assert (web["class_uid"], web["actor"]["user"]["name"]) == (4002, "a")
+    assert "dst_endpoint" not in web and web["unmapped"]["unpaired"] == {"duser": "b"}
+
+
+def test_finding_users_are_in_the_evidence() -> None:
+    """In a 2004 alert suser is the evidence's actor and duser the evidence's user."""
+    event = ocsf("CEF:0|Snort|IDS|3|1:2000|ET TROJAN beacon detected|8|src=10.0.0.5 suser=eve duser=bob")
+    evidence = event["evidences"][0]
+    assert (evidence["actor"]["user"]["name"], evidence["user"]["name"]) == ("eve", "bob")
+    assert "suser" not in event["unmapped"]["cef"] and "duser" not in event["unmapped"]["cef"]
+
+
 @pytest.mark.parametrize(("severity", "severity_id"), [
     ("0", 2), ("3", 2), ("4", 3), ("6", 3), ("7", 4), ("8", 4), ("9", 5), ("10", 5),
     ("Unknown", 0), ("low", 2), ("Medium", 3), ("HIGH", 4), ("Very-High", 5), ("Critical", 99),

@@ -109,6 +109,7 @@ def test_header_sources_map_and_are_not_unmapped(tmp_path: Path) -> None:
     ("[{join: '|'}]", ["a", 1], "a|1"),
     ("[{split: ','}, {join: ';'}]", "a, b,,c", "a;b;c"),
     ("[{map: {block: Blocked}}]", "BLOCK", "Blocked"),
+    ("[{map: {block: Blocked, '*': Other}}]", "challenge", "Other"),
 ])
 def test_transforms(tmp_path: Path, steps: str, value: Any, expected: str) -> None:
     """Each transform turns the source value into what the target gets."""
@@ -123,6 +124,15 @@ def test_a_transform_that_cannot_apply_leaves_the_value_unmapped(tmp_path: Path)
     [event] = run(template, {"v": "abc", "w": "   "})
     assert "message" not in event and "desc" not in event["finding_info"]
     assert event["unmapped"] == {"v": "abc", "w": "   "}
+
+
+def test_map_otherwise_to_99_captions_the_value_as_sent(tmp_path: Path) -> None:
+    """A "*" map key gives unlisted words 99 Other, whose caption sibling is the source value before transforms."""
+    template = load(tmp_path, "field_map:\n  s: status_id\ntransforms:\n  s: [lowercase, {map: {new: 1, '*': 99}}]\n")
+    [event] = run(template, {"s": "Snoozed"})
+    assert (event["status_id"], event["status"]) == (99, "Snoozed")
+    [event] = run(template, {"s": "NEW"})
+    assert (event["status_id"], event["status"]) == (1, "New")
 
 
 def test_transform_feeds_severity_and_time(tmp_path: Path) -> None:

@@ -13,7 +13,11 @@ C{/v1/inbox/cef} route and the syslog listeners):
     Empty header fields are left out: they carry no value. A port whose side has neither an
     address nor a host name (C{dpt} without C{dst}/C{dhost}) cannot make a valid OCSF endpoint, so
     it is moved out of C{cef} into C{unpaired} (C{unmapped.unpaired.dpt}), still kept; so is a
-    MAC address (C{smac}, C{dmac}).
+    MAC address (C{smac}, C{dmac}), and in the network kinds, where C{duser} is the destination's
+    owner, a C{duser}.
+  - B{users}: a logon's C{user.name} is C{duser} when there is one, else C{suser}; with both, C{suser}
+    is the initiator, moved from C{cef} to C{initiator.suser} (→ C{actor.user.name}), since a
+    declarative C{field_map} cannot make one source's target depend on another source's presence.
   - B{times}: C{rt}, else C{end}, else the syslog header's stamp → C{time} (epoch ms) and
     C{original_time} (the text as sent); C{start}/C{end} → C{start_time}/C{end_time}. CEF writes
     them as epoch milliseconds or C{MMM dd [yyyy ]HH:mm:ss[.SSS][ zzz]} (the year, when absent, is
@@ -49,7 +53,11 @@ _FINDING = re.compile(
 
 
 #: an endpoint's detail keys and the keys that identify it (OCSF: an address or a host name)
-_ENDPOINT_SIDES = ((("spt", "smac"), ("src", "shost")), (("dpt", "dmac"), ("dst", "dhost")))
+_SOURCE_SIDE = (("spt", "smac"), ("src", "shost"))
+_ENDPOINT_SIDES = (_SOURCE_SIDE, (("dpt", "dmac"), ("dst", "dhost")))
+#: the same in the kinds whose template maps duser to dst_endpoint.owner.name
+_OWNED_ENDPOINT_SIDES = (_SOURCE_SIDE, (("dpt", "dmac", "duser"), ("dst", "dhost")))
+_OWNED_KINDS = frozenset({"network", "dns", "http"})
 
 
 def event_kind(event: CefEvent, has_host: bool = False) -> str:
@@ -111,12 +119,16 @@ def cef_record(event: CefEvent, raw: str, now: float, syslog: SyslogMessage | No
     cef: dict[str, Any] = {"version": event.version, **{k: v for k, v in header.items() if v}}
     for key, value in event.extensions.items():
         cef.setdefault(key, value)
-    data: dict[str, Any] = {"kind": event_kind(event, bool(syslog and syslog.hostname)), "cef": cef}
+    kind = event_kind(event, bool(syslog and syslog.hostname))
+    data: dict[str, Any] = {"kind": kind, "cef": cef}
     ext = event.extensions
-    unpaired = {key: cef.pop(key) for details, identities in _ENDPOINT_SIDES for key in details
+    sides = _OWNED_ENDPOINT_SIDES if kind in _OWNED_KINDS else _ENDPOINT_SIDES
+    unpaired = {key: cef.pop(key) for details, identities in sides for key in details
                 if key in cef and not any(identity in ext for identity in identities)}
     if unpaired:
         data["unpaired"] = unpaired
+    if kind == "authentication" and "duser" in cef and "suser" in cef:
+        data["initiator"] = {"suser": cef.pop("suser")}
     for key in ("rt", "end"):
         if key in ext and (millis := cef_time(ext[key], now, local_tz)) is not None:
             data["time"], data["original_time"] = millis, ext[key]

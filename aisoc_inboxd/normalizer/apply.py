@@ -36,7 +36,7 @@ from typing import Any, Mapping
 from aisoc_inboxd.normalizer.coerce import INVALID, drop_nulls
 from aisoc_inboxd.normalizer.extract import EXTRACTED, with_extracted
 from aisoc_inboxd.normalizer.ocsf import SCHEMA_VERSION
-from aisoc_inboxd.normalizer.paths import MISSING, is_header, set_target
+from aisoc_inboxd.normalizer.paths import MISSING, get_source, is_header, set_target
 from aisoc_inboxd.normalizer.template import Compiled, Template, fold_severity
 from aisoc_inboxd.normalizer.timeparse import to_epoch_ms
 
@@ -102,9 +102,9 @@ def normalize(template: Template, record: dict[str, Any], context: IngestContext
         if value is INVALID:
             continue
         set_target(event, rule.steps, value)
-        if rule.sibling is not None:
+        if rule.sibling is not None:  # 99 Other is captioned with the value as sent, before transforms
             caption = rule.captions.get(value) if value != SEVERITY_OTHER else None
-            set_target(event, rule.sibling, caption or str(raw))
+            set_target(event, rule.sibling, caption or str(get_source(record, rule.source, context.headers)))
         filled.add(rule.target)
         consumed.append(rule.source)
 

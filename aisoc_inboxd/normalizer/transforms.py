@@ -18,6 +18,8 @@ from typing import Any, Callable, Mapping
 from aisoc_inboxd.normalizer.paths import MISSING, get_source
 
 Transform = Callable[[Any], Any]
+#: the C{map} key whose value stands for every value not listed (an enum's 99 Other, say)
+OTHERWISE = "*"
 
 
 def _lowercase(value: Any) -> Any:
@@ -95,11 +97,12 @@ def _lookup(table: Any) -> Transform:
         if isinstance(key, (dict, list)) or key is None or isinstance(value, (dict, list)) or value is None:
             raise ValueError("map keys and values must be strings or numbers")
     folded = {str(k).casefold(): v for k, v in table.items()}
+    otherwise = folded.pop(OTHERWISE, MISSING)
 
     def lookup(value: Any) -> Any:
         if isinstance(value, (dict, list)):
             return MISSING
-        return folded.get(str(value).casefold(), MISSING)
+        return folded.get(str(value).casefold(), otherwise)
 
     return lookup
 
