@@ -61,7 +61,7 @@ class Intake:
             raise invalid_token()
         template = self.catalog.get(record.template_id)
         if template is None:
-            raise unknown_template(record.template_id)
+            raise unknown_template(record.template_id, record)
         binding = Binding(record.tenant_id, template, record)
         self.admit(binding)
         return binding
@@ -75,7 +75,7 @@ class Intake:
         if wait:
             raise HttpError(429, "too many requests: the tenant's rate limit (AISOC_INBOX_RATE_LIMIT_PER_MIN) "
                                  "is reached; retry after the Retry-After seconds", "rate_limited",
-                            {"Retry-After": retry_after(wait)}, template=binding.template.id)
+                            {"Retry-After": retry_after(wait)}, template=binding.template.id, token=binding.token)
 
     def bind(self, tenant_id: str, template_id: str) -> Binding:
         """

@@ -268,3 +268,36 @@ async def test_stats_api_requires_the_admin_key(inboxd: RunningDaemon, key: str)
     """The stats route answers 401 without the admin key."""
     status, _ = await inboxd.call_admin("GET", "/v1/admin/tenants/acme/tokens/stats", key=key)
     assert status == 401
+
+
+@pytest_twisted.ensureDeferred
+async def test_refusals_after_the_token_resolved_count_as_its_errors(reactor: Any, tmp_path: Path) -> None:
+    """A token held back by its tenant's rate limit (429), or whose template left the allowed list
+    (400), has those requests counted as its errors, on the webhook and the HEC routes alike."""
+    import dataclasses
+
+    settings = daemon_settings(tmp_path / "state", http={"rate_limit_per_min": 2})
+    running = await start_daemon(reactor, settings)
+    try:
+        token = await running.mint("acme")
+        codes = [(await running.post(f"/v1/inbox/{token}", b'{"title": "x"}'))[0] for _ in range(3)]
+        codes.append((await running.post("/services/collector/event", b'{"event": "x"}',
+                                         {"Authorization": f"Splunk {token}"}))[0])
+        assert codes == [200, 200, 429, 503]
+        await recorder_of(running).flush()
+        status, reply = await running.call_admin("GET", "/v1/admin/tenants/acme/tokens/stats")
+        [row] = reply["tokens"]
+        assert (row["requests_24h"], row["errors_24h"]) == (4, 2)
+    finally:
+        await running.stop()
+    narrowed = dataclasses.replace(settings, templates=dataclasses.replace(settings.templates, allowed=["pagerduty"]),
+                                   http=dataclasses.replace(settings.http, rate_limit_per_min=600))
+    running = await start_daemon(reactor, narrowed)
+    try:
+        assert (await running.post(f"/v1/inbox/{token}", b'{"title": "x"}'))[0] == 400
+        await recorder_of(running).flush()
+        status, reply = await running.call_admin("GET", "/v1/admin/tenants/acme/tokens/stats")
+        [row] = reply["tokens"]
+        assert (row["requests_24h"], row["errors_24h"]) == (5, 3)
+    finally:
+        await running.stop()

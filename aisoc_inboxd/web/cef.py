@@ -82,7 +82,7 @@ class CefRoute(JsonRoute):
             raise HttpError(404, "the CEF route is disabled: set cef.tenant in the config to enable it", "disabled")
         self._check_client(request)
         try:
-            binding = self.binding = self._intake.bind(settings.tenant, settings.template)
+            binding = self.bound(self._intake.bind(settings.tenant, settings.template))
         except KeyError:
             raise unknown_template(settings.template) from None
         self._intake.admit(binding)
@@ -100,7 +100,8 @@ class CefRoute(JsonRoute):
             except CefError:
                 malformed += 1
                 self._metrics.request(self.route, template_id, "malformed")
-        accepted = await self._intake.deliver(binding, self.route, records, received_at) if records else 0
+        accepted = self.count_published(
+            await self._intake.deliver(binding, self.route, records, received_at) if records else 0)
         return Reply(200, {"accepted": accepted, "malformed": malformed, "template": template_id}, template_id)
 
     def _check_client(self, request: Request) -> None:

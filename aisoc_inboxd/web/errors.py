@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from aisoc_inboxd.store import TokenRecord
+
 
 @dataclass
 class HttpError(Exception):
@@ -15,6 +17,8 @@ class HttpError(Exception):
     headers: dict[str, str] = field(default_factory=dict)
     #: the template label for metrics, when the token resolved before the error
     template: str | None = None
+    #: the token the request presented, when it resolved before the error (push stats count it)
+    token: TokenRecord | None = None
 
     def __str__(self) -> str:
         return f"{self.status} {self.message}"
@@ -24,9 +28,9 @@ def invalid_token() -> HttpError:
     return HttpError(401, "invalid token", "invalid_token")
 
 
-def unknown_template(template_id: str) -> HttpError:
+def unknown_template(template_id: str, token: TokenRecord | None = None) -> HttpError:
     return HttpError(400, f"unknown template: {template_id!r} is not an allowed template; revoke and re-mint the token",
-                     "unknown_template", template=template_id)
+                     "unknown_template", template=template_id, token=token)
 
 
 def bad_request(message: str, template: str | None = None) -> HttpError:

@@ -30,6 +30,7 @@ from aisoc_inboxd.formats.hec import HecError, HecStatus, reply_body
 from aisoc_inboxd.formats.json_body import Record
 from aisoc_inboxd.hec_acks import AckChannels, ChannelsFull
 from aisoc_inboxd.idempotency import StoredReply
+from aisoc_inboxd.store import TokenRecord
 from aisoc_inboxd.inflight import InFlight
 from aisoc_inboxd.intake import Binding, Intake
 from aisoc_inboxd.metrics import Metrics
@@ -78,8 +79,10 @@ class SplunkError(HttpError):
 
 
 def splunk_error(status: HecStatus, outcome: str, event_number: int | None = None,
-                 headers: dict[str, str] | None = None, template: str | None = None) -> SplunkError:
-    return SplunkError(status.http_status, status.text, outcome, headers or {}, template, status.code, event_number)
+                 headers: dict[str, str] | None = None, template: str | None = None,
+                 token: TokenRecord | None = None) -> SplunkError:
+    return SplunkError(status.http_status, status.text, outcome, headers or {}, template=template, token=token,
+                       code=status.code, event_number=event_number)
 
 
 def rejected(error: HecError) -> SplunkError:
@@ -98,7 +101,7 @@ def as_splunk(error: HttpError) -> HttpError:
     if status is None or isinstance(error, SplunkError):
         return error
     event_number = 0 if status is hec.INVALID_DATA_FORMAT else None
-    return splunk_error(status, error.outcome, event_number, error.headers, error.template)
+    return splunk_error(status, error.outcome, event_number, error.headers, error.template, error.token)
 
 
 def write_splunk(request: Request, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> bytes:
@@ -243,7 +246,7 @@ class HecEventRoute(_HecIntakeRoute):
 
     async def publish(self, request: Request, binding: Binding, records: list[Record], received_at: float,
                       headers: dict[str, str]) -> StoredReply:
-        await self._intake.deliver(binding, self.route, records, received_at, headers)
+        self.count_published(await self._intake.deliver(binding, self.route, records, received_at, headers))
         return self.success(request, binding)
 
 
@@ -268,11 +271,11 @@ class HecRawRoute(_HecIntakeRoute):
         text = [r for r in records if not hec.is_cef(r)]
         cef = [r for r in records if hec.is_cef(r)]
         if text:
-            await self._intake.deliver(binding, self.route, text, received_at, headers)
+            self.count_published(await self._intake.deliver(binding, self.route, text, received_at, headers))
         cef_template = self._intake.catalog.get(CEF_TEMPLATE)
         if cef and cef_template is not None:
-            await self._intake.deliver(dataclasses.replace(binding, template=cef_template), self.route, cef,
-                                       received_at, headers)
+            self.count_published(await self._intake.deliver(
+                dataclasses.replace(binding, template=cef_template), self.route, cef, received_at, headers))
         return self.success(request, binding)
 
 
@@ -289,7 +292,7 @@ class HecAckRoute(SplunkReplies):
 
     async def handle(self, request: Request) -> Reply:
         try:
-            binding = self.binding = await bind_hec(request, self._intake, self._hec)
+            binding = self.bound(await bind_hec(request, self._intake, self._hec))
         except HttpError as e:
             raise as_splunk(e) from None
         token = binding.token

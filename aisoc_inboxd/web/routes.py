@@ -58,6 +58,11 @@ class JsonRoute(Resource):
     _log = Logger()
     #: what the request was allowed to do, once its token (or config) bound it
     binding: Binding | None = None
+    #: the token the request presented once it resolved (also when it was then refused: 400 unknown
+    #: template, 429), for push stats and the log line
+    token: TokenRecord | None = None
+    #: events this request made durable (replays and refusals: none)
+    published = 0
 
     def __init__(self, metrics: Metrics, inflight: InFlight, observers: Sequence[OnReply] = ()) -> None:
         super().__init__()
@@ -68,6 +73,17 @@ class JsonRoute(Resource):
 
     async def handle(self, request: Request) -> Reply:
         raise NotImplementedError
+
+    def bound(self, binding: Binding) -> Binding:
+        """
+        Record what the request was allowed to do (for push stats and the log line).
+        """
+        self.binding, self.token = binding, binding.token
+        return binding
+
+    def count_published(self, events: int) -> int:
+        self.published += events
+        return events
 
     def render(self, request: Request) -> object:
         if request.method not in self.methods:
@@ -85,6 +101,7 @@ class JsonRoute(Resource):
     def _failure_reply(self, failure: Failure) -> Reply:
         if failure.check(HttpError):
             error: HttpError = failure.value
+            self.token = self.token or error.token
             return Reply(error.status, self.error_body(error), error.template, error.outcome, error.headers)
         self._log.failure("unexpected error on route {route}", failure=failure, route=self.route)
         return Reply(500, {"error": "internal error; the request was not accepted"}, None, "error")
@@ -101,9 +118,8 @@ class JsonRoute(Resource):
     def _send(self, reply: Reply, request: Request, gone: list[Failure]) -> None:
         self._metrics.request(self.route, reply.template, reply.outcome)
         self._log_request(request, reply)
-        token = self.binding.token if self.binding else None
         for observe in self._observers:
-            observe(self.route, token, reply)
+            observe(self.route, self.token, reply)
         if gone or request.finished:
             return
         request.write(self.write_reply(request, reply))
@@ -114,15 +130,14 @@ class JsonRoute(Resource):
         The request's one log line: who (tenant, token fingerprint prefix), what, and how it ended;
         never the token, a secret or the body.
         """
-        binding = self.binding
+        tenant = self.binding.tenant_id if self.binding else self.token.tenant_id if self.token else "-"
         request.route_logged = True  # type: ignore[attr-defined]
         self._log.info(
             "{route} {status} {outcome} template={template} tenant={tenant} token={token} "
             "events={events} bytes={bytes} duration_ms={duration_ms}",
             route=self.route, status=reply.status, outcome=reply.outcome, template=reply.template or "-",
-            tenant=binding.tenant_id if binding else "-",
-            token=log_id(binding.token.fingerprint) if binding and binding.token else "-",
-            events=reply.body.get("accepted", 0), bytes=getattr(request, "received_bytes", 0),
+            tenant=tenant, token=log_id(self.token.fingerprint) if self.token else "-",
+            events=self.published, bytes=getattr(request, "received_bytes", 0),
             duration_ms=round((time.monotonic() - self._started) * 1000, 1),
             client=request.getClientAddress().host if request.getClientAddress() else "-")
 

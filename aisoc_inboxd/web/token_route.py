@@ -101,7 +101,8 @@ class TokenRoute(JsonRoute):
         """
         Deliver the records and return the reply to send once they are durable.
         """
-        accepted = await self._intake.deliver(binding, self.route, records, received_at, headers)
+        accepted = self.count_published(
+            await self._intake.deliver(binding, self.route, records, received_at, headers))
         return StoredReply(200, {"accepted": accepted, "template": binding.template.id})
 
     async def screen(self, binding: Binding, records: list[Record]) -> None:
@@ -118,7 +119,7 @@ class TokenRoute(JsonRoute):
 
     async def handle(self, request: Request) -> Reply:
         received_at = self._intake.now()
-        binding = self.binding = await self.bind(request)
+        binding = self.bound(await self.bind(request))
         template_id = binding.template.id
         rejection: HttpError | None = None
         try:
