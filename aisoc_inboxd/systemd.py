@@ -32,6 +32,8 @@ def notify(state: str, environ: Mapping[str, str] | None = None) -> bool:
         address = "\0" + address[1:]  # abstract namespace
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            # never block the reactor: a manager that does not read its socket loses a ping, not us
+            sock.setblocking(False)
             sock.sendto(state.encode("utf-8"), address)
     except OSError as e:
         _log.warn("cannot notify the service manager: {error}", error=e.strerror)

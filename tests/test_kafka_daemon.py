@@ -124,7 +124,7 @@ def write_config(tmp_path: Path, kafka: KafkaEnv, http_port: int) -> Path:
     config.write_text(json.dumps({
         "state_dir": str(tmp_path / "state"),
         "http": {"listen": [f"tcp:{http_port}:interface=127.0.0.1"]},
-        "metrics": {"listen": []}, "admin": {"listen": []},
+        "metrics": {"listen": []}, "admin": {"listen": []}, "syslog": {"listeners": []},
         "sink": {"type": "kafka", "kafka": {"topic": kafka.topic,
                                             "config": {"bootstrap.servers": kafka.bootstrap, **FAST}}},
     }))

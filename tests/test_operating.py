@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -95,18 +96,39 @@ def post(port: int, token: str, body: bytes) -> int:
         return int(s.recv(4096).split(b" ", 2)[1])
 
 
+def wait_for_push_stats(config: Path, admin_port: int, key_file: Path, requests: int) -> dict[str, Any]:
+    """
+    The one token's push stats once the daemon flushed C{requests} of them (every 5 s), read through
+    the CLI and checked against the admin API.
+    """
+    deadline = time.monotonic() + 30
+    while True:
+        [row] = json.loads(run_cli(config, "token", "stats", "--tenant", "acme", "--json").stdout)
+        if row["requests_24h"] >= requests or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    request = urllib.request.Request(f"http://127.0.0.1:{admin_port}/v1/admin/tenants/acme/tokens/stats",
+                                     headers={"Authorization": f"Bearer {key_file.read_text().strip()}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        answer = response.read()
+    assert json.loads(answer)["tokens"] == [row]
+    return row
+
+
 def test_notify_reload_and_stop_under_a_service_manager(tmp_path: Path) -> None:
-    """Started as the unit starts it, the daemon says READY=1 once listening, pings the watchdog, reloads
+    """Started as the unit starts it, the daemon says READY=1 once listening, pings the watchdog, counts
+    push stats that the CLI and the admin API read, reloads
     on SIGHUP (a broken template is rejected and the old set keeps serving; a good one is picked up),
     and on SIGTERM says STOPPING=1 and exits 0."""
-    port = free_port()
+    port, admin_port = free_port(), free_port()
     templates = tmp_path / "templates"
     templates.mkdir()
     config = tmp_path / "inboxd.yaml"
     config.write_text(json.dumps({
         "state_dir": str(tmp_path / "state"),
         "http": {"listen": [f"tcp:{port}:interface=127.0.0.1"]},
-        "metrics": {"listen": []}, "admin": {"listen": []},
+        "metrics": {"listen": []}, "admin": {"listen": [f"tcp:{admin_port}:interface=127.0.0.1"]},
+        "syslog": {"listeners": []},
         "templates": {"directories": [str(templates)]},
     }))
     token = json.loads(run_cli(config, "token", "mint", "--tenant", "acme", "--template", "generic-json",
@@ -122,6 +144,9 @@ def test_notify_reload_and_stop_under_a_service_manager(tmp_path: Path) -> None:
         env["WATCHDOG_PID"] = str(process.pid)
         notify.wait_for("WATCHDOG=1")
         assert post(port, token, b'{"a": 1}') == 200
+        assert post(port, token, b"not json") == 400
+        stats = wait_for_push_stats(config, admin_port, tmp_path / "state" / "admin.key", requests=2)
+        assert (stats["requests_24h"], stats["errors_24h"]) == (2, 1)
 
         (templates / "broken.yaml").write_text("id: broken\nclass_uid: 999999\n")
         count = len(notify.messages)
@@ -201,7 +226,8 @@ def test_twistd_daemonizes_with_pidfile_and_logfile(tmp_path: Path) -> None:
     config = tmp_path / "inboxd.yaml"
     config.write_text(json.dumps({"state_dir": str(tmp_path / "state"),
                                   "http": {"listen": [f"tcp:{port}:interface=127.0.0.1"]},
-                                  "metrics": {"listen": []}, "admin": {"listen": []}}))
+                                  "metrics": {"listen": []}, "admin": {"listen": []},
+                                  "syslog": {"listeners": []}}))
     pidfile, logfile = tmp_path / "inboxd.pid", tmp_path / "inboxd.log"
     twistd = str(Path(sys.executable).with_name("twistd"))
     done = subprocess.run([twistd, "--pidfile", str(pidfile), "--logfile", str(logfile), "aisoc-inboxd",
@@ -233,3 +259,18 @@ async def test_health_on_http_and_admin_listeners(tls_daemon: Any) -> None:
         assert response.code == 200
         assert json.loads(await response.content()) == {"status": "ok"}
 
+
+
+def test_notify_never_blocks_when_the_manager_does_not_read(tmp_path: Path) -> None:
+    """With the manager's socket full (nobody reading), notify gives up at once instead of blocking the
+    reactor that calls it."""
+    from aisoc_inboxd.systemd import notify
+
+    manager = NotifySocket(tmp_path / "full.sock")
+    try:
+        environ = {"NOTIFY_SOCKET": str(manager.path)}
+        results = [notify("WATCHDOG=1", environ) for _ in range(2000)]
+        assert results[0] is True
+        assert results[-1] is False
+    finally:
+        manager.close()

@@ -47,7 +47,8 @@ def test_twistd_serves_and_stops_cleanly(tmp_path: Path) -> None:
     """twistd -n aisoc-inboxd --config PATH binds its listeners, answers /healthz, and exits 0 on SIGTERM."""
     http, metrics = free_port(), free_port()
     config = write_config(tmp_path, f"http:\n  listen: ['tcp:{http}:interface=127.0.0.1']\n"
-                                    f"metrics:\n  listen: ['tcp:{metrics}:interface=127.0.0.1']\n")
+                                    f"metrics:\n  listen: ['tcp:{metrics}:interface=127.0.0.1']\n"
+                                    "admin:\n  listen: []\nsyslog:\n  listeners: []\n")
     log = tmp_path / "twistd.log"
     process = subprocess.Popen([TWISTD, "-n", "--logfile", str(log), "--pidfile", "", "aisoc-inboxd",
                                 "--config", str(config)], cwd=PROJECT)
