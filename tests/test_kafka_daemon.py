@@ -134,7 +134,11 @@ def write_config(tmp_path: Path, kafka: KafkaEnv, http_port: int) -> Path:
 def start_process(config: Path, http_port: int, log: Path) -> subprocess.Popen[bytes]:
     process = subprocess.Popen([sys.executable, "-m", "aisoc_inboxd.cli", "--config", str(config), "run"],
                                cwd=PROJECT, stdout=log.open("ab"), stderr=subprocess.STDOUT)
-    wait_for_port(http_port, timeout=60)
+    try:
+        wait_for_port(http_port, timeout=60)
+    except Exception:
+        process.kill()
+        raise AssertionError(f"the daemon never listened (exit {process.poll()}):\n{log.read_text()[-4000:]}") from None
     return process
 
 
