@@ -47,33 +47,20 @@ def _parser() -> argparse.ArgumentParser:
 
     token = commands.add_parser("token", help="mint, rotate, revoke and list inbox tokens").add_subparsers(
         dest="action", required=True)
-    mint = token.add_parser("mint", help="mint a token; it is printed once and never stored")
-    mint.add_argument("--tenant", required=True)
+    mint = _tenant_command(token, "mint", "mint a token; it is printed once and never stored", _token_mint)
     mint.add_argument("--template", required=True, help="template id, e.g. pagerduty or generic-json")
     mint.add_argument("--label", help="a note for operators, e.g. the vendor account")
     mint.add_argument("--signing-secret", help="require X-Signature = hex(HMAC-SHA256(secret, body))")
     mint.add_argument("--hec-acks", action="store_true",
                       help="Splunk HEC indexer acknowledgement: replies carry ackId, a channel is required")
-    mint.add_argument("--json", action="store_true", help="print token, fingerprint, tenant, template, path as JSON")
-    mint.set_defaults(handler=_token_mint)
-    rotate = token.add_parser("rotate", help="replace a token with a new one (same template and label)")
-    rotate.add_argument("--tenant", required=True)
-    rotate.add_argument("fingerprint", help="the token's fingerprint (at least 8 hex characters) or the token")
+    rotate = _tenant_command(token, "rotate", "replace a token with a new one (same template and label)",
+                             _token_rotate, target=FINGERPRINT)
     rotate.add_argument("--signing-secret", help="set a new signing secret (default: keep the old one)")
-    rotate.add_argument("--json", action="store_true")
-    rotate.set_defaults(handler=_token_rotate)
-    revoke = token.add_parser("revoke", help="stop a token resolving (within the 60 s cache TTL)")
-    revoke.add_argument("--tenant", required=True)
-    revoke.add_argument("fingerprint", help="the token's fingerprint (at least 8 hex characters) or the token")
-    revoke.set_defaults(handler=_token_revoke)
-    listing = token.add_parser("list", help="list a tenant's tokens (fingerprints only)")
-    listing.add_argument("--tenant", required=True)
-    listing.add_argument("--json", action="store_true")
-    listing.set_defaults(handler=_token_list)
-    stats = token.add_parser("stats", help="a tenant's tokens with requests, errors and last request over 24 h")
-    stats.add_argument("--tenant", required=True)
-    stats.add_argument("--json", action="store_true")
-    stats.set_defaults(handler=_token_stats)
+    _tenant_command(token, "revoke", "stop a token resolving (within the 60 s cache TTL)", _token_revoke,
+                    target=FINGERPRINT, with_json=False)
+    _tenant_command(token, "list", "list a tenant's tokens (fingerprints only)", _token_list)
+    _tenant_command(token, "stats", "a tenant's tokens with requests, errors and last request over 24 h",
+                    _token_stats)
 
     templates = commands.add_parser("templates", help="bundled and configured templates").add_subparsers(
         dest="action", required=True)
@@ -92,8 +79,7 @@ def _parser() -> argparse.ArgumentParser:
 
     imap = commands.add_parser("imap", help="IMAP mailbox connectors (the Email Inbox connector)").add_subparsers(
         dest="action", required=True)
-    add = imap.add_parser("add", help="add a mailbox to poll; its password is stored encrypted")
-    add.add_argument("--tenant", required=True)
+    add = _tenant_command(imap, "add", "add a mailbox to poll; its password is stored encrypted", _imap_add)
     add.add_argument("--host", required=True, help="e.g. imap.gmail.com")
     add.add_argument("--port", type=int, default=993)
     add.add_argument("--username", required=True, help="the mailbox login, e.g. aisoc-alerts@example.com")
@@ -106,24 +92,34 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--poll-interval", type=float, default=60.0, help="seconds between polls")
     add.add_argument("--template", default="email-forwarded")
     add.add_argument("--label", help="a note for operators")
-    add.add_argument("--json", action="store_true")
-    add.set_defaults(handler=_imap_add)
-    imap_list = imap.add_parser("list", help="list a tenant's mailbox connectors (never their passwords)")
-    imap_list.add_argument("--tenant", required=True)
-    imap_list.add_argument("--json", action="store_true")
-    imap_list.set_defaults(handler=_imap_list)
-    remove = imap.add_parser("remove", help="stop polling a mailbox and forget it")
-    remove.add_argument("--tenant", required=True)
-    remove.add_argument("id", help="the connector id (or a unique prefix of it)")
-    remove.set_defaults(handler=_imap_remove)
-    test = imap.add_parser("test", help="log in to a connector's mailbox and count its unseen messages")
-    test.add_argument("--tenant", required=True)
-    test.add_argument("id", help="the connector id (or a unique prefix of it)")
-    test.set_defaults(handler=_imap_test)
+    _tenant_command(imap, "list", "list a tenant's mailbox connectors (never their passwords)", _imap_list)
+    _tenant_command(imap, "remove", "stop polling a mailbox and forget it", _imap_remove,
+                    target=CONNECTOR, with_json=False)
+    _tenant_command(imap, "test", "log in to a connector's mailbox and count its unseen messages", _imap_test,
+                    target=CONNECTOR, with_json=False)
 
     db = commands.add_parser("db", help="database schema").add_subparsers(dest="action", required=True)
     db.add_parser("upgrade", help="apply pending migrations").set_defaults(handler=_db_upgrade)
     return parser
+
+
+FINGERPRINT = ("fingerprint", "the token's fingerprint (at least 8 hex characters) or the token")
+CONNECTOR = ("id", "the connector id (or a unique prefix of it)")
+
+
+def _tenant_command(actions: Any, name: str, help: str, handler: Callable[..., int],
+                    target: tuple[str, str] | None = None, with_json: bool = True) -> argparse.ArgumentParser:
+    """
+    A subcommand that works inside one tenant: C{--tenant}, the thing it acts on, C{--json}.
+    """
+    command: argparse.ArgumentParser = actions.add_parser(name, help=help)
+    command.add_argument("--tenant", required=True)
+    if target is not None:
+        command.add_argument(target[0], help=target[1])
+    if with_json:
+        command.add_argument("--json", action="store_true", help="print JSON for scripts")
+    command.set_defaults(handler=handler)
+    return command
 
 
 def _run_daemon(args: argparse.Namespace) -> None:
