@@ -26,19 +26,19 @@ value is read through the template's C{transforms}. Rules, in order:
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
-import uuid
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Mapping
 
 from aisoc_inboxd.normalizer.coerce import INVALID, drop_nulls
 from aisoc_inboxd.normalizer.extract import EXTRACTED, with_extracted
 from aisoc_inboxd.normalizer.ocsf import SCHEMA_VERSION
-from aisoc_inboxd.normalizer.paths import MISSING, get_source, is_header, set_target
+from aisoc_inboxd.normalizer.paths import MISSING, get_source, is_header
 from aisoc_inboxd.normalizer.template import Compiled, Template, fold_severity
 from aisoc_inboxd.normalizer.timeparse import to_epoch_ms
+from aisoc_inboxd.normalizer.uids import new_uid
 
 LOG_PROVIDER = "aisoc-inboxd"
 SEVERITY_UNKNOWN = 0
@@ -90,34 +90,35 @@ def normalize(template: Template, record: dict[str, Any], context: IngestContext
     compiled = template.compiled
     event = _class_stamp(template, compiled, context, _activity(template, compiled, record, context))
     metadata: dict[str, Any] = event["metadata"]
+    headers = context.headers
 
     filled: set[str] = set()
     for rule in compiled.field_rules:
         if rule.target in filled:
             continue
-        raw = compiled.reader.read(record, rule.source, context.headers)
+        raw = rule.source.read(record, headers)
         if raw is MISSING or raw is None:
             continue
         value = rule.coerce(raw)
         if value is INVALID:
             continue
-        set_target(event, rule.steps, value)
+        rule.write(event, value)
         if rule.sibling is not None:  # 99 Other is captioned with the value as sent, before transforms
             caption = rule.captions.get(value) if value != SEVERITY_OTHER else None
-            set_target(event, rule.sibling, caption or str(get_source(record, rule.source, context.headers)))
+            rule.sibling(event, caption or str(get_source(record, rule.source.keys, headers)))
         filled.add(rule.target)
-        consumed.append(rule.source)
+        consumed.append(rule.source.keys)
 
     for constant in compiled.constants:
-        value = constant.value
-        set_target(event, constant.steps, copy.deepcopy(value) if isinstance(value, (dict, list)) else value)
+        constant.write(event, _copy_json(constant.value))
         if constant.caption is not None:
-            set_target(event, *constant.caption)
+            write_caption, caption = constant.caption
+            write_caption(event, caption)
 
     _severity(event, compiled, record, consumed, context)
     _time(event, compiled, record, consumed, context)
 
-    event_uid = str(uuid.uuid4())
+    event_uid = new_uid()
     _finding_defaults(event, template, compiled, event_uid)
     metadata.update(
         version=SCHEMA_VERSION,
@@ -127,7 +128,7 @@ def normalize(template: Template, record: dict[str, Any], context: IngestContext
         log_provider=LOG_PROVIDER,
     )
 
-    leftovers = _leftovers(original, _consumed_tree(consumed))
+    leftovers = _leftovers(original, _consumed_tree(tuple(consumed)))
     if leftovers is not INVALID and leftovers:
         _merge_missing(event.setdefault("unmapped", {}), leftovers)
     event["raw_data"] = context.raw if context.raw is not None else json.dumps(original, ensure_ascii=False)
@@ -142,12 +143,12 @@ def _class_variant(template: Template, record: dict[str, Any], consumed: list[tu
     """
     compiled = template.compiled
     for source in compiled.class_sources:
-        raw = compiled.reader.read(record, source, context.headers)
+        raw = source.read(record, context.headers)
         if raw is MISSING or raw is None or isinstance(raw, (dict, list)):
             continue
         variant = compiled.variants.get(fold_severity(raw))
         if variant is not None:
-            consumed.append(source)
+            consumed.append(source.keys)
             return variant
     return template
 
@@ -158,7 +159,7 @@ def _activity(template: Template, compiled: Compiled, record: dict[str, Any], co
     The vendor's word is not consumed: it stays in C{unmapped} unless a C{field_map} entry reads it.
     """
     for source in compiled.activity_sources:
-        raw = compiled.reader.read(record, source, context.headers)
+        raw = source.read(record, context.headers)
         if raw is MISSING or raw is None or isinstance(raw, (dict, list)):
             continue
         activity_id = compiled.activity_lookup.get(fold_severity(raw))
@@ -195,17 +196,17 @@ def _severity(event: dict[str, Any], compiled: Compiled, record: dict[str, Any],
     """
     first_present: tuple[tuple[str, ...], Any] | None = None
     for source in compiled.severity_sources:
-        raw = compiled.reader.read(record, source, context.headers)
+        raw = source.read(record, context.headers)
         if raw is MISSING or raw is None or isinstance(raw, (dict, list)):
             continue
         severity_id = compiled.severity_lookup.get(fold_severity(raw))
         if severity_id is not None:
-            consumed.append(source)
+            consumed.append(source.keys)
             caption = compiled.severity_captions[severity_id]
             event["severity_id"] = severity_id
             event["severity"] = str(raw) if severity_id == SEVERITY_OTHER else caption
             return
-        first_present = first_present or (source, raw)
+        first_present = first_present or (source.keys, raw)
     if first_present is None:
         event["severity_id"] = SEVERITY_UNKNOWN
         event["severity"] = compiled.severity_captions[SEVERITY_UNKNOWN]
@@ -219,13 +220,13 @@ def _time(event: dict[str, Any], compiled: Compiled, record: dict[str, Any],
           consumed: list[tuple[str, ...]], context: IngestContext) -> None:
     first_raw: Any = None
     for source in compiled.time_sources:
-        raw = compiled.reader.read(record, source, context.headers)
+        raw = source.read(record, context.headers)
         if raw is MISSING or raw is None or isinstance(raw, (dict, list)):
             continue
         first_raw = raw if first_raw is None else first_raw
         ms = to_epoch_ms(raw, compiled.time_formats)
         if ms is not None:
-            consumed.append(source)
+            consumed.append(source.keys)
             event["time"] = ms
             event["metadata"].setdefault("original_time", str(raw))
             return
@@ -254,9 +255,13 @@ def _finding_defaults(event: dict[str, Any], template: Template, compiled: Compi
         event.setdefault("is_alert", True)
 
 
-def _consumed_tree(paths: list[tuple[str, ...]]) -> dict[str, Any]:
+@lru_cache(maxsize=1024)
+def _consumed_tree(paths: tuple[tuple[str, ...], ...]) -> dict[str, Any]:
     """
     The consumed source paths as a tree; C{True} marks a subtree consumed whole.
+
+    Cached: the records of one template consume the same few combinations of paths. The tree is
+    shared between events, so it is only ever read.
     """
     tree: dict[str, Any] = {}
     for path in paths:
@@ -276,21 +281,45 @@ def _consumed_tree(paths: list[tuple[str, ...]]) -> dict[str, Any]:
 def _leftovers(value: Any, consumed: dict[str, Any] | None) -> Any:
     """
     C{value} minus the consumed subtrees and nulls; L{INVALID} when nothing is left of it.
+
+    Only the parts of the record that hold consumed paths are walked here; the rest is copied by
+    L{drop_nulls} (unmapped is most of a large vendor record).
     """
     if consumed is None:
         return drop_nulls(value)
     if isinstance(value, dict):
-        items = ((k, consumed.get(k)) for k in value)
-        kept = {k: _leftovers(value[k], sub) for k, sub in items if sub is not True}
-    elif isinstance(value, list):
-        kept_list = [_leftovers(v, consumed.get(str(i))) for i, v in enumerate(value)
-                     if consumed.get(str(i)) is not True]
-        kept_list = [v for v in kept_list if v is not INVALID]
+        kept = {}
+        for key, item in value.items():
+            sub = consumed.get(key)
+            if sub is True:
+                continue
+            left = drop_nulls(item) if sub is None else _leftovers(item, sub)
+            if left is not INVALID:
+                kept[key] = left
+        return kept or INVALID
+    if isinstance(value, list):
+        kept_list = []
+        for index, item in enumerate(value):
+            sub = consumed.get(str(index))
+            if sub is True:
+                continue
+            left = drop_nulls(item) if sub is None else _leftovers(item, sub)
+            if left is not INVALID:
+                kept_list.append(left)
         return kept_list or INVALID
-    else:
-        return drop_nulls(value)
-    kept = {k: v for k, v in kept.items() if v is not INVALID}
-    return kept or INVALID
+    return drop_nulls(value)
+
+
+def _copy_json(value: Any) -> Any:
+    """
+    A copy of a constant's JSON value, so that no two events share a list or object; scalars are
+    returned as they are. Cheaper than C{copy.deepcopy}, which keeps a memo for cycles JSON cannot have.
+    """
+    if isinstance(value, dict):
+        return {key: _copy_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_copy_json(item) for item in value]
+    return value
 
 
 def _merge_missing(target: dict[str, Any], extra: dict[str, Any]) -> None:

@@ -54,7 +54,7 @@ def coercer_for(attribute: Attribute) -> Coercer:
         return drop_nulls
     scalar = _scalar_coercer(attribute)
     if not attribute.is_array:
-        return lambda value: INVALID if isinstance(value, list) else scalar(value)
+        return scalar  # every scalar coercer answers INVALID for a list
 
     def each(value: Any) -> Any:
         items = value if isinstance(value, list) else [value]
@@ -71,10 +71,11 @@ def drop_nulls(value: Any) -> Any:
     """
     if value is None:
         return INVALID
+    # only a None itself becomes INVALID, so members are filtered on None and only containers recurse
     if isinstance(value, dict):
-        return {k: v for k, v in ((k, drop_nulls(v)) for k, v in value.items()) if v is not INVALID}
+        return {k: drop_nulls(v) if isinstance(v, (dict, list)) else v for k, v in value.items() if v is not None}
     if isinstance(value, list):
-        return [v for v in map(drop_nulls, value) if v is not INVALID]
+        return [drop_nulls(v) if isinstance(v, (dict, list)) else v for v in value if v is not None]
     return value
 
 
@@ -114,6 +115,8 @@ def _integer_coercer(attribute: Attribute) -> Coercer:
 def _string_coercer(attribute: Attribute) -> Coercer:
     regex, max_len = attribute.regex, attribute.max_len
     is_email = attribute.type == "email_t"
+    if regex is None and max_len is None and not is_email:
+        return _to_string  # most string attributes: nothing to check beyond the type
 
     def coerce(value: Any) -> Any:
         text = _to_string(value)

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from aisoc_inboxd.normalizer.paths import MISSING, get_source, parse_source
+from aisoc_inboxd.normalizer.paths import MISSING, SourceGetter, compile_source, parse_source
 
 #: the record key derived values appear under
 EXTRACTED = "extracted"
@@ -24,7 +24,7 @@ _KEYS = frozenset({"from", "pattern"})
 @dataclass(frozen=True)
 class Extraction:
     name: str
-    sources: tuple[tuple[str, ...], ...]
+    sources: tuple[SourceGetter, ...]  # compiled at load, tried in order
     pattern: re.Pattern[str]
 
 
@@ -45,7 +45,7 @@ def compile_extractions(raw: Any) -> tuple[Extraction, ...]:
             raise ValueError(f"{key}: must have exactly the keys from (a source path or a list) and pattern")
         paths = spec["from"] if isinstance(spec["from"], list) else [spec["from"]]
         try:
-            sources = tuple(parse_source(path) for path in paths)
+            sources = tuple(compile_source(parse_source(path)) for path in paths)
         except ValueError as exc:
             raise ValueError(f"{key}.from: {exc}") from exc
         if not sources:
@@ -70,7 +70,7 @@ def with_extracted(extractions: tuple[Extraction, ...], record: dict[str, Any]) 
     found: dict[str, str] = {}
     for extraction in extractions:
         for source in extraction.sources:
-            text = get_source(record, source)
+            text = source(record, None)
             if text is MISSING or not isinstance(text, str):
                 continue
             match = extraction.pattern.search(text)

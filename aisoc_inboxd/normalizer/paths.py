@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 
 class _Missing:
@@ -95,6 +95,35 @@ def get_source(record: Any, keys: tuple[str, ...], headers: Mapping[str, str] | 
     return value
 
 
+#: a compiled source path: C{getter(record, headers)} is L{get_source} for that path
+SourceGetter = Callable[[Any, Mapping[str, str] | None], Any]
+#: a compiled target path: C{writer(event, value)} is L{set_target} for those steps
+TargetWriter = Callable[[dict[str, Any], Any], None]
+
+
+def compile_source(keys: tuple[str, ...]) -> SourceGetter:
+    """
+    L{get_source} for C{keys}, decided once: the header check is done here, and a walk through
+    plain objects (nearly every record) runs without per-segment type dispatch; anything else (a
+    list index, a dead end) falls back to L{get_source}.
+    """
+    if is_header(keys):
+        name = keys[1]
+        return lambda record, headers=None: (headers or {}).get(name, MISSING)
+
+    def getter(record: Any, headers: Mapping[str, str] | None = None) -> Any:
+        value = record
+        for key in keys:
+            if type(value) is not dict:
+                return get_source(record, keys)
+            value = value.get(key, MISSING)
+            if value is MISSING:
+                return MISSING
+        return value
+
+    return getter
+
+
 def parse_target(path: str) -> tuple[Step, ...]:
     """
     The steps of a target path; C{ValueError} when it is not C{name[.name…]} with optional
@@ -152,3 +181,21 @@ def set_target(event: dict[str, Any], steps: tuple[Step, ...], value: Any) -> No
     else:
         container[last.key] = value
 
+
+
+def compile_target(steps: tuple[Step, ...]) -> TargetWriter:
+    """
+    L{set_target} for C{steps}, decided once: a path of plain object keys (most targets) becomes a
+    walk over its keys; paths with array steps keep the general L{set_target}.
+    """
+    if any(step.index is not None or step.append for step in steps):
+        return lambda event, value: set_target(event, steps, value)
+    *parents, last = (step.key for step in steps)
+
+    def writer(event: dict[str, Any], value: Any) -> None:
+        container = event
+        for key in parents:
+            container = container.setdefault(key, {})
+        container[last] = value
+
+    return writer

@@ -29,9 +29,17 @@ from aisoc_inboxd.normalizer.compat import maps_email_party, rewrite_target
 from aisoc_inboxd.normalizer.envelope import Condition, Envelope, Unwrapped, scalar_text
 from aisoc_inboxd.normalizer.extract import Extraction, compile_extractions
 from aisoc_inboxd.normalizer.ocsf import Attribute, OcsfClass, ocsf_schema
-from aisoc_inboxd.normalizer.paths import Step, format_target, is_header, parse_source, parse_target
+from aisoc_inboxd.normalizer.paths import (
+    Step,
+    TargetWriter,
+    compile_target,
+    format_target,
+    is_header,
+    parse_source,
+    parse_target,
+)
 from aisoc_inboxd.normalizer.timeparse import check_format
-from aisoc_inboxd.normalizer.transforms import Reader, Transform, compile_steps
+from aisoc_inboxd.normalizer.transforms import Reader, Source, Transform, compile_steps
 
 REQUIRED_KEYS = ("id", "vendor_name", "product_name", "class_uid", "class_name", "activity_id")
 OPTIONAL_KEYS = ("field_map", "severity_field", "severity_map", "time_field", "constants",
@@ -67,26 +75,26 @@ class TemplateError(ValueError):
 @dataclass(frozen=True)
 class FieldRule:
     """
-    One compiled C{field_map} entry (or constant): where to read, where to write, how to convert.
+    One compiled C{field_map} entry: where to read, where to write, how to convert.
     """
 
-    source: tuple[str, ...]
+    source: Source
     target: str
-    steps: tuple[Step, ...]
+    write: TargetWriter
     coerce: Coercer
-    sibling: tuple[Step, ...] | None = None  # the enum's caption attribute, e.g. status for status_id
+    sibling: TargetWriter | None = None  # writes the enum's caption attribute, e.g. status for status_id
     captions: Mapping[Any, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class ConstantRule:
     """
-    One compiled constant: its target steps, its already-converted value and enum caption.
+    One compiled constant: where to write it, its already-converted value and enum caption.
     """
 
-    steps: tuple[Step, ...]
+    write: TargetWriter
     value: Any
-    caption: tuple[tuple[Step, ...], str] | None = None
+    caption: tuple[TargetWriter, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -99,17 +107,17 @@ class Compiled:
     severity_captions: Mapping[int, str]
     field_rules: tuple[FieldRule, ...]
     constants: tuple[ConstantRule, ...]
-    severity_sources: tuple[tuple[str, ...], ...]
+    severity_sources: tuple[Source, ...]
     severity_lookup: Mapping[str, int]  # casefolded source value -> severity_id
-    time_sources: tuple[tuple[str, ...], ...]
+    time_sources: tuple[Source, ...]
     status_captions: Mapping[int, str]  # 2001 state_id / 2004 status_id captions
     time_formats: tuple[str, ...] = ()
-    activity_sources: tuple[tuple[str, ...], ...] = ()
+    activity_sources: tuple[Source, ...] = ()
     activity_lookup: Mapping[str, int] = field(default_factory=dict)  # casefolded value -> activity_id
     reader: Reader = field(default_factory=Reader)
     envelope: Envelope = field(default_factory=Envelope)
     extractions: tuple[Extraction, ...] = ()
-    class_sources: tuple[tuple[str, ...], ...] = ()
+    class_sources: tuple[Source, ...] = ()
     #: casefolded C{class_field} value -> the template compiled for that class (C{classes})
     variants: Mapping[str, "Template"] = field(default_factory=dict)
 
@@ -260,7 +268,8 @@ class _Loader:
         activity_id = self._activity(ocsf_class)
         description = self._text("description") if "description" in doc else None
         profiles = self._profiles(ocsf_class)
-        field_map, rewritten, field_rules = self._field_map(ocsf_class, profiles)
+        reader = Reader(MappingProxyType(self._transforms()))
+        field_map, rewritten, field_rules = self._field_map(ocsf_class, profiles, reader)
         constants, constant_rules = self._constants(ocsf_class, profiles, rewritten, field_map)
         severity_field, severity_map, lookup = self._severity(ocsf_class)
         activity_field, activity_map = self._activity_map(ocsf_class)
@@ -273,18 +282,18 @@ class _Loader:
             severity_captions=severity_captions,
             field_rules=field_rules,
             constants=constant_rules,
-            severity_sources=tuple(parse_source(p) for p in severity_field),
+            severity_sources=tuple(reader.bind(parse_source(p)) for p in severity_field),
             severity_lookup=MappingProxyType(lookup),
-            time_sources=tuple(parse_source(p) for p in time_field),
+            time_sources=tuple(reader.bind(parse_source(p)) for p in time_field),
             status_captions=(self._schema.enum_captions(ocsf_class.uid, status_key)
                              if status_key else MappingProxyType({})),
             time_formats=time_formats,
-            activity_sources=tuple(parse_source(p) for p in activity_field),
+            activity_sources=tuple(reader.bind(parse_source(p)) for p in activity_field),
             activity_lookup=MappingProxyType({fold_severity(k): v for k, v in activity_map.items()}),
-            reader=Reader(MappingProxyType(self._transforms())),
+            reader=reader,
             envelope=self._envelope(),
             extractions=self._extractions(),
-            **self._class_variants(),
+            **self._class_variants(reader),
         )
         return Template(
             id=template_id, vendor_name=self._text("vendor_name"),
@@ -420,7 +429,7 @@ class _Loader:
             activity_map[str(source_value)] = activity_id
         return activity_field, activity_map
 
-    def _class_variants(self) -> dict[str, Any]:
+    def _class_variants(self, reader: Reader) -> dict[str, Any]:
         """
         C{class_field} candidates and C{classes} (value -> class variant), each variant compiled as
         the whole template with the variant's class and activity and its C{field_map}/C{constants}
@@ -458,7 +467,7 @@ class _Loader:
             if fold_severity(value) in variants:
                 raise self._error(key, "conflicts with another key that differs only in case")
             variants[fold_severity(value)] = _Loader(self._path, document, f"{key}.").build()
-        return {"class_sources": tuple(parse_source(p) for p in class_field),
+        return {"class_sources": tuple(reader.bind(parse_source(p)) for p in class_field),
                 "variants": MappingProxyType(variants)}
 
     def _time_formats(self) -> tuple[str, ...]:
@@ -547,7 +556,7 @@ class _Loader:
 
     # ------------------------------------------------------------------ targets
 
-    def _field_map(self, ocsf_class: OcsfClass, profiles: tuple[str, ...]
+    def _field_map(self, ocsf_class: OcsfClass, profiles: tuple[str, ...], reader: Reader
                    ) -> tuple[dict[str, str | tuple[str, ...]], dict[str, str], tuple[FieldRule, ...]]:
         """
         Each source maps to one OCSF path, or to a list of them (the same value in several places,
@@ -563,7 +572,7 @@ class _Loader:
         for source, written_targets in raw.items():
             key = f"field_map.{source}"
             try:
-                source_keys = parse_source(source)
+                bound = reader.bind(parse_source(source))
             except ValueError as exc:
                 raise self._error(key, str(exc)) from exc
             many = isinstance(written_targets, list) and bool(written_targets)
@@ -579,7 +588,9 @@ class _Loader:
                 coerce = self._coercer(key, attribute, steps)
                 sibling, captions = self._sibling(steps, attribute)
                 targets.append(target)
-                rules.append(FieldRule(source_keys, format_target(steps), steps, coerce, sibling, captions))
+                write_sibling = compile_target(sibling) if sibling is not None else None
+                rules.append(FieldRule(bound, format_target(steps), compile_target(steps), coerce,
+                                       write_sibling, captions))
             field_map[source] = tuple(targets) if many else targets[0]
         self._check_nesting(rules)
         return field_map, rewritten, tuple(rules)
@@ -609,9 +620,9 @@ class _Loader:
                 raise self._error(key, f"{value!r} is not a valid value for {target!r} "
                                        f"({attribute.type}{'[]' if attribute.is_array else ''})")
             sibling, captions = self._sibling(steps, attribute)
-            caption = (sibling, captions[converted]) if sibling and converted in captions else None
+            caption = (compile_target(sibling), captions[converted]) if sibling and converted in captions else None
             constants[target] = converted
-            rules.append(ConstantRule(steps, converted, caption))
+            rules.append(ConstantRule(compile_target(steps), converted, caption))
         return constants, tuple(rules)
 
     def _resolve(self, key: str, ocsf_class: OcsfClass, written: str, target: str,
@@ -679,7 +690,7 @@ class _Loader:
         for rule in rules:
             for other in targets:
                 if other != rule.target and other.startswith(rule.target + "."):
-                    raise self._error(f"field_map.{'.'.join(rule.source)}",
+                    raise self._error(f"field_map.{'.'.join(rule.source.keys)}",
                                       f"target {rule.target!r} contains another target {other!r}")
 
 

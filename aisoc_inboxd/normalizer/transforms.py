@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, NamedTuple
 
-from aisoc_inboxd.normalizer.paths import MISSING, get_source
+from aisoc_inboxd.normalizer.paths import MISSING, SourceGetter, compile_source, get_source
 
 Transform = Callable[[Any], Any]
 #: the C{map} key whose value stands for every value not listed (an enum's 99 Other, say)
@@ -145,6 +145,15 @@ def compile_steps(spec: Any) -> Transform:
     return run
 
 
+class Source(NamedTuple):
+    """
+    A parsed source path and its compiled reader: C{read(record, headers)} is L{Reader.read}.
+    """
+
+    keys: tuple[str, ...]
+    read: SourceGetter
+
+
 @dataclass(frozen=True)
 class Reader:
     """
@@ -159,3 +168,19 @@ class Reader:
             return value
         transform = self.transforms.get(source)
         return value if transform is None else transform(value)
+
+    def bind(self, source: tuple[str, ...]) -> Source:
+        """
+        L{read} for one source, compiled at load: its path walk and its transform are looked up
+        once, not per event.
+        """
+        getter = compile_source(source)
+        transform = self.transforms.get(source)
+        if transform is None:
+            return Source(source, getter)
+
+        def read(record: Any, headers: Mapping[str, str] | None = None) -> Any:
+            value = getter(record, headers)
+            return value if value is MISSING or value is None else transform(value)
+
+        return Source(source, read)
