@@ -30,7 +30,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from aisoc_inboxd.normalizer.coerce import INVALID, drop_nulls
 from aisoc_inboxd.normalizer.extract import EXTRACTED, with_extracted
@@ -142,10 +142,7 @@ def _class_variant(template: Template, record: dict[str, Any], consumed: list[tu
     C{template} itself. The deciding source is consumed: the event's class says what it said.
     """
     compiled = template.compiled
-    for source in compiled.class_sources:
-        raw = source.read(record, context.headers)
-        if raw is MISSING or raw is None or isinstance(raw, (dict, list)):
-            continue
+    for source, raw in _scalars(compiled.class_sources, record, context):
         variant = compiled.variants.get(fold_severity(raw))
         if variant is not None:
             consumed.append(source.keys)
@@ -153,15 +150,24 @@ def _class_variant(template: Template, record: dict[str, Any], consumed: list[tu
     return template
 
 
+def _scalars(sources: Iterable[Any], record: dict[str, Any],
+             context: IngestContext) -> Iterator[tuple[Any, Any]]:
+    """
+    The candidate sources (class, activity, severity, time fields) that hold a scalar, with their
+    value, in the template's order: absent, null, object and array values cannot name any of them.
+    """
+    for source in sources:
+        raw = source.read(record, context.headers)
+        if raw is not MISSING and raw is not None and not isinstance(raw, (dict, list)):
+            yield source, raw
+
+
 def _activity(template: Template, compiled: Compiled, record: dict[str, Any], context: IngestContext) -> int:
     """
     The first C{activity_field} candidate whose value is in C{activity_map}; else C{activity_id}.
     The vendor's word is not consumed: it stays in C{unmapped} unless a C{field_map} entry reads it.
     """
-    for source in compiled.activity_sources:
-        raw = source.read(record, context.headers)
-        if raw is MISSING or raw is None or isinstance(raw, (dict, list)):
-            continue
+    for _, raw in _scalars(compiled.activity_sources, record, context):
         activity_id = compiled.activity_lookup.get(fold_severity(raw))
         if activity_id is not None:
             return activity_id
@@ -195,10 +201,7 @@ def _severity(event: dict[str, Any], compiled: Compiled, record: dict[str, Any],
     The first candidate whose value is in the map wins; else the first present one gives 99 Other.
     """
     first_present: tuple[tuple[str, ...], Any] | None = None
-    for source in compiled.severity_sources:
-        raw = source.read(record, context.headers)
-        if raw is MISSING or raw is None or isinstance(raw, (dict, list)):
-            continue
+    for source, raw in _scalars(compiled.severity_sources, record, context):
         severity_id = compiled.severity_lookup.get(fold_severity(raw))
         if severity_id is not None:
             consumed.append(source.keys)
@@ -219,10 +222,7 @@ def _severity(event: dict[str, Any], compiled: Compiled, record: dict[str, Any],
 def _time(event: dict[str, Any], compiled: Compiled, record: dict[str, Any],
           consumed: list[tuple[str, ...]], context: IngestContext) -> None:
     first_raw: Any = None
-    for source in compiled.time_sources:
-        raw = source.read(record, context.headers)
-        if raw is MISSING or raw is None or isinstance(raw, (dict, list)):
-            continue
+    for source, raw in _scalars(compiled.time_sources, record, context):
         first_raw = raw if first_raw is None else first_raw
         ms = to_epoch_ms(raw, compiled.time_formats)
         if ms is not None:
