@@ -1,13 +1,24 @@
 """
 Prometheus metrics with the spec's names, on a registry of the daemon's own (not the process-global
 default), served by L{MetricsResource} on the metrics listener.
+
+With C{workers: N}, each worker writes a L{snapshot} of its registry and the daemon serves
+L{MergedMetrics}: its own registry plus the workers' snapshots, as one set of families.
 """
 from __future__ import annotations
 
+import operator
+from typing import Any, Callable, Iterable, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Request
+
+_log = Logger()
 
 #: C{template} label of a request whose token did not resolve, so no template is known
 NO_TEMPLATE = "none"
@@ -66,10 +77,159 @@ class MetricsResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, collector: Collector) -> None:
+        """
+        @param collector: what to expose: a registry, or a L{MergedMetrics} over one.
+        """
         super().__init__()
-        self._registry = registry
+        self._collector = collector
 
     def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode("ascii"))
-        return generate_latest(self._registry)
+        return generate_latest(self._collector)
+
+
+def snapshot(registry: Collector) -> list[dict[str, Any]]:
+    """
+    What C{registry} holds now, for another process's L{MergedMetrics}; C{json.dumps}-able.
+
+    One dict per family, in collection order::
+
+        {"name": "aisoc_ingest_inbox_events", "type": "counter", "help": "Events made durable, by template",
+         "samples": [["aisoc_ingest_inbox_events_total", {"template": "pagerduty"}, 3.0],
+                     ["aisoc_ingest_inbox_events_created", {"template": "pagerduty"}, 1700000000.5]]}
+
+    C{name} and C{type} are prometheus_client's (a counter's family name has no C{_total}), each
+    sample is C{[sample name, labels, value]}, plus C{"unit"} when the family has one. A value may be
+    NaN or infinite, which C{json} writes as C{NaN} and C{Infinity} and reads back. Sample timestamps,
+    exemplars and native histograms are not carried (the registry's collectors make none).
+    """
+    families = []
+    for family in registry.collect():
+        entry: dict[str, Any] = {
+            "name": family.name, "type": family.type, "help": family.documentation,
+            "samples": [[s.name, dict(s.labels), float(s.value)] for s in family.samples]}
+        if family.unit:
+            entry["unit"] = family.unit
+        families.append(entry)
+    return families
+
+
+class MergedMetrics:
+    """
+    A collector over a registry and other processes' L{snapshot}s: one family per name, each sample
+    combined over the processes that have it, by sample name and labels.
+
+    Values are summed, except:
+      - C{<family>_created} samples (a counter's, histogram's or summary's start time) take the
+        earliest;
+      - gauges named C{*_oldest_age_seconds} take the largest (the oldest event of any process);
+      - C{info} and C{stateset} families take the largest (each process reports the same 1s).
+
+    Families and label sets only some processes have are included as they are. Type, help and unit
+    come from the first process with the family, the registry first; a family another process types
+    differently, and any malformed snapshot entry, is left out and logged, so that one bad snapshot
+    never breaks the endpoint.
+
+    @param registry: the serving process's own metrics.
+    @param others: the other processes' snapshots, called once per L{collect}.
+    """
+
+    def __init__(self, registry: Collector, others: Callable[[], Iterable[list[Any]]]) -> None:
+        self._registry = registry
+        self._others = others
+
+    def collect(self) -> Iterator[Metric]:
+        merged: dict[str, _MergedFamily] = {}
+
+        def add(family: Metric, samples: Iterable[tuple[str, dict[str, str], float]]) -> None:
+            into = merged.get(family.name)
+            if into is None:
+                into = merged[family.name] = _MergedFamily(family)
+            elif into.family.type != family.type:
+                _log.warn("Metrics snapshot: {name} is a {type} here but a {other} in a worker; left out",
+                          name=family.name, type=into.family.type, other=family.type)
+                return
+            for sample in samples:
+                into.add(*sample)
+
+        for family in self._registry.collect():
+            add(family, ((s.name, s.labels, s.value) for s in family.samples))
+        for other in self._others():
+            if not isinstance(other, list):
+                _log.warn("Metrics snapshot: not a list of families, left out: {other!r}", other=other)
+                continue
+            for entry in other:
+                try:
+                    family, samples = _from_snapshot(entry)
+                except (KeyError, TypeError, ValueError) as e:
+                    _log.warn("Metrics snapshot: malformed family {entry!r} left out: {error}",
+                              entry=entry, error=e)
+                    continue
+                add(family, samples)
+        for m in merged.values():
+            yield m.metric()
+
+
+#: the label that tells a histogram's or summary's samples of one series apart
+_SERIES_LABEL = {"histogram": "le", "gaugehistogram": "le", "summary": "quantile"}
+
+
+class _MergedFamily:
+    """
+    One family being merged: its samples grouped by series (labels less C{le} or C{quantile}), so
+    each series' lines stay together in the output, in the order they were first seen.
+    """
+
+    def __init__(self, family: Metric) -> None:
+        self.family = family
+        self._series: dict[tuple[tuple[str, str], ...], dict[tuple[str, tuple[tuple[str, str], ...]],
+                                                              tuple[str, dict[str, str], float]]] = {}
+
+    def add(self, name: str, labels: dict[str, str], value: float) -> None:
+        key = tuple(sorted(labels.items()))
+        apart = _SERIES_LABEL.get(self.family.type)
+        samples = self._series.setdefault(tuple(kv for kv in key if kv[0] != apart), {})
+        seen = samples.get((name, key))
+        if seen is not None:
+            value = self._combine(name)(seen[2], value)
+        samples[(name, key)] = (name, labels, value)
+
+    def _combine(self, sample: str) -> Callable[[float, float], float]:
+        family = self.family
+        if sample == family.name + "_created":
+            return min
+        if family.type in ("info", "stateset") or (
+                family.type == "gauge" and family.name.endswith("_oldest_age_seconds")):
+            return max
+        return operator.add
+
+    def metric(self) -> Metric:
+        out = Metric(self.family.name, self.family.documentation, self.family.type, self.family.unit)
+        for samples in self._series.values():
+            for name, labels, value in samples.values():
+                out.add_sample(name, labels, value)
+        return out
+
+
+def _from_snapshot(entry: Any) -> tuple[Metric, list[tuple[str, dict[str, str], float]]]:
+    """
+    A family of a L{snapshot} back as an (empty) L{Metric} and its samples, checked.
+
+    @raise ValueError: (or C{KeyError}, C{TypeError}) if C{entry} is not what L{snapshot} writes.
+    """
+    if not isinstance(entry, dict):
+        raise TypeError("a family must be a dict")
+    name, typ, doc, unit = entry["name"], entry["type"], entry["help"], entry.get("unit", "")
+    if not all(isinstance(v, str) for v in (name, typ, doc, unit)):
+        raise TypeError("name, type, help and unit must be strings")
+    family = Metric(name, doc, typ, unit)  # checks the name and the type
+    samples = []
+    for sample_name, labels, value in entry["samples"]:
+        if not (isinstance(sample_name, str) and sample_name.startswith(family.name)):
+            raise ValueError(f"sample {sample_name!r} is not of the family")
+        if not (isinstance(labels, dict)
+                and all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items())):
+            raise TypeError("labels must map strings to strings")
+        samples.append((sample_name, dict(labels), float(value)))
+    return family, samples
