@@ -2,7 +2,9 @@
 The bench's processes: started in their own sessions, measured through /proc, and always stopped.
 
 L{Processes} is a context manager: leaving it (normally, on an error or on Ctrl-C) stops every
-process it started, newest first, with SIGTERM and then SIGKILL, so a run leaves nothing behind.
+process it started, newest first, with SIGTERM and then SIGKILL (to its process group, so a daemon's
+worker processes too), so a run leaves nothing behind. CPU time and peak RSS cover a process's
+whole tree: it and its live descendants.
 """
 from __future__ import annotations
 
@@ -49,7 +51,7 @@ class Processes:
             try:
                 process.wait(timeout)
             except subprocess.TimeoutExpired:
-                process.kill()
+                os.killpg(process.pid, signal.SIGKILL)  # its own session: a daemon's workers go too
                 process.wait()
         self._started = [(n, p) for n, p in self._started if p is not process]
 
@@ -62,10 +64,50 @@ class Processes:
             self._stop(process, 15.0)
 
 
+def descendants(pid: int) -> list[int]:
+    """
+    The live descendants of C{pid} (a daemon's worker processes and theirs), from each thread's
+    C{/proc/<pid>/task/<tid>/children}, parents first.
+    """
+    found: list[int] = []
+    parents = [pid]
+    while parents:
+        parent = parents.pop(0)
+        try:
+            tasks = list(Path(f"/proc/{parent}/task").iterdir())
+        except OSError:
+            continue  # exited meanwhile
+        for task in tasks:
+            try:
+                children = [int(child) for child in (task / "children").read_text().split()]
+            except OSError:
+                continue
+            found += children
+            parents += children
+    return found
+
+
+def _over_tree(pid: int, read: Callable[[int], float]) -> float:
+    """
+    C{read} summed over C{pid} and its live descendants; a descendant that exited meanwhile adds 0.
+    """
+    total = read(pid)
+    for child in descendants(pid):
+        try:
+            total += read(child)
+        except OSError:
+            pass
+    return total
+
+
 def cpu_seconds(pid: int) -> float:
     """
-    User plus system CPU time of C{pid} and its reaped children so far.
+    User plus system CPU time so far of C{pid}, its live descendants and the children each reaped.
     """
+    return _over_tree(pid, _cpu_seconds)
+
+
+def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     utime, stime, cutime, cstime = (int(f) for f in fields[11:15])
     return (utime + stime + cutime + cstime) / _TICKS
@@ -73,19 +115,28 @@ def cpu_seconds(pid: int) -> float:
 
 def reset_peak_rss(pid: int) -> None:
     """
-    Restart C{pid}'s VmHWM from its current RSS (Linux: C{clear_refs} 5), so a row's peak is its own.
+    Restart the VmHWM of C{pid} and of each live descendant from its current RSS (Linux: C{clear_refs}
+    5), so a row's peak is its own.
     """
-    try:
-        Path(f"/proc/{pid}/clear_refs").write_text("5")
-    except OSError:
-        pass  # not permitted: the peak then covers the process's life so far
+    for each in (pid, *descendants(pid)):
+        try:
+            Path(f"/proc/{each}/clear_refs").write_text("5")
+        except OSError:
+            pass  # not permitted (or exited): the peak then covers the process's life so far
 
 
 def peak_rss_mib(pid: int) -> float:
+    """
+    The peak RSS of C{pid} plus those of its live descendants: a sum of each process's own peak.
+    """
+    return _over_tree(pid, _peak_rss_mib)
+
+
+def _peak_rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
-    return float("nan")
+    return 0.0  # a zombie has no memory left
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:

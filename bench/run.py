@@ -1,14 +1,16 @@
 """
 The benchmark: aisoc-inboxd beside syslog-ng on one machine, in one run, one table.
 
-Starts a tansu broker, the daemon twice (embedded file sink; Kafka sink) and syslog-ng, drives them
-with load generators that are not the daemon's code (wrk with bench/post.lua for HTTP, socat
-blasting a pre-framed octet-counted file over TCP, syslog-ng's loggen pacing UDP datagrams), and
-prints intake x sink -> durable events/s, daemon CPU-us per event, HTTP p50/p99, peak RSS and UDP
-loss, with our ratio to syslog-ng on the syslog rows. Loopback only; every process and the temp
-directory are removed at the end, on an error or on Ctrl-C.
+Starts a tansu broker, the daemon twice per C{--workers} count (embedded file sink; Kafka sink;
+each with that C{workers:} setting) and syslog-ng once, drives them with load generators that are
+not the daemon's code (wrk with bench/post.lua for HTTP, socat blasting a pre-framed octet-counted
+file over TCP, syslog-ng's loggen pacing UDP datagrams), and prints intake x sink -> durable
+events/s, daemon CPU-us per event, HTTP p50/p99, peak RSS and UDP loss, with our ratio to syslog-ng
+on the syslog rows. CPU and peak RSS cover the measured process and its live descendants (the
+daemon's worker processes): CPU summed, and peak RSS the sum of each process's own peak. Loopback
+only; every process and the temp directory are removed at the end, on an error or on Ctrl-C.
 
-Run: C{.venv/bin/python bench/run.py [--seconds S] [--only ROW...] [--markdown FILE]}
+Run: C{.venv/bin/python bench/run.py [--seconds S] [--workers N...] [--only ROW...] [--markdown FILE]}
 """
 from __future__ import annotations
 
@@ -60,7 +62,7 @@ class Row:
 
 class Window:
     """
-    One measured window on one process: CPU time, peak RSS and durable events from start to stop.
+    One measured window on one process tree: CPU time, peak RSS and durable events from start to stop.
     """
 
     def __init__(self, pid: int, durable: DurableCount) -> None:
@@ -76,9 +78,10 @@ class Window:
 
     def settle(self, expected: int | None = None, quiet: float = 1.0, limit: float = 60.0) -> float:
         """
-        Wait until C{expected} events are durable, or none became durable for C{quiet} seconds;
-        return the time the last one did.
+        Wait until C{expected} events are durable, or none became durable for C{quiet} seconds (at
+        least a second more than the counter may lag); return the time the last one did.
         """
+        quiet = max(quiet, self._durable.lag + 1.0)
         last_count, last_change = self._durable(), time.monotonic()
         deadline = last_change + limit
         while time.monotonic() < deadline:
@@ -121,15 +124,15 @@ PROFILES: Path | None = None
 @contextlib.contextmanager
 def profiled(daemon: Daemon, intake: str, seconds: float) -> Iterator[None]:
     """
-    With C{--profile DIR}, record the daemon with py-spy while the row runs (raw collapsed stacks,
-    one file per row and sink; C{flamegraph.pl} or speedscope read them).
+    With C{--profile DIR}, record the daemon and its workers with py-spy while the row runs (raw
+    collapsed stacks, one file per row and sink; C{flamegraph.pl} or speedscope read them).
     """
     if PROFILES is None:
         yield
         return
-    name = re.sub(r"[^a-z0-9]+", "-", f"{daemon.sink} {intake}".lower()).strip("-")
+    name = re.sub(r"[^a-z0-9]+", "-", f"{daemon.label} {intake}".lower()).strip("-")
     spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(daemon.pid),
-                            "--rate", "250", "--duration", str(round(seconds)), "--format", "raw",
+                            "--subprocesses", "--rate", "250", "--duration", str(round(seconds)), "--format", "raw",
                             "--output", str(PROFILES / f"{name}.txt")],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -141,7 +144,7 @@ def profiled(daemon: Daemon, intake: str, seconds: float) -> Iterator[None]:
 def http_row(daemon: Daemon, durable: DurableCount, intake: str, path: str, body: Path, content_type: str,
              authorization: str | None, per_request: int, seconds: float, connections: int,
              delay_ms: int | None = None) -> tuple[Row, dict[str, float]]:
-    row = Row(intake, daemon.sink)
+    row = Row(intake, daemon.label)
     with Window(daemon.pid, durable) as window, profiled(daemon, intake, seconds):
         result = wrk(daemon.url(path), body, content_type, authorization, connections, seconds, delay_ms)
         window.settle(quiet=0.5)
@@ -196,6 +199,8 @@ def tcp_row(receiver: Receiver, durable: DurableCount, inputs: Inputs, connectio
         window.finish(row, last - window.started)
     if row.events < expected:
         row.note = f"{row.events} of {expected} sent events durable"
+    if durable.lag:
+        row.note = "; ".join(filter(None, [row.note, f"time includes up to {durable.lag:.0f} s of counter lag"]))
     return row
 
 
@@ -255,6 +260,8 @@ def table(rows: list[Row]) -> str:
         lines.append(f"| {r.intake} | {r.sink} | {num(r.rate or None, ',.0f')} | {num(r.cpu_us_per_event, '.1f')} "
                      f"| {num(r.p50_ms, '.1f')} | {num(r.p99_ms, '.1f')} | {num(r.peak_rss_mib, '.0f')} "
                      f"| {num(r.udp_loss, '.1%')} | {r.note} |")
+    lines.append("\nCPU-µs/event and peak RSS cover the process and its worker processes: CPU summed, peak RSS the "
+                 "sum of each process's own peak.")
     return "\n".join(lines)
 
 
@@ -268,13 +275,14 @@ def check_tools() -> None:
 def daemon_features() -> frozenset[str]:
     """
     The intakes of this build beyond webhooks and HEC, from its settings: C{"syslog"} listeners and
-    the C{"cef"} route (issue 9); the rows that need them are skipped without them.
+    the C{"cef"} route (issue 9), and C{"workers"} processes; the rows that need them are skipped
+    without them.
     """
     import dataclasses
 
     from aisoc_inboxd.config import Settings
 
-    return frozenset({f.name for f in dataclasses.fields(Settings)} & {"syslog", "cef"})
+    return frozenset({f.name for f in dataclasses.fields(Settings)} & {"syslog", "cef", "workers"})
 
 
 def main() -> None:
@@ -284,10 +292,14 @@ def main() -> None:
                         help="events per TCP row, split over its connections")
     parser.add_argument("--only", nargs="*", default=[],
                         help="run only these rows: webhook ndjson hec cef-https tcp udp, and/or sinks file kafka")
+    parser.add_argument("--workers", nargs="+", type=int, default=[1, 2], metavar="N",
+                        help="run the daemon's rows once per count, with this workers: setting (default: 1 2)")
     parser.add_argument("--markdown", type=Path, help="also write the table to this file")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, outputs)")
     parser.add_argument("--profile", type=Path, help="record each HTTP row with py-spy into this directory")
     args = parser.parse_args()
+    if min(args.workers) < 1:
+        parser.error("--workers: counts are 1 or more")
     check_tools()
     global PROFILES
     if args.profile:
@@ -314,25 +326,30 @@ def main() -> None:
                 tansu.start()
             features = daemon_features()
             syslog = "syslog" in features
-            for sink in sinks:
-                daemon = Daemon(work / f"inboxd-{sink}", sink, tansu.bootstrap if tansu else None, features)
+            for workers, sink in ((w, s) for w in dict.fromkeys(args.workers) for s in sinks):
+                daemon = Daemon(work / f"inboxd-{sink}-w{workers}", sink, tansu.bootstrap if tansu else None,
+                                features, workers=workers)
+                if workers > 1 and "workers" not in features:
+                    rows.append(Row("all", daemon.label, note="not run: no workers setting in this build"))
+                    continue
                 daemon.write_config()
                 for template in ("generic-json", "splunk-hec"):
                     daemon.mint(template)
                 daemon.start(processes)
-                print(f"bench: daemon ({sink} sink) up, pid {daemon.pid}", file=sys.stderr)
+                print(f"bench: daemon ({daemon.label}) up, pid {daemon.pid}", file=sys.stderr)
                 rows += http_rows(daemon, inputs, args.seconds, wanted)
                 if syslog:
                     rows += syslog_rows(daemon.receiver(), inputs, args.seconds, wanted, logs)
                 processes.stop(daemon.pid)
                 if wanted("cef-https") and "cef" in features:
-                    tls = Daemon(work / f"inboxd-{sink}-tls", sink, daemon.bootstrap, features, tls=True)
+                    tls = Daemon(work / f"{daemon.name}-tls", sink, daemon.bootstrap, features, tls=True,
+                                 workers=workers)
                     tls.write_config()
                     tls.start(processes)
                     rows.append(cef_https_row(tls, inputs, args.seconds))
                     processes.stop(tls.pid)
                 elif wanted("cef-https"):
-                    rows.append(Row("CEF over HTTPS batch", sink,
+                    rows.append(Row("CEF over HTTPS batch", daemon.label,
                                     note="not run: no POST /v1/inbox/cef in this build (issue 9)"))
             if wanted("tcp") or wanted("udp"):
                 syslog_ng = SyslogNg(work / "syslog-ng")

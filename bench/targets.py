@@ -1,7 +1,8 @@
 """
-What the bench measures: the daemon (file or Kafka sink), the tansu broker behind the Kafka sink,
-and syslog-ng. Each counts the events it made durable by reading its output, never from replies:
-lines in the NDJSON log or syslog-ng's JSON file, and the Kafka sink's acknowledged-event counter.
+What the bench measures: the daemon (file or Kafka sink, 1 or more worker processes), the tansu
+broker behind the Kafka sink, and syslog-ng. Each counts the events it made durable by reading its
+output, never from replies: lines in the NDJSON logs (the daemon's and each worker's) or syslog-ng's
+JSON file, and the Kafka sink's acknowledged-event counter (the daemon's /metrics adds the workers').
 """
 from __future__ import annotations
 
@@ -28,6 +29,9 @@ TENANT = "bench"
 TOPIC = "aisoc.bench"
 _PRODUCED = re.compile(rb"^aisoc_ingest_kafka_events_produced_total (\S+)$", re.M)
 _DELIVERY_ERRORS = re.compile(rb"^aisoc_ingest_kafka_delivery_errors_total (\S+)$", re.M)
+#: seconds a worker's counters take to reach the daemon's /metrics at most (its metrics snapshot
+#: interval, C{aisoc_inboxd.service.METRICS_SNAPSHOT_INTERVAL})
+WORKER_METRICS_LAG = 2.0
 
 
 @dataclass(frozen=True)
@@ -47,23 +51,28 @@ class Receiver:
 
 class LineCounter:
     """
-    Counts the lines of a file that grows, reading only what was appended since the last call.
+    Counts the lines of files that grow (or do not exist yet), reading only what was appended since
+    the last call.
+
+    @ivar lag: seconds a durable event may take to be counted
     """
 
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._offset = 0
+    lag = 0.0
+
+    def __init__(self, *paths: Path) -> None:
+        self._offsets = dict.fromkeys(paths, 0)
         self._lines = 0
 
     def __call__(self) -> int:
-        try:
-            with self._path.open("rb") as f:
-                f.seek(self._offset)
-                while chunk := f.read(1 << 20):
-                    self._lines += chunk.count(b"\n")
-                    self._offset += len(chunk)
-        except FileNotFoundError:
-            pass
+        for path, offset in self._offsets.items():
+            try:
+                with path.open("rb") as f:
+                    f.seek(offset)
+                    while chunk := f.read(1 << 20):
+                        self._lines += chunk.count(b"\n")
+                        self._offsets[path] += len(chunk)
+            except FileNotFoundError:
+                pass
         return self._lines
 
 
@@ -94,6 +103,7 @@ class Daemon:
         (TCP and UDP listeners) and C{"cef"} (C{POST /v1/inbox/cef}).
     @ivar tls: serve HTTP over TLS (one listener: the daemon names every HTTP listener "http",
         and a service may not have two children of one name)
+    @ivar workers: the C{workers} setting: the daemon and C{workers - 1} worker processes
     """
 
     directory: Path
@@ -101,6 +111,7 @@ class Daemon:
     bootstrap: str | None
     features: frozenset[str]
     tls: bool = False
+    workers: int = 1
     http_port: int = field(default_factory=free_port)
     metrics_port: int = field(default_factory=free_port)
     tcp_port: int = field(default_factory=free_port)
@@ -116,6 +127,17 @@ class Daemon:
     def pid(self) -> int:
         assert self.process is not None
         return self.process.pid
+
+    @property
+    def name(self) -> str:
+        return self.directory.name
+
+    @property
+    def label(self) -> str:
+        """
+        The table's sink column: C{kafka}, or C{kafka, 2 workers} (a plain sink for 1, as older tables).
+        """
+        return self.sink if self.workers == 1 else f"{self.sink}, {self.workers} workers"
 
     def write_config(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -133,6 +155,8 @@ class Daemon:
             "admin": {"listen": []},
             "sink": sink,
         }
+        if self.workers != 1:
+            config["workers"] = self.workers  # left out for 1: builds without the setting still run
         if "cef" in self.features:
             config["cef"] = {"tenant": TENANT}
         if "syslog" in self.features:
@@ -149,16 +173,25 @@ class Daemon:
         return token
 
     def start(self, processes: Processes) -> None:
-        self.process = processes.start(f"inboxd-{self.sink}",
-                                       [str(INBOXD), "--config", str(self.config), "run"], cwd=PROJECT)
-        if not wait_until(self._healthy, timeout=60, interval=0.2):
-            raise RuntimeError(f"the daemon ({self.sink} sink) did not start; see its log in "
-                               f"{self.directory.parent}/logs")
+        self.process = processes.start(self.name, [str(INBOXD), "--config", str(self.config), "run"], cwd=PROJECT)
+        if not wait_until(self._ready, timeout=60, interval=0.2):
+            raise RuntimeError(f"the daemon ({self.label}) did not start; see {self._log}")
+
+    @property
+    def _log(self) -> Path:
+        return self.directory.parent / "logs" / f"{self.name}.log"
+
+    def _ready(self) -> bool:
+        """
+        Whether the daemon is ready and has said all its workers serve (/readyz answers while they start).
+        """
+        return self._healthy() and (self.workers == 1 or
+                                    b"worker processes serving beside the daemon" in self._log.read_bytes())
 
     def _healthy(self) -> bool:
         assert self.process is not None
         if self.process.poll() is not None:
-            raise RuntimeError(f"the daemon ({self.sink} sink) exited with {self.process.returncode}")
+            raise RuntimeError(f"the daemon ({self.label}) exited with {self.process.returncode}")
         try:
             with urllib.request.urlopen(self.url("/readyz"), timeout=1, context=_UNVERIFIED) as reply:
                 return bool(reply.status == 200)
@@ -169,13 +202,15 @@ class Daemon:
         return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.http_port}{path}"
 
     def receiver(self) -> Receiver:
-        return Receiver(f"inboxd-{self.sink}", self.sink, self.pid, self.tcp_port, self.udp_port,
+        return Receiver(self.name, self.label, self.pid, self.tcp_port, self.udp_port,
                         lambda transport: self.durable_counter())
 
     def durable_counter(self) -> DurableCount:
         if self.sink == "file":
-            return LineCounter(self.directory / "state" / "events" / "events.ndjson")
-        return KafkaAcked(self.metrics_port)
+            events = self.directory / "state" / "events"
+            return LineCounter(events / "events.ndjson",
+                               *(events / f"worker-{k}" / "events.ndjson" for k in range(1, self.workers)))
+        return KafkaAcked(self.metrics_port, lag=WORKER_METRICS_LAG if self.workers > 1 else 0.0)
 
 
 def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
@@ -196,10 +231,14 @@ _UNVERIFIED = ssl._create_unverified_context()
 class KafkaAcked:
     """
     The Kafka sink's count of events Kafka acknowledged (C{acks=all}), read from its metrics.
+
+    @ivar lag: seconds a durable event may take to be counted (a worker's, until its next metrics
+        snapshot)
     """
 
-    def __init__(self, metrics_port: int) -> None:
+    def __init__(self, metrics_port: int, lag: float = 0.0) -> None:
         self._url = f"http://127.0.0.1:{metrics_port}/metrics"
+        self.lag = lag
         self.delivery_errors = 0.0
 
     def __call__(self) -> int:
