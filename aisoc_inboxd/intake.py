@@ -15,7 +15,7 @@ from aisoc_inboxd.formats.json_body import Record
 from aisoc_inboxd.idempotency import Idempotency
 from aisoc_inboxd.normalizer import Template
 from aisoc_inboxd.pipeline import Pipeline
-from aisoc_inboxd.ratelimit import RateLimiter, retry_after
+from aisoc_inboxd.ratelimit import Admission, retry_after
 from aisoc_inboxd.sinks import SinkUnavailable
 from aisoc_inboxd.store import TokenRecord
 from aisoc_inboxd.tokens import TokenResolver
@@ -37,7 +37,7 @@ class Binding:
 
 class Intake:
     def __init__(self, resolver: TokenResolver, catalog: TemplateCatalog, pipeline: Pipeline,
-                 limiter: RateLimiter, idempotency: Idempotency, clock: IReactorTime) -> None:
+                 limiter: Admission, idempotency: Idempotency, clock: IReactorTime) -> None:
         self._resolver = resolver
         self.catalog = catalog
         self._pipeline = pipeline
@@ -63,15 +63,16 @@ class Intake:
         if template is None:
             raise unknown_template(record.template_id, record)
         binding = Binding(record.tenant_id, template, record)
-        self.admit(binding)
+        await self.admit(binding)
         return binding
 
-    def admit(self, binding: Binding) -> None:
+    async def admit(self, binding: Binding) -> None:
         """
         Take one request from the binding's tenant's rate limit, whether the tenant came from a
         token or from config (the token-less CEF route), so no route escapes it; 429 over the limit.
+        In a worker process the limiter may wait for a lease from the daemon.
         """
-        wait = self._limiter.acquire(binding.tenant_id)
+        wait = await self._limiter.take(binding.tenant_id)
         if wait:
             raise HttpError(429, "too many requests: the tenant's rate limit (AISOC_INBOX_RATE_LIMIT_PER_MIN) "
                                  "is reached; retry after the Retry-After seconds", "rate_limited",

@@ -85,7 +85,7 @@ class CefRoute(JsonRoute):
             binding = self.bound(self._intake.bind(settings.tenant, settings.template))
         except KeyError:
             raise unknown_template(settings.template) from None
-        self._intake.admit(binding)
+        await self._intake.admit(binding)
         template_id = binding.template.id
         try:
             body = decode_content(request, raw_body(request), self._max_body_bytes)
