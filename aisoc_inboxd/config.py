@@ -246,6 +246,9 @@ class Settings:
     state_dir: str = "state"
     #: Fernet key that encrypts signing secrets at rest; created on first start if missing
     secret_key_file: str = "secret.key"
+    #: processes serving the HTTP and syslog listeners: the daemon itself plus workers - 1 worker
+    #: processes sharing its sockets (see the README's "Several cores")
+    workers: int = 1
     http: HttpSettings = field(default_factory=HttpSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     admin: AdminSettings = field(default_factory=AdminSettings)
@@ -269,6 +272,7 @@ class Settings:
 #: environment variable → dotted key it overrides
 ENVIRONMENT_OVERRIDES: dict[str, str] = {
     "AISOC_INBOX_STATE_DIR": "state_dir",
+    "AISOC_INBOX_WORKERS": "workers",
     "AISOC_INBOX_MAX_BODY_BYTES": "http.max_body_bytes",
     "AISOC_INBOX_RATE_LIMIT_PER_MIN": "http.rate_limit_per_min",
     "AISOC_INBOX_DATABASE_DSN": "database.dsn",
@@ -279,7 +283,7 @@ ENVIRONMENT_OVERRIDES: dict[str, str] = {
 }
 
 _CHOICES: dict[str, tuple[str, ...]] = {"sink.type": ("file", "kafka")}
-_POSITIVE = {"http.max_body_bytes", "http.rate_limit_per_min", "http.timeout",
+_POSITIVE = {"workers", "http.max_body_bytes", "http.rate_limit_per_min", "http.timeout",
              "sink.file.max_bytes", "sink.kafka.spool_max_bytes", "token_cache.max_size",
              "vendors.sns.timeout", "imap.timeout", "imap.refresh_interval", "imap.max_backoff",
              "imap.max_message_bytes", "hec.max_channels_per_token", "hec.max_acks_per_channel",

@@ -8,10 +8,12 @@ listeners close, in-flight requests finish (bounded), then the sink flushes and 
 from __future__ import annotations
 
 import dataclasses
+import json
 import secrets
 import signal
+import socket
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from twisted.application import internet
 from twisted.application.service import MultiService, Service
@@ -31,11 +33,11 @@ from aisoc_inboxd.imap import ImapPoller
 from aisoc_inboxd.inflight import InFlight
 from aisoc_inboxd.keyfiles import read_or_create
 from aisoc_inboxd.intake import Intake
-from aisoc_inboxd.metrics import Metrics, MetricsResource
+from aisoc_inboxd.metrics import MergedMetrics, Metrics, MetricsResource, snapshot
 from aisoc_inboxd.periodic import Periodic
 from aisoc_inboxd.pipeline import Pipeline
 from aisoc_inboxd.push_stats import PushStatsRecorder
-from aisoc_inboxd.ratelimit import RateLimiter
+from aisoc_inboxd.ratelimit import LeasedRateLimiter, RateLimiter
 from aisoc_inboxd.sinks import EventSink
 from aisoc_inboxd.store import Store
 from aisoc_inboxd.store.secrets import SecretBox
@@ -48,6 +50,7 @@ from aisoc_inboxd.web.hec import HecDeps
 from aisoc_inboxd.web.status import StatusSources
 from aisoc_inboxd.web.tree import route_of, WebDeps, build_admin_resource, build_root_resource
 from aisoc_inboxd.web.site import InboxSite
+from aisoc_inboxd.workers.supervisor import WorkerSupervisor, snapshot_path
 
 _log = Logger()
 
@@ -82,13 +85,16 @@ class Listener(Service):
     """
 
     def __init__(self, description: str, factory: IProtocolFactory, reactor: Any, name: str,
-                 client_ca: Path | None = None) -> None:
+                 client_ca: Path | None = None, inherited_fd: int | None = None) -> None:
         """
         @param client_ca: with an C{ssl:} endpoint, require client certificates issued by this CA.
+        @param inherited_fd: serve this listening socket, bound by the daemon, instead of binding
+            C{description} (a worker process).
         """
         self.description = description
         self.name = name
         self._reactor = reactor
+        self._inherited_fd = inherited_fd
         self.port: IListeningPort | None = None
         self.tls: ReloadableTLS | None = None
         tls_split = split_tls_endpoint(description)
@@ -102,6 +108,9 @@ class Listener(Service):
 
     def listen(self) -> Deferred[IListeningPort]:
         Service.startService(self)
+        if self._inherited_fd is not None:
+            return maybeDeferred(self._reactor.adoptStreamPort, self._inherited_fd,
+                                 _family(self._inherited_fd), self._factory).addCallback(self._bound)
         d = serverFromString(self._reactor, self._endpoint_description).listen(self._factory)
         d.addCallback(self._bound)
         return d
@@ -127,32 +136,58 @@ class DatagramListener(Service):
 
     tls = None
 
-    def __init__(self, port: int, interface: str, protocol: Any, reactor: Any, name: str) -> None:
+    def __init__(self, port: int, interface: str, protocol: Any, reactor: Any, name: str,
+                 inherited_fd: int | None = None) -> None:
         self.description = f"udp:{port}:interface={interface}"
         self.name = name
         self.port: Any = None
-        self._server = internet.UDPServer(port, protocol, interface=interface, maxPacketSize=65535,
+        self._reactor = reactor
+        self._protocol = protocol
+        self._inherited_fd = inherited_fd
+        self._server = internet.UDPServer(port, protocol, interface=interface, maxPacketSize=MAX_DATAGRAM,
                                           reactor=reactor)
 
     def listen(self) -> Deferred[Any]:
         Service.startService(self)
+        if self._inherited_fd is not None:
+            fd = self._inherited_fd
+            return maybeDeferred(self._reactor.adoptDatagramPort, fd, _family(fd), self._protocol,
+                                 MAX_DATAGRAM).addCallback(self._bound)
         d = maybeDeferred(self._server.startService)
-        d.addCallback(lambda _: self._bound())
+        d.addCallback(lambda _: self._bound(self._server._port))  # UDPServer keeps its port there
         return d
 
-    def _bound(self) -> Any:
-        self.port = self._server._port  # UDPServer keeps its IListeningPort there
+    def _bound(self, port: Any) -> Any:
+        self.port = port
         _log.info("{name} listening on {address}", name=self.name, address=str(self.port.getHost()))
         return self.port
 
     def stopService(self) -> Deferred[None] | None:
         Service.stopService(self)
-        self.port = None
+        port, self.port = self.port, None
+        if self._inherited_fd is not None:
+            return maybeDeferred(port.stopListening) if port is not None else None
         return maybeDeferred(self._server.stopService) if self._server.running else None
 
 
+#: the largest syslog datagram read whole
+MAX_DATAGRAM = 65535
+
+
+def _family(fd: int) -> socket.AddressFamily:
+    """
+    The address family of an inherited socket, which the reactor must be told when adopting it.
+    """
+    sock = socket.socket(fileno=fd)
+    try:
+        return sock.family
+    finally:
+        sock.detach()
+
+
 def syslog_listeners(settings: Settings, intake: Intake, metrics: Metrics, inflight: InFlight,
-                     sink: EventSink, reactor: Any) -> list[Listener | DatagramListener]:
+                     sink: EventSink, reactor: Any, role: WorkerRole | None = None
+                     ) -> list[Listener | DatagramListener]:
     """
     One listener per C{syslog.listeners} entry; each checks its templates now, so a missing one
     stops start-up. The Kafka sink's saturation pauses TCP reading too.
@@ -166,18 +201,19 @@ def syslog_listeners(settings: Settings, intake: Intake, metrics: Metrics, infli
             listener.check()
         except KeyError as e:
             raise ConfigError(f"syslog.listeners: {entry.name}: {e.args[0]}") from None
-        built.append(_syslog_listener(entry, listener, reactor))
+        name = f"syslog-{entry.name}"
+        built.append(_syslog_listener(entry, listener, reactor, name, role and role.socket(name)))
     return built
 
 
-def _syslog_listener(entry: SyslogListenerSettings, listener: SyslogIntake, reactor: Any
-                     ) -> Listener | DatagramListener:
-    name = f"syslog-{entry.name}"
+def _syslog_listener(entry: SyslogListenerSettings, listener: SyslogIntake, reactor: Any, name: str,
+                     inherited_fd: int | None) -> Listener | DatagramListener:
     if entry.udp_port is not None:
-        return DatagramListener(entry.udp_port, entry.udp_interface, SyslogDatagramProtocol(listener, reactor), reactor, name)
+        return DatagramListener(entry.udp_port, entry.udp_interface, SyslogDatagramProtocol(listener, reactor),
+                                reactor, name, inherited_fd)
     assert entry.endpoint is not None
     client_ca = Path(entry.client_ca_file) if entry.verify_client and entry.client_ca_file else None
-    return Listener(entry.endpoint, SyslogStreamFactory(listener), reactor, name, client_ca)
+    return Listener(entry.endpoint, SyslogStreamFactory(listener), reactor, name, client_ca, inherited_fd)
 
 
 class DrainInFlight(Service):
@@ -207,10 +243,12 @@ class InboxDaemon(SequentialMultiService):
     def __init__(self, store: Store, sink: EventSink, intake: Intake, token_cache: TokenCache,
                  metrics: Metrics, inflight: InFlight, workers: list[Service],
                  listeners: list[Listener | DatagramListener],
-                 reactor: Any) -> None:
+                 reactor: Any, supervisor: WorkerSupervisor | None = None) -> None:
         """
         @param workers: services that need the upgraded store (cache invalidation, sweeps, pollers);
             started after the upgrade, before the listeners bind.
+        @param supervisor: the worker processes, spawned on the bound listeners before READY=1 and
+            stopped (drained) after the listeners close, before the sink stops.
         """
         super().__init__()
         self.store = store
@@ -221,7 +259,9 @@ class InboxDaemon(SequentialMultiService):
         self.listeners = listeners
         self._workers = workers
         self._reactor = reactor
-        for child in (store, sink, DrainInFlight(inflight), *workers, *listeners):
+        self.supervisor = supervisor
+        for child in (store, sink, DrainInFlight(inflight), *workers, *([supervisor] if supervisor else []),
+                      *listeners):
             child.setServiceParent(self)
         self.started: Deferred[None] = Deferred()
         self.start_failed = False
@@ -232,7 +272,7 @@ class InboxDaemon(SequentialMultiService):
     def startService(self) -> None:
         Service.startService(self)
         for child in self:
-            if child not in self.listeners and child not in self._workers:
+            if child not in self.listeners and child not in self._workers and child is not self.supervisor:
                 child.startService()
         self._previous_sighup = signal.signal(signal.SIGHUP, self._on_sighup)
         Deferred.fromCoroutine(self._open()).chainDeferred(self.started)
@@ -266,6 +306,8 @@ class InboxDaemon(SequentialMultiService):
                 except TlsConfigError as e:
                     _log.error("reload of {name}'s certificate rejected, the previous one keeps serving: "
                                "{error}", name=listener.name, error=str(e))
+        if self.supervisor is not None:
+            self.supervisor.reload()
         systemd.notify("READY=1")
 
     async def _open(self) -> None:
@@ -276,6 +318,8 @@ class InboxDaemon(SequentialMultiService):
                 worker.startService()
             for listener in self.listeners:
                 await listener.listen()
+            if self.supervisor is not None:
+                await self.supervisor.spawn_all()
             systemd.notify("READY=1\nSTATUS=listening on " + ", ".join(
                 f"{listener.name} {listener.port.getHost().port}" for listener in self.listeners if listener.port))
         except Exception as e:
@@ -306,18 +350,39 @@ def open_store(settings: Settings, reactor: Any) -> Store:
     return SqliteStore(str(settings.state_path("inboxd.sqlite3")), box, reactor)
 
 
-def build_sink(settings: Settings, reactor: Any, metrics: Metrics) -> EventSink:
+def build_sink(settings: Settings, reactor: Any, metrics: Metrics, role: WorkerRole | None = None) -> EventSink:
+    """
+    The configured sink. A worker process keeps its files (event log, spool) in C{worker-N/}
+    beneath the configured directory; the daemon takes over the spools of workers the config no
+    longer has, so nothing they held is stranded.
+    """
     if settings.sink.type == "kafka":
         from aisoc_inboxd.sinks.kafka import KafkaSink
-        from aisoc_inboxd.sinks.spool import Spool
+        from aisoc_inboxd.sinks.spool import Spool, absorb
 
         kafka = settings.sink.kafka
-        spool = Spool(settings.state_path(kafka.spool_directory), kafka.spool_max_bytes, reactor)
+        spool_directory = settings.state_path(kafka.spool_directory)
+        if role is None:
+            for orphan in _worker_directories(spool_directory, beyond=settings.workers - 1):
+                _log.info("taking over {count} spooled segments of a retired worker from {path}",
+                          count=absorb(spool_directory, orphan), path=str(orphan))
+        spool = Spool(role.directory(spool_directory) if role else spool_directory, kafka.spool_max_bytes, reactor)
         return KafkaSink(kafka.topic, kafka.config, spool, reactor, kafka.flush_timeout, registry=metrics.registry)
     from aisoc_inboxd.sinks.file import FileSink
 
     file = settings.sink.file
-    return FileSink(settings.state_path(file.directory), reactor, max_bytes=file.max_bytes)
+    directory = settings.state_path(file.directory)
+    return FileSink(role.directory(directory) if role else directory, reactor, max_bytes=file.max_bytes)
+
+
+def _worker_directories(parent: Path, beyond: int) -> list[Path]:
+    """
+    The C{worker-N} directories under C{parent} with N greater than C{beyond}.
+    """
+    if not parent.is_dir():
+        return []
+    return [path for path in parent.glob("worker-*")
+            if path.name[len("worker-"):].isdigit() and int(path.name[len("worker-"):]) > beyond]
 
 
 def numbered(kind: str, index: int) -> str:
@@ -327,25 +392,56 @@ def numbered(kind: str, index: int) -> str:
     return kind if index == 0 else f"{kind}-{index + 1}"
 
 
+@dataclasses.dataclass(frozen=True)
+class WorkerRole:
+    """
+    What a worker process (L{aisoc_inboxd.workers}) does differently from the daemon: it serves the
+    daemon's sockets instead of binding its own, leases its tenants' rate limits from the daemon,
+    keeps its sink files apart, snapshots its metrics for the daemon's /metrics, and leaves the
+    metrics and admin listeners, IMAP polling and sweeps to the daemon.
+
+    @ivar sockets: listener name → the inherited listening socket's file descriptor.
+    @ivar lease: the daemon's L{RateLimiter.lease}, across the control channel.
+    """
+
+    index: int
+    sockets: Mapping[str, int]
+    lease: Callable[[str, int], Deferred[tuple[int, float]]]
+
+    def socket(self, name: str) -> int:
+        try:
+            return self.sockets[name]
+        except KeyError:
+            raise ConfigError(f"worker {self.index}: the daemon passed no socket for listener {name!r}; "
+                              "the worker read a different config than the daemon") from None
+
+    def directory(self, parent: Path) -> Path:
+        return parent / f"worker-{self.index}"
+
+
 def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
-                 vendors: VendorGate | None = None) -> InboxDaemon:
+                 vendors: VendorGate | None = None, config: Path | None = None,
+                 role: WorkerRole | None = None) -> InboxDaemon:
     """
     Compose the daemon from settings; C{catalog} was loaded (and validated) by the caller.
     C{vendors} replaces the vendor checks built from C{settings.vendors} (tests point it at local
-    servers).
+    servers). C{config} is the file the settings came from, for worker processes to read too;
+    C{role} makes this a worker process.
     """
     Path(settings.state_dir).mkdir(parents=True, exist_ok=True)
     metrics = Metrics()
     store = open_store(settings, reactor)
-    sink = build_sink(settings, reactor, metrics)
+    sink = build_sink(settings, reactor, metrics, role)
     cache_settings = settings.token_cache
     cache = TokenCache(reactor, ttl=cache_settings.ttl, negative_ttl=cache_settings.negative_ttl,
                        max_size=cache_settings.max_size, on_size=metrics.token_cache_size.set)
     http = settings.http
     rates, recent_errors = EventRates(reactor), RecentErrors(reactor)
     pipeline = Pipeline(sink, metrics, rates.published)
+    limiter = RateLimiter(reactor, http.rate_limit_per_min)
     intake = Intake(TokenResolver(store, cache), catalog, pipeline,
-                    RateLimiter(reactor, http.rate_limit_per_min), Idempotency(store, reactor), reactor)
+                    LeasedRateLimiter(reactor, http.rate_limit_per_min, role.lease) if role else limiter,
+                    Idempotency(store, reactor), reactor)
     inflight = InFlight(reactor)
     push_stats = PushStatsRecorder(store, reactor, lambda: inflight.drained(DRAIN_TIMEOUT))
     deps = WebDeps(intake=intake, metrics=metrics, inflight=inflight, max_body_bytes=http.max_body_bytes,
@@ -357,11 +453,23 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
     site = InboxSite(build_root_resource(deps), max_body_bytes=http.max_body_bytes,
                      on_too_large=lambda path: metrics.request(route_of(path), None, "too_large"),
                      timeout=http.timeout, reactor=reactor)
+    http_names = [numbered("http", i) for i in range(len(http.listen))]
     listeners: list[Listener | DatagramListener] = [
-        Listener(desc, site, reactor, numbered("http", i)) for i, desc in enumerate(http.listen)]
-    listeners += syslog_listeners(settings, intake, metrics, inflight, sink, reactor)
+        Listener(desc, site, reactor, name, inherited_fd=role and role.socket(name))
+        for name, desc in zip(http_names, http.listen)]
+    listeners += syslog_listeners(settings, intake, metrics, inflight, sink, reactor, role)
+    if role is not None:
+        snapshots = snapshot_path(Path(settings.state_dir), role.index)
+        return InboxDaemon(store, sink, intake, cache, metrics, inflight,
+                           [store.invalidation_watcher(cache.invalidate, reactor), push_stats,
+                            Periodic("metrics-snapshot", lambda: _write_snapshot(metrics, snapshots),
+                                     reactor, METRICS_SNAPSHOT_INTERVAL)],
+                           listeners, reactor)
+    supervisor = (WorkerSupervisor(settings.workers - 1, list(listeners), limiter, Path(settings.state_dir),
+                                   config, reactor) if settings.workers > 1 else None)
     if settings.metrics.listen:
-        metrics_site = Site(MetricsResource(metrics.registry), reactor=reactor)
+        exposed = MergedMetrics(metrics.registry, supervisor.snapshots) if supervisor else metrics.registry
+        metrics_site = Site(MetricsResource(exposed), reactor=reactor)
         metrics_site.log = lambda request: None  # type: ignore[method-assign]
         listeners += [Listener(desc, metrics_site, reactor, numbered("metrics", i))
                       for i, desc in enumerate(settings.metrics.listen)]
@@ -381,4 +489,18 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
                                        lambda: store.sweep_idempotency_keys(reactor.seconds()), reactor, 300.0),
                               push_stats,
                               ImapPoller(store, catalog, pipeline, metrics, settings.imap, reactor, reactor)]
-    return InboxDaemon(store, sink, intake, cache, metrics, inflight, workers, listeners, reactor)
+    return InboxDaemon(store, sink, intake, cache, metrics, inflight, workers, listeners, reactor, supervisor)
+
+
+#: seconds between a worker's metrics snapshots (Prometheus scrapes every 15 s or more)
+METRICS_SNAPSHOT_INTERVAL = 2.0
+
+
+def _write_snapshot(metrics: Metrics, path: Path) -> None:
+    """
+    Replace the worker's metrics snapshot atomically, so the daemon never reads half of one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(snapshot(metrics.registry)), encoding="utf-8")
+    partial.replace(path)

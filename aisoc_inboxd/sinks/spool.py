@@ -336,3 +336,23 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def absorb(directory: Path, orphan: Path) -> int:
+    """
+    Move the segments of a spool nobody drains any more (a worker process the config no longer
+    has) behind C{directory}'s own, in their order, and remove C{orphan}. Runs at start-up, before
+    either spool is opened. Returns the number of segments moved.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    ours = [int(m[1]) for name in os.listdir(directory) if (m := _NAME.match(name))]
+    theirs = sorted((int(m[1]), m[2], name) for name in os.listdir(orphan) if (m := _NAME.match(name)))
+    next_seq = max(ours, default=-1) + 1
+    for offset, (_, first_ms, name) in enumerate(theirs):
+        os.replace(orphan / name, directory / f"{next_seq + offset:012d}-{first_ms}.seg")
+    _fsync_dir(directory)
+    try:
+        orphan.rmdir()
+    except OSError:
+        pass  # something else is in it: leave it for the operator to see
+    return len(theirs)

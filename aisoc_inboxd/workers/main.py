@@ -1,0 +1,78 @@
+"""
+A worker process, spawned by the daemon's L{WorkerSupervisor}:
+C{python -m aisoc_inboxd.workers.main --index N [--config PATH] --socket NAME=FD ...}.
+
+It reads the config as the daemon did, serves the inherited sockets with its own store connection
+and sink, logs as JSON on stdout (the daemon re-emits each event), and stops (draining what it
+accepted) on SIGTERM or when the daemon's control channel closes.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from twisted.logger import (FilteringLogObserver, LogLevel, LogLevelFilterPredicate, Logger,
+                            globalLogBeginner, jsonFileLogObserver)
+
+_log = Logger()
+
+
+def _socket(text: str) -> tuple[str, int]:
+    name, _, fd = text.rpartition("=")
+    if not name or not fd.isdigit():
+        raise argparse.ArgumentTypeError(f"expected NAME=FD, got {text!r}")
+    return name, int(fd)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="aisoc_inboxd.workers.main", description=__doc__.strip().splitlines()[0])
+    parser.add_argument("--index", type=int, required=True)
+    parser.add_argument("--config", type=Path)
+    parser.add_argument("--socket", type=_socket, action="append", default=[], dest="sockets")
+    args = parser.parse_args(argv)
+    globalLogBeginner.beginLoggingTo(
+        [FilteringLogObserver(jsonFileLogObserver(sys.stdout), [LogLevelFilterPredicate(LogLevel.info)])],
+        redirectStandardIO=False)
+
+    from twisted.internet import reactor
+
+    from aisoc_inboxd.config import load_settings
+    from aisoc_inboxd.service import WorkerRole, build_daemon
+    from aisoc_inboxd.tap import prepare
+    from aisoc_inboxd.workers.control import WORKER_FD, WorkerSide, adopt
+
+    settings = load_settings(args.config)
+    catalog = prepare(settings)
+
+    def daemon_gone() -> None:
+        if reactor.running:  # type: ignore[attr-defined]
+            _log.info("the daemon closed the control channel; stopping")
+            reactor.stop()  # type: ignore[attr-defined]
+
+    control = WorkerSide(daemon_gone)
+    adopt(reactor, WORKER_FD, control)  # type: ignore[arg-type]
+    os.close(WORKER_FD)
+    daemon = build_daemon(settings, catalog, reactor,
+                          role=WorkerRole(args.index, dict(args.sockets), control.lease))
+    daemon.reload_settings = lambda: load_settings(args.config)
+    daemon.started.addCallback(lambda _: control.ready())
+    reactor.callWhenRunning(_ignore_interrupts)  # type: ignore[attr-defined]
+    reactor.callWhenRunning(daemon.startService)  # type: ignore[attr-defined]
+    reactor.addSystemEventTrigger("before", "shutdown", daemon.stopService)  # type: ignore[attr-defined]
+    reactor.run()  # type: ignore[attr-defined]
+    sys.exit(1 if daemon.start_failed else 0)
+
+
+def _ignore_interrupts(*_: Any) -> None:
+    """
+    Ctrl-C reaches the whole process group; the daemon stops its workers itself, in order.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,218 @@
+"""
+The daemon's side of its worker processes: spawn them once its listeners are bound, hand each the
+listening sockets and a control channel, re-emit their log events, respawn one that dies, and stop
+them (each drains like the daemon does) before the daemon's own sink stops.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import Logger, eventFromJSON, globalLogPublisher
+from twisted.python.failure import Failure
+
+from aisoc_inboxd.ratelimit import RateLimiter
+from aisoc_inboxd.workers.control import WORKER_FD, DaemonSide, adopt, socket_pair
+
+_log = Logger()
+
+#: seconds the daemon waits for a new worker to serve before start-up fails
+READY_TIMEOUT = 60.0
+#: seconds a worker has to drain and exit after SIGTERM before it is killed
+STOP_TIMEOUT = 45.0
+#: respawn delays after a worker dies: doubling from the first to the last
+RESPAWN_DELAYS = (1.0, 30.0)
+#: variables a worker must not inherit: only the daemon talks to the service manager
+_DAEMON_ONLY = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID")
+#: the record separator twisted.logger's JSON observer puts before each event
+_RS = b"\x1e"
+
+
+class WorkerCrashed(Exception):
+    pass
+
+
+def snapshot_path(state_dir: Path, index: int) -> Path:
+    """
+    Where worker C{index} keeps the snapshot of its metrics the daemon's /metrics adds up.
+    """
+    return state_dir / "workers" / f"metrics-{index}.json"
+
+
+class WorkerProcess(ProcessProtocol):
+    """
+    One worker: its log events are published into the daemon's log with C{log_system} set to
+    C{worker-N}; C{ready} fires once it serves, C{ended} when it has exited.
+    """
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.ready: Deferred[None] = Deferred()
+        self.ended: Deferred[BaseException] = Deferred()  # fires (never fails) with why it ended
+        self.served = False
+        self._partial = b""
+
+    @property
+    def system(self) -> str:
+        return f"worker-{self.index}"
+
+    def outReceived(self, data: bytes) -> None:
+        *lines, self._partial = (self._partial + data).split(b"\n")
+        for line in lines:
+            self._publish(line.lstrip(_RS))
+
+    def _publish(self, line: bytes) -> None:
+        if not line:
+            return
+        try:
+            event = eventFromJSON(line.decode("utf-8", "replace"))
+        except ValueError:
+            event = {"log_format": "{line}", "line": line.decode("utf-8", "replace"),
+                     "log_level": None, "log_namespace": __name__}
+        event["log_system"] = self.system
+        globalLogPublisher(event)
+
+    def errReceived(self, data: bytes) -> None:
+        # what a worker prints before its logging starts (an import error, a traceback)
+        for line in data.decode("utf-8", "replace").splitlines():
+            _log.error("{system}: {line}", system=self.system, line=line)
+
+    def processEnded(self, reason: Failure) -> None:
+        self._publish(self._partial.lstrip(_RS))
+        if not self.ready.called:
+            self.ready.errback(WorkerCrashed(f"{self.system} exited before serving: {reason.value}"))
+        self.ended.callback(reason.value)
+
+
+class WorkerSupervisor(Service):
+    """
+    Keeps C{count} worker processes running on the daemon's listening sockets.
+
+    @param listeners: the daemon's shared listeners, bound before L{spawn_all}; each has C{name}
+        and C{port} (an L{IListeningPort} with C{fileno()}).
+    @param config: the config file the workers read, as the daemon did (the environment they
+        inherit applies the same overrides); None for the embedded default.
+    """
+
+    name = "workers"
+
+    def __init__(self, count: int, listeners: Sequence[Any], limiter: RateLimiter, state_dir: Path,
+                 config: Path | None, reactor: Any) -> None:
+        self._count = count
+        self._listeners = listeners
+        self._limiter = limiter
+        self._state_dir = state_dir
+        self._config = config
+        self._reactor = reactor
+        self._processes: dict[int, tuple[WorkerProcess, Any]] = {}
+        self._delays: dict[int, float] = {}
+
+    def snapshots(self) -> Iterable[list[Any]]:
+        """
+        The workers' latest metrics snapshots, for the daemon's /metrics.
+        """
+        for index in range(1, self._count + 1):
+            try:
+                yield json.loads(snapshot_path(self._state_dir, index).read_bytes())
+            except (OSError, ValueError):
+                continue  # not written yet, or a worker being replaced
+
+    async def spawn_all(self) -> None:
+        """
+        Start every worker and wait until each serves; a worker that exits first fails start-up.
+        """
+        Service.startService(self)
+        starting = [self._spawn(index) for index in range(1, self._count + 1)]
+        timeout = self._reactor.callLater(READY_TIMEOUT, self._not_ready, starting)
+        try:
+            for process in starting:
+                await process.ready
+        finally:
+            if timeout.active():
+                timeout.cancel()
+        _log.info("{count} worker processes serving beside the daemon", count=self._count)
+
+    def _not_ready(self, starting: list[WorkerProcess]) -> None:
+        for process in starting:
+            if not process.ready.called:
+                process.ready.errback(WorkerCrashed(f"{process.system} did not serve within {READY_TIMEOUT}s"))
+
+    def _spawn(self, index: int) -> WorkerProcess:
+        snapshot_path(self._state_dir, index).unlink(missing_ok=True)  # its counters restart at 0
+        ours, theirs = socket_pair()
+        process = WorkerProcess(index)
+        adopt(self._reactor, ours.fileno(), DaemonSide(self._limiter, lambda: self._served(process)))
+        ours.close()
+        child_fds: dict[int, Any] = {0: "w", 1: "r", 2: "r", WORKER_FD: theirs.fileno()}
+        args = [sys.executable, "-m", "aisoc_inboxd.workers.main", "--index", str(index)]
+        if self._config is not None:
+            args += ["--config", str(self._config)]
+        for fd, listener in enumerate(self._listeners, start=WORKER_FD + 1):
+            child_fds[fd] = listener.port.fileno()
+            args += ["--socket", f"{listener.name}={fd}"]
+        env = {k: v for k, v in os.environ.items() if k not in _DAEMON_ONLY}
+        try:
+            transport = self._reactor.spawnProcess(process, sys.executable, args, env=env, childFDs=child_fds)
+        finally:
+            theirs.close()
+        self._processes[index] = (process, transport)
+        process.ended.addCallback(self._ended, process)
+        return process
+
+    def _served(self, process: WorkerProcess) -> None:
+        _log.info("{system} serving (pid {pid})", system=process.system,
+                  pid=self._processes[process.index][1].pid)
+        process.served = True
+        if not process.ready.called:
+            process.ready.callback(None)
+
+    def _ended(self, reason: BaseException, process: WorkerProcess) -> None:
+        if self._processes.get(process.index, (None,))[0] is process:
+            del self._processes[process.index]
+        if not self.running:
+            return
+        first, last = RESPAWN_DELAYS  # a worker that never served backs off: it will likely fail again
+        delay = first if process.served else min(last, self._delays.get(process.index, first / 2) * 2)
+        self._delays[process.index] = delay
+        _log.error("{system} exited ({reason}); a new one starts in {delay}s", system=process.system,
+                   reason=_describe(reason), delay=delay)
+        self._reactor.callLater(delay, self._respawn, process.index)
+
+    def _respawn(self, index: int) -> None:
+        if self.running and index not in self._processes:
+            self._spawn(index).ready.addErrback(lambda f: None)  # its end is logged by _ended
+
+    def reload(self) -> None:
+        """
+        Pass a reload (SIGHUP) on: each worker re-reads templates and certificates itself.
+        """
+        for _, transport in self._processes.values():
+            transport.signalProcess("HUP")
+
+    def stopService(self) -> Deferred[Any]:
+        Service.stopService(self)
+        running = list(self._processes.values())
+        for _, transport in running:
+            transport.signalProcess("TERM")
+        kill = self._reactor.callLater(STOP_TIMEOUT, self._kill, running)
+        ended = DeferredList([process.ended for process, _ in running], consumeErrors=True)
+        return ended.addBoth(lambda _: kill.cancel() if kill.active() else None)
+
+    def _kill(self, running: list[tuple[WorkerProcess, Any]]) -> None:
+        for process, transport in running:
+            if not process.ended.called:
+                _log.warn("{system} still draining after {t}s; killed", system=process.system, t=STOP_TIMEOUT)
+                transport.signalProcess("KILL")
+
+
+def _describe(reason: BaseException) -> str:
+    if isinstance(reason, (ProcessDone, ProcessTerminated)):
+        return f"signal {reason.signal}" if reason.signal else f"exit status {reason.exitCode}"
+    return str(reason)

@@ -1,0 +1,293 @@
+"""
+C{workers: N}: the daemon and N - 1 worker processes serve the same HTTP and syslog sockets. The
+daemon runs as the systemd unit runs it (C{aisoc-inboxd run}, a real process tree); the tests check
+that every process serves and makes events durable, that the rate limit and /metrics count across
+processes, that a dead worker is replaced, and that stopping drains every process.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+import pytest_twisted
+from prometheus_client.parser import text_string_to_metric_families
+
+from aisoc_inboxd.sinks.spool import Spool, absorb
+from aisoc_inboxd.sinks import SinkRecord
+from tests.support.kafka import KafkaEnv, free_port
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+class Tree:
+    """
+    A daemon started with C{workers: 2} and its config, ports and log.
+    """
+
+    def __init__(self, tmp_path: Path, rate_limit_per_min: int = 1_000_000, sink: dict[str, Any] | None = None) -> None:
+        self.tmp_path = tmp_path
+        self.state = tmp_path / "state"
+        self.http_port, self.metrics_port, self.tcp_port, self.udp_port = (free_port() for _ in range(4))
+        self.config = tmp_path / "inboxd.yaml"
+        self.config.write_text(json.dumps({
+            "state_dir": str(self.state),
+            "workers": 2,
+            "http": {"listen": [f"tcp:{self.http_port}:interface=127.0.0.1"], "rate_limit_per_min": rate_limit_per_min},
+            "metrics": {"listen": [f"tcp:{self.metrics_port}:interface=127.0.0.1"]},
+            "admin": {"listen": []},
+            "sink": sink or {"type": "file"},
+            "syslog": {"listeners": [
+                {"name": "tcp", "endpoint": f"tcp:{self.tcp_port}:interface=127.0.0.1", "tenant": "acme"},
+                {"name": "udp", "udp_port": self.udp_port, "udp_interface": "127.0.0.1", "tenant": "acme"}]},
+        }))
+        self.token = json.loads(self.cli("token", "mint", "--tenant", "acme", "--template", "generic-json",
+                                         "--json").stdout)["token"]
+        self.log = tmp_path / "daemon.log"
+        self.process = subprocess.Popen([sys.executable, "-m", "aisoc_inboxd.cli", "--config", str(self.config), "run",
+                                         "--", "--log-format=text"],
+                                        cwd=PROJECT, stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
+        self.wait_until(lambda: "worker processes serving" in self.log_text(), "the workers to serve")
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "aisoc_inboxd.cli", "--config", str(self.config), *args],
+                              cwd=PROJECT, capture_output=True, text=True, timeout=60, check=True)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_until(self, condition: Callable[[], Any], what: str, seconds: float = 60.0) -> Any:
+        deadline = time.monotonic() + seconds
+        while not (result := condition()):
+            assert self.process.poll() is None or what.startswith("exit"), \
+                f"daemon exited ({self.process.returncode}):\n{self.log_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"waited {seconds}s for {what}:\n{self.log_text()[-3000:]}"
+            time.sleep(0.1)
+        return result
+
+    def workers(self) -> list[int]:
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
+        return [int(pid) for pid in children]
+
+    def post(self, body: bytes, connection: http.client.HTTPConnection | None = None) -> int:
+        """
+        POST on a new connection (the kernel hands each to one process), or on C{connection}.
+        """
+        conn = connection or http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=30)
+        try:
+            conn.request("POST", f"/v1/inbox/{self.token}", body, {"Content-Type": "application/json"})
+            response = conn.getresponse()
+            response.read()
+            return response.status
+        finally:
+            if connection is None:
+                conn.close()
+
+    def events_by_process(self) -> dict[str, list[dict[str, Any]]]:
+        files = {"daemon": self.state / "events" / "events.ndjson",
+                 "worker-1": self.state / "events" / "worker-1" / "events.ndjson"}
+        return {name: [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+                for name, path in files.items()}
+
+    def metric(self, name: str, **labels: str) -> float:
+        """
+        The sum of C{name}'s samples whose labels include C{labels}, from the daemon's /metrics.
+        """
+        conn = http.client.HTTPConnection("127.0.0.1", self.metrics_port, timeout=10)
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+        conn.close()
+        return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+                   if sample.name == name and labels.items() <= sample.labels.items())
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=90)
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Iterator[Tree]:
+    started = Tree(tmp_path)
+    try:
+        yield started
+    finally:
+        if started.process.poll() is None:
+            started.process.kill()
+            started.process.wait()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split()[2] == "Z")
+
+
+def test_every_process_serves_http_and_syslog_and_metrics_add_up(tree: Tree) -> None:
+    """Connections spread over the daemon and its worker; every accepted event is durable in one
+    process's log exactly once, and the daemon's /metrics counts both processes' events."""
+    assert len(tree.workers()) == 1
+    sent = 0
+    for i in range(300):
+        assert tree.post(json.dumps({"seq": i}).encode()) == 200
+        sent += 1
+    for i in range(60):
+        with socket.create_connection(("127.0.0.1", tree.tcp_port), 10) as s:
+            line = f"<134>1 2026-11-27T10:00:00Z fw app - - - CEF:0|Acme|FW|1|100|tcp {i}|5|src=10.0.0.{i}"
+            s.sendall(f"{len(line)} {line}".encode())
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        for i in range(20):
+            udp.sendto(f"<134>1 2026-11-27T10:00:00Z fw app - - - CEF:0|Acme|FW|1|100|udp {i}|5|".encode(),
+                       ("127.0.0.1", tree.udp_port))
+    expected = sent + 60 + 20
+
+    def all_durable() -> dict[str, list[dict[str, Any]]] | None:
+        events = tree.events_by_process()
+        return events if sum(len(v) for v in events.values()) >= expected else None
+
+    events = tree.wait_until(all_durable, f"{expected} events")
+    assert all(events.values()), {name: len(v) for name, v in events.items()}  # both processes served
+    everything = [e for v in events.values() for e in v]
+    assert len(everything) == expected
+    assert sorted(e["unmapped"]["seq"] for e in everything if "seq" in e.get("unmapped", {})) == list(range(300))
+    assert len({e["metadata"]["uid"] for e in everything}) == expected
+    tree.wait_until(lambda: tree.metric("aisoc_ingest_inbox_events_total") == expected,
+                    f"/metrics to count {expected} events across processes", seconds=20)
+    assert tree.metric("aisoc_ingest_inbox_requests_total", route="webhook", outcome="ok") == sent
+    assert "[worker-1]" in tree.log_text()  # the worker's log lines come out of the daemon's log
+    assert tree.token not in tree.log_text()
+    assert tree.stop() == 0
+
+
+def test_rate_limit_holds_across_processes(tmp_path: Path) -> None:
+    """The tenant's limit is one bucket in the daemon that workers lease from: spread over both
+    processes the tenant gets its limit, not twice it; on one connection (one process) it still
+    gets (nearly) all of it."""
+    tree = Tree(tmp_path, rate_limit_per_min=60)
+    try:
+        statuses = [tree.post(b'{"a": 1}') for _ in range(150)]
+        assert set(statuses) <= {200, 429}
+        assert 60 <= statuses.count(200) <= 62, statuses.count(200)
+        assert tree.stop() == 0
+    finally:
+        if tree.process.poll() is None:
+            tree.process.kill()
+    events = tree.events_by_process()
+    assert all(events.values()), {name: len(v) for name, v in events.items()}
+
+
+def test_one_connection_gets_the_whole_limit(tmp_path: Path) -> None:
+    tree = Tree(tmp_path, rate_limit_per_min=60)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", tree.http_port, timeout=30)
+        statuses = [tree.post(b'{"a": 1}', conn) for _ in range(100)]
+        conn.close()
+        assert 59 <= statuses.count(200) <= 61, statuses.count(200)
+        assert tree.stop() == 0
+    finally:
+        if tree.process.poll() is None:
+            tree.process.kill()
+
+
+def test_a_killed_worker_is_replaced_and_the_daemon_keeps_serving(tree: Tree) -> None:
+    (first,) = tree.workers()
+    os.kill(first, signal.SIGKILL)
+    assert [tree.post(b'{"during": 1}') for _ in range(20)] == [200] * 20  # the daemon still serves
+    tree.wait_until(lambda: "worker-1 exited (signal 9); a new one starts" in tree.log_text(), "the crash log line")
+    second = tree.wait_until(lambda: [pid for pid in tree.workers() if pid != first], "a new worker")[0]
+    tree.wait_until(lambda: tree.log_text().count("worker-1 serving") == 2, "the new worker to serve")
+    assert _alive(second)
+    for i in range(100):
+        assert tree.post(json.dumps({"after": i}).encode()) == 200
+    tree.wait_until(lambda: tree.events_by_process()["worker-1"], "the new worker to take connections")
+    assert tree.stop() == 0
+    assert not _alive(second)
+
+
+def test_sigterm_drains_every_process(tree: Tree) -> None:
+    (worker,) = tree.workers()
+    for i in range(50):
+        assert tree.post(json.dumps({"seq": i}).encode()) == 200
+    assert tree.stop() == 0
+    assert not _alive(worker)
+    assert sum(len(v) for v in tree.events_by_process().values()) == 50
+    assert "Traceback" not in tree.log_text()
+
+
+def test_a_worker_stops_when_the_daemon_is_killed(tree: Tree) -> None:
+    (worker,) = tree.workers()
+    tree.process.kill()
+    tree.process.wait()
+    deadline = time.monotonic() + 30
+    while _alive(worker):
+        assert time.monotonic() < deadline, "the worker outlived its daemon"
+        time.sleep(0.1)
+
+
+def test_sighup_reaches_the_workers(tree: Tree) -> None:
+    (worker,) = tree.workers()
+    tree.process.send_signal(signal.SIGHUP)
+    tree.wait_until(lambda: tree.log_text().count("reloaded templates") >= 2, "both processes to reload")
+    reloads = [line for line in tree.log_text().splitlines() if "reloaded templates" in line]
+    assert sorted("[worker-1]" in line for line in reloads) == [False, True]
+    assert tree.workers() == [worker]
+    assert tree.stop() == 0
+
+
+def test_each_process_produces_to_kafka(tmp_path: Path, kafka: KafkaEnv) -> None:
+    """With the Kafka sink every process has its own producer (and spool under worker-N/); every
+    accepted event arrives once, and the daemon's /metrics counts what both had acknowledged."""
+    tree = Tree(tmp_path, sink={"type": "kafka", "kafka": {
+        "topic": kafka.topic, "config": {"bootstrap.servers": kafka.bootstrap}}})
+    try:
+        for i in range(200):
+            assert tree.post(json.dumps({"seq": i}).encode()) == 200
+        messages = kafka.consume(lambda got: len(got) >= 200, timeout=60)
+        assert sorted(json.loads(m.value)["unmapped"]["seq"] for m in messages) == list(range(200))
+        tree.wait_until(lambda: tree.metric("aisoc_ingest_kafka_events_produced_total") == 200,
+                        "/metrics to count both producers", seconds=20)
+        requests = [line for line in tree.log_text().splitlines() if "webhook 200 ok" in line]
+        assert any("[worker-1]" in line for line in requests) and not all("[worker-1]" in line for line in requests)
+        assert (tree.state / "spool" / "worker-1").is_dir()
+        assert tree.stop() == 0
+    finally:
+        if tree.process.poll() is None:
+            tree.process.kill()
+
+
+def _records(tag: str, count: int) -> list[SinkRecord]:
+    return [SinkRecord("acme", "generic-json", "webhook", 1_700_000_000.0 + i, f"{tag}-{i}".encode())
+            for i in range(count)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_retired_workers_spool_is_taken_over_in_order(reactor: Any, tmp_path: Path) -> None:
+    """Lowering C{workers} leaves a worker's spool behind; the daemon moves its segments after its
+    own so the forwarder drains them, and nothing it held is lost."""
+    own, orphan = tmp_path / "spool", tmp_path / "spool" / "worker-3"
+    for directory, tag in ((own, "own"), (orphan, "orphan")):
+        spool = Spool(directory, 1 << 20, reactor, segment_bytes=64)
+        spool.open()
+        for record in _records(tag, 3):
+            await spool.append([record])
+        await spool.close()
+    assert absorb(own, orphan) == 3
+    assert not orphan.exists()
+    merged = Spool(own, 1 << 20, reactor)
+    merged.open()
+    drained = []
+    while (segment := await merged.oldest()) is not None:
+        drained += [record.value for record in segment.records]
+        await merged.delete(segment.seq)
+    await merged.close()
+    assert drained == [f"{tag}-{i}".encode() for tag in ("own", "orphan") for i in range(3)]
