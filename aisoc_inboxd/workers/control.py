@@ -9,7 +9,7 @@ import socket
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorSocket
+from twisted.internet.interfaces import IReactorSocket, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.protocols import amp
 from twisted.python.failure import Failure
@@ -18,6 +18,8 @@ from aisoc_inboxd.ratelimit import RateLimiter
 
 #: the file descriptor a worker finds its end of the control channel on
 WORKER_FD = 3
+#: seconds a worker waits for the daemon to answer a lease
+LEASE_TIMEOUT = 10.0
 
 
 class Ready(amp.Command):
@@ -61,12 +63,18 @@ class WorkerSide(amp.AMP):
     The worker's end: C{on_lost} runs when the daemon has gone (or closed the channel).
     """
 
-    def __init__(self, on_lost: Callable[[], None]) -> None:
+    def __init__(self, on_lost: Callable[[], None], clock: IReactorTime) -> None:
         super().__init__()
         self._on_lost = on_lost
+        self._clock = clock
 
     def lease(self, tenant: str, want: int) -> Deferred[tuple[int, float]]:
+        """
+        Fails after L{LEASE_TIMEOUT}: a daemon that cannot answer that long is treated as gone, so
+        requests do not hang on it (the worker's limiter then counts on its own).
+        """
         d = self.callRemote(LeaseRate, tenant=tenant, want=want)
+        d.addTimeout(LEASE_TIMEOUT, self._clock)
         return d.addCallback(lambda reply: (reply["granted"], reply["wait"]))
 
     def ready(self) -> Deferred[Any]:

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
             _log.info("the daemon closed the control channel; stopping")
             reactor.stop()  # type: ignore[attr-defined]
 
-    control = WorkerSide(daemon_gone)
+    control = WorkerSide(daemon_gone, reactor)  # type: ignore[arg-type]
     adopt(reactor, WORKER_FD, control)  # type: ignore[arg-type]
     os.close(WORKER_FD)
     daemon = build_daemon(settings, catalog, reactor,
