@@ -3,8 +3,8 @@ The bench's processes: started in their own sessions, measured through /proc, an
 
 L{Processes} is a context manager: leaving it (normally, on an error or on Ctrl-C) stops every
 process it started, newest first, with SIGTERM and then SIGKILL (to its process group, so a daemon's
-worker processes too), so a run leaves nothing behind. CPU time and peak RSS cover a process's
-whole tree: it and its live descendants.
+worker processes too), so a run leaves nothing behind. CPU time and RSS (peak, current) cover a
+process's whole tree: it and its live descendants.
 """
 from __future__ import annotations
 
@@ -129,12 +129,19 @@ def peak_rss_mib(pid: int) -> float:
     """
     The peak RSS of C{pid} plus those of its live descendants: a sum of each process's own peak.
     """
-    return _over_tree(pid, _peak_rss_mib)
+    return _over_tree(pid, lambda each: _status_mib(each, "VmHWM:"))
 
 
-def _peak_rss_mib(pid: int) -> float:
+def rss_mib(pid: int) -> float:
+    """
+    The current RSS of C{pid} plus those of its live descendants (their C{VmRSS}, summed).
+    """
+    return _over_tree(pid, lambda each: _status_mib(each, "VmRSS:"))
+
+
+def _status_mib(pid: int, key: str) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(key):
             return int(line.split()[1]) / 1024
     return 0.0  # a zombie has no memory left
 

@@ -10,7 +10,10 @@ on the syslog rows. CPU and peak RSS cover the measured process and its live des
 daemon's worker processes): CPU summed, and peak RSS the sum of each process's own peak. Loopback
 only; every process and the temp directory are removed at the end, on an error or on Ctrl-C.
 
-Run: C{.venv/bin/python bench/run.py [--seconds S] [--workers N...] [--only ROW...] [--markdown FILE]}
+C{--soak SECONDS} (issue 8 asks 600) adds, per sink and workers count, a fresh daemon overloaded that
+long by every intake at once, its process tree's RSS sampled every 10 s: flat, or grows.
+
+Run: C{.venv/bin/python bench/run.py [--seconds S] [--workers N...] [--only ROW...] [--soak S] [--markdown FILE]}
 """
 from __future__ import annotations
 
@@ -23,12 +26,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
 from inputs import BATCH, Inputs, write_inputs
-from procs import Processes, cpu_seconds, peak_rss_mib, reset_peak_rss
+from procs import Processes, cpu_seconds, peak_rss_mib, reset_peak_rss, rss_mib, wait_until
 from targets import PROJECT, Daemon, DurableCount, Receiver, SyslogNg, Tansu
 
 #: Debian packages the bench drives the daemon with, by the command it runs
@@ -36,6 +39,15 @@ TOOLS = {"wrk": "wrk", "socat": "socat", "loggen": "syslog-ng-core", "syslog-ng"
 UDP_RATES = (20_000, 40_000, 60_000)
 TCP_CONNECTIONS = (1, 4)
 _LOGGEN_SENT = re.compile(rb"average rate = [\d.]+ msg/sec, count=(\d+), time=([\d.]+)")
+#: the rows C{--only} names besides C{soak}
+ROW_KINDS = ("webhook", "ndjson", "hec", "cef-https", "tcp", "udp")
+#: the overload soak: seconds between RSS samples, the load, and how much the end RSS may exceed
+#: the 1-minute RSS and still be flat
+SOAK_SAMPLE = 10.0
+SOAK_WEBHOOK_CONNECTIONS = 32
+SOAK_TCP_CONNECTIONS = 4
+SOAK_UDP_RATE = 40_000
+SOAK_GROWTH = 0.2
 
 
 @dataclass
@@ -50,6 +62,9 @@ class Row:
     peak_rss_mib: float | None = None
     udp_loss: float | None = None
     note: str = ""
+    #: a soak's samples every L{SOAK_SAMPLE} seconds: the tree's RSS, and durable events/s
+    rss_samples: list[float] = field(default_factory=list)
+    rate_samples: list[float | None] = field(default_factory=list)
 
     @property
     def rate(self) -> float:
@@ -108,10 +123,22 @@ class Window:
 
 def wrk(url: str, body: Path, content_type: str, authorization: str | None, connections: int,
         seconds: float, delay_ms: int | None = None) -> dict[str, float]:
+    out = subprocess.run(wrk_argv(url, body, content_type, authorization, connections, seconds, delay_ms),
+                         check=True, capture_output=True).stdout
+    return wrk_result(out)
+
+
+def wrk_argv(url: str, body: Path, content_type: str, authorization: str | None, connections: int,
+             seconds: float, delay_ms: int | None = None) -> list[str]:
     args = [str(body), content_type, authorization or "", *([str(delay_ms)] if delay_ms else [])]
-    out = subprocess.run(["wrk", "--threads", "1", "--connections", str(connections), "--duration",
-                          f"{round(seconds)}s", "--timeout", "10s", "--script", str(PROJECT / "bench" / "post.lua"),
-                          url, "--", *args], check=True, capture_output=True).stdout
+    return ["wrk", "--threads", "1", "--connections", str(connections), "--duration", f"{round(seconds)}s",
+            "--timeout", "10s", "--script", str(PROJECT / "bench" / "post.lua"), url, "--", *args]
+
+
+def wrk_result(out: bytes) -> dict[str, float]:
+    """
+    The C{bench-result} line bench/post.lua prints at the end of wrk's output.
+    """
     line = next(line for line in out.splitlines() if line.startswith(b"bench-result "))
     result: dict[str, float] = json.loads(line.split(b" ", 1)[1])
     return result
@@ -208,10 +235,7 @@ def udp_row(receiver: Receiver, durable: DurableCount, inputs: Inputs, rate: int
             logs: Path) -> Row:
     row = Row(f"syslog UDP, {rate // 1000} k/s offered", receiver.sink)
     with Window(receiver.pid, durable) as window:
-        out = subprocess.run(["loggen", "--inet", "--dgram", "--read-file", str(inputs.cef_lines),
-                              "--dont-parse", "--loop-reading", "--rate", str(rate), "--interval",
-                              str(int(seconds)), "127.0.0.1", str(receiver.udp_port)],
-                             capture_output=True).stderr
+        out = subprocess.run(loggen_argv(inputs, receiver.udp_port, rate, seconds), capture_output=True).stderr
         (logs / f"loggen-{receiver.name}-{rate}.log").write_bytes(out)
         sent_match = _LOGGEN_SENT.search(out)
         window.settle(quiet=1.0)
@@ -220,6 +244,14 @@ def udp_row(receiver: Receiver, durable: DurableCount, inputs: Inputs, rate: int
     row.udp_loss = 1 - row.events / sent if sent else None
     row.note = f"{sent / row.seconds:,.0f}/s sent"
     return row
+
+
+def loggen_argv(inputs: Inputs, udp_port: int, rate: int, seconds: float) -> list[str]:
+    """
+    loggen pacing the CEF syslog lines as UDP datagrams at C{rate}/s for C{seconds}.
+    """
+    return ["loggen", "--inet", "--dgram", "--read-file", str(inputs.cef_lines), "--dont-parse", "--loop-reading",
+            "--rate", str(rate), "--interval", str(int(seconds)), "127.0.0.1", str(udp_port)]
 
 
 def syslog_rows(receiver: Receiver, inputs: Inputs, seconds: float, wanted: Callable[[str], bool],
@@ -232,6 +264,61 @@ def syslog_rows(receiver: Receiver, inputs: Inputs, seconds: float, wanted: Call
         durable = receiver.durable("udp")
         rows += [udp_row(receiver, durable, inputs, rate, seconds * 2, logs) for rate in UDP_RATES]
     return rows
+
+
+def soak_intake(seconds: float) -> str:
+    return f"overload soak, {seconds:.0f} s"
+
+
+def soak_row(daemon: Daemon, inputs: Inputs, seconds: float, logs: Path) -> Row:
+    """
+    Overload the daemon for C{seconds} with every intake at once: single-event webhooks (wrk),
+    octet-counted syslog over TCP (each connection sends its file over and over, on a new connection
+    if the daemon closes it) and UDP syslog (loggen); sample the process tree's RSS (VmRSS summed)
+    and the durable rate every L{SOAK_SAMPLE} seconds. Issue 8: RSS flat under a 10-minute overload.
+    """
+    row = Row(soak_intake(seconds), daemon.label)
+    durable = daemon.durable_counter()
+    name = f"soak-{daemon.name}"
+    frames, tcp = inputs.tcp_frames[SOAK_TCP_CONNECTIONS], f"TCP:127.0.0.1:{daemon.tcp_port}"
+    resend = 'while :; do while :; do cat "$0"; done | socat -u STDIN "$1"; sleep 0.2; done'
+    with Processes(logs) as senders, Window(daemon.pid, durable) as window:
+        load = [senders.start(f"{name}-wrk", wrk_argv(daemon.url(f"/v1/inbox/{daemon.tokens['generic-json']}"),
+                                                      inputs.single, "application/json", None,
+                                                      SOAK_WEBHOOK_CONNECTIONS, seconds)),
+                senders.start(f"{name}-loggen", loggen_argv(inputs, daemon.udp_port, SOAK_UDP_RATE, seconds))]
+        # timeout signals its whole process group: the shell, cat and socat
+        load += [senders.start(f"{name}-socat-{n}", ["timeout", str(round(seconds)), "sh", "-c", resend,
+                                                     str(frames), tcp]) for n in range(SOAK_TCP_CONNECTIONS)]
+        counted, counted_at = window.events_before, window.started
+        for k in range(1, int(seconds // SOAK_SAMPLE) + 1):
+            time.sleep(max(0.0, window.started + k * SOAK_SAMPLE - time.monotonic()))
+            row.rss_samples.append(rss_mib(daemon.pid))
+            try:
+                count, now = durable(), time.monotonic()
+            except OSError:  # /metrics slow under the overload: this interval joins the next
+                row.rate_samples.append(None)
+                continue
+            row.rate_samples.append((count - counted) / (now - counted_at))
+            counted, counted_at = count, now
+        wait_until(lambda: all(process.poll() is not None for process in load), timeout=30, interval=0.2)
+        loaded, at_loaded = time.monotonic(), durable()
+        last = window.settle(quiet=1.0)
+        window.finish(row, last - window.started)
+    drained = window.events_before + row.events - at_loaded
+    result = wrk_result((logs / f"{name}-wrk.log").read_bytes())
+    sent = _LOGGEN_SENT.search((logs / f"{name}-loggen.log").read_bytes())
+    rss = row.rss_samples
+    at_1min = rss[min(len(rss), round(60 / SOAK_SAMPLE)) - 1]
+    notes = [f"RSS 1 min {at_1min:.0f}, end {rss[-1]:.0f}, max {max(rss):.0f} MiB: "
+             f"{'grows' if rss[-1] > at_1min * (1 + SOAK_GROWTH) else 'flat'}",
+             f"webhooks {result['requests'] / (result['duration_us'] / 1e6):,.0f} req/s, "
+             f"{result['non_2xx']:.0f} non-2xx, {result['socket_errors']:.0f} socket errors",
+             f"UDP {int(sent.group(1)) / float(sent.group(2)):,.0f}/s sent" if sent else "UDP: no loggen count"]
+    if drained and last > loaded:
+        notes.append(f"{drained} events durable in the {last - loaded:.0f} s after the load")
+    row.note = "; ".join(notes)
+    return row
 
 
 def ratio_notes(rows: list[Row]) -> None:
@@ -262,7 +349,24 @@ def table(rows: list[Row]) -> str:
                      f"| {num(r.udp_loss, '.1%')} | {r.note} |")
     lines.append("\nCPU-µs/event and peak RSS cover the process and its worker processes: CPU summed, peak RSS the "
                  "sum of each process's own peak.")
+    soaks = [r for r in rows if r.rss_samples]
+    if soaks:
+        lines += [f"\nThe soaks' load, all at once: single-event webhooks (wrk, {SOAK_WEBHOOK_CONNECTIONS} "
+                  f"connections), octet-counted syslog over TCP (socat, {SOAK_TCP_CONNECTIONS} connections, unpaced) "
+                  f"and UDP syslog (loggen, {SOAK_UDP_RATE // 1000} k/s). Every {SOAK_SAMPLE:.0f} s: RSS of the "
+                  "process tree (VmRSS summed, MiB) and durable k events/s (- where /metrics did not answer).\n",
+                  "| intake | sink | RSS MiB | durable k events/s |", "|---|---|---|---|"]
+        lines += [f"| {r.intake} | {r.sink} | {' '.join(f'{v:.0f}' for v in r.rss_samples)} "
+                  f"| {' '.join('-' if v is None else f'{v / 1000:.1f}' for v in r.rate_samples)} |" for r in soaks]
     return "\n".join(lines)
+
+
+def start_daemon(daemon: Daemon, processes: Processes) -> None:
+    daemon.write_config()
+    for template in ("generic-json", "splunk-hec"):
+        daemon.mint(template)
+    daemon.start(processes)
+    print(f"bench: daemon ({daemon.label}) up, pid {daemon.pid}", file=sys.stderr)
 
 
 def check_tools() -> None:
@@ -291,15 +395,22 @@ def main() -> None:
     parser.add_argument("--tcp-events", type=int, default=60_000,
                         help="events per TCP row, split over its connections")
     parser.add_argument("--only", nargs="*", default=[],
-                        help="run only these rows: webhook ndjson hec cef-https tcp udp, and/or sinks file kafka")
+                        help="run only these rows: webhook ndjson hec cef-https tcp udp soak, and/or sinks file kafka")
     parser.add_argument("--workers", nargs="+", type=int, default=[1, 2], metavar="N",
                         help="run the daemon's rows once per count, with this workers: setting (default: 1 2)")
+    parser.add_argument("--soak", type=float, default=0.0, metavar="SECONDS",
+                        help="also overload a fresh daemon per sink and workers count this long, sampling its RSS "
+                             "(issue 8: 600; default 0: no soak)")
     parser.add_argument("--markdown", type=Path, help="also write the table to this file")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, outputs)")
     parser.add_argument("--profile", type=Path, help="record each HTTP row with py-spy into this directory")
     args = parser.parse_args()
     if min(args.workers) < 1:
         parser.error("--workers: counts are 1 or more")
+    if 0 < args.soak < 60:
+        parser.error("--soak: 60 seconds or more (the RSS at 1 minute is what the end is compared with)")
+    if "soak" in args.only and not args.soak:
+        parser.error("--only soak: give the soak's length with --soak SECONDS")
     check_tools()
     global PROFILES
     if args.profile:
@@ -311,6 +422,8 @@ def main() -> None:
 
     def wanted(kind: str) -> bool:
         return not row_kinds or kind in row_kinds
+
+    soak = args.soak > 0 and wanted("soak")
 
     work = Path(tempfile.mkdtemp(prefix="aisoc-bench-"))
     logs = work / "logs"
@@ -326,17 +439,14 @@ def main() -> None:
                 tansu.start()
             features = daemon_features()
             syslog = "syslog" in features
-            for workers, sink in ((w, s) for w in dict.fromkeys(args.workers) for s in sinks):
+            runs = [(w, s) for w in dict.fromkeys(args.workers) for s in sinks]
+            for workers, sink in (runs if any(map(wanted, ROW_KINDS)) else []):
                 daemon = Daemon(work / f"inboxd-{sink}-w{workers}", sink, tansu.bootstrap if tansu else None,
                                 features, workers=workers)
                 if workers > 1 and "workers" not in features:
                     rows.append(Row("all", daemon.label, note="not run: no workers setting in this build"))
                     continue
-                daemon.write_config()
-                for template in ("generic-json", "splunk-hec"):
-                    daemon.mint(template)
-                daemon.start(processes)
-                print(f"bench: daemon ({daemon.label}) up, pid {daemon.pid}", file=sys.stderr)
+                start_daemon(daemon, processes)
                 rows += http_rows(daemon, inputs, args.seconds, wanted)
                 if syslog:
                     rows += syslog_rows(daemon.receiver(), inputs, args.seconds, wanted, logs)
@@ -358,6 +468,20 @@ def main() -> None:
                 if not syslog:
                     rows.append(Row("syslog TCP/UDP", "file, kafka",
                                     note="not run: no syslog listeners in this build yet (issue 9)"))
+            for workers, sink in (runs if soak else []):
+                if tansu is not None and sink == "kafka":  # a fresh in-memory broker holds one soak's events
+                    tansu.stop()
+                    tansu = Tansu(work)
+                    tansu.start()
+                daemon = Daemon(work / f"inboxd-{sink}-w{workers}-soak", sink, tansu.bootstrap if tansu else None,
+                                features, workers=workers)
+                if not syslog or workers > 1 and "workers" not in features:
+                    rows.append(Row(soak_intake(args.soak), daemon.label,
+                                    note="not run: needs the syslog listeners and the workers setting"))
+                    continue
+                start_daemon(daemon, processes)
+                rows.append(soak_row(daemon, inputs, args.soak, logs))
+                processes.stop(daemon.pid)
             if tansu is not None:
                 tansu.stop()
     except KeyboardInterrupt:
