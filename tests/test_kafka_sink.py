@@ -16,12 +16,14 @@ from typing import Any, Callable, Iterator
 
 import pytest
 import pytest_twisted
+from confluent_kafka import KafkaError, KafkaException
 from prometheus_client import CollectorRegistry
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
 from aisoc_inboxd.sinks import SinkRecord, SinkUnavailable
+from aisoc_inboxd.sinks import kafka as kafka_sink_module
 from aisoc_inboxd.sinks.kafka import KafkaSink
 from aisoc_inboxd.sinks.spool import Spool, decode_records
 from tests.support.kafka import Consumed, KafkaEnv, create_topic, kafka, tansu_binary  # noqa: F401
@@ -80,7 +82,7 @@ def harnesses(kafka: KafkaEnv, tmp_path: Path, reactor: Any) -> Iterator[Callabl
     yield build
     for harness in made:
         if harness.sink.running:
-            pytest_twisted.blockon(harness.sink.stopService())
+            pytest_twisted.blockon(harness.sink.stopService().addTimeout(60, reactor))
 
 
 async def wait_until(reactor: Any, condition: Callable[[], bool], timeout: float = 60.0) -> None:
@@ -234,6 +236,32 @@ async def test_broker_killed_and_restarted_recovers(reactor: Any, kafka: KafkaEn
     expected = {uid(r) for r in during + after}
     got = await consume_uids(kafka, expected)
     assert expected <= {c.uid for c in got}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_fatal_error_raised_by_poll_leaves_the_sink_working(reactor: Any, kafka: KafkaEnv,
+                                                                   harnesses: Callable[..., Harness],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """librdkafka raises a fatal error from poll() (seen when a restarted broker no longer knows the
+    idempotent producer); the poll thread must survive it, so writes settle and stop finishes
+    instead of hanging for good. The raise is injected: a real fatal error cannot be had on demand."""
+    raised: list[bool] = []
+
+    class RaisesOnce(kafka_sink_module.Producer):  # type: ignore[misc,name-defined]
+        def poll(self, timeout: float = -1) -> int:
+            if not raised:
+                raised.append(True)
+                raise KafkaException(KafkaError(KafkaError.UNKNOWN_PRODUCER_ID, "injected", fatal=True))
+            return int(super().poll(timeout))
+
+    monkeypatch.setattr(kafka_sink_module, "Producer", RaisesOnce)
+    harness = harnesses()
+    records = make_batch(5)
+    await harness.sink.write(records).addTimeout(30, reactor)
+    assert raised
+    await harness.sink.stopService().addTimeout(30, reactor)
+    got = await consume_uids(kafka, {uid(r) for r in records})
+    assert {uid(r) for r in records} <= {c.uid for c in got}
 
 
 @pytest_twisted.ensureDeferred

@@ -189,6 +189,8 @@ class _DeliveryProducer:
         self._flush_timeout = 0.0
         #: delivery reports served by the current poll(), kept on the poll thread until handed over
         self._reports: list[_Report] = []
+        #: poll() or flush() raised (on the poll thread)
+        self._raised = False
 
     def __len__(self) -> int:
         return 0 if self._producer is None else len(self._producer)
@@ -297,16 +299,31 @@ class _DeliveryProducer:
         assert self._producer is not None
         producer = self._producer
         while not self._stopping.is_set():
-            producer.poll(0.1)
-            self._hand_over()
-        left = producer.flush(self._flush_timeout)
-        self._hand_over()
+            self._serve(producer, producer.poll, 0.1)
+        left = self._serve(producer, producer.flush, self._flush_timeout)
         if left:
             producer.purge(in_queue=True, in_flight=True)
-            producer.flush(1.0)
-            self._hand_over()
+            self._serve(producer, producer.flush, 1.0)
         producer.close()
         self._reactor.callFromThread(self._stopped.callback, left)
+
+    def _serve(self, producer: Producer, call: Callable[[float], int], timeout: float) -> int:
+        """
+        C{poll()} or C{flush()}, then hand the delivery reports over; returns what is left in the
+        queue. librdkafka raises a fatal error (say, a broker that lost its state no longer knows
+        this idempotent producer) from these calls too: it goes to the reactor as a client error,
+        so the sink replaces the producer, and this thread lives on to purge and close it.
+        """
+        try:
+            left = call(timeout)
+        except KafkaException as e:
+            if not self._raised:  # a fatal producer raises at once on every call: say it once
+                self._raised = True
+                self._error_in_thread(e.args[0])
+            self._stopping.wait(timeout)
+            left = len(producer)
+        self._hand_over()
+        return left
 
 
 class KafkaSink(Service):
