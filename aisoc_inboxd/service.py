@@ -367,7 +367,8 @@ def build_sink(settings: Settings, reactor: Any, metrics: Metrics, role: WorkerR
                 _log.info("taking over {count} spooled segments of a retired worker from {path}",
                           count=absorb(spool_directory, orphan), path=str(orphan))
         spool = Spool(role.directory(spool_directory) if role else spool_directory, kafka.spool_max_bytes, reactor)
-        return KafkaSink(kafka.topic, kafka.config, spool, reactor, kafka.flush_timeout, registry=metrics.registry)
+        return KafkaSink(kafka.topic, kafka.config, spool, reactor, kafka.flush_timeout, registry=metrics.registry,
+                         processes=settings.workers)
     from aisoc_inboxd.sinks.file import FileSink
 
     file = settings.sink.file

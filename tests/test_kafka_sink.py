@@ -24,7 +24,7 @@ from twisted.internet.threads import deferToThread
 
 from aisoc_inboxd.sinks import SinkRecord, SinkUnavailable
 from aisoc_inboxd.sinks import kafka as kafka_sink_module
-from aisoc_inboxd.sinks.kafka import KafkaSink
+from aisoc_inboxd.sinks.kafka import KafkaSink, build_producer_config
 from aisoc_inboxd.sinks.spool import Spool, decode_records
 from tests.support.kafka import Consumed, KafkaEnv, create_topic, kafka, tansu_binary  # noqa: F401
 
@@ -313,3 +313,16 @@ def test_decode_stops_at_a_corrupt_frame() -> None:
     decoded, skipped = decode_records(frames[0] + corrupt + frames[2])
     assert decoded == records[:1]
     assert skipped == len(corrupt) + len(frames[2])
+
+
+def test_producer_queue_bounds_are_shared_between_worker_processes() -> None:
+    """With workers: N each producer's queue defaults to 1/N of the bounds, so the daemon's memory
+    stays one process's; what the operator set is kept, and acks=all is not negotiable."""
+    one = build_producer_config({"bootstrap.servers": "k:9092"})
+    two = build_producer_config({"bootstrap.servers": "k:9092"}, processes=2)
+    assert (one["queue.buffering.max.kbytes"], two["queue.buffering.max.kbytes"]) == ("65536", "32768")
+    assert (one["queue.buffering.max.messages"], two["queue.buffering.max.messages"]) == ("100000", "50000")
+    assert two["linger.ms"] == one["linger.ms"] == "5"
+    assert build_producer_config({"queue.buffering.max.kbytes": "1024"}, processes=4)["queue.buffering.max.kbytes"] == "1024"
+    with pytest.raises(ValueError, match="acks"):
+        build_producer_config({"acks": "1"}, processes=2)

@@ -53,7 +53,8 @@ DEFAULT_CONFIG: Sequence[tuple[tuple[str, ...], str]] = (
     # An unacknowledged message fails (and is spooled) after this long: an outage costs senders
     # seconds of latency, not minutes (librdkafka's default is 300 s).
     (("message.timeout.ms", "delivery.timeout.ms"), "10000"),
-    # librdkafka's own queue stays bounded in count and memory (64 MiB instead of 1 GiB).
+    # librdkafka's own queue stays bounded in count and memory (64 MiB instead of 1 GiB), shared
+    # out between the processes of one daemon (see build_producer_config).
     (("queue.buffering.max.messages",), "100000"),
     (("queue.buffering.max.kbytes",), "65536"),
     (("linger.ms", "queue.buffering.max.ms"), "5"),
@@ -76,13 +77,20 @@ class SinkReactor(Protocol):
     def getThreadPool(self) -> ThreadPool: ...
 
 
-def build_producer_config(config: Mapping[str, str]) -> dict[str, str]:
+#: defaults that bound the daemon's memory: with several processes each gets its share
+_SHARED_BOUNDS = ("queue.buffering.max.messages", "queue.buffering.max.kbytes")
+
+
+def build_producer_config(config: Mapping[str, str], processes: int = 1) -> dict[str, str]:
     """
     C{config} (passed through to librdkafka: C{bootstrap.servers}, TLS, SASL, ...) with our
     defaults for what it leaves out and the settings durability requires. TLS takes
     C{security.protocol: SSL} and C{ssl.ca.location} (plus C{ssl.certificate.location} and
     C{ssl.key.location} for mutual TLS); SASL takes C{security.protocol: SASL_SSL},
     C{sasl.mechanisms} (e.g. C{SCRAM-SHA-512}), C{sasl.username} and C{sasl.password}.
+
+    With C{processes} > 1 (C{workers:}), each producer's queue bounds default to a share of the
+    one-process figures, so the daemon's memory stays what one process would use.
 
     @raise ValueError: when C{config} contradicts L{REQUIRED_CONFIG}.
     """
@@ -93,7 +101,7 @@ def build_producer_config(config: Mapping[str, str]) -> dict[str, str]:
         merged[key] = value
     for aliases, value in DEFAULT_CONFIG:
         if not any(alias in merged for alias in aliases):
-            merged[aliases[0]] = value
+            merged[aliases[0]] = str(int(value) // processes) if aliases[0] in _SHARED_BOUNDS else value
     return merged
 
 
@@ -344,6 +352,7 @@ class KafkaSink(Service):
     @param drain_batch: events the forwarder hands to the producer at a time.
     @param probe_timeout: seconds a reachability probe waits for a broker.
     @param retry_min: first pause after a failed probe or drain; it doubles up to C{retry_max}.
+    @param processes: the daemon's processes (C{workers:}), each with its own sink.
     """
 
     name = "kafka-sink"
@@ -353,7 +362,7 @@ class KafkaSink(Service):
                  reactor: SinkReactor, flush_timeout: float = 10.0, *,
                  registry: CollectorRegistry, max_in_flight: int = 10_000,
                  drain_batch: int = 1_000, probe_timeout: float = 2.0, retry_min: float = 0.5,
-                 retry_max: float = 10.0) -> None:
+                 retry_max: float = 10.0, processes: int = 1) -> None:
         self._topic = topic
         self._spool = spool
         self._reactor = reactor
@@ -363,7 +372,7 @@ class KafkaSink(Service):
         self._probe_timeout = probe_timeout
         self._retry_min = retry_min
         self._retry_max = retry_max
-        self._producer_config = build_producer_config(producer_config)
+        self._producer_config = build_producer_config(producer_config, processes)
         self._metrics = KafkaSinkMetrics(registry, spool, lambda: len(self._producer), reactor)
         self._producer = self._new_producer()
         self._in_flight = 0
