@@ -15,7 +15,6 @@ import socket
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from twisted.application import internet
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
@@ -130,8 +129,8 @@ class Listener(Service):
 
 class DatagramListener(Service):
     """
-    A UDP port, shaped like L{Listener} so it binds and closes with the others: an
-    C{internet.UDPServer}, since Twisted has no datagram endpoint strings.
+    A UDP port, shaped like L{Listener} so it binds and closes with the others (Twisted has no
+    datagram endpoint strings).
     """
 
     tls = None
@@ -144,18 +143,17 @@ class DatagramListener(Service):
         self._reactor = reactor
         self._protocol = protocol
         self._inherited_fd = inherited_fd
-        self._server = internet.UDPServer(port, protocol, interface=interface, maxPacketSize=MAX_DATAGRAM,
-                                          reactor=reactor)
+        self._number, self._interface = port, interface
 
     def listen(self) -> Deferred[Any]:
         Service.startService(self)
         if self._inherited_fd is not None:
             fd = self._inherited_fd
-            return maybeDeferred(self._reactor.adoptDatagramPort, fd, _family(fd), self._protocol,
-                                 MAX_DATAGRAM).addCallback(self._bound)
-        d = maybeDeferred(self._server.startService)
-        d.addCallback(lambda _: self._bound(self._server._port))  # UDPServer keeps its port there
-        return d
+            d = maybeDeferred(self._reactor.adoptDatagramPort, fd, _family(fd), self._protocol, MAX_DATAGRAM)
+        else:
+            d = maybeDeferred(self._reactor.listenUDP, self._number, self._protocol, self._interface,
+                              MAX_DATAGRAM)
+        return d.addCallback(self._bound)
 
     def _bound(self, port: Any) -> Any:
         self.port = port
@@ -165,9 +163,7 @@ class DatagramListener(Service):
     def stopService(self) -> Deferred[None] | None:
         Service.stopService(self)
         port, self.port = self.port, None
-        if self._inherited_fd is not None:
-            return maybeDeferred(port.stopListening) if port is not None else None
-        return maybeDeferred(self._server.stopService) if self._server.running else None
+        return maybeDeferred(port.stopListening) if port is not None else None
 
 
 #: the largest syslog datagram read whole
