@@ -8,7 +8,7 @@ listeners close, in-flight requests finish (bounded), then the sink flushes and 
 from __future__ import annotations
 
 import dataclasses
-import json
+import re
 import secrets
 import signal
 import socket
@@ -32,7 +32,7 @@ from aisoc_inboxd.imap import ImapPoller
 from aisoc_inboxd.inflight import InFlight
 from aisoc_inboxd.keyfiles import read_or_create
 from aisoc_inboxd.intake import Intake
-from aisoc_inboxd.metrics import MergedMetrics, Metrics, MetricsResource, snapshot
+from aisoc_inboxd.metrics import MergedMetrics, Metrics, MetricsResource
 from aisoc_inboxd.periodic import Periodic
 from aisoc_inboxd.pipeline import Pipeline
 from aisoc_inboxd.push_stats import PushStatsRecorder
@@ -49,7 +49,7 @@ from aisoc_inboxd.web.hec import HecDeps
 from aisoc_inboxd.web.status import StatusSources
 from aisoc_inboxd.web.tree import route_of, WebDeps, build_admin_resource, build_root_resource
 from aisoc_inboxd.web.site import InboxSite
-from aisoc_inboxd.workers.supervisor import WorkerSupervisor, snapshot_path
+from aisoc_inboxd.workers.supervisor import WorkerSupervisor, snapshot_path, write_snapshot
 
 _log = Logger()
 
@@ -379,7 +379,7 @@ def _worker_directories(parent: Path, beyond: int) -> list[Path]:
     if not parent.is_dir():
         return []
     return [path for path in parent.glob("worker-*")
-            if path.name[len("worker-"):].isdigit() and int(path.name[len("worker-"):]) > beyond]
+            if (index := re.fullmatch(r"worker-(\d+)", path.name)) and int(index[1]) > beyond]
 
 
 def numbered(kind: str, index: int) -> str:
@@ -459,7 +459,7 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
         snapshots = snapshot_path(Path(settings.state_dir), role.index)
         return InboxDaemon(store, sink, intake, cache, metrics, inflight,
                            [store.invalidation_watcher(cache.invalidate, reactor), push_stats,
-                            Periodic("metrics-snapshot", lambda: _write_snapshot(metrics, snapshots),
+                            Periodic("metrics-snapshot", lambda: write_snapshot(metrics.registry, snapshots),
                                      reactor, METRICS_SNAPSHOT_INTERVAL)],
                            listeners, reactor)
     supervisor = (WorkerSupervisor(settings.workers - 1, list(listeners), limiter, Path(settings.state_dir),
@@ -491,13 +491,3 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
 
 #: seconds between a worker's metrics snapshots (Prometheus scrapes every 15 s or more)
 METRICS_SNAPSHOT_INTERVAL = 2.0
-
-
-def _write_snapshot(metrics: Metrics, path: Path) -> None:
-    """
-    Replace the worker's metrics snapshot atomically, so the daemon never reads half of one.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    partial.write_text(json.dumps(snapshot(metrics.registry)), encoding="utf-8")
-    partial.replace(path)

@@ -18,6 +18,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger, eventFromJSON, globalLogPublisher
 from twisted.python.failure import Failure
 
+from aisoc_inboxd.metrics import snapshot
 from aisoc_inboxd.ratelimit import RateLimiter
 from aisoc_inboxd.workers.control import WORKER_FD, DaemonSide, adopt, socket_pair
 
@@ -44,6 +45,17 @@ def snapshot_path(state_dir: Path, index: int) -> Path:
     Where worker C{index} keeps the snapshot of its metrics the daemon's /metrics adds up.
     """
     return state_dir / "workers" / f"metrics-{index}.json"
+
+
+def write_snapshot(registry: Any, path: Path) -> None:
+    """
+    Replace a worker's metrics snapshot (L{snapshot} of C{registry}) atomically, so the daemon
+    never reads half of one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(snapshot(registry)), encoding="utf-8")
+    partial.replace(path)
 
 
 class WorkerProcess(ProcessProtocol):
@@ -111,7 +123,7 @@ class WorkerSupervisor(Service):
         self._state_dir = state_dir
         self._config = config
         self._reactor = reactor
-        self._processes: dict[int, tuple[WorkerProcess, Any]] = {}
+        self._processes: dict[int, WorkerProcess] = {}
         self._delays: dict[int, float] = {}
 
     def snapshots(self) -> Iterable[list[Any]]:
@@ -159,22 +171,21 @@ class WorkerSupervisor(Service):
             args += ["--socket", f"{listener.name}={fd}"]
         env = {k: v for k, v in os.environ.items() if k not in _DAEMON_ONLY}
         try:
-            transport = self._reactor.spawnProcess(process, sys.executable, args, env=env, childFDs=child_fds)
+            self._reactor.spawnProcess(process, sys.executable, args, env=env, childFDs=child_fds)
         finally:
             theirs.close()
-        self._processes[index] = (process, transport)
+        self._processes[index] = process
         process.ended.addCallback(self._ended, process)
         return process
 
     def _served(self, process: WorkerProcess) -> None:
-        _log.info("{system} serving (pid {pid})", system=process.system,
-                  pid=self._processes[process.index][1].pid)
+        _log.info("{system} serving (pid {pid})", system=process.system, pid=process.transport.pid)
         process.served = True
         if not process.ready.called:
             process.ready.callback(None)
 
     def _ended(self, reason: BaseException, process: WorkerProcess) -> None:
-        if self._processes.get(process.index, (None,))[0] is process:
+        if self._processes.get(process.index) is process:
             del self._processes[process.index]
         if not self.running:
             return
@@ -193,23 +204,23 @@ class WorkerSupervisor(Service):
         """
         Pass a reload (SIGHUP) on: each worker re-reads templates and certificates itself.
         """
-        for _, transport in self._processes.values():
-            transport.signalProcess("HUP")
+        for process in self._processes.values():
+            process.transport.signalProcess("HUP")
 
     def stopService(self) -> Deferred[Any]:
         Service.stopService(self)
         running = list(self._processes.values())
-        for _, transport in running:
-            transport.signalProcess("TERM")
+        for process in running:
+            process.transport.signalProcess("TERM")
         kill = self._reactor.callLater(STOP_TIMEOUT, self._kill, running)
-        ended = DeferredList([process.ended for process, _ in running], consumeErrors=True)
+        ended = DeferredList([process.ended for process in running], consumeErrors=True)
         return ended.addBoth(lambda _: kill.cancel() if kill.active() else None)
 
-    def _kill(self, running: list[tuple[WorkerProcess, Any]]) -> None:
-        for process, transport in running:
+    def _kill(self, running: list[WorkerProcess]) -> None:
+        for process in running:
             if not process.ended.called:
                 _log.warn("{system} still draining after {t}s; killed", system=process.system, t=STOP_TIMEOUT)
-                transport.signalProcess("KILL")
+                process.transport.signalProcess("KILL")
 
 
 def _describe(reason: BaseException) -> str:
