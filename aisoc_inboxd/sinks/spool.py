@@ -42,6 +42,13 @@ _NAME = re.compile(r"^(\d{12})-(\d{13})\.seg$")
 Line = tuple[Path, bytes]
 
 
+def _segment_name(seq: int, first_ms: int) -> str:
+    """
+    A segment's file name, the layout L{_NAME} reads back.
+    """
+    return f"{seq:012d}-{first_ms:013d}.seg"
+
+
 class SpoolFull(Exception):
     """
     Appending would take the spool past its C{max_bytes}; nothing was written.
@@ -239,7 +246,7 @@ class Spool:
         if newest is not None and not newest.sealed and newest.size < self._segment_bytes:
             return newest
         seq, self._next_seq = self._next_seq, self._next_seq + 1
-        name = f"{seq:012d}-{round(received_at * 1000):013d}.seg"
+        name = _segment_name(seq, round(received_at * 1000))
         segment = _Segment(seq, self._directory / name, received_at, 0, sealed=False)
         if newest is not None:
             newest.sealed = True
@@ -346,10 +353,10 @@ def absorb(directory: Path, orphan: Path) -> int:
     """
     directory.mkdir(parents=True, exist_ok=True)
     ours = [int(m[1]) for name in os.listdir(directory) if (m := _NAME.match(name))]
-    theirs = sorted((int(m[1]), m[2], name) for name in os.listdir(orphan) if (m := _NAME.match(name)))
+    theirs = sorted((int(m[1]), int(m[2]), name) for name in os.listdir(orphan) if (m := _NAME.match(name)))
     next_seq = max(ours, default=-1) + 1
     for offset, (_, first_ms, name) in enumerate(theirs):
-        os.replace(orphan / name, directory / f"{next_seq + offset:012d}-{first_ms}.seg")
+        os.replace(orphan / name, directory / _segment_name(next_seq + offset, first_ms))
     _fsync_dir(directory)
     try:
         orphan.rmdir()
