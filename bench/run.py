@@ -376,19 +376,6 @@ def check_tools() -> None:
                  f"  sudo apt-get install {' '.join(missing)}")
 
 
-def daemon_features() -> frozenset[str]:
-    """
-    The intakes of this build beyond webhooks and HEC, from its settings: C{"syslog"} listeners and
-    the C{"cef"} route (issue 9), and C{"workers"} processes; the rows that need them are skipped
-    without them.
-    """
-    import dataclasses
-
-    from aisoc_inboxd.config import Settings
-
-    return frozenset({f.name for f in dataclasses.fields(Settings)} & {"syslog", "cef", "workers"})
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each HTTP row (UDP rows: twice)")
@@ -437,48 +424,31 @@ def main() -> None:
             if "kafka" in sinks:
                 tansu = Tansu(work)
                 tansu.start()
-            features = daemon_features()
-            syslog = "syslog" in features
             runs = [(w, s) for w in dict.fromkeys(args.workers) for s in sinks]
             for workers, sink in (runs if any(map(wanted, ROW_KINDS)) else []):
                 daemon = Daemon(work / f"inboxd-{sink}-w{workers}", sink, tansu.bootstrap if tansu else None,
-                                features, workers=workers)
-                if workers > 1 and "workers" not in features:
-                    rows.append(Row("all", daemon.label, note="not run: no workers setting in this build"))
-                    continue
+                                workers=workers)
                 start_daemon(daemon, processes)
                 rows += http_rows(daemon, inputs, args.seconds, wanted)
-                if syslog:
-                    rows += syslog_rows(daemon.receiver(), inputs, args.seconds, wanted, logs)
+                rows += syslog_rows(daemon.receiver(), inputs, args.seconds, wanted, logs)
                 processes.stop(daemon.pid)
-                if wanted("cef-https") and "cef" in features:
-                    tls = Daemon(work / f"{daemon.name}-tls", sink, daemon.bootstrap, features, tls=True,
-                                 workers=workers)
+                if wanted("cef-https"):
+                    tls = Daemon(work / f"{daemon.name}-tls", sink, daemon.bootstrap, tls=True, workers=workers)
                     tls.write_config()
                     tls.start(processes)
                     rows.append(cef_https_row(tls, inputs, args.seconds))
                     processes.stop(tls.pid)
-                elif wanted("cef-https"):
-                    rows.append(Row("CEF over HTTPS batch", daemon.label,
-                                    note="not run: no POST /v1/inbox/cef in this build (issue 9)"))
             if wanted("tcp") or wanted("udp"):
                 syslog_ng = SyslogNg(work / "syslog-ng")
                 syslog_ng.start(processes)
                 rows += syslog_rows(syslog_ng.receiver(), inputs, args.seconds, wanted, logs)
-                if not syslog:
-                    rows.append(Row("syslog TCP/UDP", "file, kafka",
-                                    note="not run: no syslog listeners in this build yet (issue 9)"))
             for workers, sink in (runs if soak else []):
                 if tansu is not None and sink == "kafka":  # a fresh in-memory broker holds one soak's events
                     tansu.stop()
                     tansu = Tansu(work)
                     tansu.start()
                 daemon = Daemon(work / f"inboxd-{sink}-w{workers}-soak", sink, tansu.bootstrap if tansu else None,
-                                features, workers=workers)
-                if not syslog or workers > 1 and "workers" not in features:
-                    rows.append(Row(soak_intake(args.soak), daemon.label,
-                                    note="not run: needs the syslog listeners and the workers setting"))
-                    continue
+                                workers=workers)
                 start_daemon(daemon, processes)
                 rows.append(soak_row(daemon, inputs, args.soak, logs))
                 processes.stop(daemon.pid)

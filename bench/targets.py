@@ -99,8 +99,6 @@ class Daemon:
     """
     One aisoc-inboxd process with its own state directory, config and tokens.
 
-    @ivar features: what this build of the daemon has besides webhooks and HEC: C{"syslog"}
-        (TCP and UDP listeners) and C{"cef"} (C{POST /v1/inbox/cef}).
     @ivar tls: serve HTTP over TLS (one listener: the daemon names every HTTP listener "http",
         and a service may not have two children of one name)
     @ivar workers: the C{workers} setting: the daemon and C{workers - 1} worker processes
@@ -109,7 +107,6 @@ class Daemon:
     directory: Path
     sink: str
     bootstrap: str | None
-    features: frozenset[str]
     tls: bool = False
     workers: int = 1
     http_port: int = field(default_factory=free_port)
@@ -150,19 +147,16 @@ class Daemon:
             listen = f"ssl:{self.http_port}:interface=127.0.0.1:privateKey={key}:certKey={certificate}"
         config: dict[str, object] = {
             "state_dir": str(self.directory / "state"),
+            "workers": self.workers,
             "http": {"listen": [listen], "rate_limit_per_min": 1_000_000_000},
             "metrics": {"listen": [f"tcp:{self.metrics_port}:interface=127.0.0.1"]},
             "admin": {"listen": []},
             "sink": sink,
-        }
-        if self.workers != 1:
-            config["workers"] = self.workers  # left out for 1: builds without the setting still run
-        if "cef" in self.features:
-            config["cef"] = {"tenant": TENANT}
-        if "syslog" in self.features:
-            config["syslog"] = {"listeners": [
+            "cef": {"tenant": TENANT},
+            "syslog": {"listeners": [
                 {"name": "bench-tcp", "endpoint": f"tcp:{self.tcp_port}:interface=127.0.0.1", "tenant": TENANT},
-                {"name": "bench-udp", "udp_port": self.udp_port, "udp_interface": "127.0.0.1", "tenant": TENANT}]}
+                {"name": "bench-udp", "udp_port": self.udp_port, "udp_interface": "127.0.0.1", "tenant": TENANT}]},
+        }
         self.config.write_text(json.dumps(config, indent=2))  # JSON is YAML
 
     def mint(self, template: str) -> str:
