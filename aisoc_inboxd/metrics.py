@@ -64,6 +64,9 @@ class SyslogMetrics:
         self.malformed = counter("malformed", "Frames dropped because their CEF message is malformed")
         self.oversized = counter("oversized", "Frames dropped for exceeding max_frame_bytes")
         self.connections = counter("connections", "TCP/TLS connections accepted")
+        self.closed = counter(
+            "connections_closed", "TCP/TLS connections the daemon closed, by reason: idle (nothing received "
+            "for idle_timeout), oversized (a frame claiming more octets than can be skipped)", "reason")
         self.dropped = counter(
             "dropped", "Events dropped by reason: saturated (UDP while the pipeline is full), unavailable "
             "(the sink refused them), truncated (a TCP stream ended inside an octet-counted frame)", "reason")

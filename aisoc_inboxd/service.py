@@ -192,7 +192,7 @@ def syslog_listeners(settings: Settings, intake: Intake, metrics: Metrics, infli
     built: list[Listener | DatagramListener] = []
     for entry in settings.syslog.listeners:
         listener = SyslogIntake(entry, intake, metrics.syslog, inflight, settings.syslog.max_in_flight_events,
-                                saturation)
+                                saturation, settings.syslog.idle_timeout_of(entry))
         try:
             listener.check()
         except KeyError as e:
@@ -209,7 +209,7 @@ def _syslog_listener(entry: SyslogListenerSettings, listener: SyslogIntake, reac
                                 reactor, name, inherited_fd)
     assert entry.endpoint is not None
     client_ca = Path(entry.client_ca_file) if entry.verify_client and entry.client_ca_file else None
-    return Listener(entry.endpoint, SyslogStreamFactory(listener), reactor, name, client_ca, inherited_fd)
+    return Listener(entry.endpoint, SyslogStreamFactory(listener, reactor), reactor, name, client_ca, inherited_fd)
 
 
 class DrainInFlight(Service):
