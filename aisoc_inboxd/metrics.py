@@ -50,6 +50,11 @@ class Metrics:
         self.requests.labels(route, template or NO_TEMPLATE, outcome).inc()
 
 
+#: the C{reason}s of C{aisoc_ingest_syslog_dropped_total} and of C{…_connections_closed_total}
+SYSLOG_DROP_REASONS = ("saturated", "unavailable", "truncated")
+SYSLOG_CLOSE_REASONS = ("idle", "oversized")
+
+
 class SyslogMetrics:
     """
     Per syslog listener (label C{listener}, the configured name).
@@ -71,6 +76,18 @@ class SyslogMetrics:
             "dropped", "Events dropped by reason: saturated (UDP while the pipeline is full), unavailable "
             "(the sink refused them), truncated (a TCP stream ended inside an octet-counted frame)", "reason")
         self.paused = counter("paused", "Times a TCP connection stopped reading because the pipeline was full")
+
+    def listener(self, name: str) -> None:
+        """
+        Start every series of listener C{name} at 0, so that /metrics and the status page show its
+        losses (as 0) before the first one happens.
+        """
+        for counter in (self.frames, self.events, self.malformed, self.oversized, self.connections, self.paused):
+            counter.labels(name)
+        for reason in SYSLOG_DROP_REASONS:
+            self.dropped.labels(name, reason)
+        for reason in SYSLOG_CLOSE_REASONS:
+            self.closed.labels(name, reason)
 
 
 class MetricsResource(Resource):

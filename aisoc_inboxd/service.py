@@ -464,8 +464,8 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
                            listeners, reactor)
     supervisor = (WorkerSupervisor(settings.workers - 1, list(listeners), limiter, Path(settings.state_dir),
                                    config, reactor) if settings.workers > 1 else None)
+    exposed = MergedMetrics(metrics.registry, supervisor.snapshots) if supervisor else metrics.registry
     if settings.metrics.listen:
-        exposed = MergedMetrics(metrics.registry, supervisor.snapshots) if supervisor else metrics.registry
         metrics_site = Site(MetricsResource(exposed), reactor=reactor)
         metrics_site.log = lambda request: None  # type: ignore[method-assign]
         listeners += [Listener(desc, metrics_site, reactor, numbered("metrics", i))
@@ -474,7 +474,7 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
         admin = TokenAdmin(store, reactor, catalog.allowed, cache.invalidate)  # catalog reloads in place
         api_key = read_or_create(settings.state_path(settings.admin.api_key_file),
                                  lambda: secrets.token_urlsafe(32).encode("ascii"), "admin API key")
-        status = StatusSources(lambda: listeners, sink, store, rates, recent_errors, reactor)
+        status = StatusSources(lambda: listeners, sink, store, rates, recent_errors, reactor, exposed)
         admin_site = InboxSite(build_admin_resource(admin, store, cache, api_key, deps, status),
                                max_body_bytes=64 * 1024, on_too_large=lambda path: None, reactor=reactor)
         listeners += [Listener(desc, admin_site, reactor, numbered("admin", i))

@@ -18,6 +18,7 @@ from typing import Any, AsyncIterator, Callable
 
 import pytest
 import pytest_twisted
+import treq
 from prometheus_client import CollectorRegistry
 from twisted.internet import ssl
 from twisted.internet.defer import Deferred, succeed
@@ -39,6 +40,7 @@ from tests.support.daemon import RunningDaemon, daemon_settings, start_daemon
 from tests.support.ocsf import assert_valid_ocsf
 from tests.support.syslog_ng import start_syslog_ng
 from tests.support.tls import TlsFiles, make_tls_files
+from tests.test_status_page import read
 
 CEF_LINE = "CEF:0|Vendor|Product|1.0|100|User login failed|3|src=10.0.0.1 suser=alice cs1=mfa"
 
@@ -513,6 +515,47 @@ async def test_python_syslog_handler_long_lived_tcp_connection(inboxd: RunningDa
     assert sorted(e["message"] for e in messages(inboxd, marker)) == lines
     assert await inboxd.metric("aisoc_ingest_syslog_oversized_total", listener="tcp") == 0
     assert await inboxd.metric("aisoc_ingest_syslog_connections_total", listener="tcp") == 1
+
+
+def held_until_closed(port: int, send: bytes) -> bytes:
+    """
+    Connect, send C{send}, and read until the daemon closes the connection (fails if it never does).
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as connection:
+        connection.sendall(send)
+        received = b""
+        try:
+            while chunk := connection.recv(4096):
+                received += chunk
+        except ConnectionResetError:
+            pass
+        return received
+
+
+@pytest_twisted.ensureDeferred
+async def test_idle_and_overclaiming_connections_are_closed_and_shown(reactor: Any, tmp_path: Path) -> None:
+    """Over real sockets: the daemon closes a silent connection after the listener's idle_timeout, and one
+    that claims a 999,999,999-octet frame at once (its earlier frame delivered); /metrics and the status page
+    count both by reason."""
+    entry = SyslogListenerSettings(name="tcp", endpoint="tcp:0:interface=127.0.0.1", tenant="acme", idle_timeout=0.5)
+    daemon = await start_daemon(reactor, daemon_settings(tmp_path / "state", syslog=listeners(entry)))
+    try:
+        port = daemon.daemon.address("syslog-tcp").port
+        marker = uuid.uuid4().hex
+        hostile = octets(f"<13>1 - h app - - - before {marker}") + b"999999999 <13>1 - h app - - - " + b"x" * 10_000
+        assert await deferToThread(held_until_closed, port, hostile) == b""
+        assert await deferToThread(held_until_closed, port, b"") == b""
+        await wait_for(lambda: len(messages(daemon, marker)) == 1, reactor)
+        assert [e["message"] for e in messages(daemon, marker)] == [f"before {marker}"]
+        closed = "aisoc_ingest_syslog_connections_closed_total"
+        assert await daemon.metric(closed, listener="tcp", reason="idle") == 1
+        assert await daemon.metric(closed, listener="tcp", reason="oversized") == 1
+        assert await daemon.metric("aisoc_ingest_syslog_oversized_total", listener="tcp") == 1
+        response = await treq.get(f"{daemon.admin_url}/status", headers={"Authorization": [f"Bearer {daemon.admin_key}"]})
+        rows = read(await response.text()).rows
+        assert "tcp | 2 | 1 | 1 | 1 | 0 | 0 | 0 | 0 | 1 | 1" in rows
+    finally:
+        await daemon.stop()
 
 
 @pytest_twisted.async_yield_fixture

@@ -79,6 +79,7 @@ class SyslogIntake:
         self._zone = ZoneInfo(settings.timezone)
         self._intake = intake
         self._metrics = metrics
+        metrics.listener(self.name)
         self._inflight = inflight
         self._max_in_flight = max_in_flight
         self._sink = sink
