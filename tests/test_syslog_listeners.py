@@ -1,14 +1,17 @@
 """
-Syslog listeners: the protocols driven directly (StringTransport, datagrams) for batching, oversized
-frames and back-pressure, then real senders against the real daemon — util-linux logger (TCP octet
-counting RFC 5424, UDP RFC 3164), Python's SysLogHandler (UDP and TCP), mutual TLS, and a private
-syslog-ng forwarding a file of CEF lines over TCP and over TLS; each line arrives once as valid OCSF.
+Syslog listeners: the protocols driven directly (StringTransport, datagrams, a Clock) for batching,
+oversized frames, idle timeouts and back-pressure, then real senders against the real daemon —
+util-linux logger (TCP octet counting RFC 5424, UDP RFC 3164), Python's SysLogHandler with its
+defaults (UDP, TCP with NUL trailers, short and long-lived), mutual TLS, hostile and idle sockets, a
+private syslog-ng forwarding a file of CEF lines over TCP and over TLS, and a private rsyslogd
+forwarding one with omfwd over TCP octet-counted, TCP LF and UDP; each line arrives once as valid OCSF.
 """
 from __future__ import annotations
 
 import json
 import logging
 import logging.handlers
+import re
 import shutil
 import socket
 import subprocess
@@ -38,6 +41,7 @@ from aisoc_inboxd.syslog.protocol import SyslogDatagramProtocol, SyslogIntake, S
 from aisoc_inboxd.web.errors import unavailable
 from tests.support.daemon import RunningDaemon, daemon_settings, start_daemon
 from tests.support.ocsf import assert_valid_ocsf
+from tests.support.rsyslog import Forward, start_rsyslog
 from tests.support.syslog_ng import start_syslog_ng
 from tests.support.tls import TlsFiles, make_tls_files
 from tests.test_status_page import read
@@ -416,10 +420,10 @@ async def inboxd(reactor: Any, tmp_path: Path) -> AsyncIterator[RunningDaemon]:
     await running.stop()
 
 
-def messages(daemon: RunningDaemon, marker: str) -> list[dict[str, Any]]:
+def messages(daemon: RunningDaemon, marker: str, tenant: str | None = "acme") -> list[dict[str, Any]]:
     """
-    The events in the log whose raw data holds C{marker}, read while the sink may be mid-write (a
-    last line without its newline is not complete yet).
+    The events in the log whose raw data holds C{marker} (of C{tenant}, checked, unless None), read
+    while the sink may be mid-write (a last line without its newline is not complete yet).
     """
     settings = daemon.settings
     path = Path(settings.state_dir) / settings.sink.file.directory / "events.ndjson"
@@ -427,7 +431,7 @@ def messages(daemon: RunningDaemon, marker: str) -> list[dict[str, Any]]:
     found = [e for e in map(json.loads, lines) if marker in e["raw_data"]]
     for event in found:
         assert_valid_ocsf(event)
-        assert event["metadata"]["tenant_uid"] == "acme"
+        assert tenant is None or event["metadata"]["tenant_uid"] == tenant
     return found
 
 
@@ -629,4 +633,75 @@ async def test_syslog_ng_forwards_a_file_of_cef_lines(reactor: Any, tmp_path: Pa
     finally:
         if relay is not None:
             await deferToThread(relay.stop)
+        await daemon.stop()
+
+
+def relayed_line(marker: str, number: int) -> tuple[str, int]:
+    """
+    Line C{number} of a relay test and the OCSF class it must become: a CEF logon, CEF firewall
+    traffic or a plain message, in turn; C{marker-number} identifies it in the event.
+    """
+    kind = number % 3
+    if kind == 0:
+        return f"{CEF_LINE} cs2={marker}-{number}", 3002
+    if kind == 1:
+        return (f"CEF:0|Acme|FW|2.1|deny|Connection denied|5|src=10.0.{number}.1 dst=10.1.0.9 spt={1000 + number} "
+                f"dpt=443 act=deny cs1={marker}-{number}", 4001)
+    return f"sshd[42]: plain message {marker}-{number}", 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_rsyslog_omfwd_tcp_octet_counted_tcp_lf_and_udp(reactor: Any, tmp_path: Path) -> None:
+    """A private rsyslogd following a file forwards it with omfwd over TCP octet-counted (RFC 5424), TCP
+    LF-framed and UDP (omfwd's default format), one listener (and tenant) each: every line arrives once per
+    path as its OCSF class, also after the TCP connections sat idle and the daemon closed them."""
+    tcp = "tcp:0:interface=127.0.0.1"
+    entries = [SyslogListenerSettings(name="octet", endpoint=tcp, tenant="octet", idle_timeout=1.0),
+               SyslogListenerSettings(name="lf", endpoint=tcp, tenant="lf", idle_timeout=1.0),
+               SyslogListenerSettings(name="udp", udp_port=0, tenant="udp")]
+    daemon = await start_daemon(reactor, daemon_settings(tmp_path / "state", syslog=listeners(*entries)))
+    relay = None
+    try:
+        port = {entry.name: daemon.daemon.address(f"syslog-{entry.name}").port for entry in entries}
+        forwards = [Forward(port["octet"], "tcp", "octet-counted", "RSYSLOG_SyslogProtocol23Format"),
+                    Forward(port["lf"], "tcp"), Forward(port["udp"], "udp")]
+        relay = await deferToThread(start_rsyslog, tmp_path / "rsyslog", forwards)
+        marker = uuid.uuid4().hex
+        lines = dict(relayed_line(marker, number) for number in range(60))
+
+        def per_tenant() -> dict[str, list[dict[str, Any]]]:
+            events = messages(daemon, marker, tenant=None)
+            return {tenant: [e for e in events if e["metadata"]["tenant_uid"] == tenant] for tenant in port}
+
+        def arrived(count: int) -> bool:
+            return all(len(events) >= count for events in per_tenant().values())
+
+        def append(numbers: range) -> None:
+            with relay.source.open("a") as source:
+                source.write("".join(f"{line}\n" for line in list(lines)[numbers.start:numbers.stop]))
+
+        append(range(0, 30))
+        await wait_for(lambda: arrived(30), reactor)
+        for name in ("octet", "lf"):  # rsyslog keeps its connections open: the daemon closes them idle
+            for _ in range(100):
+                if await daemon.metric("aisoc_ingest_syslog_connections_closed_total", listener=name,
+                                       reason="idle") >= 1:
+                    break
+                await deferLater(reactor, 0.1)
+        append(range(30, 60))
+        await wait_for(lambda: arrived(60), reactor)
+        await deferLater(reactor, 1.0)  # anything sent twice would have arrived by now
+        for tenant, events in per_tenant().items():
+            got = sorted((re.search(rf"{marker}-(\d+)", e["raw_data"]).group(0), e["class_uid"])  # type: ignore[union-attr]
+                         for e in events)
+            assert got == sorted((re.search(rf"{marker}-(\d+)", line).group(0), cls)  # type: ignore[union-attr]
+                                 for line, cls in lines.items()), tenant
+            for event in events:
+                assert event["metadata"]["log_source"] == "syslog"
+        for name in ("octet", "lf"):
+            assert await daemon.metric("aisoc_ingest_syslog_connections_closed_total", listener=name, reason="idle") >= 1
+            assert await daemon.metric("aisoc_ingest_syslog_connections_total", listener=name) >= 2
+    finally:
+        if relay is not None:
+            print(await deferToThread(relay.stop))
         await daemon.stop()
