@@ -1,9 +1,10 @@
 """
 C{GET /status} on the admin listener: one read-only HTML page for an operator at a browser —
 listeners, what each syslog listener received and lost, the sink and its spool, event rates per
-template, push stats per token and the last error replies. Rendered on the server with L{twisted.web.template} (which escapes every value), inline CSS,
-no script and no external asset; the admin key is asked for with an HTTP Basic challenge (any user
-name, the key as the password) or taken as a Bearer token.
+template, push stats per token and the last error replies. Rendered on the server with
+L{twisted.web.template} (which escapes every value), inline CSS, no script and no external asset;
+the admin key is asked for with an HTTP Basic challenge (any user name, the key as the password) or
+taken as a Bearer token.
 """
 from __future__ import annotations
 
@@ -11,13 +12,13 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Protocol, Sequence, runtime_checkable
 
+from prometheus_client.registry import Collector
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
-from prometheus_client.registry import Collector
 from twisted.web.template import Tag, flattenString, tags
 
 from aisoc_inboxd.activity import EventRates, RecentErrors
