@@ -184,6 +184,9 @@ class SyslogListenerSettings:
     verify_client: bool = False
     #: the zone of RFC 3164 stamps, which carry none (an IANA name such as C{Europe/Berlin})
     timezone: str = "UTC"
+    #: seconds a TCP/TLS connection may send nothing before it is closed, 0 for never; unset takes
+    #: C{syslog.idle_timeout}
+    idle_timeout: float | None = None
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -202,6 +205,7 @@ class SyslogListenerSettings:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):
             raise ConfigError(f"timezone: unknown time zone {self.timezone!r}") from None
+        _check_idle_timeout(self.idle_timeout)
 
 
 @dataclass(frozen=True)
@@ -213,6 +217,24 @@ class SyslogSettings:
     ])
     #: events of one listener between its sockets and the sink; past it TCP stops reading, UDP drops
     max_in_flight_events: int = 10_000
+    #: seconds a TCP/TLS connection may send nothing before it is closed (0: never); a listener's
+    #: own C{idle_timeout} overrides it
+    idle_timeout: float = 300.0
+
+    def __post_init__(self) -> None:
+        _check_idle_timeout(self.idle_timeout)
+
+    def idle_timeout_of(self, listener: SyslogListenerSettings) -> float | None:
+        """
+        The idle timeout of C{listener}'s connections in seconds, or None for never.
+        """
+        seconds = self.idle_timeout if listener.idle_timeout is None else listener.idle_timeout
+        return seconds or None
+
+
+def _check_idle_timeout(seconds: float | None) -> None:
+    if seconds is not None and seconds < 0:
+        raise ConfigError(f"idle_timeout: must be 0 (never) or more seconds, got {seconds}")
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,11 @@ class Metrics:
         self.requests.labels(route, template or NO_TEMPLATE, outcome).inc()
 
 
+#: the C{reason}s of C{aisoc_ingest_syslog_dropped_total} and of C{…_connections_closed_total}
+SYSLOG_DROP_REASONS = ("saturated", "unavailable", "truncated")
+SYSLOG_CLOSE_REASONS = ("idle", "oversized")
+
+
 class SyslogMetrics:
     """
     Per syslog listener (label C{listener}, the configured name).
@@ -64,10 +69,25 @@ class SyslogMetrics:
         self.malformed = counter("malformed", "Frames dropped because their CEF message is malformed")
         self.oversized = counter("oversized", "Frames dropped for exceeding max_frame_bytes")
         self.connections = counter("connections", "TCP/TLS connections accepted")
+        self.closed = counter(
+            "connections_closed", "TCP/TLS connections the daemon closed, by reason: idle (nothing received "
+            "for idle_timeout), oversized (a frame claiming more octets than can be skipped)", "reason")
         self.dropped = counter(
             "dropped", "Events dropped by reason: saturated (UDP while the pipeline is full), unavailable "
             "(the sink refused them), truncated (a TCP stream ended inside an octet-counted frame)", "reason")
         self.paused = counter("paused", "Times a TCP connection stopped reading because the pipeline was full")
+
+    def listener(self, name: str) -> None:
+        """
+        Start every series of listener C{name} at 0, so that /metrics and the status page show its
+        losses (as 0) before the first one happens.
+        """
+        for counter in (self.frames, self.events, self.malformed, self.oversized, self.connections, self.paused):
+            counter.labels(name)
+        for reason in SYSLOG_DROP_REASONS:
+            self.dropped.labels(name, reason)
+        for reason in SYSLOG_CLOSE_REASONS:
+            self.closed.labels(name, reason)
 
 
 class MetricsResource(Resource):

@@ -192,7 +192,7 @@ def syslog_listeners(settings: Settings, intake: Intake, metrics: Metrics, infli
     built: list[Listener | DatagramListener] = []
     for entry in settings.syslog.listeners:
         listener = SyslogIntake(entry, intake, metrics.syslog, inflight, settings.syslog.max_in_flight_events,
-                                saturation)
+                                saturation, settings.syslog.idle_timeout_of(entry))
         try:
             listener.check()
         except KeyError as e:
@@ -209,7 +209,7 @@ def _syslog_listener(entry: SyslogListenerSettings, listener: SyslogIntake, reac
                                 reactor, name, inherited_fd)
     assert entry.endpoint is not None
     client_ca = Path(entry.client_ca_file) if entry.verify_client and entry.client_ca_file else None
-    return Listener(entry.endpoint, SyslogStreamFactory(listener), reactor, name, client_ca, inherited_fd)
+    return Listener(entry.endpoint, SyslogStreamFactory(listener, reactor), reactor, name, client_ca, inherited_fd)
 
 
 class DrainInFlight(Service):
@@ -464,8 +464,8 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
                            listeners, reactor)
     supervisor = (WorkerSupervisor(settings.workers - 1, list(listeners), limiter, Path(settings.state_dir),
                                    config, reactor) if settings.workers > 1 else None)
+    exposed = MergedMetrics(metrics.registry, supervisor.snapshots) if supervisor else metrics.registry
     if settings.metrics.listen:
-        exposed = MergedMetrics(metrics.registry, supervisor.snapshots) if supervisor else metrics.registry
         metrics_site = Site(MetricsResource(exposed), reactor=reactor)
         metrics_site.log = lambda request: None  # type: ignore[method-assign]
         listeners += [Listener(desc, metrics_site, reactor, numbered("metrics", i))
@@ -474,7 +474,7 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
         admin = TokenAdmin(store, reactor, catalog.allowed, cache.invalidate)  # catalog reloads in place
         api_key = read_or_create(settings.state_path(settings.admin.api_key_file),
                                  lambda: secrets.token_urlsafe(32).encode("ascii"), "admin API key")
-        status = StatusSources(lambda: listeners, sink, store, rates, recent_errors, reactor)
+        status = StatusSources(lambda: listeners, sink, store, rates, recent_errors, reactor, exposed)
         admin_site = InboxSite(build_admin_resource(admin, store, cache, api_key, deps, status),
                                max_body_bytes=64 * 1024, on_too_large=lambda path: None, reactor=reactor)
         listeners += [Listener(desc, admin_site, reactor, numbered("admin", i))

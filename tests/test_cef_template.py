@@ -264,6 +264,17 @@ def test_syslog_template_maps_header() -> None:
     assert event["unmapped"]["syslog"]["facility"] == 4
 
 
+@pytest.mark.parametrize("message", ["plain text", SPEC_LINE], ids=["syslog", "cef-syslog"])
+def test_repeated_structured_data_values_reach_unmapped_as_lists(message: str) -> None:
+    """Both templates keep a repeated SD-PARAM as a list under unmapped.syslog.structured_data, as valid OCSF."""
+    frame = f'<13>1 2026-05-08T09:00:00Z fw01 app - - [origin ip="192.0.2.1" ip="192.0.2.129"] {message}'
+    parsed = frame_record(frame.encode(), NOW)
+    (event,) = normalize_record(CEF if parsed.is_cef else SYSLOG, parsed.record.data, IngestContext("t", "syslog", NOW))
+    assert_valid_ocsf(event)
+    assert event["class_uid"] == (3002 if parsed.is_cef else 0)
+    assert event["unmapped"]["syslog"]["structured_data"] == {"origin": {"ip": ["192.0.2.1", "192.0.2.129"]}}
+
+
 def test_malformed_cef_frame_raises() -> None:
     """A syslog frame whose CEF is malformed is reported, so the listener can drop and count it."""
     with pytest.raises(ValueError):

@@ -23,7 +23,10 @@ from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.web.test.requesthelper import DummyRequest
 
+from prometheus_client import CollectorRegistry
+
 from aisoc_inboxd.activity import EventRates, RecentErrors
+from aisoc_inboxd.metrics import SyslogMetrics
 from aisoc_inboxd.push_stats import PushStatsRecorder
 from aisoc_inboxd.store import PushTotals
 from aisoc_inboxd.tokens import fingerprint
@@ -178,12 +181,12 @@ def render(page: StatusPage, query: dict[bytes, list[bytes]] | None = None) -> s
     return b"".join(request.written).decode("utf-8")
 
 
-def fake_page() -> StatusPage:
+def fake_page(metrics: CollectorRegistry | None = None) -> StatusPage:
     clock = Clock()
     clock.advance(T0)
     rates, errors = EventRates(clock), RecentErrors(clock)
     sources = StatusSources(lambda: [FakeListener()], FakeKafkaSink(), FakeStore(), rates, errors,  # type: ignore[arg-type]
-                            clock)
+                            clock, metrics or CollectorRegistry())
     return StatusPage(sources, b"key")
 
 
@@ -196,6 +199,31 @@ def test_kafka_spool_unbound_listener_and_push_stats_are_shown() -> None:
     assert (f"{fingerprint('aisoc_inbox_one')[:8]} | acme | pagerduty | 40 | 2023-11-14 22:12:50 UTC (30 s ago)"
             f" | 25.0 %") in rows
     assert f"{fingerprint('aisoc_inbox_two')[:8]} | globex | opsgenie | 0 | 2023-11-13 21:13:20 UTC (1 d ago) | —" in rows
+
+
+def test_syslog_losses_are_shown_per_listener() -> None:
+    """Each syslog listener has a row with its frames and every loss by reason (oversized, malformed, cut
+    short, dropped, connections closed idle or for a frame too large), 0 where nothing happened yet."""
+    registry = CollectorRegistry()
+    syslog = SyslogMetrics(registry)
+    syslog.listener("tcp")
+    syslog.listener("udp")
+    syslog.connections.labels("tcp").inc(9)
+    syslog.frames.labels("tcp").inc(120)
+    syslog.events.labels("tcp").inc(110)
+    syslog.oversized.labels("tcp").inc(2)
+    syslog.malformed.labels("tcp").inc(3)
+    syslog.dropped.labels("tcp", "truncated").inc(4)
+    syslog.closed.labels("tcp", "idle").inc(5)
+    syslog.closed.labels("tcp", "oversized").inc(1)
+    syslog.dropped.labels("udp", "saturated").inc(7)
+    syslog.dropped.labels("udp", "unavailable").inc(8)
+    rows = read(render(fake_page(registry))).rows
+    assert ("listener | connections | frames | events durable | oversized | malformed CEF | cut short | "
+            "dropped: saturated | dropped: sink refused | closed: idle | closed: frame too large") in rows
+    assert "tcp | 9 | 120 | 110 | 2 | 3 | 4 | 0 | 0 | 5 | 1" in rows
+    assert "udp | 0 | 0 | 0 | 0 | 0 | 0 | 7 | 8 | 0 | 0" in rows
+    assert "No syslog listener is configured." in render(fake_page())
 
 
 def test_the_tenant_selector_narrows_push_stats() -> None:

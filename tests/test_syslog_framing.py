@@ -1,6 +1,6 @@
 """
-RFC 6587 stream framing (L{aisoc_inboxd.syslog.framing}): corpus streams, per-frame detection, size
-limits, and a property test over random frames, framings and chunkings.
+RFC 6587 stream framing (L{aisoc_inboxd.syslog.framing}): corpus streams, per-frame detection, LF and
+NUL trailers, size limits, and a property test over random frames, framings and chunkings.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aisoc_inboxd.syslog.framing import FrameDecoder
+from aisoc_inboxd.syslog.framing import MAX_SKIPPED_FRAME, FrameDecoder
 from tests.support.shared import CORPUS, FIXTURES, require_shared
 
 SYSLOG_FIXTURES = FIXTURES / "syslog"
@@ -121,6 +121,76 @@ def test_frame_of_exactly_the_limit_is_kept() -> None:
     assert decoder.oversized == 0
 
 
+def test_nul_ends_a_frame_like_lf() -> None:
+    """Python's SysLogHandler ends each record with NUL (C{append_nul}): every record is its own frame,
+    however the stream is cut, and NUL, LF and CRLF trailers may mix."""
+    stream = b"<12>first\x00<12>second\x00<12>third\n\x00<12>fourth\r\n" + _octets(b"<13>counted") + b"\x00<12>last\x00"
+    for chunk in (1, 5, len(stream)):
+        frames, decoder = _decode(stream, chunk)
+        assert frames == [b"<12>first", b"<12>second", b"<12>third", b"<12>fourth", b"<13>counted", b"<12>last"]
+        assert (decoder.oversized, decoder.truncated) == (0, 0)
+
+
+def test_a_long_nul_terminated_stream_is_not_one_oversized_frame() -> None:
+    """700 NUL-terminated records on one connection (over 64 KiB together, no LF anywhere) are 700 frames."""
+    records = [b"<12>record %d of a long-lived SysLogHandler connection %s" % (n, b"x" * 60) for n in range(700)]
+    stream = b"".join(record + b"\x00" for record in records)
+    assert len(stream) > 64 * 1024 and b"\n" not in stream
+    for chunk in (1000, 65536):
+        frames, decoder = _decode(stream, chunk)
+        assert frames == records
+        assert decoder.oversized == 0
+
+
+def test_nul_inside_an_octet_counted_frame_is_kept() -> None:
+    """Octet counting is transparent: a NUL (or LF) inside a counted frame does not cut it."""
+    frame = b"<13>1 - h a - - - nul\x00inside\nand lf"
+    frames, _ = _decode(_octets(frame) + _octets(b"<13>next"), 3)
+    assert frames == [frame, b"<13>next"]
+
+
+def test_oversized_lf_frame_is_discarded_to_the_next_nul() -> None:
+    """An oversized non-transparent frame is discarded up to its NUL trailer too, and the next record is intact."""
+    frames, decoder = _decode(b"<12>" + b"y" * 300 + b"\x00<12>ok\x00", 7, max_frame_size=100)
+    assert frames == [b"<12>ok"]
+    assert decoder.oversized == 1
+
+
+@pytest.mark.parametrize("claim", [MAX_SKIPPED_FRAME + 1, 999_999_999])
+def test_a_count_too_large_to_skip_abandons_the_stream(claim: int) -> None:
+    """A frame claiming more than MAX_SKIPPED_FRAME octets is counted as oversized and the stream is
+    given up at once (the connection is closed): nothing after it is read as frames, end() included."""
+    decoder = FrameDecoder()
+    assert decoder.feed(_octets(b"<13>before") + b"%d <13>huge" % claim) == [b"<13>before"]
+    assert (decoder.oversized, decoder.abandoned) == (1, claim)
+    assert decoder.feed(b"<13>after\n" + _octets(b"<13>more")) == []
+    assert decoder.end() == []
+    assert decoder.truncated == 0
+
+
+def test_a_large_but_skippable_count_keeps_the_stream() -> None:
+    """A claim over the frame limit but within MAX_SKIPPED_FRAME is skipped by its count, not abandoned."""
+    decoder = FrameDecoder(max_frame_size=100)
+    body = b"<13>" + b"z" * (MAX_SKIPPED_FRAME - 4)
+    assert decoder.feed(_octets(body)[:1000]) == []
+    assert decoder.abandoned is None
+    frames = []
+    for offset in range(1000, len(_octets(body)), 65536):
+        frames += decoder.feed(_octets(body)[offset:offset + 65536])
+    assert frames + decoder.feed(b"<13>next\n") == [b"<13>next"]
+    assert (decoder.oversized, decoder.abandoned) == (1, None)
+
+
+def test_the_skip_limit_grows_with_a_larger_frame_limit() -> None:
+    """With max_frame_size above MAX_SKIPPED_FRAME, any frame within the limit is kept and a larger claim abandons."""
+    limit = MAX_SKIPPED_FRAME + 10
+    decoder = FrameDecoder(max_frame_size=limit)
+    frame = b"<13>" + b"w" * (limit - 4)
+    assert decoder.feed(_octets(frame)) == [frame]
+    assert decoder.feed(b"%d <13>" % (limit + 1)) == []
+    assert decoder.abandoned == limit + 1
+
+
 def test_end_returns_an_unterminated_lf_frame() -> None:
     """At end of stream the last LF frame without its LF is still delivered (CR dropped)."""
     decoder = FrameDecoder()
@@ -147,17 +217,19 @@ def test_end_inside_an_oversized_frame_delivers_nothing() -> None:
 
 # --- properties ----------------------------------------------------------------------------------
 
-# Syslog frames start with '<'. An LF-framed frame holds no LF and does not end in CR.
+# Syslog frames start with '<'. A non-transparent frame holds no LF or NUL and does not end in CR.
 FRAME_BODY = st.binary(max_size=200)
 FRAMED = st.one_of(
     FRAME_BODY.map(lambda body: (b"<" + body, "octets")),
-    FRAME_BODY.map(lambda body: body.replace(b"\n", b"").rstrip(b"\r"))
-    .map(lambda body: (b"<" + body, "lf")),
+    st.tuples(FRAME_BODY.map(lambda body: body.replace(b"\n", b"").replace(b"\x00", b"").rstrip(b"\r")),
+              st.sampled_from(["lf", "nul"])).map(lambda t: (b"<" + t[0], t[1])),
 )
+
+_TRAILERS = {"lf": b"\n", "nul": b"\x00"}
 
 
 def _frame(frame: bytes, method: str) -> bytes:
-    return _octets(frame) if method == "octets" else frame + b"\n"
+    return _octets(frame) if method == "octets" else frame + _TRAILERS[method]
 
 
 @given(framed=st.lists(FRAMED, max_size=20), cuts=st.lists(st.integers(min_value=0, max_value=5000), max_size=30))

@@ -226,6 +226,17 @@ def test_structured_data_escapes() -> None:
     assert parsed.message == "msg"
 
 
+def test_repeated_sd_params_keep_every_value_in_order() -> None:
+    """RFC 5424 6.3.3 lets a PARAM-NAME repeat in one element: every value is kept, as a list in the order
+    sent; a name given once stays a string, and the same SD-ID twice adds to one element."""
+    parsed = parse_syslog('<13>1 - h a - - [origin ip="192.0.2.1" ip="192.0.2.129" software="x"]'
+                          '[meta n="1" n="2" n="3"][origin ip="192.0.2.7"] msg', NOW_2017)
+    assert parsed.structured_data == {
+        "origin": {"ip": ["192.0.2.1", "192.0.2.129", "192.0.2.7"], "software": "x"},
+        "meta": {"n": ["1", "2", "3"]}}
+    assert parsed.message == "msg"
+
+
 @pytest.mark.parametrize(
     "after_host",
     ["a p m [unclosed x=\"1\" rest", "a p m -garbage", "a p m [id x=unquoted]", "only-two tokens"],

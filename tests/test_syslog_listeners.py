@@ -1,14 +1,17 @@
 """
-Syslog listeners: the protocols driven directly (StringTransport, datagrams) for batching, oversized
-frames and back-pressure, then real senders against the real daemon — util-linux logger (TCP octet
-counting RFC 5424, UDP RFC 3164), Python's SysLogHandler (UDP and TCP), mutual TLS, and a private
-syslog-ng forwarding a file of CEF lines over TCP and over TLS; each line arrives once as valid OCSF.
+Syslog listeners: the protocols driven directly (StringTransport, datagrams, a Clock) for batching,
+oversized frames, idle timeouts and back-pressure, then real senders against the real daemon —
+util-linux logger (TCP octet counting RFC 5424, UDP RFC 3164), Python's SysLogHandler with its
+defaults (UDP, TCP with NUL trailers, short and long-lived), mutual TLS, hostile and idle sockets, a
+private syslog-ng forwarding a file of CEF lines over TCP and over TLS, and a private rsyslogd
+forwarding one with omfwd over TCP octet-counted, TCP LF and UDP; each line arrives once as valid OCSF.
 """
 from __future__ import annotations
 
 import json
 import logging
 import logging.handlers
+import re
 import shutil
 import socket
 import subprocess
@@ -18,24 +21,30 @@ from typing import Any, AsyncIterator, Callable
 
 import pytest
 import pytest_twisted
+import treq
 from prometheus_client import CollectorRegistry
 from twisted.internet import ssl
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import SSL4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock, deferLater
+from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 from twisted.internet.threads import deferToThread
+from twisted.logger import capturedLogs, formatEvent
 
 from aisoc_inboxd.config import ConfigError, SyslogListenerSettings, SyslogSettings, load_settings
 from aisoc_inboxd.inflight import InFlight
 from aisoc_inboxd.metrics import SyslogMetrics
-from aisoc_inboxd.syslog.protocol import SyslogDatagramProtocol, SyslogIntake, SyslogStreamProtocol
+from aisoc_inboxd.syslog.framing import MAX_SKIPPED_FRAME
+from aisoc_inboxd.syslog.protocol import SyslogDatagramProtocol, SyslogIntake, SyslogStreamFactory, SyslogStreamProtocol
 from aisoc_inboxd.web.errors import unavailable
 from tests.support.daemon import RunningDaemon, daemon_settings, start_daemon
 from tests.support.ocsf import assert_valid_ocsf
+from tests.support.rsyslog import Forward, start_rsyslog
 from tests.support.syslog_ng import start_syslog_ng
 from tests.support.tls import TlsFiles, make_tls_files
+from tests.test_status_page import read
 
 CEF_LINE = "CEF:0|Vendor|Product|1.0|100|User login failed|3|src=10.0.0.1 suser=alice cs1=mfa"
 
@@ -74,12 +83,13 @@ class FakeSink:
         return self.waiter
 
 
-def make_listener(max_in_flight: int = 100, sink: FakeSink | None = None, max_frame_bytes: int = 1024
-                  ) -> tuple[SyslogIntake, FakeIntake, SyslogMetrics]:
+def make_listener(max_in_flight: int = 100, sink: FakeSink | None = None, max_frame_bytes: int = 1024,
+                  idle_timeout: float | None = None) -> tuple[SyslogIntake, FakeIntake, SyslogMetrics]:
     intake = FakeIntake()
     metrics = SyslogMetrics(CollectorRegistry())
     settings = SyslogListenerSettings(name="t", endpoint="tcp:0", tenant="acme", max_frame_bytes=max_frame_bytes)
-    listener = SyslogIntake(settings, intake, metrics, InFlight(Clock()), max_in_flight, sink)  # type: ignore[arg-type]
+    listener = SyslogIntake(settings, intake, metrics, InFlight(Clock()), max_in_flight, sink,  # type: ignore[arg-type]
+                            idle_timeout)
     return listener, intake, metrics
 
 
@@ -87,11 +97,21 @@ def value(metrics: SyslogMetrics, name: str, *labels: str) -> float:
     return getattr(metrics, name).labels("t", *labels)._value.get()
 
 
-def connect(listener: SyslogIntake) -> tuple[SyslogStreamProtocol, StringTransport]:
-    protocol = SyslogStreamProtocol(listener)
-    transport = StringTransport()
+def connect(listener: SyslogIntake, factory: SyslogStreamFactory | None = None
+            ) -> tuple[SyslogStreamProtocol, StringTransport]:
+    """
+    A connection from 192.0.2.7 through the listener's factory (a new one on a fresh Clock unless given).
+    """
+    factory = factory or SyslogStreamFactory(listener, Clock())
+    peer = IPv4Address("TCP", "192.0.2.7", 40000)
+    protocol = factory.buildProtocol(peer)
+    transport = StringTransport(peerAddress=peer)
     protocol.makeConnection(transport)
     return protocol, transport
+
+
+def warnings(logged: list[dict[str, Any]]) -> list[str]:
+    return [formatEvent(event) for event in logged if event["log_level"].name in ("warn", "error", "critical")]
 
 
 def octets(message: str) -> bytes:
@@ -122,6 +142,135 @@ def test_oversized_frame_is_dropped_and_counted_and_the_connection_kept() -> Non
     assert value(metrics, "oversized") == 1
     assert not transport.disconnecting
     assert [records[0].data["message"] for _, records, _ in intake.deliveries] == ["fine"]
+
+
+def test_oversized_frames_are_logged_once_per_connection_with_the_peer() -> None:
+    """Every oversized frame is counted; the log names the peer once per connection, not once per frame."""
+    listener, intake, metrics = make_listener(max_frame_bytes=64)
+    with capturedLogs() as logged:
+        protocol, _ = connect(listener)
+        protocol.dataReceived(octets("<13>" + "x" * 100) + b"<13>" + b"y" * 100 + b"\n")
+        protocol.dataReceived(b"<13>" + b"z" * 100 + b"\x00<13>May  8 09:00:00 h app: fine\x00")
+        connect(listener)[0].dataReceived(octets("<13>" + "x" * 100))
+    assert value(metrics, "oversized") == 4
+    assert [records[0].data["message"] for _, records, _ in intake.deliveries] == ["fine"]
+    lines = warnings(logged)
+    assert len(lines) == 2 and all("over 64 octets from 192.0.2.7" in line for line in lines)
+
+
+@pytest.mark.parametrize("claim", [MAX_SKIPPED_FRAME + 1, 999_999_999])
+def test_a_frame_claiming_too_many_octets_closes_the_connection(claim: int) -> None:
+    """A count too large to skip is counted as oversized, logged once with the peer, and closes the
+    connection (counted by reason) instead of discarding the rest of it; the frames before it are delivered."""
+    listener, intake, metrics = make_listener()
+    with capturedLogs() as logged:
+        protocol, transport = connect(listener)
+        protocol.dataReceived(octets("<13>1 - h app - - - before") + b"%d <13>1 - h app - - - huge" % claim)
+        protocol.dataReceived(b"x" * 5000)
+        protocol.connectionLost(None)
+    assert transport.disconnecting
+    assert [records[0].data["message"] for _, records, _ in intake.deliveries] == ["before"]
+    assert (value(metrics, "oversized"), value(metrics, "closed", "oversized")) == (1, 1)
+    assert value(metrics, "dropped", "truncated") == 0
+    (line,) = warnings(logged)
+    assert f"192.0.2.7 sent a frame claiming {claim} octets" in line and "connection closed" in line
+
+
+def test_a_connection_ending_inside_a_frame_is_logged_with_the_peer() -> None:
+    """A stream cut inside an octet-counted frame is counted as truncated and logged naming the peer."""
+    listener, _, metrics = make_listener()
+    with capturedLogs() as logged:
+        protocol, _ = connect(listener)
+        protocol.dataReceived(b"50 <13>cut short")
+        protocol.connectionLost(None)
+    assert value(metrics, "dropped", "truncated") == 1
+    (line,) = warnings(logged)
+    assert "192.0.2.7" in line and "octet-counted frame" in line
+
+
+def test_an_idle_connection_is_closed_and_counted() -> None:
+    """A connection that sends nothing for idle_timeout seconds is closed and counted; data restarts the wait."""
+    listener, _, metrics = make_listener(idle_timeout=300)
+    clock = Clock()
+    protocol, transport = connect(listener, SyslogStreamFactory(listener, clock))
+    clock.advance(299)
+    protocol.dataReceived(b"<13>May  8 09:00:00 h a: 1\n")
+    clock.advance(299)
+    assert not transport.disconnecting
+    clock.advance(1)
+    assert transport.disconnecting
+    assert value(metrics, "closed", "idle") == 1
+    protocol.connectionLost(None)
+    clock.advance(1000)
+    assert value(metrics, "closed", "idle") == 1
+
+
+def test_a_closed_connection_is_never_counted_idle() -> None:
+    """A connection the sender closes stops its idle timer: no idle close is counted for it later."""
+    listener, _, metrics = make_listener(idle_timeout=10)
+    clock = Clock()
+    protocol, _ = connect(listener, SyslogStreamFactory(listener, clock))
+    protocol.connectionLost(None)
+    clock.advance(60)
+    assert value(metrics, "closed", "idle") == 0
+    assert clock.getDelayedCalls() == []
+
+
+def test_a_paused_connection_is_not_idle() -> None:
+    """While back-pressure keeps the daemon from reading, the idle clock stops; it restarts on resume."""
+    listener, intake, metrics = make_listener(max_in_flight=1, idle_timeout=10)
+    clock = Clock()
+    protocol, transport = connect(listener, SyslogStreamFactory(listener, clock))
+    protocol.dataReceived(b"<13>May  8 09:00:00 h a: 1\n")
+    assert transport.producerState == "paused"
+    clock.advance(100)
+    assert not transport.disconnecting
+    intake.deliveries[0][2].callback(1)
+    assert transport.producerState == "producing"
+    clock.advance(10)
+    assert transport.disconnecting and value(metrics, "closed", "idle") == 1
+
+
+def test_a_connection_lost_while_paused_gets_no_idle_timer_on_resume() -> None:
+    """A sender gone while its connection was paused is not timed (nor counted idle) when the listener drains."""
+    listener, intake, metrics = make_listener(max_in_flight=1, idle_timeout=10)
+    clock = Clock()
+    protocol, transport = connect(listener, SyslogStreamFactory(listener, clock))
+    protocol.dataReceived(b"<13>May  8 09:00:00 h a: 1\n")
+    protocol.connectionLost(None)
+    intake.deliveries[0][2].callback(1)
+    assert clock.getDelayedCalls() == []
+    clock.advance(60)
+    assert value(metrics, "closed", "idle") == 0
+
+
+def test_no_idle_timeout_keeps_connections() -> None:
+    """With the idle timeout off (None: idle_timeout 0 in the config) a silent connection stays open."""
+    listener, _, _ = make_listener(idle_timeout=None)
+    clock = Clock()
+    _, transport = connect(listener, SyslogStreamFactory(listener, clock))
+    clock.advance(86400)
+    assert not transport.disconnecting and clock.getDelayedCalls() == []
+
+
+def test_idle_closes_are_logged_without_flooding() -> None:
+    """Closing 500 idle connections logs the first at once and the rest in one line a minute later."""
+    listener, _, metrics = make_listener(idle_timeout=30)
+    clock = Clock()
+    factory = SyslogStreamFactory(listener, clock)
+    with capturedLogs() as logged:
+        connections = [connect(listener, factory) for _ in range(500)]
+        clock.advance(30)
+        assert all(transport.disconnecting for _, transport in connections)
+        for protocol, _ in connections:
+            protocol.connectionLost(None)
+        clock.advance(60)
+        clock.advance(600)
+    lines = [formatEvent(event) for event in logged if "sent nothing" in formatEvent(event)]
+    assert value(metrics, "closed", "idle") == 500
+    assert len(lines) == 2
+    assert lines[0].startswith("t: closed 1 connection(s) that sent nothing for 30 s")
+    assert lines[1].startswith("t: closed 499 connection(s)") and lines[1].endswith("from 192.0.2.7")
 
 
 def test_malformed_cef_frame_is_dropped_and_counted() -> None:
@@ -221,6 +370,25 @@ def test_listener_settings_are_checked(tmp_path: Path) -> None:
         load_settings(config, {})
 
 
+def test_idle_timeout_is_global_with_a_per_listener_override(tmp_path: Path) -> None:
+    """syslog.idle_timeout (default 300 s) applies to every listener unless it sets its own; 0 means never."""
+    config = tmp_path / "c.yaml"
+    config.write_text("syslog:\n  idle_timeout: 120\n  listeners:\n"
+                      "    - {name: a, endpoint: 'tcp:1', tenant: t}\n"
+                      "    - {name: b, endpoint: 'tcp:2', tenant: t, idle_timeout: 0}\n"
+                      "    - {name: c, endpoint: 'tcp:3', tenant: t, idle_timeout: 7.5}\n")
+    syslog = load_settings(config, {}).syslog
+    assert [syslog.idle_timeout_of(entry) for entry in syslog.listeners] == [120, None, 7.5]
+    default = load_settings(None, {}).syslog
+    assert [default.idle_timeout_of(entry) for entry in default.listeners] == [300, 300]
+    config.write_text("syslog:\n  listeners:\n    - {name: a, endpoint: 'tcp:1', tenant: t, idle_timeout: -1}\n")
+    with pytest.raises(ConfigError, match=r"syslog\.listeners\[0\]\.idle_timeout: must be 0 \(never\) or more"):
+        load_settings(config, {})
+    config.write_text("syslog:\n  idle_timeout: -5\n")
+    with pytest.raises(ConfigError, match=r"syslog\.idle_timeout: must be 0 \(never\) or more seconds, got -5"):
+        load_settings(config, {})
+
+
 def test_embedded_default_listens_on_5514_for_tenant_default() -> None:
     """With no config, TCP and UDP listeners on 127.0.0.1:5514 feed the tenant default."""
     listeners = load_settings(None, {}).syslog.listeners
@@ -252,10 +420,10 @@ async def inboxd(reactor: Any, tmp_path: Path) -> AsyncIterator[RunningDaemon]:
     await running.stop()
 
 
-def messages(daemon: RunningDaemon, marker: str) -> list[dict[str, Any]]:
+def messages(daemon: RunningDaemon, marker: str, tenant: str | None = "acme") -> list[dict[str, Any]]:
     """
-    The events in the log whose raw data holds C{marker}, read while the sink may be mid-write (a
-    last line without its newline is not complete yet).
+    The events in the log whose raw data holds C{marker} (of C{tenant}, checked, unless None), read
+    while the sink may be mid-write (a last line without its newline is not complete yet).
     """
     settings = daemon.settings
     path = Path(settings.state_dir) / settings.sink.file.directory / "events.ndjson"
@@ -263,7 +431,7 @@ def messages(daemon: RunningDaemon, marker: str) -> list[dict[str, Any]]:
     found = [e for e in map(json.loads, lines) if marker in e["raw_data"]]
     for event in found:
         assert_valid_ocsf(event)
-        assert event["metadata"]["tenant_uid"] == "acme"
+        assert tenant is None or event["metadata"]["tenant_uid"] == tenant
     return found
 
 
@@ -318,20 +486,80 @@ def send_with_handler(handler: logging.handlers.SysLogHandler, lines: list[str])
 
 @pytest_twisted.ensureDeferred
 async def test_python_syslog_handler_udp_and_tcp(inboxd: RunningDaemon, reactor: Any) -> None:
-    """logging.handlers.SysLogHandler over UDP and over TCP (LF-framed) delivers each record once."""
+    """logging.handlers.SysLogHandler with its defaults (NUL after each record, no LF), over UDP and over
+    a short TCP connection, delivers each record once as its own event."""
     marker = uuid.uuid4().hex
     udp = logging.handlers.SysLogHandler(("127.0.0.1", inboxd.daemon.address("syslog-udp").port),
                                          socktype=socket.SOCK_DGRAM)
     tcp = logging.handlers.SysLogHandler(("127.0.0.1", inboxd.daemon.address("syslog-tcp").port),
                                          socktype=socket.SOCK_STREAM)
-    tcp.append_nul = False  # the default NUL terminator is no RFC 6587 framing: end records with LF
-    tcp.setFormatter(logging.Formatter("%(message)s\n"))
+    assert tcp.append_nul and udp.append_nul
     await deferToThread(send_with_handler, udp, [f"udp {i} {marker}" for i in range(5)])
     await deferToThread(send_with_handler, tcp, [f"tcp {i} {marker}" for i in range(5)] + [f"{CEF_LINE} cs2={marker}"])
-    await wait_for(lambda: len(messages(inboxd, marker)) == 11, reactor)
-    texts = sorted(e["message"] for e in messages(inboxd, marker) if e["class_uid"] == 0)
+    await wait_for(lambda: len(messages(inboxd, marker)) >= 11, reactor)
+    await deferLater(reactor, 0.5)  # anything sent twice would have arrived by now
+    events = messages(inboxd, marker)
+    texts = sorted(e["message"] for e in events if e["class_uid"] == 0)
     assert texts == sorted([f"udp {i} {marker}" for i in range(5)] + [f"tcp {i} {marker}" for i in range(5)])
-    assert sum(e["class_uid"] == 3002 for e in messages(inboxd, marker)) == 1
+    (cef,) = [e for e in events if e["class_uid"] == 3002]
+    assert cef["unmapped"]["cef"]["cs2"] == marker and "\x00" not in cef["raw_data"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_python_syslog_handler_long_lived_tcp_connection(inboxd: RunningDaemon, reactor: Any) -> None:
+    """700 records over one SysLogHandler TCP connection with its defaults (over 64 KiB, no LF anywhere)
+    arrive once each as their own events, with nothing counted oversized."""
+    marker = uuid.uuid4().hex
+    tcp = logging.handlers.SysLogHandler(("127.0.0.1", inboxd.daemon.address("syslog-tcp").port),
+                                         socktype=socket.SOCK_STREAM)
+    lines = [f"record {i:03d} of a long-lived connection {marker} " + "x" * 60 for i in range(700)]
+    await deferToThread(send_with_handler, tcp, lines)
+    await wait_for(lambda: len(messages(inboxd, marker)) >= 700, reactor)
+    await deferLater(reactor, 0.5)
+    assert sorted(e["message"] for e in messages(inboxd, marker)) == lines
+    assert await inboxd.metric("aisoc_ingest_syslog_oversized_total", listener="tcp") == 0
+    assert await inboxd.metric("aisoc_ingest_syslog_connections_total", listener="tcp") == 1
+
+
+def held_until_closed(port: int, send: bytes) -> bytes:
+    """
+    Connect, send C{send}, and read until the daemon closes the connection (fails if it never does).
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as connection:
+        connection.sendall(send)
+        received = b""
+        try:
+            while chunk := connection.recv(4096):
+                received += chunk
+        except ConnectionResetError:
+            pass
+        return received
+
+
+@pytest_twisted.ensureDeferred
+async def test_idle_and_overclaiming_connections_are_closed_and_shown(reactor: Any, tmp_path: Path) -> None:
+    """Over real sockets: the daemon closes a silent connection after the listener's idle_timeout, and one
+    that claims a 999,999,999-octet frame at once (its earlier frame delivered); /metrics and the status page
+    count both by reason."""
+    entry = SyslogListenerSettings(name="tcp", endpoint="tcp:0:interface=127.0.0.1", tenant="acme", idle_timeout=0.5)
+    daemon = await start_daemon(reactor, daemon_settings(tmp_path / "state", syslog=listeners(entry)))
+    try:
+        port = daemon.daemon.address("syslog-tcp").port
+        marker = uuid.uuid4().hex
+        hostile = octets(f"<13>1 - h app - - - before {marker}") + b"999999999 <13>1 - h app - - - " + b"x" * 10_000
+        assert await deferToThread(held_until_closed, port, hostile) == b""
+        assert await deferToThread(held_until_closed, port, b"") == b""
+        await wait_for(lambda: len(messages(daemon, marker)) == 1, reactor)
+        assert [e["message"] for e in messages(daemon, marker)] == [f"before {marker}"]
+        closed = "aisoc_ingest_syslog_connections_closed_total"
+        assert await daemon.metric(closed, listener="tcp", reason="idle") == 1
+        assert await daemon.metric(closed, listener="tcp", reason="oversized") == 1
+        assert await daemon.metric("aisoc_ingest_syslog_oversized_total", listener="tcp") == 1
+        response = await treq.get(f"{daemon.admin_url}/status", headers={"Authorization": [f"Bearer {daemon.admin_key}"]})
+        rows = read(await response.text()).rows
+        assert "tcp | 2 | 1 | 1 | 1 | 0 | 0 | 0 | 0 | 1 | 1" in rows
+    finally:
+        await daemon.stop()
 
 
 @pytest_twisted.async_yield_fixture
@@ -405,4 +633,75 @@ async def test_syslog_ng_forwards_a_file_of_cef_lines(reactor: Any, tmp_path: Pa
     finally:
         if relay is not None:
             await deferToThread(relay.stop)
+        await daemon.stop()
+
+
+def relayed_line(marker: str, number: int) -> tuple[str, int]:
+    """
+    Line C{number} of a relay test and the OCSF class it must become: a CEF logon, CEF firewall
+    traffic or a plain message, in turn; C{marker-number} identifies it in the event.
+    """
+    kind = number % 3
+    if kind == 0:
+        return f"{CEF_LINE} cs2={marker}-{number}", 3002
+    if kind == 1:
+        return (f"CEF:0|Acme|FW|2.1|deny|Connection denied|5|src=10.0.{number}.1 dst=10.1.0.9 spt={1000 + number} "
+                f"dpt=443 act=deny cs1={marker}-{number}", 4001)
+    return f"sshd[42]: plain message {marker}-{number}", 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_rsyslog_omfwd_tcp_octet_counted_tcp_lf_and_udp(reactor: Any, tmp_path: Path) -> None:
+    """A private rsyslogd following a file forwards it with omfwd over TCP octet-counted (RFC 5424), TCP
+    LF-framed and UDP (omfwd's default format), one listener (and tenant) each: every line arrives once per
+    path as its OCSF class, also after the TCP connections sat idle and the daemon closed them."""
+    tcp = "tcp:0:interface=127.0.0.1"
+    entries = [SyslogListenerSettings(name="octet", endpoint=tcp, tenant="octet", idle_timeout=1.0),
+               SyslogListenerSettings(name="lf", endpoint=tcp, tenant="lf", idle_timeout=1.0),
+               SyslogListenerSettings(name="udp", udp_port=0, tenant="udp")]
+    daemon = await start_daemon(reactor, daemon_settings(tmp_path / "state", syslog=listeners(*entries)))
+    relay = None
+    try:
+        port = {entry.name: daemon.daemon.address(f"syslog-{entry.name}").port for entry in entries}
+        forwards = [Forward(port["octet"], "tcp", "octet-counted", "RSYSLOG_SyslogProtocol23Format"),
+                    Forward(port["lf"], "tcp"), Forward(port["udp"], "udp")]
+        relay = await deferToThread(start_rsyslog, tmp_path / "rsyslog", forwards)
+        marker = uuid.uuid4().hex
+        lines = dict(relayed_line(marker, number) for number in range(60))
+
+        def per_tenant() -> dict[str, list[dict[str, Any]]]:
+            events = messages(daemon, marker, tenant=None)
+            return {tenant: [e for e in events if e["metadata"]["tenant_uid"] == tenant] for tenant in port}
+
+        def arrived(count: int) -> bool:
+            return all(len(events) >= count for events in per_tenant().values())
+
+        def append(numbers: range) -> None:
+            with relay.source.open("a") as source:
+                source.write("".join(f"{line}\n" for line in list(lines)[numbers.start:numbers.stop]))
+
+        append(range(0, 30))
+        await wait_for(lambda: arrived(30), reactor)
+        for name in ("octet", "lf"):  # rsyslog keeps its connections open: the daemon closes them idle
+            for _ in range(100):
+                if await daemon.metric("aisoc_ingest_syslog_connections_closed_total", listener=name,
+                                       reason="idle") >= 1:
+                    break
+                await deferLater(reactor, 0.1)
+        append(range(30, 60))
+        await wait_for(lambda: arrived(60), reactor)
+        await deferLater(reactor, 1.0)  # anything sent twice would have arrived by now
+        for tenant, events in per_tenant().items():
+            got = sorted((re.search(rf"{marker}-(\d+)", e["raw_data"]).group(0), e["class_uid"])  # type: ignore[union-attr]
+                         for e in events)
+            assert got == sorted((re.search(rf"{marker}-(\d+)", line).group(0), cls)  # type: ignore[union-attr]
+                                 for line, cls in lines.items()), tenant
+            for event in events:
+                assert event["metadata"]["log_source"] == "syslog"
+        for name in ("octet", "lf"):
+            assert await daemon.metric("aisoc_ingest_syslog_connections_closed_total", listener=name, reason="idle") >= 1
+            assert await daemon.metric("aisoc_ingest_syslog_connections_total", listener=name) >= 2
+    finally:
+        if relay is not None:
+            print(await deferToThread(relay.stop))
         await daemon.stop()

@@ -6,9 +6,10 @@ Formats (C{SyslogMessage.format}):
 
   - C{"rfc5424"}: C{<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID SD [MSG]}. NILVALUE C{-} becomes
     None; SD-PARAM values unescape C{\\"} C{\\\\} C{\\]} (any other backslash stays, RFC 5424 6.3.3);
-    a UTF-8 BOM starting MSG is dropped. Vendors send broken headers such as
-    C{<5>1 2020-01-24T22:53:03Z HOST CEF:0|...}: when what follows HOSTNAME is not a valid
-    C{APP-NAME PROCID MSGID SD} (or starts with C{CEF:}), it is all kept as the message.
+    a PARAM-NAME repeated in an element (6.3.3 allows it: C{[origin ip="…" ip="…"]}) keeps every
+    value, as a list in the order sent; a UTF-8 BOM starting MSG is dropped. Vendors send broken
+    headers such as C{<5>1 2020-01-24T22:53:03Z HOST CEF:0|...}: when what follows HOSTNAME is not
+    a valid C{APP-NAME PROCID MSGID SD} (or starts with C{CEF:}), it is all kept as the message.
   - C{"rfc3164"}: the BSD family. C{[<PRI>]TIMESTAMP [HOSTNAME] [TAG[PID]:] MSG}, where TIMESTAMP is
     C{Mmm dd hh:mm:ss} (RFC 3164), optionally with a year before the time, a fraction and a C{UTC}/C{GMT}
     zone (relay prefixes in the corpus), or an RFC 3339 stamp without the 5424 version (Flume's
@@ -40,6 +41,8 @@ from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Literal
 
 SyslogFormat = Literal["rfc5424", "rfc3164", "unknown"]
+#: SD-ID to PARAM-NAME to value, or to the list of values of a repeated PARAM-NAME
+StructuredData = dict[str, dict[str, str | list[str]]]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MILLISECOND = timedelta(milliseconds=1)
@@ -73,7 +76,8 @@ class SyslogMessage:
 
     @ivar timestamp: epoch milliseconds (UTC), or None when there was no readable stamp.
     @ivar timestamp_text: the stamp as sent (keeps sub-millisecond digits and the original offset).
-    @ivar structured_data: SD-ID to parameter to value; empty when there is none.
+    @ivar structured_data: SD-ID to parameter to value (a list of values when the parameter is
+        repeated); empty when there is none.
     @ivar message: MSG (RFC 5424, without BOM), CONTENT after the tag (RFC 3164), else the frame.
     """
 
@@ -86,7 +90,7 @@ class SyslogMessage:
     msgid: str | None
     message: str
     format: SyslogFormat
-    structured_data: dict[str, dict[str, str]] = field(default_factory=dict)
+    structured_data: StructuredData = field(default_factory=dict)
     timestamp_text: str | None = None
 
 
@@ -144,7 +148,7 @@ def _parse_rfc5424(rest: str, facility: int, severity: int) -> SyslogMessage | N
         timestamp = _rfc3339_millis(stamp)
 
     def message(app_name: str | None = None, procid: str | None = None, msgid: str | None = None,
-                text: str = "", structured_data: dict[str, dict[str, str]] | None = None) -> SyslogMessage:
+                text: str = "", structured_data: StructuredData | None = None) -> SyslogMessage:
         return SyslogMessage(
             facility, severity, timestamp, _nil(hostname), app_name, procid, msgid,
             text.removeprefix("\ufeff"), "rfc5424", structured_data or {}, _nil(stamp_text),
@@ -161,13 +165,13 @@ def _parse_rfc5424(rest: str, facility: int, severity: int) -> SyslogMessage | N
     return message(app_name, procid, msgid, after_host[end + 1:], structured_data)
 
 
-def _parse_structured_data(text: str, pos: int) -> tuple[dict[str, dict[str, str]] | None, int]:
+def _parse_structured_data(text: str, pos: int) -> tuple[StructuredData | None, int]:
     """
     The SD elements starting at C{pos} and the index after them, or C{(None, pos)} if malformed.
     """
     if text.startswith("-", pos):
         return {}, pos + 1
-    elements: dict[str, dict[str, str]] = {}
+    elements: StructuredData = {}
     while text.startswith("[", pos):
         element = _SD_ELEMENT.match(text, pos)
         if element is None:
@@ -175,7 +179,14 @@ def _parse_structured_data(text: str, pos: int) -> tuple[dict[str, dict[str, str
         params = elements.setdefault(element.group(1), {})
         pos = element.end()
         while (param := _SD_PARAM.match(text, pos)) is not None:
-            params[param.group(1)] = _SD_ESCAPE.sub(r"\1", param.group(2))
+            name, value = param.group(1), _SD_ESCAPE.sub(r"\1", param.group(2))
+            seen = params.get(name)
+            if seen is None:
+                params[name] = value
+            elif isinstance(seen, list):
+                seen.append(value)
+            else:
+                params[name] = [seen, value]
             pos = param.end()
         if not text.startswith("]", pos):
             return None, pos

@@ -35,7 +35,8 @@ def frame_record(frame: bytes, now: float, local_tz: tzinfo = UTC) -> FrameRecor
 
     @raise CefError: the message is CEF but malformed (the caller drops and counts it).
     """
-    text = frame.decode("utf-8", "replace").rstrip("\r\n\x00")  # Python's SysLogHandler ends with NUL
+    # a trailer inside a datagram or a counted frame: SysLogHandler's NUL over UDP, rsyslog's LF
+    text = frame.decode("utf-8", "replace").rstrip("\r\n\x00")
     message = parse_syslog(text, now, local_tz)
     if _CEF_MARKER.search(message.message):
         return FrameRecord(cef_record(parse_cef_line(message.message), text, now, message, local_tz), True)

@@ -1,9 +1,10 @@
 """
 C{GET /status} on the admin listener: one read-only HTML page for an operator at a browser —
-listeners, the sink and its spool, event rates per template, push stats per token and the last error
-replies. Rendered on the server with L{twisted.web.template} (which escapes every value), inline CSS,
-no script and no external asset; the admin key is asked for with an HTTP Basic challenge (any user
-name, the key as the password) or taken as a Bearer token.
+listeners, what each syslog listener received and lost, the sink and its spool, event rates per
+template, push stats per token and the last error replies. Rendered on the server with
+L{twisted.web.template} (which escapes every value), inline CSS, no script and no external asset;
+the admin key is asked for with an HTTP Basic challenge (any user name, the key as the password) or
+taken as a Bearer token.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Protocol, Sequence, runtime_checkable
 
+from prometheus_client.registry import Collector
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.logger import Logger
@@ -28,6 +30,20 @@ from aisoc_inboxd.web.admin import carries_admin_key
 
 #: most push stats rows shown (latest first)
 MAX_TOKENS = 500
+
+#: the syslog table's columns: heading, sample and its C{reason} label (the counters of L{SyslogMetrics})
+_SYSLOG_COLUMNS: tuple[tuple[str, str, str | None], ...] = (
+    ("connections", "aisoc_ingest_syslog_connections_total", None),
+    ("frames", "aisoc_ingest_syslog_frames_total", None),
+    ("events durable", "aisoc_ingest_syslog_events_total", None),
+    ("oversized", "aisoc_ingest_syslog_oversized_total", None),
+    ("malformed CEF", "aisoc_ingest_syslog_malformed_total", None),
+    ("cut short", "aisoc_ingest_syslog_dropped_total", "truncated"),
+    ("dropped: saturated", "aisoc_ingest_syslog_dropped_total", "saturated"),
+    ("dropped: sink refused", "aisoc_ingest_syslog_dropped_total", "unavailable"),
+    ("closed: idle", "aisoc_ingest_syslog_connections_closed_total", "idle"),
+    ("closed: frame too large", "aisoc_ingest_syslog_connections_closed_total", "oversized"),
+)
 
 _CSS = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #1d1d1f; background: #fafafa; }
@@ -83,7 +99,8 @@ class SpoolingSink(Protocol):
 class StatusSources:
     """
     What the page shows: the daemon's listeners (read at each request, so those added later are
-    seen), its sink, the store holding push stats, and this instance's recent activity.
+    seen), its sink, the store holding push stats, this instance's recent activity, and the metrics
+    /metrics serves (every process's, with workers) for the syslog listeners' counters.
     """
 
     listeners: Callable[[], Sequence[ListenerView]]
@@ -92,6 +109,7 @@ class StatusSources:
     rates: EventRates
     errors: RecentErrors
     clock: IReactorTime
+    metrics: Collector
 
 
 class StatusPage(Resource):
@@ -130,6 +148,7 @@ class StatusPage(Resource):
                 tags.h1("aisoc-inboxd status"),
                 tags.p(f"Generated {_utc(now)}.", class_="note"),
                 tags.h2("Listeners"), _listeners(s.listeners()),
+                tags.h2("Syslog listeners (since start, all processes)"), _syslog(s.metrics),
                 tags.h2("Sink"), _sink(s.sink, now),
                 tags.h2("Event rates (this instance)"), _rates(s.rates.rates()),
                 tags.h2("Push stats per token (last 24 h, all instances)"),
@@ -171,6 +190,24 @@ def _listeners(listeners: Sequence[ListenerView]) -> Tag:
     rows = ((tags.td(listener.name), tags.td(tags.code(listener.description)), tags.td(_address(listener.port)),
              _state(listener.port is not None, "bound", "not bound")) for listener in listeners)
     return _table(("name", "endpoint", "address", "state"), rows)
+
+
+def _syslog(metrics: Collector) -> Tag:
+    """
+    One row per syslog listener: what it received and each way it lost frames or closed connections.
+    """
+    wanted = {(name, reason) for _, name, reason in _SYSLOG_COLUMNS}
+    counts: dict[str, dict[tuple[str, str | None], float]] = {}
+    for family in metrics.collect():
+        for sample in family.samples:
+            key = (sample.name, sample.labels.get("reason"))
+            if key in wanted and "listener" in sample.labels:
+                counts.setdefault(sample.labels["listener"], {})[key] = sample.value
+    if not counts:
+        return tags.p("No syslog listener is configured.", class_="note")
+    rows = ((tags.td(listener), *(_num(int(values.get((name, reason), 0))) for _, name, reason in _SYSLOG_COLUMNS))
+            for listener, values in counts.items())
+    return _table(("listener", *(heading for heading, _, _ in _SYSLOG_COLUMNS)), rows)
 
 
 def _address(port: IListeningPort | None) -> str:

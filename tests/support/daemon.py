@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import treq
+from prometheus_client.parser import text_string_to_metric_families
 from treq.client import HTTPClient
 from twisted.internet import ssl
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
@@ -77,6 +78,14 @@ class RunningDaemon:
     async def metrics(self) -> str:
         response = await treq.get(self.metrics_url)
         return (await response.content()).decode()
+
+    async def metric(self, name: str, **labels: str) -> float:
+        """
+        The sum of C{name}'s samples whose labels include C{labels} (0 when there is none yet).
+        """
+        text = await self.metrics()
+        return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+                   if sample.name == name and labels.items() <= sample.labels.items())
 
     async def stop(self) -> None:
         await self.daemon.stopService()

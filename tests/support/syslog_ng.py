@@ -3,18 +3,18 @@ A private Debian syslog-ng relay for the tests: foreground (C{-F}), its own conf
 control socket and pid file under the test's temporary directory, no system service. It follows a
 file of lines and forwards each with the C{syslog()} driver — RFC 5424 with RFC 6587 octet counting
 — to a port of ours, over plain TCP or TLS (RFC 5425; certificates from L{tests.support.tls},
-presenting the client certificate). syslog-ng rather than rsyslog: Debian lets only one of the two
-be installed, and the benchmarks use syslog-ng.
+presenting the client certificate). Debian installs only one of syslog-ng and rsyslog: syslog-ng is
+the installed one (the benchmarks use it too), rsyslog runs unpacked (L{tests.support.rsyslog}).
 """
 from __future__ import annotations
 
 import shutil
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.support.relay import Relay
 from tests.support.tls import TlsFiles
 
 
@@ -23,25 +23,6 @@ def require_syslog_ng() -> str:
     if not Path(path).exists():
         pytest.fail("syslog-ng is not installed: scripts/test-services installs syslog-ng-core")
     return path
-
-
-@dataclass
-class SyslogNg:
-    process: subprocess.Popen[bytes]
-    source: Path
-    directory: Path
-
-    def stop(self) -> str:
-        """
-        Stop syslog-ng and return what it logged.
-        """
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        return (self.directory / "syslog-ng.log").read_text(errors="replace")
 
 
 def config(source: Path, port: int, tls: TlsFiles | None) -> str:
@@ -57,7 +38,7 @@ log {{ source(s_lines); destination(d_inboxd); }};
 """
 
 
-def start_syslog_ng(directory: Path, port: int, tls: TlsFiles | None = None) -> SyslogNg:
+def start_syslog_ng(directory: Path, port: int, tls: TlsFiles | None = None) -> Relay:
     """
     Start syslog-ng forwarding the lines appended to C{directory/source.log} to 127.0.0.1:C{port}.
     """
@@ -75,4 +56,4 @@ def start_syslog_ng(directory: Path, port: int, tls: TlsFiles | None = None) -> 
             [syslog_ng, "-F", "--no-caps", "-f", str(config_file), "-R", str(directory / "syslog-ng.persist"),
              "-c", str(directory / "syslog-ng.ctl"), "-p", str(directory / "syslog-ng.pid"), "--stderr"],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    return SyslogNg(process, source, directory)
+    return Relay(process, source, directory / "syslog-ng.log")
