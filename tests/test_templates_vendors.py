@@ -332,6 +332,36 @@ def test_sns_notification_wrapping_an_eventbridge_event() -> None:
     assert event["raw_data"] == json.dumps(record, ensure_ascii=False)
 
 
+def cloudwatch_alarm(state: str) -> dict[str, Any]:
+    """
+    An SNS Notification carrying a CloudWatch alarm state change, in the shape AWS documents for
+    alarm actions (AUTHORED: values invented, keys as sent).
+    """
+    alarm = {"AlarmName": "api-5xx-rate", "AlarmDescription": "5xx above 5%", "AWSAccountId": "123456789012",
+             "AlarmConfigurationUpdatedTimestamp": "2026-05-01T08:00:00.000+0000", "NewStateValue": state,
+             "NewStateReason": "Threshold Crossed: 1 datapoint [7.5] was greater than the threshold (5.0).",
+             "StateChangeTime": "2026-05-08T09:00:00.000+0000", "Region": "EU (Ireland)",
+             "AlarmArn": "arn:aws:cloudwatch:eu-west-1:123456789012:alarm:api-5xx-rate", "OldStateValue": "OK",
+             "Trigger": {"MetricName": "5XXError", "Namespace": "AWS/ApiGateway", "Statistic": "Average",
+                         "Period": 60, "EvaluationPeriods": 1, "ComparisonOperator": "GreaterThanThreshold",
+                         "Threshold": 5.0}}
+    return {"Type": "Notification", "MessageId": f"alarm-{state}", "TopicArn": "arn:aws:sns:eu-west-1:123456789012:alarms",
+            "Subject": f'{state}: "api-5xx-rate" in EU (Ireland)', "Message": json.dumps(alarm),
+            "Timestamp": "2026-05-08T09:00:01.000Z", "SignatureVersion": "1"}
+
+
+@pytest.mark.parametrize(("state", "activity_id", "severity_id"), [
+    ("ALARM", 1, 3), ("OK", 3, 1), ("INSUFFICIENT_DATA", 2, 2),
+])
+def test_sns_cloudwatch_alarm_state_gives_a_default_severity(state: str, activity_id: int, severity_id: int) -> None:
+    """A CloudWatch alarm carries no severity: ALARM is Medium, OK Informational, INSUFFICIENT_DATA Low."""
+    event = one("aws-sns", cloudwatch_alarm(state))
+    assert (event["activity_id"], event["severity_id"]) == (activity_id, severity_id)
+    assert event["finding_info"]["title"] == "api-5xx-rate"
+    assert event["unmapped"]["Message"]["NewStateValue"] == state
+    assert event["time"] == 1778230800000
+
+
 @pytest.mark.parametrize("name", ["subscription-confirmation.json", "unsubscribe-confirmation.json"])
 def test_sns_confirmations_are_acknowledged(name: str) -> None:
     """Subscription and unsubscribe confirmations become no event."""
@@ -353,6 +383,24 @@ def test_splunk_hec_envelopes() -> None:
     assert produced[1]["time"] == produced[2]["time"] == 1433188255500
     assert produced[2]["unmapped"]["event"]["user"] == "alice"
     assert (produced[-1]["message"], produced[-1]["severity_id"]) == ("Something happened", 1)
+
+
+@pytest.mark.parametrize(("event", "severity_id"), [
+    ({"message": "disk almost full", "severity": "low"}, 2),
+    ({"message": "disk almost full", "severity": "Medium"}, 3),
+    ({"message": "retrying", "log_level": "WARN"}, 3),
+    ({"message": "retrying", "loglevel": "error"}, 4),
+    ({"message": "started", "level": "informational"}, 1),
+])
+def test_splunk_hec_severity_words_and_log_level(event: dict[str, Any], severity_id: int) -> None:
+    """HEC events name their severity with the common words, in severity, level or log_level."""
+    produced = one("splunk-hec", {"event": event, "sourcetype": "app"})
+    assert produced["severity_id"] == severity_id
+
+
+def test_splunk_hec_log_level_in_indexed_fields() -> None:
+    """A log level sent as an indexed field counts too."""
+    assert one("splunk-hec", {"event": "retrying", "fields": {"log_level": "critical"}})["severity_id"] == 5
 
 
 def test_splunk_hec_spec_example() -> None:

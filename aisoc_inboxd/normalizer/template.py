@@ -38,8 +38,9 @@ from aisoc_inboxd.normalizer.paths import (
     parse_source,
     parse_target,
 )
+from aisoc_inboxd.normalizer.severity import COMMON_WORDS, fold_severity
 from aisoc_inboxd.normalizer.timeparse import check_format
-from aisoc_inboxd.normalizer.transforms import Reader, Source, Transform, compile_steps
+from aisoc_inboxd.normalizer.transforms import OTHERWISE, Reader, Source, Transform, compile_steps
 
 REQUIRED_KEYS = ("id", "vendor_name", "product_name", "class_uid", "class_name", "activity_id")
 OPTIONAL_KEYS = ("field_map", "severity_field", "severity_map", "time_field", "constants",
@@ -109,6 +110,7 @@ class Compiled:
     constants: tuple[ConstantRule, ...]
     severity_sources: tuple[Source, ...]
     severity_lookup: Mapping[str, int]  # casefolded source value -> severity_id
+    severity_otherwise: int | None  # the severity_id of every other value (severity_map's "*")
     time_sources: tuple[Source, ...]
     status_captions: Mapping[int, str]  # 2001 state_id / 2004 status_id captions
     time_formats: tuple[str, ...] = ()
@@ -271,7 +273,7 @@ class _Loader:
         reader = Reader(MappingProxyType(self._transforms()))
         field_map, rewritten, field_rules = self._field_map(ocsf_class, profiles, reader)
         constants, constant_rules = self._constants(ocsf_class, profiles, rewritten, field_map)
-        severity_field, severity_map, lookup = self._severity(ocsf_class)
+        severity_field, severity_map, lookup, severity_otherwise = self._severity(ocsf_class)
         activity_field, activity_map = self._activity_map(ocsf_class)
         time_field = self._candidates("time_field")
         time_formats = self._time_formats()
@@ -284,6 +286,7 @@ class _Loader:
             constants=constant_rules,
             severity_sources=tuple(reader.bind(parse_source(p)) for p in severity_field),
             severity_lookup=MappingProxyType(lookup),
+            severity_otherwise=severity_otherwise,
             time_sources=tuple(reader.bind(parse_source(p)) for p in time_field),
             status_captions=(self._schema.enum_captions(ocsf_class.uid, status_key)
                              if status_key else MappingProxyType({})),
@@ -374,14 +377,20 @@ class _Loader:
         return tuple(paths)
 
     def _severity(self, ocsf_class: OcsfClass
-                  ) -> tuple[tuple[str, ...], dict[str, int], dict[str, int]]:
+                  ) -> tuple[tuple[str, ...], dict[str, int], dict[str, int], int | None]:
+        """
+        C{severity_field}, the template's own C{severity_map}, the lookup the normalizer uses (the
+        common words of L{COMMON_WORDS} overlaid with the map, or the map alone when it has a
+        C{"*"} key) and the C{"*"} severity_id, if any.
+        """
         severity_field = self._candidates("severity_field")
         raw_map = self._doc.get("severity_map")
-        if bool(severity_field) != (raw_map is not None):
-            missing = "severity_map" if severity_field else "severity_field"
-            raise self._error(missing, "severity_field and severity_map go together")
+        if raw_map is not None and not severity_field:
+            raise self._error("severity_field", "severity_map needs a severity_field to read")
+        if not severity_field:
+            return (), {}, {}, None
         if raw_map is None:
-            return (), {}, {}
+            return severity_field, {}, dict(COMMON_WORDS), None
         if not isinstance(raw_map, dict) or not raw_map:
             raise self._error("severity_map", "must be a non-empty mapping of source value -> severity_id")
         allowed = self._schema.enum_captions(ocsf_class.uid, "severity_id")
@@ -399,7 +408,10 @@ class _Loader:
             if lookup.get(folded, severity_id) != severity_id:
                 raise self._error(key, "conflicts with another key that differs only in case")
             lookup[folded] = severity_id
-        return severity_field, severity_map, lookup
+        otherwise = lookup.pop(OTHERWISE, None)
+        if otherwise is None:
+            lookup = {**COMMON_WORDS, **lookup}
+        return severity_field, severity_map, lookup, otherwise
 
     def _activity_map(self, ocsf_class: OcsfClass) -> tuple[tuple[str, ...], dict[str, int]]:
         """
@@ -699,13 +711,3 @@ def _flat_targets(values: Any) -> list[Any]:
     The field_map targets, with lists of targets spread out.
     """
     return [t for value in values for t in (value if isinstance(value, (list, tuple)) else [value])]
-
-
-def fold_severity(value: Any) -> str:
-    """
-    The lookup key of a severity source value: text, case-insensitive (C{High} = C{high}).
-    """
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value).casefold()
-
