@@ -123,8 +123,8 @@ async def test_splunk_logging_reads_our_invalid_token_reply_as_splunks(inboxd: R
 
 def cef_lines(marker: str, count: int) -> dict[str, tuple[str, int]]:
     """
-    C{count} CEF lines of four kinds, keyed by the C{cs1} value that tells them apart, with the OCSF
-    class each must become; one kind sits behind a syslog header, one carries escaped backslashes.
+    C{count} CEF lines of five kinds, keyed by the C{cs1} value that tells them apart, with the OCSF
+    class each must become; one kind sits behind a syslog header, two carry escaped backslashes.
     """
     kinds = [
         ("CEF:0|Acme|FW|2.1|deny|Connection denied|5|src=10.0.{i}.1 dst=10.1.0.{i} dpt=443 act=deny "
@@ -134,6 +134,8 @@ def cef_lines(marker: str, count: int) -> dict[str, tuple[str, int]]:
          "dst=10.9.0.{i} cs1={tag}", 2004),
         ("CEF:0|Acme|Proxy|1|get|Web request|1|src=10.0.0.{i} requestMethod=GET "
          r"request=https://example.com/a\\b?q\=1 cs1={tag}", 4002),
+        ("CEF:0|Trend Micro|Deep Security Agent|20.0.1-876|4000000|Eicar_test_file|6|cn1=118 cn1Label=Host ID "
+         r"dvchost=ws-{i} filePath=C:\\Users\\jdoe\\Downloads\\eicar.com act=Quarantine cs1={tag}", 2004),
     ]
     lines = {}
     for i in range(count):
@@ -169,6 +171,8 @@ async def test_syslog_ng_http_destination_posts_cef_lines_that_arrive_once_as_th
         assert (event["metadata"]["log_name"], event["metadata"]["log_source"]) == ("cef-syslog", "hec")
     proxy = next(e for e in events if e["class_uid"] == 4002)
     assert proxy["http_request"]["url"]["url_string"] == "https://example.com/a\\b?q=1"
+    detections = [e for e in events if e["metadata"]["product"]["name"] == "Deep Security Agent"]
+    assert {e["evidences"][0]["file"]["path"] for e in detections} == {"C:\\Users\\jdoe\\Downloads\\eicar.com"}
 
 
 # -- Amazon Kinesis Data Firehose, as Splunk documents it ------------------------------------------
