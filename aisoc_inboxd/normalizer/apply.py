@@ -301,8 +301,9 @@ def _leftovers(value: Any, consumed: dict[str, Any] | None) -> Any:
         return kept or INVALID
     if isinstance(value, list):
         kept_list = []
+        each = {key: sub for key, sub in consumed.items() if not key.isdigit()}  # read from every item
         for index, item in enumerate(value):
-            sub = consumed.get(str(index))
+            sub = consumed.get(str(index), each or None)
             if sub is True:
                 continue
             left = drop_nulls(item) if sub is None else _leftovers(item, sub)

@@ -656,15 +656,17 @@ class _Loader:
             raise self._error(key, f"{shown} is not an attribute path of class {ocsf_class.uid} "
                                    f"{ocsf_class.caption} in OCSF {self._schema.version}"
                                    f"{' with profiles ' + ', '.join(profiles) if profiles else ''}")
+        if sum(step.append or step.aligned for step in steps[:-1]) > 1:
+            raise self._error(key, f"{shown}: only one [] or [*] may spread a list inside a path")
         normalized: list[Step] = []
         for position, (step, attribute) in enumerate(zip(steps, chain)):
             last = position == len(steps) - 1
-            if (step.index is not None or step.append) and not attribute.is_array:
+            if (step.index is not None or step.append or step.aligned) and not attribute.is_array:
                 raise self._error(key, f"{shown}: '{step.key}' is not an array, so it takes no [ ]")
-            if step.index is not None and last:
+            if (step.index is not None or step.aligned) and last:
                 raise self._error(key, f"{shown}: use '{step.key}[]' to append to an array, "
                                        f"not an index")
-            if attribute.is_array and not last and step.index is None and not step.append:
+            if attribute.is_array and not last and step.index is None and not step.append and not step.aligned:
                 step = Step(step.key, index=0)
             normalized.append(step)
         return tuple(normalized), chain[-1]
@@ -674,6 +676,17 @@ class _Loader:
             coerce = coercer_for(attribute)
         except ValueError as exc:
             raise self._error(key, str(exc)) from exc
+        if any(step.aligned for step in steps[:-1]):
+            def aligned(value: Any) -> Any:
+                """
+                A C{name[*]} inside the path spreads a list by position: convert each item on its
+                own, an item that cannot be converted (or is null) becoming C{None}, which fills nothing.
+                """
+                items = value if isinstance(value, list) else [value]
+                converted = [None if item is None or (c := coerce(item)) is INVALID else c for item in items]
+                return converted if any(c is not None for c in converted) else INVALID
+
+            return aligned
         if not any(step.append for step in steps[:-1]):
             return coerce
 
@@ -690,7 +703,12 @@ class _Loader:
     @staticmethod
     def _sibling(steps: tuple[Step, ...], attribute: Attribute
                  ) -> tuple[tuple[Step, ...] | None, Mapping[Any, str]]:
-        if not attribute.sibling or not attribute.enum or attribute.is_array:
+        """
+        Where the caption of an enum target goes, and the captions; none for arrays, and none when
+        the path spreads a list (a caption per item is not written).
+        """
+        spreads = any(step.append or step.aligned for step in steps[:-1])
+        if not attribute.sibling or not attribute.enum or attribute.is_array or spreads:
             return None, {}
         return steps[:-1] + (Step(attribute.sibling),), attribute.enum
 
