@@ -5,6 +5,7 @@ pinned attribute by attribute.
 """
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,8 @@ from aisoc_inboxd.formats.cef_records import cef_record, cef_time, event_kind
 from aisoc_inboxd.normalizer import IngestContext, TemplateError, load_template_file, normalize_record
 from aisoc_inboxd.syslog.records import frame_record
 from tests.support.ocsf import assert_valid_ocsf
-from tests.support.shared import FIXTURES, PROJECT
+from tests.support.shared import CORPUS as SHARED_CORPUS
+from tests.support.shared import FIXTURES, PROJECT, require_shared
 
 NOW = datetime(2026, 5, 8, 9, 0, tzinfo=UTC).timestamp()
 CEF = load_template_file(PROJECT / "templates" / "cef-syslog.yaml")
@@ -78,6 +80,46 @@ def test_class_per_event_kind(line: str, class_uid: int) -> None:
     assert ocsf(line)["class_uid"] == class_uid
 
 
+AV_DETECTIONS = FIXTURES / "cef" / "authored-av-detections"
+AV_LINES = AV_DETECTIONS.with_suffix(".txt").read_text().splitlines()
+AV_CASES = json.loads(AV_DETECTIONS.with_suffix(".expected.json").read_text())["cases"]
+
+
+@pytest.mark.parametrize("case", AV_CASES, ids=[case["vendor"].split(" (")[0] for case in AV_CASES])
+def test_av_detections_are_detection_findings_with_the_file_as_evidence(case: dict[str, Any]) -> None:
+    """Each AV vendor's detection is a 2004 Detection Finding titled by its name, with the file (name, path, hashes) as evidences[0].file, not left in unmapped."""
+    event = ocsf(AV_LINES[case["line"] - 1])
+    assert (event["class_uid"], event["finding_info"]["title"]) == (case["class_uid"], case["title"])
+    evidence_file = event["evidences"][0]["file"]
+    assert (evidence_file["name"], evidence_file["path"], evidence_file["type_id"]) == (
+        case["file"]["name"], case["file"]["path"], 1)
+    assert [h["algorithm"] for h in evidence_file.get("hashes", [])] == case["hashes"]
+    assert not {"fname", "filePath", "fileHash", "TrendMicroDsFileSHA256"} & set(event["unmapped"]["cef"])
+    assert event.get("disposition_id") == case["disposition_id"]
+    assert event["is_alert"] is True
+
+
+def test_deep_security_eicar_sample_from_trend_micro_documentation() -> None:
+    """The Deep Security anti-malware sample Elastic's decoder tests with (Trend Micro's documented example) is a 2004 finding with the file."""
+    corpus = require_shared(SHARED_CORPUS / "cef" / "elastic-decode-cef-samples.txt")
+    [line] = [line for line in corpus.read_text().splitlines() if "|Eicar_test_file|" in line]
+    event = ocsf(line)
+    assert (event["class_uid"], event["finding_info"]["title"]) == (2004, "Eicar_test_file")
+    assert event["finding_info"]["analytic"] == {"uid": "4000000", "name": "Eicar_test_file", "type_id": 1,
+                                                 "type": "Rule"}
+    assert event["evidences"][0]["file"]["name"] == "eicar.exe"
+    assert event["evidences"][0]["file"]["path"] == "C:\\Users\\trend\\Desktop\\eicar.exe"
+
+
+def test_file_event_with_only_a_path_names_the_file() -> None:
+    """A file event with filePath and no fname gets the path's last part as file.name (OCSF requires one)."""
+    event = ocsf("CEF:0|Acme|FIM|1|f|File modified|4|suser=bob filePath=/etc/shadow fileHash=" + "a" * 40 +
+                 " dvchost=host1")
+    assert event["class_uid"] == 1001
+    assert event["file"] == {"name": "shadow", "path": "/etc/shadow", "type_id": 1,
+                             "hashes": [{"algorithm_id": 2, "algorithm": "SHA-1", "value": "a" * 40}]}
+
+
 def test_network_event_has_ports_protocol_and_security_control() -> None:
     """A firewall deny gives integer ports, the protocol, Refuse, and act as action Denied / disposition Blocked."""
     event = ocsf("CEF:0|Acme|FW|1|deny|Connection denied|5|src=10.0.0.1 dst=10.0.0.2 spt=1234 dpt=443 "
@@ -94,6 +136,7 @@ def test_network_event_has_ports_protocol_and_security_control() -> None:
 
 @pytest.mark.parametrize(("act", "action_id", "disposition_id"), [
     ("allow", 1, 1), ("Accept", 1, 1), ("drop", 2, 6), ("rejected", 2, 25), ("alert", 3, 15), ("quarantine", None, 3),
+    ("Delete", None, 5), ("cleaned", None, 11), ("File quarantined", None, 3), ("File passed", 1, 1),
 ])
 def test_act_words(act: str, action_id: int | None, disposition_id: int) -> None:
     """act maps to action_id and disposition_id as MAPPING.md says, case-insensitively."""

@@ -311,6 +311,36 @@ async def test_raw_cef_line_goes_through_the_cef_syslog_template(inboxd: Running
     assert events["not CEF at all"]["metadata"]["product"]["vendor_name"] == "Splunk"
 
 
+@pytest_twisted.ensureDeferred
+async def test_envelope_events_that_are_cef_lines_go_through_the_cef_syslog_template(inboxd: RunningDaemon) -> None:
+    """On the event endpoint an event string that is a CEF line, bare or behind a syslog header, arrives once as the OCSF class of its kind (as on /raw); other envelopes stay splunk-hec Base Events."""
+    token = await hec_token(inboxd)
+    login = "CEF:0|Vendor|Product|1.0|100|User login failed|3|src=10.0.0.1 suser=alice cs1=mfa"
+    firewall = ("<134>May  8 09:00:00 fw01 CEF:0|Acme|FW|2.1|deny|Connection denied|5|src=10.0.0.1 dst=10.1.0.1 "
+                "dpt=443 act=deny")
+    envelopes = [{"event": login, "host": "relay01", "time": 1778230800, "sourcetype": "cef"}, {"event": firewall},
+                 {"event": "plain text"}, {"event": {"message": "an object", "severity": "high"}}]
+    body = "\n".join(json.dumps(envelope) for envelope in envelopes).encode()
+    assert (await send(inboxd, "/services/collector/event", body, splunk(token)))[:2] == (200, SUCCESS)
+    events = inboxd.events()
+    for event in events:
+        assert_valid_ocsf(event)
+    assert sorted(e["class_uid"] for e in events) == [0, 0, 3002, 4001]
+    by_class = {e["class_uid"]: e for e in events}
+    logon, traffic = by_class[3002], by_class[4001]
+    assert (logon["user"]["name"], logon["metadata"]["log_name"], logon["metadata"]["log_source"]) == (
+        "alice", "cef-syslog", "hec")
+    assert (logon["metadata"]["reporter"]["hostname"], logon["time"]) == ("relay01", 1778230800000)
+    assert logon["unmapped"]["hec"] == {"sourcetype": "cef"}
+    assert json.loads(logon["raw_data"])["event"] == login
+    assert (traffic["metadata"]["reporter"]["hostname"], traffic["dst_endpoint"]["port"], traffic["action_id"]) == (
+        "fw01", 443, 2)
+    texts = sorted((e for e in events if e["class_uid"] == 0), key=lambda e: e["message"])
+    assert [(e["message"], e["metadata"]["log_name"]) for e in texts] == [("an object", "splunk-hec"),
+                                                                          ("plain text", "splunk-hec")]
+    assert texts[0]["severity_id"] == 4
+
+
 # -- indexer acknowledgement ----------------------------------------------------------------------
 
 @pytest_twisted.ensureDeferred

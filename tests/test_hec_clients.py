@@ -1,8 +1,10 @@
 """
 Real HEC clients nobody here wrote, unmodified, against the real daemon: the PyPI logging handler
-C{splunk_handler}, Splunk's own JavaScript library C{splunk-logging} (Debian 12's syslog-ng 3.38
-has no C{splunk-hec-event()} destination: it arrived in syslog-ng 4), and the request sequence
-Splunk documents for Amazon Kinesis Data Firehose. Every event sent arrives once, as valid OCSF.
+C{splunk_handler}, Splunk's own JavaScript library C{splunk-logging}, syslog-ng's C{http()}
+destination posting CEF lines as envelope events (Debian 12's syslog-ng 3.38 has no
+C{splunk-hec-event()} destination: it arrived in syslog-ng 4, so C{http()} with a C{format-json}
+body is how 3.x feeds HEC), and the request sequence Splunk documents for Amazon Kinesis Data
+Firehose. Every event sent arrives once, as valid OCSF.
 """
 from __future__ import annotations
 
@@ -11,16 +13,19 @@ import json
 import logging
 import os
 import shutil
+import uuid
 from pathlib import Path
 from typing import Any, AsyncIterator
 
 import pytest
 import pytest_twisted
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.internet.utils import getProcessOutputAndValue
 
-from tests.support.daemon import RunningDaemon, daemon_settings, start_daemon
+from tests.support.daemon import RunningDaemon, daemon_settings, start_daemon, wait_for
 from tests.support.ocsf import assert_valid_ocsf
+from tests.support.syslog_ng import hec_destination, start_syslog_ng
 
 PROJECT = Path(__file__).resolve().parents[1]
 #: where scripts/test-services installs npm's splunk-logging
@@ -112,6 +117,62 @@ async def test_splunk_logging_reads_our_invalid_token_reply_as_splunks(inboxd: R
     code, reply = await run_node_client(inboxd.base_url, "aisoc_inbox_" + "b" * 52, 1)
     assert (code, reply) == (1, {"error": "Invalid token", "code": 4})
     assert inboxd.events() == []
+
+
+# -- syslog-ng http(): CEF lines as HEC envelope events -------------------------------------------
+
+def cef_lines(marker: str, count: int) -> dict[str, tuple[str, int]]:
+    """
+    C{count} CEF lines of five kinds, keyed by the C{cs1} value that tells them apart, with the OCSF
+    class each must become; one kind sits behind a syslog header, two carry escaped backslashes.
+    """
+    kinds = [
+        ("CEF:0|Acme|FW|2.1|deny|Connection denied|5|src=10.0.{i}.1 dst=10.1.0.{i} dpt=443 act=deny "
+         "cs1={tag} cs1Label=Rule Name", 4001),
+        ("CEF:0|Vendor|Product|1.0|100|User login failed|3|src=10.0.0.{i} suser=alice{i} cs1={tag}", 3002),
+        ("<134>May  8 09:00:00 ids01 CEF:0|Snort|IDS|3|1:2000|ET TROJAN beacon detected|8|src=10.0.0.5 "
+         "dst=10.9.0.{i} cs1={tag}", 2004),
+        ("CEF:0|Acme|Proxy|1|get|Web request|1|src=10.0.0.{i} requestMethod=GET "
+         r"request=https://example.com/a\\b?q\=1 cs1={tag}", 4002),
+        ("CEF:0|Trend Micro|Deep Security Agent|20.0.1-876|4000000|Eicar_test_file|6|cn1=118 cn1Label=Host ID "
+         r"dvchost=ws-{i} filePath=C:\\Users\\jdoe\\Downloads\\eicar.com act=Quarantine cs1={tag}", 2004),
+    ]
+    lines = {}
+    for i in range(count):
+        template, class_uid = kinds[i % len(kinds)]
+        tag = f"{marker}-{i}"
+        lines[tag] = (template.format(i=i % 250, tag=tag), class_uid)
+    return lines
+
+
+@pytest_twisted.ensureDeferred
+async def test_syslog_ng_http_destination_posts_cef_lines_that_arrive_once_as_their_class(
+        inboxd: RunningDaemon, reactor: Any, tmp_path: Path) -> None:
+    """syslog-ng's http() destination, set up the way it feeds Splunk (Authorization: Splunk, format-json envelopes, batches), posts CEF lines to /services/collector/event: each arrives once as the OCSF class of its kind."""
+    token = await hec_token(inboxd)
+    relay = await deferToThread(start_syslog_ng, tmp_path / "syslog-ng",
+                                hec_destination(inboxd.base_url + "/services/collector/event", token))
+    try:
+        marker = uuid.uuid4().hex
+        lines = cef_lines(marker, 100)
+        with relay.source.open("a") as source:
+            source.write("\n".join(line for line, _ in lines.values()) + "\n")
+        await wait_for(lambda: len(inboxd.events()) >= len(lines), reactor, timeout=60)
+        await deferLater(reactor, 1.0)  # anything sent twice would have arrived by now
+    finally:
+        log = await deferToThread(relay.stop)
+    events = inboxd.events()
+    for event in events:
+        assert_valid_ocsf(event)
+    tags = [e["unmapped"]["cef"]["cs1"] for e in events]
+    assert sorted(tags) == sorted(lines), log
+    for event in events:
+        assert event["class_uid"] == lines[event["unmapped"]["cef"]["cs1"]][1]
+        assert (event["metadata"]["log_name"], event["metadata"]["log_source"]) == ("cef-syslog", "hec")
+    proxy = next(e for e in events if e["class_uid"] == 4002)
+    assert proxy["http_request"]["url"]["url_string"] == "https://example.com/a\\b?q=1"
+    detections = [e for e in events if e["metadata"]["product"]["name"] == "Deep Security Agent"]
+    assert {e["evidences"][0]["file"]["path"] for e in detections} == {"C:\\Users\\jdoe\\Downloads\\eicar.com"}
 
 
 # -- Amazon Kinesis Data Firehose, as Splunk documents it ------------------------------------------

@@ -152,6 +152,39 @@ def test_raw_cef_lines_become_cef_records_and_malformed_cef_stays_text() -> None
     assert [r.data["event"] for r in batch.text] == ["CEF:0|only|three fields", "plain text"]
 
 
+# -- CEF lines as envelope events ----------------------------------------------------------------
+
+def test_envelope_whose_event_is_a_cef_line_becomes_the_cef_record() -> None:
+    """The corpus envelope carrying a CEF line is the CEF record raw lines give, the rest of the envelope under hec, the envelope as raw data."""
+    records = parse_event_body(fixture("authored-envelopes-ndjson.txt")).records
+    cef = hec.cef_envelope(records[1], NOW)
+    assert cef is not None and hec.is_cef(cef)
+    assert expected("authored-envelopes-ndjson.expected.json")["events"][1]["event_is_cef_line"]
+    fields = cef.data["cef"]
+    assert (fields["deviceProduct"], fields["name"], fields["src"]) == ("threatmanager", "worm successfully stopped", "10.0.0.1")
+    assert cef.data["hec"] == {"time": 1433188255.500, "host": "fw01.example.com", "source": "cef:514",
+                               "sourcetype": "cef", "index": "netfw"}
+    assert cef.raw == records[1].raw
+    assert [hec.cef_envelope(record, NOW) for record in (records[0], records[2], records[3])] == [None, None, None]
+
+
+def test_envelope_cef_line_behind_a_syslog_header_and_with_fields() -> None:
+    """A CEF event behind a syslog header reads the header (host, stamp) as raw lines do; fields are kept under hec."""
+    line = "<134>May  8 09:00:00 fw01 CEF:0|Acme|FW|2.1|deny|Connection denied|5|src=10.0.0.1 dst=10.1.0.1 act=deny"
+    [record] = parse_event_body(json.dumps({"event": line, "fields": {"dc": "fra"}}).encode()).records
+    cef = hec.cef_envelope(record, NOW)
+    assert cef is not None
+    assert (cef.data["syslog"]["hostname"], cef.data["cef"]["act"], cef.data["hec"]) == ("fw01", "deny", {"fields": {"dc": "fra"}})
+    assert "time" in cef.data
+
+
+@pytest.mark.parametrize("event", ["CEF:0|only|three fields", "plain text mentioning CEF: nothing", 42])
+def test_envelope_events_that_are_not_cef_lines_stay_envelopes(event: Any) -> None:
+    """A broken CEF line, text and a number are not CEF: the envelope stays as sent."""
+    [record] = parse_event_body(json.dumps({"event": event}).encode()).records
+    assert hec.cef_envelope(record, NOW) is None
+
+
 def test_raw_cef_lines_stay_text_without_a_cef_template() -> None:
     """Without the cef-syslog template a CEF line is an ordinary text event, never dropped."""
     batch = parse_raw_body(b"CEF:0|V|P|1|100|n|5|src=1.2.3.4\n", {}, parse_cef=False, now=NOW)

@@ -183,6 +183,49 @@ def test_severity_map(tmp_path: Path, record: dict[str, Any], severity_id: int, 
     assert (event["severity_id"], event["severity"]) == (severity_id, severity)
 
 
+#: the words issue 16.7 names, as senders spell them, and the severity_id each must give
+COMMON_SEVERITY_WORDS = [
+    ("informational", 1), ("INFO", 1), ("debug", 1), ("Low", 2), ("medium", 3), ("Moderate", 3),
+    ("warning", 3), ("WARN", 3), ("High", 4), ("error", 4), ("ERROR", 4), ("critical", 5), ("Fatal", 6),
+]
+
+
+@pytest.mark.parametrize(("word", "severity_id"), COMMON_SEVERITY_WORDS)
+def test_common_severity_words_need_no_map(tmp_path: Path, word: str, severity_id: int) -> None:
+    """A severity_field alone understands the common severity words, in any case."""
+    event = _assert_valid(normalize(_template(tmp_path, "severity_field: log_level\n"), {"log_level": word}, CONTEXT))
+    assert event["severity_id"] == severity_id
+    assert "log_level" not in event.get("unmapped", {})
+
+
+def test_the_template_map_wins_over_the_common_words(tmp_path: Path) -> None:
+    """A word the template's severity_map lists means what the template says."""
+    template = _template(tmp_path, "severity_field: s\nseverity_map: {low: 3, P1: 5}\n")
+    assert normalize(template, {"s": "LOW"}, CONTEXT)["severity_id"] == 3
+    assert normalize(template, {"s": "high"}, CONTEXT)["severity_id"] == 4
+
+
+def test_a_star_key_makes_the_map_the_whole_table(tmp_path: Path) -> None:
+    """With "*" in severity_map, every value it does not list gets that id: the common words do not apply."""
+    template = _template(tmp_path, 'severity_field: s\nseverity_map: {P1: 5, "*": 99}\n')
+    assert (normalize(template, {"s": "p1"}, CONTEXT)["severity_id"]) == 5
+    event = _assert_valid(normalize(template, {"s": "High"}, CONTEXT))
+    assert (event["severity_id"], event["severity"]) == (99, "High")
+
+
+def test_every_bundled_template_that_reads_a_severity_maps_the_common_words() -> None:
+    """Each bundled template with a severity_field (except CEF, whose standard fixes its words) maps them."""
+    readers = [path.stem for path in sorted(TEMPLATES.glob("*.yaml")) if _bundled(path.stem).severity_field]
+    assert len(readers) >= 10
+    for template_id in readers:
+        compiled = _bundled(template_id).compiled
+        if compiled.severity_otherwise is not None:
+            assert template_id == "cef-syslog"
+            continue
+        for word, severity_id in COMMON_SEVERITY_WORDS:
+            assert compiled.severity_lookup.get(word.casefold()) == severity_id, (template_id, word)
+
+
 def test_used_severity_field_is_consumed(tmp_path: Path) -> None:
     """The severity value used is not repeated in unmapped; an unused candidate stays there."""
     event = normalize(_template(tmp_path, SEVERITY_TEMPLATE), {"prio": "X", "level": "high"}, CONTEXT)
@@ -406,7 +449,7 @@ def _yaml(**changes: Any) -> str:
     (_yaml(field_map={"a": "message[]"}), "field_map.a", "not an array"),
     (_yaml(field_map={"a": "unmapped.x", "b": "unmapped.x.y"}), "field_map.a", "contains another"),
     (_yaml(field_map={"a": 5}), "field_map.a", "dotted path"),
-    (_yaml(severity_field="s"), "severity_map", "go together"),
+    (_yaml(severity_map={"P1": 5}), "severity_field", "severity_map needs a severity_field"),
     (_yaml(severity_field="s", severity_map={"P1": 7}), "severity_map.P1", "not an OCSF severity_id"),
     (_yaml(severity_field="s", severity_map={"P1": "5"}), "severity_map.P1", "not an OCSF severity_id"),
     (_yaml(severity_field="s", severity_map={"hi": 4, "HI": 5}), "severity_map.HI", "case"),

@@ -17,7 +17,7 @@ import socket
 import subprocess
 import uuid
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator
 
 import pytest
 import pytest_twisted
@@ -39,10 +39,10 @@ from aisoc_inboxd.metrics import SyslogMetrics
 from aisoc_inboxd.syslog.framing import MAX_SKIPPED_FRAME
 from aisoc_inboxd.syslog.protocol import SyslogDatagramProtocol, SyslogIntake, SyslogStreamFactory, SyslogStreamProtocol
 from aisoc_inboxd.web.errors import unavailable
-from tests.support.daemon import RunningDaemon, daemon_settings, start_daemon
+from tests.support.daemon import RunningDaemon, daemon_settings, start_daemon, wait_for
 from tests.support.ocsf import assert_valid_ocsf
 from tests.support.rsyslog import Forward, start_rsyslog
-from tests.support.syslog_ng import start_syslog_ng
+from tests.support.syslog_ng import start_syslog_ng, syslog_destination
 from tests.support.tls import TlsFiles, make_tls_files
 from tests.test_status_page import read
 
@@ -398,14 +398,6 @@ def test_embedded_default_listens_on_5514_for_tenant_default() -> None:
 
 # --- real senders against the real daemon -----------------------------------------------------------
 
-async def wait_for(condition: Callable[[], bool], reactor: Any, timeout: float = 30.0) -> None:
-    for _ in range(int(timeout / 0.1)):
-        if condition():
-            return
-        await deferLater(reactor, 0.1)
-    assert condition()
-
-
 def listeners(*entries: SyslogListenerSettings) -> SyslogSettings:
     return SyslogSettings(listeners=list(entries))
 
@@ -615,8 +607,8 @@ async def test_syslog_ng_forwards_a_file_of_cef_lines(reactor: Any, tmp_path: Pa
     daemon = await start_daemon(reactor, daemon_settings(tmp_path / "state", syslog=listeners(entry)))
     relay = None
     try:
-        relay = await deferToThread(start_syslog_ng, tmp_path / "syslog-ng", daemon.daemon.address("syslog-relay").port,
-                                    tls)
+        relay = await deferToThread(start_syslog_ng, tmp_path / "syslog-ng",
+                                    syslog_destination(daemon.daemon.address("syslog-relay").port, tls))
         marker = uuid.uuid4().hex
         lines = [f"CEF:0|Acme|FW|2.1|deny|Connection denied|{i % 11}|src=10.0.{i}.1 dst=10.1.0.{i} spt={1000 + i} "
                  f"dpt=443 act=deny cs1={marker}-{i} cs1Label=Rule Name" for i in range(200)]

@@ -1,7 +1,8 @@
 """
 The template language extensions: envelope keys (decode_json, records, acknowledge_when,
-idempotency_key), header sources, transforms, activity_field/activity_map, time_formats and lists
-of targets; each checked at load with a file: key message and applied as documented.
+idempotency_key), header sources, transforms, activity_field/activity_map, time_formats, lists
+of targets, sources read through lists and aligned ([*]) targets; each checked at load with a
+file: key message and applied as documented.
 """
 from __future__ import annotations
 
@@ -168,7 +169,54 @@ def test_one_source_to_several_targets(tmp_path: Path) -> None:
     assert template.field_map["summary"] == ("finding_info.title", "message")
 
 
+LISTS = """\
+    field_map:
+      items.name: "evidences[*].user.name"
+      items.id: "evidences[*].user.uid"
+      tags.label: finding_info.types
+"""
+
+
+def test_a_source_through_a_list_and_aligned_targets(tmp_path: Path) -> None:
+    """items.name reads every item's name; [*] puts item N into element N, so two sources fill the same elements, and what was read leaves unmapped."""
+    template = load(tmp_path, LISTS)
+    record = {"items": [{"name": "alice", "id": "u1", "role": "x"}, {"name": "bob"}, {"id": "u3"}],
+              "tags": [{"label": "one"}, {"label": "two"}]}
+    [event] = run(template, record)
+    assert event["evidences"] == [{"user": {"name": "alice", "uid": "u1"}}, {"user": {"name": "bob"}},
+                                  {"user": {"uid": "u3"}}]
+    assert event["finding_info"]["types"] == ["one", "two"]
+    assert event["unmapped"] == {"items": [{"role": "x"}]}
+
+
+def test_text_transforms_apply_to_each_item_of_a_list(tmp_path: Path) -> None:
+    """trim and uppercase change each text of a list read through it; an emptied item maps nowhere."""
+    template = load(tmp_path, """\
+        field_map:
+          tags.label: finding_info.types
+        transforms:
+          tags.label: [trim, uppercase]
+        """)
+    [event] = run(template, {"tags": [{"label": " one "}, {"label": ""}, {"label": "two"}]})
+    assert event["finding_info"]["types"] == ["ONE", "TWO"]
+
+
+def test_extract_searches_each_item_of_a_list(tmp_path: Path) -> None:
+    """An extract source that is a list is searched item by item: the first match wins."""
+    template = load(tmp_path, """\
+        extract:
+          cve: {from: identifiers.value, pattern: '^(?P<value>CVE-\\d{4}-\\d+)$'}
+        field_map:
+          extracted.cve: finding_info.uid
+        """)
+    record = {"identifiers": [{"value": "GHSA-aaaa-bbbb-cccc"}, {"value": "CVE-2024-0001"}]}
+    assert run(template, record)[0]["finding_info"]["uid"] == "CVE-2024-0001"
+
+
 @pytest.mark.parametrize("body, key, fragment", [
+    ("field_map:\n  a: 'finding_info.types[*]'\n", "field_map.a", "to append to an array"),
+    ("field_map:\n  a: 'finding_info[*].uid'\n", "field_map.a", "is not an array"),
+    ("field_map:\n  a: 'evidences[*].email.files[*].name'\n", "field_map.a", "only one [] or [*]"),
     ("activity_field: a\n", "activity_map", "go together"),
     ("activity_field: a\nactivity_map: {x: 7}\n", "activity_map.x", "not an activity of class 2004"),
     ("time_formats: ['no percent']\n", "time_formats[0]", "not a strptime format"),

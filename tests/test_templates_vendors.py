@@ -151,7 +151,7 @@ GITHUB = "github-security-advisory"
 
 
 def test_github_security_advisory_published() -> None:
-    """A published advisory is a Create with the GHSA id, Medium severity, and its CWE."""
+    """A published advisory is a Create with the GHSA id and Medium severity; it is one vulnerability: the CVE among its identifiers (cve_id is null), its CWE and both affected django ranges."""
     event = one(GITHUB, fixture(GITHUB, "security-advisory-published.json"),
                 {"x-github-event": "security_advisory"})
     assert (event["activity_id"], event["severity_id"]) == (1, 3)
@@ -160,15 +160,26 @@ def test_github_security_advisory_published() -> None:
     assert event["time"] == 1538601234000
     assert event["metadata"]["event_code"] == "security_advisory"
     assert event["unmapped"]["action"] == "published"
-    assert event["vulnerabilities"][0]["advisory"]["uid"] == "GHSA-rf4j-j272-fj86"
-    assert {"cwe": {"uid": "CWE-0000"}} in event["vulnerabilities"]
+    [vulnerability] = event["vulnerabilities"]
+    assert vulnerability["cve"] == {"uid": "CVE-2018-6188", "related_cwes": [{"uid": "CWE-0000"}]}
+    assert vulnerability["related_vulnerabilities"] == ["GHSA-rf4j-j272-fj86"]
+    assert (vulnerability["title"], vulnerability["severity"], vulnerability["vendor_name"]) == (
+        "Moderate severity vulnerability that affects django", "moderate", "GitHub")
+    assert vulnerability["affected_packages"] == [
+        {"name": "django", "package_manager": "pip", "version": ">= 2.0.0, < 2.0.2", "fixed_in_version": "2.0.2"},
+        {"name": "django", "package_manager": "pip", "version": ">= 1.11.8, < 1.11.10", "fixed_in_version": "1.11.10"},
+    ]
+    assert vulnerability["references"] == ["https://nvd.nist.gov/vuln/detail/CVE-2018-6188"]
+    assert "package" not in json.dumps(event["unmapped"])
 
 
 def test_github_security_advisory_updated_carries_its_cve() -> None:
-    """An updated advisory is an Update at its updated_at, with its CVE as a vulnerability."""
+    """An updated advisory is an Update at its updated_at; its one vulnerability is its CVE, with the package that has no fix."""
     event = one(GITHUB, fixture(GITHUB, "security-advisory-updated.json"))
     assert (event["activity_id"], event["time"]) == (2, 1610141248000)
-    assert {"cve": {"uid": "CVE-2019-5438"}} in event["vulnerabilities"]
+    [vulnerability] = event["vulnerabilities"]
+    assert vulnerability["cve"]["uid"] == "CVE-2019-5438"
+    assert vulnerability["affected_packages"] == [{"name": "harp", "package_manager": "npm", "version": "<= 0.29.0"}]
 
 
 def test_github_security_advisory_withdrawn_closes() -> None:
@@ -179,12 +190,18 @@ def test_github_security_advisory_withdrawn_closes() -> None:
 
 
 def test_github_dependabot_alert() -> None:
-    """A Dependabot alert is the repository's finding, with the advisory, CVE and CWE."""
+    """A Dependabot alert is the repository's finding with one vulnerability: the advisory's CVE, its CWE with its name, the GHSA id, and the alert's vulnerable package."""
     event = one(GITHUB, fixture(GITHUB, "dependabot-alert-created.json"))
     assert event["finding_info"]["uid"].endswith("/dependabot/alerts/20")
     assert event["resources"][0]["name"] == "wolfy1339/pika-pack"
-    assert [next(iter(v)) for v in event["vulnerabilities"]] == ["advisory", "cve", "cwe"]
     assert event["severity_id"] == 3
+    [vulnerability] = event["vulnerabilities"]
+    assert vulnerability["cve"] == {"uid": "CVE-2022-25883", "related_cwes": [
+        {"uid": "CWE-1333", "caption": "Inefficient Regular Expression Complexity"}]}
+    assert vulnerability["related_vulnerabilities"] == ["GHSA-c2qf-rxjj-qqgw"]
+    assert vulnerability["affected_packages"] == [
+        {"name": "semver", "package_manager": "npm", "version": "< 7.5.2", "fixed_in_version": "7.5.2"}]
+    assert "https://github.com/advisories/GHSA-c2qf-rxjj-qqgw" in vulnerability["references"]
 
 
 def test_github_code_scanning_alert() -> None:
@@ -217,7 +234,46 @@ def test_github_repository_advisory() -> None:
     assert (event["finding_info"]["uid"], event["severity_id"], event["activity_id"]) == ("GHSA-abcd-1234-5678", 4, 1)
     assert event["finding_info"]["src_url"].endswith("GHSA-abcd-1234-5678")
     assert event["time"] == 1709287200000
-    assert event["vulnerabilities"][1:] == [{"cve": {"uid": "CVE-2024-0001"}}, {"cwe": {"uid": "CWE-22"}}]
+    [vulnerability] = event["vulnerabilities"]
+    assert vulnerability["cve"] == {"uid": "CVE-2024-0001", "related_cwes": [{"uid": "CWE-22", "caption": "Path Traversal"}]}
+    assert vulnerability["related_vulnerabilities"] == ["GHSA-abcd-1234-5678"]
+
+
+def test_github_repository_advisory_without_cve_is_the_advisory() -> None:
+    """An advisory without a CVE is one vulnerability whose advisory is the GHSA (link, times, CWEs), with its packages and their patched versions."""
+    record = {"action": "published",
+              "repository_advisory": {"ghsa_id": "GHSA-wxyz-9876-5432", "cve_id": None,
+                                      "summary": "Token leak in debug logs", "severity": "low",
+                                      "html_url": "https://github.com/acme/app/security/advisories/GHSA-wxyz-9876-5432",
+                                      "published_at": "2024-03-01T10:00:00Z", "updated_at": "2024-03-02T10:00:00Z",
+                                      "withdrawn_at": None,
+                                      "identifiers": [{"value": "GHSA-wxyz-9876-5432", "type": "GHSA"}],
+                                      "cwes": [{"cwe_id": "CWE-532", "name": "Insertion of Sensitive Information into Log File"},
+                                               {"cwe_id": "CWE-200", "name": "Exposure of Sensitive Information"}],
+                                      "vulnerabilities": [{"package": {"ecosystem": "pip", "name": "acme-app"},
+                                                           "vulnerable_version_range": "< 2.4.1", "patched_versions": "2.4.1",
+                                                           "vulnerable_functions": []},
+                                                          {"package": {"ecosystem": "npm", "name": "@acme/app"},
+                                                           "vulnerable_version_range": "<= 1.9.0", "patched_versions": None}]},
+              "repository": {"full_name": "acme/app", "node_id": "R_1"}}
+    event = one(GITHUB, record, {"x-github-event": "repository_advisory"})
+    assert (event["finding_info"]["uid"], event["severity_id"]) == ("GHSA-wxyz-9876-5432", 2)
+    [vulnerability] = event["vulnerabilities"]
+    assert "cve" not in vulnerability and "cwe" not in vulnerability
+    assert vulnerability["advisory"] == {
+        "uid": "GHSA-wxyz-9876-5432", "src_url": "https://github.com/acme/app/security/advisories/GHSA-wxyz-9876-5432",
+        "created_time": 1709287200000, "modified_time": 1709373600000,
+        "related_cwes": [{"uid": "CWE-532", "caption": "Insertion of Sensitive Information into Log File"},
+                         {"uid": "CWE-200", "caption": "Exposure of Sensitive Information"}]}
+    assert vulnerability["affected_packages"] == [
+        {"name": "acme-app", "package_manager": "pip", "version": "< 2.4.1", "fixed_in_version": "2.4.1"},
+        {"name": "@acme/app", "package_manager": "npm", "version": "<= 1.9.0"}]
+
+
+def test_github_scanning_alerts_carry_no_vulnerability() -> None:
+    """Code and secret scanning alerts name no advisory: no vulnerabilities at all."""
+    for name in ("code-scanning-alert-created.json", "secret-scanning-alert-reopened.json"):
+        assert "vulnerabilities" not in one(GITHUB, fixture(GITHUB, name))
 
 
 def test_github_ping_is_acknowledged_and_delivery_is_the_key() -> None:
@@ -332,6 +388,36 @@ def test_sns_notification_wrapping_an_eventbridge_event() -> None:
     assert event["raw_data"] == json.dumps(record, ensure_ascii=False)
 
 
+def cloudwatch_alarm(state: str) -> dict[str, Any]:
+    """
+    An SNS Notification carrying a CloudWatch alarm state change, in the shape AWS documents for
+    alarm actions (AUTHORED: values invented, keys as sent).
+    """
+    alarm = {"AlarmName": "api-5xx-rate", "AlarmDescription": "5xx above 5%", "AWSAccountId": "123456789012",
+             "AlarmConfigurationUpdatedTimestamp": "2026-05-01T08:00:00.000+0000", "NewStateValue": state,
+             "NewStateReason": "Threshold Crossed: 1 datapoint [7.5] was greater than the threshold (5.0).",
+             "StateChangeTime": "2026-05-08T09:00:00.000+0000", "Region": "EU (Ireland)",
+             "AlarmArn": "arn:aws:cloudwatch:eu-west-1:123456789012:alarm:api-5xx-rate", "OldStateValue": "OK",
+             "Trigger": {"MetricName": "5XXError", "Namespace": "AWS/ApiGateway", "Statistic": "Average",
+                         "Period": 60, "EvaluationPeriods": 1, "ComparisonOperator": "GreaterThanThreshold",
+                         "Threshold": 5.0}}
+    return {"Type": "Notification", "MessageId": f"alarm-{state}", "TopicArn": "arn:aws:sns:eu-west-1:123456789012:alarms",
+            "Subject": f'{state}: "api-5xx-rate" in EU (Ireland)', "Message": json.dumps(alarm),
+            "Timestamp": "2026-05-08T09:00:01.000Z", "SignatureVersion": "1"}
+
+
+@pytest.mark.parametrize(("state", "activity_id", "severity_id"), [
+    ("ALARM", 1, 3), ("OK", 3, 1), ("INSUFFICIENT_DATA", 2, 2),
+])
+def test_sns_cloudwatch_alarm_state_gives_a_default_severity(state: str, activity_id: int, severity_id: int) -> None:
+    """A CloudWatch alarm carries no severity: ALARM is Medium, OK Informational, INSUFFICIENT_DATA Low."""
+    event = one("aws-sns", cloudwatch_alarm(state))
+    assert (event["activity_id"], event["severity_id"]) == (activity_id, severity_id)
+    assert event["finding_info"]["title"] == "api-5xx-rate"
+    assert event["unmapped"]["Message"]["NewStateValue"] == state
+    assert event["time"] == 1778230800000
+
+
 @pytest.mark.parametrize("name", ["subscription-confirmation.json", "unsubscribe-confirmation.json"])
 def test_sns_confirmations_are_acknowledged(name: str) -> None:
     """Subscription and unsubscribe confirmations become no event."""
@@ -353,6 +439,24 @@ def test_splunk_hec_envelopes() -> None:
     assert produced[1]["time"] == produced[2]["time"] == 1433188255500
     assert produced[2]["unmapped"]["event"]["user"] == "alice"
     assert (produced[-1]["message"], produced[-1]["severity_id"]) == ("Something happened", 1)
+
+
+@pytest.mark.parametrize(("event", "severity_id"), [
+    ({"message": "disk almost full", "severity": "low"}, 2),
+    ({"message": "disk almost full", "severity": "Medium"}, 3),
+    ({"message": "retrying", "log_level": "WARN"}, 3),
+    ({"message": "retrying", "loglevel": "error"}, 4),
+    ({"message": "started", "level": "informational"}, 1),
+])
+def test_splunk_hec_severity_words_and_log_level(event: dict[str, Any], severity_id: int) -> None:
+    """HEC events name their severity with the common words, in severity, level or log_level."""
+    produced = one("splunk-hec", {"event": event, "sourcetype": "app"})
+    assert produced["severity_id"] == severity_id
+
+
+def test_splunk_hec_log_level_in_indexed_fields() -> None:
+    """A log level sent as an indexed field counts too."""
+    assert one("splunk-hec", {"event": "retrying", "fields": {"log_level": "critical"}})["severity_id"] == 5
 
 
 def test_splunk_hec_spec_example() -> None:

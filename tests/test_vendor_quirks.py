@@ -93,7 +93,7 @@ async def test_github_ping_is_200_without_publishing(inboxd: RunningDaemon) -> N
 
 @pytest_twisted.ensureDeferred
 async def test_github_event_header_and_action_are_recorded_from_a_form_post(inboxd: RunningDaemon) -> None:
-    """A form-encoded payload= delivery publishes with X-GitHub-Event as event_code and the action kept."""
+    """A form-encoded payload= delivery publishes with X-GitHub-Event as event_code, the action kept, and the advisory as one vulnerability."""
     token = await inboxd.mint(template="github-security-advisory")
     payload = fixture("github-security-advisory", "security-advisory-withdrawn.json").decode()
     status, body, _ = await inboxd.post(f"/v1/inbox/{token}", f"payload={quote(payload)}".encode(),
@@ -105,6 +105,11 @@ async def test_github_event_header_and_action_are_recorded_from_a_form_post(inbo
     assert event["metadata"]["event_code"] == "security_advisory"
     assert event["unmapped"]["action"] == "withdrawn"
     assert (event["activity_id"], event["finding_info"]["uid"]) == (3, "GHSA-8v27-2fg9-7h62")
+    [vulnerability] = event["vulnerabilities"]  # one advisory, one vulnerability
+    assert vulnerability["cve"]["uid"] == "CVE-2021-23334"
+    assert vulnerability["cve"]["related_cwes"][0]["uid"] == "CWE-94"
+    assert vulnerability["affected_packages"] == [{"name": "static-eval", "package_manager": "npm",
+                                                   "version": "<= 2.1.0"}]
 
 
 @pytest_twisted.ensureDeferred

@@ -23,7 +23,12 @@ C{/v1/inbox/cef} route and the syslog listeners):
     them as epoch milliseconds or C{MMM dd [yyyy ]HH:mm:ss[.SSS][ zzz]} (the year, when absent, is
     the one closest to the receive time, as for syslog stamps); ISO 8601 is read too.
   - B{kind}: the event's class family from its name, signature id, category and the keys it
-    carries (L{event_kind}); the template's C{classes} maps each kind to an OCSF class.
+    carries (L{event_kind}); the template's C{classes} maps each kind to an OCSF class. Anti-virus
+    detections are findings (L{is_av_detection}), even when they name a file.
+  - B{file}: in the kinds that carry a file (findings and file events), C{fname}, C{filePath},
+    C{fsize} and C{fileHash} (and Deep Security's C{TrendMicroDsFile*} hashes) are moved from
+    C{cef} into one C{file} object — name (C{fname}, else the last part of C{filePath}), path,
+    size and hashes by algorithm (C{fileHash} told by its length) — which the template maps whole.
   - B{syslog}: the header of the syslog frame that carried the event (or of a syslog prefix on a
     posted line): host, app, facility, severity — the template's fallbacks for device and time.
 """
@@ -50,6 +55,22 @@ _API = re.compile(r"\bapi\b|audit")
 _FINDING = re.compile(
     r"alert|attack|malware|virus|trojan|worm|ransom|intrusion|exploit|threat|\bid[ps]\b|detect|"
     r"signature|suspicious|vulnerab|phish|botnet|injection|brute|anomal|infected|backdoor")
+#: words of anti-virus detections (names, signature ids, categories): checked before the file kind,
+#: since "Infected file deleted" is a detection about a file, not file activity
+_MALWARE = re.compile(
+    r"malware|malicious|virus|trojan|\bworms?\b|ransom|spyware|grayware|adware|riskware|infected|eicar|"
+    r"quarantin|backdoor|rootkit|keylogger|hacktool|coinminer|cryptominer|security risk|\bpu[ap]\b|^av:")
+#: vendors whose AV detections are named only by the malware (Deep Security's "Eicar_test_file") and
+#: a numeric signature id: (vendor, product, signature ids), vendor and product as lowercase prefixes
+_AV_SIGNATURE_IDS = (
+    ("trend micro", "deep security", range(4_000_000, 4_000_100)),  # Deep Security Anti-Malware events
+)
+#: the CEF keys of a file's hashes, with their algorithm (None: told by the hex digest's length)
+_HASH_KEYS = {"fileHash": None, "TrendMicroDsFileMD5": "md5", "TrendMicroDsFileSHA1": "sha1",
+              "TrendMicroDsFileSHA256": "sha256"}
+_HASH_BY_LENGTH = {32: "md5", 40: "sha1", 64: "sha256", 128: "sha512"}
+_HEX = re.compile(r"[0-9a-fA-F]+")
+_FILE_KINDS = frozenset({"finding", "file"})
 
 
 #: an endpoint's detail keys and the keys that identify it (OCSF: an address or a host name)
@@ -79,6 +100,8 @@ def event_kind(event: CefEvent, has_host: bool = False) -> str:
         return "dns"
     if ("request" in ext or "requestMethod" in ext) and (_HTTP.search(text) or "requestMethod" in ext):
         return "http"
+    if is_av_detection(event):
+        return "finding"
     if (_FILE.search(text) and ("fname" in ext or "filePath" in ext) and "suser" in ext
             and ("dvchost" in ext or "dvc" in ext or has_host)):
         return "file"
@@ -89,6 +112,46 @@ def event_kind(event: CefEvent, has_host: bool = False) -> str:
     if endpoint:
         return "network"
     return "other"
+
+
+def is_av_detection(event: CefEvent) -> bool:
+    """
+    Whether C{event} is an anti-virus detection: a malware word in its name, signature id or
+    category (C{Trojan.Gen}, C{Infected file deleted}, C{AV:File quarantined}, C{EICAR}), or a
+    signature id that one of L{_AV_SIGNATURE_IDS}'s products uses for its anti-malware events.
+    """
+    text = " ".join((event.device_event_class_id, event.name, event.extensions.get("cat", ""))).lower()
+    if _MALWARE.search(text):
+        return True
+    vendor, product = event.device_vendor.lower(), event.device_product.lower()
+    class_id = event.device_event_class_id.strip()
+    return class_id.isdigit() and any(
+        vendor.startswith(v) and product.startswith(p) and int(class_id) in ids for v, p, ids in _AV_SIGNATURE_IDS)
+
+
+def file_object(cef: dict[str, Any]) -> dict[str, Any] | None:
+    """
+    The file C{cef} names, its keys moved out of C{cef}: C{name} (C{fname}, else the last part of
+    C{filePath}), C{path}, C{size} and one key per hash algorithm (C{md5}, C{sha1}, C{sha256},
+    C{sha512}); C{None}, and C{cef} untouched, when there is no file name.
+    """
+    path = cef.get("filePath", "")
+    name = cef.get("fname") or re.split(r"[\\/]", path)[-1]
+    if not name.strip():
+        return None
+    cef.pop("fname", None)
+    found: dict[str, Any] = {"name": name}
+    if path:
+        found["path"] = cef.pop("filePath")
+    if cef.get("fsize", "").strip().isdigit():
+        found["size"] = cef.pop("fsize")
+    for key, algorithm in _HASH_KEYS.items():
+        digest = cef.get(key, "").strip()
+        algorithm = algorithm or _HASH_BY_LENGTH.get(len(digest))
+        if algorithm is not None and _HEX.fullmatch(digest) and algorithm not in found:
+            found[algorithm] = digest
+            del cef[key]
+    return found
 
 
 def cef_time(text: str, now: float, local_tz: tzinfo = UTC) -> int | None:
@@ -129,6 +192,8 @@ def cef_record(event: CefEvent, raw: str, now: float, syslog: SyslogMessage | No
         data["unpaired"] = unpaired
     if kind == "authentication" and "duser" in cef and "suser" in cef:
         data["initiator"] = {"suser": cef.pop("suser")}
+    if kind in _FILE_KINDS and (file := file_object(cef)) is not None:
+        data["file"] = file
     for key in ("rt", "end"):
         if key in ext and (millis := cef_time(ext[key], now, local_tz)) is not None:
             data["time"], data["original_time"] = millis, ext[key]

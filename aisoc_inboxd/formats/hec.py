@@ -17,6 +17,10 @@ Decisions, each pinned by a test:
   - B{The raw endpoint} splits the body on LF (a trailing CR is dropped, blank lines are skipped);
     each line is one event whose metadata comes from the query string. A line that parses as CEF
     becomes a CEF record instead (for the cef-syslog template); one that does not stays text.
+  - B{CEF in an envelope}: an C{event} string that parses as CEF (optionally behind a syslog
+    header: syslog-ng's C{http()} destination and many forwarders send the line as the event) is
+    the same CEF record as on the raw endpoint (L{cef_envelope}), the rest of the envelope under
+    C{hec}.
 """
 from __future__ import annotations
 
@@ -200,21 +204,35 @@ def parse_raw_body(body: bytes, metadata: Mapping[str, str], parse_cef: bool, no
 
 def is_cef(record: Record) -> bool:
     """
-    Whether a raw-endpoint record is a CEF record (text records always carry C{event}, CEF ones never).
+    Whether a record is a CEF record (text and envelope records always carry C{event}, CEF ones never).
     """
     return "event" not in record.data
 
 
-def cef_record(line: str, envelope: Mapping[str, str], now: float) -> Record | None:
+def cef_envelope(record: Record, now: float) -> Record | None:
+    """
+    An event-endpoint record whose C{event} is a CEF line, as the CEF record of that line with the
+    rest of the envelope (C{host}, C{source}, C{sourcetype}, C{index}, C{time}, C{fields}) under
+    C{hec} and the envelope as C{raw_data}; C{None} when the event is not a CEF line.
+    """
+    event = record.data.get("event")
+    if not isinstance(event, str):
+        return None
+    envelope = {key: value for key, value in record.data.items() if key != "event"}
+    return cef_record(event, envelope, now, record.raw)
+
+
+def cef_record(line: str, envelope: Mapping[str, Any], now: float, raw: str | None = None) -> Record | None:
     """
     A CEF line as the record every CEF intake gives the cef-syslog template, with the HEC metadata
-    under C{hec}; C{None} when the line is not CEF.
+    under C{hec}; C{None} when the line is not CEF. C{raw} is what was received (the line itself
+    unless given).
     """
     try:
         event = parse_cef_line(line)
     except CefError:
         return None
-    record = cef_records.cef_record(event, line, now)
+    record = cef_records.cef_record(event, line if raw is None else raw, now)
     if envelope:
         record.data["hec"] = dict(envelope)
     return record

@@ -13,8 +13,9 @@ value is read through the template's C{transforms}. Rules, in order:
      (the intake route); the template may override the last three;
   2. C{field_map}: a missing or null source is skipped; the first present source of a target wins;
      a value the target cannot hold (C{"abc"} for a port) is not mapped and stays in C{unmapped};
-  3. C{constants}, then C{severity_field}/C{severity_map}: no severity value → 0 Unknown; a value
-     not in the map → 99 Other with C{severity} = the raw value (nothing is silently downgraded);
+  3. C{constants}, then C{severity_field}/C{severity_map} (and the common severity words,
+     L{severity<aisoc_inboxd.normalizer.severity>}): no severity value → 0 Unknown; a value
+     in neither → 99 Other with C{severity} = the raw value (nothing is silently downgraded);
   4. C{time_field}: the first parseable candidate → C{time} (ms) and C{metadata.original_time}
      (raw, unless a C{field_map} entry already set it); none → the receive time;
   5. class defaults so the event validates (2001 C{state_id}/C{finding}, 2004
@@ -36,7 +37,8 @@ from aisoc_inboxd.normalizer.coerce import INVALID, drop_nulls
 from aisoc_inboxd.normalizer.extract import EXTRACTED, with_extracted
 from aisoc_inboxd.normalizer.ocsf import SCHEMA_VERSION
 from aisoc_inboxd.normalizer.paths import MISSING, get_source, is_header
-from aisoc_inboxd.normalizer.template import Compiled, Template, fold_severity
+from aisoc_inboxd.normalizer.severity import fold_severity
+from aisoc_inboxd.normalizer.template import Compiled, Template
 from aisoc_inboxd.normalizer.timeparse import to_epoch_ms
 from aisoc_inboxd.normalizer.uids import new_uid
 
@@ -202,7 +204,7 @@ def _severity(event: dict[str, Any], compiled: Compiled, record: dict[str, Any],
     """
     first_present: tuple[tuple[str, ...], Any] | None = None
     for source, raw in _scalars(compiled.severity_sources, record, context):
-        severity_id = compiled.severity_lookup.get(fold_severity(raw))
+        severity_id = compiled.severity_lookup.get(fold_severity(raw), compiled.severity_otherwise)
         if severity_id is not None:
             consumed.append(source.keys)
             caption = compiled.severity_captions[severity_id]
@@ -299,8 +301,9 @@ def _leftovers(value: Any, consumed: dict[str, Any] | None) -> Any:
         return kept or INVALID
     if isinstance(value, list):
         kept_list = []
+        each = {key: sub for key, sub in consumed.items() if not key.isdigit()}  # read from every item
         for index, item in enumerate(value):
-            sub = consumed.get(str(index))
+            sub = consumed.get(str(index), each or None)
             if sub is True:
                 continue
             left = drop_nulls(item) if sub is None else _leftovers(item, sub)

@@ -39,8 +39,10 @@ _FILE_NAME_KEYS = ("name", "filename", "file_name", "Name", "FileName", "fileNam
 _FILE_TYPE_KEYS = ("mime_type", "content_type", "contentType", "ContentType", "type")
 _FILE_SIZE_KEYS = ("size", "length", "content_length", "ContentLength", "contentLength")
 _FILE_TYPE_REGULAR = 1
-_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
-_SHA256_ALGORITHM = 3  # OCSF fingerprint algorithm_id
+#: hash keys of file records: (key, OCSF fingerprint algorithm_id, its caption, hex digest length)
+_FILE_HASHES = (("md5", 1, "MD5", 32), ("sha1", 2, "SHA-1", 40), ("sha256", 3, "SHA-256", 64),
+                ("sha512", 4, "SHA-512", 128))
+_HEX = re.compile(r"^[0-9a-fA-F]+$")
 
 
 def coercer_for(attribute: Attribute) -> Coercer:
@@ -182,7 +184,8 @@ def _to_string(value: Any) -> Any:
 
 def _to_file(value: Any) -> Any:
     """
-    An OCSF C{file} from a file name or an attachment record (name, MIME type, size, sha256).
+    An OCSF C{file} from a file name or a file record: an attachment (name, MIME type, size,
+    sha256) or a file a detection names (name, path, size, md5/sha1/sha256/sha512).
     """
     if isinstance(value, str):
         return {"name": value, "type_id": _FILE_TYPE_REGULAR} if value.strip() else INVALID
@@ -192,15 +195,20 @@ def _to_file(value: Any) -> Any:
     if name is None:
         return INVALID
     shaped: dict[str, Any] = {"name": name, "type_id": _FILE_TYPE_REGULAR}
+    path = _first_string(value, ("path",))
+    if path is not None:
+        shaped["path"] = path
     mime_type = _first_string(value, _FILE_TYPE_KEYS)
     if mime_type is not None:
         shaped["mime_type"] = mime_type
     size = next((_to_integer(value[k]) for k in _FILE_SIZE_KEYS if k in value), INVALID)
     if size is not INVALID and size >= 0:
         shaped["size"] = size
-    digest = value.get("sha256")
-    if isinstance(digest, str) and _SHA256.match(digest):
-        shaped["hashes"] = [{"algorithm_id": _SHA256_ALGORITHM, "algorithm": "SHA-256", "value": digest.lower()}]
+    hashes = [{"algorithm_id": algorithm_id, "algorithm": caption, "value": digest.lower()}
+              for key, algorithm_id, caption, length in _FILE_HASHES
+              if isinstance(digest := value.get(key), str) and len(digest) == length and _HEX.match(digest)]
+    if hashes:
+        shaped["hashes"] = hashes
     return shaped
 
 

@@ -5,15 +5,16 @@ E-mail alerts carry what matters inside text (a C{[CrowdStrike] …} subject pre
 High} line in the body), and one text feeds several targets. The template's C{extract} key names
 each derived value, the sources to search (the first that matches wins) and a pattern whose named
 group C{value} is the result; field_map, severity_field and time_field then read it as
-C{extracted.<name>}. Patterns are compiled and checked when the template loads.
+C{extracted.<name>}. A source that is a list (C{identifiers.value}) is searched item by item.
+Patterns are compiled and checked when the template loads.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
-from aisoc_inboxd.normalizer.paths import MISSING, SourceGetter, compile_source, parse_source
+from aisoc_inboxd.normalizer.paths import SourceGetter, compile_source, parse_source
 
 #: the record key derived values appear under
 EXTRACTED = "extracted"
@@ -69,12 +70,18 @@ def with_extracted(extractions: tuple[Extraction, ...], record: dict[str, Any]) 
         return record
     found: dict[str, str] = {}
     for extraction in extractions:
-        for source in extraction.sources:
-            text = source(record, None)
-            if text is MISSING or not isinstance(text, str):
-                continue
-            match = extraction.pattern.search(text)
-            if match is not None and match["value"] is not None and match["value"].strip():
-                found[extraction.name] = match["value"].strip()
-                break
+        value = next((value for source in extraction.sources
+                      for value in _matches(extraction.pattern, source(record, None))), None)
+        if value is not None:
+            found[extraction.name] = value
     return {**record, EXTRACTED: found}
+
+
+def _matches(pattern: re.Pattern[str], value: Any) -> Iterator[str]:
+    """
+    The non-blank C{value} groups C{pattern} finds in a text, or in each text item of a list.
+    """
+    for text in value if isinstance(value, list) else [value]:
+        if isinstance(text, str) and (match := pattern.search(text)) is not None:
+            if match["value"] is not None and match["value"].strip():
+                yield match["value"].strip()

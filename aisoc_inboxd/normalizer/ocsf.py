@@ -29,7 +29,7 @@ _BASE_JSON_TYPES = {
     "string_t": "string",
     "json_t": "any",
 }
-_SEGMENT_INDEX = re.compile(r"\[\d*\]$")
+_SEGMENT_INDEX = re.compile(r"\[(?:\d*|\*)\]$")
 _SCHEMA_PATH_INDEX = re.compile(r"\[\d+\]")
 
 
@@ -108,7 +108,7 @@ class OcsfSchema:
         """
         The attribute for each segment of C{dotted_path} in the class, or C{None} if it is no path.
 
-        Array indexes (C{evidences[0]}, C{files[]}) are ignored: arrays traverse transparently.
+        Array indexes (C{evidences[0]}, C{files[]}, C{cwes[*]}) are ignored: arrays traverse transparently.
         Segments below a free-form attribute (C{unmapped}, C{json_t}) are L{FREE_FORM}.
         Attributes of profiles not listed in C{profiles} do not exist.
         """

@@ -2,10 +2,13 @@
 The dotted paths of the template language: source paths read records, target paths build events.
 
 A source path (C{event.data.service.summary}) walks nested objects; a segment of digits indexes a
-list (C{alerts.0.id}); C{header:X-GitHub-Event} reads a request header instead. A target path
-(C{finding_info.src_url}) may mark array attributes with C{name[N]} (element N, created as needed)
-or C{name[]} (append: at the end of the path the value, or each item of a list value, is appended;
-inside the path each item becomes a new element).
+list (C{alerts.0.id}), any other segment reads that key of every item of a list (C{cwes.cwe_id}:
+the list of each item's C{cwe_id}, C{None} where an item has none, so positions stay aligned);
+C{header:X-GitHub-Event} reads a request header instead. A target path (C{finding_info.src_url})
+may mark array attributes with C{name[N]} (element N, created as needed), C{name[]} (append: at the
+end of the path the value, or each item of a list value, is appended; inside the path each item
+becomes a new element) or, inside the path, C{name[*]} (item N of a list value fills element N, so
+that several sources fill the same elements: C{related_cwes[*].uid} and C{related_cwes[*].caption}).
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ class _Missing:
 
 MISSING: Any = _Missing()
 
-_TARGET_SEGMENT = re.compile(r"^([^.\[\]\s]+)(?:\[(\d*)\])?$")
+_TARGET_SEGMENT = re.compile(r"^([^.\[\]\s]+)(?:\[(\d*|\*)\])?$")
 #: how a source path names a request header (C{header:X-GitHub-Delivery})
 HEADER_PREFIX = "header:"
 # an RFC 9110 field name
@@ -35,16 +38,20 @@ _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 @dataclass(frozen=True)
 class Step:
     """
-    One segment of a target path: an object key, optionally an array index or an append.
+    One segment of a target path: an object key, optionally an array index, an append (C{[]}) or
+    an alignment (C{[*]}: item N of the value goes to element N).
     """
 
     key: str
     index: int | None = None
     append: bool = False
+    aligned: bool = False
 
     def __str__(self) -> str:
         if self.append:
             return f"{self.key}[]"
+        if self.aligned:
+            return f"{self.key}[*]"
         return self.key if self.index is None else f"{self.key}[{self.index}]"
 
 
@@ -83,11 +90,14 @@ def get_source(record: Any, keys: tuple[str, ...], headers: Mapping[str, str] | 
     if is_header(keys):
         return (headers or {}).get(keys[1], MISSING)
     value = record
-    for key in keys:
+    for position, key in enumerate(keys):
         if isinstance(value, dict):
             value = value.get(key, MISSING)
-        elif isinstance(value, list) and key.isdigit() and int(key) < len(value):
-            value = value[int(key)]
+        elif isinstance(value, list) and key.isdigit():
+            value = value[int(key)] if int(key) < len(value) else MISSING
+        elif isinstance(value, list):
+            rest = keys[position:]
+            return [None if (found := get_source(item, rest)) is MISSING else found for item in value]
         else:
             return MISSING
         if value is MISSING:
@@ -141,6 +151,8 @@ def parse_target(path: str) -> tuple[Step, ...]:
             steps.append(Step(key))
         elif index == "":
             steps.append(Step(key, append=True))
+        elif index == "*":
+            steps.append(Step(key, aligned=True))
         else:
             steps.append(Step(key, index=int(index)))
     return tuple(steps)
@@ -159,6 +171,15 @@ def set_target(event: dict[str, Any], steps: tuple[Step, ...], value: Any) -> No
     """
     container = event
     for position, step in enumerate(steps[:-1]):
+        if step.aligned:  # item N fills element N; None (no value for that item) fills nothing
+            array = container.setdefault(step.key, [])
+            for item_index, item in enumerate(value if isinstance(value, list) else [value]):
+                if item is None:
+                    continue
+                while len(array) <= item_index:
+                    array.append({})
+                set_target(array[item_index], steps[position + 1:], item)
+            return
         if step.append:
             items = value if isinstance(value, list) else [value]
             array = container.setdefault(step.key, [])
@@ -188,7 +209,7 @@ def compile_target(steps: tuple[Step, ...]) -> TargetWriter:
     L{set_target} for C{steps}, decided once: a path of plain object keys (most targets) becomes a
     walk over its keys; paths with array steps keep the general L{set_target}.
     """
-    if any(step.index is not None or step.append for step in steps):
+    if any(step.index is not None or step.append or step.aligned for step in steps):
         return lambda event, value: set_target(event, steps, value)
     *parents, last = (step.key for step in steps)
 

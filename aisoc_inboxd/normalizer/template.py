@@ -38,8 +38,9 @@ from aisoc_inboxd.normalizer.paths import (
     parse_source,
     parse_target,
 )
+from aisoc_inboxd.normalizer.severity import COMMON_WORDS, fold_severity
 from aisoc_inboxd.normalizer.timeparse import check_format
-from aisoc_inboxd.normalizer.transforms import Reader, Source, Transform, compile_steps
+from aisoc_inboxd.normalizer.transforms import OTHERWISE, Reader, Source, Transform, compile_steps
 
 REQUIRED_KEYS = ("id", "vendor_name", "product_name", "class_uid", "class_name", "activity_id")
 OPTIONAL_KEYS = ("field_map", "severity_field", "severity_map", "time_field", "constants",
@@ -109,6 +110,7 @@ class Compiled:
     constants: tuple[ConstantRule, ...]
     severity_sources: tuple[Source, ...]
     severity_lookup: Mapping[str, int]  # casefolded source value -> severity_id
+    severity_otherwise: int | None  # the severity_id of every other value (severity_map's "*")
     time_sources: tuple[Source, ...]
     status_captions: Mapping[int, str]  # 2001 state_id / 2004 status_id captions
     time_formats: tuple[str, ...] = ()
@@ -271,7 +273,7 @@ class _Loader:
         reader = Reader(MappingProxyType(self._transforms()))
         field_map, rewritten, field_rules = self._field_map(ocsf_class, profiles, reader)
         constants, constant_rules = self._constants(ocsf_class, profiles, rewritten, field_map)
-        severity_field, severity_map, lookup = self._severity(ocsf_class)
+        severity_field, severity_map, lookup, severity_otherwise = self._severity(ocsf_class)
         activity_field, activity_map = self._activity_map(ocsf_class)
         time_field = self._candidates("time_field")
         time_formats = self._time_formats()
@@ -284,6 +286,7 @@ class _Loader:
             constants=constant_rules,
             severity_sources=tuple(reader.bind(parse_source(p)) for p in severity_field),
             severity_lookup=MappingProxyType(lookup),
+            severity_otherwise=severity_otherwise,
             time_sources=tuple(reader.bind(parse_source(p)) for p in time_field),
             status_captions=(self._schema.enum_captions(ocsf_class.uid, status_key)
                              if status_key else MappingProxyType({})),
@@ -374,14 +377,20 @@ class _Loader:
         return tuple(paths)
 
     def _severity(self, ocsf_class: OcsfClass
-                  ) -> tuple[tuple[str, ...], dict[str, int], dict[str, int]]:
+                  ) -> tuple[tuple[str, ...], dict[str, int], dict[str, int], int | None]:
+        """
+        C{severity_field}, the template's own C{severity_map}, the lookup the normalizer uses (the
+        common words of L{COMMON_WORDS} overlaid with the map, or the map alone when it has a
+        C{"*"} key) and the C{"*"} severity_id, if any.
+        """
         severity_field = self._candidates("severity_field")
         raw_map = self._doc.get("severity_map")
-        if bool(severity_field) != (raw_map is not None):
-            missing = "severity_map" if severity_field else "severity_field"
-            raise self._error(missing, "severity_field and severity_map go together")
+        if raw_map is not None and not severity_field:
+            raise self._error("severity_field", "severity_map needs a severity_field to read")
+        if not severity_field:
+            return (), {}, {}, None
         if raw_map is None:
-            return (), {}, {}
+            return severity_field, {}, dict(COMMON_WORDS), None
         if not isinstance(raw_map, dict) or not raw_map:
             raise self._error("severity_map", "must be a non-empty mapping of source value -> severity_id")
         allowed = self._schema.enum_captions(ocsf_class.uid, "severity_id")
@@ -399,7 +408,10 @@ class _Loader:
             if lookup.get(folded, severity_id) != severity_id:
                 raise self._error(key, "conflicts with another key that differs only in case")
             lookup[folded] = severity_id
-        return severity_field, severity_map, lookup
+        otherwise = lookup.pop(OTHERWISE, None)
+        if otherwise is None:
+            lookup = {**COMMON_WORDS, **lookup}
+        return severity_field, severity_map, lookup, otherwise
 
     def _activity_map(self, ocsf_class: OcsfClass) -> tuple[tuple[str, ...], dict[str, int]]:
         """
@@ -644,15 +656,17 @@ class _Loader:
             raise self._error(key, f"{shown} is not an attribute path of class {ocsf_class.uid} "
                                    f"{ocsf_class.caption} in OCSF {self._schema.version}"
                                    f"{' with profiles ' + ', '.join(profiles) if profiles else ''}")
+        if sum(step.append or step.aligned for step in steps[:-1]) > 1:
+            raise self._error(key, f"{shown}: only one [] or [*] may spread a list inside a path")
         normalized: list[Step] = []
         for position, (step, attribute) in enumerate(zip(steps, chain)):
             last = position == len(steps) - 1
-            if (step.index is not None or step.append) and not attribute.is_array:
+            if (step.index is not None or step.append or step.aligned) and not attribute.is_array:
                 raise self._error(key, f"{shown}: '{step.key}' is not an array, so it takes no [ ]")
-            if step.index is not None and last:
+            if (step.index is not None or step.aligned) and last:
                 raise self._error(key, f"{shown}: use '{step.key}[]' to append to an array, "
                                        f"not an index")
-            if attribute.is_array and not last and step.index is None and not step.append:
+            if attribute.is_array and not last and step.index is None and not step.append and not step.aligned:
                 step = Step(step.key, index=0)
             normalized.append(step)
         return tuple(normalized), chain[-1]
@@ -662,6 +676,17 @@ class _Loader:
             coerce = coercer_for(attribute)
         except ValueError as exc:
             raise self._error(key, str(exc)) from exc
+        if any(step.aligned for step in steps[:-1]):
+            def aligned(value: Any) -> Any:
+                """
+                A C{name[*]} inside the path spreads a list by position: convert each item on its
+                own, an item that cannot be converted (or is null) becoming C{None}, which fills nothing.
+                """
+                items = value if isinstance(value, list) else [value]
+                converted = [None if item is None or (c := coerce(item)) is INVALID else c for item in items]
+                return converted if any(c is not None for c in converted) else INVALID
+
+            return aligned
         if not any(step.append for step in steps[:-1]):
             return coerce
 
@@ -678,7 +703,12 @@ class _Loader:
     @staticmethod
     def _sibling(steps: tuple[Step, ...], attribute: Attribute
                  ) -> tuple[tuple[Step, ...] | None, Mapping[Any, str]]:
-        if not attribute.sibling or not attribute.enum or attribute.is_array:
+        """
+        Where the caption of an enum target goes, and the captions; none for arrays, and none when
+        the path spreads a list (a caption per item is not written).
+        """
+        spreads = any(step.append or step.aligned for step in steps[:-1])
+        if not attribute.sibling or not attribute.enum or attribute.is_array or spreads:
             return None, {}
         return steps[:-1] + (Step(attribute.sibling),), attribute.enum
 
@@ -699,13 +729,3 @@ def _flat_targets(values: Any) -> list[Any]:
     The field_map targets, with lists of targets spread out.
     """
     return [t for value in values for t in (value if isinstance(value, (list, tuple)) else [value])]
-
-
-def fold_severity(value: Any) -> str:
-    """
-    The lookup key of a severity source value: text, case-insensitive (C{High} = C{high}).
-    """
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value).casefold()
-

@@ -22,21 +22,27 @@ Transform = Callable[[Any], Any]
 OTHERWISE = "*"
 
 
-def _lowercase(value: Any) -> Any:
-    return value.lower() if isinstance(value, str) else value
-
-
-def _uppercase(value: Any) -> Any:
-    return value.upper() if isinstance(value, str) else value
-
-
-def _trim(value: Any) -> Any:
+def _each_text(change: Callable[[str], Any]) -> Transform:
     """
-    Strip whitespace; an empty string counts as absent (vendors send C{""} for "not set").
+    C{change} applied to a text, or to each text of a list (a source read through a list,
+    C{cwes.name}); an item it makes absent becomes C{None}, keeping the others in place.
     """
-    if not isinstance(value, str):
+
+    def transform(value: Any) -> Any:
+        if isinstance(value, str):
+            return change(value)
+        if isinstance(value, list):
+            return [None if (changed := change(item) if isinstance(item, str) else item) is MISSING else changed
+                    for item in value]
         return value
-    return value.strip() or MISSING
+
+    return transform
+
+
+_lowercase = _each_text(str.lower)
+_uppercase = _each_text(str.upper)
+#: strip whitespace; an empty string counts as absent (vendors send C{""} for "not set")
+_trim = _each_text(lambda text: text.strip() or MISSING)
 
 
 def _integer(value: Any) -> Any:

@@ -1,7 +1,8 @@
 """
 The Splunk HEC drop-in: C{POST /v1/inbox/hec} and C{/services/collector[/event[/1.0]]} (envelopes),
 C{/services/collector/raw[/1.0]} (lines), C{POST /services/collector/ack} and
-C{GET /services/collector/health[/1.0]}.
+C{GET /services/collector/health[/1.0]}. CEF lines, sent raw or as an envelope's event, go through
+the cef-syslog template (L{aisoc_inboxd.formats.hec}).
 
 The token comes from C{Authorization: Splunk <token>}, from Basic auth (any user, the token as the
 password) or, when C{hec.allow_query_string_token} is on, from C{?token=}. From there a request runs
@@ -40,7 +41,7 @@ from aisoc_inboxd.web.routes import JsonRoute, OnReply, Reply
 from aisoc_inboxd.web.token_route import PartialBody, TokenRoute
 
 ROUTE = "hec"
-#: the template raw CEF lines are mapped with, when it is loaded and allowed
+#: the template CEF lines (raw, or an envelope's event) are mapped with, when it is loaded and allowed
 CEF_TEMPLATE = "cef-syslog"
 CHANNEL_HEADER = b"x-splunk-request-channel"
 #: what splunkd sends
@@ -213,6 +214,27 @@ class _HecIntakeRoute(SplunkReplies, TokenRoute):
                 raise splunk_error(hec.SERVER_BUSY, "unavailable", template=binding.template.id) from None
         return binding
 
+    def parses_cef(self) -> bool:
+        """
+        Whether CEF events are told apart: only while the cef-syslog template is loaded and allowed.
+        """
+        return self._intake.catalog.get(CEF_TEMPLATE) is not None
+
+    async def publish(self, request: Request, binding: Binding, records: list[Record], received_at: float,
+                      headers: dict[str, str]) -> StoredReply:
+        """
+        Text and envelope events through the token's template, CEF events through cef-syslog.
+        """
+        text = [r for r in records if not hec.is_cef(r)]
+        cef = [r for r in records if hec.is_cef(r)]
+        if text:
+            self.count_published(await self._intake.deliver(binding, self.route, text, received_at, headers))
+        cef_template = self._intake.catalog.get(CEF_TEMPLATE)
+        if cef and cef_template is not None:
+            self.count_published(await self._intake.deliver(
+                dataclasses.replace(binding, template=cef_template), self.route, cef, received_at, headers))
+        return self.success(request, binding)
+
     def _ack_channel(self, request: Request, binding: Binding) -> str | None:
         return request_channel(request) if binding.token is not None and binding.token.hec_acks else None
 
@@ -229,7 +251,8 @@ class _HecIntakeRoute(SplunkReplies, TokenRoute):
 
 class HecEventRoute(_HecIntakeRoute):
     """
-    C{/v1/inbox/hec}, C{/services/collector}, C{/services/collector/event[/1.0]}: JSON envelopes.
+    C{/v1/inbox/hec}, C{/services/collector}, C{/services/collector/event[/1.0]}: JSON envelopes;
+    an envelope whose event is a CEF line goes through the cef-syslog template when it is loaded.
     The envelopes before a bad one are published, then the bad one is answered, as Splunk does.
     """
 
@@ -238,16 +261,15 @@ class HecEventRoute(_HecIntakeRoute):
             batch = hec.parse_event_body(body)
         except HecError as e:
             raise rejected(e) from None
+        records = list(batch.records)
+        if self.parses_cef():
+            now = self._intake.now()
+            records = [hec.cef_envelope(record, now) or record for record in records]
         if batch.rejection is None:
-            return list(batch.records)
-        if batch.records:
-            raise PartialBody(list(batch.records), rejected(batch.rejection))
+            return records
+        if records:
+            raise PartialBody(records, rejected(batch.rejection))
         raise rejected(batch.rejection)
-
-    async def publish(self, request: Request, binding: Binding, records: list[Record], received_at: float,
-                      headers: dict[str, str]) -> StoredReply:
-        self.count_published(await self._intake.deliver(binding, self.route, records, received_at, headers))
-        return self.success(request, binding)
 
 
 class HecRawRoute(_HecIntakeRoute):
@@ -259,24 +281,11 @@ class HecRawRoute(_HecIntakeRoute):
     def decode(self, request: Request, body: bytes) -> list[Record]:
         metadata = {key: values[0].decode("utf-8", "replace")
                     for key in hec.METADATA_KEYS if (values := request.args.get(key.encode("ascii")))}
-        parse_cef = self._intake.catalog.get(CEF_TEMPLATE) is not None
         try:
-            batch = hec.parse_raw_body(body, metadata, parse_cef, self._intake.now())
+            batch = hec.parse_raw_body(body, metadata, self.parses_cef(), self._intake.now())
         except HecError as e:
             raise rejected(e) from None
         return [*batch.text, *batch.cef]
-
-    async def publish(self, request: Request, binding: Binding, records: list[Record], received_at: float,
-                      headers: dict[str, str]) -> StoredReply:
-        text = [r for r in records if not hec.is_cef(r)]
-        cef = [r for r in records if hec.is_cef(r)]
-        if text:
-            self.count_published(await self._intake.deliver(binding, self.route, text, received_at, headers))
-        cef_template = self._intake.catalog.get(CEF_TEMPLATE)
-        if cef and cef_template is not None:
-            self.count_published(await self._intake.deliver(
-                dataclasses.replace(binding, template=cef_template), self.route, cef, received_at, headers))
-        return self.success(request, binding)
 
 
 class HecAckRoute(SplunkReplies):

@@ -9,12 +9,13 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import treq
 from prometheus_client.parser import text_string_to_metric_families
 from treq.client import HTTPClient
 from twisted.internet import ssl
+from twisted.internet.task import deferLater
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
 
 from aisoc_inboxd.catalog import TemplateCatalog
@@ -89,6 +90,17 @@ class RunningDaemon:
 
     async def stop(self) -> None:
         await self.daemon.stopService()
+
+
+async def wait_for(condition: Callable[[], bool], reactor: Any, timeout: float = 30.0) -> None:
+    """
+    Poll C{condition} every 0.1 s until it holds; fail once C{timeout} seconds have passed.
+    """
+    for _ in range(int(timeout / 0.1)):
+        if condition():
+            return
+        await deferLater(reactor, 0.1)
+    assert condition()
 
 
 def daemon_settings(state_dir: Path, tls: TlsFiles | None = None, **sections: dict[str, Any]) -> Settings:
