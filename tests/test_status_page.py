@@ -24,10 +24,12 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.web.test.requesthelper import DummyRequest
 
 from aisoc_inboxd.activity import EventRates, RecentErrors
+from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.push_stats import PushStatsRecorder
-from aisoc_inboxd.store import PushTotals
-from aisoc_inboxd.tokens import fingerprint
-from aisoc_inboxd.web.status import StatusPage, StatusSources
+from aisoc_inboxd.store import PushTotals, StoreError, TokenRecord
+from aisoc_inboxd.store.health import StoreHealth
+from aisoc_inboxd.tokens import TokenCache, fingerprint
+from aisoc_inboxd.web.status import StatusPage, StatusSources, TokenStoreView
 from tests.support.daemon import RunningDaemon, daemon_settings, start_daemon
 
 T0 = 1_700_000_000.0
@@ -178,12 +180,13 @@ def render(page: StatusPage, query: dict[bytes, list[bytes]] | None = None) -> s
     return b"".join(request.written).decode("utf-8")
 
 
-def fake_page() -> StatusPage:
-    clock = Clock()
-    clock.advance(T0)
+def fake_page(clock: Clock | None = None, tokens: TokenStoreView | None = None) -> StatusPage:
+    if clock is None:
+        clock = Clock()
+        clock.advance(T0)
     rates, errors = EventRates(clock), RecentErrors(clock)
     sources = StatusSources(lambda: [FakeListener()], FakeKafkaSink(), FakeStore(), rates, errors,  # type: ignore[arg-type]
-                            clock)
+                            clock, tokens)
     return StatusPage(sources, b"key")
 
 
@@ -196,6 +199,35 @@ def test_kafka_spool_unbound_listener_and_push_stats_are_shown() -> None:
     assert (f"{fingerprint('aisoc_inbox_one')[:8]} | acme | pagerduty | 40 | 2023-11-14 22:12:50 UTC (30 s ago)"
             f" | 25.0 %") in rows
     assert f"{fingerprint('aisoc_inbox_two')[:8]} | globex | opsgenie | 0 | 2023-11-13 21:13:20 UTC (1 d ago) | —" in rows
+
+
+def test_a_down_token_store_and_flood_counters_are_shown() -> None:
+    """A store that stopped answering shows as down for how long with its last error, the LISTEN link
+    as reconnecting, and the cache sizes, lookups, refused unknown-token lookups and errors by reason."""
+    clock = Clock()
+    clock.advance(T0)
+    metrics = Metrics()
+    health = StoreHealth(clock, metrics.token_store)
+    cache = TokenCache(clock)
+    cache.put(fingerprint("aisoc_inbox_valid"), TokenRecord(fingerprint("aisoc_inbox_valid"), "acme", "generic-json"))
+    for n in range(3):
+        cache.put(fingerprint(f"aisoc_inbox_unknown{n}"), None)
+    metrics.token_store.lookups.inc(7)
+    metrics.token_store.lookups_refused.inc(40)
+    health.link(False)
+    health.failed(StoreError("PostgreSQL at db:5432/aisoc as inboxd: connection refused", "connection"))
+    health.failed(StoreError("PostgreSQL at db:5432/aisoc as inboxd: no answer within 3 s", "timeout"))
+    clock.advance(90)
+    rows = read(render(fake_page(clock, TokenStoreView(health, metrics.token_store, cache)))).rows
+    assert {"state | token store down for 1 min: uncached tokens get 503",
+            "last error | PostgreSQL at db:5432/aisoc as inboxd: no answer within 3 s",
+            "invalidation link (LISTEN) | reconnecting: the cache is dropped once it is back",
+            "valid tokens cached | 1", "unknown tokens remembered | 3", "store lookups | 7",
+            "lookups refused: unknown-token flood (429) | 40", "store errors | connection 1, timeout 1"} <= set(rows)
+    health.answered()
+    health.link(True)
+    rows = read(render(fake_page(clock, TokenStoreView(health, metrics.token_store, cache)))).rows
+    assert {"state | answering", "invalidation link (LISTEN) | listening"} <= set(rows)
 
 
 def test_the_tenant_selector_narrows_push_stats() -> None:
