@@ -55,8 +55,30 @@ class AdminSettings:
 
 @dataclass(frozen=True)
 class DatabaseSettings:
+    """
+    The token store. The timeouts bound every database call, so an unreachable or silent PostgreSQL
+    costs a request a 503 after C{call_timeout}, never a hang; the libpq ones apply unless the DSN
+    sets the same key itself.
+    """
+
     #: PostgreSQL DSN (C{postgresql://user@host/db}); unset means SQLite in the state directory
     dsn: str | None = None
+    #: seconds a request waits for one database call (token lookup, idempotency claim) before 503
+    call_timeout: float = 3.0
+    #: seconds libpq waits for a connection to open (libpq's C{connect_timeout}; at least 2)
+    connect_timeout: int = 5
+    #: seconds PostgreSQL lets one statement run before cancelling it (schema migrations exempt)
+    statement_timeout: float = 10.0
+    #: TCP keepalives: seconds of silence before probing, seconds between probes, probes unanswered
+    #: before the connection counts as dead
+    keepalives_idle: int = 10
+    keepalives_interval: int = 5
+    keepalives_count: int = 3
+    #: seconds sent data may stay unacknowledged before the connection counts as dead
+    tcp_user_timeout: float = 10.0
+    #: seconds the LISTEN connection (token invalidations) may be quiet before it is checked with a
+    #: query, which must answer within C{connect_timeout}; a dead link is reopened and the cache dropped
+    listen_check_interval: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -91,9 +113,16 @@ class SinkSettings:
 class TokenCacheSettings:
     #: seconds a resolved token is trusted before the store is asked again (the spec's 60 s)
     ttl: float = 60.0
-    #: seconds an unknown token is remembered as unknown, so floods of random tokens spare the store
-    negative_ttl: float = 5.0
+    #: valid tokens cached (least recently used dropped past it)
     max_size: int = 10_000
+    #: seconds an unknown token is remembered as unknown, so repeats of it spare the store
+    negative_ttl: float = 5.0
+    #: unknown tokens remembered, apart from the valid ones (oldest dropped past it): a flood of
+    #: random tokens never pushes a valid token out
+    negative_max_size: int = 10_000
+    #: store lookups per second each client address may spend on tokens the cache does not know
+    #: (a lookup that finds a valid token is given back); past it, 429 without asking the store
+    unknown_lookups_per_ip_per_sec: float = 20.0
 
 
 @dataclass(frozen=True)
@@ -307,6 +336,10 @@ ENVIRONMENT_OVERRIDES: dict[str, str] = {
 _CHOICES: dict[str, tuple[str, ...]] = {"sink.type": ("file", "kafka")}
 _POSITIVE = {"workers", "http.max_body_bytes", "http.rate_limit_per_min", "http.timeout",
              "sink.file.max_bytes", "sink.kafka.spool_max_bytes", "token_cache.max_size",
+             "token_cache.negative_max_size", "token_cache.unknown_lookups_per_ip_per_sec",
+             "database.call_timeout", "database.connect_timeout", "database.statement_timeout",
+             "database.keepalives_idle", "database.keepalives_interval", "database.keepalives_count",
+             "database.tcp_user_timeout", "database.listen_check_interval",
              "vendors.sns.timeout", "imap.timeout", "imap.refresh_interval", "imap.max_backoff",
              "imap.max_message_bytes", "hec.max_channels_per_token", "hec.max_acks_per_channel",
              "hec.channel_idle_timeout", "syslog.max_in_flight_events"}

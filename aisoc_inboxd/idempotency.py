@@ -16,8 +16,10 @@ from typing import Any, Awaitable, Callable, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 
-from aisoc_inboxd.web.errors import HttpError
+from aisoc_inboxd.store import StoreError
+from aisoc_inboxd.web.errors import HttpError, store_unavailable
 
 HEADER = "X-AiSOC-Idempotency-Key"
 MAX_KEY_BYTES = 255
@@ -58,6 +60,14 @@ def check_key(raw: bytes | None) -> str | None:
 
 
 class Idempotency:
+    """
+    The key is claimed in the store before anything is published: when the store does not answer,
+    the request is 503 with nothing published. Once published, a reply the store cannot record is
+    still sent (the events are durable); the claim then expires after its lease.
+    """
+
+    _log = Logger()
+
     def __init__(self, store: IdempotencyStore, clock: IReactorTime) -> None:
         self._store = store
         self._clock = clock
@@ -83,8 +93,11 @@ class Idempotency:
 
     async def _claim_and_run(self, fingerprint: str, key: str,
                              work: Callable[[], Awaitable[StoredReply]]) -> tuple[StoredReply, bool]:
-        claimed, status, body = await self._store.claim_idempotency_key(
-            fingerprint, key, self._clock.seconds(), LEASE_SECONDS)
+        try:
+            claimed, status, body = await self._store.claim_idempotency_key(
+                fingerprint, key, self._clock.seconds(), LEASE_SECONDS)
+        except StoreError:
+            raise store_unavailable() from None
         if not claimed:
             if status is not None and body is not None:
                 return StoredReply(status, json.loads(body)), True
@@ -93,11 +106,23 @@ class Idempotency:
         try:
             reply = await work()
         except BaseException:
-            await self._store.release_idempotency_key(fingerprint, key)
+            await self._settle(self._store.release_idempotency_key(fingerprint, key), "released")
             raise
         if reply.status < 300:
-            await self._store.complete_idempotency_key(
-                fingerprint, key, reply.status, json.dumps(reply.body), self._clock.seconds() + TTL_SECONDS)
+            await self._settle(self._store.complete_idempotency_key(
+                fingerprint, key, reply.status, json.dumps(reply.body), self._clock.seconds() + TTL_SECONDS),
+                "recorded")
         else:
-            await self._store.release_idempotency_key(fingerprint, key)
+            await self._settle(self._store.release_idempotency_key(fingerprint, key), "released")
         return reply, False
+
+    async def _settle(self, update: Deferred[int], done: str) -> None:
+        """
+        Wait for the store to record a key's fate; if it cannot, the claim stays until its lease
+        expires (a retry meanwhile gets 409), which is logged rather than failing the request.
+        """
+        try:
+            await update
+        except StoreError as e:
+            self._log.warn("an idempotency key could not be {done} ({error}); it stays claimed for up to "
+                           "{lease} s", done=done, error=str(e), lease=LEASE_SECONDS)

@@ -17,9 +17,9 @@ from aisoc_inboxd.normalizer import Template
 from aisoc_inboxd.pipeline import Pipeline
 from aisoc_inboxd.ratelimit import Admission, retry_after
 from aisoc_inboxd.sinks import SinkUnavailable
-from aisoc_inboxd.store import TokenRecord
-from aisoc_inboxd.tokens import TokenResolver
-from aisoc_inboxd.web.errors import HttpError, invalid_token, unavailable, unknown_template
+from aisoc_inboxd.store import StoreError, TokenRecord
+from aisoc_inboxd.tokens import LookupBudgetSpent, TokenResolver
+from aisoc_inboxd.web.errors import HttpError, invalid_token, store_unavailable, unavailable, unknown_template
 
 
 @dataclass(frozen=True)
@@ -51,12 +51,22 @@ class Intake:
     def ready(self) -> bool:
         return self._pipeline.ready()
 
-    async def authorize(self, token: str) -> Binding:
+    async def authorize(self, token: str, client: str | None = None) -> Binding:
         """
         The binding of a presented token, after taking one request from its tenant's rate limit;
-        401 when it does not resolve, 400 when its template is no longer allowed, 429 over the limit.
+        401 when it does not resolve, 400 when its template is no longer allowed, 429 over the limit
+        or when C{client} (the request's address) spent its lookups of unknown tokens, 503 when the
+        token is not cached and the store does not answer.
         """
-        record = await self._resolver.resolve(token)
+        try:
+            record = await self._resolver.resolve(token, client)
+        except StoreError:
+            raise store_unavailable() from None
+        except LookupBudgetSpent as e:
+            raise HttpError(429, "too many unknown tokens from this address: its store lookups "
+                                 "(token_cache.unknown_lookups_per_ip_per_sec) are spent; retry after the "
+                                 "Retry-After seconds", "unknown_token_flood",
+                            {"Retry-After": retry_after(e.wait)}) from None
         if record is None:
             raise invalid_token()
         template = self.catalog.get(record.template_id)

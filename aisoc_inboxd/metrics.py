@@ -37,7 +37,8 @@ class Metrics:
         self.events = Counter(
             "aisoc_ingest_inbox_events", "Events made durable, by template", ["template"], registry=self.registry)
         self.token_cache_size = Gauge(
-            "aisoc_ingest_inbox_token_cache_size", "Entries in the token cache", registry=self.registry)
+            "aisoc_ingest_inbox_token_cache_size", "Valid tokens in the token cache", registry=self.registry)
+        self.token_store = TokenStoreMetrics(self.registry)
         self.imap_polls = Counter(
             "aisoc_ingest_imap_polls", "IMAP connector polls by connector and outcome (ok, auth_failed, "
             "tls_error, connection_error, error)", ["connector", "outcome"], registry=self.registry)
@@ -53,6 +54,43 @@ class Metrics:
 #: the C{reason}s of C{aisoc_ingest_syslog_dropped_total} and of C{…_connections_closed_total}
 SYSLOG_DROP_REASONS = ("saturated", "unavailable", "truncated")
 SYSLOG_CLOSE_REASONS = ("idle", "oversized")
+
+
+class TokenStoreMetrics:
+    """
+    The token store as the request path sees it: lookups, failures, and unknown-token floods.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.lookups = Counter(
+            "aisoc_ingest_token_store_lookups", "Token lookups sent to the store (cache misses)", registry=registry)
+        self.lookups_refused = Counter(
+            "aisoc_ingest_token_unknown_lookups_refused",
+            "Requests answered 429 because their client address spent its store lookups for unknown tokens "
+            "(token_cache.unknown_lookups_per_ip_per_sec)", registry=registry)
+        self.errors = Counter(
+            "aisoc_ingest_token_store_errors", "Token store calls that failed, by reason: timeout (no answer "
+            "within database.call_timeout), connection, statement_timeout, error", ["reason"], registry=registry)
+        self.up = Gauge(
+            "aisoc_ingest_token_store_up", "1 while the token store answers, 0 from a call it did not answer "
+            "until one it does (with workers: the processes that reach it)", registry=registry)
+        self.unknown_cached = Gauge(
+            "aisoc_ingest_inbox_token_negative_cache_size", "Unknown tokens remembered as unknown",
+            registry=registry)
+
+    def errors_by_reason(self) -> dict[str, int]:
+        return {sample.labels["reason"]: int(sample.value) for sample in _totals(self.errors)}
+
+
+def count(counter: Counter) -> int:
+    """
+    What an unlabelled counter holds now (this process), for the status page.
+    """
+    return sum(int(sample.value) for sample in _totals(counter))
+
+
+def _totals(counter: Counter) -> list[Any]:
+    return [sample for family in counter.collect() for sample in family.samples if sample.name.endswith("_total")]
 
 
 class SyslogMetrics:

@@ -35,9 +35,14 @@ class Admission(Protocol):
 
 
 class RateLimiter:
-    def __init__(self, clock: IReactorTime, per_minute: int, max_tenants: int = 100_000) -> None:
+    def __init__(self, clock: IReactorTime, per_minute: float, max_tenants: int = 100_000,
+                 burst: float | None = None) -> None:
+        """
+        @param burst: requests a full bucket holds; by default the whole per-minute allowance.
+        @param max_tenants: buckets kept (any key: a tenant, a client address); the oldest go first.
+        """
         self._clock = clock
-        self._capacity = float(per_minute)
+        self._capacity = float(per_minute if burst is None else burst)
         self._per_second = per_minute / 60.0
         self._max_tenants = max_tenants
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
@@ -72,6 +77,15 @@ class RateLimiter:
         self._buckets[tenant_id] = (tokens, now)
         self._evict(now)
         return granted, wait
+
+    def refund(self, tenant_id: str) -> None:
+        """
+        Give back one request taken from the bucket (never past a full bucket).
+        """
+        bucket = self._buckets.get(tenant_id)
+        if bucket is not None:
+            tokens, stamp = bucket
+            self._buckets[tenant_id] = (min(self._capacity, tokens + 1), stamp)
 
     def _evict(self, now: float) -> None:
         while len(self._buckets) > self._max_tenants:

@@ -39,14 +39,15 @@ from aisoc_inboxd.push_stats import PushStatsRecorder
 from aisoc_inboxd.ratelimit import LeasedRateLimiter, RateLimiter
 from aisoc_inboxd.sinks import EventSink
 from aisoc_inboxd.store import Store
+from aisoc_inboxd.store.health import StoreHealth
 from aisoc_inboxd.store.secrets import SecretBox
 from aisoc_inboxd.syslog.protocol import Saturation, SyslogDatagramProtocol, SyslogIntake, SyslogStreamFactory
 from aisoc_inboxd.normalizer import TemplateError
 from aisoc_inboxd.tls import ReloadableTLS, TlsConfigError, split_tls_endpoint
-from aisoc_inboxd.tokens import TokenAdmin, TokenCache, TokenResolver
+from aisoc_inboxd.tokens import LookupBudget, TokenAdmin, TokenCache, TokenResolver
 from aisoc_inboxd.vendors import VendorGate, build_vendor_gate
 from aisoc_inboxd.web.hec import HecDeps
-from aisoc_inboxd.web.status import StatusSources
+from aisoc_inboxd.web.status import StatusSources, TokenStoreView
 from aisoc_inboxd.web.tree import route_of, WebDeps, build_admin_resource, build_root_resource
 from aisoc_inboxd.web.site import InboxSite
 from aisoc_inboxd.workers.supervisor import WorkerSupervisor, snapshot_path, write_snapshot
@@ -335,15 +336,19 @@ class InboxDaemon(SequentialMultiService):
         raise KeyError(name)
 
 
-def open_store(settings: Settings, reactor: Any) -> Store:
+def open_store(settings: Settings, reactor: Any, health: StoreHealth | None = None) -> Store:
+    """
+    @param health: told how the store's calls go (the daemon's feeds the status page and metrics).
+    """
     box = SecretBox.from_key_file(settings.state_path(settings.secret_key_file))
-    if settings.database.dsn:
+    database = settings.database
+    if database.dsn:
         from aisoc_inboxd.store.postgres import PostgresStore
 
-        return PostgresStore(settings.database.dsn, box, reactor)
+        return PostgresStore(database.dsn, box, reactor, database, health)
     from aisoc_inboxd.store.sqlite import SqliteStore
 
-    return SqliteStore(str(settings.state_path("inboxd.sqlite3")), box, reactor)
+    return SqliteStore(str(settings.state_path("inboxd.sqlite3")), box, reactor, database.call_timeout, health)
 
 
 def build_sink(settings: Settings, reactor: Any, metrics: Metrics, role: WorkerRole | None = None) -> EventSink:
@@ -427,16 +432,19 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
     """
     Path(settings.state_dir).mkdir(parents=True, exist_ok=True)
     metrics = Metrics()
-    store = open_store(settings, reactor)
+    health = StoreHealth(reactor, metrics.token_store)
+    store = open_store(settings, reactor, health)
     sink = build_sink(settings, reactor, metrics, role)
     cache_settings = settings.token_cache
     cache = TokenCache(reactor, ttl=cache_settings.ttl, negative_ttl=cache_settings.negative_ttl,
-                       max_size=cache_settings.max_size, on_size=metrics.token_cache_size.set)
+                       max_size=cache_settings.max_size, negative_max_size=cache_settings.negative_max_size,
+                       on_size=metrics.token_cache_size.set, on_negative_size=metrics.token_store.unknown_cached.set)
+    budget = LookupBudget(reactor, cache_settings.unknown_lookups_per_ip_per_sec)
     http = settings.http
     rates, recent_errors = EventRates(reactor), RecentErrors(reactor)
     pipeline = Pipeline(sink, metrics, rates.published)
     limiter = RateLimiter(reactor, http.rate_limit_per_min)
-    intake = Intake(TokenResolver(store, cache), catalog, pipeline,
+    intake = Intake(TokenResolver(store, cache, budget, metrics.token_store), catalog, pipeline,
                     LeasedRateLimiter(reactor, http.rate_limit_per_min, role.lease) if role else limiter,
                     Idempotency(store, reactor), reactor)
     inflight = InFlight(reactor)
@@ -474,7 +482,8 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
         admin = TokenAdmin(store, reactor, catalog.allowed, cache.invalidate)  # catalog reloads in place
         api_key = read_or_create(settings.state_path(settings.admin.api_key_file),
                                  lambda: secrets.token_urlsafe(32).encode("ascii"), "admin API key")
-        status = StatusSources(lambda: listeners, sink, store, rates, recent_errors, reactor, exposed)
+        status = StatusSources(lambda: listeners, sink, store, rates, recent_errors, reactor, exposed,
+                               TokenStoreView(health, metrics.token_store, cache))
         admin_site = InboxSite(build_admin_resource(admin, store, cache, api_key, deps, status),
                                max_body_bytes=64 * 1024, on_too_large=lambda path: None, reactor=reactor)
         listeners += [Listener(desc, admin_site, reactor, numbered("admin", i))

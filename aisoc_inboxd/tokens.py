@@ -5,11 +5,16 @@ A token is C{aisoc_inbox_} followed by the unpadded lowercase base32 of 32 rando
 SHA-256 fingerprint is ever stored; the token itself is shown once at mint. Resolution goes through
 an LRU cache with a TTL (the spec's 60 s), so a rotated or revoked token stops resolving within the
 TTL, or at once when the rotation flow calls L{TokenCache.invalidate}.
+
+Unknown tokens are remembered apart from valid ones, so a flood of random tokens cycles only its
+own bounded set; and each client address may send only so many store lookups a second for tokens
+the cache does not know (L{LookupBudget}), so such a flood reaches the store at a bounded rate.
 """
 from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import re
 import secrets
 import time
@@ -17,10 +22,11 @@ from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
+from aisoc_inboxd.metrics import TokenStoreMetrics
 from aisoc_inboxd.push_stats import WINDOW as PUSH_WINDOW
+from aisoc_inboxd.ratelimit import RateLimiter
 from aisoc_inboxd.store import PushTotals, Store, TokenRecord
 
 TOKEN_PREFIX = "aisoc_inbox_"
@@ -60,41 +66,75 @@ def log_id(fingerprint_hex: str) -> str:
 
 class TokenCache:
     """
-    A bounded LRU of fingerprint → resolved record (or C{None} for an unknown token), each entry
-    valid for a TTL on the injected clock.
+    Fingerprint → resolved record, each entry valid for a TTL on the injected clock: valid tokens
+    in a bounded LRU, unknown ones (C{None}) in a bounded set of their own, oldest dropped first.
     """
 
     def __init__(self, clock: IReactorTime, ttl: float = 60.0, negative_ttl: float = 5.0,
-                 max_size: int = 10_000, on_size: Callable[[int], None] | None = None) -> None:
+                 max_size: int = 10_000, negative_max_size: int = 10_000,
+                 on_size: Callable[[int], None] | None = None,
+                 on_negative_size: Callable[[int], None] | None = None) -> None:
+        """
+        @param on_size: told the number of valid tokens cached whenever it changes.
+        @param on_negative_size: told the number of unknown tokens remembered whenever it changes.
+        """
         self._clock = clock
         self._ttl = ttl
         self._negative_ttl = negative_ttl
         self._max_size = max_size
-        self._entries: OrderedDict[str, tuple[float, TokenRecord | None]] = OrderedDict()
+        self._negative_max_size = negative_max_size
+        self._entries: OrderedDict[str, tuple[float, TokenRecord]] = OrderedDict()
+        # one TTL for all: insertion order is expiry order, so the oldest entry is the first to go
+        self._unknown: OrderedDict[str, float] = OrderedDict()
         self._on_size = on_size or (lambda size: None)
+        self._on_negative_size = on_negative_size or (lambda size: None)
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    @property
+    def unknown(self) -> int:
+        """
+        Unknown tokens remembered.
+        """
+        return len(self._unknown)
 
     def get(self, fingerprint_hex: str) -> tuple[bool, TokenRecord | None]:
         """
         C{(True, record)} on a fresh hit (record is C{None} for a cached unknown token),
         C{(False, None)} on a miss or an expired entry.
         """
+        now = self._clock.seconds()
         entry = self._entries.get(fingerprint_hex)
-        if entry is None:
-            return False, None
-        expires, record = entry
-        if self._clock.seconds() >= expires:
+        if entry is not None:
+            expires, record = entry
+            if now < expires:
+                self._entries.move_to_end(fingerprint_hex)
+                return True, record
             del self._entries[fingerprint_hex]
             self._on_size(len(self._entries))
             return False, None
-        self._entries.move_to_end(fingerprint_hex)
-        return True, record
+        expires_unknown = self._unknown.get(fingerprint_hex)
+        if expires_unknown is None:
+            return False, None
+        if now < expires_unknown:
+            return True, None
+        del self._unknown[fingerprint_hex]
+        self._on_negative_size(len(self._unknown))
+        return False, None
 
     def put(self, fingerprint_hex: str, record: TokenRecord | None) -> None:
-        ttl = self._ttl if record is not None else self._negative_ttl
-        self._entries[fingerprint_hex] = (self._clock.seconds() + ttl, record)
+        now = self._clock.seconds()
+        if record is None:
+            self._unknown.pop(fingerprint_hex, None)
+            self._unknown[fingerprint_hex] = now + self._negative_ttl
+            while len(self._unknown) > self._negative_max_size:
+                self._unknown.popitem(last=False)
+            self._on_negative_size(len(self._unknown))
+            return
+        if self._unknown.pop(fingerprint_hex, None) is not None:
+            self._on_negative_size(len(self._unknown))
+        self._entries[fingerprint_hex] = (now + self._ttl, record)
         self._entries.move_to_end(fingerprint_hex)
         while len(self._entries) > self._max_size:
             self._entries.popitem(last=False)
@@ -106,29 +146,101 @@ class TokenCache:
         """
         if fingerprint_hex is None:
             self._entries.clear()
+            self._unknown.clear()
+            self._on_negative_size(0)
         else:
             self._entries.pop(fingerprint_hex, None)
+            if self._unknown.pop(fingerprint_hex, None) is not None:
+                self._on_negative_size(len(self._unknown))
         self._on_size(len(self._entries))
+
+
+class LookupBudgetSpent(Exception):
+    """
+    The client address spent its store lookups for unknown tokens; C{wait} seconds until the next.
+    """
+
+    def __init__(self, wait: float) -> None:
+        super().__init__(f"retry after {wait:.1f} s")
+        self.wait = wait
+
+
+class LookupBudget:
+    """
+    Store lookups per second per client address for tokens the cache does not know: a token bucket
+    of one second's worth per address (per /64 for IPv6, which hands a host a whole /64). A lookup is
+    paid for before it is made (so no number of concurrent requests gets past the rate) and refunded
+    when it finds a valid token, so only unknown tokens spend the budget.
+    """
+
+    def __init__(self, clock: IReactorTime, per_second: float) -> None:
+        self._buckets = RateLimiter(clock, per_minute=per_second * 60, burst=max(1.0, per_second))
+
+    def spend(self, client: str) -> None:
+        """
+        @raise LookupBudgetSpent: when C{client} has no lookup left right now.
+        """
+        wait = self._buckets.acquire(_budget_key(client))
+        if wait:
+            raise LookupBudgetSpent(wait)
+
+    def refund(self, client: str) -> None:
+        self._buckets.refund(_budget_key(client))
+
+
+def _budget_key(client: str) -> str:
+    """
+    An IPv4 address as it is (also when IPv4-mapped), an IPv6 address as its /64.
+    """
+    try:
+        address = ipaddress.ip_address(client)
+    except ValueError:
+        return client
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 class TokenResolver:
     """
-    Presented token → active L{TokenRecord}, through the cache, asking the store only on a miss.
+    Presented token → active L{TokenRecord}, through the cache, asking the store only on a miss
+    (and only within the client's L{LookupBudget}, when there is one).
     """
 
-    def __init__(self, store: Store, cache: TokenCache) -> None:
+    def __init__(self, store: Store, cache: TokenCache, budget: LookupBudget | None = None,
+                 metrics: TokenStoreMetrics | None = None) -> None:
         self._store = store
         self._cache = cache
+        self._budget = budget
+        self._metrics = metrics
 
-    async def resolve(self, token: str) -> TokenRecord | None:
+    async def resolve(self, token: str, client: str | None = None) -> TokenRecord | None:
+        """
+        @param client: the address the request came from, whose budget a store lookup spends.
+        @raise LookupBudgetSpent: the client has no store lookup left; the store was not asked.
+        @raise aisoc_inboxd.store.StoreError: the store did not answer.
+        """
         if not looks_like_token(token):
             return None
         fp = fingerprint(token)
         hit, record = self._cache.get(fp)
         if hit:
             return record
+        if self._budget is not None and client is not None:
+            try:
+                self._budget.spend(client)
+            except LookupBudgetSpent:
+                if self._metrics is not None:
+                    self._metrics.lookups_refused.inc()
+                raise
+        if self._metrics is not None:
+            self._metrics.lookups.inc()
         record = await self._store.resolve(fp)
         self._cache.put(fp, record)
+        if record is not None and self._budget is not None and client is not None:
+            self._budget.refund(client)
         return record
 
 

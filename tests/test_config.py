@@ -89,3 +89,16 @@ def test_missing_file_is_reported(tmp_path: Path) -> None:
     """A config path that does not exist is an error, not a silent fall back to defaults."""
     with pytest.raises(ConfigError, match="cannot read the config file"):
         load_settings(tmp_path / "absent.yaml", {})
+
+
+def test_store_timeouts_and_unknown_token_limits_are_read_and_checked(tmp_path: Path) -> None:
+    """The database timeouts and the unknown-token limits load from the file; zero is refused by name."""
+    path = write(tmp_path, "database:\n  call_timeout: 1.5\n  statement_timeout: 4\n  keepalives_idle: 30\n"
+                           "token_cache:\n  negative_max_size: 500\n  unknown_lookups_per_ip_per_sec: 2.5\n")
+    settings = load_settings(path, {})
+    assert (settings.database.call_timeout, settings.database.statement_timeout, settings.database.keepalives_idle) \
+        == (1.5, 4.0, 30)
+    assert (settings.token_cache.negative_max_size, settings.token_cache.unknown_lookups_per_ip_per_sec) == (500, 2.5)
+    for key in ("database:\n  call_timeout: 0\n", "token_cache:\n  unknown_lookups_per_ip_per_sec: 0\n"):
+        with pytest.raises(ConfigError, match="must be greater than 0"):
+            load_settings(write(tmp_path, key), {})

@@ -26,11 +26,12 @@ from twisted.web.test.requesthelper import DummyRequest
 from prometheus_client import CollectorRegistry
 
 from aisoc_inboxd.activity import EventRates, RecentErrors
-from aisoc_inboxd.metrics import SyslogMetrics
+from aisoc_inboxd.metrics import Metrics, SyslogMetrics
 from aisoc_inboxd.push_stats import PushStatsRecorder
-from aisoc_inboxd.store import PushTotals
-from aisoc_inboxd.tokens import fingerprint
-from aisoc_inboxd.web.status import StatusPage, StatusSources
+from aisoc_inboxd.store import PushTotals, StoreError, TokenRecord
+from aisoc_inboxd.store.health import StoreHealth
+from aisoc_inboxd.tokens import TokenCache, fingerprint
+from aisoc_inboxd.web.status import StatusPage, StatusSources, TokenStoreView
 from tests.support.daemon import RunningDaemon, daemon_settings, start_daemon
 
 T0 = 1_700_000_000.0
@@ -181,12 +182,14 @@ def render(page: StatusPage, query: dict[bytes, list[bytes]] | None = None) -> s
     return b"".join(request.written).decode("utf-8")
 
 
-def fake_page(metrics: CollectorRegistry | None = None) -> StatusPage:
-    clock = Clock()
-    clock.advance(T0)
+def fake_page(metrics: CollectorRegistry | None = None, clock: Clock | None = None,
+              tokens: TokenStoreView | None = None) -> StatusPage:
+    if clock is None:
+        clock = Clock()
+        clock.advance(T0)
     rates, errors = EventRates(clock), RecentErrors(clock)
     sources = StatusSources(lambda: [FakeListener()], FakeKafkaSink(), FakeStore(), rates, errors,  # type: ignore[arg-type]
-                            clock, metrics or CollectorRegistry())
+                            clock, metrics or CollectorRegistry(), tokens)
     return StatusPage(sources, b"key")
 
 
@@ -224,6 +227,35 @@ def test_syslog_losses_are_shown_per_listener() -> None:
     assert "tcp | 9 | 120 | 110 | 2 | 3 | 4 | 0 | 0 | 5 | 1" in rows
     assert "udp | 0 | 0 | 0 | 0 | 0 | 0 | 7 | 8 | 0 | 0" in rows
     assert "No syslog listener is configured." in render(fake_page())
+
+
+def test_a_down_token_store_and_flood_counters_are_shown() -> None:
+    """A store that stopped answering shows as down for how long with its last error, the LISTEN link
+    as reconnecting, and the cache sizes, lookups, refused unknown-token lookups and errors by reason."""
+    clock = Clock()
+    clock.advance(T0)
+    metrics = Metrics()
+    health = StoreHealth(clock, metrics.token_store)
+    cache = TokenCache(clock)
+    cache.put(fingerprint("aisoc_inbox_valid"), TokenRecord(fingerprint("aisoc_inbox_valid"), "acme", "generic-json"))
+    for n in range(3):
+        cache.put(fingerprint(f"aisoc_inbox_unknown{n}"), None)
+    metrics.token_store.lookups.inc(7)
+    metrics.token_store.lookups_refused.inc(40)
+    health.link(False)
+    health.failed(StoreError("PostgreSQL at db:5432/aisoc as inboxd: connection refused", "connection"))
+    health.failed(StoreError("PostgreSQL at db:5432/aisoc as inboxd: no answer within 3 s", "timeout"))
+    clock.advance(90)
+    rows = read(render(fake_page(clock=clock, tokens=TokenStoreView(health, metrics.token_store, cache)))).rows
+    assert {"state | token store down for 1 min: uncached tokens get 503",
+            "last error | PostgreSQL at db:5432/aisoc as inboxd: no answer within 3 s",
+            "invalidation link (LISTEN) | reconnecting: the cache is dropped once it is back",
+            "valid tokens cached | 1", "unknown tokens remembered | 3", "store lookups | 7",
+            "lookups refused: unknown-token flood (429) | 40", "store errors | connection 1, timeout 1"} <= set(rows)
+    health.answered()
+    health.link(True)
+    rows = read(render(fake_page(clock=clock, tokens=TokenStoreView(health, metrics.token_store, cache)))).rows
+    assert {"state | answering", "invalidation link (LISTEN) | listening"} <= set(rows)
 
 
 def test_the_tenant_selector_narrows_push_stats() -> None:

@@ -103,7 +103,19 @@ class PushTotals:
 class StoreError(Exception):
     """
     The store cannot be reached or used (connection refused, bad DSN, migration failure).
+
+    @ivar reason: what went wrong, for C{aisoc_ingest_token_store_errors_total{reason}}: one of
+        L{UNAVAILABLE} when the store did not answer in time, else C{"error"}.
     """
+
+    def __init__(self, message: str, reason: str = "error") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+#: L{StoreError} reasons that mean the store is not answering: no answer within the call timeout,
+#: no connection (refused, lost, shut after a timeout), or a statement cancelled by the server
+UNAVAILABLE = frozenset({"timeout", "connection", "statement_timeout"})
 
 
 class Store(Protocol):

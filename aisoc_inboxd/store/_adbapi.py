@@ -16,7 +16,9 @@ from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from aisoc_inboxd.config import DatabaseSettings
 from aisoc_inboxd.store import ImapConnectorRecord, PushBucket, PushTotals, StoreError, TokenRecord
+from aisoc_inboxd.store.health import StoreHealth
 from aisoc_inboxd.store.migrations import Migration, load_migrations
 from aisoc_inboxd.store.secrets import SecretBox
 
@@ -81,10 +83,28 @@ _SWEEP_PUSH = {
 }
 
 
+class _Call:
+    """
+    One database call as its pool thread and the reactor share it.
+
+    @ivar abandoned: set by the reactor when the caller stopped waiting (the call timed out).
+    @ivar connection: the DB-API connection running it, once a pool thread picked it up.
+    """
+
+    def __init__(self) -> None:
+        self.abandoned = False
+        self.connection: Any = None
+
+
 class AdbapiStore(Service):
     """
     A L{aisoc_inboxd.store.Store} on adbapi. The pool is built in C{startService} (its constructor
     schedules the pool's start on the reactor) and closed in C{stopService} once in-flight calls end.
+
+    Every call but a schema upgrade is given C{call_timeout} seconds: past it the caller gets a
+    L{StoreError} (reason C{timeout}) while the call is abandoned — skipped if no thread started
+    it, and its connection shut if it is still waiting on the server, so no pool thread stays stuck
+    on a silent link. Every outcome is reported to C{health}.
     """
 
     name = "token-store"
@@ -94,12 +114,15 @@ class AdbapiStore(Service):
     """One active row by fingerprint, in C{COLUMNS} order, with one C{%s} parameter."""
     _log = Logger()
 
-    def __init__(self, secret_box: SecretBox, reactor: IReactorCore) -> None:
+    def __init__(self, secret_box: SecretBox, reactor: IReactorCore,
+                 call_timeout: float = DatabaseSettings.call_timeout, health: StoreHealth | None = None) -> None:
         """
-        @param reactor: runs the pool; also provides C{IReactorThreads}.
+        @param reactor: runs the pool; also provides C{IReactorThreads} and C{IReactorTime}.
         """
         self._box = secret_box
         self._reactor = reactor
+        self._call_timeout = call_timeout
+        self.health = health or StoreHealth(reactor)  # type: ignore[arg-type]
         self._migrations: tuple[Migration, ...] = load_migrations(self.dialect)
         self._pool: ConnectionPool | None = None
         self._in_flight: set[Deferred[None]] = set()
@@ -148,6 +171,18 @@ class AdbapiStore(Service):
     def _from_db_time(self, value: Any) -> float:
         return float(value)
 
+    def _reason(self, error: Exception) -> str:
+        """
+        The L{StoreError} reason of a driver error.
+        """
+        return "error"
+
+    def _abort(self, connection: Any) -> None:
+        """
+        Called on the reactor thread when a call on C{connection} timed out: make a pool thread
+        still waiting on the server give up. Nothing to do where calls never wait on a network.
+        """
+
     # -- service ------------------------------------------------------------------------------
 
     def startService(self) -> None:
@@ -172,7 +207,7 @@ class AdbapiStore(Service):
 
     async def _upgrade(self) -> int:
         while True:
-            version, applied = await self._run(self._apply_next_migration)
+            version, applied = await self._run(self._apply_next_migration, bounded=False)
             if applied is None:
                 break
             self._log.info("{store}: applied schema migration {version} ({migration})",
@@ -250,15 +285,20 @@ class AdbapiStore(Service):
 
     # -- plumbing -----------------------------------------------------------------------------
 
-    def _run(self, interaction: Callable[..., T], *args: object) -> Deferred[T]:
+    def _run(self, interaction: Callable[..., T], *args: object, bounded: bool = True) -> Deferred[T]:
         """
-        Run C{interaction(txn, *args)} in one transaction on a pool thread. Driver and connection
-        errors become L{StoreError}s naming where the data lives.
+        Run C{interaction(txn, *args)} in one transaction on a pool thread, within the call timeout
+        when C{bounded}. Driver and connection errors become L{StoreError}s naming where the data lives.
         """
         if self._pool is None:
             return fail(StoreError(f"{self._where()}: the store is not running"))
-        d: Deferred[T] = self._pool.runInteraction(self._transaction, interaction, *args)
+        call = _Call()
+        d: Deferred[T] = self._pool.runInteraction(self._transaction, self._pool, call, interaction, *args)
         d.addErrback(self._as_store_error, self._pool.dbapi.Error)
+        if bounded:
+            d.addTimeout(self._call_timeout, self._reactor, onTimeoutCancel=lambda result, timeout:
+                         self._timed_out(call, timeout))
+        d.addCallbacks(self._answered, self._failed)
         done: Deferred[None] = Deferred()
         self._in_flight.add(done)
 
@@ -270,19 +310,38 @@ class AdbapiStore(Service):
         d.addBoth(finished)
         return d
 
-    def _transaction(self, txn: Transaction, interaction: Callable[..., T], *args: object) -> T:
+    def _transaction(self, txn: Transaction, pool: ConnectionPool, call: _Call, interaction: Callable[..., T],
+                     *args: object) -> T | None:
+        if call.abandoned:
+            return None  # nobody waits for it; returning (not raising) spares the pool a rollback
+        call.connection = pool.connect()  # this thread's, already open
         self._begin(txn)
         return interaction(txn, *args)
+
+    def _timed_out(self, call: _Call, timeout: float) -> Failure:
+        call.abandoned = True
+        if call.connection is not None:
+            self._abort(call.connection)
+        return Failure(StoreError(f"{self._where()}: no answer within {timeout:g} s", "timeout"))
+
+    def _answered(self, result: T) -> T:
+        self.health.answered()
+        return result
+
+    def _failed(self, failure: Failure) -> Failure:
+        if failure.check(StoreError):
+            self.health.failed(failure.value)
+        return failure
 
     def _as_store_error(self, failure: Failure, driver_error: type[Exception]) -> Failure:
         """
         Only the first line of a driver message: later lines (PostgreSQL's DETAIL) may quote values.
         """
         if failure.check(ConnectionLost):
-            raise StoreError(f"{self._where()}: connection lost") from failure.value
+            raise StoreError(f"{self._where()}: connection lost", "connection") from failure.value
         if failure.check(driver_error):
             lines = str(failure.value).strip().splitlines() or [type(failure.value).__name__]
-            raise StoreError(f"{self._where()}: {lines[0]}") from failure.value
+            raise StoreError(f"{self._where()}: {lines[0]}", self._reason(failure.value)) from failure.value
         return failure
 
     def _execute(self, txn: Transaction, sql: str, params: tuple[object, ...] = ()) -> None:

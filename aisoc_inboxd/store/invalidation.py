@@ -5,7 +5,10 @@ after the TTL.
 PostgreSQL: a trigger NOTIFYs channel C{aisoc_inbox_invalidate} with the fingerprint whenever a
 token is rotated or revoked (by this daemon or by anything else writing the table); each instance
 LISTENs on a dedicated connection in its own thread. After a (re)connection the whole cache is
-dropped, since notifications sent while disconnected are lost.
+dropped, since notifications sent while disconnected are lost. A quiet link is checked with a query
+every so often, and one that does not answer in time is taken for dead and reopened: a link that
+went silent (a firewall or NAT that forgot it) would otherwise keep the cache trusting revoked
+tokens until their TTL.
 
 SQLite (one host, but the CLI is another process): the daemon polls for tokens retired since its
 last look, once a second.
@@ -14,7 +17,10 @@ from __future__ import annotations
 
 import select
 import threading
+import time
 from typing import Any, Callable
+
+from psycopg2.extensions import POLL_OK, POLL_READ, POLL_WRITE
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
@@ -27,18 +33,31 @@ CHANNEL = "aisoc_inbox_invalidate"
 OnInvalidate = Callable[[str | None], None]
 
 
+class LinkSilent(Exception):
+    """
+    The LISTEN connection did not answer within its time.
+    """
+
+
 class PostgresInvalidationListener(Service):
     name = "token-invalidation"
     _log = Logger()
 
     def __init__(self, connect: Callable[[], Any], on_invalidate: OnInvalidate, reactor: Any,
+                 check_interval: float, answer_within: float, on_link: Callable[[bool], None] = lambda up: None,
                  max_backoff: float = 30.0) -> None:
         """
-        @param connect: opens a new psycopg2 connection (called on the listener thread).
+        @param connect: opens a new asynchronous psycopg2 connection (called on the listener thread).
+        @param check_interval: seconds without traffic after which the link is checked with a query.
+        @param answer_within: seconds the server has to answer the connection, C{LISTEN} or a check.
+        @param on_link: told (on the reactor thread) when the link opens (C{True}) or fails (C{False}).
         """
         self._connect = connect
         self._on_invalidate = on_invalidate
         self._reactor = reactor
+        self._check_interval = check_interval
+        self._answer_within = answer_within
+        self._on_link = on_link
         self._max_backoff = max_backoff
         self._stopping = threading.Event()
         self._stopped: Deferred[None] | None = None
@@ -63,6 +82,7 @@ class PostgresInvalidationListener(Service):
                     self._listen()
                     backoff = 0.5
                 except Exception as e:
+                    self._reactor.callFromThread(self._on_link, False)
                     self._reactor.callFromThread(
                         self._log.warn, "LISTEN {channel} failed ({error}); retrying in {delay}s",
                         channel=CHANNEL, error=str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__,
@@ -74,19 +94,51 @@ class PostgresInvalidationListener(Service):
             self._reactor.callFromThread(stopped.callback, None)
 
     def _listen(self) -> None:
+        """
+        Open the link and deliver its notifications until stopping; raise when it fails.
+        """
         connection = self._connect()
         try:
-            connection.autocommit = True
-            connection.cursor().execute(f"LISTEN {CHANNEL}")
+            self._answered(connection)
+            cursor = connection.cursor()
+            cursor.execute(f"LISTEN {CHANNEL}")
+            self._answered(connection)
+            self._reactor.callFromThread(self._on_link, True)
             self._reactor.callFromThread(self._on_invalidate, None)
+            heard = time.monotonic()
             while not self._stopping.is_set():
                 if select.select([connection], [], [], 0.5)[0]:
                     connection.poll()
-                    while connection.notifies:
-                        notice = connection.notifies.pop(0)
-                        self._reactor.callFromThread(self._on_invalidate, notice.payload)
+                elif time.monotonic() - heard < self._check_interval:
+                    continue
+                else:
+                    cursor.execute("SELECT 1")
+                    self._answered(connection)
+                heard = time.monotonic()
+                self._deliver(connection)
         finally:
             connection.close()
+
+    def _answered(self, connection: Any) -> None:
+        """
+        Wait until the connection's pending work (opening, a statement) is done; L{LinkSilent} when
+        the server takes longer than C{answer_within}.
+        """
+        deadline = time.monotonic() + self._answer_within
+        while (state := connection.poll()) != POLL_OK:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise LinkSilent(f"no answer within {self._answer_within:g} s")
+            if state == POLL_READ:
+                select.select([connection], [], [], left)
+            elif state == POLL_WRITE:
+                select.select([], [connection], [], left)
+        self._deliver(connection)
+
+    def _deliver(self, connection: Any) -> None:
+        while connection.notifies:
+            notice = connection.notifies.pop(0)
+            self._reactor.callFromThread(self._on_invalidate, notice.payload)
 
 
 class RetiredTokenPoller:

