@@ -39,7 +39,7 @@ def test_shipped_samples_load() -> None:
 
 
 def test_environment_overrides_the_file(tmp_path: Path) -> None:
-    """AISOC_INBOX_* variables win over the file and are typed like YAML scalars."""
+    """AISOC_INBOX_* variables win over the file; a number is read as the key's type needs."""
     path = write(tmp_path, "http:\n  max_body_bytes: 100\n")
     settings = load_settings(path, {
         "AISOC_INBOX_MAX_BODY_BYTES": "2048",
@@ -89,3 +89,37 @@ def test_missing_file_is_reported(tmp_path: Path) -> None:
     """A config path that does not exist is an error, not a silent fall back to defaults."""
     with pytest.raises(ConfigError, match="cannot read the config file"):
         load_settings(tmp_path / "absent.yaml", {})
+
+
+def test_an_all_digit_secret_from_the_environment_stays_a_string(tmp_path: Path) -> None:
+    """AISOC_INBOX_CEF_SHARED_SECRET=0012345678 is that string, not a number nor an error."""
+    path = write(tmp_path, "cef:\n  shared_secret_header: X-AiSOC-CEF-Secret\n")
+    settings = load_settings(path, {"AISOC_INBOX_CEF_SHARED_SECRET": "0012345678",
+                                    "AISOC_INBOX_KAFKA_TOPIC": "2024"})
+    assert settings.cef.shared_secret == "0012345678"
+    assert settings.sink.kafka.topic == "2024"
+
+
+SECRET = "hunter2-Sw0rdfish"
+
+
+@pytest.mark.parametrize("text", [
+    "cef:\n  shared_secret_header: X-S\n  shared_secret: 74891250\n",
+    f"sink:\n  kafka:\n    config:\n      sasl.password: [{SECRET}, second]\n",
+    f"sink:\n  kafka:\n    config:\n      sasl.password: {{value: {SECRET}}}\n",
+    f"sink:\n  kafka:\n    config:\n      sasl.username: u\n      sasl.password: \"{SECRET}\n",
+    f"sink:\n  kafka:\n    config:\n      sasl.password: {SECRET}: x\n",
+    f"sink:\n  kafka:\n    config:\n      sasl.password: *{SECRET}\n",
+    f"sink:\n  kafka:\n    config:\n      sasl.password: !{SECRET} x\n",
+    f"sink:\n  kafka:\n    config:\n      ssl.key.password: \"a\\{SECRET}\"\n",
+])
+def test_config_errors_never_print_a_secret(tmp_path: Path, text: str) -> None:
+    """A bad secret-named key (a number, a list, a mapping, broken YAML on its line) is reported by
+    key and line, never with its value."""
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as error:
+        load_settings(path, {})
+    message = str(error.value)
+    assert message.startswith(f"{path}: ")
+    assert SECRET not in message and "74891250" not in message and "Sw0rd" not in message
+    assert "line " in message or "shared_secret" in message or "sasl.password" in message
