@@ -426,6 +426,17 @@ def is_secret_key(key: str) -> bool:
     return bool(_SECRET_KEY.search(key))
 
 
+def redact_secrets(text: str, values: Mapping[str, Any]) -> str:
+    """
+    C{text} (a library's error message, say) with the value of every secret-named key in
+    C{values} replaced by C{<redacted>}.
+    """
+    for key, value in values.items():
+        if is_secret_key(key) and isinstance(value, str) and value:
+            text = text.replace(value, "<redacted>")
+    return text
+
+
 def _kind(value: Any, key: str) -> str:
     if value is None:
         return "nothing"

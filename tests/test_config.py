@@ -123,3 +123,18 @@ def test_config_errors_never_print_a_secret(tmp_path: Path, text: str) -> None:
     assert message.startswith(f"{path}: ")
     assert SECRET not in message and "74891250" not in message and "Sw0rd" not in message
     assert "line " in message or "shared_secret" in message or "sasl.password" in message
+
+
+def test_templates_the_config_names_must_be_loaded_and_allowed(tmp_path: Path) -> None:
+    """A syslog listener or the CEF route naming a template that templates.allowed leaves out (or that
+    no directory has) is refused by key; the check is the catalog's, so a reload can make it too."""
+    from aisoc_inboxd.catalog import TemplateCatalog
+
+    settings = load_settings(write(tmp_path, "templates:\n  allowed: [generic-json, syslog]\n"), {})
+    catalog = TemplateCatalog.load(settings.templates.directories, settings.templates.allowed)
+    with pytest.raises(ConfigError, match=r"^syslog.listeners\[0\].cef_template: template 'cef-syslog' is not "
+                                          r"in templates.allowed$"):
+        catalog.check_in_use(settings)
+    renamed = load_settings(write(tmp_path, "cef:\n  tenant: acme\n  template: cef-syslgo\n"), {})
+    with pytest.raises(ConfigError, match=r"^cef.template: no template 'cef-syslgo' is loaded$"):
+        TemplateCatalog.load([], None).check_in_use(renamed)
