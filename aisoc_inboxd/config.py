@@ -414,14 +414,14 @@ def _scalar_text(value: Any, key: str) -> str:
     raise ConfigError(f"{key}: expected a string or number, got {_kind(value, key)}")
 
 
-#: a key whose value is a credential or key material: its value is never printed
-_SECRET_KEY = re.compile(r"pass|secret|token|key|credential|oauthbearer|jaas", re.IGNORECASE)
+#: a key whose value is a credential or key material (or may hold one, as a DSN): never printed
+_SECRET_KEY = re.compile(r"pass|secret|token|key|credential|oauthbearer|jaas|dsn", re.IGNORECASE)
 
 
 def is_secret_key(key: str) -> bool:
     """
     Whether the dotted config C{key} names a secret (C{sasl.password}, C{cef.shared_secret},
-    C{ssl.key.pem}, …). Errors and logs name such a key but never show its value.
+    C{ssl.key.pem}, C{database.dsn}, …). Errors name such a key but never show its value.
     """
     return bool(_SECRET_KEY.search(key))
 
