@@ -15,8 +15,6 @@ from typing import Any, Awaitable, Callable, Sequence
 from aisoc_inboxd.config import ConfigError, Settings, load_settings
 from aisoc_inboxd.logs import FORMATS, LEVELS
 
-EXIT_USAGE = 2
-
 
 class CommandError(Exception):
     """

@@ -28,10 +28,9 @@ def json_line(event: dict[str, Any]) -> str:
     One event as one line of JSON (with its newline).
     """
     stamp = event.get("log_time", time.time())
-    level = event.get("log_level")
     record: dict[str, Any] = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(stamp)) + f".{int(stamp % 1 * 1000):03d}Z",
-        "level": level.name if isinstance(level, type(LogLevel.info)) else "info",
+        "level": getattr(event.get("log_level"), "name", "info"),
         "namespace": event.get("log_namespace", "-"),
         "message": formatEvent(event),
     }
@@ -40,12 +39,8 @@ def json_line(event: dict[str, Any]) -> str:
     for key, value in event.items():
         if not key.startswith("log_") and key not in _LEGACY_KEYS and key not in record and _plain(value):
             record[key] = value
-    failure = event.get("log_failure")
-    if failure is not None:
-        try:
-            record["traceback"] = failure.getTraceback()
-        except Exception:
-            record["traceback"] = repr(failure)
+    if "log_failure" in event:
+        record["traceback"] = event["log_failure"].getTraceback()
     return json.dumps(record, ensure_ascii=False) + "\n"
 
 

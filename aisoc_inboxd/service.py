@@ -303,7 +303,8 @@ class InboxDaemon(SequentialMultiService):
         """
         Start the store and the sink, upgrade the schema, then start the workers and bind. Any
         failure is one log line and a reactor stop (at once, or as soon as it runs): the process
-        exits instead of running deaf or hanging on the threads already started.
+        exits instead of running deaf or hanging on the threads already started. C{started}
+        fails with it; the process entry points (L{aisoc_inboxd.tap.compose}) consume that.
         """
         try:
             for child in self:
@@ -320,9 +321,10 @@ class InboxDaemon(SequentialMultiService):
             systemd.notify("READY=1\nSTATUS=listening on " + ", ".join(
                 f"{listener.name} {listener.port.getHost().port}" for listener in self.listeners if listener.port))
         except Exception as e:
-            self.start_failed = True
-            _log.critical("cannot start: {error}", error=str(e) or type(e).__name__)
-            self._reactor.callWhenRunning(self._reactor.stop)
+            if self.running:  # else a stop (SIGTERM) came during the start: what it cut short is no failure
+                self.start_failed = True
+                _log.critical("cannot start: {error}", error=str(e) or type(e).__name__)
+                self._reactor.callWhenRunning(self._reactor.stop)
             raise
 
     def address(self, name: str) -> Any:
