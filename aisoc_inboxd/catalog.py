@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from aisoc_inboxd.config import ConfigError, Settings
 from aisoc_inboxd.normalizer import Template, TemplateSet, load_templates
 
 #: the templates shipped with the daemon: the repository's C{templates/} in a checkout, or the copy
@@ -29,10 +30,33 @@ class TemplateCatalog:
     @classmethod
     def load(cls, directories: list[str], allowed: list[str] | None) -> "TemplateCatalog":
         """
-        Load the bundled templates and then C{directories}; raises L{TemplateError} naming file and key.
+        Load the bundled templates and then C{directories}; raises L{TemplateError} naming file and
+        key, and L{ConfigError} when C{allowed} names a template that none of them has (a typo there
+        would otherwise only show as tokens that cannot be minted).
         """
         dirs = [bundled_templates_dir(), *(Path(d) for d in directories)]
-        return cls(load_templates(dirs), allowed)
+        templates = load_templates(dirs)
+        unknown = [template_id for template_id in allowed or () if template_id not in templates]
+        if unknown:
+            raise ConfigError(f"templates.allowed: unknown template id{'s' if len(unknown) > 1 else ''} "
+                              f"{', '.join(map(repr, unknown))} (not bundled nor in templates.directories)")
+        return cls(templates, allowed)
+
+    def check_in_use(self, settings: Settings) -> None:
+        """
+        Raise L{ConfigError}, naming the key, unless every template C{settings} names for intake
+        without a token (the CEF route, each syslog listener) is loaded and allowed. Start-up and a
+        reload check the same.
+        """
+        uses = [("cef.template", settings.cef.template)] if settings.cef.tenant is not None else []
+        for index, listener in enumerate(settings.syslog.listeners):
+            uses += [(f"syslog.listeners[{index}].template", listener.template),
+                     (f"syslog.listeners[{index}].cef_template", listener.cef_template)]
+        for key, template_id in uses:
+            if template_id not in self._templates:
+                raise ConfigError(f"{key}: no template {template_id!r} is loaded")
+            if not self.allowed(template_id):
+                raise ConfigError(f"{key}: template {template_id!r} is not in templates.allowed")
 
     def replace_with(self, other: "TemplateCatalog") -> None:
         """

@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Sequence
 
 from aisoc_inboxd.config import ConfigError, Settings, load_settings
-
-EXIT_USAGE = 2
+from aisoc_inboxd.logs import FORMATS, LEVELS
 
 
 class CommandError(Exception):
@@ -23,13 +22,17 @@ class CommandError(Exception):
     """
 
 
+DESCRIPTION = "The aisoc-inboxd command: run the daemon, and manage tokens, templates and the database."
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
+    config = Path(args.config) if args.config else None
     if args.command == "run":
-        _run_daemon(args)
+        _run_daemon(config, args)
         return
     try:
-        settings = load_settings(Path(args.config) if args.config else None)
+        settings = load_settings(config)
         code = args.handler(settings, args)
     except (ConfigError, CommandError) as e:
         print(f"aisoc-inboxd: {e}", file=sys.stderr)
@@ -37,13 +40,29 @@ def main(argv: Sequence[str] | None = None) -> None:
     sys.exit(code)
 
 
+class _Parser(argparse.ArgumentParser):
+    """
+    Every command takes C{--config} before or after its name (C{aisoc-inboxd run --config X}).
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # SUPPRESS: a command that is not given --config keeps the one given before its name
+        self.add_argument("-c", "--config", default=argparse.SUPPRESS,
+                          help="YAML config file (default: the embedded default)")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aisoc-inboxd", description=__doc__.strip().splitlines()[0])
-    parser.add_argument("-c", "--config", help="YAML config file (default: the embedded default)")
+    parser = _Parser(prog="aisoc-inboxd", description=DESCRIPTION)
+    parser.set_defaults(config=None)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run", help="run the daemon in the foreground (logs to stdout)")
-    run.add_argument("twist_args", nargs=argparse.REMAINDER, help="extra options for twist, e.g. --log-format=json")
+    run = commands.add_parser("run", help="run the daemon in the foreground (logs to stdout)",
+                              description="Run the daemon in the foreground, logging to stdout, until "
+                                          "SIGTERM or Ctrl-C (exit 0); exit 1 when it cannot start.")
+    run.add_argument("--log-format", choices=FORMATS, default="text",
+                     help="text: one readable line per event (default); json: one JSON object per line")
+    run.add_argument("--log-level", choices=LEVELS, default="info", help="the least severe events logged")
 
     token = commands.add_parser("token", help="mint, rotate, revoke and list inbox tokens").add_subparsers(
         dest="action", required=True)
@@ -122,21 +141,21 @@ def _tenant_command(actions: Any, name: str, help: str, handler: Callable[..., i
     return command
 
 
-def _run_daemon(args: argparse.Namespace) -> None:
+def _run_daemon(config: Path | None, args: argparse.Namespace) -> None:
     """
-    Run like C{twist aisoc-inboxd}, except that a SIGTERM/SIGINT shutdown exits 0 (twist re-raises
-    the signal) and a daemon that could not start exits 1.
+    Run the daemon as C{twist aisoc-inboxd} would, with readable logs unless JSON is asked for;
+    a SIGTERM/SIGINT shutdown exits 0 (twist re-raises the signal), a daemon that could not start
+    exits 1 after one line saying why.
     """
-    from twisted.application.runner._runner import Runner
-    from twisted.application.twist._twist import Twist
+    from twisted.internet import reactor
 
-    extra = [a for a in args.twist_args if a != "--"]
-    plugin_args = ["--config", args.config] if args.config else []
-    options = Twist.options(["aisoc-inboxd", *extra, "aisoc-inboxd", *plugin_args])
-    daemon = options.plugins[options.subCommand].makeService(options.subOptions)
-    Twist.startService(options["reactor"], daemon)
-    Runner(reactor=options["reactor"], defaultLogLevel=options["logLevel"], logFile=options["logFile"],
-           fileLogObserverFactory=options["fileLogObserverFactory"]).run()
+    from aisoc_inboxd import logs, tap
+
+    daemon = tap.compose(tap.settings_or_exit(config), config, reactor)
+    logs.begin(sys.stdout, args.log_format, args.log_level)
+    reactor.callWhenRunning(daemon.startService)  # type: ignore[attr-defined]
+    reactor.addSystemEventTrigger("before", "shutdown", daemon.stopService)  # type: ignore[attr-defined]
+    reactor.run()  # type: ignore[attr-defined]
     sys.exit(1 if daemon.start_failed else 0)
 
 
@@ -144,7 +163,7 @@ def _with_store(settings: Settings, work: Callable[[Any], Awaitable[int]]) -> in
     """
     Run C{work(store)} on a short-lived reactor with the store started and upgraded.
     """
-    from twisted.internet import task
+    from twisted.internet import reactor, task
     from twisted.internet.defer import Deferred, maybeDeferred
 
     from aisoc_inboxd.service import open_store
@@ -153,12 +172,12 @@ def _with_store(settings: Settings, work: Callable[[Any], Awaitable[int]]) -> in
 
     try:
         check_reachable(settings)
+        store = open_store(settings, reactor)
     except StoreError as e:
         raise CommandError(str(e)) from None
     outcome: dict[str, Any] = {}
 
-    async def session(reactor: Any) -> None:
-        store = open_store(settings, reactor)
+    async def session() -> None:
         store.startService()
         try:
             await store.upgrade()
@@ -169,7 +188,7 @@ def _with_store(settings: Settings, work: Callable[[Any], Awaitable[int]]) -> in
             await maybeDeferred(store.stopService)
 
     try:
-        task.react(lambda reactor: Deferred.fromCoroutine(session(reactor)))
+        task.react(lambda _: Deferred.fromCoroutine(session()))
     except SystemExit as exit_:
         if exit_.code not in (0, None):
             raise CommandError("the command failed; see the error above") from None

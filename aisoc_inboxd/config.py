@@ -4,13 +4,15 @@ The daemon's settings: one YAML file, C{AISOC_INBOX_*} environment overrides, va
 Every setting has a default that makes the embedded default work with no file at all (SQLite and an
 NDJSON log in the state directory, listeners on 127.0.0.1). The settings are frozen dataclasses
 parsed once and passed down; no other module reads files or the environment for configuration.
-A wrong key or value raises L{ConfigError} naming the key (as a dotted path) and what is wrong.
+A wrong key or value raises L{ConfigError} naming the key (as a dotted path) and what is wrong,
+never the value of a key named like a secret (L{is_secret_key}).
 """
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -356,7 +358,7 @@ def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -
         except OSError as e:
             raise ConfigError(f"{path}: cannot read the config file: {e.strerror}") from e
         except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from e
+            raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(e)}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: the config file must be a mapping of keys, not {type(raw).__name__}")
     environ = os.environ if environ is None else environ
@@ -365,7 +367,7 @@ def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -
         raw["state_dir"] = default_state.split(":")[0]
     for variable, key in ENVIRONMENT_OVERRIDES.items():
         if variable in environ:
-            _set_dotted(raw, key, _env_value(environ[variable]), variable)
+            _set_dotted(raw, key, environ[variable], variable)
     prefix = f"{path}: " if path is not None else ""
     try:
         return _build(Settings, raw, "")
@@ -373,14 +375,20 @@ def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -
         raise ConfigError(prefix + str(e)) from None
 
 
-def _env_value(text: str) -> Any:
+def _yaml_problem(error: yaml.YAMLError) -> str:
     """
-    Environment values are YAML scalars, so C{10485760} is an int and C{"abc"} stays a string.
+    Where the YAML breaks and what breaks it, without quoting the file: the line may hold a
+    password. PyYAML's own message shows the line and quotes the text it choked on (an alias or
+    tag name, a character); only its token names (C{'<stream end>'}) and escapes (C{'\\t'}) stay.
     """
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or "unreadable"
+    problem = re.sub(r"'(?!<[^']*>'|\\.')[^']*'", "…", problem)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    context, context_mark = getattr(error, "context", None), getattr(error, "context_mark", None)
+    if context and context_mark is not None and (mark is None or context_mark.line != mark.line):
+        context += f" that begins on line {context_mark.line + 1}"
+    return where + problem + (f" ({context})" if context else "")
 
 
 def _set_dotted(raw: dict[str, Any], key: str, value: Any, variable: str) -> None:
@@ -400,7 +408,7 @@ def _set_dotted(raw: dict[str, Any], key: str, value: Any, variable: str) -> Non
 
 def _build(cls: type, raw: Any, where: str) -> Any:
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where or 'top level'}: expected a mapping of keys, got {_kind(raw)}")
+        raise ConfigError(f"{where or 'top level'}: expected a mapping of keys, got {_kind(raw, where)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - set(fields))
@@ -427,11 +435,11 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected a list, got {_kind(value)}")
+            raise ConfigError(f"{key}: expected a list, got {_kind(value, key)}")
         return [_coerce(args[0], item, f"{key}[{i}]") for i, item in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {_kind(value)}")
+            raise ConfigError(f"{key}: expected a mapping, got {_kind(value, key)}")
         return {str(k): _scalar_text(v, f"{key}.{k}") for k, v in value.items()}
     return _check_scalar(hint, value, key)
 
@@ -442,7 +450,7 @@ def _check_scalar(hint: type, value: Any, key: str) -> Any:
     if hint is int and isinstance(value, str) and value.strip().isdigit():
         value = int(value)
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-        raise ConfigError(f"{key}: expected {hint.__name__}, got {_kind(value)}")
+        raise ConfigError(f"{key}: expected {hint.__name__}, got {_kind(value, key)}")
     if key in _POSITIVE and value <= 0:
         raise ConfigError(f"{key}: must be greater than 0, got {value}")
     if key in _CHOICES and value not in _CHOICES[key]:
@@ -458,11 +466,38 @@ def _scalar_text(value: Any, key: str) -> str:
         return "true" if value else "false"
     if isinstance(value, (str, int, float)):
         return str(value)
-    raise ConfigError(f"{key}: expected a string or number, got {_kind(value)}")
+    raise ConfigError(f"{key}: expected a string or number, got {_kind(value, key)}")
 
 
-def _kind(value: Any) -> str:
-    return "nothing" if value is None else f"{type(value).__name__} {value!r}"[:80]
+#: a key whose value is a credential or key material (or may hold one, as a DSN): never printed
+_SECRET_KEY = re.compile(r"pass|secret|token|key|credential|oauthbearer|jaas|dsn", re.IGNORECASE)
+
+
+def is_secret_key(key: str) -> bool:
+    """
+    Whether the dotted config C{key} names a secret (C{sasl.password}, C{cef.shared_secret},
+    C{ssl.key.pem}, C{database.dsn}, …). Errors name such a key but never show its value.
+    """
+    return bool(_SECRET_KEY.search(key))
+
+
+def redact_secrets(text: str, values: Mapping[str, Any]) -> str:
+    """
+    C{text} (a library's error message, say) with the value of every secret-named key in
+    C{values} replaced by C{<redacted>}.
+    """
+    for key, value in values.items():
+        if is_secret_key(key) and isinstance(value, str) and value:
+            text = text.replace(value, "<redacted>")
+    return text
+
+
+def _kind(value: Any, key: str) -> str:
+    if value is None:
+        return "nothing"
+    if is_secret_key(key):
+        return type(value).__name__  # never the value, not even a wrong one
+    return f"{type(value).__name__} {value!r}"[:80]
 
 
 def _join(where: str, name: str) -> str:

@@ -186,18 +186,14 @@ def syslog_listeners(settings: Settings, intake: Intake, metrics: Metrics, infli
                      sink: EventSink, reactor: Any, role: WorkerRole | None = None
                      ) -> list[Listener | DatagramListener]:
     """
-    One listener per C{syslog.listeners} entry; each checks its templates now, so a missing one
-    stops start-up. The Kafka sink's saturation pauses TCP reading too.
+    One listener per C{syslog.listeners} entry (their templates were checked with the catalog's
+    L{TemplateCatalog.check_in_use}). The Kafka sink's saturation pauses TCP reading too.
     """
     saturation: Saturation | None = sink if hasattr(sink, "unsaturated") else None  # type: ignore[assignment]
     built: list[Listener | DatagramListener] = []
     for entry in settings.syslog.listeners:
         listener = SyslogIntake(entry, intake, metrics.syslog, inflight, settings.syslog.max_in_flight_events,
                                 saturation, settings.syslog.idle_timeout_of(entry))
-        try:
-            listener.check()
-        except KeyError as e:
-            raise ConfigError(f"syslog.listeners: {entry.name}: {e.args[0]}") from None
         name = f"syslog-{entry.name}"
         built.append(_syslog_listener(entry, listener, reactor, name, role and role.socket(name)))
     return built
@@ -268,9 +264,6 @@ class InboxDaemon(SequentialMultiService):
 
     def startService(self) -> None:
         Service.startService(self)
-        for child in self:
-            if child not in self.listeners and child not in self._workers and child is not self.supervisor:
-                child.startService()
         self._previous_sighup = signal.signal(signal.SIGHUP, self._on_sighup)
         Deferred.fromCoroutine(self._open()).chainDeferred(self.started)
 
@@ -308,7 +301,16 @@ class InboxDaemon(SequentialMultiService):
         systemd.notify("READY=1")
 
     async def _open(self) -> None:
+        """
+        Start the store and the sink, upgrade the schema, then start the workers and bind. Any
+        failure is one log line and a reactor stop (at once, or as soon as it runs): the process
+        exits instead of running deaf or hanging on the threads already started. C{started}
+        fails with it; the process entry points (L{aisoc_inboxd.tap.compose}) consume that.
+        """
         try:
+            for child in self:
+                if child not in self.listeners and child not in self._workers and child is not self.supervisor:
+                    child.startService()
             version = await self.store.upgrade()
             _log.info("store ready at schema version {version}", version=version)
             for worker in self._workers:
@@ -320,10 +322,10 @@ class InboxDaemon(SequentialMultiService):
             systemd.notify("READY=1\nSTATUS=listening on " + ", ".join(
                 f"{listener.name} {listener.port.getHost().port}" for listener in self.listeners if listener.port))
         except Exception as e:
-            self.start_failed = True
-            _log.failure("cannot start: {error}", error=str(e))
-            if self._reactor.running:
-                self._reactor.stop()
+            if self.running:  # else a stop (SIGTERM) came during the start: what it cut short is no failure
+                self.start_failed = True
+                _log.critical("cannot start: {error}", error=str(e) or type(e).__name__)
+                self._reactor.callWhenRunning(self._reactor.stop)
             raise
 
     def address(self, name: str) -> Any:
@@ -430,6 +432,7 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
     servers). C{config} is the file the settings came from, for worker processes to read too;
     C{role} makes this a worker process.
     """
+    catalog.check_in_use(settings)
     Path(settings.state_dir).mkdir(parents=True, exist_ok=True)
     metrics = Metrics()
     health = StoreHealth(reactor, metrics.token_store)
@@ -453,8 +456,6 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
                    observers=(push_stats.replied, recent_errors.replied),
                    vendors=vendors or build_vendor_gate(settings.vendors, reactor),
                    hec=HecDeps.build(settings.hec, reactor), cef=settings.cef)
-    if settings.cef.tenant is not None and catalog.get(settings.cef.template) is None:
-        raise ConfigError(f"cef.template: {settings.cef.template!r} is not a loaded and allowed template")
     site = InboxSite(build_root_resource(deps), max_body_bytes=http.max_body_bytes,
                      on_too_large=lambda path: metrics.request(route_of(path), None, "too_large"),
                      timeout=http.timeout, reactor=reactor)

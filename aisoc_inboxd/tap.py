@@ -1,12 +1,18 @@
 """
-The twistd/twist plugin's composition root: C{twistd -n aisoc-inboxd --config PATH}.
+The twistd/twist plugin's composition root: C{twistd -n aisoc-inboxd --config PATH}, and the same
+composition for C{aisoc-inboxd run}.
 
 Everything that can be checked before the reactor runs is checked here, so a bad config, a bad
-template or an unreachable PostgreSQL stops start-up at once with a message instead of a daemon
-that runs but cannot work.
+template, a Kafka setting librdkafka refuses or an unreachable PostgreSQL stops start-up at once
+with one line (C{aisoc-inboxd: cannot start: …}) instead of a traceback or a daemon that runs but
+cannot work. What can only fail once the reactor runs (a port in use) is logged as one line by the
+daemon, which then stops the reactor.
 """
 from __future__ import annotations
 
+import atexit
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +31,24 @@ class Options(usage.Options):
     optParameters = [["config", "c", None, "YAML config file (see etc/inboxd.yaml)"]]
 
     def postOptions(self) -> None:
-        try:
-            self["settings"] = load_settings(Path(self["config"]) if self["config"] else None)
-        except ConfigError as e:
-            raise usage.UsageError(str(e)) from None
+        self["settings"] = settings_or_exit(Path(self["config"]) if self["config"] else None)
+
+
+def cannot_start(reason: object) -> SystemExit:
+    return SystemExit(f"aisoc-inboxd: cannot start: {reason}")
+
+
+def settings_or_exit(config: Path | None) -> Settings:
+    try:
+        return load_settings(config)
+    except ConfigError as e:
+        raise cannot_start(e) from None
 
 
 def prepare(settings: Settings) -> Any:
     """
-    Load the templates and check the store can be reached; raise C{SystemExit} with the reason.
+    Check the store can be reached, load the templates and check what the config asks of them and
+    of librdkafka; raise C{SystemExit} with the reason.
     """
     from aisoc_inboxd.catalog import TemplateCatalog
     from aisoc_inboxd.normalizer import TemplateError
@@ -43,20 +58,58 @@ def prepare(settings: Settings) -> Any:
     try:
         check_reachable(settings)
         catalog = TemplateCatalog.load(settings.templates.directories, settings.templates.allowed)
-    except (TemplateError, StoreError) as e:
-        raise SystemExit(f"aisoc-inboxd: cannot start: {e}") from None
+        catalog.check_in_use(settings)
+        if settings.sink.type == "kafka":
+            from aisoc_inboxd.sinks.kafka import check_producer_config
+
+            try:
+                check_producer_config(settings.sink.kafka.config)
+            except ValueError as e:
+                raise ConfigError(f"sink.kafka.config: {e}") from None
+    except (TemplateError, ConfigError, StoreError) as e:
+        raise cannot_start(e) from None
     return catalog
 
 
-def makeService(options: Options, reactor: Any = None) -> IService:
+def compose(settings: Settings, config: Path | None, reactor: Any) -> Any:
+    """
+    The daemon for C{settings} (read from C{config}), ready to start; raise C{SystemExit} with the
+    reason when it cannot be built (an unreadable certificate or key file, a state directory that
+    cannot be created).
+    """
+    from aisoc_inboxd.keyfiles import KeyFileError
     from aisoc_inboxd.service import build_daemon
+    from aisoc_inboxd.store import StoreError
 
+    catalog = prepare(settings)
+    try:
+        daemon = build_daemon(settings, catalog, reactor, config=config)
+    except (ConfigError, StoreError, KeyFileError, OSError, ValueError) as e:
+        raise cannot_start(e) from None
+    daemon.reload_settings = lambda: load_settings(config)
+    # a start that fails is logged (one line) by the daemon, which stops the reactor: the process
+    # exits with that line, and no "Unhandled error in Deferred" after it
+    daemon.started.addErrback(lambda failure: None)
+    return daemon
+
+
+def makeService(options: Options, reactor: Any = None) -> IService:
     if reactor is None:
         from twisted.internet import reactor as installed
 
         reactor = installed
-    settings: Settings = options["settings"]
-    config = Path(options["config"]) if options["config"] else None
-    daemon = build_daemon(settings, prepare(settings), reactor, config=config)
-    daemon.reload_settings = lambda: load_settings(config)
+    daemon = compose(options["settings"], Path(options["config"]) if options["config"] else None, reactor)
+    atexit.register(_exit_1_if_failed, daemon)
     return daemon
+
+
+def _exit_1_if_failed(daemon: Any) -> None:
+    """
+    End a twistd/twist process whose daemon could not start with status 1: those runners exit 0
+    once the reactor stops and give a service no way to say otherwise. Runs at interpreter exit,
+    after twistd has removed its pid file and closed its log.
+    """
+    if daemon.start_failed:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)

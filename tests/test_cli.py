@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -96,3 +97,47 @@ def test_bad_config_is_reported_by_key(tmp_path: Path) -> None:
     done = cli(tmp_path, "templates", "list", config=config)
     assert done.returncode == 1
     assert "http.max_body_bytes: must be greater than 0" in done.stderr
+
+
+def test_config_is_accepted_after_the_subcommand(tmp_path: Path) -> None:
+    """--config works before the subcommand and after it (aisoc-inboxd templates list --config X)."""
+    config = tmp_path / "inboxd.yaml"
+    config.write_text("templates:\n  allowed: [pagerduty]\n")
+    after = cli(tmp_path, "templates", "list", "--config", str(config))
+    assert after.returncode == 0, after.stderr
+    assert [line.split()[0] for line in after.stdout.splitlines()] == ["pagerduty"]
+    minted = cli(tmp_path, "token", "mint", "--tenant", "acme", "--template", "generic-json", "-c", str(config))
+    assert minted.returncode == 1 and "unknown template 'generic-json'; allowed: pagerduty" in minted.stderr
+
+
+def test_an_unknown_allowed_template_id_is_refused_by_name(tmp_path: Path) -> None:
+    """templates.allowed naming a template that no directory has is an error naming the id."""
+    config = tmp_path / "inboxd.yaml"
+    config.write_text("templates:\n  allowed: [pagerduty, pagerdutty]\n")
+    done = cli(tmp_path, "templates", "list", config=config)
+    assert done.returncode == 1
+    assert done.stderr.strip() == ("aisoc-inboxd: templates.allowed: unknown template id "
+                                   "'pagerdutty' (not bundled nor in templates.directories)")
+
+
+def test_help_is_plain_text() -> None:
+    """The help shows no doc markup, and run documents the log options the unit uses."""
+    top = subprocess.run([sys.executable, "-m", "aisoc_inboxd.cli", "--help"], cwd=PROJECT,
+                         capture_output=True, text=True, timeout=60)
+    run = subprocess.run([sys.executable, "-m", "aisoc_inboxd.cli", "run", "--help"], cwd=PROJECT,
+                         capture_output=True, text=True, timeout=60)
+    assert top.returncode == run.returncode == 0
+    assert not any(markup in top.stdout + run.stdout for markup in ("C{", "L{", "I{"))
+    assert "--log-format" in run.stdout and "--config" in run.stdout
+
+
+def test_token_mint_with_postgres_creates_the_state_directory(tmp_path: Path, pg_database: Any) -> None:
+    """With a PostgreSQL DSN the secret key still lives in the state directory, created on demand."""
+    state = tmp_path / "not" / "yet"
+    env = dict(os.environ, AISOC_INBOX_STATE_DIR=str(state), AISOC_INBOX_DATABASE_DSN=pg_database.dsn)
+    done = subprocess.run([sys.executable, "-m", "aisoc_inboxd.cli", "token", "mint", "--tenant", "acme",
+                           "--template", "pagerduty", "--json"], cwd=PROJECT, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert looks_like_token(json.loads(done.stdout)["token"])
+    assert (state / "secret.key").is_file()

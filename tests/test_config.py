@@ -3,6 +3,7 @@ The YAML config, its environment overrides, and the errors that stop start-up.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -39,7 +40,7 @@ def test_shipped_samples_load() -> None:
 
 
 def test_environment_overrides_the_file(tmp_path: Path) -> None:
-    """AISOC_INBOX_* variables win over the file and are typed like YAML scalars."""
+    """AISOC_INBOX_* variables win over the file; a number is read as the key's type needs."""
     path = write(tmp_path, "http:\n  max_body_bytes: 100\n")
     settings = load_settings(path, {
         "AISOC_INBOX_MAX_BODY_BYTES": "2048",
@@ -102,3 +103,53 @@ def test_store_timeouts_and_unknown_token_limits_are_read_and_checked(tmp_path: 
     for key in ("database:\n  call_timeout: 0\n", "token_cache:\n  unknown_lookups_per_ip_per_sec: 0\n"):
         with pytest.raises(ConfigError, match="must be greater than 0"):
             load_settings(write(tmp_path, key), {})
+
+
+def test_an_all_digit_secret_from_the_environment_stays_a_string(tmp_path: Path) -> None:
+    """AISOC_INBOX_CEF_SHARED_SECRET=0012345678 is that string, not a number nor an error."""
+    path = write(tmp_path, "cef:\n  shared_secret_header: X-AiSOC-CEF-Secret\n")
+    settings = load_settings(path, {"AISOC_INBOX_CEF_SHARED_SECRET": "0012345678",
+                                    "AISOC_INBOX_KAFKA_TOPIC": "2024"})
+    assert settings.cef.shared_secret == "0012345678"
+    assert settings.sink.kafka.topic == "2024"
+
+
+SECRET = "hunter2-Sw0rdfish"
+
+
+@pytest.mark.parametrize("text", [
+    "cef:\n  shared_secret_header: X-S\n  shared_secret: 74891250\n",
+    f"sink:\n  kafka:\n    config:\n      sasl.password: [{SECRET}, second]\n",
+    f"sink:\n  kafka:\n    config:\n      sasl.password: {{value: {SECRET}}}\n",
+    f"sink:\n  kafka:\n    config:\n      sasl.username: u\n      sasl.password: \"{SECRET}\n",
+    f"sink:\n  kafka:\n    config:\n      sasl.password: {SECRET}: x\n",
+    f"sink:\n  kafka:\n    config:\n      sasl.password: *{SECRET}\n",
+    f"sink:\n  kafka:\n    config:\n      sasl.password: !{SECRET} x\n",
+    f"sink:\n  kafka:\n    config:\n      ssl.key.password: \"a\\{SECRET}\"\n",
+    f"database:\n  dsn: [postgresql://aisoc:{SECRET}@db.internal/aisoc]\n",
+])
+def test_config_errors_never_print_a_secret(tmp_path: Path, text: str) -> None:
+    """A bad secret-named key (a number, a list, a mapping, broken YAML on its line) is reported by
+    key and line, never with its value."""
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as error:
+        load_settings(path, {})
+    message = str(error.value)
+    assert message.startswith(f"{path}: ")
+    assert SECRET not in message and "74891250" not in message and "Sw0rd" not in message
+    assert re.search(r"not valid YAML: line \d+, column \d+: |(shared_secret|password|dsn): expected", message)
+
+
+def test_templates_the_config_names_must_be_loaded_and_allowed(tmp_path: Path) -> None:
+    """A syslog listener or the CEF route naming a template that templates.allowed leaves out (or that
+    no directory has) is refused by key; the check is the catalog's, so a reload can make it too."""
+    from aisoc_inboxd.catalog import TemplateCatalog
+
+    settings = load_settings(write(tmp_path, "templates:\n  allowed: [generic-json, syslog]\n"), {})
+    catalog = TemplateCatalog.load(settings.templates.directories, settings.templates.allowed)
+    with pytest.raises(ConfigError, match=r"^syslog.listeners\[0\].cef_template: template 'cef-syslog' is not "
+                                          r"in templates.allowed$"):
+        catalog.check_in_use(settings)
+    renamed = load_settings(write(tmp_path, "cef:\n  tenant: acme\n  template: cef-syslgo\n"), {})
+    with pytest.raises(ConfigError, match=r"^cef.template: no template 'cef-syslgo' is loaded$"):
+        TemplateCatalog.load([], None).check_in_use(renamed)

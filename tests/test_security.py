@@ -143,6 +143,27 @@ async def test_tokens_appear_in_no_log_line_error_body_or_metric(inboxd: Running
     assert token not in text and token[:-1] not in text and SECRET.decode() not in text
 
 
+@pytest_twisted.ensureDeferred
+async def test_a_percent_encoded_token_is_redacted_in_the_log(inboxd: RunningDaemon) -> None:
+    """The route decodes /v1/inbox/aisoc%5Finbox_…; the access log of its 404 and 405 redacts the
+    decoded path, so no spelling of the token reaches the log."""
+    token = await inboxd.mint()
+    encoded = token.replace("_", "%5F", 1).replace("a", "%61")
+    lines: list[str] = []
+    observer = lambda event: lines.append(formatEvent(event))  # noqa: E731
+    globalLogPublisher.addObserver(observer)
+    try:
+        accepted = await inboxd.post(f"/v1/inbox/{encoded}", BODY)
+        not_found = await inboxd.post(f"/v1/inbox/{encoded}/extra", BODY)
+        not_allowed = await inboxd.post(f"/v1/inbox/{encoded}", b"", method="GET")
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    assert [accepted[0], not_found[0], not_allowed[0]] == [200, 404, 405]
+    text = "\n".join(lines)
+    assert "aisoc_inbox_<redacted>" in text
+    assert token[12:] not in text and encoded[15:] not in text
+
+
 # -- idempotency --------------------------------------------------------------------------------
 
 @pytest_twisted.ensureDeferred

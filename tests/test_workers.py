@@ -53,7 +53,7 @@ class Tree:
                                          "--json").stdout)["token"]
         self.log = tmp_path / "daemon.log"
         self.process = subprocess.Popen([sys.executable, "-m", "aisoc_inboxd.cli", "--config", str(self.config), "run",
-                                         "--", "--log-format=text"],
+                                         "--log-format=text"],
                                         cwd=PROJECT, stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
         self.wait_until(lambda: "worker processes serving" in self.log_text(), "the workers to serve")
 

@@ -39,6 +39,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger, LogLevel
 from twisted.python.threadpool import ThreadPool
 
+from aisoc_inboxd.config import redact_secrets
 from aisoc_inboxd.sinks import SinkRecord, SinkUnavailable
 from aisoc_inboxd.sinks.kafka_metrics import KafkaSinkMetrics
 from aisoc_inboxd.sinks.spool import SpooledSegment, Spool, SpoolFull
@@ -103,6 +104,24 @@ def build_producer_config(config: Mapping[str, str], processes: int = 1) -> dict
         if not any(alias in merged for alias in aliases):
             merged[aliases[0]] = str(int(value) // processes) if aliases[0] in _SHARED_BOUNDS else value
     return merged
+
+
+def check_producer_config(config: Mapping[str, str]) -> None:
+    """
+    Build, and drop at once, a producer from C{config} without its C{bootstrap.servers}, so what
+    librdkafka would refuse when the sink starts (an unknown or misspelled property, a bad value, a
+    SASL mechanism or TLS file it cannot use) stops start-up before anything runs. It connects
+    nowhere; its log lines (no brokers configured) are never served, so never printed.
+
+    @raise ValueError: naming the problem, never the value of a secret.
+    """
+    probe = {key: value for key, value in build_producer_config(config).items() if key != "bootstrap.servers"}
+    try:
+        Producer({**probe, "logger": logging.getLogger(__name__)})
+    except KafkaException as e:
+        error = e.args[0] if e.args else None
+        text = error.str() if isinstance(error, KafkaError) else str(e)
+        raise ValueError(redact_secrets(text, config)) from None
 
 
 def message_headers(record: SinkRecord) -> list[tuple[str, bytes]]:

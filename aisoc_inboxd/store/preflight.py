@@ -11,6 +11,17 @@ from aisoc_inboxd.store import StoreError
 
 
 def check_reachable(settings: Settings, timeout: int = 5) -> None:
+    """
+    Create the state directory (it holds the secret key file with either store, and the SQLite
+    database without a DSN) and check PostgreSQL answers when a DSN is set.
+    """
+    state = settings.state_dir
+    try:
+        os.makedirs(state, exist_ok=True)
+    except OSError as e:
+        raise StoreError(f"state directory {state!r} cannot be created: {e.strerror}") from None
+    if not os.access(state, os.W_OK):
+        raise StoreError(f"state directory {state!r} is not writable")
     if settings.database.dsn:
         import psycopg2
 
@@ -19,14 +30,6 @@ def check_reachable(settings: Settings, timeout: int = 5) -> None:
         except psycopg2.Error as e:
             raise StoreError(f"PostgreSQL is unreachable ({describe_dsn(settings.database.dsn)}): "
                              f"{str(e).strip().splitlines()[0]}") from None
-        return
-    state = settings.state_dir
-    try:
-        os.makedirs(state, exist_ok=True)
-    except OSError as e:
-        raise StoreError(f"state directory {state!r} cannot be created: {e.strerror}") from None
-    if not os.access(state, os.W_OK):
-        raise StoreError(f"state directory {state!r} is not writable")
 
 
 def describe_dsn(dsn: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from typing import Callable
+from urllib.parse import quote, unquote_to_bytes
 
 from twisted.logger import Logger
 from twisted.web.resource import Resource
@@ -119,9 +120,15 @@ class InboxSite(Site):
         self._log.info(
             "{client} {method} {path} {status} {size}",
             client=request.getClientAddress().host if request.getClientAddress() else "-",
-            method=request.method.decode("latin-1"), path=redact_path(request.uri).decode("latin-1"),
+            method=request.method.decode("latin-1"), path=redact_path(request.uri),
             status=request.code, size=request.sentLength)
 
 
-def redact_path(path: bytes) -> bytes:
-    return _TOKEN_IN_PATH.sub(b"aisoc_inbox_<redacted>", path)
+def redact_path(path: bytes) -> str:
+    """
+    C{path} for the log: decoded as the routes decode it (so C{aisoc%5Finbox_…} is a token too),
+    every token replaced by its shape, then percent-encoded again so no control character or
+    line break reaches the log line.
+    """
+    redacted = _TOKEN_IN_PATH.sub(b"aisoc_inbox_<redacted>", unquote_to_bytes(path))
+    return quote(redacted, safe="/?&=:;@+,$!*'()[]<>")
