@@ -57,6 +57,4 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         reactor = installed
     settings: Settings = options["settings"]
     config = Path(options["config"]) if options["config"] else None
-    daemon = build_daemon(settings, prepare(settings), reactor, config=config)
-    daemon.reload_settings = lambda: load_settings(config)
-    return daemon
+    return build_daemon(settings, prepare(settings), reactor, config=config)

@@ -25,6 +25,7 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from aisoc_inboxd.activity import EventRates, RecentErrors
 from aisoc_inboxd.push_stats import PushStatsRecorder
+from aisoc_inboxd.reload import ReloadOutcome
 from aisoc_inboxd.store import PushTotals
 from aisoc_inboxd.tokens import fingerprint
 from aisoc_inboxd.web.status import StatusPage, StatusSources
@@ -178,12 +179,12 @@ def render(page: StatusPage, query: dict[bytes, list[bytes]] | None = None) -> s
     return b"".join(request.written).decode("utf-8")
 
 
-def fake_page() -> StatusPage:
+def fake_page(last_reload: ReloadOutcome | None = None) -> StatusPage:
     clock = Clock()
     clock.advance(T0)
     rates, errors = EventRates(clock), RecentErrors(clock)
     sources = StatusSources(lambda: [FakeListener()], FakeKafkaSink(), FakeStore(), rates, errors,  # type: ignore[arg-type]
-                            clock)
+                            clock, lambda: last_reload)
     return StatusPage(sources, b"key")
 
 
@@ -196,6 +197,17 @@ def test_kafka_spool_unbound_listener_and_push_stats_are_shown() -> None:
     assert (f"{fingerprint('aisoc_inbox_one')[:8]} | acme | pagerduty | 40 | 2023-11-14 22:12:50 UTC (30 s ago)"
             f" | 25.0 %") in rows
     assert f"{fingerprint('aisoc_inbox_two')[:8]} | globex | opsgenie | 0 | 2023-11-13 21:13:20 UTC (1 d ago) | —" in rows
+
+
+def test_the_last_reload_is_shown_with_its_time_result_and_reason() -> None:
+    """Before any reload the page says so; after one it shows when, whether it was applied, and why it was not."""
+    assert "No reload since the daemon started." in read(render(fake_page())).text
+    assert {"time | 2023-11-14 22:12:20 UTC (1 min ago)", "result | applied"} <= set(
+        read(render(fake_page(ReloadOutcome(T0 - 60)))).rows)
+    rejected = read(render(fake_page(ReloadOutcome(T0 - 5, "http certificate: keys do not match")))).rows
+    assert {"time | 2023-11-14 22:13:15 UTC (5 s ago)",
+            "result | rejected: the previous configuration keeps serving",
+            "reason | http certificate: keys do not match"} <= set(rejected)
 
 
 def test_the_tenant_selector_narrows_push_stats() -> None:

@@ -71,13 +71,6 @@ class SyslogIntake:
         self._in_flight = 0
         self._waiting: list[Deferred[None]] = []
 
-    def check(self) -> None:
-        """
-        Fail (C{KeyError}) unless both templates are loaded and allowed: checked before binding.
-        """
-        for template_id in self._templates:
-            self._intake.bind(self._tenant, template_id)
-
     @property
     def in_flight(self) -> int:
         return self._in_flight

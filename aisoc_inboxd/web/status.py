@@ -1,7 +1,7 @@
 """
 C{GET /status} on the admin listener: one read-only HTML page for an operator at a browser —
-listeners, the sink and its spool, event rates per template, push stats per token and the last error
-replies. Rendered on the server with L{twisted.web.template} (which escapes every value), inline CSS,
+listeners, the last reload, the sink and its spool, event rates per template, push stats per token and
+the last error replies. Rendered on the server with L{twisted.web.template} (which escapes every value), inline CSS,
 no script and no external asset; the admin key is asked for with an HTTP Basic challenge (any user
 name, the key as the password) or taken as a Bearer token.
 """
@@ -21,6 +21,7 @@ from twisted.web.template import Tag, flattenString, tags
 
 from aisoc_inboxd.activity import EventRates, RecentErrors
 from aisoc_inboxd.push_stats import WINDOW
+from aisoc_inboxd.reload import ReloadOutcome
 from aisoc_inboxd.sinks import EventSink
 from aisoc_inboxd.store import PushTotals, Store, StoreError
 from aisoc_inboxd.tokens import log_id
@@ -83,7 +84,8 @@ class SpoolingSink(Protocol):
 class StatusSources:
     """
     What the page shows: the daemon's listeners (read at each request, so those added later are
-    seen), its sink, the store holding push stats, and this instance's recent activity.
+    seen), its sink, the store holding push stats, this instance's recent activity, and how its
+    last reload ended (None before the first).
     """
 
     listeners: Callable[[], Sequence[ListenerView]]
@@ -92,6 +94,7 @@ class StatusSources:
     rates: EventRates
     errors: RecentErrors
     clock: IReactorTime
+    last_reload: Callable[[], ReloadOutcome | None]
 
 
 class StatusPage(Resource):
@@ -130,6 +133,7 @@ class StatusPage(Resource):
                 tags.h1("aisoc-inboxd status"),
                 tags.p(f"Generated {_utc(now)}.", class_="note"),
                 tags.h2("Listeners"), _listeners(s.listeners()),
+                tags.h2("Last reload"), _last_reload(s.last_reload(), now),
                 tags.h2("Sink"), _sink(s.sink, now),
                 tags.h2("Event rates (this instance)"), _rates(s.rates.rates()),
                 tags.h2("Push stats per token (last 24 h, all instances)"),
@@ -171,6 +175,16 @@ def _listeners(listeners: Sequence[ListenerView]) -> Tag:
     rows = ((tags.td(listener.name), tags.td(tags.code(listener.description)), tags.td(_address(listener.port)),
              _state(listener.port is not None, "bound", "not bound")) for listener in listeners)
     return _table(("name", "endpoint", "address", "state"), rows)
+
+
+def _last_reload(outcome: ReloadOutcome | None, now: float) -> Tag:
+    if outcome is None:
+        return tags.p("No reload since the daemon started.", class_="note")
+    rows = [(tags.th("time"), tags.td(f"{_utc(outcome.at)} ({_ago(now - outcome.at)} ago)")),
+            (tags.th("result"), _state(outcome.applied, "applied", "rejected: the previous configuration keeps serving"))]
+    if outcome.rejection is not None:
+        rows.append((tags.th("reason"), tags.td(outcome.rejection)))
+    return tags.table(tags.tbody(*(tags.tr(*r) for r in rows)))
 
 
 def _address(port: IListeningPort | None) -> str:
