@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from aisoc_inboxd.catalog import TemplateCatalog, check_template_uses
 from aisoc_inboxd.config import ConfigError, Settings, load_settings
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -36,6 +37,14 @@ def test_shipped_samples_load() -> None:
     assert production.sink.kafka.config["bootstrap.servers"].startswith("kafka-1")
     assert production.http.listen[0].startswith("ssl:8443:")
     assert load_settings(PROJECT / "etc" / "embedded.yaml", {}) == Settings()
+
+
+def test_the_production_sample_allows_every_template_it_binds() -> None:
+    """The production sample's templates.allowed names loaded templates only and covers the templates its
+    CEF route and syslog listeners use, so the daemon starts (and reloads) on it."""
+    production = load_settings(PROJECT / "etc" / "inboxd.yaml", {})
+    catalog = TemplateCatalog.load([], production.templates.allowed)  # its own directory is the operator's
+    check_template_uses(production, catalog)
 
 
 def test_environment_overrides_the_file(tmp_path: Path) -> None:

@@ -29,8 +29,9 @@ _log = Logger()
 
 #: seconds the daemon waits for a new worker to serve before start-up fails
 READY_TIMEOUT = 60.0
-#: seconds a worker has to load a reload before the reload is rejected
-PREPARE_TIMEOUT = 30.0
+#: seconds a worker has to answer a reload: to load it (else the reload is rejected) or to apply it
+#: (else the worker is replaced)
+RELOAD_TIMEOUT = 30.0
 #: seconds a worker has to drain and exit after SIGTERM before it is killed
 STOP_TIMEOUT = 45.0
 #: respawn delays after a worker dies: doubling from the first to the last
@@ -263,12 +264,12 @@ class WorkerSupervisor(Service):
                     process.control.abort_reload(generation)
                 raise
             apply()
-            commits = [process.control.commit_reload(generation).addErrback(self._not_applied, process)
-                       for process in joined]
+            commits = [process.control.commit_reload(generation).addTimeout(RELOAD_TIMEOUT, self._reactor)
+                       .addErrback(self._not_applied, process) for process in joined]
             await DeferredList(commits)
 
     def _prepare(self, process: WorkerProcess, generation: int) -> Deferred[dict[str, str]]:
-        return process.control.prepare_reload(generation).addTimeout(PREPARE_TIMEOUT, self._reactor)
+        return process.control.prepare_reload(generation).addTimeout(RELOAD_TIMEOUT, self._reactor)
 
     def _not_applied(self, failure: Failure, process: WorkerProcess) -> None:
         if failure.check(ConnectionDone, ConnectionLost):
@@ -300,7 +301,7 @@ def _refusal(failure: Failure) -> str:
     if failure.check(Refused):
         return str(failure.value)
     if failure.check(TimeoutError):
-        return f"it did not answer within {PREPARE_TIMEOUT:g} s"
+        return f"it did not answer within {RELOAD_TIMEOUT:g} s"
     return f"{failure.type.__name__}: {failure.value}"
 
 
