@@ -3,6 +3,7 @@ The templates in force: the loaded set and the allowed ids (the spec's ALLOWED_T
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from aisoc_inboxd.config import ConfigError, Settings
@@ -64,6 +65,14 @@ class TemplateCatalog:
         catalog (routes, pollers, the admin API) sees them at once.
         """
         self._templates, self._allowed = other._templates, other._allowed
+
+    def digest(self) -> str:
+        """
+        A digest of the loaded files and the allowed ids: equal in two processes that loaded the same.
+        """
+        parts = [f"{t.id} {t.source} {t.digest}" for t in sorted(self._templates.values(), key=lambda t: t.id)]
+        parts.append(f"allowed {sorted(self._allowed) if self._allowed is not None else None}")
+        return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()
 
     def allowed(self, template_id: str) -> bool:
         return template_id in self._templates and (self._allowed is None or template_id in self._allowed)

@@ -46,6 +46,9 @@ class Metrics:
             "aisoc_ingest_imap_messages", "IMAP messages made durable and marked \\Seen, by connector",
             ["connector"], registry=self.registry)
         self.syslog = SyslogMetrics(self.registry)
+        self.reloads = Counter(
+            "aisoc_reload", "Reloads (SIGHUP) by result: applied, or rejected (nothing changed)", ["result"],
+            registry=self.registry)
 
     def request(self, route: str, template: str | None, outcome: str) -> None:
         self.requests.labels(route, template or NO_TEMPLATE, outcome).inc()

@@ -42,10 +42,18 @@ class RateLimiter:
         @param max_tenants: buckets kept (any key: a tenant, a client address); the oldest go first.
         """
         self._clock = clock
-        self._capacity = float(per_minute if burst is None else burst)
-        self._per_second = per_minute / 60.0
+        self._burst = burst
         self._max_tenants = max_tenants
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self.set_rate(per_minute)
+
+    def set_rate(self, per_minute: float) -> None:
+        """
+        Hold every tenant to C{per_minute} from now on (a reload): each bucket keeps what it holds,
+        up to the new allowance, and refills at the new rate.
+        """
+        self._capacity = float(per_minute if self._burst is None else self._burst)
+        self._per_second = per_minute / 60.0
 
     def acquire(self, tenant_id: str) -> float:
         """
@@ -124,9 +132,7 @@ class LeasedRateLimiter:
     def __init__(self, clock: IReactorTime, per_minute: int, ask: Callable[[str, int], Deferred[tuple[int, float]]],
                  max_tenants: int = 100_000) -> None:
         self._clock = clock
-        self._per_minute = per_minute
         self._ask = ask
-        self._lease_size = max(1, math.ceil(per_minute / 600))
         self._max_tenants = max_tenants
         # tenant → (leased requests left, until when): usable until then; with none left, the
         # daemon's bucket is empty until then (entries are never kept with none left otherwise)
@@ -134,6 +140,17 @@ class LeasedRateLimiter:
         # tenant → the requests waiting for its one outstanding ask
         self._waiting: dict[str, list[Deferred[float]]] = {}
         self._local: RateLimiter | None = None
+        self.set_rate(per_minute)
+
+    def set_rate(self, per_minute: int) -> None:
+        """
+        The limit changed (a reload, applied by the daemon's limiter too): lease in steps of the new
+        rate; a lease already held lapses as usual.
+        """
+        self._per_minute = per_minute
+        self._lease_size = max(1, math.ceil(per_minute / 600))
+        if self._local is not None:
+            self._local.set_rate(per_minute)
 
     async def take(self, tenant_id: str) -> float:
         """

@@ -19,6 +19,7 @@ from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.web.server import Site
@@ -26,7 +27,7 @@ from twisted.web.server import Site
 from aisoc_inboxd.activity import EventRates, RecentErrors
 from aisoc_inboxd.catalog import TemplateCatalog
 from aisoc_inboxd import systemd
-from aisoc_inboxd.config import ConfigError, Settings, SyslogListenerSettings
+from aisoc_inboxd.config import ConfigError, Settings, SyslogListenerSettings, load_settings
 from aisoc_inboxd.idempotency import Idempotency
 from aisoc_inboxd.imap import ImapPoller
 from aisoc_inboxd.inflight import InFlight
@@ -42,8 +43,8 @@ from aisoc_inboxd.store import Store
 from aisoc_inboxd.store.health import StoreHealth
 from aisoc_inboxd.store.secrets import SecretBox
 from aisoc_inboxd.syslog.protocol import Saturation, SyslogDatagramProtocol, SyslogIntake, SyslogStreamFactory
-from aisoc_inboxd.normalizer import TemplateError
-from aisoc_inboxd.tls import ReloadableTLS, TlsConfigError, split_tls_endpoint
+from aisoc_inboxd.reload import Reloader, Reloads, Replaceable
+from aisoc_inboxd.tls import ReloadableTLS, split_tls_endpoint
 from aisoc_inboxd.tokens import LookupBudget, TokenAdmin, TokenCache, TokenResolver
 from aisoc_inboxd.vendors import VendorGate, build_vendor_gate
 from aisoc_inboxd.web.hec import HecDeps
@@ -235,13 +236,15 @@ class InboxDaemon(SequentialMultiService):
 
     def __init__(self, store: Store, sink: EventSink, intake: Intake, token_cache: TokenCache,
                  metrics: Metrics, inflight: InFlight, workers: list[Service],
-                 listeners: list[Listener | DatagramListener],
-                 reactor: Any, supervisor: WorkerSupervisor | None = None) -> None:
+                 listeners: list[Listener | DatagramListener], reloader: Reloader,
+                 reactor: Any, supervisor: WorkerSupervisor | None = None, reloads: Reloads | None = None) -> None:
         """
         @param workers: services that need the upgraded store (cache invalidation, sweeps, pollers);
             started after the upgrade, before the listeners bind.
+        @param reloader: what a reload changes in this process.
         @param supervisor: the worker processes, spawned on the bound listeners before READY=1 and
             stopped (drained) after the listeners close, before the sink stops.
+        @param reloads: the reloads SIGHUP asks for; a worker process has none (the daemon runs its reloads).
         """
         super().__init__()
         self.store = store
@@ -258,47 +261,25 @@ class InboxDaemon(SequentialMultiService):
             child.setServiceParent(self)
         self.started: Deferred[None] = Deferred()
         self.start_failed = False
-        #: re-reads the config file for a reload (SIGHUP); None when there is no file to re-read
-        self.reload_settings: Callable[[], Settings] | None = None
+        self.reloader = reloader
+        self.reloads = reloads
         self._previous_sighup: Any = None
 
     def startService(self) -> None:
         Service.startService(self)
-        self._previous_sighup = signal.signal(signal.SIGHUP, self._on_sighup)
+        if self.reloads is not None:
+            self._previous_sighup = signal.signal(signal.SIGHUP, self._on_sighup)
         Deferred.fromCoroutine(self._open()).chainDeferred(self.started)
 
     def stopService(self) -> Deferred[None]:
         systemd.notify("STOPPING=1")
-        signal.signal(signal.SIGHUP, self._previous_sighup or signal.SIG_DFL)
+        if self.reloads is not None:
+            signal.signal(signal.SIGHUP, self._previous_sighup or signal.SIG_DFL)
         return super().stopService()
 
     def _on_sighup(self, signum: int, frame: Any) -> None:
-        self._reactor.callFromThread(self.reload)
-
-    def reload(self) -> None:
-        """
-        Re-read the templates, the allowed template ids and the TLS certificates. Whatever fails to
-        load is logged and the old one keeps serving; nothing already accepted is affected.
-        """
-        systemd.notify("RELOADING=1")
-        try:
-            if self.reload_settings is not None:
-                settings = self.reload_settings()
-                catalog = TemplateCatalog.load(settings.templates.directories, settings.templates.allowed)
-                self.intake.catalog.replace_with(catalog)
-                _log.info("reloaded templates: {ids}", ids=", ".join(catalog.ids()))
-        except (ConfigError, TemplateError) as e:
-            _log.error("reload rejected, the previous templates keep serving: {error}", error=str(e))
-        for listener in self.listeners:
-            if listener.tls is not None:
-                try:
-                    listener.tls.reload()
-                except TlsConfigError as e:
-                    _log.error("reload of {name}'s certificate rejected, the previous one keeps serving: "
-                               "{error}", name=listener.name, error=str(e))
-        if self.supervisor is not None:
-            self.supervisor.reload()
-        systemd.notify("READY=1")
+        assert self.reloads is not None
+        self._reactor.callFromThread(self.reloads.request)
 
     async def _open(self) -> None:
         """
@@ -318,9 +299,8 @@ class InboxDaemon(SequentialMultiService):
             for listener in self.listeners:
                 await listener.listen()
             if self.supervisor is not None:
-                await self.supervisor.spawn_all()
-            systemd.notify("READY=1\nSTATUS=listening on " + ", ".join(
-                f"{listener.name} {listener.port.getHost().port}" for listener in self.listeners if listener.port))
+                await self.supervisor.spawn_all(self.reloader.fingerprint)
+            systemd.notify(f"READY=1\nSTATUS={listening(self.listeners)}")
         except Exception as e:
             if self.running:  # else a stop (SIGTERM) came during the start: what it cut short is no failure
                 self.start_failed = True
@@ -336,6 +316,14 @@ class InboxDaemon(SequentialMultiService):
             if listener.name == name and listener.port is not None:
                 return listener.port.getHost()
         raise KeyError(name)
+
+
+def listening(listeners: list[Listener | DatagramListener]) -> str:
+    """
+    The service manager's status line: where each listener listens.
+    """
+    return "listening on " + ", ".join(
+        f"{listener.name} {listener.port.getHost().port}" for listener in listeners if listener.port)
 
 
 def open_store(settings: Settings, reactor: Any, health: StoreHealth | None = None) -> Store:
@@ -425,12 +413,12 @@ class WorkerRole:
 
 def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
                  vendors: VendorGate | None = None, config: Path | None = None,
-                 role: WorkerRole | None = None) -> InboxDaemon:
+                 role: WorkerRole | None = None, read_settings: Callable[[], Settings] | None = None) -> InboxDaemon:
     """
     Compose the daemon from settings; C{catalog} was loaded (and validated) by the caller.
     C{vendors} replaces the vendor checks built from C{settings.vendors} (tests point it at local
-    servers). C{config} is the file the settings came from, for worker processes to read too;
-    C{role} makes this a worker process.
+    servers). C{config} is the file the settings came from, for worker processes and reloads to
+    read again (C{read_settings} replaces that reading); C{role} makes this a worker process.
     """
     catalog.check_in_use(settings)
     Path(settings.state_dir).mkdir(parents=True, exist_ok=True)
@@ -447,15 +435,16 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
     rates, recent_errors = EventRates(reactor), RecentErrors(reactor)
     pipeline = Pipeline(sink, metrics, rates.published)
     limiter = RateLimiter(reactor, http.rate_limit_per_min)
-    intake = Intake(TokenResolver(store, cache, budget, metrics.token_store), catalog, pipeline,
-                    LeasedRateLimiter(reactor, http.rate_limit_per_min, role.lease) if role else limiter,
+    admission = LeasedRateLimiter(reactor, http.rate_limit_per_min, role.lease) if role else limiter
+    intake = Intake(TokenResolver(store, cache, budget, metrics.token_store), catalog, pipeline, admission,
                     Idempotency(store, reactor), reactor)
+    cef = Replaceable(settings.cef)
     inflight = InFlight(reactor)
     push_stats = PushStatsRecorder(store, reactor, lambda: inflight.drained(DRAIN_TIMEOUT))
     deps = WebDeps(intake=intake, metrics=metrics, inflight=inflight, max_body_bytes=http.max_body_bytes,
                    observers=(push_stats.replied, recent_errors.replied),
                    vendors=vendors or build_vendor_gate(settings.vendors, reactor),
-                   hec=HecDeps.build(settings.hec, reactor), cef=settings.cef)
+                   hec=HecDeps.build(settings.hec, reactor), cef=cef)
     site = InboxSite(build_root_resource(deps), max_body_bytes=http.max_body_bytes,
                      on_too_large=lambda path: metrics.request(route_of(path), None, "too_large"),
                      timeout=http.timeout, reactor=reactor)
@@ -464,13 +453,19 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
         Listener(desc, site, reactor, name, inherited_fd=role and role.socket(name))
         for name, desc in zip(http_names, http.listen)]
     listeners += syslog_listeners(settings, intake, metrics, inflight, sink, reactor, role)
+
+    def reloader() -> Reloader:  # once every listener is built
+        return Reloader(settings, read_settings or (lambda: load_settings(config)), catalog,
+                        {listener.name: listener.tls for listener in listeners if listener.tls is not None},
+                        cef, admission, lambda load: deferToThreadPool(reactor, reactor.getThreadPool(), load))
+
     if role is not None:
         snapshots = snapshot_path(Path(settings.state_dir), role.index)
         return InboxDaemon(store, sink, intake, cache, metrics, inflight,
                            [store.invalidation_watcher(cache.invalidate, reactor), push_stats,
                             Periodic("metrics-snapshot", lambda: write_snapshot(metrics.registry, snapshots),
                                      reactor, METRICS_SNAPSHOT_INTERVAL)],
-                           listeners, reactor)
+                           listeners, reloader(), reactor)
     supervisor = (WorkerSupervisor(settings.workers - 1, list(listeners), limiter, Path(settings.state_dir),
                                    config, reactor) if settings.workers > 1 else None)
     exposed = MergedMetrics(metrics.registry, supervisor.snapshots) if supervisor else metrics.registry
@@ -484,7 +479,7 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
         api_key = read_or_create(settings.state_path(settings.admin.api_key_file),
                                  lambda: secrets.token_urlsafe(32).encode("ascii"), "admin API key")
         status = StatusSources(lambda: listeners, sink, store, rates, recent_errors, reactor, exposed,
-                               TokenStoreView(health, metrics.token_store, cache))
+                               lambda: reloads.last, TokenStoreView(health, metrics.token_store, cache))
         admin_site = InboxSite(build_admin_resource(admin, store, cache, api_key, deps, status),
                                max_body_bytes=64 * 1024, on_too_large=lambda path: None, reactor=reactor)
         listeners += [Listener(desc, admin_site, reactor, numbered("admin", i))
@@ -496,7 +491,9 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
                                        lambda: store.sweep_idempotency_keys(reactor.seconds()), reactor, 300.0),
                               push_stats,
                               ImapPoller(store, catalog, pipeline, metrics, settings.imap, reactor, reactor)]
-    return InboxDaemon(store, sink, intake, cache, metrics, inflight, workers, listeners, reactor, supervisor)
+    reloads = Reloads(reloader(), reactor, metrics.reloads, lambda: listening(listeners), supervisor)
+    return InboxDaemon(store, sink, intake, cache, metrics, inflight, workers, listeners, reloads.reloader, reactor,
+                       supervisor, reloads)
 
 
 #: seconds between a worker's metrics snapshots (Prometheus scrapes every 15 s or more)

@@ -86,7 +86,6 @@ def compose(settings: Settings, config: Path | None, reactor: Any) -> Any:
         daemon = build_daemon(settings, catalog, reactor, config=config)
     except (ConfigError, StoreError, KeyFileError, OSError, ValueError) as e:
         raise cannot_start(e) from None
-    daemon.reload_settings = lambda: load_settings(config)
     # a start that fails is logged (one line) by the daemon, which stops the reactor: the process
     # exits with that line, and no "Unhandled error in Deferred" after it
     daemon.started.addErrback(lambda failure: None)

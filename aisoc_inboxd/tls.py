@@ -4,18 +4,19 @@ TLS listeners whose certificates can be reloaded without closing the port.
 Listeners are configured with Twisted's own C{ssl:} endpoint strings (C{ssl:8443:privateKey=…:
 certKey=…[:extraCertChain=…][:dhParameters=…][:interface=…][:backlog=…]}). Twisted loads their
 certificates once, so for these the daemon listens on the equivalent C{tcp:} endpoint and wraps the
-site in TLS itself, with a connection creator whose certificate options L{ReloadableTLS.reload}
-replaces: new connections use the new certificate, open ones keep theirs.
+site in TLS itself, with a connection creator whose material a reload replaces (L{ReloadableTLS.use}):
+new connections use the new certificate, open ones keep theirs.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from OpenSSL import SSL, crypto
 from twisted.internet import ssl
+from twisted.internet.error import VerifyError
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
-from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 from zope.interface import implementer
 
@@ -24,6 +25,17 @@ _TLS_KEYS = ("privateKey", "certKey", "extraCertChain", "dhParameters")
 
 class TlsConfigError(ValueError):
     pass
+
+
+@dataclass(frozen=True)
+class TlsMaterial:
+    """
+    A listener's loaded TLS files: the server context new connections use, and a digest of the
+    bytes read, by which processes tell whether they loaded the same files.
+    """
+
+    context: SSL.Context
+    digest: str
 
 
 @dataclass(frozen=True)
@@ -36,31 +48,44 @@ class TlsFiles:
     #: C{ssl:} endpoint strings have no such option
     client_ca: Path | None = None
 
-    def load(self) -> ssl.CertificateOptions:
+    def load(self) -> TlsMaterial:
         """
-        Read the files into certificate options (TLS 1.2 or later, as Twisted's C{ssl:} endpoints).
+        Read the files and build the server context from them (TLS 1.2 or later, as Twisted's
+        C{ssl:} endpoints), so that everything that can be wrong with them fails here, as a
+        L{TlsConfigError}, and not at the next connection.
         """
+        digest = hashlib.sha256()
+
+        def read(path: Path) -> bytes:
+            data = path.read_bytes()
+            digest.update(b"%d:%s" % (len(data), data))
+            return data
+
         try:
-            cert_pem = self.cert.read_bytes()
-            key_pem = self.private_key.read_bytes()
+            cert_pem = read(self.cert)
+            key_pem = read(self.private_key)
             certificate = ssl.PrivateCertificate.loadPEM(cert_pem + b"\n" + key_pem)
             # certKey may hold the full chain: the first block is the leaf, the rest go on the chain
             chain_pems = _pem_blocks(cert_pem)[1:]
             if self.extra_chain:
-                chain_pems += _pem_blocks(self.extra_chain.read_bytes())
+                chain_pems += _pem_blocks(read(self.extra_chain))
             chain = [ssl.Certificate.loadPEM(pem).original for pem in chain_pems]
-            dh = ssl.DiffieHellmanParameters.fromFile(FilePath(str(self.dh_parameters))) \
-                if self.dh_parameters else None
+            dh = None
+            if self.dh_parameters:
+                read(self.dh_parameters)  # OpenSSL reads the file itself when the context is built
+                dh = ssl.DiffieHellmanParameters.fromFile(FilePath(str(self.dh_parameters)))
             client_cas = [ssl.Certificate.loadPEM(pem).original
-                          for pem in _pem_blocks(self.client_ca.read_bytes())] if self.client_ca else []
+                          for pem in _pem_blocks(read(self.client_ca))] if self.client_ca else []
             if self.client_ca and not client_cas:
                 raise ValueError(f"no certificate in {self.client_ca}")
-        except (OSError, SSL.Error, crypto.Error, ValueError) as e:
+            options = ssl.CertificateOptions(privateKey=certificate.privateKey.original,
+                                             certificate=certificate.original, extraCertChain=chain or None,
+                                             dhParameters=dh, verify=bool(client_cas), caCerts=client_cas or None,
+                                             requireCertificate=bool(client_cas))
+            context = options.getContext()
+        except (OSError, SSL.Error, crypto.Error, ValueError, VerifyError) as e:
             raise TlsConfigError(f"cannot load TLS certificate {self.cert} / key {self.private_key}: {e}") from e
-        return ssl.CertificateOptions(privateKey=certificate.privateKey.original,
-                                      certificate=certificate.original, extraCertChain=chain or None,
-                                      dhParameters=dh, verify=bool(client_cas), caCerts=client_cas or None,
-                                      requireCertificate=bool(client_cas))
+        return TlsMaterial(context, digest.hexdigest())
 
 
 def _pem_blocks(data: bytes) -> list[bytes]:
@@ -114,18 +139,19 @@ def _split(description: str) -> list[str]:
 
 @implementer(IOpenSSLServerConnectionCreator)
 class ReloadableTLS:
-    _log = Logger()
+    """
+    A listener's TLS: C{files} loaded at start, their L{material} replaced by a reload.
+    """
 
     def __init__(self, files: TlsFiles) -> None:
-        self._files = files
-        self._options = files.load()
+        self.files = files
+        self.material = files.load()
 
     def serverConnectionForTLS(self, protocol: object) -> SSL.Connection:
-        return SSL.Connection(self._options.getContext(), None)
+        return SSL.Connection(self.material.context, None)
 
-    def reload(self) -> None:
+    def use(self, material: TlsMaterial) -> None:
         """
-        Load the files again; on any error keep serving the certificate already loaded.
+        Serve new connections with C{material} (loaded by L{TlsFiles.load}); open ones keep theirs.
         """
-        self._options = self._files.load()
-        self._log.info("reloaded TLS certificate {cert}", cert=str(self._files.cert))
+        self.material = material

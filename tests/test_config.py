@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from aisoc_inboxd.catalog import TemplateCatalog
 from aisoc_inboxd.config import ConfigError, Settings, load_settings
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -37,6 +38,14 @@ def test_shipped_samples_load() -> None:
     assert production.sink.kafka.config["bootstrap.servers"].startswith("kafka-1")
     assert production.http.listen[0].startswith("ssl:8443:")
     assert load_settings(PROJECT / "etc" / "embedded.yaml", {}) == Settings()
+
+
+def test_the_production_sample_allows_every_template_it_binds() -> None:
+    """The production sample's templates.allowed names loaded templates only and covers the templates its
+    CEF route and syslog listeners use, so the daemon starts (and reloads) on it."""
+    production = load_settings(PROJECT / "etc" / "inboxd.yaml", {})
+    catalog = TemplateCatalog.load([], production.templates.allowed)  # its own directory is the operator's
+    catalog.check_in_use(production)
 
 
 def test_environment_overrides_the_file(tmp_path: Path) -> None:
@@ -143,8 +152,6 @@ def test_config_errors_never_print_a_secret(tmp_path: Path, text: str) -> None:
 def test_templates_the_config_names_must_be_loaded_and_allowed(tmp_path: Path) -> None:
     """A syslog listener or the CEF route naming a template that templates.allowed leaves out (or that
     no directory has) is refused by key; the check is the catalog's, so a reload can make it too."""
-    from aisoc_inboxd.catalog import TemplateCatalog
-
     settings = load_settings(write(tmp_path, "templates:\n  allowed: [generic-json, syslog]\n"), {})
     catalog = TemplateCatalog.load(settings.templates.directories, settings.templates.allowed)
     with pytest.raises(ConfigError, match=r"^syslog.listeners\[0\].cef_template: template 'cef-syslog' is not "

@@ -1,47 +1,34 @@
 """
 Operating the daemon as an appliance would: the systemd unit, the notify protocol (READY, watchdog,
-RELOADING, STOPPING), SIGHUP reloads that keep the old set serving when the new one is broken,
-certificate reloads, and twistd daemonizing with a pidfile.
+RELOADING, STOPPING), a SIGHUP reload rejected whole and the next one applied whole (tests/test_reload.py
+has every case of it), and twistd daemonizing with a pidfile.
 """
 from __future__ import annotations
 
+import html
 import json
 import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
-import pytest
 import pytest_twisted
-from twisted.internet import ssl
-from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
-from treq.client import HTTPClient
 
 from tests.support.daemon import RunningDaemon, daemon_settings, start_daemon
 from tests.support.kafka import free_port, wait_for_port
+from tests.support.notify import NotifySocket
 from tests.support.shared import PROJECT
+from tests.support.templates import detection_template
 from tests.support.tls import make_tls_files
 
 UNIT = PROJECT / "systemd" / "aisoc-inboxd.service"
-GOOD_TEMPLATE = """id: acme-custom
-vendor_name: Acme
-product_name: Acme Alerts
-class_uid: 2004
-class_name: Detection Finding
-activity_id: 1
-field_map:
-  alert.id: finding_info.uid
-  alert.name: finding_info.title
-"""
-
-
 def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     """The shipped unit verifies with systemd-analyze once its install prefix points at this checkout."""
     analyze = shutil.which("systemd-analyze")
@@ -58,37 +45,6 @@ def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
                  "User=aisoc-inboxd"):
         assert line in text, line
     assert (PROJECT / "etc" / "aisoc-inboxd.env").exists()
-
-
-class NotifySocket:
-    """A datagram socket standing in for systemd's $NOTIFY_SOCKET, read all the time as systemd does."""
-
-    def __init__(self, path: Path, log: Path | None = None, read: bool = True) -> None:
-        self.path = path
-        self.log = log
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.messages: list[str] = []
-        if read:
-            threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        while True:
-            try:
-                self.messages.append(self.sock.recv(4096).decode())
-            except OSError:
-                return  # closed
-
-    def wait_for(self, state: str, seconds: float = 60) -> None:
-        deadline = time.monotonic() + seconds
-        while not any(state in m.split("\n") for m in list(self.messages)):
-            assert time.monotonic() < deadline, (
-                f"no {state} among {self.messages[-20:]}; daemon log:\n"
-                + (self.log.read_text()[-4000:] if self.log and self.log.exists() else ""))
-            time.sleep(0.05)
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def run_cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -120,29 +76,82 @@ def wait_for_push_stats(config: Path, admin_port: int, key_file: Path, requests:
     return row
 
 
+def log_events(log: Path) -> list[dict[str, Any]]:
+    """
+    The daemon's log events, as it wrote them with --log-format=json: one object per line.
+    """
+    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+
+
+def wait_until(condition: Callable[[], Any], what: str, log: Path, seconds: float = 30) -> Any:
+    deadline = time.monotonic() + seconds
+    while not (result := condition()):
+        assert time.monotonic() < deadline, f"waited {seconds}s for {what}:\n{log.read_text()[-3000:]}"
+        time.sleep(0.1)
+    return result
+
+
+def served_certificate(port: int) -> bytes:
+    """
+    The certificate a TLS client is shown on C{port}, as DER.
+    """
+    return ssl.PEM_cert_to_DER_cert(ssl.get_server_certificate(("127.0.0.1", port)))
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as response:
+        return response.read().decode()
+
+
+def status_page(admin_port: int, key_file: Path) -> str:
+    request = urllib.request.Request(f"http://127.0.0.1:{admin_port}/status",
+                                     headers={"Authorization": f"Bearer {key_file.read_text().strip()}"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return html.unescape(response.read().decode())
+
+
 def test_notify_reload_and_stop_under_a_service_manager(tmp_path: Path) -> None:
-    """Started as the unit starts it, the daemon says READY=1 once listening, pings the watchdog, counts
-    push stats that the CLI and the admin API read, reloads
-    on SIGHUP (a broken template is rejected and the old set keeps serving; a good one is picked up),
-    and on SIGTERM says STOPPING=1 and exits 0."""
-    port, admin_port = free_port(), free_port()
+    """Started as the unit starts it, the daemon says READY=1 once listening, pings the watchdog, and counts
+    push stats that the CLI and the admin API read. On SIGHUP with a key that does not match its
+    certificate beside a new template, it rejects the whole reload: one error line (no traceback, no
+    secret, nothing critical), the same process serving the same certificate and templates, RELOADING=1
+    then READY=1, counted in /metrics and shown on the status page; the next SIGHUP applies both. On
+    SIGTERM it says STOPPING=1 and exits 0."""
+    port, tls_port, metrics_port, admin_port = free_port(), free_port(), free_port(), free_port()
     templates = tmp_path / "templates"
     templates.mkdir()
+    tls = make_tls_files(tmp_path / "tls")
     config = tmp_path / "inboxd.yaml"
+    secret = "cef-secret-5e2d"
     config.write_text(json.dumps({
         "state_dir": str(tmp_path / "state"),
-        "http": {"listen": [f"tcp:{port}:interface=127.0.0.1"]},
-        "metrics": {"listen": []}, "admin": {"listen": [f"tcp:{admin_port}:interface=127.0.0.1"]},
+        "http": {"listen": [f"tcp:{port}:interface=127.0.0.1", tls.endpoint(tls_port)]},
+        "metrics": {"listen": [f"tcp:{metrics_port}:interface=127.0.0.1"]},
+        "admin": {"listen": [f"tcp:{admin_port}:interface=127.0.0.1"]},
         "syslog": {"listeners": []},
+        "cef": {"tenant": "acme", "shared_secret_header": "X-CEF-Secret", "shared_secret": secret},
         "templates": {"directories": [str(templates)]},
     }))
+    key_file = tmp_path / "state" / "admin.key"
     token = json.loads(run_cli(config, "token", "mint", "--tenant", "acme", "--template", "generic-json",
                                "--json").stdout)["token"]
     log = tmp_path / "daemon.log"
     notify = NotifySocket(tmp_path / "notify.sock", log)
     env = dict(os.environ, NOTIFY_SOCKET=str(notify.path), WATCHDOG_USEC="1000000")
-    process = subprocess.Popen([sys.executable, "-m", "aisoc_inboxd.cli", "--config", str(config), "run"],
+    process = subprocess.Popen([sys.executable, "-m", "aisoc_inboxd.cli", "--config", str(config), "run",
+                                "--log-format=json"],
                                cwd=PROJECT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+
+    def reload(expect: str) -> list[str]:
+        """
+        SIGHUP, then what the service manager heard (watchdog pings aside) once the log says C{expect}.
+        """
+        heard = len(notify.messages)
+        process.send_signal(signal.SIGHUP)
+        wait_until(lambda: any(expect in e["message"] for e in log_events(log)), expect, log)
+        wait_until(lambda: "READY=1" in (m.split("\n")[0] for m in notify.messages[heard:]), "READY=1", log)
+        return [m for m in notify.messages[heard:] if not m.startswith("WATCHDOG=1")]
+
     try:
         notify.wait_for("READY=1")
         wait_for_port(port)
@@ -150,31 +159,38 @@ def test_notify_reload_and_stop_under_a_service_manager(tmp_path: Path) -> None:
         notify.wait_for("WATCHDOG=1")
         assert post(port, token, b'{"a": 1}') == 200
         assert post(port, token, b"not json") == 400
-        stats = wait_for_push_stats(config, admin_port, tmp_path / "state" / "admin.key", requests=2)
+        stats = wait_for_push_stats(config, admin_port, key_file, requests=2)
         assert (stats["requests_24h"], stats["errors_24h"]) == (2, 1)
 
-        (templates / "broken.yaml").write_text("id: broken\nclass_uid: 999999\n")
-        count = len(notify.messages)
-        process.send_signal(signal.SIGHUP)
-        notify.wait_for("RELOADING=1")
-        deadline = time.monotonic() + 30
-        while "reload rejected" not in log.read_text():
-            assert time.monotonic() < deadline, log.read_text()[-2000:]
-            time.sleep(0.1)
-        assert post(port, token, b'{"a": 2}') == 200
-        assert len(notify.messages) > count
-
-        (templates / "broken.yaml").unlink()
-        (templates / "acme-custom.yaml").write_text(GOOD_TEMPLATE)
+        old_certificate = served_certificate(tls_port)
+        assert old_certificate == ssl.PEM_cert_to_DER_cert(tls.server_cert.read_text())
+        (templates / "acme-custom.yaml").write_text(detection_template("acme-custom"))
         custom = json.loads(run_cli(config, "token", "mint", "--tenant", "acme", "--template", "acme-custom",
                                     "--json").stdout)["token"]
-        assert post(port, custom, b'{"alert": {"id": "x1", "name": "n"}}') == 400  # not loaded yet
-        process.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 30
-        while "reloaded templates" not in log.read_text():
-            assert time.monotonic() < deadline, log.read_text()[-2000:]
-            time.sleep(0.1)
+        new = make_tls_files(tmp_path / "tls-new")
+        shutil.copy(new.server_key, tls.server_key)  # the new key, still beside the old certificate
+        heard = reload("reload rejected")
+        assert [m.split("\n")[0] for m in heard] == ["RELOADING=1", "READY=1"]
+        assert "STATUS=listening on http " in heard[1] and "; last reload rejected at " in heard[1]
+        events = log_events(log)
+        [rejected] = [e["message"] for e in events if e["level"] in ("error", "critical")]
+        assert rejected.startswith("reload rejected, the previous configuration keeps serving: http-2 certificate: "
+                                   f"cannot load TLS certificate {tls.server_cert} / key {tls.server_key}: ")
+        assert not any("traceback" in e or e["level"] == "critical" for e in events)
+        assert "Traceback" not in log.read_text() and secret not in log.read_text()
+        assert process.poll() is None
+        assert served_certificate(tls_port) == old_certificate
+        assert post(port, custom, b'{"alert": {"id": "x1", "name": "n"}}') == 400  # not loaded
+        assert post(port, token, b'{"a": 2}') == 200
+        assert 'aisoc_reload_total{result="rejected"} 1.0' in scrape(metrics_port)
+        assert '<th>result</th><td class="bad">rejected: ' in status_page(admin_port, key_file)
+
+        shutil.copy(new.server_cert, tls.server_cert)
+        assert [m.split("\n")[0] for m in reload("reload applied")] == ["RELOADING=1", "READY=1"]
+        assert served_certificate(tls_port) == ssl.PEM_cert_to_DER_cert(new.server_cert.read_text())
         assert post(port, custom, b'{"alert": {"id": "x1", "name": "n"}}') == 200
+        assert 'aisoc_reload_total{result="applied"} 1.0' in scrape(metrics_port)
+        assert '<th>result</th><td class="ok">applied</td>' in status_page(admin_port, key_file)
 
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0
@@ -193,35 +209,6 @@ async def tls_daemon(reactor: Any, tmp_path: Path) -> AsyncIterator[tuple[Runnin
     running = await start_daemon(reactor, daemon_settings(tmp_path / "state", tls=tls), tls)
     yield running, tls
     await running.stop()
-
-
-async def status_with_ca(reactor: Any, url: str, ca_pem: bytes) -> int:
-    trust = ssl.Certificate.loadPEM(ca_pem)
-    client = HTTPClient(Agent(reactor, contextFactory=BrowserLikePolicyForHTTPS(trustRoot=trust)))
-    response = await client.get(url)
-    await response.content()
-    return response.code
-
-
-@pytest_twisted.ensureDeferred
-async def test_certificate_reload_swaps_without_closing_the_port(reactor: Any, tmp_path: Path,
-                                                                  tls_daemon: Any) -> None:
-    """After new certificate files and a reload, new connections get the new certificate on the same port;
-    broken files are rejected and the certificate in use keeps serving."""
-    running, old = tls_daemon
-    url = running.base_url + "/healthz"
-    old_ca = old.ca_cert.read_bytes()
-    assert await status_with_ca(reactor, url, old_ca) == 200
-    new = make_tls_files(tmp_path / "tls-new")
-    shutil.copy(new.server_cert, old.server_cert)
-    shutil.copy(new.server_key, old.server_key)
-    running.daemon.reload()
-    assert await status_with_ca(reactor, url, new.ca_cert.read_bytes()) == 200
-    with pytest.raises(Exception):
-        await status_with_ca(reactor, url, old_ca)
-    old.server_key.write_text("not a key")
-    running.daemon.reload()
-    assert await status_with_ca(reactor, url, new.ca_cert.read_bytes()) == 200
 
 
 def test_twistd_daemonizes_with_pidfile_and_logfile(tmp_path: Path) -> None:

@@ -97,6 +97,29 @@ def test_lease_size_is_a_tenth_of_a_second_of_the_rate() -> None:
         assert len(ask.calls) == 2  # type: ignore[attr-defined]
 
 
+def test_a_new_rate_keeps_what_a_bucket_holds_up_to_the_new_limit() -> None:
+    """A reload's C{set_rate}: a lower limit cuts a full bucket down to it, a higher one refills at the new
+    rate up to the new capacity; a worker leases in steps of the new rate."""
+    clock = Clock()
+    master = RateLimiter(clock, 60)
+    assert master.lease("full", 10) == (10, 0.0)
+    master.set_rate(30)
+    assert master.lease("full", 60) == (30, 0.0)  # 50 held, 30 allowed
+    assert master.lease("fresh", 60) == (30, 0.0)
+    master.set_rate(600)
+    clock.advance(1)
+    assert master.lease("full", 600) == (10, 0.0)  # ten a second now
+    assert master.lease("fresh", 600) == (10, 0.0)
+    clock.advance(60)
+    assert master.lease("fresh", 1000) == (600, 0.0)
+    ask = direct(master)
+    worker = LeasedRateLimiter(clock, 600, ask)
+    worker.set_rate(6000)
+    master.set_rate(6000)
+    assert now_result(worker.take("leased")) == 0.0
+    assert ask.calls == [("leased", 10)]  # type: ignore[attr-defined]
+
+
 @pytest.mark.parametrize("workers", [2, 3])
 def test_workers_together_never_exceed_the_limit(workers: int) -> None:
     """Over simulated minutes of interleaved bursts and lulls on two tenants, the admissions of all

@@ -28,6 +28,7 @@ from prometheus_client import CollectorRegistry
 from aisoc_inboxd.activity import EventRates, RecentErrors
 from aisoc_inboxd.metrics import Metrics, SyslogMetrics
 from aisoc_inboxd.push_stats import PushStatsRecorder
+from aisoc_inboxd.reload import ReloadOutcome
 from aisoc_inboxd.store import PushTotals, StoreError, TokenRecord
 from aisoc_inboxd.store.health import StoreHealth
 from aisoc_inboxd.tokens import TokenCache, fingerprint
@@ -183,13 +184,13 @@ def render(page: StatusPage, query: dict[bytes, list[bytes]] | None = None) -> s
 
 
 def fake_page(metrics: CollectorRegistry | None = None, clock: Clock | None = None,
-              tokens: TokenStoreView | None = None) -> StatusPage:
+              tokens: TokenStoreView | None = None, last_reload: ReloadOutcome | None = None) -> StatusPage:
     if clock is None:
         clock = Clock()
         clock.advance(T0)
     rates, errors = EventRates(clock), RecentErrors(clock)
     sources = StatusSources(lambda: [FakeListener()], FakeKafkaSink(), FakeStore(), rates, errors,  # type: ignore[arg-type]
-                            clock, metrics or CollectorRegistry(), tokens)
+                            clock, metrics or CollectorRegistry(), lambda: last_reload, tokens)
     return StatusPage(sources, b"key")
 
 
@@ -256,6 +257,17 @@ def test_a_down_token_store_and_flood_counters_are_shown() -> None:
     health.link(True)
     rows = read(render(fake_page(clock=clock, tokens=TokenStoreView(health, metrics.token_store, cache)))).rows
     assert {"state | answering", "invalidation link (LISTEN) | listening"} <= set(rows)
+
+
+def test_the_last_reload_is_shown_with_its_time_result_and_reason() -> None:
+    """Before any reload the page says so; after one it shows when, whether it was applied, and why it was not."""
+    assert "No reload since the daemon started." in read(render(fake_page())).text
+    assert {"time | 2023-11-14 22:12:20 UTC (1 min ago)", "result | applied"} <= set(
+        read(render(fake_page(last_reload=ReloadOutcome(T0 - 60)))).rows)
+    rejected = read(render(fake_page(last_reload=ReloadOutcome(T0 - 5, "http certificate: keys do not match")))).rows
+    assert {"time | 2023-11-14 22:13:15 UTC (5 s ago)",
+            "result | rejected: the previous configuration keeps serving",
+            "reason | http certificate: keys do not match"} <= set(rejected)
 
 
 def test_the_tenant_selector_narrows_push_stats() -> None:

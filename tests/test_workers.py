@@ -20,10 +20,19 @@ from typing import Any, Callable, Iterator
 import pytest
 import pytest_twisted
 from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet import task, threads
+from twisted.logger import capturedLogs, formatEvent
 
-from aisoc_inboxd.sinks.spool import Spool, absorb
+from aisoc_inboxd.catalog import TemplateCatalog
+from aisoc_inboxd.config import load_settings
+from aisoc_inboxd.metrics import Metrics
+from aisoc_inboxd.ratelimit import RateLimiter
+from aisoc_inboxd.reload import Reloader, Reloads, Replaceable
 from aisoc_inboxd.sinks import SinkRecord
+from aisoc_inboxd.sinks.spool import Spool, absorb
+from aisoc_inboxd.workers.supervisor import WorkerSupervisor
 from tests.support.kafka import KafkaEnv, free_port
+from tests.support.templates import detection_template
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -36,6 +45,8 @@ class Tree:
     def __init__(self, tmp_path: Path, rate_limit_per_min: int = 1_000_000, sink: dict[str, Any] | None = None) -> None:
         self.tmp_path = tmp_path
         self.state = tmp_path / "state"
+        self.templates = tmp_path / "templates"
+        self.templates.mkdir()
         self.http_port, self.metrics_port, self.tcp_port, self.udp_port = (free_port() for _ in range(4))
         self.config = tmp_path / "inboxd.yaml"
         self.config.write_text(json.dumps({
@@ -45,12 +56,12 @@ class Tree:
             "metrics": {"listen": [f"tcp:{self.metrics_port}:interface=127.0.0.1"]},
             "admin": {"listen": []},
             "sink": sink or {"type": "file"},
+            "templates": {"directories": [str(self.templates)]},
             "syslog": {"listeners": [
                 {"name": "tcp", "endpoint": f"tcp:{self.tcp_port}:interface=127.0.0.1", "tenant": "acme"},
                 {"name": "udp", "udp_port": self.udp_port, "udp_interface": "127.0.0.1", "tenant": "acme"}]},
         }))
-        self.token = json.loads(self.cli("token", "mint", "--tenant", "acme", "--template", "generic-json",
-                                         "--json").stdout)["token"]
+        self.token = self.mint("generic-json")
         self.log = tmp_path / "daemon.log"
         self.process = subprocess.Popen([sys.executable, "-m", "aisoc_inboxd.cli", "--config", str(self.config), "run",
                                          "--log-format=text"],
@@ -60,6 +71,9 @@ class Tree:
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "aisoc_inboxd.cli", "--config", str(self.config), *args],
                               cwd=PROJECT, capture_output=True, text=True, timeout=60, check=True)
+
+    def mint(self, template: str) -> str:
+        return json.loads(self.cli("token", "mint", "--tenant", "acme", "--template", template, "--json").stdout)["token"]
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -77,13 +91,13 @@ class Tree:
         children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
         return [int(pid) for pid in children]
 
-    def post(self, body: bytes, connection: http.client.HTTPConnection | None = None) -> int:
+    def post(self, body: bytes, connection: http.client.HTTPConnection | None = None, token: str | None = None) -> int:
         """
         POST on a new connection (the kernel hands each to one process), or on C{connection}.
         """
         conn = connection or http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=30)
         try:
-            conn.request("POST", f"/v1/inbox/{self.token}", body, {"Content-Type": "application/json"})
+            conn.request("POST", f"/v1/inbox/{token or self.token}", body, {"Content-Type": "application/json"})
             response = conn.getresponse()
             response.read()
             return response.status
@@ -234,13 +248,39 @@ def test_a_worker_stops_when_the_daemon_is_killed(tree: Tree) -> None:
         time.sleep(0.1)
 
 
-def test_sighup_reaches_the_workers(tree: Tree) -> None:
+def test_a_reload_is_applied_by_every_process_or_by_none(tree: Tree) -> None:
+    """SIGHUP with a broken template beside a new one: the daemon rejects it and no process takes the new
+    one; without the broken one, both do. A worker replaced while the files differ from what the daemon
+    serves does not serve them, until a reload applies them to every process."""
     (worker,) = tree.workers()
+    alert = b'{"alert": {"id": "x1", "name": "n"}}'
+    (tree.templates / "acme-new.yaml").write_text(detection_template("acme-new"))
+    fresh = tree.mint("acme-new")
+    (tree.templates / "broken.yaml").write_text("id: broken\nclass_uid: 999999\n")
     tree.process.send_signal(signal.SIGHUP)
-    tree.wait_until(lambda: tree.log_text().count("reloaded templates") >= 2, "both processes to reload")
-    reloads = [line for line in tree.log_text().splitlines() if "reloaded templates" in line]
-    assert sorted("[worker-1]" in line for line in reloads) == [False, True]
+    tree.wait_until(lambda: "reload rejected" in tree.log_text(), "the daemon to reject the reload")
+    [rejected] = [line for line in tree.log_text().splitlines() if "reload rejected" in line]
+    assert "[worker-1]" not in rejected and "keeps serving: templates: " in rejected
+    assert "reload applied" not in tree.log_text()
+    assert [tree.post(alert, token=fresh) for _ in range(40)] == [400] * 40  # no process took acme-new
+
+    (tree.templates / "broken.yaml").unlink()
+    tree.process.send_signal(signal.SIGHUP)
+    tree.wait_until(lambda: tree.log_text().count("reload applied") == 2, "both processes to apply the reload")
+    applied = [line for line in tree.log_text().splitlines() if "reload applied" in line]
+    assert sorted("[worker-1]" in line for line in applied) == [False, True]
+    assert [tree.post(alert, token=fresh) for _ in range(100)] == [200] * 100
+    served = [line for line in tree.log_text().splitlines() if "webhook 200 ok template=acme-new" in line]
+    assert any("[worker-1]" in line for line in served) and not all("[worker-1]" in line for line in served)
     assert tree.workers() == [worker]
+
+    (tree.templates / "acme-new.yaml").write_text(detection_template("acme-new", "Acme Alerts v2"))
+    os.kill(worker, signal.SIGKILL)
+    tree.wait_until(lambda: "worker-1 loaded another configuration than the daemon serves (templates)"
+                    in tree.log_text(), "the replacement worker to be refused")
+    tree.process.send_signal(signal.SIGHUP)
+    tree.wait_until(lambda: tree.log_text().count("worker-1 serving") == 2, "a worker on the reloaded files")
+    assert tree.log_text().count("reload applied") == 3  # the daemon's; no worker had joined
     assert tree.stop() == 0
 
 
@@ -291,3 +331,49 @@ async def test_a_retired_workers_spool_is_taken_over_in_order(reactor: Any, tmp_
         await merged.delete(segment.seq)
     await merged.close()
     assert drained == [f"{tag}-{i}".encode() for tag in ("own", "orphan") for i in range(3)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_reload_one_worker_cannot_load_is_applied_by_no_process(reactor: Any, tmp_path: Path) -> None:
+    """The daemon's side of a real worker process that reads its own copy of the config: when only that
+    copy is broken, the daemon loads the reload but rejects it, naming the worker and why, and neither
+    process applies it; once the copy is mended, the next reload is applied by both."""
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    config = {"state_dir": str(tmp_path / "state"), "workers": 2, "http": {"listen": []}, "metrics": {"listen": []},
+              "admin": {"listen": []}, "syslog": {"listeners": []}, "templates": {"directories": [str(templates)]}}
+    ours, theirs = tmp_path / "daemon.yaml", tmp_path / "worker.yaml"
+    for path in (ours, theirs):
+        path.write_text(json.dumps(config))
+    settings = load_settings(ours)
+    catalog = TemplateCatalog.load(settings.templates.directories, settings.templates.allowed)
+    limiter = RateLimiter(reactor, settings.http.rate_limit_per_min)
+    reloader = Reloader(settings, lambda: load_settings(ours), catalog, {}, Replaceable(settings.cef), limiter,
+                        threads.deferToThread)
+    supervisor = WorkerSupervisor(1, [], limiter, tmp_path / "state", theirs, reactor)
+    reloads = Reloads(reloader, reactor, Metrics().reloads, lambda: "listening", supervisor)
+    await supervisor.spawn_all(reloader.fingerprint)
+    try:
+        (templates / "acme-new.yaml").write_text(detection_template("acme-new"))
+        theirs.write_text("http: [unclosed\n")
+        with capturedLogs() as events:
+            outcome = await reloads.reload()
+        assert outcome.rejection is not None and outcome.rejection.startswith(f"worker-1: config: {theirs}: not valid YAML")
+        assert any(formatEvent(e).startswith("reload rejected, the previous configuration keeps serving: worker-1: config: ")
+                   for e in events)
+        assert not any("reload applied" in formatEvent(e) for e in events)
+        assert "acme-new" not in catalog.ids()
+
+        theirs.write_text(json.dumps(config))
+        with capturedLogs() as events:
+            assert (await reloads.reload()).applied
+            for _ in range(100):  # the worker confirmed; its log line may still be in the pipe
+                applied = sorted(e.get("log_system", "daemon") for e in events if "reload applied" in formatEvent(e))
+                if len(applied) == 2:
+                    break
+                await task.deferLater(reactor, 0.1)
+        assert applied == ["daemon", "worker-1"]
+        assert "acme-new" in catalog.ids()
+    finally:
+        await supervisor.stopService()
+

@@ -16,7 +16,8 @@ plain lookups (L{Compiled}) so that applying a template does no schema work per 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Iterator, Mapping
@@ -149,6 +150,8 @@ class Template:
     activity_field: tuple[str, ...] = ()
     activity_map: Mapping[str, int] = field(default_factory=dict)
     time_formats: tuple[str, ...] = ()
+    #: SHA-256 of the file the template was loaded from, so processes can tell whether they loaded the same
+    digest: str = field(default="", repr=False, compare=False)
 
     def idempotency_key(self, record: dict[str, Any], headers: Mapping[str, str]) -> str | None:
         """
@@ -233,7 +236,7 @@ def load_template_file(path: Path) -> Template:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise TemplateError(path, "(yaml)", f"YAML syntax error{where}: {problem}") from exc
-    return _Loader(path, document).build()
+    return replace(_Loader(path, document).build(), digest=hashlib.sha256(text.encode("utf-8")).hexdigest())
 
 
 class _Loader:

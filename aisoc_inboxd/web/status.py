@@ -1,10 +1,10 @@
 """
 C{GET /status} on the admin listener: one read-only HTML page for an operator at a browser —
-listeners, what each syslog listener received and lost, the sink and its spool, the token store
-(answering or down, lookups, unknown-token floods), event rates per template, push stats per token
-and the last error replies. Rendered on the server with L{twisted.web.template} (which escapes every
-value), inline CSS, no script and no external asset; the admin key is asked for with an HTTP Basic
-challenge (any user name, the key as the password) or taken as a Bearer token.
+listeners, what each syslog listener received and lost, the last reload, the sink and its spool, the
+token store (answering or down, lookups, unknown-token floods), event rates per template, push stats
+per token and the last error replies. Rendered on the server with L{twisted.web.template} (which
+escapes every value), inline CSS, no script and no external asset; the admin key is asked for with an
+HTTP Basic challenge (any user name, the key as the password) or taken as a Bearer token.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from twisted.web.template import Tag, flattenString, tags
 from aisoc_inboxd.activity import EventRates, RecentErrors
 from aisoc_inboxd.metrics import TokenStoreMetrics, count
 from aisoc_inboxd.push_stats import WINDOW
+from aisoc_inboxd.reload import ReloadOutcome
 from aisoc_inboxd.sinks import EventSink
 from aisoc_inboxd.store import PushTotals, Store, StoreError
 from aisoc_inboxd.store.health import StoreHealth
@@ -113,8 +114,9 @@ class TokenStoreView:
 class StatusSources:
     """
     What the page shows: the daemon's listeners (read at each request, so those added later are
-    seen), its sink, the store holding push stats, this instance's recent activity, and the metrics
-    /metrics serves (every process's, with workers) for the syslog listeners' counters.
+    seen), its sink, the store holding push stats, this instance's recent activity, the metrics
+    /metrics serves (every process's, with workers) for the syslog listeners' counters, how its last
+    reload ended (None before the first) and the token store's health.
     """
 
     listeners: Callable[[], Sequence[ListenerView]]
@@ -124,6 +126,7 @@ class StatusSources:
     errors: RecentErrors
     clock: IReactorTime
     metrics: Collector
+    last_reload: Callable[[], ReloadOutcome | None]
     tokens: TokenStoreView | None = None
 
 
@@ -164,6 +167,7 @@ class StatusPage(Resource):
                 tags.p(f"Generated {_utc(now)}.", class_="note"),
                 tags.h2("Listeners"), _listeners(s.listeners()),
                 tags.h2("Syslog listeners (since start, all processes)"), _syslog(s.metrics),
+                tags.h2("Last reload"), _last_reload(s.last_reload(), now),
                 tags.h2("Sink"), _sink(s.sink, now),
                 *((tags.h2("Token store (this instance)"), _token_store(s.tokens, now)) if s.tokens else ()),
                 tags.h2("Event rates (this instance)"), _rates(s.rates.rates()),
@@ -224,6 +228,16 @@ def _syslog(metrics: Collector) -> Tag:
     rows = ((tags.td(listener), *(_num(int(values.get((name, reason), 0))) for _, name, reason in _SYSLOG_COLUMNS))
             for listener, values in counts.items())
     return _table(("listener", *(heading for heading, _, _ in _SYSLOG_COLUMNS)), rows)
+
+
+def _last_reload(outcome: ReloadOutcome | None, now: float) -> Tag:
+    if outcome is None:
+        return tags.p("No reload since the daemon started.", class_="note")
+    rows = [(tags.th("time"), tags.td(f"{_utc(outcome.at)} ({_ago(now - outcome.at)} ago)")),
+            (tags.th("result"), _state(outcome.applied, "applied", "rejected: the previous configuration keeps serving"))]
+    if outcome.rejection is not None:
+        rows.append((tags.th("reason"), tags.td(outcome.rejection)))
+    return tags.table(tags.tbody(*(tags.tr(*r) for r in rows)))
 
 
 def _address(port: IListeningPort | None) -> str:

@@ -13,6 +13,7 @@ from aisoc_inboxd.config import CefSettings
 from aisoc_inboxd.inflight import InFlight
 from aisoc_inboxd.intake import Intake
 from aisoc_inboxd.metrics import Metrics
+from aisoc_inboxd.reload import Replaceable
 from aisoc_inboxd.web.email import EmailRoute
 from aisoc_inboxd.store import Store
 from aisoc_inboxd.tokens import TokenAdmin, TokenCache
@@ -36,8 +37,9 @@ class WebDeps:
     observers: tuple[OnReply, ...] = ()
     #: the Splunk HEC routes' settings and ack channels; without them those routes are not served
     hec: HecDeps | None = None
-    #: the token-less CEF route's tenant, template and guards (unset tenant: the route answers 404)
-    cef: CefSettings = field(default_factory=CefSettings)
+    #: the token-less CEF route's tenant, template and guards (unset tenant: the route answers 404),
+    #: read at each request: a reload replaces them
+    cef: Replaceable[CefSettings] = field(default_factory=lambda: Replaceable(CefSettings()))
 
     def hec_event_route(self) -> HecEventRoute:
         assert self.hec is not None
@@ -71,7 +73,7 @@ class InboxResource(Resource):
         if path == b"hec" and d.hec is not None and not request.postpath:
             return d.hec_event_route()
         if path == b"cef" and not request.postpath:
-            return CefRoute(d.cef, d.intake, d.metrics, d.inflight, d.max_body_bytes, d.observers)
+            return CefRoute(d.cef.value, d.intake, d.metrics, d.inflight, d.max_body_bytes, d.observers)
         if not path or request.postpath:
             return NotFound()
         return WebhookRoute(path.decode("latin-1"), d.intake, d.metrics, d.inflight, d.max_body_bytes,

@@ -1,20 +1,28 @@
 """
 The control channel between the daemon and one worker: AMP over a UNIX socketpair whose worker end
-the worker inherits. The worker says when it serves and leases rate-limit tokens from the daemon,
-which holds the one bucket per tenant; the worker sees the daemon die as the channel closing.
+the worker inherits. The worker joins with the fingerprint of the configuration it loaded (the
+daemon refuses one it does not serve), says when it serves, and leases rate-limit tokens from the
+daemon, which holds the one bucket per tenant; the daemon runs its reloads in two phases over it
+(L{PrepareReload}, then L{CommitReload} or L{AbortReload}). The worker sees the daemon die as the
+channel closing.
 """
 from __future__ import annotations
 
+import json
 import socket
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable, Mapping
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorSocket, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
 from aisoc_inboxd.ratelimit import RateLimiter
+from aisoc_inboxd.reload import Loaded, Reloader, ReloadRejected
+
+_log = Logger()
 
 #: the file descriptor a worker finds its end of the control channel on
 WORKER_FD = 3
@@ -22,10 +30,55 @@ WORKER_FD = 3
 LEASE_TIMEOUT = 10.0
 
 
+class Refused(Exception):
+    """
+    The other side refused a command; the message says why.
+    """
+
+
+class Join(amp.Command):
+    """
+    Worker to daemon, before it serves: the fingerprint (JSON) of the configuration it loaded
+    (L{aisoc_inboxd.reload.fingerprint}); L{Refused} when it is not the one the daemon serves.
+    """
+
+    arguments = [(b"fingerprint", amp.Unicode())]
+    errors = {Refused: b"REFUSED"}
+
+
 class Ready(amp.Command):
     """
     Worker to daemon: every inherited socket is being served.
     """
+
+
+class PrepareReload(amp.Command):
+    """
+    Daemon to worker: load the configuration again, without applying it, as reload C{generation};
+    answer the fingerprint (JSON) of what was loaded, or L{Refused} with why it cannot be loaded.
+    """
+
+    arguments = [(b"generation", amp.Integer())]
+    response = [(b"fingerprint", amp.Unicode())]
+    errors = {Refused: b"REFUSED"}
+
+
+class CommitReload(amp.Command):
+    """
+    Daemon to worker: apply reload C{generation}, which every process prepared.
+    """
+
+    arguments = [(b"generation", amp.Integer())]
+    errors = {Refused: b"REFUSED"}
+
+
+class AbortReload(amp.Command):
+    """
+    Daemon to worker: drop reload C{generation}; some process could not load it.
+    """
+
+    arguments = [(b"generation", amp.Integer())]
+    requiresAnswer = False
 
 
 class LeaseRate(amp.Command):
@@ -42,10 +95,30 @@ class DaemonSide(amp.AMP):
     The daemon's end of one worker's channel.
     """
 
-    def __init__(self, limiter: RateLimiter, on_ready: Callable[[], None]) -> None:
+    def __init__(self, limiter: RateLimiter, on_ready: Callable[[], None],
+                 on_join: Callable[[Mapping[str, str]], Awaitable[None]]) -> None:
+        """
+        @param on_join: checks a joining worker's fingerprint; raises L{Refused} to keep it from serving.
+        """
         super().__init__()
         self._limiter = limiter
         self._on_ready = on_ready
+        self._on_join = on_join
+
+    @Join.responder
+    async def join(self, fingerprint: str) -> dict[str, Any]:
+        await self._on_join(json.loads(fingerprint))
+        return {}
+
+    def prepare_reload(self, generation: int) -> Deferred[dict[str, str]]:
+        d = self.callRemote(PrepareReload, generation=generation)
+        return d.addCallback(lambda reply: json.loads(reply["fingerprint"]))
+
+    def commit_reload(self, generation: int) -> Deferred[Any]:
+        return self.callRemote(CommitReload, generation=generation)
+
+    def abort_reload(self, generation: int) -> None:
+        self.callRemote(AbortReload, generation=generation)
 
     @Ready.responder
     def ready(self) -> dict[str, Any]:
@@ -60,13 +133,48 @@ class DaemonSide(amp.AMP):
 
 class WorkerSide(amp.AMP):
     """
-    The worker's end: C{on_lost} runs when the daemon has gone (or closed the channel).
+    The worker's end: C{on_lost} runs when the daemon has gone (or closed the channel). Its
+    L{reloader} (set once the worker is built) loads what the daemon's reloads prepare, and holds
+    it until the daemon commits or aborts.
     """
 
     def __init__(self, on_lost: Callable[[], None], clock: IReactorTime) -> None:
         super().__init__()
         self._on_lost = on_lost
         self._clock = clock
+        self.reloader: Reloader | None = None
+        self._prepared: tuple[int, Loaded] | None = None
+
+    def join(self, fingerprint: Mapping[str, str]) -> Deferred[Any]:
+        return self.callRemote(Join, fingerprint=json.dumps(fingerprint))
+
+    @PrepareReload.responder
+    async def prepare_reload(self, generation: int) -> dict[str, Any]:
+        assert self.reloader is not None
+        try:
+            loaded = await self.reloader.load()
+        except ReloadRejected as e:
+            raise Refused(str(e)) from None
+        except Exception as e:
+            _log.failure("loading reload {generation} failed unexpectedly (a bug)", generation=generation)
+            raise Refused(f"unexpected error: {type(e).__name__}") from None
+        self._prepared = (generation, loaded)
+        return {"fingerprint": json.dumps(loaded.fingerprint())}
+
+    @CommitReload.responder
+    def commit_reload(self, generation: int) -> dict[str, Any]:
+        assert self.reloader is not None
+        if self._prepared is None or self._prepared[0] != generation:
+            raise Refused(f"reload {generation} was not prepared here")
+        loaded, self._prepared = self._prepared[1], None
+        self.reloader.apply(loaded)
+        return {}
+
+    @AbortReload.responder
+    def abort_reload(self, generation: int) -> dict[str, Any]:
+        if self._prepared is not None and self._prepared[0] == generation:
+            self._prepared = None
+        return {}
 
     def lease(self, tenant: str, want: int) -> Deferred[tuple[int, float]]:
         """

@@ -2,9 +2,11 @@
 A worker process, spawned by the daemon's L{WorkerSupervisor}:
 C{python -m aisoc_inboxd.workers.main --index N [--config PATH] --socket NAME=FD ...}.
 
-It reads the config as the daemon did, serves the inherited sockets with its own store connection
-and sink, logs as JSON on stdout (the daemon re-emits each event), and stops (draining what it
-accepted) on SIGTERM or when the daemon's control channel closes.
+It reads the config as the daemon did and serves the inherited sockets with its own store connection
+and sink once the daemon confirmed that it loaded the configuration the daemon serves (it exits
+otherwise). It reloads when the daemon says so, never on its own SIGHUP. It logs as JSON on stdout
+(the daemon re-emits each event), and stops (draining what it accepted) on SIGTERM or when the
+daemon's control channel closes.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from typing import Any
 
 from twisted.logger import (FilteringLogObserver, LogLevel, LogLevelFilterPredicate, Logger,
                             globalLogBeginner, jsonFileLogObserver)
+from twisted.python.failure import Failure
 
 _log = Logger()
 
@@ -56,12 +59,21 @@ def main(argv: list[str] | None = None) -> None:
     control = WorkerSide(daemon_gone, reactor)  # type: ignore[arg-type]
     adopt(reactor, WORKER_FD, control)  # type: ignore[arg-type]
     os.close(WORKER_FD)
-    daemon = build_daemon(settings, catalog, reactor,
+    daemon = build_daemon(settings, catalog, reactor, config=args.config,
                           role=WorkerRole(args.index, dict(args.sockets), control.lease))
-    daemon.reload_settings = lambda: load_settings(args.config)
+    control.reloader = daemon.reloader
+
+    def refused(failure: Failure) -> None:
+        _log.error("not serving: {reason}", reason=str(failure.value))
+        daemon.start_failed = True
+        reactor.stop()  # type: ignore[attr-defined]
+
+    def join() -> None:
+        control.join(daemon.reloader.fingerprint()).addCallbacks(lambda _: daemon.startService(), refused)
+
     daemon.started.addCallback(lambda _: control.ready())
     reactor.callWhenRunning(_ignore_interrupts)  # type: ignore[attr-defined]
-    reactor.callWhenRunning(daemon.startService)  # type: ignore[attr-defined]
+    reactor.callWhenRunning(join)  # type: ignore[attr-defined]
     reactor.addSystemEventTrigger("before", "shutdown", daemon.stopService)  # type: ignore[attr-defined]
     reactor.run()  # type: ignore[attr-defined]
     sys.exit(1 if daemon.start_failed else 0)
@@ -69,9 +81,11 @@ def main(argv: list[str] | None = None) -> None:
 
 def _ignore_interrupts(*_: Any) -> None:
     """
-    Ctrl-C reaches the whole process group; the daemon stops its workers itself, in order.
+    Ctrl-C (and a SIGHUP sent to the process group) reaches every process; the daemon stops its
+    workers itself, in order, and runs their reloads.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
 if __name__ == "__main__":

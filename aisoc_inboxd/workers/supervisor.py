@@ -1,31 +1,37 @@
 """
 The daemon's side of its worker processes: spawn them once its listeners are bound, hand each the
-listening sockets and a control channel, re-emit their log events, respawn one that dies, and stop
+listening sockets and a control channel, let each serve only the configuration the daemon serves,
+run reloads in every process at once, re-emit their log events, respawn one that dies, and stop
 them (each drains like the daemon does) before the daemon's own sink stops.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.defer import Deferred, DeferredList, DeferredLock, TimeoutError
+from twisted.internet.error import ConnectionDone, ConnectionLost, ProcessDone, ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger, eventFromJSON, globalLogPublisher
 from twisted.python.failure import Failure
 
 from aisoc_inboxd.metrics import snapshot
 from aisoc_inboxd.ratelimit import RateLimiter
-from aisoc_inboxd.workers.control import WORKER_FD, DaemonSide, adopt, socket_pair
+from aisoc_inboxd.reload import ReloadRejected, differing_parts
+from aisoc_inboxd.workers.control import WORKER_FD, DaemonSide, Refused, adopt, socket_pair
 
 _log = Logger()
 
 #: seconds the daemon waits for a new worker to serve before start-up fails
 READY_TIMEOUT = 60.0
+#: seconds a worker has to answer a reload: to load it (else the reload is rejected) or to apply it
+#: (else the worker is replaced)
+RELOAD_TIMEOUT = 30.0
 #: seconds a worker has to drain and exit after SIGTERM before it is killed
 STOP_TIMEOUT = 45.0
 #: respawn delays after a worker dies: doubling from the first to the last
@@ -61,14 +67,17 @@ def write_snapshot(registry: Any, path: Path) -> None:
 class WorkerProcess(ProcessProtocol):
     """
     One worker: its log events are published into the daemon's log with C{log_system} set to
-    C{worker-N}; C{ready} fires once it serves, C{ended} when it has exited.
+    C{worker-N}; C{ready} fires once it serves, C{ended} when it has exited. It takes part in
+    reloads once it C{joined} (showed the configuration the daemon serves).
     """
 
-    def __init__(self, index: int) -> None:
+    def __init__(self, index: int, control: DaemonSide) -> None:
         self.index = index
+        self.control = control
         self.ready: Deferred[None] = Deferred()
         self.ended: Deferred[BaseException] = Deferred()  # fires (never fails) with why it ended
         self.served = False
+        self.joined = False
         self._partial = b""
 
     @property
@@ -125,6 +134,10 @@ class WorkerSupervisor(Service):
         self._reactor = reactor
         self._processes: dict[int, WorkerProcess] = {}
         self._delays: dict[int, float] = {}
+        self._fingerprint: Callable[[], Mapping[str, str]] = dict
+        #: held while a reload runs: a worker joining meanwhile waits for its outcome
+        self._reloading = DeferredLock()
+        self._generations = itertools.count(1)
 
     def snapshots(self) -> Iterable[list[Any]]:
         """
@@ -136,11 +149,15 @@ class WorkerSupervisor(Service):
             except (OSError, ValueError):
                 continue  # not written yet, or a worker being replaced
 
-    async def spawn_all(self) -> None:
+    async def spawn_all(self, fingerprint: Callable[[], Mapping[str, str]]) -> None:
         """
         Start every worker and wait until each serves; a worker that exits first fails start-up.
+
+        @param fingerprint: the fingerprint of the configuration the daemon serves now; a worker
+            that loaded another does not serve.
         """
         Service.startService(self)
+        self._fingerprint = fingerprint
         starting = [self._spawn(index) for index in range(1, self._count + 1)]
         timeout = self._reactor.callLater(READY_TIMEOUT, self._not_ready, starting)
         try:
@@ -159,8 +176,10 @@ class WorkerSupervisor(Service):
     def _spawn(self, index: int) -> WorkerProcess:
         snapshot_path(self._state_dir, index).unlink(missing_ok=True)  # its counters restart at 0
         ours, theirs = socket_pair()
-        process = WorkerProcess(index)
-        adopt(self._reactor, ours.fileno(), DaemonSide(self._limiter, lambda: self._served(process)))
+        control = DaemonSide(self._limiter, lambda: self._served(process),
+                             lambda fingerprint: self._join(process, fingerprint))
+        process = WorkerProcess(index, control)
+        adopt(self._reactor, ours.fileno(), control)
         ours.close()
         child_fds: dict[int, Any] = {0: "w", 1: "r", 2: "r", WORKER_FD: theirs.fileno()}
         args = [sys.executable, "-m", "aisoc_inboxd.workers.main", "--index", str(index)]
@@ -177,6 +196,20 @@ class WorkerSupervisor(Service):
         self._processes[index] = process
         process.ended.addCallback(self._ended, process)
         return process
+
+    async def _join(self, process: WorkerProcess, theirs: Mapping[str, str]) -> None:
+        """
+        Let C{process} serve only if it loaded the configuration the daemon serves.
+        """
+        async with self._reloading:
+            differs = differing_parts(self._fingerprint(), theirs)
+            if differs:
+                _log.error("{system} loaded another configuration than the daemon serves ({parts}), so it does "
+                           "not serve: the files changed since the daemon loaded them. Reload (SIGHUP) to apply "
+                           "them to every process, or restart for settings a reload does not apply",
+                           system=process.system, parts=", ".join(differs))
+                raise Refused(f"the daemon serves another configuration ({', '.join(differs)})")
+            process.joined = True
 
     def _served(self, process: WorkerProcess) -> None:
         _log.info("{system} serving (pid {pid})", system=process.system, pid=process.transport.pid)
@@ -200,12 +233,50 @@ class WorkerSupervisor(Service):
         if self.running and index not in self._processes:
             self._spawn(index).ready.addErrback(lambda f: None)  # its end is logged by _ended
 
-    def reload(self) -> None:
+    async def reload(self, fingerprint: Mapping[str, str], apply: Callable[[], None]) -> None:
         """
-        Pass a reload (SIGHUP) on: each worker re-reads templates and certificates itself.
+        Apply a reload the daemon loaded (its C{fingerprint}) in every process, or in none.
+
+        Every worker that joined loads the configuration itself and answers its fingerprint. Unless
+        each loaded what the daemon did, they all drop it and L{ReloadRejected} names the first that
+        did not. Otherwise C{apply} puts the daemon's in force and, in the same reactor turn, each
+        worker is told to apply its own (which cannot fail: it is loaded); one that does not confirm
+        is stopped, and its replacement joins with the new configuration. A worker that exits
+        meanwhile takes no part: its replacement joins after.
         """
-        for process in self._processes.values():
-            process.transport.signalProcess("HUP")
+        async with self._reloading:
+            generation = next(self._generations)
+            joined = [process for process in self._processes.values() if process.joined]
+            answers = await DeferredList([self._prepare(process, generation) for process in joined],
+                                         consumeErrors=True)
+            try:
+                for process, (loaded, answer) in zip(joined, answers):
+                    if not loaded:
+                        if answer.check(ConnectionDone, ConnectionLost):
+                            continue
+                        raise ReloadRejected(process.system, _refusal(answer))
+                    differs = differing_parts(fingerprint, answer)
+                    if differs:
+                        raise ReloadRejected(process.system, f"{differs[0]}: it loaded other files than the daemon "
+                                                             "(they changed during the reload); reload again")
+            except ReloadRejected:
+                for process in joined:
+                    process.control.abort_reload(generation)
+                raise
+            apply()
+            commits = [process.control.commit_reload(generation).addTimeout(RELOAD_TIMEOUT, self._reactor)
+                       .addErrback(self._not_applied, process) for process in joined]
+            await DeferredList(commits)
+
+    def _prepare(self, process: WorkerProcess, generation: int) -> Deferred[dict[str, str]]:
+        return process.control.prepare_reload(generation).addTimeout(RELOAD_TIMEOUT, self._reactor)
+
+    def _not_applied(self, failure: Failure, process: WorkerProcess) -> None:
+        if failure.check(ConnectionDone, ConnectionLost):
+            return  # it exited: its replacement joins with the new configuration
+        _log.error("{system} did not apply the reload ({error}); it is stopped, and its replacement starts with "
+                   "the new configuration", system=process.system, error=_refusal(failure))
+        process.transport.signalProcess("TERM")
 
     def stopService(self) -> Deferred[Any]:
         Service.stopService(self)
@@ -221,6 +292,17 @@ class WorkerSupervisor(Service):
             if not process.ended.called:
                 _log.warn("{system} still draining after {t}s; killed", system=process.system, t=STOP_TIMEOUT)
                 process.transport.signalProcess("KILL")
+
+
+def _refusal(failure: Failure) -> str:
+    """
+    Why a worker did not load or apply a reload, for the log.
+    """
+    if failure.check(Refused):
+        return str(failure.value)
+    if failure.check(TimeoutError):
+        return f"it did not answer within {RELOAD_TIMEOUT:g} s"
+    return f"{failure.type.__name__}: {failure.value}"
 
 
 def _describe(reason: BaseException) -> str:

@@ -114,18 +114,29 @@ def daemon_settings(state_dir: Path, tls: TlsFiles | None = None, **sections: di
                                admin=dataclasses.replace(base.admin, listen=local), **sections)
 
 
+def https_client(reactor: Any, tls: TlsFiles) -> HTTPClient:
+    """
+    A client that trusts only the test CA of C{tls}.
+    """
+    trust = ssl.Certificate.loadPEM(tls.ca_cert.read_bytes())
+    return HTTPClient(Agent(reactor, contextFactory=BrowserLikePolicyForHTTPS(trustRoot=trust)))
+
+
 async def start_daemon(reactor: Any, settings: Settings, tls: TlsFiles | None = None,
-                       vendors: VendorGate | None = None) -> RunningDaemon:
+                       vendors: VendorGate | None = None,
+                       read_settings: Callable[[], Settings] | None = None) -> RunningDaemon:
+    """
+    @param read_settings: what a reload reads; without it, a reload finds the settings unchanged.
+    """
     catalog = TemplateCatalog.load(settings.templates.directories, settings.templates.allowed)
-    daemon = build_daemon(settings, catalog, reactor, vendors)
+    daemon = build_daemon(settings, catalog, reactor, vendors, read_settings=read_settings or (lambda: settings))
     daemon.startService()
     await daemon.started
     http_address = daemon.address("http")
     metrics_address = daemon.address("metrics")
     admin_address = daemon.address("admin")
     if tls:
-        trust = ssl.Certificate.loadPEM(tls.ca_cert.read_bytes())
-        client = HTTPClient(Agent(reactor, contextFactory=BrowserLikePolicyForHTTPS(trustRoot=trust)))
+        client = https_client(reactor, tls)
         base = f"https://127.0.0.1:{http_address.port}"
     else:
         client = HTTPClient(Agent(reactor))
