@@ -21,7 +21,7 @@ ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 def health(tmp_path: Path, clock: Clock, registry: CollectorRegistry | None = None) -> DiskHealth:
     disk = DiskHealth("the event log", "file", tmp_path, GroupCommitWriter(lambda lines: None, clock, "test"),  # type: ignore[arg-type]
-                      clock, log_interval=60.0)
+                      clock)
     if registry is not None:
         disk.register(registry)
     return disk

@@ -29,14 +29,11 @@ class AppendFile:
         self._torn = False
 
     @classmethod
-    def open(cls, path: Path, exclusive: bool = False) -> AppendFile:
+    def open(cls, path: Path) -> AppendFile:
         """
         Open C{path} for appending, created when missing; the caller makes sure it has no torn tail.
-
-        @param exclusive: raise C{FileExistsError} rather than open a file that exists.
         """
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | (os.O_EXCL if exclusive else 0)
-        return cls(path, os.open(path, flags, 0o640))
+        return cls(path, os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640))
 
     def append(self, data: bytes) -> None:
         """

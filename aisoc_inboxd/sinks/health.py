@@ -3,13 +3,13 @@ Whether a sink's directory takes writes now: what C{/readyz}, the status page an
 about a full or failing disk, and how the daemon's log reports it without flooding.
 
 Two things tell. Each write's outcome: a failed one makes the directory unwritable until a write
-succeeds or a check proves it writable again. And a check every C{check_interval} seconds on the
+succeeds or a check proves it writable again. And a check every L{CHECK_INTERVAL} seconds on the
 sink's writer thread (so it never overlaps a flush): below L{MIN_FREE_BYTES} free the filesystem
 counts as full, before any write fails; after a failed write the check also writes, fsyncs and
 removes a small probe file, so readiness comes back with the disk, without waiting for a sender.
 
 The log says when writes start failing (error level, with errno), at most once per
-C{log_interval} how many failed since, and when they succeed again.
+L{LOG_INTERVAL} how many failed since, and when they succeed again.
 """
 from __future__ import annotations
 
@@ -31,6 +31,12 @@ from aisoc_inboxd.sinks.group_commit import GroupCommitWriter
 
 #: a filesystem with less free space than this counts as full (room for a few typical batches)
 MIN_FREE_BYTES = 64 * 1024
+
+#: seconds between checks of a sink's directory
+CHECK_INTERVAL = 1.0
+
+#: seconds between log lines about one directory's failing writes
+LOG_INTERVAL = 60.0
 
 #: the file a check writes, fsyncs and removes in the sink's directory after a failed write
 PROBE_NAME = ".write-probe"
@@ -96,14 +102,12 @@ class DiskHealth:
     _log = Logger()
 
     def __init__(self, what: str, label: str, directory: Path, writer: GroupCommitWriter[Any],
-                 clock: IReactorTime, check_interval: float = 1.0, log_interval: float = 60.0) -> None:
+                 clock: IReactorTime) -> None:
         self._what = what
         self._label = label
         self._directory = directory
         self._writer = writer
         self._clock = clock
-        self._check_interval = check_interval
-        self._log_interval = log_interval
         #: failed writes since start, by reason (all reasons present, so scrapes never see it resize)
         self.failures = dict.fromkeys(REASONS, 0)
         #: when the directory last became unwritable, while it is
@@ -136,7 +140,10 @@ class DiskHealth:
         C{"<what> cannot be written: disk full"} while unwritable, else None; never a path.
         """
         error = self.error
-        return None if error is None else f"{self._what} cannot be written: {describe(error)}"
+        return None if error is None else self._cannot(error)
+
+    def _cannot(self, error: OSError) -> str:
+        return f"{self._what} cannot be written: {describe(error)}"
 
     def register(self, registry: CollectorRegistry) -> None:
         registry.register(_Collector(self, self._label))
@@ -144,7 +151,7 @@ class DiskHealth:
     def start(self) -> None:
         self._loop = LoopingCall(self._check)
         self._loop.clock = self._clock
-        self._stopped = self._loop.start(self._check_interval, now=True)
+        self._stopped = self._loop.start(CHECK_INTERVAL, now=True)
 
     def stop(self) -> Deferred[Any]:
         """
@@ -164,7 +171,7 @@ class DiskHealth:
         self._unreported += 1
         before, self._write_error = self.error, error
         self._changed(before)
-        return SinkUnavailable(self.problem() or describe(error))
+        return SinkUnavailable(self._cannot(error))
 
     def succeeded(self) -> None:
         if self._write_error is not None:
@@ -197,7 +204,7 @@ class DiskHealth:
         """
         Log now if a line is due, else make sure a summary is scheduled for when it is.
         """
-        due = self._last_line + self._log_interval
+        due = self._last_line + LOG_INTERVAL
         now = self._clock.seconds()
         if now >= due:
             self._line(now)

@@ -374,6 +374,7 @@ class KafkaSink(Service):
         self._retry_max = retry_max
         self._producer_config = build_producer_config(producer_config, processes)
         self._metrics = KafkaSinkMetrics(registry, spool, lambda: len(self._producer), reactor)
+        spool.disk.register(registry)
         self._producer = self._new_producer()
         self._in_flight = 0
         self._waiting_room: list[Deferred[None]] = []

@@ -1,6 +1,5 @@
 """
-Prometheus collectors of the Kafka sink and its outage spool (its disk's too, see
-L{aisoc_inboxd.sinks.health}), on the registry the daemon passes in.
+Prometheus collectors of the Kafka sink and its outage spool, on the registry the daemon passes in.
 
 Counters are bumped on the reactor thread as delivery reports arrive; the gauges are read at scrape
 time (the metrics endpoint may render on its own thread), from plain attributes.
@@ -46,4 +45,3 @@ class KafkaSinkMetrics:
         Gauge("aisoc_ingest_kafka_queue_length",
               "Messages in the producer's queue, not yet acknowledged.",
               registry=registry).set_function(queue_length)
-        spool.disk.register(registry)

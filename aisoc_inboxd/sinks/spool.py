@@ -323,13 +323,14 @@ class Spool:
         if self._file is not None and self._file.path == path:
             return self._file
         self._close_file()
+        file = AppendFile.open(path)
         try:
-            self._file = AppendFile.open(path, exclusive=True)
-        except FileExistsError:
-            self._file = AppendFile.open(path)
-        else:
-            _fsync_dir(self._directory)
-        return self._file
+            _fsync_dir(self._directory)  # the segment's name must outlive a crash before its records are acknowledged
+        except OSError:
+            file.close()
+            raise
+        self._file = file
+        return file
 
     def _close_file(self) -> None:
         if self._file is not None:
