@@ -3,12 +3,12 @@ The production sink: OCSF events to Kafka with C{acks=all}, and to a local spool
 
 A write's Deferred fires once each of its events is either acknowledged by Kafka or fsynced in the
 L{Spool}; it fails with L{SinkUnavailable} only when neither can take them (the spool is full, or
-its disk is), so the sender gets a 503 and never a silent drop. While the spool holds anything, new events are
-spooled behind it, and the forwarder drains the spool oldest segment first, deleting a segment only
-once Kafka acknowledged all of it; so a tenant's events keep their intake order (the message key is
-the tenant id) except for the events in flight when an outage starts, which are spooled when their
-delivery times out, behind events spooled meanwhile. When the spool is full but Kafka is reachable,
-events go straight to Kafka rather than be refused.
+its disk is), so the sender gets a 503 and never a silent drop. While the spool holds anything, new
+events are spooled behind it, and the forwarder drains the spool oldest segment first, deleting a
+segment only once Kafka acknowledged all of it; so a tenant's events keep their intake order (the
+message key is the tenant id) except for the events in flight when an outage starts, which are
+spooled when their delivery times out, behind events spooled meanwhile. When the spool is full (or
+its disk is) but Kafka is reachable, events go straight to Kafka rather than be refused.
 
 Delivery is at-least-once. A duplicate can reach Kafka when (1) a delivery report is lost or times
 out although the broker stored the message (it is then spooled and sent again), (2) the daemon stops

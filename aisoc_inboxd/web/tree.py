@@ -109,7 +109,8 @@ class CollectorResource(Resource):
 
 class Health(Resource):
     """
-    C{/healthz}: the process answers. C{/readyz}: the pipeline can make events durable now.
+    C{/healthz}: the process answers. C{/readyz}: the pipeline can make events durable now; else 503
+    with the sink's reason (never a path).
     """
 
     isLeaf = True
