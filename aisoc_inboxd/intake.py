@@ -48,8 +48,11 @@ class Intake:
     def now(self) -> float:
         return self._clock.seconds()
 
-    def ready(self) -> bool:
-        return self._pipeline.ready()
+    def not_ready(self) -> str | None:
+        """
+        Why the pipeline cannot make events durable now, or None when it can.
+        """
+        return self._pipeline.not_ready()
 
     async def authorize(self, token: str, client: str | None = None) -> Binding:
         """

@@ -26,8 +26,8 @@ class Pipeline:
         self._metrics = metrics
         self._on_published = on_published
 
-    def ready(self) -> bool:
-        return self._sink.ready()
+    def not_ready(self) -> str | None:
+        return self._sink.not_ready()
 
     def publish(self, template: Template, tenant_id: str, route: str, records: Sequence[Record],
                 received_at: float, headers: Mapping[str, str] | None = None) -> Deferred[int]:

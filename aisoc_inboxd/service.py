@@ -364,7 +364,8 @@ def build_sink(settings: Settings, reactor: Any, metrics: Metrics, role: WorkerR
 
     file = settings.sink.file
     directory = settings.state_path(file.directory)
-    return FileSink(role.directory(directory) if role else directory, reactor, max_bytes=file.max_bytes)
+    return FileSink(role.directory(directory) if role else directory, reactor, max_bytes=file.max_bytes,
+                    registry=metrics.registry)
 
 
 def _worker_directories(parent: Path, beyond: int) -> list[Path]:

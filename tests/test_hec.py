@@ -19,6 +19,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from aisoc_inboxd.store import TokenRecord
 from aisoc_inboxd.tokens import fingerprint, mint_token
 from tests.support.daemon import RunningDaemon, daemon_settings, start_daemon
+from tests.support.filesystem import FailingDisk, in_directory
 from tests.support.ocsf import assert_valid_ocsf
 
 CHANNEL = "FE0ECFAD-13D5-401B-847D-77833BD77131"
@@ -230,12 +231,11 @@ async def test_rate_limit_is_server_busy(reactor: Any, tmp_path: Path) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_unwritable_sink_is_server_busy_and_unhealthy(inboxd: RunningDaemon) -> None:
+async def test_unwritable_sink_is_server_busy_and_unhealthy(inboxd: RunningDaemon,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """When events cannot be made durable the post is 503 code 9 and health turns 503 code 18."""
     token = await hec_token(inboxd)
-    sink = inboxd.daemon.sink
-    os.close(sink._fd)
-    sink._fd = os.open(os.devnull, os.O_RDONLY)
+    FailingDisk(monkeypatch, in_directory(inboxd.daemon.sink.path.parent), "EIO on write")
     assert (await send(inboxd, "/services/collector/event", b'{"event":"x"}', splunk(token)))[:2] == (
         503, b'{"text":"Server is busy","code":9}')
     assert (await send(inboxd, "/services/collector/health", method="GET"))[:2] == (

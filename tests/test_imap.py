@@ -15,6 +15,7 @@ from typing import Any, AsyncIterator, Sequence
 import pytest
 import pytest_twisted
 from cryptography.fernet import Fernet
+from prometheus_client import CollectorRegistry
 from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.internet.task import Clock, deferLater
 
@@ -54,7 +55,7 @@ class Sink(FileSink):
     """
 
     def __init__(self, directory: Path, reactor: Any) -> None:
-        super().__init__(directory, reactor)
+        super().__init__(directory, reactor, registry=CollectorRegistry())
         self.writes = 0
         self.fail_from: int | None = None
         self.hold_at: int | None = None

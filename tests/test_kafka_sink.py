@@ -9,6 +9,7 @@ check that nothing is missing, not that nothing is repeated.
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from pathlib import Path
@@ -26,6 +27,7 @@ from aisoc_inboxd.sinks import SinkRecord, SinkUnavailable
 from aisoc_inboxd.sinks import kafka as kafka_sink_module
 from aisoc_inboxd.sinks.kafka import KafkaSink, build_producer_config
 from aisoc_inboxd.sinks.spool import Spool, decode_records
+from tests.support.filesystem import FailingDisk, Filler, mount_small_tmpfs, named
 from tests.support.kafka import Consumed, KafkaEnv, create_topic, kafka, tansu_binary  # noqa: F401
 
 TENANTS = ("tenant-a", "tenant-b", "tenant-c")
@@ -143,7 +145,7 @@ async def test_relay_cut_mid_load_spools_then_drains(reactor: Any, kafka: KafkaE
     assert (harness.metric("aisoc_ingest_spool_segments") or 0) > 0
     assert harness.metric("aisoc_ingest_spool_oldest_age_seconds") is not None
     assert harness.metric("aisoc_ingest_kafka_queue_length") is not None
-    assert harness.sink.ready()
+    assert harness.sink.not_ready() is None
 
     kafka.relay.reopen()
     await wait_until(reactor, lambda: harness.spool.is_empty)
@@ -167,11 +169,11 @@ async def test_spool_full_refuses_and_keeps_what_it_accepted(
             await harness.sink.write(batch)
             accepted += batch
     assert accepted
-    assert not harness.sink.ready()
+    assert re.fullmatch(r"Kafka is unreachable and the spool is full \(\d+ of 4096 bytes\)", harness.sink.not_ready() or "")
 
     kafka.relay.reopen()
     await wait_until(reactor, lambda: harness.spool.is_empty)
-    assert harness.sink.ready()
+    assert harness.sink.not_ready() is None
     late = make_batch(3, start=10_000)
     await harness.sink.write(late)
     expected = {uid(r) for r in accepted + late}
@@ -326,3 +328,80 @@ def test_producer_queue_bounds_are_shared_between_worker_processes() -> None:
     assert build_producer_config({"queue.buffering.max.kbytes": "1024"}, processes=4)["queue.buffering.max.kbytes"] == "1024"
     with pytest.raises(ValueError, match="acks"):
         build_producer_config({"acks": "1"}, processes=2)
+
+
+def read_segments(directory: Path) -> list[SinkRecord]:
+    """Every record in the spool's segment files, in order, failing the test on a torn or corrupt frame."""
+    records: list[SinkRecord] = []
+    for segment in sorted(directory.glob("*.seg")):
+        decoded, skipped = decode_records(segment.read_bytes())
+        assert skipped == 0, f"{segment.name}: {skipped} bytes unreadable after {len(decoded)} records"
+        records += decoded
+    return records
+
+
+@pytest.mark.parametrize("mode", ["short write, then ENOSPC", "EIO on fsync"])
+@pytest_twisted.ensureDeferred
+async def test_a_failed_spool_append_is_cut_back_out(reactor: Any, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    """An append the disk fails part-way is refused (SinkUnavailable, no path) and leaves nothing in its
+    segment, so an append queued behind it into the same segment is readable, not lost behind a torn frame."""
+    spool = Spool(tmp_path / "spool", 1024 * 1024, reactor)
+    spool.open()
+    try:
+        first = make_batch(2)
+        await spool.append(first)
+        disk = FailingDisk(monkeypatch, named(".seg"), mode)
+        failing = spool.append(make_batch(5, start=2))
+        queued = make_batch(2, start=7)
+        behind = spool.append(queued)
+        with pytest.raises(SinkUnavailable) as refused:
+            await failing
+        assert disk.failed and str(tmp_path) not in str(refused.value)
+        assert spool.not_writable() is not None
+        disk.heal()
+        await behind
+        assert spool.not_writable() is None
+    finally:
+        await spool.close()
+    assert read_segments(tmp_path / "spool") == first + queued
+    assert spool.bytes == sum(f.stat().st_size for f in (tmp_path / "spool").glob("*.seg"))
+
+
+@pytest.fixture
+def small_spool_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs where the harness's spool lives."""
+    yield from mount_small_tmpfs(tmp_path / "spool", 1024 * 1024)
+
+
+@pytest_twisted.ensureDeferred
+async def test_kafka_down_and_spool_disk_full_is_not_ready(reactor: Any, kafka: KafkaEnv, small_spool_disk: Path,
+                                                           harnesses: Callable[..., Harness]) -> None:
+    """With Kafka unreachable and the spool's real filesystem full, the sink says it is not ready (why, without
+    a path) and refuses writes; once space is freed it is ready again without a write, and every event
+    it acknowledged reaches Kafka."""
+    harness = harnesses()
+    kafka.relay.cut()
+    accepted = make_batch(3)
+    await harness.sink.write(accepted)  # spooled once its delivery times out: Kafka is down now
+    assert harness.sink.not_ready() is None
+
+    filler = Filler(small_spool_disk)
+    filler.fill()
+    problem = "Kafka is unreachable and the spool cannot be written: disk full"
+    await wait_until(reactor, lambda: harness.sink.not_ready() == problem, timeout=20)
+    with pytest.raises(SinkUnavailable) as refused:
+        await harness.sink.write(make_batch(50, start=3))
+    assert "disk full" in str(refused.value) and str(small_spool_disk) not in str(refused.value)
+    assert harness.registry.get_sample_value("aisoc_ingest_sink_write_failures_total",
+                                             {"sink": "spool", "reason": "disk_full"}) == 1
+    assert read_segments(small_spool_disk) == accepted
+
+    filler.free()
+    await wait_until(reactor, lambda: harness.sink.not_ready() is None, timeout=20)
+    late = make_batch(3, start=100)
+    await harness.sink.write(late)
+    kafka.relay.reopen()
+    expected = {uid(r) for r in accepted + late}
+    got = await consume_uids(kafka, expected)
+    assert expected <= {c.uid for c in got}

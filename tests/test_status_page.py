@@ -147,18 +147,27 @@ async def test_sender_controlled_text_is_escaped(inboxd: RunningDaemon) -> None:
     assert any(tenant in row for row in read(page).rows)
 
 
+class FakeDisk:
+    since = T0 - 90
+    failed_writes = 7
+
+    def problem(self) -> str | None:
+        return "the spool cannot be written: disk full"
+
+
 class FakeSpool:
     bytes = 123_456
     segments = 3
     oldest_received_at: float | None = T0 - 125
+    disk = FakeDisk()
 
 
 class FakeKafkaSink:
     name = "kafka-sink"
     spool = FakeSpool()
 
-    def ready(self) -> bool:
-        return False
+    def not_ready(self) -> str | None:
+        return "Kafka is unreachable and the spool cannot be written: disk full"
 
 
 class FakeStore:
@@ -195,11 +204,14 @@ def fake_page(metrics: CollectorRegistry | None = None, clock: Clock | None = No
 
 
 def test_kafka_spool_unbound_listener_and_push_stats_are_shown() -> None:
-    """A Kafka sink shows not ready with its spool size, segments and oldest age; an unbound listener says so."""
+    """A Kafka sink shows not ready with the reason, its spool size, segments, oldest age and a full disk
+    since when with its failed writes; an unbound listener says so."""
     rows = read(render(fake_page())).rows
     assert "syslog-tcp | tcp:6514 | — | not bound" in rows
-    assert {"type | kafka-sink", "ready | not ready", "spool bytes | 123456", "spool segments | 3",
-            "oldest spooled event | 2 min"} <= set(rows)
+    assert {"type | kafka-sink", "ready | not ready: Kafka is unreachable and the spool cannot be written: disk full",
+            "spool bytes | 123456", "spool segments | 3", "oldest spooled event | 2 min",
+            "spool disk | the spool cannot be written: disk full (since 2023-11-14 22:11:50 UTC, 1 min ago)",
+            "spool writes failed | 7"} <= set(rows)
     assert (f"{fingerprint('aisoc_inbox_one')[:8]} | acme | pagerduty | 40 | 2023-11-14 22:12:50 UTC (30 s ago)"
             f" | 25.0 %") in rows
     assert f"{fingerprint('aisoc_inbox_two')[:8]} | globex | opsgenie | 0 | 2023-11-13 21:13:20 UTC (1 d ago) | —" in rows
@@ -332,7 +344,7 @@ async def test_an_operator_reads_traffic_errors_and_rates_in_chromium(inboxd: Ru
     assert "pagerduty | 3 | 3" in page.rows
     http_port = inboxd.daemon.address("http").port
     assert any(re.fullmatch(rf"http \| .* \| 127\.0\.0\.1:{http_port} \| bound", row) for row in page.rows)
-    assert "type | file-sink" in page.rows and "ready | ready" in page.rows
+    assert {"type | file-sink", "ready | ready", "event log disk | writable", "event log writes failed | 0"} <= set(page.rows)
     assert any("/status" in line for line in lines)
     assert not any(inboxd.admin_key in line for line in lines)
     assert token not in dom

@@ -18,6 +18,7 @@ from aisoc_inboxd.config import TemplateSettings
 from aisoc_inboxd.normalizer import validate_event
 from aisoc_inboxd.store import TokenRecord
 from tests.support.daemon import RunningDaemon, daemon_settings, start_daemon
+from tests.support.filesystem import FailingDisk, in_directory
 from tests.support.ocsf import assert_valid_ocsf
 from tests.support.tls import make_tls_files
 
@@ -262,19 +263,18 @@ async def test_health_and_readiness(inboxd: RunningDaemon) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_unwritable_log_is_503_with_retry_after(inboxd: RunningDaemon) -> None:
-    """When the sink cannot make events durable the sender gets 503 + Retry-After, never a 2xx."""
-    import os
-
+async def test_unwritable_log_is_503_with_retry_after(inboxd: RunningDaemon, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the sink cannot make events durable the sender gets 503 + Retry-After, never a 2xx, and a
+    reply that names the problem but not the server's path."""
     token = await inboxd.mint()
-    sink = inboxd.daemon.sink
-    os.close(sink._fd)
-    sink._fd = os.open(os.devnull, os.O_RDONLY)
-    status, body, response = await inboxd.post(f"/v1/inbox/{token}", b'{"a": 1}')
-    assert status == 503
-    assert "could not be made durable" in body["error"]
+    assert (await inboxd.post(f"/v1/inbox/{token}", b'{"a": 1}'))[0] == 200
+    FailingDisk(monkeypatch, in_directory(inboxd.daemon.sink.path.parent), "EIO on write")
+    status, body, response = await inboxd.post(f"/v1/inbox/{token}", b'{"a": 2}')
+    assert (status, body) == (503, {"error": "events could not be made durable, retry later: the event log "
+                                             "cannot be written: I/O error"})
     assert response.headers.getRawHeaders("retry-after") == ["5"]
-    assert (await inboxd.post("/readyz", b"", method="GET"))[0] == 503
+    assert (await inboxd.post("/readyz", b"", method="GET"))[:2] == (
+        503, {"status": "not ready", "error": "the sink cannot accept events: the event log cannot be written: I/O error"})
 
 
 @pytest_twisted.ensureDeferred

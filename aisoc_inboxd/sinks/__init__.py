@@ -47,7 +47,8 @@ class EventSink(Protocol):
         with L{SinkUnavailable} when they cannot be made durable.
         """
 
-    def ready(self) -> bool:
+    def not_ready(self) -> str | None:
         """
-        Whether the sink can accept events now (for C{/readyz}).
+        Why the sink would refuse a write now (for C{/readyz} and the status page: no path, no
+        secret), or None when it can accept events.
         """

@@ -2,13 +2,13 @@
 The production sink: OCSF events to Kafka with C{acks=all}, and to a local spool while Kafka is away.
 
 A write's Deferred fires once each of its events is either acknowledged by Kafka or fsynced in the
-L{Spool}; it fails with L{SinkUnavailable} only when neither can take them (the spool is full), so
-the sender gets a 503 and never a silent drop. While the spool holds anything, new events are
-spooled behind it, and the forwarder drains the spool oldest segment first, deleting a segment only
-once Kafka acknowledged all of it; so a tenant's events keep their intake order (the message key is
-the tenant id) except for the events in flight when an outage starts, which are spooled when their
-delivery times out, behind events spooled meanwhile. When the spool is full but Kafka is reachable,
-events go straight to Kafka rather than be refused.
+L{Spool}; it fails with L{SinkUnavailable} only when neither can take them (the spool is full, or
+its disk is), so the sender gets a 503 and never a silent drop. While the spool holds anything, new
+events are spooled behind it, and the forwarder drains the spool oldest segment first, deleting a
+segment only once Kafka acknowledged all of it; so a tenant's events keep their intake order (the
+message key is the tenant id) except for the events in flight when an outage starts, which are
+spooled when their delivery times out, behind events spooled meanwhile. When the spool is full (or
+its disk is) but Kafka is reachable, events go straight to Kafka rather than be refused.
 
 Delivery is at-least-once. A duplicate can reach Kafka when (1) a delivery report is lost or times
 out although the broker stored the message (it is then spooled and sent again), (2) the daemon stops
@@ -393,12 +393,12 @@ class KafkaSink(Service):
         self._retry_max = retry_max
         self._producer_config = build_producer_config(producer_config, processes)
         self._metrics = KafkaSinkMetrics(registry, spool, lambda: len(self._producer), reactor)
+        spool.disk.register(registry)
         self._producer = self._new_producer()
         self._in_flight = 0
         self._waiting_room: list[Deferred[None]] = []
         self._idle: list[Deferred[None]] = []
         self._down = False
-        self._spool_refused = False
         self._forwarding: Deferred[None] | None = None
         self._pause: Deferred[None] | None = None
 
@@ -430,12 +430,15 @@ class KafkaSink(Service):
         self._waiting_room.append(d)
         return d
 
-    def ready(self) -> bool:
+    def not_ready(self) -> str | None:
         """
-        False while the sink can take nothing at all: stopped, or Kafka unreachable with the spool
-        refusing appends.
+        Why the sink can take nothing at all: stopped, or Kafka unreachable with the spool refusing
+        appends (full, or its disk full or failing); None when it can take events.
         """
-        return self.running and not (self._down and self._spool_refused)
+        if not self.running:
+            return "the Kafka sink is stopped"
+        problem = self._spool.not_writable() if self._down else None
+        return None if problem is None else f"Kafka is unreachable and {problem}"
 
     def startService(self) -> None:
         self._spool.open()
@@ -478,19 +481,16 @@ class KafkaSink(Service):
             await self._to_spool(failed)
 
     async def _to_spool(self, records: Sequence[SinkRecord]) -> None:
+        """
+        Append to the spool; L{SinkUnavailable} when it is full or its disk refuses (the spool's
+        L{DiskHealth} logs that, without flooding).
+        """
         try:
             appended = self._spool.append(records)
         except SpoolFull as e:
-            self._spool_refused = True
             raise SinkUnavailable(str(e)) from e
-        self._spool_refused = False
         self._kick()
-        try:
-            await appended
-        except OSError as e:
-            self._log.failure("cannot append to the spool in {directory}",
-                              directory=str(self._spool.directory))
-            raise SinkUnavailable(f"cannot write the spool: {e}") from e
+        await appended
 
     def _written(self, result: object, count: int) -> object:
         self._in_flight -= count

@@ -12,9 +12,12 @@ segment before reading it, and deletes it only once every record in it is acknow
 restart every segment found is sealed and drained in order; new appends start a new segment.
 
 A record is framed as C{MAGIC | payload length | crc32(payload) | payload}, the payload being a JSON
-header line (tenant, template, route, intake time) followed by the event bytes. A crash can tear only
-the tail of the segment being written, after the last fsync, so the reader stops at the first frame
-that is short or fails its checksum: what follows it was never acknowledged to a sender.
+header line (tenant, template, route, intake time) followed by the event bytes. Appends are
+all-or-nothing (L{AppendFile}: a write that fails part-way, say on a full disk, is cut back out
+before the senders get their 503), so an acknowledged frame never follows a torn one. A crash can
+tear only the tail of the segment being written, after the last fsync, so the reader stops at the
+first frame that is short or fails its checksum: what follows it was never acknowledged to a sender.
+Segments found at start-up are sealed, never appended to, so a torn tail needs no repair.
 """
 from __future__ import annotations
 
@@ -25,15 +28,16 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from aisoc_inboxd.sinks import SinkRecord
+from aisoc_inboxd.sinks.appendfile import AppendFile
 from aisoc_inboxd.sinks.group_commit import GroupCommitWriter
+from aisoc_inboxd.sinks.health import DiskHealth
 
 MAGIC = b"AIS1"
 _FRAME = struct.Struct(">4sII")
@@ -119,7 +123,8 @@ class Spool:
     Durable, size-bounded FIFO of L{SinkRecord}s in segment files under C{directory}.
 
     Call L{open} before use and L{close} after the last read; reads and deletes come from one
-    consumer (the Kafka forwarder) at a time.
+    consumer (the Kafka forwarder) at a time. An append the disk refuses fails with
+    L{SinkUnavailable}; L{disk} tells whether the directory takes writes.
 
     @param max_bytes: bound on the bytes of all segments; an append past it raises L{SpoolFull}.
     @param segment_bytes: an append goes to a new segment once the newest has reached this size; the
@@ -128,20 +133,25 @@ class Spool:
 
     _log = Logger()
 
-    def __init__(self, directory: Path, max_bytes: int, reactor: IReactorFromThreads,
+    def __init__(self, directory: Path, max_bytes: int, reactor: Any,
                  segment_bytes: int = 4 * 1024 * 1024) -> None:
+        """
+        @param reactor: the reactor the writer thread hands results to, and the clock of the disk checks.
+        """
         self._directory = directory
         self._max_bytes = max_bytes
         self._segment_bytes = segment_bytes
         self._writer: GroupCommitWriter[Line] = GroupCommitWriter(self._flush, reactor,
                                                                   name="kafka-spool")
+        self.disk = DiskHealth("the spool", "spool", directory, self._writer, reactor)
         self._segments: dict[int, _Segment] = {}
         self._next_seq = 0
         self._bytes = 0
         self._oldest_received_at: float | None = None
+        #: an append was refused for want of room, and nothing was deleted since
+        self._refused_full = False
         # Owned by the writer thread: the segment file appends currently go to.
-        self._fd: int | None = None
-        self._fd_path: Path | None = None
+        self._file: AppendFile | None = None
 
     @property
     def directory(self) -> Path:
@@ -165,6 +175,14 @@ class Spool:
     @property
     def is_empty(self) -> bool:
         return not self._segments
+
+    def not_writable(self) -> str | None:
+        """
+        Why an append would be refused now (the spool is full, or its disk is), or None.
+        """
+        if self._refused_full:
+            return f"the spool is full ({self._bytes} of {self._max_bytes} bytes)"
+        return self.disk.problem()
 
     @property
     def oldest_received_at(self) -> float | None:
@@ -194,13 +212,15 @@ class Spool:
             self._log.info("spool resumes with {segments} segments, {bytes} bytes",
                            segments=len(found), bytes=self._bytes)
         self._writer.start()
+        self.disk.start()
 
     def close(self) -> Deferred[None]:
         """
         Fire once every append is on disk; then the writer thread is stopped and its file closed.
         """
-        d = self._writer.stop()
-        d.addCallback(lambda _: self._close_fd())
+        d = self.disk.stop()
+        d.addCallback(lambda _: self._writer.stop())
+        d.addCallback(lambda _: self._close_file())
         return d
 
     def append(self, records: Sequence[SinkRecord]) -> Deferred[None]:
@@ -214,14 +234,15 @@ class Spool:
         frames = [encode_record(r) for r in records]
         size = sum(len(f) for f in frames)
         if self._bytes + size > self._max_bytes:
-            raise SpoolFull(f"spool {self._directory} is full ({self._bytes} of "
-                            f"{self._max_bytes} bytes)")
+            self._refused_full = True
+            raise SpoolFull(f"the spool is full ({self._bytes} of {self._max_bytes} bytes)")
+        self._refused_full = False
         segment = self._segment_for(records[0].received_at)
         segment.size += size
         segment.unflushed += 1
         self._bytes += size
         d = self._writer.write([(segment.path, f) for f in frames])
-        d.addBoth(self._appended, segment)
+        d.addBoth(self._appended, segment, size)
         return d
 
     def oldest(self) -> Deferred[SpooledSegment | None]:
@@ -254,16 +275,20 @@ class Spool:
         self._segments_changed()
         return segment
 
-    def _appended(self, result: object, segment: _Segment) -> object:
+    def _appended(self, result: object, segment: _Segment, size: int) -> None:
         segment.unflushed -= 1
         if isinstance(result, Failure):
-            # A failed fsync leaves the file's tail unknown: later appends start a new segment.
-            segment.sealed = True
+            # The failed write was cut back out of the file (or the file refuses writes until it is).
+            segment.size -= size
+            self._bytes -= size
         if segment.unflushed == 0:
             waiting, segment.flushed = segment.flushed, []
             for d in waiting:
                 d.callback(None)
-        return result
+        if isinstance(result, Failure):
+            result.trap(OSError)
+            raise self.disk.failed(result.value)
+        self.disk.succeeded()
 
     async def _read(self, segment: _Segment) -> SpooledSegment:
         if segment.unflushed:
@@ -281,6 +306,7 @@ class Spool:
         await self._writer.call(self._unlink, segment.path)
         del self._segments[segment.seq]
         self._bytes -= segment.size
+        self._refused_full = False
         self._segments_changed()
 
     def _segments_changed(self) -> None:
@@ -291,33 +317,29 @@ class Spool:
 
     def _flush(self, lines: Sequence[Line]) -> None:
         for path, chunk in _runs(lines):
-            fd = self._fd_for(path)
-            view = memoryview(chunk)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
+            self._file_for(path).append(chunk)
 
-    def _fd_for(self, path: Path) -> int:
-        if self._fd is not None and self._fd_path == path:
-            return self._fd
-        self._close_fd()
+    def _file_for(self, path: Path) -> AppendFile:
+        if self._file is not None and self._file.path == path:
+            return self._file
+        self._close_file()
+        file = AppendFile.open(path)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o640)
-        except FileExistsError:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND)
-        else:
-            _fsync_dir(self._directory)
-        self._fd, self._fd_path = fd, path
-        return fd
+            _fsync_dir(self._directory)  # the segment's name must outlive a crash before its records are acknowledged
+        except OSError:
+            file.close()
+            raise
+        self._file = file
+        return file
 
-    def _close_fd(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd, self._fd_path = None, None
+    def _close_file(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
     def _unlink(self, path: Path) -> None:
-        if path == self._fd_path:
-            self._close_fd()
+        if self._file is not None and self._file.path == path:
+            self._close_file()
         path.unlink(missing_ok=True)
         _fsync_dir(self._directory)
 
@@ -334,7 +356,10 @@ def _runs(lines: Sequence[Line]) -> Iterator[tuple[Path, bytes]]:
 
 
 def _read_file(path: Path) -> tuple[list[SinkRecord], int]:
-    return decode_records(path.read_bytes())
+    try:
+        return decode_records(path.read_bytes())
+    except FileNotFoundError:
+        return [], 0  # its first write failed before the file could be created
 
 
 def _fsync_dir(directory: Path) -> None:

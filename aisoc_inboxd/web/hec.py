@@ -348,5 +348,5 @@ class HecHealth(Resource):
         self._intake = intake
 
     def render_GET(self, request: Request) -> bytes:
-        status = hec.HEALTHY if self._intake.ready() else hec.UNHEALTHY
+        status = hec.HEALTHY if self._intake.not_ready() is None else hec.UNHEALTHY
         return write_splunk(request, status.http_status, reply_body(status))

@@ -83,10 +83,31 @@ class ListenerView(Protocol):
     port: IListeningPort | None
 
 
+class DiskView(Protocol):
+    """
+    What the page reads of a sink directory's L{aisoc_inboxd.sinks.health.DiskHealth}.
+    """
+
+    since: float | None
+    failed_writes: int
+
+    def problem(self) -> str | None: ...
+
+
+@runtime_checkable
+class DiskSink(Protocol):
+    """
+    A sink writing to its own directory (the file sink).
+    """
+
+    disk: DiskView
+
+
 class SpoolView(Protocol):
     bytes: int
     segments: int
     oldest_received_at: float | None
+    disk: DiskView
 
 
 @runtime_checkable
@@ -249,13 +270,17 @@ def _address(port: IListeningPort | None) -> str:
 
 
 def _sink(sink: EventSink, now: float) -> Tag:
+    problem = sink.not_ready()
     rows = [(tags.th("type"), tags.td(getattr(sink, "name", None) or type(sink).__name__)),
-            (tags.th("ready"), _state(sink.ready(), "ready", "not ready"))]
+            (tags.th("ready"), _state(problem is None, "ready", f"not ready: {problem}"))]
+    if isinstance(sink, DiskSink):
+        rows += _disk("event log", sink.disk, now)
     if isinstance(sink, SpoolingSink):
         spool = sink.spool
         oldest = spool.oldest_received_at
         rows += [(tags.th("spool bytes"), _num(spool.bytes)), (tags.th("spool segments"), _num(spool.segments)),
                  (tags.th("oldest spooled event"), tags.td("—" if oldest is None else _ago(now - oldest)))]
+        rows += _disk("spool", spool.disk, now)
     return tags.table(tags.tbody(*(tags.tr(*r) for r in rows)))
 
 
@@ -276,6 +301,13 @@ def _token_store(view: TokenStoreView, now: float) -> Tag:
              (tags.th("store errors"), tags.td(", ".join(f"{reason} {n}" for reason, n in sorted(errors.items()))
                                                or "none"))]
     return tags.table(tags.tbody(*(tags.tr(*r) for r in rows)))
+
+
+def _disk(what: str, disk: DiskView, now: float) -> list[tuple[Tag, Tag]]:
+    problem, since = disk.problem(), disk.since
+    state = f"{problem} (since {_utc(since)}, {_ago(now - since)} ago)" if problem and since else problem
+    return [(tags.th(f"{what} disk"), _state(problem is None, "writable", state or "")),
+            (tags.th(f"{what} writes failed"), _num(disk.failed_writes))]
 
 
 def _rates(rates: dict[str, tuple[int, int]]) -> Tag:

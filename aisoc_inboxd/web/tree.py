@@ -111,7 +111,8 @@ class CollectorResource(Resource):
 
 class Health(Resource):
     """
-    C{/healthz}: the process answers. C{/readyz}: the pipeline can make events durable now.
+    C{/healthz}: the process answers. C{/readyz}: the pipeline can make events durable now; else 503
+    with the sink's reason (never a path).
     """
 
     isLeaf = True
@@ -121,9 +122,10 @@ class Health(Resource):
         self._intake = intake
 
     def render_GET(self, request: Request) -> bytes:
-        if self._intake is None or self._intake.ready():
+        problem = None if self._intake is None else self._intake.not_ready()
+        if problem is None:
             return write_json(request, 200, {"status": "ok"})
-        return write_json(request, 503, {"status": "not ready", "error": "the sink cannot accept events"})
+        return write_json(request, 503, {"status": "not ready", "error": f"the sink cannot accept events: {problem}"})
 
 
 class Root(Resource):
