@@ -45,6 +45,7 @@ from aisoc_inboxd.normalizer import TemplateError
 from aisoc_inboxd.tls import ReloadableTLS, TlsConfigError, split_tls_endpoint
 from aisoc_inboxd.tokens import TokenAdmin, TokenCache, TokenResolver
 from aisoc_inboxd.vendors import VendorGate, build_vendor_gate
+from aisoc_inboxd.web.channel import ChannelLimits
 from aisoc_inboxd.web.hec import HecDeps
 from aisoc_inboxd.web.status import StatusSources
 from aisoc_inboxd.web.tree import route_of, WebDeps, build_admin_resource, build_root_resource
@@ -447,9 +448,10 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
                    hec=HecDeps.build(settings.hec, reactor), cef=settings.cef)
     if settings.cef.tenant is not None and catalog.get(settings.cef.template) is None:
         raise ConfigError(f"cef.template: {settings.cef.template!r} is not a loaded and allowed template")
+    limits = ChannelLimits(http.header_timeout, http.body_timeout, http.max_header_bytes)
     site = InboxSite(build_root_resource(deps), max_body_bytes=http.max_body_bytes,
                      on_too_large=lambda path: metrics.request(route_of(path), None, "too_large"),
-                     timeout=http.timeout, reactor=reactor)
+                     timeout=http.timeout, reactor=reactor, limits=limits, on_refused=metrics.http_refusal)
     http_names = [numbered("http", i) for i in range(len(http.listen))]
     listeners: list[Listener | DatagramListener] = [
         Listener(desc, site, reactor, name, inherited_fd=role and role.socket(name))
@@ -476,7 +478,8 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
                                  lambda: secrets.token_urlsafe(32).encode("ascii"), "admin API key")
         status = StatusSources(lambda: listeners, sink, store, rates, recent_errors, reactor)
         admin_site = InboxSite(build_admin_resource(admin, store, cache, api_key, deps, status),
-                               max_body_bytes=64 * 1024, on_too_large=lambda path: None, reactor=reactor)
+                               max_body_bytes=64 * 1024, on_too_large=lambda path: None, reactor=reactor,
+                               limits=limits, on_refused=metrics.http_refusal)
         listeners += [Listener(desc, admin_site, reactor, numbered("admin", i))
                       for i, desc in enumerate(settings.admin.listen)]
     watchdog = systemd.watchdog_interval()
