@@ -36,8 +36,9 @@ import orjson
 #: the deepest nesting of objects and arrays a JSON text may have (C{{"a": 1}} is one level)
 MAX_DEPTH = 64
 
-#: every digit as 0, so a run of digits is a run of zeros a substring search finds
-_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+#: for one fast pass over a text: every digit as 0 (a run of digits is a run of zeros a substring
+#: search finds), every opening bracket as {
+_DIGITS_AND_BRACKETS = bytes.maketrans(b"123456789[", b"000000000{")
 #: an escaped backslash (matched to stay in step) or a surrogate escape, a high one with its low half
 _SURROGATE_ESCAPE = re.compile(
     r"\\\\|\\u[dD][89abAB][0-9a-fA-F]{2}(?:\\u[dD][c-fC-F][0-9a-fA-F]{2})?|\\u[dD][c-fC-F][0-9a-fA-F]{2}")
@@ -65,13 +66,14 @@ def loads(text: str) -> Any:
     The value of one JSON text, by the rules above; raises C{json.JSONDecodeError} (a
     L{RefusedJson} for a rule) with the line and column.
     """
-    if not _may_hold_integers_past_64_bits(text):
+    scan = text.encode("utf-8", "surrogatepass").translate(_DIGITS_AND_BRACKETS)
+    if not _may_hold_integers_past_64_bits(scan):
         try:
             value = orjson.loads(text)
         except orjson.JSONDecodeError:
             pass
         else:  # orjson refuses lone surrogates and non-finite numbers; long integers never reach it
-            _check_depth(value, text, 0, len(text))
+            _check_depth(value, scan.count(b"{"), text, 0)
             return value
     value, end = raw_decode(text, WHITESPACE.match(text, 0).end())
     end = WHITESPACE.match(text, end).end()
@@ -95,7 +97,7 @@ def raw_decode(text: str, start: int) -> tuple[Any, int]:
         digits = sys.get_int_max_str_digits()
         raise RefusedJson(f"a number with more than {digits} digits", text, _long_integer(text, start, digits)) \
             from None
-    _check_depth(value, text, start, end)
+    _check_depth(value, text.count("{", start, end) + text.count("[", start, end), text, start)
     _check_surrogates(text, start, end)
     return value, end
 
@@ -110,19 +112,24 @@ def dumps_compact(value: Any) -> bytes:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def _may_hold_integers_past_64_bits(text: str) -> bool:
+def _may_hold_integers_past_64_bits(scan: bytes) -> bool:
     """
-    Whether C{text} has a run of 20 digits, or of 19 after a minus sign: orjson would read such an
-    integer as a float. (Several times faster than a regular expression; a run inside a string
-    costs only the slower parser.)
+    Whether a text (translated by L{_DIGITS_AND_BRACKETS}) has a run of 20 digits, or of 19 after a
+    minus sign: orjson would read such an integer as a float. (Several times faster than a regular
+    expression; a run inside a string costs only the slower parser.)
     """
-    digits = text.encode("utf-8", "surrogatepass").translate(_DIGITS_AS_ZERO)
-    return b"00000000000000000000" in digits or b"-0000000000000000000" in digits
+    if b"0000000000000000000" not in scan:  # no run of 19: the common case, one search
+        return False
+    return b"00000000000000000000" in scan or b"-0000000000000000000" in scan
 
 
-def _check_depth(value: Any, text: str, start: int, end: int) -> None:
-    if text.count("{", start, end) + text.count("[", start, end) <= MAX_DEPTH:
-        return  # fewer brackets than levels allowed: nothing to walk
+def _check_depth(value: Any, brackets: int, text: str, start: int) -> None:
+    """
+    Refuse C{value}, read from C{text} at C{start}, when it nests deeper than L{MAX_DEPTH}; with no
+    more opening C{brackets} (strings included) than that, it cannot.
+    """
+    if brackets <= MAX_DEPTH:
+        return
     level = [value] if isinstance(value, (dict, list)) else []
     for _ in range(MAX_DEPTH):
         level = [child for node in level for child in (node.values() if isinstance(node, dict) else node)

@@ -376,7 +376,7 @@ async def test_every_route_answers_hostile_json_with_400_never_500(reactor: Any,
                   "hec": await inboxd.mint("t", "splunk-hec"),
                   "ack": (await inboxd.admin.mint("t", "splunk-hec", hec_acks=True)).token}
         paths = {"webhook": f"/v1/inbox/{tokens['webhook']}", "email": f"/v1/inbox/email/{tokens['email']}",
-                 "sns": f"/v1/inbox/{tokens['sns']}", "hec": "/services/collector/event",
+                 "sns": f"/v1/inbox/{tokens['sns']}", "hec": "/v1/inbox/hec",
                  "hec-raw": "/services/collector/raw", "ack": "/services/collector/ack"}
         outcomes = []
         for route, kind, body, _, _ in ROUTE_CASES:
