@@ -39,6 +39,12 @@ class HttpSettings:
     rate_limit_per_min: int = 600
     #: seconds an idle HTTP connection is kept open
     timeout: int = 60
+    #: seconds from a request's first byte to the end of its head (request line and headers); 408 past it
+    header_timeout: float = 20.0
+    #: seconds from the end of a request's head to the end of its body; 408 past it
+    body_timeout: float = 60.0
+    #: the largest request line, and the largest head (request line and headers); 414 / 431 past it
+    max_header_bytes: int = 16384
 
 
 @dataclass(frozen=True)
@@ -336,7 +342,8 @@ ENVIRONMENT_OVERRIDES: dict[str, str] = {
 }
 
 _CHOICES: dict[str, tuple[str, ...]] = {"sink.type": ("file", "kafka")}
-_POSITIVE = {"workers", "http.max_body_bytes", "http.rate_limit_per_min", "http.timeout",
+_POSITIVE = {"workers", "http.max_body_bytes", "http.rate_limit_per_min", "http.timeout", "http.header_timeout",
+             "http.body_timeout", "http.max_header_bytes",
              "sink.file.max_bytes", "sink.kafka.spool_max_bytes", "token_cache.max_size",
              "token_cache.negative_max_size", "token_cache.unknown_lookups_per_ip_per_sec",
              "database.call_timeout", "database.connect_timeout", "database.statement_timeout",

@@ -1,29 +1,105 @@
 """
-JSON in and out of the per-event path through orjson, with the stdlib's behaviour kept exactly.
+JSON in and out of the per-event path through orjson, read by one set of rules whichever parser
+does the work.
 
 orjson parses and serialises several times faster than the stdlib, which is most of the per-event
-cost of a JSON batch. It refuses some things the stdlib takes: integers beyond 64 bits, NaN and
-Infinity literals, non-string keys, lone surrogates. For those (and for every malformed document, so
-error messages keep the stdlib's line and column) the stdlib does the work instead. Two outputs
-differ in text, not in value: a float's exponent (C{1e22}, not C{1e+22}), and NaN or Infinity read
-from a body, which orjson writes as C{null} where the stdlib wrote invalid JSON (C{NaN}).
+cost of a JSON batch. It refuses some texts the stdlib takes (NaN and Infinity literals, numbers past
+a double's range, lone surrogates, nesting past 1024 levels) and reads integers past 64 bits as
+floats, losing digits. Those texts, and every malformed one (so error messages keep the stdlib's line
+and column), are read by the stdlib instead. Either way a body is held to the same rules, enforced
+here once so that no later stage (the normalizer's walks, serialising the event) and no reader
+downstream meets what it cannot take:
+
+  - nesting deeper than L{MAX_DEPTH} levels is refused: alerts nest a few levels, and the stages
+    after decoding recurse;
+  - a string with a lone surrogate escape (C{"\\ud800"}) is refused: it is no character, cannot be
+    written as UTF-8, and replacing it would change the alert;
+  - an integer with more digits than the interpreter converts (C{sys.get_int_max_str_digits()},
+    4300) is refused; integers past 64 bits keep every digit;
+  - C{NaN}, C{Infinity}, C{-Infinity} and numbers past a double's range (C{1e999}) read as C{null}:
+    no JSON reader takes them (Python's json.dumps writes them, so senders do).
+
+A refusal is a L{RefusedJson}, a C{json.JSONDecodeError} naming the rule and where the text breaks
+it. One output differs from the stdlib's in text, not value: a float's exponent (C{1e22}, not C{1e+22}).
 """
 from __future__ import annotations
 
 import json
+import math
+import re
+import sys
+from json.decoder import WHITESPACE
 from typing import Any
 
 import orjson
 
+#: the deepest nesting of objects and arrays a JSON text may have (C{{"a": 1}} is one level)
+MAX_DEPTH = 64
 
-def loads(text: str | bytes) -> Any:
+#: for one fast pass over a text: every digit as 0 (a run of digits is a run of zeros a substring
+#: search finds), every opening bracket as {
+_DIGITS_AND_BRACKETS = bytes.maketrans(b"123456789[", b"000000000{")
+#: an escaped backslash (matched to stay in step) or a surrogate escape, a high one with its low half
+_SURROGATE_ESCAPE = re.compile(
+    r"\\\\|\\u[dD][89abAB][0-9a-fA-F]{2}(?:\\u[dD][c-fC-F][0-9a-fA-F]{2})?|\\u[dD][c-fC-F][0-9a-fA-F]{2}")
+_LONE_ESCAPE_LENGTH = len("\\ud800")
+#: what decides nesting: brackets, and strings (skipped whole: brackets in them are text)
+_BRACKET_OR_STRING = re.compile(r'(?P<open>[\[{])|(?P<close>[\]}])|"(?:[^"\\]|\\.)*"')
+
+
+class RefusedJson(json.JSONDecodeError):
     """
-    C{json.loads(text)}; raises C{json.JSONDecodeError} as it does.
+    A JSON text that breaks one of the rules above; C{msg} names the rule, C{lineno}/C{colno} where.
+    """
+
+
+def _finite_or_null(literal: str) -> float | None:
+    value = float(literal)
+    return value if math.isfinite(value) else None
+
+
+_DECODER = json.JSONDecoder(parse_float=_finite_or_null, parse_constant=lambda name: None)
+
+
+def loads(text: str) -> Any:
+    """
+    The value of one JSON text, by the rules above; raises C{json.JSONDecodeError} (a
+    L{RefusedJson} for a rule) with the line and column.
+    """
+    scan = text.encode("utf-8", "surrogatepass").translate(_DIGITS_AND_BRACKETS)
+    if not _may_hold_integers_past_64_bits(scan):
+        try:
+            value = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
+        else:  # orjson refuses lone surrogates and non-finite numbers; long integers never reach it
+            _check_depth(value, scan.count(b"{"), text, 0)
+            return value
+    value, end = raw_decode(text, WHITESPACE.match(text, 0).end())
+    end = WHITESPACE.match(text, end).end()
+    if end != len(text):
+        raise json.JSONDecodeError("Extra data", text, end)
+    return value
+
+
+def raw_decode(text: str, start: int) -> tuple[Any, int]:
+    """
+    The JSON value that starts at C{start} in C{text} and the index where it ends (as
+    C{json.JSONDecoder.raw_decode}, for bodies of concatenated values), by the rules above.
     """
     try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return json.loads(text)
+        value, end = _DECODER.raw_decode(text, start)
+    except RecursionError:
+        raise RefusedJson(f"nested deeper than {MAX_DEPTH} levels", text, _past_max_depth(text, start)) from None
+    except json.JSONDecodeError:
+        raise
+    except ValueError:  # int() refuses a literal longer than the interpreter's digit limit
+        digits = sys.get_int_max_str_digits()
+        raise RefusedJson(f"a number with more than {digits} digits", text, _long_integer(text, start, digits)) \
+            from None
+    _check_depth(value, text.count("{", start, end) + text.count("[", start, end), text, start)
+    _check_surrogates(text, start, end)
+    return value, end
 
 
 def dumps_compact(value: Any) -> bytes:
@@ -32,5 +108,63 @@ def dumps_compact(value: Any) -> bytes:
     """
     try:
         return orjson.dumps(value)
-    except TypeError:  # orjson.JSONEncodeError: a >64-bit int, a non-str key, a lone surrogate
+    except TypeError:  # orjson.JSONEncodeError: a >64-bit int or a non-str key
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _may_hold_integers_past_64_bits(scan: bytes) -> bool:
+    """
+    Whether a text (translated by L{_DIGITS_AND_BRACKETS}) has a run of 20 digits, or of 19 after a
+    minus sign: orjson would read such an integer as a float. (Several times faster than a regular
+    expression; a run inside a string costs only the slower parser.)
+    """
+    if b"0000000000000000000" not in scan:  # no run of 19: the common case, one search
+        return False
+    return b"00000000000000000000" in scan or b"-0000000000000000000" in scan
+
+
+def _check_depth(value: Any, brackets: int, text: str, start: int) -> None:
+    """
+    Refuse C{value}, read from C{text} at C{start}, when it nests deeper than L{MAX_DEPTH}; with no
+    more opening C{brackets} (strings included) than that, it cannot.
+    """
+    if brackets <= MAX_DEPTH:
+        return
+    level = [value] if isinstance(value, (dict, list)) else []
+    for _ in range(MAX_DEPTH):
+        level = [child for node in level for child in (node.values() if isinstance(node, dict) else node)
+                 if isinstance(child, (dict, list))]
+        if not level:
+            return
+    raise RefusedJson(f"nested deeper than {MAX_DEPTH} levels", text, _past_max_depth(text, start))
+
+
+def _check_surrogates(text: str, start: int, end: int) -> None:
+    if text.find("\\u", start, end) < 0:
+        return
+    for escape in _SURROGATE_ESCAPE.finditer(text, start, end):
+        if len(escape.group()) == _LONE_ESCAPE_LENGTH:
+            raise RefusedJson(f"string contains a lone surrogate ({escape.group()})", text, escape.start())
+
+
+def _past_max_depth(text: str, start: int) -> int:
+    """
+    Where the first bracket past L{MAX_DEPTH} levels opens (only called once that is known).
+    """
+    depth = 0
+    for token in _BRACKET_OR_STRING.finditer(text, start):
+        if token.lastgroup == "open":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return token.start()
+        elif token.lastgroup == "close":
+            depth -= 1
+    return start
+
+
+def _long_integer(text: str, start: int, digits: int) -> int:
+    """
+    Where the first integer literal longer than C{digits} starts (only called once one is known).
+    """
+    found = re.compile(rf"(?<![0-9.eE+-])-?[0-9]{{{digits + 1},}}(?![0-9.eE])").search(text, start)
+    return found.start() if found else start

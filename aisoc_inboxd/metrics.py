@@ -36,6 +36,10 @@ class Metrics:
             ["route", "template", "outcome"], registry=self.registry)
         self.events = Counter(
             "aisoc_ingest_inbox_events", "Events made durable, by template", ["template"], registry=self.registry)
+        self.http_refused = Counter(
+            "aisoc_ingest_http_connections_closed", "HTTP connections closed with a refusal before a request was "
+            "read whole (slow head or body, oversized head, malformed request), by reason", ["reason"],
+            registry=self.registry)
         self.token_cache_size = Gauge(
             "aisoc_ingest_inbox_token_cache_size", "Valid tokens in the token cache", registry=self.registry)
         self.token_store = TokenStoreMetrics(self.registry)
@@ -52,6 +56,9 @@ class Metrics:
 
     def request(self, route: str, template: str | None, outcome: str) -> None:
         self.requests.labels(route, template or NO_TEMPLATE, outcome).inc()
+
+    def http_refusal(self, reason: str) -> None:
+        self.http_refused.labels(reason).inc()
 
 
 #: the C{reason}s of C{aisoc_ingest_syslog_dropped_total} and of C{…_connections_closed_total}

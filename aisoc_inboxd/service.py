@@ -47,6 +47,7 @@ from aisoc_inboxd.reload import Reloader, Reloads, Replaceable
 from aisoc_inboxd.tls import ReloadableTLS, split_tls_endpoint
 from aisoc_inboxd.tokens import LookupBudget, TokenAdmin, TokenCache, TokenResolver
 from aisoc_inboxd.vendors import VendorGate, build_vendor_gate
+from aisoc_inboxd.web.channel import ChannelLimits
 from aisoc_inboxd.web.hec import HecDeps
 from aisoc_inboxd.web.status import StatusSources, TokenStoreView
 from aisoc_inboxd.web.tree import route_of, WebDeps, build_admin_resource, build_root_resource
@@ -446,9 +447,10 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
                    observers=(push_stats.replied, recent_errors.replied),
                    vendors=vendors or build_vendor_gate(settings.vendors, reactor),
                    hec=HecDeps.build(settings.hec, reactor), cef=cef)
+    limits = ChannelLimits(http.header_timeout, http.body_timeout, http.max_header_bytes)
     site = InboxSite(build_root_resource(deps), max_body_bytes=http.max_body_bytes,
                      on_too_large=lambda path: metrics.request(route_of(path), None, "too_large"),
-                     timeout=http.timeout, reactor=reactor)
+                     timeout=http.timeout, reactor=reactor, limits=limits, on_refused=metrics.http_refusal)
     http_names = [numbered("http", i) for i in range(len(http.listen))]
     listeners: list[Listener | DatagramListener] = [
         Listener(desc, site, reactor, name, inherited_fd=role and role.socket(name))
@@ -482,7 +484,8 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
         status = StatusSources(lambda: listeners, sink, store, rates, recent_errors, reactor, exposed,
                                lambda: reloads.last, TokenStoreView(health, metrics.token_store, cache))
         admin_site = InboxSite(build_admin_resource(admin, store, cache, api_key, deps, status),
-                               max_body_bytes=64 * 1024, on_too_large=lambda path: None, reactor=reactor)
+                               max_body_bytes=64 * 1024, on_too_large=lambda path: None, reactor=reactor,
+                               limits=limits, on_refused=metrics.http_refusal)
         listeners += [Listener(desc, admin_site, reactor, numbered("admin", i))
                       for i, desc in enumerate(settings.admin.listen)]
     watchdog = systemd.watchdog_interval()

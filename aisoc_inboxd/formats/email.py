@@ -43,7 +43,8 @@ from html.parser import HTMLParser
 from typing import Any, Iterable
 from urllib.parse import parse_qs
 
-from aisoc_inboxd.formats.json_body import BodyError, Record
+from aisoc_inboxd import fastjson
+from aisoc_inboxd.formats.json_body import BodyError, Record, invalid_json
 
 Fields = dict[str, str]
 
@@ -143,11 +144,11 @@ def as_record(email_record: dict[str, Any]) -> Record:
 
 def _json(body: bytes) -> Any:
     try:
-        return json.loads(body.decode("utf-8"))
+        return fastjson.loads(body.decode("utf-8"))
     except UnicodeDecodeError as e:
         raise BodyError(f"body is not valid UTF-8 (byte {e.start})") from None
     except json.JSONDecodeError as e:
-        raise BodyError(f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+        raise BodyError(invalid_json(e)) from None
 
 
 def _looks_like_headers(body: bytes) -> bool:
@@ -183,7 +184,9 @@ def _from_sns(envelope: dict[str, Any], limits: EmailLimits) -> EmailBody:
     if not isinstance(message, str):
         raise BodyError("SNS Notification without a Message string")
     try:
-        notification = json.loads(message)
+        notification = fastjson.loads(message)
+    except fastjson.RefusedJson as e:
+        raise BodyError(f"SNS Message: {invalid_json(e)}") from None
     except json.JSONDecodeError:
         notification = None
     if not isinstance(notification, dict) or "mail" not in notification:
@@ -310,8 +313,8 @@ def _charsets(raw: bytes | None) -> dict[str, str]:
     SendGrid's C{charsets} field: the character set of each other field.
     """
     try:
-        mapping = json.loads(raw or b"{}")
-    except ValueError:
+        mapping = fastjson.loads((raw or b"{}").decode("utf-8"))
+    except ValueError:  # not UTF-8, not JSON
         return {}
     known = {}
     for field, charset in (mapping.items() if isinstance(mapping, dict) else ()):
@@ -785,7 +788,7 @@ def _decode_words(text: str) -> str:
 
 def _json_object(text: str | None) -> dict[str, Any]:
     try:
-        value = json.loads(text or "{}")
+        value = fastjson.loads(text or "{}")
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
@@ -793,7 +796,7 @@ def _json_object(text: str | None) -> dict[str, Any]:
 
 def _json_list(text: str | None) -> list[Any]:
     try:
-        value = json.loads(text or "[]")
+        value = fastjson.loads(text or "[]")
     except ValueError:
         return []
     return value if isinstance(value, list) else []

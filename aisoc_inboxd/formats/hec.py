@@ -29,6 +29,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from aisoc_inboxd import fastjson
 from aisoc_inboxd.formats import cef_records
 from aisoc_inboxd.formats.cef import CefError, parse_cef_line
 from aisoc_inboxd.formats.json_body import Record
@@ -108,7 +109,6 @@ def parse_event_body(body: bytes) -> HecBatch:
     The envelopes of an event-endpoint body; C{HecError} (5) when it holds none at all.
     """
     text = body.decode("utf-8", "replace").removeprefix("\ufeff")
-    decoder = json.JSONDecoder()
     records: list[Record] = []
     position = _skip_space(text, 0)
     if position == len(text):
@@ -116,7 +116,7 @@ def parse_event_body(body: bytes) -> HecBatch:
     while position < len(text):
         number = len(records)
         try:
-            document, end = decoder.raw_decode(text, position)
+            document, end = fastjson.raw_decode(text, position)
         except json.JSONDecodeError:
             return HecBatch(tuple(records), HecError(INVALID_DATA_FORMAT, number))
         is_array = isinstance(document, list)

@@ -2,7 +2,8 @@
 Decoding a webhook body into records: one JSON object, a JSON array of objects, or NDJSON.
 
 Vendors are sloppy about framing, so the shape is decided by content, not by Content-Type. Errors
-name the line (and column) so the sender can find what is wrong.
+name the line (and column) so the sender can find what is wrong. JSON is read by L{fastjson}'s rules
+(nesting, lone surrogates, numbers), so what decodes here is safe for every later stage.
 """
 from __future__ import annotations
 
@@ -29,6 +30,13 @@ class Record:
     raw: str
 
 
+def invalid_json(error: json.JSONDecodeError) -> str:
+    """
+    What is wrong with a JSON text and where, for a body error.
+    """
+    return f"invalid JSON at line {error.lineno} column {error.colno}: {error.msg}"
+
+
 def decode_text(body: bytes) -> str:
     try:
         return body.decode("utf-8-sig")
@@ -48,7 +56,7 @@ def decode_json_records(body: bytes) -> list[Record]:
         document = loads(stripped)
     except json.JSONDecodeError as whole:
         if not _first_line_is_object(stripped):
-            raise BodyError(f"invalid JSON at line {whole.lineno} column {whole.colno}: {whole.msg}") from None
+            raise BodyError(invalid_json(whole)) from None
         return _ndjson(text)
     if isinstance(document, dict):
         return [Record(document, stripped)]

@@ -10,10 +10,10 @@ C{acknowledge_when}) and names where a delivery's natural idempotency key lives
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from aisoc_inboxd import fastjson
 from aisoc_inboxd.normalizer.paths import MISSING, get_source
 from aisoc_inboxd.normalizer.transforms import Reader
 
@@ -43,7 +43,8 @@ def decoded(envelope: Envelope, record: dict[str, Any]) -> dict[str, Any]:
     """
     C{record} with its C{decode_json} fields parsed (a copy; the original is left alone).
 
-    A field that is not a string or not JSON stays as it is: SNS sends plain-text messages too.
+    A field that is not a string, or not JSON by L{fastjson}'s rules (too deep, a lone surrogate),
+    stays the text it is: SNS sends plain-text messages too.
     """
     if not envelope.decode_json:
         return record
@@ -56,7 +57,7 @@ def decoded(envelope: Envelope, record: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(text, str) or text.lstrip()[:1] not in ("{", "["):
             continue
         try:
-            parent[path[-1]] = json.loads(text)
+            parent[path[-1]] = fastjson.loads(text)
         except ValueError:
             continue
     return result

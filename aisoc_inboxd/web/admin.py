@@ -18,12 +18,12 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import json
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred
 from twisted.web.server import Request
 
+from aisoc_inboxd import fastjson
 from aisoc_inboxd.inflight import InFlight
 from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.tokens import (
@@ -131,7 +131,7 @@ def _json_body(request: Request) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        body = json.loads(raw)
+        body = fastjson.loads(raw.decode("utf-8"))
     except ValueError as e:
         raise bad_request(f"bad body: not JSON: {e}") from None
     if not isinstance(body, dict):

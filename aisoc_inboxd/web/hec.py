@@ -25,6 +25,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
+from aisoc_inboxd import fastjson
 from aisoc_inboxd.config import HecSettings
 from aisoc_inboxd.formats import hec
 from aisoc_inboxd.formats.hec import HecError, HecStatus, reply_body
@@ -326,8 +327,8 @@ def _ack_ids(body: bytes) -> list[int] | None:
     The ids of an ack query C{{"acks": [0, 1]}}, or C{None} when it is not one.
     """
     try:
-        query = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        query = fastjson.loads(body.decode("utf-8"))
+    except ValueError:  # not UTF-8, not JSON
         return None
     ids = query.get("acks") if isinstance(query, dict) else None
     if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):

@@ -1,5 +1,6 @@
 """
-The HTTP site: a body limit enforced while the body is read, and an access log without tokens.
+The HTTP site: a body limit enforced while the body is read, the request-head limits and deadlines
+of L{InboxChannel}, and an access log without tokens.
 
 A declared C{Content-Length} over the limit is answered 413 before any body is read; a chunked body
 that grows past it is answered 413 the moment it does, and the rest of the connection's bytes are
@@ -7,7 +8,6 @@ dropped rather than buffered.
 """
 from __future__ import annotations
 
-import json
 import re
 from typing import Callable
 from urllib.parse import quote, unquote_to_bytes
@@ -16,6 +16,7 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
+from aisoc_inboxd.web.channel import ChannelLimits, InboxChannel, OnRefused
 from aisoc_inboxd.web.errors import too_large
 
 #: a token in a URL path is logged as its shape only
@@ -77,8 +78,8 @@ class InboxRequest(Request):
 
     def _refuse(self) -> None:
         """
-        Answer 413 on the raw transport and close: the request never reaches a resource, and its
-        remaining body is never stored.
+        Answer 413 and close: the request never reaches a resource, and its remaining body is never
+        stored.
         """
         self._refused = True
         self.requestHeaders.removeHeader(b"expect")  # no "100 Continue" for a body we refuse
@@ -86,12 +87,7 @@ class InboxRequest(Request):
             self.content.close()
         self.content = _Discard()  # type: ignore[assignment]
         site: InboxSite = self.channel.site
-        error = too_large(site.max_body_bytes)
-        body = json.dumps({"error": error.message}).encode("utf-8")
-        self.channel.transport.write(
-            b"HTTP/1.1 413 Payload Too Large\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
-        self.channel.loseConnection()
+        self.channel.reply_and_close(413, too_large(site.max_body_bytes).message)
         site.on_too_large(getattr(self.channel, "_path", b"") or b"")
 
 
@@ -99,16 +95,21 @@ class InboxSite(Site):
     """
     @param max_body_bytes: the largest body read from the wire (and, after gzip, decoded).
     @param on_too_large: told the request path of each body refused for size (for metrics).
+    @param limits: the request head's size limit and the head's and body's deadlines.
+    @param on_refused: told the reason of each request the channel refuses (for metrics).
     """
 
+    protocol = InboxChannel
     requestFactory = InboxRequest
     _log = Logger()
 
     def __init__(self, resource: Resource, max_body_bytes: int, on_too_large: OnTooLarge,
-                 timeout: int = 60, reactor: object = None) -> None:
+                 timeout: int = 60, reactor: object = None, *, limits: ChannelLimits, on_refused: OnRefused) -> None:
         super().__init__(resource, timeout=timeout, reactor=reactor)
         self.max_body_bytes = max_body_bytes
         self.on_too_large = on_too_large
+        self.limits = limits
+        self.on_refused = on_refused
 
     def log(self, request: Request) -> None:
         """
