@@ -440,6 +440,28 @@ async def test_admin_api_requires_its_key(inboxd: RunningDaemon) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_admin_access_log_times_each_request(inboxd: RunningDaemon) -> None:
+    """The admin route is built once, at start; each request's duration_ms is its own, within what the
+    client waited for the reply, not the time since the daemon started."""
+    import time
+
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        waited = []
+        for _ in range(2):
+            began = time.monotonic()
+            assert (await inboxd.call_admin("GET", "/v1/admin/tenants/acme/tokens"))[0] == 200
+            waited.append((time.monotonic() - began) * 1000)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    lines = [e for e in events if e.get("route") == "admin"]
+    assert len(lines) == 2
+    for line, client_ms in zip(lines, waited):
+        assert 0 <= line["duration_ms"] <= client_ms + 0.1, (line["duration_ms"], client_ms)
+
+
+@pytest_twisted.ensureDeferred
 async def test_admin_api_token_lifecycle_and_tenant_scope(inboxd: RunningDaemon) -> None:
     """Mint, list, rotate, revoke through the admin API; another tenant's fingerprint is 404 there."""
     status, minted = await inboxd.call_admin("POST", "/v1/admin/tenants/acme/tokens",
