@@ -22,6 +22,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
+from aisoc_inboxd.tenants import InvalidTenant, check_tenant_id
+
 
 class ConfigError(Exception):
     """
@@ -180,6 +182,8 @@ class CefSettings:
     trusted_proxies: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        if self.tenant is not None:
+            _check_tenant(self.tenant)
         if (self.shared_secret_header is None) != (self.shared_secret is None):
             raise ConfigError("shared_secret: shared_secret_header and shared_secret go together")
         for key in ("allow_cidrs", "trusted_proxies"):
@@ -226,6 +230,7 @@ class SyslogListenerSettings:
             raise ConfigError("endpoint: give either endpoint (TCP/TLS) or udp_port")
         if not self.tenant:
             raise ConfigError("tenant: every syslog listener needs a tenant")
+        _check_tenant(self.tenant)
         if self.max_frame_bytes <= 0:
             raise ConfigError(f"max_frame_bytes: must be greater than 0, got {self.max_frame_bytes}")
         if self.udp_port is not None and not 0 <= self.udp_port <= 65535:
@@ -266,6 +271,13 @@ class SyslogSettings:
 def _check_idle_timeout(seconds: float | None) -> None:
     if seconds is not None and seconds < 0:
         raise ConfigError(f"idle_timeout: must be 0 (never) or more seconds, got {seconds}")
+
+
+def _check_tenant(tenant: str) -> None:
+    try:
+        check_tenant_id(tenant)
+    except InvalidTenant as e:
+        raise ConfigError(f"tenant: {e}") from None
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from aisoc_inboxd.metrics import TokenStoreMetrics
 from aisoc_inboxd.push_stats import WINDOW as PUSH_WINDOW
 from aisoc_inboxd.ratelimit import RateLimiter
 from aisoc_inboxd.store import PushTotals, Store, TokenRecord
+from aisoc_inboxd.tenants import check_tenant_id
 
 TOKEN_PREFIX = "aisoc_inbox_"
 _TOKEN_BYTES = 32
@@ -327,7 +328,11 @@ class TokenAdmin:
                    signing_secret: bytes | None = None, hec_acks: bool = False) -> MintedToken:
         """
         A new token; C{hec_acks} turns on Splunk HEC indexer acknowledgement (ackId replies).
+
+        @raise aisoc_inboxd.tenants.InvalidTenant: for a tenant id outside the rule.
+        @raise UnknownTemplate: for a template that is not loaded or not allowed.
         """
+        check_tenant_id(tenant_id)
         if not self._template_allowed(template_id):
             raise UnknownTemplate(template_id)
         minted = self._new(TokenRecord(fingerprint="", tenant_id=tenant_id, template_id=template_id,

@@ -70,6 +70,9 @@ def test_systemd_state_directory_is_the_default_state_dir() -> None:
     ("http: [1, 2]\n", "http: expected a mapping of keys"),
     ("- a\n- b\n", "the config file must be a mapping"),
     ("http:\n  listen: [\n", "not valid YAML"),
+    ("cef:\n  tenant: 'a b/c'\n", "cef.tenant: invalid tenant id 'a b/c': a tenant id is 1 to 64 characters"),
+    ("syslog:\n  listeners:\n    - {name: tcp, endpoint: 'tcp:601', tenant: -acme}\n",
+     "syslog.listeners[0].tenant: invalid tenant id '-acme': a tenant id is 1 to 64 characters"),
 ])
 def test_bad_config_names_the_key(tmp_path: Path, text: str, message: str) -> None:
     """A wrong key or value stops start-up with a message naming the file, the key and the problem."""

@@ -30,7 +30,7 @@ from aisoc_inboxd.metrics import Metrics, SyslogMetrics
 from aisoc_inboxd.push_stats import PushStatsRecorder
 from aisoc_inboxd.store import PushTotals, StoreError, TokenRecord
 from aisoc_inboxd.store.health import StoreHealth
-from aisoc_inboxd.tokens import TokenCache, fingerprint
+from aisoc_inboxd.tokens import TokenCache, fingerprint, mint_token
 from aisoc_inboxd.web.status import StatusPage, StatusSources, TokenStoreView
 from tests.support.daemon import RunningDaemon, daemon_settings, start_daemon
 
@@ -134,9 +134,11 @@ async def test_the_admin_api_takes_the_key_as_basic_password_too(inboxd: Running
 
 @pytest_twisted.ensureDeferred
 async def test_sender_controlled_text_is_escaped(inboxd: RunningDaemon) -> None:
-    """A tenant name and an error message carrying markup appear as text, never as elements."""
+    """A tenant name and an error message carrying markup appear as text, never as elements. (Tenant ids
+    minted today cannot hold markup; a row written before that rule, or by another writer, can.)"""
     tenant = '<img src=x onerror="alert(1)">'
-    token = await inboxd.mint(tenant)
+    token = mint_token()
+    await inboxd.daemon.store.insert_token(TokenRecord(fingerprint(token), tenant, "generic-json"))
     assert (await inboxd.post(f"/v1/inbox/{token}", BODY))[0] == 200
     assert (await inboxd.post(f"/v1/inbox/{token}", BODY, {"Content-Type": "text/html<script>"}))[0] == 415
     await flush(inboxd)
