@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
+import re
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -14,11 +15,13 @@ import pytest
 import pytest_twisted
 from twisted.logger import globalLogPublisher
 
-from aisoc_inboxd.config import TemplateSettings
+from aisoc_inboxd.config import TemplateSettings, TokenCacheSettings
 from aisoc_inboxd.normalizer import validate_event
 from aisoc_inboxd.store import TokenRecord
+from aisoc_inboxd.tokens import fingerprint, mint_token
 from tests.support.daemon import RunningDaemon, daemon_settings, start_daemon
 from tests.support.ocsf import assert_valid_ocsf
+from tests.support.shared import PROJECT
 from tests.support.tls import make_tls_files
 
 SPEC_EXAMPLE = {
@@ -169,7 +172,7 @@ async def test_template_no_longer_allowed_is_400_unknown_template(reactor: Any, 
 
 
 @pytest.mark.parametrize("body, message", [
-    (b'{"a": 1}\n{"b": \n', "bad body: line 2: invalid JSON at column 6"),
+    (b'{"a": 1}\n{"b": \n', "bad body: invalid JSON at line 2 column 6"),
     (b"", "bad body: empty body"),
     (b"[1]", "bad body: array item 0: expected a JSON object"),
 ])
@@ -182,6 +185,86 @@ async def test_bad_json_is_400_saying_which_line(inboxd: RunningDaemon, body: by
     assert reply["error"].startswith(message), reply
     assert inboxd.events() == []
     assert outcome_count(await inboxd.metrics(), "webhook", "generic-json", "bad_request") == 1
+
+
+def readme_errors_table() -> list[tuple[int, str, list[re.Pattern[str]]]]:
+    """
+    The README's "Errors" table: each row's status, outcome and the error bodies it documents (the
+    code spans before any "(+ header)" note), as patterns: C{…} is any text, C{N} and C{C} numbers,
+    C{'X'} a quoted name.
+    """
+    section = (PROJECT / "README.md").read_text().split("\n## Errors\n", 1)[1].split("\n## ", 1)[0]
+    placeholders = {"…": ".*", "'X'": "'[^']+'", "N": r"\d+", "C": r"\d+"}
+    rows = []
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) != 4 or not cells[0].isdigit():
+            continue
+        documented = re.findall(r"`([^`]+)`", cells[1].split("(+")[0])
+        patterns = [re.compile("".join(placeholders.get(part, re.escape(part))
+                                       for part in re.split(r"(…|'X'|\bN\b|\bC\b)", text)))
+                    for text in documented]
+        rows.append((int(cells[0]), cells[2].strip("`"), patterns))
+    return rows
+
+
+#: rows another test produces, each where its setup lives: an unwritable sink
+#: (test_unwritable_log_is_503_with_retry_after), a store that does not answer (test_store_outages), a bug
+ERRORS_PINNED_ELSEWHERE = {(503, "unavailable"), (503, "store_unavailable"), (500, "error")}
+
+
+@pytest_twisted.ensureDeferred
+async def test_every_errors_table_row_is_what_the_daemon_sends(reactor: Any, tmp_path: Path) -> None:
+    """Each row of the README's Errors table is produced and the reply's error matches the row's words
+    exactly (placeholders aside); every documented alternative is seen, and no reply is undocumented."""
+    settings = daemon_settings(tmp_path / "state", http={"max_body_bytes": 1024, "rate_limit_per_min": 3},
+                               token_cache=TokenCacheSettings(unknown_lookups_per_ip_per_sec=0.01))
+    running = await start_daemon(reactor, settings)
+    replies: list[tuple[int, str]] = []
+
+    async def send(path: str, body: bytes = b'{"a": 1}', headers: dict[str, str] | None = None,
+                   method: str = "POST") -> None:
+        status, reply, _ = await running.post(path, body, headers, method)
+        replies.append((status, reply.get("error", "")))
+
+    try:
+        await send(f"/v1/inbox/{await running.mint('signed', signing_secret=b's3cret')}")
+        gone = mint_token()
+        await running.daemon.store.insert_token(TokenRecord(fingerprint(gone), "removed", "retired-template"))
+        await send(f"/v1/inbox/{gone}")
+        for tenant, body, headers in [
+            ("single", b'{"a": ', {}), ("ndjson", b'{"a": 1}\n{"b": }\n', {}), ("string", b'"text"', {}),
+            ("gzip", b"not gzip", {"Content-Encoding": "gzip"}), ("key", b"{}", {"X-AiSOC-Idempotency-Key": "k" * 256}),
+            ("type", b"{}", {"Content-Type": "image/png"}), ("encoding", b"{}", {"Content-Encoding": "br"}),
+            ("large", b"{}" * 1024, {}),
+        ]:
+            await send(f"/v1/inbox/{await running.mint(tenant)}", body, headers)
+        await send(f"/v1/inbox/{await running.mint('reader')}", b"", method="GET")
+        busy = await running.mint("busy")
+        for _ in range(4):
+            await send(f"/v1/inbox/{busy}")
+        held = await running.mint("held")
+        await running.daemon.store.claim_idempotency_key(fingerprint(held), "k1", reactor.seconds(), 120)
+        await send(f"/v1/inbox/{held}", headers={"X-AiSOC-Idempotency-Key": "k1"})
+        await send("/v1/inbox/a/b")
+        await send(f"/v1/inbox/aisoc_inbox_{'z' * 52}")  # 401: spends this address's one unknown-token lookup…
+        await send(f"/v1/inbox/aisoc_inbox_{'y' * 52}")  # …so the next unknown token is 429
+        metrics = await running.metrics()
+    finally:
+        await running.stop()
+
+    table = readme_errors_table()
+    for status, error in [r for r in replies if r[0] >= 400]:
+        rows = [patterns for s, _, patterns in table if s == status]
+        assert any(p.fullmatch(error) for patterns in rows for p in patterns), f"undocumented: {status} {error!r}"
+    for status, outcome, patterns in table:
+        if (status, outcome) in ERRORS_PINNED_ELSEWHERE:
+            continue
+        for pattern in patterns:
+            assert any(s == status and pattern.fullmatch(e) for s, e in replies), \
+                f"no reply matched the README row {status} {pattern.pattern!r}"
+        if outcome != "—":
+            assert f'outcome="{outcome}",route="webhook"' in metrics, f"outcome {outcome} was not counted"
 
 
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH"])
