@@ -15,7 +15,7 @@ import pytest
 import pytest_twisted
 from twisted.logger import globalLogPublisher
 
-from aisoc_inboxd.config import TemplateSettings, TokenCacheSettings
+from aisoc_inboxd.config import CefSettings, TemplateSettings, TokenCacheSettings
 from aisoc_inboxd.normalizer import validate_event
 from aisoc_inboxd.store import TokenRecord
 from aisoc_inboxd.tokens import fingerprint, mint_token
@@ -121,6 +121,42 @@ async def test_gzip_body_is_decoded(inboxd: RunningDaemon) -> None:
     body = gzip.compress(b'{"n": 1}\n{"n": 2}\n')
     status, reply, _ = await inboxd.post(f"/v1/inbox/{token}", body, {"Content-Encoding": "gzip"})
     assert (status, reply) == (200, {"accepted": 2, "template": "generic-json"})
+
+
+@pytest_twisted.ensureDeferred
+async def test_gzip_without_content_encoding_is_inflated_on_every_route(reactor: Any, tmp_path: Path) -> None:
+    """A gzip body sent without Content-Encoding (curl --data-binary @batch.gz, Cloudflare-like
+    batchers behind proxies that drop the header) is recognised by its magic bytes and inflated on the
+    webhook, e-mail, CEF and HEC routes, with the same decoded-size limit: a bomb is 413."""
+    settings = daemon_settings(tmp_path / "state", http={"max_body_bytes": 64 * 1024},
+                               cef=CefSettings(tenant="acme"))
+    running = await start_daemon(reactor, settings)
+    try:
+        webhook = await running.mint("acme", "generic-json")
+        email = await running.mint("acme", "email-forwarded")
+        hec = {"Authorization": f"Splunk {await running.mint('acme', 'splunk-hec')}"}
+        cef = b"CEF:0|Vendor|Product|1.0|100|User login failed|3|src=10.0.0.1 suser=alice\n"
+        cases = [
+            (f"/v1/inbox/{webhook}", b'{"n": 1}\n{"n": 2}\n', {}, {"accepted": 2, "template": "generic-json"}),
+            (f"/v1/inbox/email/{email}", b'{"from": "a@example.com", "to": "b@example.com", "subject": "Alert"}',
+             {"Content-Type": "application/json"}, {"accepted": 1, "template": "email-forwarded"}),
+            ("/v1/inbox/cef", cef * 2, {}, {"accepted": 2, "malformed": 0, "template": "cef-syslog"}),
+            ("/services/collector/event", b'{"event": "one"}{"event": "two"}', hec, {"text": "Success", "code": 0}),
+            ("/services/collector/raw", b"line one\nline two\n", hec, {"text": "Success", "code": 0}),
+        ]
+        for path, body, headers, expected in cases:
+            status, reply, _ = await running.post(path, gzip.compress(body), headers)
+            assert (status, reply) == (200, expected), path
+        assert len(running.events()) == 9
+        bomb = gzip.compress(b"{}" * (1024 * 1024))
+        for path, headers in [(f"/v1/inbox/{webhook}", {}), ("/v1/inbox/cef", {}), ("/services/collector/raw", hec)]:
+            status, reply, _ = await running.post(path, bomb, headers)
+            assert status == 413, (path, reply)
+        status, reply, _ = await running.post(f"/v1/inbox/{webhook}", b"\x1f\x8bnot really gzip")
+        assert (status, reply["error"].startswith("malformed gzip body: ")) == (400, True)
+        assert len(running.events()) == 9
+    finally:
+        await running.stop()
 
 
 @pytest.mark.parametrize("token", [
