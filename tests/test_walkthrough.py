@@ -62,3 +62,17 @@ def test_walkthrough_works_verbatim(tmp_path: Path) -> None:
         log.close()
     assert code == 0, (tmp_path / "daemon.log").read_text()
     assert "aisoc_inbox_" not in (tmp_path / "daemon.log").read_text().replace("aisoc_inbox_<redacted>", "")
+
+
+def test_a_second_setup_leaves_the_install_alone() -> None:
+    """scripts/run starts with scripts/setup: once the venv is installed, running it again (the checkout's
+    packaging unchanged) returns without reinstalling, which took several seconds of every start."""
+    import sysconfig
+
+    subprocess.run(["scripts/setup", "--test"], cwd=PROJECT, check=True, timeout=600)
+    installed = sorted(Path(sysconfig.get_paths()["purelib"]).glob("aisoc_inboxd-*.dist-info"))
+    assert installed, "aisoc-inboxd is not installed in this venv"
+    before = [(path, path.stat().st_mtime_ns) for path in installed]
+    for args in (["scripts/setup", "--test"], ["scripts/setup"]):
+        subprocess.run(args, cwd=PROJECT, check=True, timeout=600)
+    assert [(path, path.stat().st_mtime_ns) for path in installed] == before
