@@ -338,6 +338,10 @@ class Settings:
 ENVIRONMENT_OVERRIDES: dict[str, str] = {
     "AISOC_INBOX_STATE_DIR": "state_dir",
     "AISOC_INBOX_WORKERS": "workers",
+    "AISOC_INBOX_HTTP_LISTEN": "http.listen",
+    "AISOC_INBOX_METRICS_LISTEN": "metrics.listen",
+    "AISOC_INBOX_ADMIN_LISTEN": "admin.listen",
+    "AISOC_INBOX_SYSLOG_LISTENERS": "syslog.listeners",
     "AISOC_INBOX_MAX_BODY_BYTES": "http.max_body_bytes",
     "AISOC_INBOX_RATE_LIMIT_PER_MIN": "http.rate_limit_per_min",
     "AISOC_INBOX_DATABASE_DSN": "database.dsn",
@@ -346,6 +350,9 @@ ENVIRONMENT_OVERRIDES: dict[str, str] = {
     "AISOC_INBOX_KAFKA_BOOTSTRAP_SERVERS": "sink.kafka.config.bootstrap.servers",
     "AISOC_INBOX_CEF_SHARED_SECRET": "cef.shared_secret",
 }
+
+#: keys whose variable is read as YAML: a list of mappings cannot be one string
+_YAML_OVERRIDES = frozenset({"syslog.listeners"})
 
 _CHOICES: dict[str, tuple[str, ...]] = {"sink.type": ("file", "kafka")}
 _POSITIVE = {"workers", "http.max_body_bytes", "http.rate_limit_per_min", "http.timeout",
@@ -379,7 +386,13 @@ def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -
         raw["state_dir"] = default_state.split(":")[0]
     for variable, key in ENVIRONMENT_OVERRIDES.items():
         if variable in environ:
-            _set_dotted(raw, key, environ[variable], variable)
+            value: Any = environ[variable]
+            if key in _YAML_OVERRIDES:
+                try:
+                    value = yaml.safe_load(value)
+                except yaml.YAMLError as e:
+                    raise ConfigError(f"{variable}: not valid YAML: {_yaml_problem(e)}") from None
+            _set_dotted(raw, key, value, variable)
     prefix = f"{path}: " if path is not None else ""
     try:
         return _build(Settings, raw, "")
