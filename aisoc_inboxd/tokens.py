@@ -275,10 +275,9 @@ def token_row(record: TokenRecord) -> dict[str, object]:
     """
     A token as C{token list --json} and the admin API show it: never the token, never the secret.
     """
-    state = "revoked" if record.revoked_at else "rotated" if record.rotated_at else "active"
     return {"fingerprint": record.fingerprint, "tenant": record.tenant_id, "template": record.template_id,
             "label": record.label, "signed": record.signing_secret is not None, "hec_acks": record.hec_acks,
-            "state": state,
+            "state": record.state,
             "created": iso(record.created_at), "rotated": iso(record.rotated_at),
             "revoked": iso(record.revoked_at)}
 
