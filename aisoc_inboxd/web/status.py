@@ -2,9 +2,10 @@
 C{GET /status} on the admin listener: one read-only HTML page for an operator at a browser —
 listeners, what each syslog listener received and lost, the sink (where its events go) and its
 spool, the token store (answering or down, lookups, unknown-token floods), event rates per template,
-every live token with its push stats, and the last error replies. Rendered on the server with L{twisted.web.template} (which escapes every
-value), inline CSS, no script and no external asset; the admin key is asked for with an HTTP Basic
-challenge (any user name, the key as the password) or taken as a Bearer token.
+every live token with its push stats, and the last error replies. Rendered on the server with
+L{twisted.web.template} (which escapes every value), inline CSS, no script and no external asset; the
+admin key is asked for with an HTTP Basic challenge (any user name, the key as the password) or taken
+as a Bearer token.
 """
 from __future__ import annotations
 
