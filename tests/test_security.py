@@ -465,7 +465,8 @@ async def test_admin_access_log_times_each_request(inboxd: RunningDaemon) -> Non
 async def test_admin_api_refuses_a_bad_tenant_id_naming_the_rule(inboxd: RunningDaemon) -> None:
     """Minting for a tenant id outside the rule is 400 naming the id and the rule; nothing is stored."""
     for tenant, in_path in (("-acme", "-acme"), ("a b", "a%20b"), ("x" * 65, "x" * 65)):
-        status, reply = await inboxd.call_admin("POST", f"/v1/admin/tenants/{in_path}/tokens", {"template": "pagerduty"})
+        status, reply = await inboxd.call_admin("POST", f"/v1/admin/tenants/{in_path}/tokens",
+                                                {"template": "pagerduty"})
         assert (status, reply) == (400, {"error": f"invalid tenant id {tenant!r}: a tenant id is 1 to 64 characters "
                                                   f"of A-Z a-z 0-9 . _ -, starting with a letter or a digit"})
         assert (await inboxd.call_admin("GET", f"/v1/admin/tenants/{in_path}/tokens")) == (200, {"tokens": []})

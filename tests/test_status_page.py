@@ -221,7 +221,8 @@ def test_kafka_spool_unbound_listener_and_push_stats_are_shown() -> None:
     rows = read(render(fake_page())).rows
     assert "syslog-tcp | tcp:6514 | — | not bound" in rows
     assert {"type | kafka-sink", "topic | ocsf.events", "bootstrap servers | kafka-1:9093,kafka-2:9093",
-            "ready | not ready", "spool bytes | 123456", "spool segments | 3", "oldest spooled event | 2 min"} <= set(rows)
+            "ready | not ready", "spool bytes | 123456", "spool segments | 3",
+            "oldest spooled event | 2 min"} <= set(rows)
     tokens = [row for row in rows if row.split(" | ")[0] in (ONE[:8], TWO[:8], IDLE[:8], "token")]
     assert tokens == [
         "token | tenant | template | label | state | requests | last seen | error rate",

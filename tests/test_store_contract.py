@@ -482,7 +482,8 @@ async def test_pg_status_tokens_read_only_through_their_function(store: AdbapiSt
     rows, _ = pg_query(dsn, "SELECT (SELECT count(*) FROM aisoc_status_tokens(now() - interval '1 day', '', 10)), "
                             "(SELECT count(*) FROM tenant_inbox_tokens), current_setting('aisoc.status_tokens', true)")
     assert rows == [(2, 0, "")]
-    rows, _ = pg_query(dsn, "SELECT prosecdef, proconfig, proargnames FROM pg_proc WHERE proname = 'aisoc_status_tokens'")
+    rows, _ = pg_query(dsn, "SELECT prosecdef, proconfig, proargnames FROM pg_proc "
+                            "WHERE proname = 'aisoc_status_tokens'")
     [(definer, config, names)] = rows
     assert (definer, config) == (True, ["search_path=pg_catalog, public, pg_temp"])
     assert "signing_secret" not in names

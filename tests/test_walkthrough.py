@@ -46,13 +46,13 @@ def test_walkthrough_works_verbatim(tmp_path: Path) -> None:
     """scripts/run starts the daemon; minting, the curl and reading the log print what the README says.
     Every listener is on a free port, moved there by the environment variables the README documents
     (and INBOX_URL for the client block), so the test neither collides with nor talks to another daemon."""
-    http, syslog = free_port(), free_port()
+    http, syslog, udp = free_port(), free_port(), free_port(socket.SOCK_DGRAM)
     local = "tcp:{}:interface=127.0.0.1"
     env = dict(os.environ, AISOC_INBOX_STATE_DIR=str(tmp_path / "state"),
                AISOC_INBOX_HTTP_LISTEN=local.format(http), INBOX_URL=f"http://127.0.0.1:{http}",
                AISOC_INBOX_METRICS_LISTEN=local.format(free_port()), AISOC_INBOX_ADMIN_LISTEN=local.format(free_port()),
                AISOC_INBOX_SYSLOG_LISTENERS=f'[{{name: tcp, endpoint: "{local.format(syslog)}", tenant: default}},'
-                                            f' {{name: udp, udp_port: {free_port(socket.SOCK_DGRAM)}, tenant: default}}]')
+                                            f' {{name: udp, udp_port: {udp}, tenant: default}}]')
     log = (tmp_path / "daemon.log").open("wb")
     daemon = subprocess.Popen(["bash", "-c", readme_block("daemon")], cwd=PROJECT, env=env,
                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -317,7 +317,7 @@ def _tokens(everyone: list[TokenRecord], tokens: list[TokenRecord], totals: list
     """
     if error is not None:
         return tags.p(f"Tokens and push stats are unavailable: {error}", class_="bad")
-    tenants = sorted({t.tenant_id for t in everyone} | {t.tenant_id for t in totals} | ({selected} if selected else set()))
+    tenants = sorted({t.tenant_id for t in [*everyone, *totals]} | ({selected} if selected else set()))
     form = tags.form(method="get", action="status")(
         tags.label("Tenant ", tags.select(name="tenant")(
             tags.option("all tenants", value="", **({"selected": "selected"} if not selected else {})),
