@@ -217,6 +217,7 @@ def _catalog(settings: Settings) -> Any:
 
 
 def _token_mint(settings: Settings, args: argparse.Namespace) -> int:
+    from aisoc_inboxd.tenants import InvalidTenant
     from aisoc_inboxd.tokens import UnknownTemplate
 
     async def work(store: Any) -> int:
@@ -226,6 +227,8 @@ def _token_mint(settings: Settings, args: argparse.Namespace) -> int:
             minted = await admin.mint(args.tenant, args.template, args.label, secret, args.hec_acks)
         except UnknownTemplate:
             raise CommandError(f"unknown template {args.template!r}; allowed: {', '.join(catalog.ids())}") from None
+        except InvalidTenant as e:
+            raise CommandError(str(e)) from None
         _print_minted(minted, args.json, "Minted")
         return 0
 
@@ -376,7 +379,12 @@ def _imap_add(settings: Settings, args: argparse.Namespace) -> int:
     import time
 
     from aisoc_inboxd.store import ImapConnectorRecord
+    from aisoc_inboxd.tenants import InvalidTenant, check_tenant_id
 
+    try:
+        check_tenant_id(args.tenant)
+    except InvalidTenant as e:
+        raise CommandError(str(e)) from None
     if not 1 <= args.port <= 65535 or args.max_messages < 1 or args.poll_interval <= 0:
         raise CommandError("--port must be 1-65535, --max-messages at least 1, --poll-interval above 0")
     catalog = _catalog(settings)

@@ -22,6 +22,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
+from aisoc_inboxd.tenants import InvalidTenant, check_tenant_id
+
 
 class ConfigError(Exception):
     """
@@ -186,6 +188,8 @@ class CefSettings:
     trusted_proxies: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        if self.tenant is not None:
+            _check_tenant(self.tenant)
         if (self.shared_secret_header is None) != (self.shared_secret is None):
             raise ConfigError("shared_secret: shared_secret_header and shared_secret go together")
         for key in ("allow_cidrs", "trusted_proxies"):
@@ -232,6 +236,7 @@ class SyslogListenerSettings:
             raise ConfigError("endpoint: give either endpoint (TCP/TLS) or udp_port")
         if not self.tenant:
             raise ConfigError("tenant: every syslog listener needs a tenant")
+        _check_tenant(self.tenant)
         if self.max_frame_bytes <= 0:
             raise ConfigError(f"max_frame_bytes: must be greater than 0, got {self.max_frame_bytes}")
         if self.udp_port is not None and not 0 <= self.udp_port <= 65535:
@@ -272,6 +277,13 @@ class SyslogSettings:
 def _check_idle_timeout(seconds: float | None) -> None:
     if seconds is not None and seconds < 0:
         raise ConfigError(f"idle_timeout: must be 0 (never) or more seconds, got {seconds}")
+
+
+def _check_tenant(tenant: str) -> None:
+    try:
+        check_tenant_id(tenant)
+    except InvalidTenant as e:
+        raise ConfigError(f"tenant: {e}") from None
 
 
 @dataclass(frozen=True)
@@ -332,6 +344,10 @@ class Settings:
 ENVIRONMENT_OVERRIDES: dict[str, str] = {
     "AISOC_INBOX_STATE_DIR": "state_dir",
     "AISOC_INBOX_WORKERS": "workers",
+    "AISOC_INBOX_HTTP_LISTEN": "http.listen",
+    "AISOC_INBOX_METRICS_LISTEN": "metrics.listen",
+    "AISOC_INBOX_ADMIN_LISTEN": "admin.listen",
+    "AISOC_INBOX_SYSLOG_LISTENERS": "syslog.listeners",
     "AISOC_INBOX_MAX_BODY_BYTES": "http.max_body_bytes",
     "AISOC_INBOX_RATE_LIMIT_PER_MIN": "http.rate_limit_per_min",
     "AISOC_INBOX_DATABASE_DSN": "database.dsn",
@@ -340,6 +356,9 @@ ENVIRONMENT_OVERRIDES: dict[str, str] = {
     "AISOC_INBOX_KAFKA_BOOTSTRAP_SERVERS": "sink.kafka.config.bootstrap.servers",
     "AISOC_INBOX_CEF_SHARED_SECRET": "cef.shared_secret",
 }
+
+#: keys whose variable is read as YAML: a list of mappings cannot be one string
+_YAML_OVERRIDES = frozenset({"syslog.listeners"})
 
 _CHOICES: dict[str, tuple[str, ...]] = {"sink.type": ("file", "kafka")}
 _POSITIVE = {"workers", "http.max_body_bytes", "http.rate_limit_per_min", "http.timeout", "http.header_timeout",
@@ -374,7 +393,13 @@ def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -
         raw["state_dir"] = default_state.split(":")[0]
     for variable, key in ENVIRONMENT_OVERRIDES.items():
         if variable in environ:
-            _set_dotted(raw, key, environ[variable], variable)
+            value: Any = environ[variable]
+            if key in _YAML_OVERRIDES:
+                try:
+                    value = yaml.safe_load(value)
+                except yaml.YAMLError as e:
+                    raise ConfigError(f"{variable}: not valid YAML: {_yaml_problem(e)}") from None
+            _set_dotted(raw, key, value, variable)
     prefix = f"{path}: " if path is not None else ""
     try:
         return _build(Settings, raw, "")

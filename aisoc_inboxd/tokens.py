@@ -28,6 +28,7 @@ from aisoc_inboxd.metrics import TokenStoreMetrics
 from aisoc_inboxd.push_stats import WINDOW as PUSH_WINDOW
 from aisoc_inboxd.ratelimit import RateLimiter
 from aisoc_inboxd.store import PushTotals, Store, TokenRecord
+from aisoc_inboxd.tenants import check_tenant_id
 
 TOKEN_PREFIX = "aisoc_inbox_"
 _TOKEN_BYTES = 32
@@ -274,10 +275,9 @@ def token_row(record: TokenRecord) -> dict[str, object]:
     """
     A token as C{token list --json} and the admin API show it: never the token, never the secret.
     """
-    state = "revoked" if record.revoked_at else "rotated" if record.rotated_at else "active"
     return {"fingerprint": record.fingerprint, "tenant": record.tenant_id, "template": record.template_id,
             "label": record.label, "signed": record.signing_secret is not None, "hec_acks": record.hec_acks,
-            "state": state,
+            "state": record.state,
             "created": iso(record.created_at), "rotated": iso(record.rotated_at),
             "revoked": iso(record.revoked_at)}
 
@@ -327,7 +327,11 @@ class TokenAdmin:
                    signing_secret: bytes | None = None, hec_acks: bool = False) -> MintedToken:
         """
         A new token; C{hec_acks} turns on Splunk HEC indexer acknowledgement (ackId replies).
+
+        @raise aisoc_inboxd.tenants.InvalidTenant: for a tenant id outside the rule.
+        @raise UnknownTemplate: for a template that is not loaded or not allowed.
         """
+        check_tenant_id(tenant_id)
         if not self._template_allowed(template_id):
             raise UnknownTemplate(template_id)
         minted = self._new(TokenRecord(fingerprint="", tenant_id=tenant_id, template_id=template_id,

@@ -20,7 +20,7 @@ def cli(state: Path, *args: str, config: Path | None = None) -> subprocess.Compl
     env = dict(os.environ, AISOC_INBOX_STATE_DIR=str(state))
     prefix = ["--config", str(config)] if config else []
     return subprocess.run([sys.executable, "-m", "aisoc_inboxd.cli", *prefix, *args], cwd=PROJECT, env=env,
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
 
 
 def test_mint_prints_the_token_once_and_stores_only_its_fingerprint(tmp_path: Path) -> None:
@@ -62,13 +62,21 @@ def test_rotate_and_revoke_by_fingerprint_prefix(tmp_path: Path) -> None:
     (["token", "mint", "--tenant", "acme", "--template", "nope"], "unknown template 'nope'; allowed: "),
     (["token", "revoke", "--tenant", "acme", "deadbeefdead"], "no active token of tenant 'acme' match"),
     (["token", "rotate", "--tenant", "acme", "abc"], "at least 8 hex characters"),
+    (["token", "mint", "--tenant", "", "--template", "pagerduty"],
+     "invalid tenant id '': a tenant id is 1 to 64 characters of A-Z a-z 0-9 . _ -, starting with a letter or a digit"),
+    (["token", "mint", "--tenant", "a b/c", "--template", "pagerduty"], "invalid tenant id 'a b/c': a tenant id is"),
+    (["imap", "add", "--tenant", "a b/c", "--host", "imap.example.com", "--username", "u", "--password-file", "-"],
+     "invalid tenant id 'a b/c': a tenant id is"),
 ])
 def test_operator_mistakes_are_one_clear_line(tmp_path: Path, args: list[str], message: str) -> None:
-    """A wrong template or fingerprint exits 1 with one message and no traceback."""
+    """A wrong template, fingerprint or tenant id exits 1 with one message and no traceback (nor the
+    database's own words), and stores nothing."""
     done = cli(tmp_path, *args)
     assert done.returncode == 1
     assert message in done.stderr
-    assert "Traceback" not in done.stderr
+    assert "Traceback" not in done.stderr and "CHECK constraint" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert json.loads(cli(tmp_path, "token", "list", "--tenant", "acme", "--json").stdout) == []
 
 
 def test_another_tenant_cannot_revoke(tmp_path: Path) -> None:

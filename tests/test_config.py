@@ -63,6 +63,28 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
     assert settings.sink.kafka.config == {"bootstrap.servers": "127.0.0.1:9092"}
 
 
+def test_environment_sets_every_listen_address() -> None:
+    """AISOC_INBOX_{HTTP,METRICS,ADMIN}_LISTEN each give one endpoint; AISOC_INBOX_SYSLOG_LISTENERS is YAML
+    (a list of listener mappings, [] for none), so a second daemon can run beside the first unchanged."""
+    settings = load_settings(None, {
+        "AISOC_INBOX_HTTP_LISTEN": "tcp:18080:interface=127.0.0.1",
+        "AISOC_INBOX_METRICS_LISTEN": "tcp:19108:interface=127.0.0.1",
+        "AISOC_INBOX_ADMIN_LISTEN": "tcp:19109:interface=127.0.0.1",
+        "AISOC_INBOX_SYSLOG_LISTENERS": '[{name: tcp, endpoint: "tcp:15514:interface=127.0.0.1", tenant: default},'
+                                        ' {name: udp, udp_port: 15514, tenant: default}]',
+    })
+    assert settings.http.listen == ["tcp:18080:interface=127.0.0.1"]
+    assert settings.metrics.listen == ["tcp:19108:interface=127.0.0.1"]
+    assert settings.admin.listen == ["tcp:19109:interface=127.0.0.1"]
+    assert [(s.name, s.endpoint, s.udp_port, s.tenant) for s in settings.syslog.listeners] == [
+        ("tcp", "tcp:15514:interface=127.0.0.1", None, "default"), ("udp", None, 15514, "default")]
+    assert load_settings(None, {"AISOC_INBOX_SYSLOG_LISTENERS": "[]"}).syslog.listeners == []
+    with pytest.raises(ConfigError, match=r"^AISOC_INBOX_SYSLOG_LISTENERS: not valid YAML: "):
+        load_settings(None, {"AISOC_INBOX_SYSLOG_LISTENERS": "[{name: tcp"})
+    with pytest.raises(ConfigError, match=r"syslog.listeners\[0\]: expected a mapping of keys"):
+        load_settings(None, {"AISOC_INBOX_SYSLOG_LISTENERS": "tcp:5514"})
+
+
 def test_systemd_state_directory_is_the_default_state_dir() -> None:
     """Under systemd, StateDirectory= (seen as $STATE_DIRECTORY) becomes the state directory."""
     assert load_settings(None, {"STATE_DIRECTORY": "/var/lib/aisoc-inboxd"}).state_dir == "/var/lib/aisoc-inboxd"
@@ -80,6 +102,9 @@ def test_systemd_state_directory_is_the_default_state_dir() -> None:
     ("http: [1, 2]\n", "http: expected a mapping of keys"),
     ("- a\n- b\n", "the config file must be a mapping"),
     ("http:\n  listen: [\n", "not valid YAML"),
+    ("cef:\n  tenant: 'a b/c'\n", "cef.tenant: invalid tenant id 'a b/c': a tenant id is 1 to 64 characters"),
+    ("syslog:\n  listeners:\n    - {name: tcp, endpoint: 'tcp:601', tenant: -acme}\n",
+     "syslog.listeners[0].tenant: invalid tenant id '-acme': a tenant id is 1 to 64 characters"),
 ])
 def test_bad_config_names_the_key(tmp_path: Path, text: str, message: str) -> None:
     """A wrong key or value stops start-up with a message naming the file, the key and the problem."""

@@ -40,7 +40,8 @@ def test_utf8_bom_is_ignored() -> None:
 @pytest.mark.parametrize("body, message", [
     (b"", "empty body"),
     (b"  \n ", "empty body"),
-    (b'{"a": 1}\n{"b": }\n', "line 2: invalid JSON at column 7"),
+    (b'{"a": 1}\n{"b": }\n', "^invalid JSON at line 2 column 7: Expecting value$"),
+    (b'{"a": 1}\n  {"b": }\n', "^invalid JSON at line 2 column 9: Expecting value$"),
     (b'{"a": 1}\n[1]\n', "line 2: expected a JSON object, got an array"),
     (b'{\n "a": 1,\n "b": \n}', "invalid JSON at line 4 column 1"),
     (b'"just a string"', "got a string"),

@@ -103,6 +103,7 @@ async def test_events_arrive_once_with_key_and_headers(reactor: Any, kafka: Kafk
                                                        harnesses: Callable[..., Harness]) -> None:
     """Each written event reaches the topic once, keyed by tenant, with routing headers, in order per tenant."""
     harness = harnesses()
+    assert (harness.sink.topic, harness.sink.bootstrap_servers) == (kafka.topic, kafka.bootstrap)  # the status page's
     records = make_batch(30)
     await harness.sink.write(records[:15])
     await harness.sink.write(records[15:])

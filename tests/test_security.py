@@ -440,6 +440,39 @@ async def test_admin_api_requires_its_key(inboxd: RunningDaemon) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_admin_access_log_times_each_request(inboxd: RunningDaemon) -> None:
+    """The admin route is built once, at start; each request's duration_ms is its own, within what the
+    client waited for the reply, not the time since the daemon started."""
+    import time
+
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        waited = []
+        for _ in range(2):
+            began = time.monotonic()
+            assert (await inboxd.call_admin("GET", "/v1/admin/tenants/acme/tokens"))[0] == 200
+            waited.append((time.monotonic() - began) * 1000)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    lines = [e for e in events if e.get("route") == "admin"]
+    assert len(lines) == 2
+    for line, client_ms in zip(lines, waited):
+        assert 0 <= line["duration_ms"] <= client_ms + 0.1, (line["duration_ms"], client_ms)
+
+
+@pytest_twisted.ensureDeferred
+async def test_admin_api_refuses_a_bad_tenant_id_naming_the_rule(inboxd: RunningDaemon) -> None:
+    """Minting for a tenant id outside the rule is 400 naming the id and the rule; nothing is stored."""
+    for tenant, in_path in (("-acme", "-acme"), ("a b", "a%20b"), ("x" * 65, "x" * 65)):
+        status, reply = await inboxd.call_admin("POST", f"/v1/admin/tenants/{in_path}/tokens",
+                                                {"template": "pagerduty"})
+        assert (status, reply) == (400, {"error": f"invalid tenant id {tenant!r}: a tenant id is 1 to 64 characters "
+                                                  f"of A-Z a-z 0-9 . _ -, starting with a letter or a digit"})
+        assert (await inboxd.call_admin("GET", f"/v1/admin/tenants/{in_path}/tokens")) == (200, {"tokens": []})
+
+
+@pytest_twisted.ensureDeferred
 async def test_admin_api_token_lifecycle_and_tenant_scope(inboxd: RunningDaemon) -> None:
     """Mint, list, rotate, revoke through the admin API; another tenant's fingerprint is 404 there."""
     status, minted = await inboxd.call_admin("POST", "/v1/admin/tenants/acme/tokens",

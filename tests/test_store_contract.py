@@ -451,6 +451,45 @@ async def test_all_push_totals_spans_tenants(store: AdbapiStore) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_status_tokens_are_the_live_ones_and_the_recently_retired(store: AdbapiStore) -> None:
+    """The status page's token list, across tenants or for one: every active token (never used ones too)
+    and those rotated or revoked since a time, newest first, at most a limit, without signing secrets."""
+    await store.insert_token(token("a-old", signing_secret=b"s3cret"))
+    await store.insert_token(token("a-new", created_at=T0 + 10))
+    await store.insert_token(token("b1", tenant="tenant-b", created_at=T0 + 5, hec_acks=True))
+    await store.insert_token(token("retired-long-ago", created_at=T0 - 100, revoked_at=T0 - 90))
+    await store.insert_token(token("rotated-lately", created_at=T0 - 50, rotated_at=T0 + 20))
+    every = await store.status_tokens(T0, None, 10)
+    assert [r.fingerprint for r in every] == [fingerprint(n) for n in ("a-new", "b1", "a-old", "rotated-lately")]
+    assert every[1] == token("b1", tenant="tenant-b", created_at=T0 + 5, hec_acks=True)
+    assert every[2] == token("a-old")  # the secret stays in the store
+    assert every[3].rotated_at == T0 + 20 and not every[3].active
+    assert [r.fingerprint for r in await store.status_tokens(T0, "tenant-b", 10)] == [fingerprint("b1")]
+    assert [r.fingerprint for r in await store.status_tokens(T0, None, 2)] == [fingerprint("a-new"), fingerprint("b1")]
+    assert await store.status_tokens(T0, "tenant-c", 10) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_pg_status_tokens_read_only_through_their_function(store: AdbapiStore, backend: Backend) -> None:
+    """In PostgreSQL the status page's cross-tenant read opens nothing else: without a tenant context a plain
+    SELECT still sees no token and the read flag is off again after the call; the function is SECURITY
+    DEFINER with a pinned search_path and has no column for the secret."""
+    if backend.name != "postgres":
+        pytest.skip("row-level security is PostgreSQL's")
+    dsn = store._dsn  # type: ignore[attr-defined]
+    await store.insert_token(token("a1", signing_secret=b"s3cret"))
+    await store.insert_token(token("b1", tenant="tenant-b"))
+    rows, _ = pg_query(dsn, "SELECT (SELECT count(*) FROM aisoc_status_tokens(now() - interval '1 day', '', 10)), "
+                            "(SELECT count(*) FROM tenant_inbox_tokens), current_setting('aisoc.status_tokens', true)")
+    assert rows == [(2, 0, "")]
+    rows, _ = pg_query(dsn, "SELECT prosecdef, proconfig, proargnames FROM pg_proc "
+                            "WHERE proname = 'aisoc_status_tokens'")
+    [(definer, config, names)] = rows
+    assert (definer, config) == (True, ["search_path=pg_catalog, public, pg_temp"])
+    assert "signing_secret" not in names
+
+
+@pytest_twisted.ensureDeferred
 async def test_sweep_drops_old_buckets_but_keeps_each_tokens_newest(store: AdbapiStore) -> None:
     """Buckets before the cut go, except a token's newest one, so its last-seen time survives the window."""
     await store.add_push_stats("tenant-a", [bucket("a1", 0), bucket("a1", 1), bucket("a1", 2, seen=7),

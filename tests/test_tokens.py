@@ -16,6 +16,7 @@ from twisted.python.failure import Failure
 
 from aisoc_inboxd.metrics import Metrics, count
 from aisoc_inboxd.store import TokenRecord
+from aisoc_inboxd.tenants import InvalidTenant, check_tenant_id
 from aisoc_inboxd.tokens import (LookupBudget, LookupBudgetSpent, TokenCache, TokenResolver, fingerprint,
                                  looks_like_token, mint_token)
 
@@ -48,6 +49,22 @@ def test_shape_check_refuses_near_misses() -> None:
     for bad in ["", "aisoc_inbox_", token[:-1], token + "a", token.upper(), token.replace("aisoc", "aisoq"),
                 token[:-1] + "1", token[:-1] + "="]:
         assert not looks_like_token(bad), bad
+
+
+@pytest.mark.parametrize("tenant", ["acme", "default", "tenant-a", "t1", "a", "Org_7.prod",
+                                    "0b8e5a4c-3f1d-4e2a-9c7b-5d6e7f8a9b0c", "x" * 64])
+def test_tenant_ids_in_use_are_valid(tenant: str) -> None:
+    """The tenant ids the walkthrough, the embedded default and the tests use, UUIDs, and 64 characters pass."""
+    assert check_tenant_id(tenant) == tenant
+
+
+@pytest.mark.parametrize("tenant", ["", "a b/c", "-acme", ".hidden", "x" * 65, "acmé", "a\nb", "tenant;drop", "a/b"])
+def test_other_tenant_ids_are_refused_naming_the_rule(tenant: str) -> None:
+    """Empty, spaces, slashes, a leading dot or dash, non-ASCII and over 64 characters are refused with the rule."""
+    with pytest.raises(InvalidTenant) as error:
+        check_tenant_id(tenant)
+    assert str(error.value) == (f"invalid tenant id {tenant!r}: a tenant id is 1 to 64 characters of "
+                                f"A-Z a-z 0-9 . _ -, starting with a letter or a digit")
 
 
 def test_cache_entry_expires_after_ttl() -> None:

@@ -98,3 +98,53 @@ def test_production_sample_fails_fast_without_its_database() -> None:
     done = twistd("-n", "--pidfile", "", "aisoc-inboxd", "--config", "etc/inboxd.yaml", timeout=30)
     assert done.returncode != 0
     assert "cannot start: PostgreSQL is unreachable (host=db.internal port=5432 dbname=aisoc)" in done.stderr
+
+
+
+_PLUGINS = """
+import site, sys
+sys.path.append(sys.argv[1])         # this venv's packages, without running their .pth files
+site.addsitedir(sys.argv[2])         # the editable install under test, with its .pth
+import aisoc_inboxd
+from twisted.application.service import IServiceMaker
+from twisted.plugin import getPlugins
+print(aisoc_inboxd.__file__)
+print(" ".join(sorted(p.tapname for p in getPlugins(IServiceMaker))))
+"""
+
+
+def build(source: Path, hook: str, into: Path) -> Path:
+    """
+    Run setuptools' PEP 517/660 C{hook} (build_wheel, build_editable) on C{source}: the wheel it made.
+    """
+    done = subprocess.run([sys.executable, "-c", f"import sys; from setuptools import build_meta; "
+                                                 f"build_meta.{hook}(sys.argv[1])", str(into)],
+                          cwd=source, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    [wheel] = into.glob("*.whl")
+    return wheel
+
+
+def test_a_plain_install_shows_the_plugin_to_twistd(tmp_path: Path) -> None:
+    """`pip install -e .` without editable_mode=compat, and `pip install .`, both let twistd find the plugin:
+    the editable install puts the checkout on sys.path (where ./twisted/plugins lives), the wheel carries
+    twisted/plugins/aisoc_inboxd_plugin.py into site-packages. (Built from a copy: the checkout stays as it is.)"""
+    import shutil
+    import sysconfig
+    import zipfile
+
+    source = tmp_path / "source"
+    for folder in ("aisoc_inboxd", "twisted", "templates"):
+        shutil.copytree(PROJECT / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__", "dropin.cache"))
+    for name in ("setup.cfg", "pyproject.toml", "README.md"):
+        shutil.copy(PROJECT / name, source / name)
+    with zipfile.ZipFile(build(source, "build_wheel", tmp_path / "wheel")) as wheel:
+        assert "twisted/plugins/aisoc_inboxd_plugin.py" in wheel.namelist()
+    with zipfile.ZipFile(build(source, "build_editable", tmp_path / "editable")) as wheel:
+        wheel.extractall(tmp_path / "site")
+    found = subprocess.run([sys.executable, "-I", "-S", "-c", _PLUGINS, sysconfig.get_paths()["purelib"],
+                            str(tmp_path / "site")], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert found.returncode == 0, found.stderr[-3000:]
+    location, plugins = found.stdout.splitlines()[-2:]
+    assert Path(location).is_relative_to(source)
+    assert "aisoc-inboxd" in plugins.split()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
+import re
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -14,12 +15,14 @@ import pytest
 import pytest_twisted
 from twisted.logger import globalLogPublisher
 
-from aisoc_inboxd.config import TemplateSettings
+from aisoc_inboxd.config import CefSettings, TemplateSettings, TokenCacheSettings
 from aisoc_inboxd.normalizer import validate_event
 from aisoc_inboxd.store import TokenRecord
+from aisoc_inboxd.tokens import fingerprint, mint_token
 from tests.support.daemon import RunningDaemon, daemon_settings, start_daemon
 from tests.support.filesystem import FailingDisk, in_directory
 from tests.support.ocsf import assert_valid_ocsf
+from tests.support.shared import PROJECT
 from tests.support.tls import make_tls_files
 
 SPEC_EXAMPLE = {
@@ -121,6 +124,42 @@ async def test_gzip_body_is_decoded(inboxd: RunningDaemon) -> None:
     assert (status, reply) == (200, {"accepted": 2, "template": "generic-json"})
 
 
+@pytest_twisted.ensureDeferred
+async def test_gzip_without_content_encoding_is_inflated_on_every_route(reactor: Any, tmp_path: Path) -> None:
+    """A gzip body sent without Content-Encoding (curl --data-binary @batch.gz, Cloudflare-like
+    batchers behind proxies that drop the header) is recognised by its magic bytes and inflated on the
+    webhook, e-mail, CEF and HEC routes, with the same decoded-size limit: a bomb is 413."""
+    settings = daemon_settings(tmp_path / "state", http={"max_body_bytes": 64 * 1024},
+                               cef=CefSettings(tenant="acme"))
+    running = await start_daemon(reactor, settings)
+    try:
+        webhook = await running.mint("acme", "generic-json")
+        email = await running.mint("acme", "email-forwarded")
+        hec = {"Authorization": f"Splunk {await running.mint('acme', 'splunk-hec')}"}
+        cef = b"CEF:0|Vendor|Product|1.0|100|User login failed|3|src=10.0.0.1 suser=alice\n"
+        cases = [
+            (f"/v1/inbox/{webhook}", b'{"n": 1}\n{"n": 2}\n', {}, {"accepted": 2, "template": "generic-json"}),
+            (f"/v1/inbox/email/{email}", b'{"from": "a@example.com", "to": "b@example.com", "subject": "Alert"}',
+             {"Content-Type": "application/json"}, {"accepted": 1, "template": "email-forwarded"}),
+            ("/v1/inbox/cef", cef * 2, {}, {"accepted": 2, "malformed": 0, "template": "cef-syslog"}),
+            ("/services/collector/event", b'{"event": "one"}{"event": "two"}', hec, {"text": "Success", "code": 0}),
+            ("/services/collector/raw", b"line one\nline two\n", hec, {"text": "Success", "code": 0}),
+        ]
+        for path, body, headers, expected in cases:
+            status, reply, _ = await running.post(path, gzip.compress(body), headers)
+            assert (status, reply) == (200, expected), path
+        assert len(running.events()) == 9
+        bomb = gzip.compress(b"{}" * (1024 * 1024))
+        for path, headers in [(f"/v1/inbox/{webhook}", {}), ("/v1/inbox/cef", {}), ("/services/collector/raw", hec)]:
+            status, reply, _ = await running.post(path, bomb, headers)
+            assert status == 413, (path, reply)
+        status, reply, _ = await running.post(f"/v1/inbox/{webhook}", b"\x1f\x8bnot really gzip")
+        assert (status, reply["error"].startswith("malformed gzip body: ")) == (400, True)
+        assert len(running.events()) == 9
+    finally:
+        await running.stop()
+
+
 @pytest.mark.parametrize("token", [
     "aisoc_inbox_" + "a" * 52,         # well-formed, never minted
     "aisoc_inbox_short",
@@ -170,7 +209,7 @@ async def test_template_no_longer_allowed_is_400_unknown_template(reactor: Any, 
 
 
 @pytest.mark.parametrize("body, message", [
-    (b'{"a": 1}\n{"b": \n', "bad body: line 2: invalid JSON at column 6"),
+    (b'{"a": 1}\n{"b": \n', "bad body: invalid JSON at line 2 column 6"),
     (b"", "bad body: empty body"),
     (b"[1]", "bad body: array item 0: expected a JSON object"),
 ])
@@ -183,6 +222,92 @@ async def test_bad_json_is_400_saying_which_line(inboxd: RunningDaemon, body: by
     assert reply["error"].startswith(message), reply
     assert inboxd.events() == []
     assert outcome_count(await inboxd.metrics(), "webhook", "generic-json", "bad_request") == 1
+
+
+def readme_errors_table() -> list[tuple[int, str, list[re.Pattern[str]]]]:
+    """
+    The README's "Errors" table (the first of the section: the HTTP channel's own refusals, which
+    never reach a route, follow in a table of their own and are pinned by test_http_limits): each
+    row's status, outcome and the error bodies it documents (the code spans before any "(+ header)"
+    note), as patterns: C{…} is any text, C{N} and C{C} numbers, C{'X'} a quoted name.
+    """
+    section = (PROJECT / "README.md").read_text().split("\n## Errors\n", 1)[1].split("\n## ", 1)[0]
+    placeholders = {"…": ".*", "'X'": "'[^']+'", "N": r"\d+", "C": r"\d+"}
+    rows = []
+    for line in section.split("\n|", 1)[1].split("\n\n", 1)[0].splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) != 4 or not cells[0].isdigit():
+            continue
+        documented = re.findall(r"`([^`]+)`", cells[1].split("(+")[0])
+        patterns = [re.compile("".join(placeholders.get(part, re.escape(part))
+                                       for part in re.split(r"(…|'X'|\bN\b|\bC\b)", text)))
+                    for text in documented]
+        rows.append((int(cells[0]), cells[2].strip("`"), patterns))
+    return rows
+
+
+#: rows another test produces, each where its setup lives: an unwritable sink
+#: (test_unwritable_log_is_503_with_retry_after), a store that does not answer (test_store_outages), a bug
+ERRORS_PINNED_ELSEWHERE = {(503, "unavailable"), (503, "store_unavailable"), (500, "error")}
+
+
+@pytest_twisted.ensureDeferred
+async def test_every_errors_table_row_is_what_the_daemon_sends(reactor: Any, tmp_path: Path) -> None:
+    """Each row of the README's Errors table is produced and the reply's error matches the row's words
+    exactly (placeholders aside); every documented alternative is seen, and no reply is undocumented."""
+    settings = daemon_settings(tmp_path / "state", http={"max_body_bytes": 8192, "rate_limit_per_min": 3},
+                               token_cache=TokenCacheSettings(unknown_lookups_per_ip_per_sec=0.01))
+    running = await start_daemon(reactor, settings)
+    replies: list[tuple[int, str]] = []
+
+    async def send(path: str, body: bytes = b'{"a": 1}', headers: dict[str, str] | None = None,
+                   method: str = "POST") -> None:
+        status, reply, _ = await running.post(path, body, headers, method)
+        replies.append((status, reply.get("error", "")))
+
+    try:
+        await send(f"/v1/inbox/{await running.mint('signed', signing_secret=b's3cret')}")
+        gone = mint_token()
+        await running.daemon.store.insert_token(TokenRecord(fingerprint(gone), "removed", "retired-template"))
+        await send(f"/v1/inbox/{gone}")
+        for tenant, body, headers in [
+            ("single", b'{"a": ', {}), ("ndjson", b'{"a": 1}\n{"b": }\n', {}), ("string", b'"text"', {}),
+            ("gzip", b"not gzip", {"Content-Encoding": "gzip"}), ("key", b"{}", {"X-AiSOC-Idempotency-Key": "k" * 256}),
+            ("type", b"{}", {"Content-Type": "image/png"}), ("encoding", b"{}", {"Content-Encoding": "br"}),
+            ("large", b"{}" * 8192, {}), ("deep", b'{"a":' * 65 + b"1" + b"}" * 65, {}),
+            ("surrogate", b'{"a": "\\ud800"}', {}), ("digits", b'{"a": ' + b"7" * 4301 + b"}", {}),
+        ]:
+            await send(f"/v1/inbox/{await running.mint(tenant)}", body, headers)
+        sns = json.dumps({"Type": "Notification", "TopicArn": "arn:aws:sns:eu-west-1:1:t", "MessageId": "m1",
+                          "Message": '{"mail": {"commonHeaders": {"subject": "\\ud800"}}}'}).encode()
+        await send(f"/v1/inbox/email/{await running.mint('relay', 'email-forwarded')}", sns,
+                   {"Content-Type": "text/plain"})
+        await send(f"/v1/inbox/{await running.mint('reader')}", b"", method="GET")
+        busy = await running.mint("busy")
+        for _ in range(4):
+            await send(f"/v1/inbox/{busy}")
+        held = await running.mint("held")
+        await running.daemon.store.claim_idempotency_key(fingerprint(held), "k1", reactor.seconds(), 120)
+        await send(f"/v1/inbox/{held}", headers={"X-AiSOC-Idempotency-Key": "k1"})
+        await send("/v1/inbox/a/b")
+        await send(f"/v1/inbox/aisoc_inbox_{'z' * 52}")  # 401: spends this address's one unknown-token lookup…
+        await send(f"/v1/inbox/aisoc_inbox_{'y' * 52}")  # …so the next unknown token is 429
+        metrics = await running.metrics()
+    finally:
+        await running.stop()
+
+    table = readme_errors_table()
+    for status, error in [r for r in replies if r[0] >= 400]:
+        rows = [patterns for s, _, patterns in table if s == status]
+        assert any(p.fullmatch(error) for patterns in rows for p in patterns), f"undocumented: {status} {error!r}"
+    for status, outcome, patterns in table:
+        if (status, outcome) in ERRORS_PINNED_ELSEWHERE:
+            continue
+        for pattern in patterns:
+            assert any(s == status and pattern.fullmatch(e) for s, e in replies), \
+                f"no reply matched the README row {status} {pattern.pattern!r}"
+        if outcome != "—":
+            assert f'outcome="{outcome}",route="webhook"' in metrics, f"outcome {outcome} was not counted"
 
 
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH"])

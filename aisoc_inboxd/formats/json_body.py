@@ -82,14 +82,16 @@ def _first_line_is_object(text: str) -> bool:
 
 def _ndjson(text: str) -> list[Record]:
     records = []
-    for number, line in enumerate(text.split("\n"), start=1):
-        line = line.strip()
+    for number, raw_line in enumerate(text.split("\n"), start=1):
+        line = raw_line.strip()
         if not line:
             continue
         try:
             item = loads(line)
         except json.JSONDecodeError as e:
-            raise BodyError(f"line {number}: invalid JSON at column {e.colno}: {e.msg}") from None
+            # the same words as for a whole document, the column counted in the line as sent
+            column = e.colno + len(raw_line) - len(raw_line.lstrip())
+            raise BodyError(f"invalid JSON at line {number} column {column}: {e.msg}") from None
         if not isinstance(item, dict):
             raise BodyError(f"line {number}: expected a JSON object, got {_kind(item)}")
         records.append(Record(item, line))

@@ -410,6 +410,19 @@ class KafkaSink(Service):
         return self._spool
 
     @property
+    def topic(self) -> str:
+        return self._topic
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """
+        The brokers the producer starts from, as configured (the status page names them; the rest of
+        the config may hold a password and is never shown).
+        """
+        config = self._producer_config
+        return config.get("bootstrap.servers") or config.get("metadata.broker.list") or ""
+
+    @property
     def in_flight(self) -> int:
         return self._in_flight
 

@@ -40,6 +40,13 @@ class TokenRecord:
     def active(self) -> bool:
         return self.rotated_at is None and self.revoked_at is None
 
+    @property
+    def state(self) -> str:
+        """
+        C{active}, C{rotated} or C{revoked}, as listings show it.
+        """
+        return "revoked" if self.revoked_at else "rotated" if self.rotated_at else "active"
+
 
 @dataclass(frozen=True)
 class ImapConnectorRecord:
@@ -231,6 +238,13 @@ class Store(Protocol):
         """
         L{push_totals} of every tenant, for the status page (PostgreSQL: through the C{SECURITY
         DEFINER} function C{aisoc_push_stats_since()}, read-only).
+        """
+
+    def status_tokens(self, since: float, tenant_id: str | None, limit: int) -> Deferred[list[TokenRecord]]:
+        """
+        For the status page, of one tenant or (C{None}) every tenant: the active tokens, and those
+        rotated or revoked since C{since}, newest first, at most C{limit}; never a signing secret
+        (PostgreSQL: through the C{SECURITY DEFINER} function C{aisoc_status_tokens()}, read-only).
         """
 
     def sweep_push_stats(self, before: float) -> Deferred[int]:

@@ -74,6 +74,17 @@ _ALL_PUSH_TOTALS = {
     "postgres": "SELECT tenant_id, fingerprint, template_id, requests, errors, last_seen "
                 "FROM aisoc_push_stats_since(%s) ORDER BY last_seen DESC, fingerprint",
 }
+#: the status page's tokens in C{COLUMNS} order, the secret left out (NULL): every active token and
+#: those retired since a time, of one tenant or all (''), newest first; the parameters are (since,
+#: tenant, rows) in both dialects, PostgreSQL reading through its SECURITY DEFINER function
+_STATUS_COLUMNS = "fingerprint, tenant_id, template_id, label, NULL, created_at, rotated_at, revoked_at, hec_acks"
+_STATUS_TOKENS = {
+    "sqlite": f"WITH asked(since, tenant) AS (SELECT %s, %s) SELECT {_STATUS_COLUMNS} "
+              f"FROM tenant_inbox_tokens, asked WHERE (asked.tenant = '' OR tenant_id = asked.tenant) "
+              f"AND ({ACTIVE} OR rotated_at >= asked.since OR revoked_at >= asked.since) "
+              f"ORDER BY created_at DESC, fingerprint LIMIT %s",
+    "postgres": f"SELECT {_STATUS_COLUMNS} FROM aisoc_status_tokens(%s, %s, %s)",
+}
 #: old buckets, except each token's newest; PostgreSQL deletes through its SECURITY DEFINER function
 _SWEEP_PUSH = {
     "sqlite": "DELETE FROM tenant_inbox_push_stats AS s WHERE bucket_start < %s AND bucket_start < "
@@ -283,6 +294,9 @@ class AdbapiStore(Service):
     def sweep_push_stats(self, before: float) -> Deferred[int]:
         return self._run(self._sweep_push, before)
 
+    def status_tokens(self, since: float, tenant_id: str | None, limit: int) -> Deferred[list[TokenRecord]]:
+        return self._run(self._status_tokens, since, tenant_id or "", limit)
+
     # -- plumbing -----------------------------------------------------------------------------
 
     def _run(self, interaction: Callable[..., T], *args: object, bounded: bool = True) -> Deferred[T]:
@@ -450,6 +464,10 @@ class AdbapiStore(Service):
         sql = _ALL_PUSH_TOTALS[self.dialect]
         self._execute(txn, sql, (self._to_db_time(since),) * sql.count("%s"))
         return [self._push_totals_row(row) for row in txn.fetchall()]
+
+    def _status_tokens(self, txn: Transaction, since: float, tenant_id: str, limit: int) -> list[TokenRecord]:
+        self._execute(txn, _STATUS_TOKENS[self.dialect], (self._to_db_time(since), tenant_id, limit))
+        return [self._record(row) for row in txn.fetchall()]
 
     def _sweep_push(self, txn: Transaction, before: float) -> int:
         self._execute(txn, _SWEEP_PUSH[self.dialect], (self._to_db_time(before),))

@@ -26,6 +26,7 @@ from twisted.web.server import Request
 from aisoc_inboxd import fastjson
 from aisoc_inboxd.inflight import InFlight
 from aisoc_inboxd.metrics import Metrics
+from aisoc_inboxd.tenants import InvalidTenant
 from aisoc_inboxd.tokens import (
     TOKEN_PREFIX,
     TokenAdmin,
@@ -85,6 +86,8 @@ class AdminRoute(JsonRoute):
                                             secret.encode("utf-8") if secret else None)
         except UnknownTemplate:
             raise bad_request(f"unknown template {template!r}") from None
+        except InvalidTenant as e:
+            raise bad_request(str(e)) from None
         return Reply(201, minted.as_dict(), minted.record.template_id)
 
     async def _retire(self, tenant: str, fingerprint_or_prefix: str, action: str, body: dict[str, Any]) -> Reply:

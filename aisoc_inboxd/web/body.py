@@ -1,5 +1,5 @@
 """
-Reading a request body: the Content-Encoding (gzip, bounded), and the Content-Type gate.
+Reading a request body: the Content-Encoding (gzip, bounded, also when undeclared), and the Content-Type gate.
 """
 from __future__ import annotations
 
@@ -41,14 +41,19 @@ def raw_body(request: Request) -> bytes:
     return request.content.read()
 
 
+#: the first two bytes of every gzip member (RFC 1952); no JSON, NDJSON, CEF or MIME text starts so
+GZIP_MAGIC = b"\x1f\x8b"
+
+
 def decode_content(request: Request, raw: bytes, limit: int) -> bytes:
     """
     The body as the sender meant it: gzip undone, with the decoded size held to C{limit} too, so a
-    small compressed bomb is refused instead of filling memory.
+    small compressed bomb is refused instead of filling memory. A gzip body whose sender (or a proxy
+    on the way) left out C{Content-Encoding} is known by its magic bytes and inflated the same way.
     """
     encoding = (request.getHeader(b"content-encoding") or b"").strip().lower()
     if encoding in (b"", b"identity"):
-        return raw
+        return gunzip(raw, limit) if raw.startswith(GZIP_MAGIC) else raw
     if encoding not in (b"gzip", b"x-gzip"):
         raise HttpError(415, f"unsupported Content-Encoding {encoding.decode('latin-1')!r}: send gzip or nothing",
                         "unsupported_media_type")

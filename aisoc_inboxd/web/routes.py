@@ -76,7 +76,6 @@ class JsonRoute(Resource):
         self._metrics = metrics
         self._inflight = inflight
         self._observers = observers
-        self._started = time.monotonic()
 
     async def handle(self, request: Request) -> Reply:
         raise NotImplementedError
@@ -98,11 +97,13 @@ class JsonRoute(Resource):
             self._metrics.request(self.route, None, "method_not_allowed")
             return write_json(request, 405, {"error": f"method {request.method.decode('latin-1')} not allowed; "
                                                       f"this route accepts {allow}"}, {"Allow": allow})
+        # per request: a route may serve many (the admin route is built once, at start)
+        started = time.monotonic()
         gone: list[Failure] = []
         request.notifyFinish().addErrback(gone.append)
         d = self._inflight.track(Deferred.fromCoroutine(self.handle(request)))
         d.addErrback(self._failure_reply)
-        d.addCallback(self._send, request, gone)
+        d.addCallback(self._send, request, gone, started)
         return NOT_DONE_YET
 
     def _failure_reply(self, failure: Failure) -> Reply:
@@ -122,9 +123,9 @@ class JsonRoute(Resource):
         """
         return write_json(request, reply.status, reply.body, reply.headers)
 
-    def _send(self, reply: Reply, request: Request, gone: list[Failure]) -> None:
+    def _send(self, reply: Reply, request: Request, gone: list[Failure], started: float) -> None:
         self._metrics.request(self.route, reply.template, reply.outcome)
-        self._log_request(request, reply)
+        self._log_request(request, reply, time.monotonic() - started)
         for observe in self._observers:
             observe(self.route, self.token, reply)
         if gone or request.finished:
@@ -132,7 +133,7 @@ class JsonRoute(Resource):
         request.write(self.write_reply(request, reply))
         request.finish()
 
-    def _log_request(self, request: Request, reply: Reply) -> None:
+    def _log_request(self, request: Request, reply: Reply, duration: float) -> None:
         """
         The request's one log line: who (tenant, token fingerprint prefix), what, and how it ended;
         never the token, a secret or the body.
@@ -145,6 +146,6 @@ class JsonRoute(Resource):
             route=self.route, status=reply.status, outcome=reply.outcome, template=reply.template or "-",
             tenant=tenant, token=log_id(self.token.fingerprint) if self.token else "-",
             events=self.published, bytes=getattr(request, "received_bytes", 0),
-            duration_ms=round((time.monotonic() - self._started) * 1000, 1),
+            duration_ms=round(duration * 1000, 1),
             client=client_host(request) or "-")
 

@@ -1,14 +1,16 @@
 """
 C{GET /status} on the admin listener: one read-only HTML page for an operator at a browser —
-listeners, what each syslog listener received and lost, the last reload, the sink and its spool, the
-token store (answering or down, lookups, unknown-token floods), event rates per template, push stats
-per token and the last error replies. Rendered on the server with L{twisted.web.template} (which
-escapes every value), inline CSS, no script and no external asset; the admin key is asked for with an
-HTTP Basic challenge (any user name, the key as the password) or taken as a Bearer token.
+listeners, what each syslog listener received and lost, the last reload, the sink (where its events
+go) and its spool, the token store (answering or down, lookups, unknown-token floods), event rates
+per template, every live token with its push stats, and the last error replies. Rendered on the
+server with L{twisted.web.template} (which escapes every value), inline CSS, no script and no
+external asset; the admin key is asked for with an HTTP Basic challenge (any user name, the key as
+the password) or taken as a Bearer token.
 """
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Protocol, Sequence, runtime_checkable
 
@@ -26,12 +28,12 @@ from aisoc_inboxd.metrics import TokenStoreMetrics, count
 from aisoc_inboxd.push_stats import WINDOW
 from aisoc_inboxd.reload import ReloadOutcome
 from aisoc_inboxd.sinks import EventSink
-from aisoc_inboxd.store import PushTotals, Store, StoreError
+from aisoc_inboxd.store import PushTotals, Store, StoreError, TokenRecord
 from aisoc_inboxd.store.health import StoreHealth
 from aisoc_inboxd.tokens import TokenCache, log_id
 from aisoc_inboxd.web.admin import carries_admin_key
 
-#: most push stats rows shown (latest first)
+#: most token rows listed (the newest tokens); past it a note says so
 MAX_TOKENS = 500
 
 #: the syslog table's columns: heading, sample and its C{reason} label (the counters of L{SyslogMetrics})
@@ -101,6 +103,25 @@ class DiskSink(Protocol):
     """
 
     disk: DiskView
+
+
+@runtime_checkable
+class FileDestination(Protocol):
+    """
+    A sink appending to a file (the file sink): the page names the file.
+    """
+
+    path: Path
+
+
+@runtime_checkable
+class KafkaDestination(Protocol):
+    """
+    A sink producing to Kafka: the page names the topic and the bootstrap servers.
+    """
+
+    topic: str
+    bootstrap_servers: str
 
 
 class SpoolView(Protocol):
@@ -178,9 +199,12 @@ class StatusPage(Resource):
         now = s.clock.seconds()
         selected = request.args.get(b"tenant", [b""])[0].decode("utf-8", "replace")
         try:
+            # every tenant's tokens, for the selector and the page without a tenant; then the tenant's
+            everyone = await s.store.status_tokens(now - WINDOW, None, MAX_TOKENS + 1)
+            tokens = await s.store.status_tokens(now - WINDOW, selected, MAX_TOKENS + 1) if selected else everyone
             totals, stats_error = await s.store.all_push_totals(now - WINDOW), None
         except StoreError as e:
-            totals, stats_error = [], str(e)
+            everyone, tokens, totals, stats_error = [], [], [], str(e)
         page = tags.html(lang="en")(
             tags.head(tags.meta(charset="utf-8"), tags.title("aisoc-inboxd status"), tags.style(_CSS)),
             tags.body(
@@ -192,8 +216,8 @@ class StatusPage(Resource):
                 tags.h2("Sink"), _sink(s.sink, now),
                 *((tags.h2("Token store (this instance)"), _token_store(s.tokens, now)) if s.tokens else ()),
                 tags.h2("Event rates (this instance)"), _rates(s.rates.rates()),
-                tags.h2("Push stats per token (last 24 h, all instances)"),
-                _push_stats(totals, selected, stats_error, now),
+                tags.h2("Tokens and their push stats (last 24 h, all instances)"),
+                _tokens(everyone, tokens, totals, selected, stats_error, now),
                 tags.h2("Recent errors (this instance)"), _errors(s.errors, now)))
         return b"<!DOCTYPE html>\n" + await flattenString(None, page)
 
@@ -272,6 +296,7 @@ def _address(port: IListeningPort | None) -> str:
 def _sink(sink: EventSink, now: float) -> Tag:
     problem = sink.not_ready()
     rows = [(tags.th("type"), tags.td(getattr(sink, "name", None) or type(sink).__name__)),
+            *_destination(sink),
             (tags.th("ready"), _state(problem is None, "ready", f"not ready: {problem}"))]
     if isinstance(sink, DiskSink):
         rows += _disk("event log", sink.disk, now)
@@ -282,6 +307,18 @@ def _sink(sink: EventSink, now: float) -> Tag:
                  (tags.th("oldest spooled event"), tags.td("—" if oldest is None else _ago(now - oldest)))]
         rows += _disk("spool", spool.disk, now)
     return tags.table(tags.tbody(*(tags.tr(*r) for r in rows)))
+
+
+def _destination(sink: EventSink) -> list[tuple[Tag, Tag]]:
+    """
+    Where the sink puts events: the event log's file, or Kafka's topic and bootstrap servers.
+    """
+    if isinstance(sink, FileDestination):
+        return [(tags.th("events file"), tags.td(tags.code(str(sink.path.absolute()))))]
+    if isinstance(sink, KafkaDestination):
+        return [(tags.th("topic"), tags.td(tags.code(sink.topic))),
+                (tags.th("bootstrap servers"), tags.td(tags.code(sink.bootstrap_servers or "—")))]
+    return []
 
 
 def _token_store(view: TokenStoreView, now: float) -> Tag:
@@ -317,23 +354,46 @@ def _rates(rates: dict[str, tuple[int, int]]) -> Tag:
                   ((tags.td(t), _num(minute), _num(hour)) for t, (minute, hour) in sorted(rates.items())))
 
 
-def _push_stats(totals: list[PushTotals], selected: str, error: str | None, now: float) -> Tag:
+def _tokens(everyone: list[TokenRecord], tokens: list[TokenRecord], totals: list[PushTotals], selected: str,
+            error: str | None, now: float) -> Tag:
+    """
+    Every live token (of the tenant chosen, else of all), the never used ones too, and those retired
+    within the window, with their label, state and push stats; latest request first, then the newest
+    never used. At most L{MAX_TOKENS} (the newest), with a note when there are more.
+    """
     if error is not None:
-        return tags.p(f"Push stats are unavailable: {error}", class_="bad")
-    tenants = sorted({t.tenant_id for t in totals} | ({selected} if selected else set()))
+        return tags.p(f"Tokens and push stats are unavailable: {error}", class_="bad")
+    tenants = sorted({t.tenant_id for t in [*everyone, *totals]} | ({selected} if selected else set()))
     form = tags.form(method="get", action="status")(
         tags.label("Tenant ", tags.select(name="tenant")(
             tags.option("all tenants", value="", **({"selected": "selected"} if not selected else {})),
             *(tags.option(t, value=t, **({"selected": "selected"} if t == selected else {})) for t in tenants))),
         " ", tags.button("Show", type="submit"))
-    shown = [t for t in totals if not selected or t.tenant_id == selected][:MAX_TOKENS]
-    if not shown:
-        return tags.div(form, tags.p("No token pushed anything in the last 24 hours.", class_="note"))
-    rows = ((tags.td(tags.code(log_id(t.fingerprint))), tags.td(t.tenant_id), tags.td(t.template_id),
-             _num(t.requests), tags.td(f"{_utc(t.last_seen)} ({_ago(now - t.last_seen)} ago)"),
-             _num(f"{100 * t.errors / t.requests:.1f} %" if t.requests else "—"))
-            for t in shown)
-    return tags.div(form, _table(("token", "tenant", "template", "requests", "last seen", "error rate"), rows))
+    if not tokens:
+        return tags.div(form, tags.p(f"No live token{f' of {selected}' if selected else ''}: mint one with "
+                                     f"aisoc-inboxd token mint --tenant T --template ID.", class_="note"))
+    activity = {t.fingerprint: t for t in totals}
+
+    def latest_request_first(record: TokenRecord) -> tuple[bool, float]:
+        seen = activity.get(record.fingerprint)
+        return seen is None, -(seen.last_seen if seen else record.created_at)  # then the newest never used
+
+    rows = (_token_row(record, activity.get(record.fingerprint), now)
+            for record in sorted(tokens[:MAX_TOKENS], key=latest_request_first))
+    table = _table(("token", "tenant", "template", "label", "state", "requests", "last seen", "error rate"), rows)
+    if len(tokens) <= MAX_TOKENS:
+        return tags.div(form, table)
+    where = (f"of {selected} are listed: aisoc-inboxd token stats --tenant {selected} lists every one." if selected
+             else "are listed: choose a tenant.")
+    return tags.div(form, tags.p(f"Only the {MAX_TOKENS} newest tokens {where}", class_="note"), table)
+
+
+def _token_row(record: TokenRecord, totals: PushTotals | None, now: float) -> tuple[Tag, ...]:
+    requests, errors = (totals.requests, totals.errors) if totals else (0, 0)
+    seen = f"{_utc(totals.last_seen)} ({_ago(now - totals.last_seen)} ago)" if totals else "never"
+    return (tags.td(tags.code(log_id(record.fingerprint))), tags.td(record.tenant_id), tags.td(record.template_id),
+            tags.td(record.label or "—"), tags.td(record.state), _num(requests), tags.td(seen),
+            _num(f"{100 * errors / requests:.1f} %" if requests else "—"))
 
 
 def _errors(errors: RecentErrors, now: float) -> Tag:
