@@ -167,7 +167,7 @@ def _with_store(settings: Settings, work: Callable[[Any], Awaitable[int]]) -> in
     from twisted.internet.defer import Deferred, maybeDeferred
 
     from aisoc_inboxd.service import open_store
-    from aisoc_inboxd.store import StoreError
+    from aisoc_inboxd.store import UNAVAILABLE, StoreError
     from aisoc_inboxd.store.preflight import check_reachable
 
     try:
@@ -192,8 +192,11 @@ def _with_store(settings: Settings, work: Callable[[Any], Awaitable[int]]) -> in
     except SystemExit as exit_:
         if exit_.code not in (0, None):
             raise CommandError("the command failed; see the error above") from None
-    if "error" in outcome:
-        raise CommandError(str(outcome["error"]))
+    error = outcome.get("error")
+    if isinstance(error, StoreError) and error.reason in UNAVAILABLE:
+        raise CommandError(f"the token store is unavailable: {error}")
+    if error is not None:
+        raise CommandError(str(error))
     return outcome["code"]
 
 

@@ -47,6 +47,20 @@ class HttpSettings:
     body_timeout: float = 60.0
     #: the largest request line, and the largest head (request line and headers); 414 / 431 past it
     max_header_bytes: int = 16384
+    #: proxies (load balancers; CIDRs) whose C{X-Forwarded-For} names the client, for the per-client
+    #: unknown-token budget and the request log; nobody else's is believed
+    trusted_proxies: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        _check_networks("trusted_proxies", self.trusted_proxies)
+
+
+def _check_networks(key: str, cidrs: list[str]) -> None:
+    for index, cidr in enumerate(cidrs):
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ConfigError(f"{key}[{index}]: {cidr!r} is not an address or CIDR network") from None
 
 
 @dataclass(frozen=True)
@@ -193,11 +207,7 @@ class CefSettings:
         if (self.shared_secret_header is None) != (self.shared_secret is None):
             raise ConfigError("shared_secret: shared_secret_header and shared_secret go together")
         for key in ("allow_cidrs", "trusted_proxies"):
-            for index, cidr in enumerate(getattr(self, key)):
-                try:
-                    ipaddress.ip_network(cidr, strict=False)
-                except ValueError:
-                    raise ConfigError(f"{key}[{index}]: {cidr!r} is not an address or CIDR network") from None
+            _check_networks(key, getattr(self, key))
 
 
 @dataclass(frozen=True)

@@ -27,10 +27,12 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from aisoc_inboxd.catalog import TemplateCatalog
 from aisoc_inboxd.config import ImapSettings
+from aisoc_inboxd.episode import FailureLog
 from aisoc_inboxd.formats.email import as_record, parse_mime
 from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.pipeline import Pipeline
@@ -294,6 +296,7 @@ class ImapPoller(Service):
         self.workers: dict[str, ConnectorWorker] = {}
         self._loop: LoopingCall | None = None
         self._refreshing = DeferredLock()
+        self._failures = FailureLog(clock, self._log, "reading the IMAP connectors")
 
     def startService(self) -> None:
         super().startService()
@@ -318,9 +321,9 @@ class ImapPoller(Service):
         try:
             connectors = await self._store.imap_connectors_to_poll()
         except Exception:
-            self._log.failure("cannot read the IMAP connectors; retrying in {interval}s",
-                              interval=self._settings.refresh_interval)
+            self._failures.failed(Failure(), f"in {self._settings.refresh_interval:g}s")
             return
+        self._failures.worked()
         if not self.running:
             return
         wanted = {c.uid: c for c in connectors}

@@ -19,6 +19,7 @@ from aisoc_inboxd.ratelimit import Admission, retry_after
 from aisoc_inboxd.sinks import SinkUnavailable
 from aisoc_inboxd.store import StoreError, TokenRecord
 from aisoc_inboxd.tokens import LookupBudgetSpent, TokenResolver
+from aisoc_inboxd.web.clients import ClientAddresses
 from aisoc_inboxd.web.errors import HttpError, invalid_token, store_unavailable, unavailable, unknown_template
 
 
@@ -37,13 +38,18 @@ class Binding:
 
 class Intake:
     def __init__(self, resolver: TokenResolver, catalog: TemplateCatalog, pipeline: Pipeline,
-                 limiter: Admission, idempotency: Idempotency, clock: IReactorTime) -> None:
+                 limiter: Admission, idempotency: Idempotency, clock: IReactorTime,
+                 clients: ClientAddresses = ClientAddresses()) -> None:
+        """
+        @param clients: where HTTP requests come from (C{http.trusted_proxies}), for the routes.
+        """
         self._resolver = resolver
         self.catalog = catalog
         self._pipeline = pipeline
         self._limiter = limiter
         self.idempotency = idempotency
         self._clock = clock
+        self.clients = clients
 
     def now(self) -> float:
         return self._clock.seconds()

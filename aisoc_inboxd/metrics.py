@@ -43,6 +43,10 @@ class Metrics:
         self.token_cache_size = Gauge(
             "aisoc_ingest_inbox_token_cache_size", "Valid tokens in the token cache", registry=self.registry)
         self.token_store = TokenStoreMetrics(self.registry)
+        self.idempotency_skipped = Counter(
+            "aisoc_ingest_idempotency_skipped", "Requests with a vendor delivery id published without "
+            "de-duplication, by reason (store_unavailable: the token store could not claim the id)",
+            ["reason"], registry=self.registry)
         self.imap_polls = Counter(
             "aisoc_ingest_imap_polls", "IMAP connector polls by connector and outcome (ok, auth_failed, "
             "tls_error, connection_error, error)", ["connector", "outcome"], registry=self.registry)

@@ -2,7 +2,8 @@
 A job run every few seconds for as long as a service runs (sweeps, polls, watchdog pings).
 
 A failing run is logged and the next one happens on schedule: C{LoopingCall} on its own stops for
-good at the first exception.
+good at the first exception. A job that keeps failing is logged as an episode (L{FailureLog}): when
+it begins, every few minutes while it goes on, when it works again — not once per run.
 """
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from aisoc_inboxd.episode import FailureLog
 
 _log = Logger()
 
@@ -28,6 +32,7 @@ class Periodic(Service):
         self.interval = interval
         self._now = now
         self._loop: LoopingCall | None = None
+        self._failures = FailureLog(clock, _log, name)
 
     def startService(self) -> None:
         super().startService()
@@ -44,7 +49,9 @@ class Periodic(Service):
         try:
             await _maybe_await(self._job())
         except Exception:
-            _log.failure("{name} failed; next run in {interval}s", name=self.name, interval=self.interval)
+            self._failures.failed(Failure(), f"in {self.interval:g}s")
+        else:
+            self._failures.worked()
 
 
 async def _maybe_await(result: Awaitable[Any] | Any) -> Any:

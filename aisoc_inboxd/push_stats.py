@@ -19,7 +19,9 @@ from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
+from aisoc_inboxd.episode import FailureLog
 from aisoc_inboxd.periodic import Periodic
 from aisoc_inboxd.store import PushBucket, Store, TokenRecord
 
@@ -65,7 +67,8 @@ class PushStatsRecorder(MultiService):
     Counts token-route replies (L{replied}, an C{OnReply} observer of the routes) and adds them to
     the store every C{interval} seconds, one transaction per tenant; sweeps old buckets every
     C{sweep_interval} seconds. A flush never fails: counts a failed write could not store are kept
-    for the next one (those older than L{RETENTION} are dropped).
+    for the next one (those older than L{RETENTION} are dropped); failing flushes are logged as one
+    episode (L{FailureLog}), not one line each.
 
     @param drained: fires once requests still in flight at shutdown have replied (fails when they
         take too long). Stopping flushes at once, and once more when it fires, which is before the
@@ -82,6 +85,7 @@ class PushStatsRecorder(MultiService):
         self._drained = drained
         self._interval = interval
         self._pending: _Pending = {}
+        self._failures = FailureLog(clock, _log, "push stats: storing counts")
         Periodic("push-stats-flush", self.flush, clock, interval, now=False).setServiceParent(self)
         Periodic("push-stats-sweep", lambda: store.sweep_push_stats(clock.seconds() - RETENTION), clock,
                  sweep_interval, now=False).setServiceParent(self)
@@ -116,18 +120,24 @@ class PushStatsRecorder(MultiService):
         for key, counts in pending.items():
             by_tenant.setdefault(key[0], {})[key] = counts
         # every tenant's write starts now, before the store could begin to close
-        await gatherResults([Deferred.fromCoroutine(self._add(tenant_id, counted))
-                             for tenant_id, counted in by_tenant.items()])
+        stored = await gatherResults([Deferred.fromCoroutine(self._add(tenant_id, counted))
+                                      for tenant_id, counted in by_tenant.items()])
+        if stored and all(stored):
+            self._failures.worked()
 
-    async def _add(self, tenant_id: str, counted: _Pending) -> None:
+    async def _add(self, tenant_id: str, counted: _Pending) -> bool:
+        """
+        Add one tenant's counts to the store; whether it took them (if not, they are kept).
+        """
         buckets = [PushBucket(fingerprint, c.template_id, start, c.requests, c.errors, c.last_seen)
                    for (_, fingerprint, start), c in counted.items()]
         try:
             await self._store.add_push_stats(tenant_id, buckets)
+            return True
         except Exception:
-            _log.failure("push stats: storing {count} buckets of tenant {tenant} failed; retrying "
-                         "in {interval}s", count=len(buckets), tenant=tenant_id, interval=self._interval)
+            self._failures.failed(Failure(), f"in {self._interval:g}s (the counts are kept)")
             self._keep(counted)
+            return False
 
     def _keep(self, counted: _Pending) -> None:
         oldest = self._clock.seconds() - RETENTION

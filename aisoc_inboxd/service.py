@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort, IProtocolFactory
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -48,6 +48,7 @@ from aisoc_inboxd.tls import ReloadableTLS, split_tls_endpoint
 from aisoc_inboxd.tokens import LookupBudget, TokenAdmin, TokenCache, TokenResolver
 from aisoc_inboxd.vendors import VendorGate, build_vendor_gate
 from aisoc_inboxd.web.channel import ChannelLimits
+from aisoc_inboxd.web.clients import ClientAddresses
 from aisoc_inboxd.web.hec import HecDeps
 from aisoc_inboxd.web.status import StatusSources, TokenStoreView
 from aisoc_inboxd.web.tree import route_of, WebDeps, build_admin_resource, build_root_resource
@@ -439,7 +440,7 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
     limiter = RateLimiter(reactor, http.rate_limit_per_min)
     admission = LeasedRateLimiter(reactor, http.rate_limit_per_min, role.lease) if role else limiter
     intake = Intake(TokenResolver(store, cache, budget, metrics.token_store), catalog, pipeline, admission,
-                    Idempotency(store, reactor), reactor)
+                    Idempotency(store, reactor, metrics), reactor, ClientAddresses(http.trusted_proxies))
     cef = Replaceable(settings.cef)
     inflight = InFlight(reactor)
     push_stats = PushStatsRecorder(store, reactor, lambda: inflight.drained(DRAIN_TIMEOUT))
@@ -466,6 +467,7 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
         snapshots = snapshot_path(Path(settings.state_dir), role.index)
         return InboxDaemon(store, sink, intake, cache, metrics, inflight,
                            [store.invalidation_watcher(cache.invalidate, reactor), push_stats,
+                            idempotency_settler(intake, reactor),
                             Periodic("metrics-snapshot", lambda: write_snapshot(metrics.registry, snapshots),
                                      reactor, METRICS_SNAPSHOT_INTERVAL)],
                            listeners, reloader(), reactor)
@@ -493,6 +495,7 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
                               store.invalidation_watcher(cache.invalidate, reactor),
                               Periodic("idempotency-sweeper",
                                        lambda: store.sweep_idempotency_keys(reactor.seconds()), reactor, 300.0),
+                              idempotency_settler(intake, reactor),
                               push_stats,
                               ImapPoller(store, catalog, pipeline, metrics, settings.imap, reactor, reactor)]
     reloads = Reloads(reloader(), reactor, metrics.reloads, lambda: listening(listeners), supervisor)
@@ -502,3 +505,11 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
 
 #: seconds between a worker's metrics snapshots (Prometheus scrapes every 15 s or more)
 METRICS_SNAPSHOT_INTERVAL = 2.0
+#: seconds between attempts to settle the idempotency claims the store did not answer for: well
+#: within a sender's Retry-After, so its retry is not refused with 409 once the store answers
+IDEMPOTENCY_SETTLE_INTERVAL = 2.0
+
+
+def idempotency_settler(intake: Intake, clock: IReactorTime) -> Periodic:
+    return Periodic("idempotency-settler", intake.idempotency.settle_unsettled, clock,
+                    IDEMPOTENCY_SETTLE_INTERVAL, now=False)

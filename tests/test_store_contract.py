@@ -393,6 +393,37 @@ async def test_pg_imap_connectors_are_row_level_secured(store: AdbapiStore, back
     assert rows == [(True, ["search_path=pg_catalog, public, pg_temp"])]
 
 
+# -- idempotency keys ---------------------------------------------------------------------------
+
+@pytest_twisted.ensureDeferred
+async def test_an_idempotency_claim_is_settled_only_by_its_owner(store: AdbapiStore) -> None:
+    """A claim is held by the request that made it: another owner's release or completion changes
+    nothing, while the owner's release frees the key for the next claim and its completion records
+    the reply every later claim gets back."""
+    fp = fingerprint("k1")
+    assert await store.claim_idempotency_key(fp, "delivery-1", T0, 120, "owner-a") == (True, None, None)
+    assert await store.claim_idempotency_key(fp, "delivery-1", T0 + 1, 120, "owner-b") == (False, None, None)
+    assert await store.release_idempotency_key(fp, "delivery-1", "owner-b") == 0
+    assert await store.complete_idempotency_key(fp, "delivery-1", "owner-b", 200, '{"n": 2}', T0 + 86400) == 0
+    assert await store.release_idempotency_key(fp, "delivery-1", "owner-a") == 1
+    assert await store.claim_idempotency_key(fp, "delivery-1", T0 + 2, 120, "owner-b") == (True, None, None)
+    assert await store.complete_idempotency_key(fp, "delivery-1", "owner-a", 200, '{"n": 1}', T0 + 86400) == 0
+    assert await store.complete_idempotency_key(fp, "delivery-1", "owner-b", 200, '{"n": 2}', T0 + 86400) == 1
+    assert await store.release_idempotency_key(fp, "delivery-1", "owner-b") == 0  # a recorded reply stays
+    assert await store.claim_idempotency_key(fp, "delivery-1", T0 + 3, 120, "owner-c") == (False, 200, '{"n": 2}')
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_expired_claim_is_taken_over(store: AdbapiStore) -> None:
+    """A claim whose lease ran out (its request died) no longer blocks the key, and its owner can no
+    longer settle it once another request took it over."""
+    fp = fingerprint("k2")
+    assert await store.claim_idempotency_key(fp, "delivery-2", T0, 120, "owner-a") == (True, None, None)
+    assert await store.claim_idempotency_key(fp, "delivery-2", T0 + 121, 120, "owner-b") == (True, None, None)
+    assert await store.release_idempotency_key(fp, "delivery-2", "owner-a") == 0
+    assert await store.claim_idempotency_key(fp, "delivery-2", T0 + 122, 120, "owner-c") == (False, None, None)
+
+
 # -- push stats ---------------------------------------------------------------------------------
 
 def bucket(name: str, minute: int, requests: int = 1, errors: int = 0, seen: float = 0.0,

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -22,9 +24,11 @@ import treq
 from psycopg2.extensions import make_dsn, parse_dsn
 from twisted.internet import defer
 from twisted.internet.task import deferLater
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 
 from aisoc_inboxd.config import DatabaseSettings, TokenCacheSettings
 from aisoc_inboxd.store import StoreError
+from aisoc_inboxd.store.invalidation import CHANNEL, PostgresInvalidationListener
 from aisoc_inboxd.store.postgres import PostgresStore, connection_parameters
 from aisoc_inboxd.store.secrets import SecretBox
 from aisoc_inboxd.tokens import fingerprint, mint_token
@@ -107,17 +111,21 @@ async def test_refused_store_is_503_for_uncached_tokens_on_every_route_while_cac
     """PostgreSQL refusing connections: a cached token is still accepted; an uncached or unknown token
     is 503 token store unavailable with Retry-After on the webhook and email routes and Splunk's
     'Server is busy' (code 9) on HEC — never 500; /metrics and the status page say the store is down,
-    and once it is back the uncached token is accepted. A cached token with an idempotency key is 503
-    too (the key cannot be claimed), and /readyz stays 200."""
+    and once it is back the uncached token is accepted. A cached token with an explicit idempotency key
+    is 503 too (the key cannot be claimed), counted under its template, while a vendor's delivery id
+    (PagerDuty's X-Webhook-Id) is published without de-duplication and counted as such; /readyz stays 200."""
     d = outage.daemon
-    cached, uncached = await d.mint("acme"), await d.mint("acme")
-    assert (await post(d, f"/v1/inbox/{cached}"))[0] == 200
+    cached, uncached, vendor = await d.mint("acme"), await d.mint("acme"), await d.mint("acme", "pagerduty")
+    for token in (cached, vendor):
+        assert (await post(d, f"/v1/inbox/{token}"))[0] == 200
     outage.relay.cut()
 
     assert (await post(d, f"/v1/inbox/{cached}"))[:2] == (200, {"accepted": 1, "template": "generic-json"})
     assert (await treq.get(d.base_url + "/readyz")).code == 200  # cached traffic flows: still ready
     status, reply, response = await post(d, f"/v1/inbox/{cached}", {"X-AiSOC-Idempotency-Key": "k1"})
     assert (status, reply) == (503, STORE_DOWN)  # the key cannot be claimed: nothing published
+    status, reply, _ = await post(d, f"/v1/inbox/{vendor}", {"X-Webhook-Id": "delivery-1"})
+    assert (status, reply) == (200, {"accepted": 1, "template": "pagerduty"})
     for path in (f"/v1/inbox/{uncached}", f"/v1/inbox/{mint_token()}", f"/v1/inbox/email/{uncached}"):
         status, reply, response = await post(d, path)
         assert (status, reply) == (503, STORE_DOWN), path
@@ -130,7 +138,10 @@ async def test_refused_store_is_503_for_uncached_tokens_on_every_route_while_cac
     assert sample(metrics, 'aisoc_ingest_token_store_errors_total{reason="connection"}') >= 5
     assert sample(metrics, "aisoc_ingest_token_store_up") == 0
     assert sample(metrics, 'aisoc_ingest_inbox_requests_total{outcome="store_unavailable",route="webhook",'
-                           'template="none"}') == 3
+                           'template="none"}') == 2
+    assert sample(metrics, 'aisoc_ingest_inbox_requests_total{outcome="store_unavailable",route="webhook",'
+                           'template="generic-json"}') == 1
+    assert sample(metrics, 'aisoc_ingest_idempotency_skipped_total{reason="store_unavailable"}') == 1
     assert 'outcome="error"' not in metrics
     assert "token store down for" in await status_page(d)
 
@@ -138,6 +149,48 @@ async def test_refused_store_is_503_for_uncached_tokens_on_every_route_while_cac
     await eventually(reactor, lambda: _accepted(d, uncached))
     assert sample(await d.metrics(), "aisoc_ingest_token_store_up") == 1
     assert "answering" in await status_page(d)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_claim_committed_after_its_call_timed_out_does_not_refuse_the_retry(
+        reactor: Any, outage: Outage) -> None:
+    """The server takes longer to commit an idempotency claim than the call timeout (a deferred trigger
+    sleeps at COMMIT): the request gets 503 and publishes nothing, but the claim is committed on the
+    server after all. The sender's retry with the same key is accepted — not refused with 409 for the
+    claim's 120 s lease — and published once."""
+    d = outage.daemon
+    pg_query(outage.db.admin_dsn, _SLOW_COMMIT)
+    pg_query(outage.db.admin_dsn, "INSERT INTO slow_commits VALUES ('retry-me')")
+    token = await d.mint("acme")
+    assert (await post(d, f"/v1/inbox/{token}"))[0] == 200  # cached
+    headers = {"X-AiSOC-Idempotency-Key": "retry-me"}
+    assert (await post(d, f"/v1/inbox/{token}", headers))[:2] == (503, STORE_DOWN)
+
+    async def committed() -> bool:
+        rows, _ = pg_query(outage.db.admin_dsn, "SELECT count(*) FROM inbox_idempotency_keys WHERE key = 'retry-me'")
+        return bool(rows[0][0])
+
+    await eventually(reactor, committed)
+    status, reply, _ = await post(d, f"/v1/inbox/{token}", headers)
+    assert (status, reply) == (200, {"accepted": 1, "template": "generic-json"})
+    assert len(d.events()) == 2
+
+
+#: at COMMIT, a claim of a key listed in slow_commits takes 2 s (once per listing)
+_SLOW_COMMIT = """
+CREATE TABLE slow_commits (key text PRIMARY KEY);
+CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
+BEGIN
+    DELETE FROM slow_commits WHERE key = NEW.key;
+    IF FOUND THEN
+        PERFORM pg_sleep(2);
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON inbox_idempotency_keys
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit();
+"""
 
 
 async def _accepted(d: RunningDaemon, token: str) -> bool:
@@ -291,3 +344,123 @@ async def test_a_random_token_flood_reaches_postgres_at_the_budgeted_rate(reacto
         return int(rows[0][0]) == total
 
     await eventually(reactor, counted_by_postgres, seconds=15)
+
+
+# -- what an outage logs ---------------------------------------------------------------------------
+
+@pytest_twisted.ensureDeferred
+async def test_an_outage_logs_a_few_clear_lines_and_no_traceback(reactor: Any, pg_database: PgDatabase) -> None:
+    """The connections open to PostgreSQL are cut, new ones refused, then the link stalls and comes back:
+    the log says the store is down (once), that a silent connection was shut, and that it answers again —
+    not adbapi's two 'Rollback failed' tracebacks for every lost connection."""
+    from cryptography.fernet import Fernet
+
+    relay = Relay(int(parse_dsn(pg_database.dsn).get("port", 5432)))
+    relay.reopen()
+    settings = DatabaseSettings(call_timeout=CALL_TIMEOUT, connect_timeout=2)
+    store = PostgresStore(make_dsn(pg_database.dsn, host="127.0.0.1", port=relay.port),
+                          SecretBox(Fernet.generate_key()), reactor, settings)
+    store.startService()
+    unknown = fingerprint(mint_token())
+    try:
+        await store.upgrade()
+        with capturedLogs() as events:
+            await defer.gatherResults([store.resolve(unknown) for _ in range(3)])  # several pool connections
+            relay.cut()
+            for _ in range(4):
+                with pytest.raises(StoreError):
+                    await store.resolve(unknown)
+            relay.reopen()
+            await eventually(reactor, lambda: _answers(store, unknown))
+            relay.stall()
+            with pytest.raises(StoreError):
+                await store.resolve(unknown)
+            relay.resume()
+            await eventually(reactor, lambda: _answers(store, unknown))
+    finally:
+        await defer.maybeDeferred(store.stopService)
+        relay.cut()
+    assert [formatEvent(e) for e in events if "log_failure" in e or e.get("isError")] == []
+    lines = [formatEvent(e) for e in events if e["log_level"] >= LogLevel.info]
+    shut = [line for line in lines if "shut a connection that left a statement unanswered" in line]
+    assert len(shut) <= 1, lines  # the stalled call's connection, when it was open already
+    assert [line.split(" (")[0].split(" after ")[0] for line in lines if line not in shut] == [
+        "token store unavailable", "token store answers again",
+        "token store unavailable", "token store answers again"], lines
+
+
+async def _answers(store: PostgresStore, fp: str) -> bool:
+    try:
+        await store.resolve(fp)
+    except StoreError:
+        return False
+    return True
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_listen_link_that_keeps_failing_logs_when_it_fails_and_when_it_is_back(
+        reactor: Any, pg_database: PgDatabase) -> None:
+    """The LISTEN link cannot be opened four times in a row, then opens: one line when it fails, one
+    when it is open again (and the cache is dropped then), not one line per retry."""
+    attempts: list[int] = []
+    opened: defer.Deferred[None] = defer.Deferred()
+
+    def connect() -> Any:
+        attempts.append(1)
+        if len(attempts) <= 4:
+            raise psycopg2.OperationalError("connection to server at \"db\" failed: Connection refused\n")
+        return psycopg2.connect(pg_database.dsn, async_=True)
+
+    def invalidated(fp: str | None) -> None:
+        if fp is None and not opened.called:
+            opened.callback(None)
+
+    listener = PostgresInvalidationListener(connect, invalidated, reactor, check_interval=10, answer_within=5,
+                                            max_backoff=0.05)
+    with capturedLogs() as events:
+        listener.startService()
+        try:
+            await opened.addTimeout(20, reactor)
+        finally:
+            await listener.stopService()
+    lines = [formatEvent(e) for e in events if e["log_level"] >= LogLevel.info]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith(f"LISTEN {CHANNEL} failed (connection to server at \"db\" failed: Connection refused)")
+    assert lines[1].startswith(f"LISTEN {CHANNEL} open again after") and lines[1].endswith("(4 attempts failed)")
+
+
+# -- the CLI ---------------------------------------------------------------------------------------
+
+def test_the_cli_says_in_one_line_that_the_database_does_not_answer(tmp_path: Path, pg_database: PgDatabase) -> None:
+    """`token list` against a PostgreSQL that refuses connections, then against one that accepts them but
+    does not answer (the table is locked by someone else): one line on stderr naming the problem, exit
+    status 1, no traceback."""
+    relay = Relay(int(parse_dsn(pg_database.dsn).get("port", 5432)))
+    (tmp_path / "state").mkdir()
+    config = tmp_path / "inboxd.yaml"
+    config.write_text(json.dumps({"state_dir": str(tmp_path / "state"), "database": {
+        "dsn": make_dsn(pg_database.dsn, host="127.0.0.1", port=relay.port), "call_timeout": CALL_TIMEOUT}}))
+
+    def token_list() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "aisoc_inboxd.cli", "--config", str(config), "token", "list",
+                               "--tenant", "acme"], capture_output=True, text=True, timeout=60)
+
+    refused = token_list()
+    assert (refused.returncode, refused.stdout) == (1, "")
+    assert refused.stderr.startswith("aisoc-inboxd: PostgreSQL is unreachable (host=127.0.0.1") and \
+        refused.stderr.count("\n") == 1, refused.stderr
+
+    relay.reopen()
+    try:
+        assert token_list().returncode == 0  # creates the schema
+        locker = psycopg2.connect(pg_database.admin_dsn)
+        try:
+            locker.cursor().execute("LOCK TABLE tenant_inbox_tokens IN ACCESS EXCLUSIVE MODE")
+            silent = token_list()
+        finally:
+            locker.close()
+    finally:
+        relay.cut()
+    assert (silent.returncode, silent.stdout) == (1, "")
+    assert silent.stderr == (f"aisoc-inboxd: the token store is unavailable: PostgreSQL at 127.0.0.1:{relay.port}/"
+                             f"{pg_database.name} as {pg_database.name}: no answer within 1 s\n")

@@ -168,21 +168,24 @@ class Store(Protocol):
         Mark the active token revoked at C{now}; C{False} when this tenant has no such active token.
         """
 
-    def claim_idempotency_key(self, fingerprint: str, key: str, now: float,
-                              lease: float) -> Deferred[tuple[bool, int | None, str | None]]:
+    def claim_idempotency_key(self, fingerprint: str, key: str, now: float, lease: float,
+                              owner: str) -> Deferred[tuple[bool, int | None, str | None]]:
         """
-        See L{aisoc_inboxd.idempotency}: claim a key, or learn its recorded reply, or that it is busy.
+        See L{aisoc_inboxd.idempotency}: claim a key for the request C{owner} (a random id), or
+        learn its recorded reply, or that another request holds it.
         """
 
-    def complete_idempotency_key(self, fingerprint: str, key: str, status: int, body: str,
+    def complete_idempotency_key(self, fingerprint: str, key: str, owner: str, status: int, body: str,
                                  expires_at: float) -> Deferred[int]:
         """
-        Record the reply of a claimed key, kept until C{expires_at}.
+        Record the reply of a key C{owner} holds, kept until C{expires_at}; fires with 0 when it
+        does not hold it (any more).
         """
 
-    def release_idempotency_key(self, fingerprint: str, key: str) -> Deferred[int]:
+    def release_idempotency_key(self, fingerprint: str, key: str, owner: str) -> Deferred[int]:
         """
-        Drop a claim whose request failed, so a retry with the same key can proceed.
+        Drop the claim C{owner} holds (its request failed), so a retry with the same key can
+        proceed; fires with 0 when it holds none.
         """
 
     def sweep_idempotency_keys(self, now: float) -> Deferred[int]:

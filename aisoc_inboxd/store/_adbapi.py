@@ -1,5 +1,5 @@
 """
-The SQL both token stores share, run on a L{twisted.enterprise.adbapi.ConnectionPool}.
+The SQL both token stores share, run on a L{aisoc_inboxd.store.pool.StorePool} (adbapi).
 
 Every statement runs on the pool's threads inside one transaction per call; the reactor only sees
 Deferreds. Subclasses supply the dialect: the pool, placeholders, how a transaction begins, the tenant
@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable, ClassVar, Sequence, TypeVar
 
 from twisted.application.service import Service
-from twisted.enterprise.adbapi import ConnectionLost, ConnectionPool, Transaction
+from twisted.enterprise.adbapi import ConnectionPool, Transaction
 from twisted.internet.defer import Deferred, fail, gatherResults
 from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
@@ -35,11 +35,12 @@ _REVOKE = f"UPDATE tenant_inbox_tokens SET revoked_at = %s WHERE {_ACTIVE_OF_TEN
 _SCHEMA_VERSION = "SELECT coalesce(max(version), 0) FROM schema_migrations"
 _KEY = "fingerprint = %s AND key = %s"
 _EXPIRE_KEY = f"DELETE FROM inbox_idempotency_keys WHERE {_KEY} AND expires_at < %s"
-_CLAIM_KEY = ("INSERT INTO inbox_idempotency_keys (fingerprint, key, expires_at) VALUES (%s, %s, %s) "
+_CLAIM_KEY = ("INSERT INTO inbox_idempotency_keys (fingerprint, key, owner, expires_at) VALUES (%s, %s, %s, %s) "
               "ON CONFLICT DO NOTHING")
 _READ_KEY = f"SELECT status, body FROM inbox_idempotency_keys WHERE {_KEY}"
-_COMPLETE_KEY = f"UPDATE inbox_idempotency_keys SET status = %s, body = %s, expires_at = %s WHERE {_KEY}"
-_RELEASE_KEY = f"DELETE FROM inbox_idempotency_keys WHERE {_KEY}"
+_COMPLETE_KEY = (f"UPDATE inbox_idempotency_keys SET status = %s, body = %s, expires_at = %s "
+                 f"WHERE {_KEY} AND owner = %s")
+_RELEASE_KEY = f"DELETE FROM inbox_idempotency_keys WHERE {_KEY} AND owner = %s AND status IS NULL"
 _SWEEP_KEYS = "DELETE FROM inbox_idempotency_keys WHERE expires_at < %s"
 _RECORD_MIGRATION = "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)"
 IMAP_COLUMNS = ("uid, tenant_id, host, port, username, password, mailbox, max_messages, use_ssl, "
@@ -155,9 +156,10 @@ class AdbapiStore(Service):
         """
         return sql
 
-    def _begin(self, txn: Transaction) -> None:
+    def _begin(self, txn: Transaction, writes: bool) -> None:
         """
-        Open the transaction the pool commits (or rolls back) when the interaction returns.
+        Open the transaction the pool commits (or rolls back) when the interaction returns; one
+        that only reads (C{writes} false) need not wait for another writer.
         """
 
     def _lock_schema(self, txn: Transaction) -> None:
@@ -230,13 +232,13 @@ class AdbapiStore(Service):
         return version
 
     def resolve(self, fingerprint: str) -> Deferred[TokenRecord | None]:
-        return self._run(self._resolve, fingerprint)
+        return self._read(self._resolve, fingerprint)
 
     def insert_token(self, record: TokenRecord) -> Deferred[None]:
         return self._run(self._insert_scoped, record)
 
     def list_tokens(self, tenant_id: str) -> Deferred[list[TokenRecord]]:
-        return self._run(self._list, tenant_id)
+        return self._read(self._list, tenant_id)
 
     def rotate_token(self, tenant_id: str, fingerprint: str, new: TokenRecord,
                      now: float) -> Deferred[bool]:
@@ -247,22 +249,22 @@ class AdbapiStore(Service):
     def revoke_token(self, tenant_id: str, fingerprint: str, now: float) -> Deferred[bool]:
         return self._run(self._retire, _REVOKE, tenant_id, fingerprint, now)
 
-    def claim_idempotency_key(self, fingerprint: str, key: str, now: float,
-                              lease: float) -> Deferred[tuple[bool, int | None, str | None]]:
+    def claim_idempotency_key(self, fingerprint: str, key: str, now: float, lease: float,
+                              owner: str) -> Deferred[tuple[bool, int | None, str | None]]:
         """
-        Claim C{key} for one request: C{(True, None, None)} when this request may go ahead, else
+        Claim C{key} for the request C{owner}: C{(True, None, None)} when it may go ahead, else
         C{(False, status, body)} with the recorded reply, or C{(False, None, None)} while another
         request holds the claim. An expired reply or lease is cleared first.
         """
-        return self._run(self._claim_key, fingerprint, key, now, lease)
+        return self._run(self._claim_key, fingerprint, key, now, lease, owner)
 
-    def complete_idempotency_key(self, fingerprint: str, key: str, status: int, body: str,
+    def complete_idempotency_key(self, fingerprint: str, key: str, owner: str, status: int, body: str,
                                  expires_at: float) -> Deferred[int]:
         return self._run(self._write, _COMPLETE_KEY,
-                         (status, body, self._to_db_time(expires_at), fingerprint, key))
+                         (status, body, self._to_db_time(expires_at), fingerprint, key, owner))
 
-    def release_idempotency_key(self, fingerprint: str, key: str) -> Deferred[int]:
-        return self._run(self._write, _RELEASE_KEY, (fingerprint, key))
+    def release_idempotency_key(self, fingerprint: str, key: str, owner: str) -> Deferred[int]:
+        return self._run(self._write, _RELEASE_KEY, (fingerprint, key, owner))
 
     def sweep_idempotency_keys(self, now: float) -> Deferred[int]:
         """
@@ -274,22 +276,22 @@ class AdbapiStore(Service):
         return self._run(self._insert_imap, record)
 
     def list_imap_connectors(self, tenant_id: str) -> Deferred[list[ImapConnectorRecord]]:
-        return self._run(self._list_imap, tenant_id)
+        return self._read(self._list_imap, tenant_id)
 
     def remove_imap_connector(self, tenant_id: str, uid: str) -> Deferred[bool]:
         return self._run(self._remove_imap, tenant_id, uid)
 
     def imap_connectors_to_poll(self) -> Deferred[list[ImapConnectorRecord]]:
-        return self._run(self._imap_to_poll)
+        return self._read(self._imap_to_poll)
 
     def add_push_stats(self, tenant_id: str, buckets: Sequence[PushBucket]) -> Deferred[None]:
         return self._run(self._add_push, tenant_id, tuple(buckets))
 
     def push_totals(self, tenant_id: str, since: float) -> Deferred[list[PushTotals]]:
-        return self._run(self._push_totals, tenant_id, since)
+        return self._read(self._push_totals, tenant_id, since)
 
     def all_push_totals(self, since: float) -> Deferred[list[PushTotals]]:
-        return self._run(self._all_push_totals, since)
+        return self._read(self._all_push_totals, since)
 
     def sweep_push_stats(self, before: float) -> Deferred[int]:
         return self._run(self._sweep_push, before)
@@ -299,7 +301,14 @@ class AdbapiStore(Service):
 
     # -- plumbing -----------------------------------------------------------------------------
 
-    def _run(self, interaction: Callable[..., T], *args: object, bounded: bool = True) -> Deferred[T]:
+    def _read(self, interaction: Callable[..., T], *args: object) -> Deferred[T]:
+        """
+        L{_run} for an interaction that only reads.
+        """
+        return self._run(interaction, *args, writes=False)
+
+    def _run(self, interaction: Callable[..., T], *args: object, bounded: bool = True,
+             writes: bool = True) -> Deferred[T]:
         """
         Run C{interaction(txn, *args)} in one transaction on a pool thread, within the call timeout
         when C{bounded}. Driver and connection errors become L{StoreError}s naming where the data lives.
@@ -307,7 +316,7 @@ class AdbapiStore(Service):
         if self._pool is None:
             return fail(StoreError(f"{self._where()}: the store is not running"))
         call = _Call()
-        d: Deferred[T] = self._pool.runInteraction(self._transaction, self._pool, call, interaction, *args)
+        d: Deferred[T] = self._pool.runInteraction(self._transaction, self._pool, call, writes, interaction, *args)
         d.addErrback(self._as_store_error, self._pool.dbapi.Error)
         if bounded:
             d.addTimeout(self._call_timeout, self._reactor, onTimeoutCancel=lambda result, timeout:
@@ -324,12 +333,12 @@ class AdbapiStore(Service):
         d.addBoth(finished)
         return d
 
-    def _transaction(self, txn: Transaction, pool: ConnectionPool, call: _Call, interaction: Callable[..., T],
-                     *args: object) -> T | None:
+    def _transaction(self, txn: Transaction, pool: ConnectionPool, call: _Call, writes: bool,
+                     interaction: Callable[..., T], *args: object) -> T | None:
         if call.abandoned:
             return None  # nobody waits for it; returning (not raising) spares the pool a rollback
         call.connection = pool.connect()  # this thread's, already open
-        self._begin(txn)
+        self._begin(txn, writes)
         return interaction(txn, *args)
 
     def _timed_out(self, call: _Call, timeout: float) -> Failure:
@@ -351,8 +360,6 @@ class AdbapiStore(Service):
         """
         Only the first line of a driver message: later lines (PostgreSQL's DETAIL) may quote values.
         """
-        if failure.check(ConnectionLost):
-            raise StoreError(f"{self._where()}: connection lost", "connection") from failure.value
         if failure.check(driver_error):
             lines = str(failure.value).strip().splitlines() or [type(failure.value).__name__]
             raise StoreError(f"{self._where()}: {lines[0]}", self._reason(failure.value)) from failure.value
@@ -412,10 +419,10 @@ class AdbapiStore(Service):
         self._execute(txn, update, (self._to_db_time(now), tenant_id, fingerprint))
         return bool(txn.rowcount == 1)
 
-    def _claim_key(self, txn: Transaction, fingerprint: str, key: str, now: float,
-                   lease: float) -> tuple[bool, int | None, str | None]:
+    def _claim_key(self, txn: Transaction, fingerprint: str, key: str, now: float, lease: float,
+                   owner: str) -> tuple[bool, int | None, str | None]:
         self._execute(txn, _EXPIRE_KEY, (fingerprint, key, self._to_db_time(now)))
-        self._execute(txn, _CLAIM_KEY, (fingerprint, key, self._to_db_time(now + lease)))
+        self._execute(txn, _CLAIM_KEY, (fingerprint, key, owner, self._to_db_time(now + lease)))
         if txn.rowcount == 1:
             return True, None, None
         self._execute(txn, _READ_KEY, (fingerprint, key))

@@ -1,7 +1,7 @@
 """
 Whether the token store answers, as learnt from the calls the daemon makes to it anyway (no probe
-of its own): for the status page, C{/metrics} and one log line when it goes down and one when it is
-back, rather than one per failed request.
+of its own): for the status page, C{/metrics} and a few log lines — when it goes down, a reminder
+every few minutes while it stays down, and when it is back — rather than one per failed request.
 """
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from aisoc_inboxd.episode import Episode
 from aisoc_inboxd.store import UNAVAILABLE, StoreError
 
 if TYPE_CHECKING:
@@ -35,23 +36,33 @@ class StoreHealth:
         self.since = clock.seconds()
         self.last_error: str | None = None
         self.listening: bool | None = None
+        self._down = Episode(clock)
         if metrics is not None:
             metrics.up.set(1)
 
     def answered(self) -> None:
-        if not self.up:
-            self._log.info("token store answers again after {seconds:.1f} s",
-                           seconds=self._clock.seconds() - self.since)
+        ended = self._down.end()
+        if ended is not None:
+            seconds, failures = ended
+            self._log.info("token store answers again after {seconds:.1f} s ({failures} calls failed)",
+                           seconds=seconds, failures=failures)
             self._set(True)
 
     def failed(self, error: StoreError) -> None:
         self.last_error = str(error)
         if self._metrics is not None:
             self._metrics.errors.labels(error.reason).inc()
-        if self.up and error.reason in UNAVAILABLE:
+        if error.reason not in UNAVAILABLE:
+            return
+        news = self._down.occurred()
+        if news == "began":
             self._log.warn("token store unavailable ({reason}): {error}; uncached tokens get 503 until it "
                            "answers", reason=error.reason, error=str(error))
             self._set(False)
+        elif news == "ongoing":
+            self._log.warn("token store still unavailable after {seconds:.0f} s ({failures} calls failed); "
+                           "latest: {error}", seconds=self._down.lasted(), failures=self._down.occurrences,
+                           error=str(error))
 
     def link(self, up: bool) -> None:
         """

@@ -27,6 +27,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from aisoc_inboxd.episode import Episode
+
 CHANNEL = "aisoc_inbox_invalidate"
 
 #: called with a fingerprint, or with None for "forget everything"
@@ -61,6 +63,7 @@ class PostgresInvalidationListener(Service):
         self._max_backoff = max_backoff
         self._stopping = threading.Event()
         self._stopped: Deferred[None] | None = None
+        self._down = Episode(reactor)
 
     def startService(self) -> None:
         super().startService()
@@ -82,11 +85,8 @@ class PostgresInvalidationListener(Service):
                     self._listen()
                     backoff = 0.5
                 except Exception as e:
-                    self._reactor.callFromThread(self._on_link, False)
-                    self._reactor.callFromThread(
-                        self._log.warn, "LISTEN {channel} failed ({error}); retrying in {delay}s",
-                        channel=CHANNEL, error=str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__,
-                        delay=backoff)
+                    error = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                    self._reactor.callFromThread(self._failed, error, backoff)
                     self._stopping.wait(backoff)
                     backoff = min(backoff * 2, self._max_backoff)
         finally:
@@ -103,8 +103,7 @@ class PostgresInvalidationListener(Service):
             cursor = connection.cursor()
             cursor.execute(f"LISTEN {CHANNEL}")
             self._answered(connection)
-            self._reactor.callFromThread(self._on_link, True)
-            self._reactor.callFromThread(self._on_invalidate, None)
+            self._reactor.callFromThread(self._opened)
             heard = time.monotonic()
             while not self._stopping.is_set():
                 if select.select([connection], [], [], 0.5)[0]:
@@ -118,6 +117,33 @@ class PostgresInvalidationListener(Service):
                 self._deliver(connection)
         finally:
             connection.close()
+
+    def _failed(self, error: str, delay: float) -> None:
+        """
+        On the reactor thread: the link failed; logged when the failures begin and every few
+        minutes while they go on, not at every retry.
+        """
+        self._on_link(False)
+        news = self._down.occurred()
+        if news == "began":
+            self._log.warn("LISTEN {channel} failed ({error}); retrying in {delay}s, then with backoff up to "
+                           "{max_backoff}s", channel=CHANNEL, error=error, delay=delay, max_backoff=self._max_backoff)
+        elif news == "ongoing":
+            self._log.warn("LISTEN {channel} still failing after {seconds:.0f} s ({failures} attempts); latest: "
+                           "{error}", channel=CHANNEL, seconds=self._down.lasted(), failures=self._down.occurrences,
+                           error=error)
+
+    def _opened(self) -> None:
+        """
+        On the reactor thread: the link is open; notifications sent before may be lost, so the
+        whole cache is dropped.
+        """
+        ended = self._down.end()
+        if ended is not None:
+            self._log.info("LISTEN {channel} open again after {seconds:.0f} s ({failures} attempts failed)",
+                           channel=CHANNEL, seconds=ended[0], failures=ended[1])
+        self._on_link(True)
+        self._on_invalidate(None)
 
     def _answered(self, connection: Any) -> None:
         """

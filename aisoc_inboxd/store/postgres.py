@@ -17,7 +17,7 @@ from typing import Any
 import psycopg2
 from psycopg2.errors import QueryCanceled
 from psycopg2.extensions import TRANSACTION_STATUS_ACTIVE, parse_dsn
-from twisted.enterprise.adbapi import ConnectionPool, Transaction
+from twisted.enterprise.adbapi import Transaction
 from twisted.internet.interfaces import IReactorCore
 
 from aisoc_inboxd.config import DatabaseSettings
@@ -28,6 +28,7 @@ from twisted.internet.defer import Deferred
 from aisoc_inboxd.store._adbapi import COLUMNS, AdbapiStore
 from aisoc_inboxd.store.health import StoreHealth
 from aisoc_inboxd.store.invalidation import CHANNEL, OnInvalidate, PostgresInvalidationListener
+from aisoc_inboxd.store.pool import StorePool
 from aisoc_inboxd.store.secrets import SecretBox
 
 POOL_MAX = 5
@@ -63,8 +64,8 @@ class PostgresStore(AdbapiStore):
         self._location = (f"PostgreSQL at {host}:{params.get('port', '5432')}"
                           f"/{params.get('dbname', '')} as {params.get('user', '(default user)')}")
 
-    def _make_pool(self) -> ConnectionPool:
-        return ConnectionPool("psycopg2", self._dsn, cp_min=1, cp_max=POOL_MAX, cp_reconnect=True,
+    def _make_pool(self) -> StorePool:
+        return StorePool("psycopg2", self._dsn, cp_min=1, cp_max=POOL_MAX, cp_reconnect=True,
                               cp_reactor=self._reactor, **self._defaults)
 
     def _where(self) -> str:

@@ -11,7 +11,8 @@ The admin API, on its own listener (127.0.0.1 by default), for the console and o
 
 Every request carries the admin key: C{Authorization: Bearer <admin key>}, or HTTP Basic with the key
 as the password (any user name), as a browser sends it for the status page. The same L{TokenAdmin}
-serves the CLI.
+serves the CLI. While the token store does not answer, every call is
+C{503 {"error": "token store unavailable"}} with C{Retry-After}, as on the token routes.
 """
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ from aisoc_inboxd.tokens import (
     fingerprint,
     token_row,
 )
-from aisoc_inboxd.web.errors import HttpError, bad_request
+from aisoc_inboxd.store import StoreError
+from aisoc_inboxd.web.errors import HttpError, bad_request, store_unavailable
 from aisoc_inboxd.web.routes import JsonRoute, Reply
 
 Invalidate = Callable[[str], Deferred[None]]
@@ -55,6 +57,12 @@ class AdminRoute(JsonRoute):
 
     async def handle(self, request: Request) -> Reply:
         self._authenticate(request)
+        try:
+            return await self._route(request)
+        except StoreError:
+            raise store_unavailable() from None
+
+    async def _route(self, request: Request) -> Reply:
         path = [p.decode("utf-8", "replace") for p in request.postpath if p]
         method = request.method
         if path == ["invalidate"] and method == b"POST":

@@ -16,7 +16,6 @@ C{200 {"accepted": N, "malformed": M, "template": "cef-syslog"}}.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 from typing import Sequence
 
 from twisted.web.server import Request
@@ -29,38 +28,9 @@ from aisoc_inboxd.inflight import InFlight
 from aisoc_inboxd.intake import Intake
 from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.web.body import decode_content, raw_body
+from aisoc_inboxd.web.clients import client_address, forwarded_for, inside, networks, peer_host
 from aisoc_inboxd.web.errors import HttpError, unknown_template
 from aisoc_inboxd.web.routes import JsonRoute, OnReply, Reply
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-def _networks(cidrs: Sequence[str]) -> tuple[Network, ...]:
-    return tuple(ipaddress.ip_network(cidr, strict=False) for cidr in cidrs)
-
-
-def _inside(address: Address, networks: Sequence[Network]) -> bool:
-    return any(address in network for network in networks)
-
-
-def client_address(peer: str, forwarded_for: Sequence[str], trusted_proxies: Sequence[Network]) -> Address | None:
-    """
-    The client's address: the peer's, unless the peer is a trusted proxy, in which case the
-    right-most C{X-Forwarded-For} entry that is not a trusted proxy (entries further left were
-    written by the client and prove nothing). None when an address that decides is unreadable.
-    """
-    try:
-        address = ipaddress.ip_address(peer)
-    except ValueError:
-        return None
-    chain = [entry.strip() for value in forwarded_for for entry in value.split(",")]
-    while _inside(address, trusted_proxies) and chain:
-        try:
-            address = ipaddress.ip_address(chain.pop())
-        except ValueError:
-            return None
-    return address
 
 
 class CefRoute(JsonRoute):
@@ -68,12 +38,12 @@ class CefRoute(JsonRoute):
 
     def __init__(self, settings: CefSettings, intake: Intake, metrics: Metrics, inflight: InFlight,
                  max_body_bytes: int, observers: Sequence[OnReply] = ()) -> None:
-        super().__init__(metrics, inflight, observers)
+        super().__init__(metrics, inflight, observers, intake.clients)
         self._settings = settings
         self._intake = intake
         self._max_body_bytes = max_body_bytes
-        self._allowed = _networks(settings.allow_cidrs)
-        self._proxies = _networks(settings.trusted_proxies)
+        self._allowed = networks(settings.allow_cidrs)
+        self._proxies = networks(settings.trusted_proxies)
 
     async def handle(self, request: Request) -> Reply:
         received_at = self._intake.now()
@@ -110,10 +80,8 @@ class CefRoute(JsonRoute):
         """
         settings = self._settings
         if self._allowed:
-            peer = request.getClientAddress()
-            forwarded = [v.decode("latin-1") for v in request.requestHeaders.getRawHeaders(b"x-forwarded-for", [])]
-            client = client_address(getattr(peer, "host", ""), forwarded, self._proxies)
-            if client is None or not _inside(client, self._allowed):
+            client = client_address(peer_host(request) or "", forwarded_for(request), self._proxies)
+            if client is None or not inside(client, self._allowed):
                 raise HttpError(403, "this client address may not post CEF (cef.allow_cidrs)", "forbidden")
         if settings.shared_secret_header is not None and settings.shared_secret is not None:
             presented = request.getHeader(settings.shared_secret_header.encode("latin-1")) or b""

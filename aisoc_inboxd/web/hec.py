@@ -38,7 +38,7 @@ from aisoc_inboxd.intake import Binding, Intake
 from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.vendors import VendorGate
 from aisoc_inboxd.web.errors import HttpError
-from aisoc_inboxd.web.routes import JsonRoute, OnReply, Reply, client_host
+from aisoc_inboxd.web.routes import JsonRoute, OnReply, Reply
 from aisoc_inboxd.web.token_route import PartialBody, TokenRoute
 
 ROUTE = "hec"
@@ -149,13 +149,14 @@ def request_channel(request: Request) -> str | None:
     return value.decode("latin-1").strip() or None
 
 
-async def bind_hec(request: Request, intake: Intake, deps: HecDeps) -> Binding:
+async def bind_hec(request: Request, client: str | None, intake: Intake, deps: HecDeps) -> Binding:
     """
-    Resolve the presented token; then, as splunkd orders it, refuse a query-string token when that
-    is off (400 code 16) and, for a token with acks, a missing (10) or malformed (11) channel.
+    Resolve the presented token (spending C{client}'s lookups if unknown); then, as splunkd orders
+    it, refuse a query-string token when that is off (400 code 16) and, for a token with acks, a
+    missing (10) or malformed (11) channel.
     """
     token, from_query = presented_token(request)
-    binding = await intake.authorize(token, client_host(request))
+    binding = await intake.authorize(token, client)
     template_id = binding.template.id
     if from_query and not deps.settings.allow_query_string_token:
         raise splunk_error(hec.QUERY_STRING_AUTH_DISABLED, "query_token_disabled", template=template_id)
@@ -208,7 +209,7 @@ class _HecIntakeRoute(SplunkReplies, TokenRoute):
             raise as_splunk(e) from None
 
     async def bind(self, request: Request) -> Binding:
-        binding = await bind_hec(request, self._intake, self._hec)
+        binding = await bind_hec(request, self.client_of(request), self._intake, self._hec)
         channel = self._ack_channel(request, binding)
         if channel is not None:
             try:
@@ -298,13 +299,13 @@ class HecAckRoute(SplunkReplies):
 
     def __init__(self, intake: Intake, metrics: Metrics, inflight: InFlight, deps: HecDeps,
                  observers: Sequence[OnReply] = ()) -> None:
-        super().__init__(metrics, inflight, observers)
+        super().__init__(metrics, inflight, observers, intake.clients)
         self._intake = intake
         self._hec = deps
 
     async def handle(self, request: Request) -> Reply:
         try:
-            binding = self.bound(await bind_hec(request, self._intake, self._hec))
+            binding = self.bound(await bind_hec(request, self.client_of(request), self._intake, self._hec))
         except HttpError as e:
             raise as_splunk(e) from None
         token = binding.token

@@ -20,6 +20,7 @@ from aisoc_inboxd.intake import Binding
 from aisoc_inboxd.tokens import log_id
 from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.store import TokenRecord
+from aisoc_inboxd.web.clients import ClientAddresses
 from aisoc_inboxd.web.errors import HttpError
 
 
@@ -35,13 +36,6 @@ class Reply:
 #: told of every reply a route sends: the route, the token the request presented once it was
 #: authorized (else C{None}), and the reply; must not raise (push stats, the status page's errors)
 OnReply = Callable[[str, TokenRecord | None, Reply], None]
-
-
-def client_host(request: Request) -> str | None:
-    """
-    The address the request came from (the peer: behind a proxy, the proxy's), or C{None}.
-    """
-    return getattr(request.getClientAddress(), "host", None)
 
 
 def write_json(request: Request, status: int, body: dict[str, Any],
@@ -71,11 +65,23 @@ class JsonRoute(Resource):
     #: events this request made durable (replays and refusals: none)
     published = 0
 
-    def __init__(self, metrics: Metrics, inflight: InFlight, observers: Sequence[OnReply] = ()) -> None:
+    def __init__(self, metrics: Metrics, inflight: InFlight, observers: Sequence[OnReply] = (),
+                 clients: ClientAddresses = ClientAddresses()) -> None:
+        """
+        @param clients: tells where a request comes from (the peer, or behind a trusted proxy the
+            client it forwarded).
+        """
         super().__init__()
         self._metrics = metrics
         self._inflight = inflight
         self._observers = observers
+        self._clients = clients
+
+    def client_of(self, request: Request) -> str | None:
+        """
+        The address the request came from, for the request's log line and the unknown-token budget.
+        """
+        return self._clients.of(request)
 
     async def handle(self, request: Request) -> Reply:
         raise NotImplementedError
@@ -147,5 +153,5 @@ class JsonRoute(Resource):
             tenant=tenant, token=log_id(self.token.fingerprint) if self.token else "-",
             events=self.published, bytes=getattr(request, "received_bytes", 0),
             duration_ms=round(duration * 1000, 1),
-            client=client_host(request) or "-")
+            client=self.client_of(request) or "-")
 

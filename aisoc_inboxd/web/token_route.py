@@ -19,7 +19,7 @@ from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.vendors import VendorGate
 from aisoc_inboxd.web.body import decode_content, raw_body
 from aisoc_inboxd.web.errors import HttpError, bad_request
-from aisoc_inboxd.web.routes import JsonRoute, OnReply, Reply, client_host
+from aisoc_inboxd.web.routes import JsonRoute, OnReply, Reply
 
 REPLAY_HEADER = "X-AiSOC-Idempotent-Replay"
 
@@ -77,7 +77,7 @@ class TokenRoute(JsonRoute):
     def __init__(self, token: str, intake: Intake, metrics: Metrics, inflight: InFlight,
                  max_body_bytes: int, vendors: VendorGate | None = None,
                  observers: Sequence[OnReply] = ()) -> None:
-        super().__init__(metrics, inflight, observers)
+        super().__init__(metrics, inflight, observers, intake.clients)
         self._token = token
         self._intake = intake
         self._max_body_bytes = max_body_bytes
@@ -94,7 +94,7 @@ class TokenRoute(JsonRoute):
         """
         Resolve the token this request presents (the one in the URL).
         """
-        return await self._intake.authorize(self._token, client_host(request))
+        return await self._intake.authorize(self._token, self.client_of(request))
 
     async def publish(self, request: Request, binding: Binding, records: list[Record], received_at: float,
                       headers: dict[str, str]) -> StoredReply:
@@ -139,6 +139,7 @@ class TokenRoute(JsonRoute):
             raise
 
         headers = request_headers(request)
+        explicit = key is not None
         key = key or natural_key(binding, records, headers)
 
         async def publish() -> StoredReply:
@@ -150,6 +151,11 @@ class TokenRoute(JsonRoute):
         if key is None:
             reply, replay = await publish(), False
         else:
-            reply, replay = await self._intake.idempotency.once(self._fingerprint(binding), key, publish)
+            try:
+                reply, replay = await self._intake.idempotency.once(self._fingerprint(binding), key, publish,
+                                                                    explicit)
+            except HttpError as e:
+                e.template = e.template or template_id
+                raise
         return Reply(reply.status, reply.body, template_id, "replay" if replay else "ok",
                      {REPLAY_HEADER: "true"} if replay else {})
