@@ -28,16 +28,16 @@ from aisoc_inboxd.activity import EventRates, RecentErrors
 from aisoc_inboxd.catalog import TemplateCatalog
 from aisoc_inboxd import systemd
 from aisoc_inboxd.config import ConfigError, Settings, SyslogListenerSettings, load_settings
-from aisoc_inboxd.idempotency import Idempotency
+from aisoc_inboxd.intake.idempotency import Idempotency
 from aisoc_inboxd.imap import ImapPoller
 from aisoc_inboxd.inflight import InFlight
 from aisoc_inboxd.keyfiles import read_or_create
-from aisoc_inboxd.intake import Intake
+from aisoc_inboxd.intake.intake import Intake
 from aisoc_inboxd.metrics import MergedMetrics, Metrics, MetricsResource
 from aisoc_inboxd.periodic import Periodic
 from aisoc_inboxd.pipeline import Pipeline
 from aisoc_inboxd.push_stats import PushStatsRecorder
-from aisoc_inboxd.ratelimit import LeasedRateLimiter, RateLimiter
+from aisoc_inboxd.intake.ratelimit import LeasedRateLimiter, RateLimiter
 from aisoc_inboxd.sinks import EventSink
 from aisoc_inboxd.store import Store
 from aisoc_inboxd.store.health import StoreHealth

@@ -35,10 +35,10 @@ from twisted.logger import capturedLogs, formatEvent
 
 from aisoc_inboxd.config import ConfigError, SyslogListenerSettings, SyslogSettings, load_settings
 from aisoc_inboxd.inflight import InFlight
+from aisoc_inboxd.intake.refusals import sink_unavailable
 from aisoc_inboxd.metrics import SyslogMetrics
 from aisoc_inboxd.syslog.framing import MAX_SKIPPED_FRAME
 from aisoc_inboxd.syslog.protocol import SyslogDatagramProtocol, SyslogIntake, SyslogStreamFactory, SyslogStreamProtocol
-from aisoc_inboxd.web.errors import unavailable
 from tests.support.daemon import RunningDaemon, daemon_settings, start_daemon, wait_for
 from tests.support.ocsf import assert_valid_ocsf
 from tests.support.rsyslog import Forward, start_rsyslog
@@ -357,7 +357,7 @@ def test_sink_refusal_is_counted_as_dropped() -> None:
     protocol = SyslogDatagramProtocol(listener, clock)
     protocol.datagramReceived(b"<13>May  8 09:00:00 h a: 1", ("127.0.0.1", 1))
     clock.advance(0)
-    intake.deliveries[0][2].errback(unavailable("spool full"))
+    intake.deliveries[0][2].errback(sink_unavailable("spool full"))
     assert value(metrics, "dropped", "unavailable") == 1
     assert listener.in_flight == 0
 

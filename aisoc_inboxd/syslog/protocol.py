@@ -35,11 +35,11 @@ from aisoc_inboxd.config import SyslogListenerSettings
 from aisoc_inboxd.formats.cef import CefError
 from aisoc_inboxd.formats.json_body import Record
 from aisoc_inboxd.inflight import InFlight
-from aisoc_inboxd.intake import Intake
+from aisoc_inboxd.intake.intake import Intake
+from aisoc_inboxd.intake.refusals import Refused
 from aisoc_inboxd.metrics import SyslogMetrics
 from aisoc_inboxd.syslog.framing import FrameDecoder
 from aisoc_inboxd.syslog.records import frame_record
-from aisoc_inboxd.web.errors import HttpError
 
 #: the route events of syslog listeners are published under (C{metadata.log_source})
 ROUTE = "syslog"
@@ -148,7 +148,7 @@ class SyslogIntake:
         try:
             binding = self._intake.bind(self._tenant, template_id)
             published = await self._intake.deliver(binding, ROUTE, records, received_at)
-        except (HttpError, KeyError) as e:
+        except Refused as e:
             self.count("dropped", len(records), "unavailable")
             self._log.warn("{listener}: {count} events dropped, the sink refused them: {error}",
                            listener=self.name, count=len(records), error=str(e))

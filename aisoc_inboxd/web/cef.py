@@ -25,11 +25,12 @@ from aisoc_inboxd.formats.cef import CefError, cef_lines, parse_cef_line
 from aisoc_inboxd.formats.cef_records import cef_record
 from aisoc_inboxd.formats.json_body import Record
 from aisoc_inboxd.inflight import InFlight
-from aisoc_inboxd.intake import Intake
+from aisoc_inboxd.intake.intake import Intake
 from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.web.body import decode_content, raw_body
 from aisoc_inboxd.web.clients import client_address, forwarded_for, inside, networks, peer_host
-from aisoc_inboxd.web.errors import HttpError, unknown_template
+from aisoc_inboxd.intake.refusals import Refused
+from aisoc_inboxd.web.errors import HttpError
 from aisoc_inboxd.web.routes import JsonRoute, OnReply, Reply
 
 
@@ -51,15 +52,12 @@ class CefRoute(JsonRoute):
         if settings.tenant is None:
             raise HttpError(404, "the CEF route is disabled: set cef.tenant in the config to enable it", "disabled")
         self._check_client(request)
-        try:
-            binding = self.bound(self._intake.bind(settings.tenant, settings.template))
-        except KeyError:
-            raise unknown_template(settings.template) from None
+        binding = self.bound(self._intake.bind(settings.tenant, settings.template))
         await self._intake.admit(binding)
         template_id = binding.template.id
         try:
             body = decode_content(request, raw_body(request), self._max_body_bytes)
-        except HttpError as e:
+        except Refused as e:
             e.template = template_id
             raise
         records: list[Record] = []

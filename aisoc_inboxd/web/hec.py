@@ -31,13 +31,14 @@ from aisoc_inboxd.formats import hec
 from aisoc_inboxd.formats.hec import HecError, HecStatus, reply_body
 from aisoc_inboxd.formats.json_body import Record
 from aisoc_inboxd.hec_acks import AckChannels, ChannelsFull
-from aisoc_inboxd.idempotency import StoredReply
+from aisoc_inboxd.intake.idempotency import StoredReply
 from aisoc_inboxd.store import TokenRecord
 from aisoc_inboxd.inflight import InFlight
-from aisoc_inboxd.intake import Binding, Intake
+from aisoc_inboxd.intake.intake import Binding, Intake
+from aisoc_inboxd.intake.refusals import Refused
 from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.vendors import VendorGate
-from aisoc_inboxd.web.errors import HttpError
+from aisoc_inboxd.web.errors import HttpError, http_headers
 from aisoc_inboxd.web.routes import JsonRoute, OnReply, Reply
 from aisoc_inboxd.web.token_route import PartialBody, TokenRoute
 
@@ -48,7 +49,7 @@ CHANNEL_HEADER = b"x-splunk-request-channel"
 #: what splunkd sends
 CONTENT_TYPE = b"application/json; charset=UTF-8"
 
-#: shared intake errors (by metric outcome) and the Splunk status that says the same
+#: intake's refusals (by outcome) and the Splunk status that says the same
 _SPLUNK_BY_OUTCOME = {
     "invalid_token": hec.INVALID_TOKEN,
     "invalid_signature": hec.INVALID_AUTHORIZATION,
@@ -72,21 +73,17 @@ class HecDeps:
                                          settings.channel_idle_timeout))
 
 
-@dataclass
 class SplunkError(HttpError):
     """
     An L{HttpError} answered with Splunk's body: C{code}, and C{invalid-event-number} when it names an event.
     """
 
-    code: int = 0
-    event_number: int | None = None
-
-
-def splunk_error(status: HecStatus, outcome: str, event_number: int | None = None,
+    def __init__(self, status: HecStatus, outcome: str, event_number: int | None = None,
                  headers: dict[str, str] | None = None, template: str | None = None,
-                 token: TokenRecord | None = None) -> SplunkError:
-    return SplunkError(status.http_status, status.text, outcome, headers or {}, template=template, token=token,
-                       code=status.code, event_number=event_number)
+                 token: TokenRecord | None = None) -> None:
+        super().__init__(status.http_status, status.text, outcome, headers, template, token)
+        self.code = status.code
+        self.event_number = event_number
 
 
 def rejected(error: HecError) -> SplunkError:
@@ -94,18 +91,18 @@ def rejected(error: HecError) -> SplunkError:
     A body problem found by the parser, as the request's answer.
     """
     outcome = "no_data" if error.status is hec.NO_DATA else "bad_request"
-    return splunk_error(error.status, outcome, error.event_number)
+    return SplunkError(error.status, outcome, error.event_number)
 
 
-def as_splunk(error: HttpError) -> HttpError:
+def as_splunk(refused: Refused) -> Refused:
     """
-    A shared intake error in Splunk's words (same metric outcome, headers such as Retry-After kept).
+    One of intake's refusals in Splunk's words (same metric outcome, headers such as Retry-After kept).
     """
-    status = _SPLUNK_BY_OUTCOME.get(error.outcome)
-    if status is None or isinstance(error, SplunkError):
-        return error
+    status = _SPLUNK_BY_OUTCOME.get(refused.outcome)
+    if status is None or isinstance(refused, SplunkError):
+        return refused
     event_number = 0 if status is hec.INVALID_DATA_FORMAT else None
-    return splunk_error(status, error.outcome, event_number, error.headers, error.template, error.token)
+    return SplunkError(status, refused.outcome, event_number, http_headers(refused), refused.template, refused.token)
 
 
 def write_splunk(request: Request, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> bytes:
@@ -125,7 +122,7 @@ def presented_token(request: Request) -> tuple[str, bool]:
     if not header:
         query = request.args.get(b"token", [b""])[0]
         if not query:
-            raise splunk_error(hec.TOKEN_REQUIRED, "token_required")
+            raise SplunkError(hec.TOKEN_REQUIRED, "token_required")
         return query.decode("latin-1"), True
     scheme, _, credentials = header.partition(b" ")
     credentials = credentials.strip()
@@ -133,11 +130,11 @@ def presented_token(request: Request) -> tuple[str, bool]:
         try:
             credentials = base64.b64decode(credentials, validate=True).partition(b":")[2]
         except (binascii.Error, ValueError):
-            raise splunk_error(hec.INVALID_AUTHORIZATION, "invalid_authorization") from None
+            raise SplunkError(hec.INVALID_AUTHORIZATION, "invalid_authorization") from None
     elif scheme.lower() != b"splunk":
-        raise splunk_error(hec.INVALID_AUTHORIZATION, "invalid_authorization")
+        raise SplunkError(hec.INVALID_AUTHORIZATION, "invalid_authorization")
     if not credentials:
-        raise splunk_error(hec.TOKEN_REQUIRED, "token_required")
+        raise SplunkError(hec.TOKEN_REQUIRED, "token_required")
     return credentials.decode("latin-1"), False
 
 
@@ -159,16 +156,16 @@ async def bind_hec(request: Request, client: str | None, intake: Intake, deps: H
     binding = await intake.authorize(token, client)
     template_id = binding.template.id
     if from_query and not deps.settings.allow_query_string_token:
-        raise splunk_error(hec.QUERY_STRING_AUTH_DISABLED, "query_token_disabled", template=template_id)
+        raise SplunkError(hec.QUERY_STRING_AUTH_DISABLED, "query_token_disabled", template=template_id)
     assert binding.token is not None
     if binding.token.hec_acks:
         channel = request_channel(request)
         if channel is None:
-            raise splunk_error(hec.DATA_CHANNEL_MISSING, "channel_missing", template=template_id)
+            raise SplunkError(hec.DATA_CHANNEL_MISSING, "channel_missing", template=template_id)
         try:
             uuid.UUID(channel)
         except ValueError:
-            raise splunk_error(hec.INVALID_DATA_CHANNEL, "invalid_channel", template=template_id) from None
+            raise SplunkError(hec.INVALID_DATA_CHANNEL, "invalid_channel", template=template_id) from None
     return binding
 
 
@@ -179,12 +176,13 @@ class SplunkReplies(JsonRoute):
 
     route = ROUTE
 
-    def error_body(self, error: HttpError) -> dict[str, Any]:
-        if not isinstance(error, SplunkError):
-            return super().error_body(error)
-        if error.event_number is None:
-            return {"text": error.message, "code": error.code}
-        return {"text": error.message, "code": error.code, "invalid-event-number": error.event_number}
+    def refusal_reply(self, refused: Refused) -> Reply:
+        reply = super().refusal_reply(refused)
+        if isinstance(refused, SplunkError):
+            reply.body = {"text": refused.message, "code": refused.code}
+            if refused.event_number is not None:
+                reply.body["invalid-event-number"] = refused.event_number
+        return reply
 
     def write_reply(self, request: Request, reply: Reply) -> bytes:
         return write_splunk(request, reply.status, reply.body, reply.headers)
@@ -205,7 +203,7 @@ class _HecIntakeRoute(SplunkReplies, TokenRoute):
     async def handle(self, request: Request) -> Reply:
         try:
             return await super().handle(request)
-        except HttpError as e:
+        except Refused as e:
             raise as_splunk(e) from None
 
     async def bind(self, request: Request) -> Binding:
@@ -215,7 +213,7 @@ class _HecIntakeRoute(SplunkReplies, TokenRoute):
             try:
                 self._hec.acks.open(binding.token.fingerprint, channel)  # type: ignore[union-attr]
             except ChannelsFull:
-                raise splunk_error(hec.SERVER_BUSY, "unavailable", template=binding.template.id) from None
+                raise SplunkError(hec.SERVER_BUSY, "unavailable", template=binding.template.id) from None
         return binding
 
     def parses_cef(self) -> bool:
@@ -306,19 +304,19 @@ class HecAckRoute(SplunkReplies):
     async def handle(self, request: Request) -> Reply:
         try:
             binding = self.bound(await bind_hec(request, self.client_of(request), self._intake, self._hec))
-        except HttpError as e:
+        except Refused as e:
             raise as_splunk(e) from None
         token = binding.token
         assert token is not None
         template_id = binding.template.id
         if not token.hec_acks:
-            raise splunk_error(hec.ACK_DISABLED, "ack_disabled", template=template_id)
+            raise SplunkError(hec.ACK_DISABLED, "ack_disabled", template=template_id)
         channel = request_channel(request)
         assert channel is not None  # bind_hec requires one for a token with acks
         assert request.content is not None
         ack_ids = _ack_ids(request.content.read())
         if ack_ids is None:
-            raise splunk_error(hec.INVALID_DATA_FORMAT, "bad_request", template=template_id)
+            raise SplunkError(hec.INVALID_DATA_FORMAT, "bad_request", template=template_id)
         statuses = self._hec.acks.query(token.fingerprint, channel, ack_ids)
         return Reply(200, {"acks": {str(ack_id): done for ack_id, done in statuses.items()}}, template_id)
 

@@ -12,13 +12,13 @@ from typing import Sequence
 from twisted.web.server import Request
 
 from aisoc_inboxd.formats.json_body import BodyError, Record
-from aisoc_inboxd.idempotency import HEADER as IDEMPOTENCY_HEADER, MAX_KEY_BYTES, StoredReply, check_key
+from aisoc_inboxd.intake.idempotency import HEADER as IDEMPOTENCY_HEADER, MAX_KEY_BYTES, StoredReply, check_key
 from aisoc_inboxd.inflight import InFlight
-from aisoc_inboxd.intake import Binding, Intake
+from aisoc_inboxd.intake.intake import Binding, Intake
+from aisoc_inboxd.intake.refusals import Refused, bad_request
 from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.vendors import VendorGate
 from aisoc_inboxd.web.body import decode_content, raw_body
-from aisoc_inboxd.web.errors import HttpError, bad_request
 from aisoc_inboxd.web.routes import JsonRoute, OnReply, Reply
 
 REPLAY_HEADER = "X-AiSOC-Idempotent-Replay"
@@ -62,7 +62,7 @@ class PartialBody(Exception):
     are published, then the request is answered with C{rejection} (Splunk HEC's batch semantics).
     """
 
-    def __init__(self, records: list[Record], rejection: HttpError) -> None:
+    def __init__(self, records: list[Record], rejection: Refused) -> None:
         super().__init__(str(rejection))
         self.records = records
         self.rejection = rejection
@@ -85,7 +85,7 @@ class TokenRoute(JsonRoute):
 
     def decode(self, request: Request, body: bytes) -> list[Record]:
         """
-        The records in C{body} (already gzip-decoded); raise L{BodyError}, an L{HttpError} (415) or
+        The records in C{body} (already gzip-decoded); raise L{BodyError}, a L{Refused} (415) or
         L{PartialBody}.
         """
         raise NotImplementedError
@@ -108,7 +108,7 @@ class TokenRoute(JsonRoute):
     async def screen(self, binding: Binding, records: list[Record]) -> None:
         """
         The vendor checks for this template (e.g. SNS signatures and confirmations); raise an
-        L{HttpError} to refuse the request.
+        L{Refused} to refuse the request.
         """
         await self._vendors.screen(binding.template, records)
 
@@ -121,7 +121,7 @@ class TokenRoute(JsonRoute):
         received_at = self._intake.now()
         binding = self.bound(await self.bind(request))
         template_id = binding.template.id
-        rejection: HttpError | None = None
+        rejection: Refused | None = None
         try:
             key = check_key(request.getHeader(IDEMPOTENCY_HEADER.encode("ascii")))
             raw = raw_body(request)
@@ -134,7 +134,7 @@ class TokenRoute(JsonRoute):
             await self.screen(binding, records)
         except BodyError as e:
             raise bad_request(f"bad body: {e}", template_id) from None
-        except HttpError as e:
+        except Refused as e:
             e.template = e.template or template_id
             raise
 
@@ -154,7 +154,7 @@ class TokenRoute(JsonRoute):
             try:
                 reply, replay = await self._intake.idempotency.once(self._fingerprint(binding), key, publish,
                                                                     explicit)
-            except HttpError as e:
+            except Refused as e:
                 e.template = e.template or template_id
                 raise
         return Reply(reply.status, reply.body, template_id, "replay" if replay else "ok",

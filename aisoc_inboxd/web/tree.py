@@ -11,7 +11,7 @@ from twisted.web.server import Request
 
 from aisoc_inboxd.config import CefSettings
 from aisoc_inboxd.inflight import InFlight
-from aisoc_inboxd.intake import Intake
+from aisoc_inboxd.intake.intake import Intake
 from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.reload import Replaceable
 from aisoc_inboxd.web.email import EmailRoute

@@ -16,12 +16,12 @@ from twisted.internet.task import Clock
 
 from aisoc_inboxd.catalog import TemplateCatalog
 from aisoc_inboxd.config import CefSettings, HttpSettings
-from aisoc_inboxd.idempotency import Idempotency
+from aisoc_inboxd.intake.idempotency import Idempotency
 from aisoc_inboxd.inflight import InFlight
-from aisoc_inboxd.intake import Intake
+from aisoc_inboxd.intake.intake import Intake
 from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.pipeline import Pipeline
-from aisoc_inboxd.ratelimit import RateLimiter
+from aisoc_inboxd.intake.ratelimit import RateLimiter
 from aisoc_inboxd.sinks import SinkRecord
 from aisoc_inboxd.store import PushTotals, StoreError, TokenRecord
 from aisoc_inboxd.tokens import LookupBudget, TokenAdmin, TokenCache, TokenResolver
