@@ -440,14 +440,15 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
     limiter = RateLimiter(reactor, http.rate_limit_per_min)
     admission = LeasedRateLimiter(reactor, http.rate_limit_per_min, role.lease) if role else limiter
     intake = Intake(TokenResolver(store, cache, budget, metrics.token_store), catalog, pipeline, admission,
-                    Idempotency(store, reactor, metrics), reactor, ClientAddresses(http.trusted_proxies))
+                    Idempotency(store, reactor, metrics), reactor)
     cef = Replaceable(settings.cef)
     inflight = InFlight(reactor)
     push_stats = PushStatsRecorder(store, reactor, lambda: inflight.drained(DRAIN_TIMEOUT))
     deps = WebDeps(intake=intake, metrics=metrics, inflight=inflight, max_body_bytes=http.max_body_bytes,
                    observers=(push_stats.replied, recent_errors.replied),
                    vendors=vendors or build_vendor_gate(settings.vendors, reactor),
-                   hec=HecDeps.build(settings.hec, reactor), cef=cef)
+                   hec=HecDeps.build(settings.hec, reactor), cef=cef,
+                   clients=ClientAddresses(http.trusted_proxies))
     limits = ChannelLimits(http.header_timeout, http.body_timeout, http.max_header_bytes)
     site = InboxSite(build_root_resource(deps), max_body_bytes=http.max_body_bytes,
                      on_too_large=lambda path: metrics.request(route_of(path), None, "too_large"),

@@ -26,7 +26,7 @@ sys.path.insert(0, str(PROJECT))
 from aisoc_inboxd.formats.cef import parse_cef_line
 from aisoc_inboxd.formats.cef_records import cef_record
 from aisoc_inboxd.normalizer import IngestContext, load_templates, normalize_record
-from aisoc_inboxd.syslog.header import parse_syslog
+from aisoc_inboxd.formats.syslog import parse_syslog
 from aisoc_inboxd.syslog.records import frame_record
 from bench.inputs import _alert, _cef, _syslog
 

@@ -41,7 +41,7 @@ from typing import Any
 from aisoc_inboxd.formats.cef import CefEvent
 from aisoc_inboxd.formats.json_body import Record
 from aisoc_inboxd.normalizer.timeparse import to_epoch_ms
-from aisoc_inboxd.syslog.header import SyslogMessage, bsd_timestamp, parse_syslog
+from aisoc_inboxd.formats.syslog import SyslogMessage, bsd_timestamp, parse_syslog
 
 #: the kinds L{event_kind} returns, in the order they are tried; C{classes} in cef-syslog.yaml maps them
 KINDS = ("authentication", "dns", "http", "file", "api", "finding", "network", "other")

@@ -22,7 +22,6 @@ from aisoc_inboxd.intake.refusals import (
 from aisoc_inboxd.sinks import SinkUnavailable
 from aisoc_inboxd.store import StoreError, TokenRecord
 from aisoc_inboxd.tokens import LookupBudgetSpent, TokenResolver
-from aisoc_inboxd.web.clients import ClientAddresses
 
 
 @dataclass(frozen=True)
@@ -40,18 +39,13 @@ class Binding:
 
 class Intake:
     def __init__(self, resolver: TokenResolver, catalog: TemplateCatalog, pipeline: Pipeline,
-                 limiter: Admission, idempotency: Idempotency, clock: IReactorTime,
-                 clients: ClientAddresses = ClientAddresses()) -> None:
-        """
-        @param clients: where HTTP requests come from (C{http.trusted_proxies}), for the routes.
-        """
+                 limiter: Admission, idempotency: Idempotency, clock: IReactorTime) -> None:
         self._resolver = resolver
         self.catalog = catalog
         self._pipeline = pipeline
         self._limiter = limiter
         self.idempotency = idempotency
         self._clock = clock
-        self.clients = clients
 
     def now(self) -> float:
         return self._clock.seconds()

@@ -13,7 +13,7 @@ from typing import Any
 from aisoc_inboxd.formats.cef import parse_cef_line
 from aisoc_inboxd.formats.cef_records import cef_record, syslog_fields
 from aisoc_inboxd.formats.json_body import Record
-from aisoc_inboxd.syslog.header import parse_syslog
+from aisoc_inboxd.formats.syslog import parse_syslog
 
 #: a message is CEF when it holds a CEF version marker (anywhere: relays put tags before it)
 _CEF_MARKER = re.compile(r"CEF:\d+\|")

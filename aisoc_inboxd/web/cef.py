@@ -28,7 +28,7 @@ from aisoc_inboxd.inflight import InFlight
 from aisoc_inboxd.intake.intake import Intake
 from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.web.body import decode_content, raw_body
-from aisoc_inboxd.web.clients import client_address, forwarded_for, inside, networks, peer_host
+from aisoc_inboxd.web.clients import ClientAddresses, client_address, forwarded_for, inside, networks, peer_host
 from aisoc_inboxd.intake.refusals import Refused
 from aisoc_inboxd.web.errors import HttpError
 from aisoc_inboxd.web.routes import JsonRoute, OnReply, Reply
@@ -38,8 +38,9 @@ class CefRoute(JsonRoute):
     route = "cef"
 
     def __init__(self, settings: CefSettings, intake: Intake, metrics: Metrics, inflight: InFlight,
-                 max_body_bytes: int, observers: Sequence[OnReply] = ()) -> None:
-        super().__init__(metrics, inflight, observers, intake.clients)
+                 max_body_bytes: int, observers: Sequence[OnReply] = (),
+                 clients: ClientAddresses = ClientAddresses()) -> None:
+        super().__init__(metrics, inflight, observers, clients)
         self._settings = settings
         self._intake = intake
         self._max_body_bytes = max_body_bytes

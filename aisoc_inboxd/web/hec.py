@@ -38,6 +38,7 @@ from aisoc_inboxd.intake.intake import Binding, Intake
 from aisoc_inboxd.intake.refusals import Refused
 from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.vendors import VendorGate
+from aisoc_inboxd.web.clients import ClientAddresses
 from aisoc_inboxd.web.errors import HttpError, http_headers
 from aisoc_inboxd.web.routes import JsonRoute, OnReply, Reply
 from aisoc_inboxd.web.token_route import PartialBody, TokenRoute
@@ -195,9 +196,10 @@ class _HecIntakeRoute(SplunkReplies, TokenRoute):
     """
 
     def __init__(self, intake: Intake, metrics: Metrics, inflight: InFlight, max_body_bytes: int,
-                 vendors: VendorGate, deps: HecDeps, observers: Sequence[OnReply] = ()) -> None:
+                 vendors: VendorGate, deps: HecDeps, observers: Sequence[OnReply] = (),
+                 clients: ClientAddresses = ClientAddresses()) -> None:
         # the token is in a header: the URL holds none
-        super().__init__("", intake, metrics, inflight, max_body_bytes, vendors, observers)
+        super().__init__("", intake, metrics, inflight, max_body_bytes, vendors, observers, clients)
         self._hec = deps
 
     async def handle(self, request: Request) -> Reply:
@@ -296,8 +298,8 @@ class HecAckRoute(SplunkReplies):
     """
 
     def __init__(self, intake: Intake, metrics: Metrics, inflight: InFlight, deps: HecDeps,
-                 observers: Sequence[OnReply] = ()) -> None:
-        super().__init__(metrics, inflight, observers, intake.clients)
+                 observers: Sequence[OnReply] = (), clients: ClientAddresses = ClientAddresses()) -> None:
+        super().__init__(metrics, inflight, observers, clients)
         self._intake = intake
         self._hec = deps
 

@@ -19,6 +19,7 @@ from aisoc_inboxd.intake.refusals import Refused, bad_request
 from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.vendors import VendorGate
 from aisoc_inboxd.web.body import decode_content, raw_body
+from aisoc_inboxd.web.clients import ClientAddresses
 from aisoc_inboxd.web.routes import JsonRoute, OnReply, Reply
 
 REPLAY_HEADER = "X-AiSOC-Idempotent-Replay"
@@ -76,8 +77,8 @@ class TokenRoute(JsonRoute):
 
     def __init__(self, token: str, intake: Intake, metrics: Metrics, inflight: InFlight,
                  max_body_bytes: int, vendors: VendorGate | None = None,
-                 observers: Sequence[OnReply] = ()) -> None:
-        super().__init__(metrics, inflight, observers, intake.clients)
+                 observers: Sequence[OnReply] = (), clients: ClientAddresses = ClientAddresses()) -> None:
+        super().__init__(metrics, inflight, observers, clients)
         self._token = token
         self._intake = intake
         self._max_body_bytes = max_body_bytes

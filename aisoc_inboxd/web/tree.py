@@ -20,6 +20,7 @@ from aisoc_inboxd.tokens import TokenAdmin, TokenCache
 from aisoc_inboxd.vendors import VendorGate
 from aisoc_inboxd.web.admin import AdminRoute
 from aisoc_inboxd.web.cef import CefRoute
+from aisoc_inboxd.web.clients import ClientAddresses
 from aisoc_inboxd.web.hec import HecAckRoute, HecDeps, HecEventRoute, HecHealth, HecRawRoute
 from aisoc_inboxd.web.routes import OnReply, write_json
 from aisoc_inboxd.web.status import StatusPage, StatusSources
@@ -40,11 +41,13 @@ class WebDeps:
     #: the token-less CEF route's tenant, template and guards (unset tenant: the route answers 404),
     #: read at each request: a reload replaces them
     cef: Replaceable[CefSettings] = field(default_factory=lambda: Replaceable(CefSettings()))
+    #: where requests come from (C{http.trusted_proxies})
+    clients: ClientAddresses = field(default_factory=ClientAddresses)
 
     def hec_event_route(self) -> HecEventRoute:
         assert self.hec is not None
         return HecEventRoute(self.intake, self.metrics, self.inflight, self.max_body_bytes, self.vendors, self.hec,
-                             self.observers)
+                             self.observers, self.clients)
 
 
 class NotFound(Resource):
@@ -69,15 +72,15 @@ class InboxResource(Resource):
             token = request.postpath.pop(0)
             request.prepath.append(token)
             return EmailRoute(token.decode("latin-1"), d.intake, d.metrics, d.inflight, d.max_body_bytes,
-                              d.vendors, d.observers)
+                              d.vendors, d.observers, d.clients)
         if path == b"hec" and d.hec is not None and not request.postpath:
             return d.hec_event_route()
         if path == b"cef" and not request.postpath:
-            return CefRoute(d.cef.value, d.intake, d.metrics, d.inflight, d.max_body_bytes, d.observers)
+            return CefRoute(d.cef.value, d.intake, d.metrics, d.inflight, d.max_body_bytes, d.observers, d.clients)
         if not path or request.postpath:
             return NotFound()
         return WebhookRoute(path.decode("latin-1"), d.intake, d.metrics, d.inflight, d.max_body_bytes,
-                            d.vendors, d.observers)
+                            d.vendors, d.observers, d.clients)
 
 
 class CollectorResource(Resource):
@@ -101,9 +104,10 @@ class CollectorResource(Resource):
         if path == b"event":
             return d.hec_event_route()
         if path == b"raw":
-            return HecRawRoute(d.intake, d.metrics, d.inflight, d.max_body_bytes, d.vendors, d.hec, d.observers)
+            return HecRawRoute(d.intake, d.metrics, d.inflight, d.max_body_bytes, d.vendors, d.hec, d.observers,
+                               d.clients)
         if path == b"ack":
-            return HecAckRoute(d.intake, d.metrics, d.inflight, d.hec, d.observers)
+            return HecAckRoute(d.intake, d.metrics, d.inflight, d.hec, d.observers, d.clients)
         if path == b"health":
             return HecHealth(d.intake)
         return NotFound()

@@ -193,10 +193,10 @@ class MemoryInbox:
                                            self.metrics.token_store),
                              catalog(), Pipeline(self.sink, self.metrics),  # type: ignore[arg-type]
                              RateLimiter(self.clock, self.http_settings.rate_limit_per_min),
-                             Idempotency(self.store, self.clock, self.metrics), self.clock,  # type: ignore[arg-type]
-                             ClientAddresses(self.http_settings.trusted_proxies))
+                             Idempotency(self.store, self.clock, self.metrics), self.clock)  # type: ignore[arg-type]
         deps = WebDeps(intake=self.intake, metrics=self.metrics, inflight=InFlight(self.clock),
-                       max_body_bytes=self.http_settings.max_body_bytes, cef=CefSettings())
+                       max_body_bytes=self.http_settings.max_body_bytes, cef=CefSettings(),
+                       clients=ClientAddresses(self.http_settings.trusted_proxies))
         self.http = StubTreq(build_root_resource(deps))
         self.token_admin = TokenAdmin(self.store, self.clock, catalog().allowed,  # type: ignore[arg-type]
                                       self.cache.invalidate)
