@@ -49,7 +49,7 @@ class Metrics:
             ["reason"], registry=self.registry)
         self.imap_polls = Counter(
             "aisoc_ingest_imap_polls", "IMAP connector polls by connector and outcome (ok, auth_failed, "
-            "tls_error, connection_error, error)", ["connector", "outcome"], registry=self.registry)
+            "tls_error, connection_error, rate_limited, error)", ["connector", "outcome"], registry=self.registry)
         self.imap_messages = Counter(
             "aisoc_ingest_imap_messages", "IMAP messages made durable and marked \\Seen, by connector",
             ["connector"], registry=self.registry)

@@ -498,7 +498,7 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
                                        lambda: store.sweep_idempotency_keys(reactor.seconds()), reactor, 300.0),
                               idempotency_settler(intake, reactor),
                               push_stats,
-                              ImapPoller(store, catalog, pipeline, metrics, settings.imap, reactor, reactor)]
+                              ImapPoller(store, intake, metrics, settings.imap, reactor, reactor)]
     reloads = Reloads(reloader(), reactor, metrics.reloads, lambda: listening(listeners), supervisor)
     return InboxDaemon(store, sink, intake, cache, metrics, inflight, workers, listeners, reloads.reloader, reactor,
                        supervisor, reloads)
