@@ -58,8 +58,8 @@ class Metrics:
             "aisoc_reload", "Reloads (SIGHUP) by result: applied, or rejected (nothing changed)", ["result"],
             registry=self.registry)
 
-    def request(self, route: str, template: str | None, outcome: str) -> None:
-        self.requests.labels(route, template or NO_TEMPLATE, outcome).inc()
+    def request(self, route: str, template: str | None, outcome: str, count: int = 1) -> None:
+        self.requests.labels(route, template or NO_TEMPLATE, outcome).inc(count)
 
     def http_refusal(self, reason: str) -> None:
         self.http_refused.labels(reason).inc()

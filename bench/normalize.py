@@ -24,7 +24,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
 from aisoc_inboxd.formats.cef import parse_cef_line
-from aisoc_inboxd.formats.cef_records import cef_record
+from aisoc_inboxd.formats.cef_records import read_cef
 from aisoc_inboxd.normalizer import IngestContext, load_templates, normalize_record
 from aisoc_inboxd.formats.syslog import parse_syslog
 from aisoc_inboxd.syslog.records import frame_record
@@ -58,7 +58,7 @@ def main() -> None:
     alerts = [json.dumps(_alert(rng, n)) for n in range(100)]
     lines = [_cef(rng, n) for n in range(100)]
     frames = [_syslog(line, n).encode() for n, line in enumerate(lines)]
-    cef_records = [cef_record(parse_cef_line(line), line, NOW) for line in lines]
+    cef_records = [read_cef(line, NOW) for line in lines]
     frame_records = [frame_record(frame, NOW).record for frame in frames]
 
     def normalize(template_id: str) -> Callable[[Any], Any]:
@@ -78,7 +78,7 @@ def main() -> None:
         ("pagerduty v3 incident (2.5 KB)", "normalize", json_record("pagerduty"), [pagerduty_text]),
         ("generic-json bench alert", "normalize", json_record("generic-json"), alerts),
         ("CEF line (HTTPS route)", "parse_cef_line", parse_cef_line, lines),
-        ("", "parse + cef_record", lambda line: cef_record(parse_cef_line(line), line, NOW), lines),
+        ("", "read_cef (parse + record)", lambda line: read_cef(line, NOW), lines),
         ("", "normalize", normalize("cef-syslog"), cef_records),
         ("syslog RFC 5424 CEF frame", "parse_syslog", lambda frame: parse_syslog(frame.decode(), NOW), frames),
         ("", "frame_record (both parsers)", lambda frame: frame_record(frame, NOW), frames),

@@ -4,13 +4,14 @@ template is allowed, and publish decoded records under that tenant and template.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Mapping, Sequence
 
 from twisted.internet.interfaces import IReactorTime
 
 from aisoc_inboxd.intake import signatures
 from aisoc_inboxd.catalog import TemplateCatalog
+from aisoc_inboxd.formats.cef_records import Split
 from aisoc_inboxd.formats.json_body import Record
 from aisoc_inboxd.intake.idempotency import Idempotency
 from aisoc_inboxd.normalizer import Template
@@ -122,3 +123,19 @@ class Intake:
                                                 records, received_at, headers)
         except SinkUnavailable as e:
             raise sink_unavailable(str(e), binding.template.id) from None
+
+    async def deliver_split(self, binding: Binding, cef_template_id: str, route: str, split: Split,
+                            received_at: float, headers: Mapping[str, str] | None = None) -> int:
+        """
+        Deliver each part of C{split} under the template that maps it: the rest under the binding's,
+        the CEF records under C{cef_template_id} (same tenant and token); the events made durable.
+        Refused (C{unknown_template}) when there are CEF records and that template is not loaded.
+        """
+        published = 0
+        if split.rest:
+            published += await self.deliver(binding, route, split.rest, received_at, headers)
+        if split.cef:
+            if binding.template.id != cef_template_id:
+                binding = replace(binding, template=self.bind(binding.tenant_id, cef_template_id).template)
+            published += await self.deliver(binding, route, split.cef, received_at, headers)
+        return published

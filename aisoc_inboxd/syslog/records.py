@@ -10,8 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, tzinfo
 from typing import Any
 
-from aisoc_inboxd.formats.cef import parse_cef_line
-from aisoc_inboxd.formats.cef_records import cef_record, syslog_fields
+from aisoc_inboxd.formats.cef_records import read_cef, syslog_fields
 from aisoc_inboxd.formats.json_body import Record
 from aisoc_inboxd.formats.syslog import parse_syslog
 
@@ -39,7 +38,7 @@ def frame_record(frame: bytes, now: float, local_tz: tzinfo = UTC) -> FrameRecor
     text = frame.decode("utf-8", "replace").rstrip("\r\n\x00")
     message = parse_syslog(text, now, local_tz)
     if _CEF_MARKER.search(message.message):
-        return FrameRecord(cef_record(parse_cef_line(message.message), text, now, message, local_tz), True)
+        return FrameRecord(read_cef(message.message, now, text, syslog=message, local_tz=local_tz), True)
     data: dict[str, Any] = {"syslog": syslog_fields(message)}
     if message.message:
         data["message"] = message.message

@@ -21,9 +21,8 @@ from typing import Sequence
 from twisted.web.server import Request
 
 from aisoc_inboxd.config import CefSettings
-from aisoc_inboxd.formats.cef import CefError, cef_lines, parse_cef_line
-from aisoc_inboxd.formats.cef_records import cef_record
-from aisoc_inboxd.formats.json_body import Record
+from aisoc_inboxd.formats.cef import cef_lines
+from aisoc_inboxd.formats.cef_records import split_cef_lines
 from aisoc_inboxd.inflight import InFlight
 from aisoc_inboxd.intake.intake import Intake
 from aisoc_inboxd.metrics import Metrics
@@ -61,17 +60,13 @@ class CefRoute(JsonRoute):
         except Refused as e:
             e.template = template_id
             raise
-        records: list[Record] = []
-        malformed = 0
-        for _, line in cef_lines(body):
-            try:
-                records.append(cef_record(parse_cef_line(line), line, received_at))
-            except CefError:
-                malformed += 1
-                self._metrics.request(self.route, template_id, "malformed")
+        split = split_cef_lines((line for _, line in cef_lines(body)), received_at)
+        if split.malformed:
+            self._metrics.request(self.route, template_id, "malformed", split.malformed)
         accepted = self.count_published(
-            await self._intake.deliver(binding, self.route, records, received_at) if records else 0)
-        return Reply(200, {"accepted": accepted, "malformed": malformed, "template": template_id}, template_id)
+            await self._intake.deliver_split(binding, template_id, self.route, split, received_at))
+        return Reply(200, {"accepted": accepted, "malformed": split.malformed, "template": template_id},
+                     template_id)
 
     def _check_client(self, request: Request) -> None:
         """

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import dataclasses
 import json
 import uuid
 from dataclasses import dataclass
@@ -229,14 +228,8 @@ class _HecIntakeRoute(SplunkReplies, TokenRoute):
         """
         Text and envelope events through the token's template, CEF events through cef-syslog.
         """
-        text = [r for r in records if not hec.is_cef(r)]
-        cef = [r for r in records if hec.is_cef(r)]
-        if text:
-            self.count_published(await self._intake.deliver(binding, self.route, text, received_at, headers))
-        cef_template = self._intake.catalog.get(CEF_TEMPLATE)
-        if cef and cef_template is not None:
-            self.count_published(await self._intake.deliver(
-                dataclasses.replace(binding, template=cef_template), self.route, cef, received_at, headers))
+        self.count_published(await self._intake.deliver_split(binding, CEF_TEMPLATE, self.route, hec.split(records),
+                                                              received_at, headers))
         return self.success(request, binding)
 
     def _ack_channel(self, request: Request, binding: Binding) -> str | None:
@@ -289,7 +282,7 @@ class HecRawRoute(_HecIntakeRoute):
             batch = hec.parse_raw_body(body, metadata, self.parses_cef(), self._intake.now())
         except HecError as e:
             raise rejected(e) from None
-        return [*batch.text, *batch.cef]
+        return [*batch.rest, *batch.cef]
 
 
 class HecAckRoute(SplunkReplies):
