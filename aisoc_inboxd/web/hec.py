@@ -78,12 +78,16 @@ class SplunkError(HttpError):
     An L{HttpError} answered with Splunk's body: C{code}, and C{invalid-event-number} when it names an event.
     """
 
-    def __init__(self, status: HecStatus, outcome: str, event_number: int | None = None,
+    code: int
+    event_number: int | None
+
+
+def splunk_error(status: HecStatus, outcome: str, event_number: int | None = None,
                  headers: dict[str, str] | None = None, template: str | None = None,
-                 token: TokenRecord | None = None) -> None:
-        super().__init__(status.http_status, status.text, outcome, headers, template, token)
-        self.code = status.code
-        self.event_number = event_number
+                 token: TokenRecord | None = None) -> SplunkError:
+    error = SplunkError(status.http_status, status.text, outcome, headers, template, token)
+    error.code, error.event_number = status.code, event_number
+    return error
 
 
 def rejected(error: HecError) -> SplunkError:
@@ -91,7 +95,7 @@ def rejected(error: HecError) -> SplunkError:
     A body problem found by the parser, as the request's answer.
     """
     outcome = "no_data" if error.status is hec.NO_DATA else "bad_request"
-    return SplunkError(error.status, outcome, error.event_number)
+    return splunk_error(error.status, outcome, error.event_number)
 
 
 def as_splunk(refused: Refused) -> Refused:
@@ -102,7 +106,7 @@ def as_splunk(refused: Refused) -> Refused:
     if status is None or isinstance(refused, SplunkError):
         return refused
     event_number = 0 if status is hec.INVALID_DATA_FORMAT else None
-    return SplunkError(status, refused.outcome, event_number, http_headers(refused), refused.template, refused.token)
+    return splunk_error(status, refused.outcome, event_number, http_headers(refused), refused.template, refused.token)
 
 
 def write_splunk(request: Request, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> bytes:
@@ -122,7 +126,7 @@ def presented_token(request: Request) -> tuple[str, bool]:
     if not header:
         query = request.args.get(b"token", [b""])[0]
         if not query:
-            raise SplunkError(hec.TOKEN_REQUIRED, "token_required")
+            raise splunk_error(hec.TOKEN_REQUIRED, "token_required")
         return query.decode("latin-1"), True
     scheme, _, credentials = header.partition(b" ")
     credentials = credentials.strip()
@@ -130,11 +134,11 @@ def presented_token(request: Request) -> tuple[str, bool]:
         try:
             credentials = base64.b64decode(credentials, validate=True).partition(b":")[2]
         except (binascii.Error, ValueError):
-            raise SplunkError(hec.INVALID_AUTHORIZATION, "invalid_authorization") from None
+            raise splunk_error(hec.INVALID_AUTHORIZATION, "invalid_authorization") from None
     elif scheme.lower() != b"splunk":
-        raise SplunkError(hec.INVALID_AUTHORIZATION, "invalid_authorization")
+        raise splunk_error(hec.INVALID_AUTHORIZATION, "invalid_authorization")
     if not credentials:
-        raise SplunkError(hec.TOKEN_REQUIRED, "token_required")
+        raise splunk_error(hec.TOKEN_REQUIRED, "token_required")
     return credentials.decode("latin-1"), False
 
 
@@ -156,16 +160,16 @@ async def bind_hec(request: Request, client: str | None, intake: Intake, deps: H
     binding = await intake.authorize(token, client)
     template_id = binding.template.id
     if from_query and not deps.settings.allow_query_string_token:
-        raise SplunkError(hec.QUERY_STRING_AUTH_DISABLED, "query_token_disabled", template=template_id)
+        raise splunk_error(hec.QUERY_STRING_AUTH_DISABLED, "query_token_disabled", template=template_id)
     assert binding.token is not None
     if binding.token.hec_acks:
         channel = request_channel(request)
         if channel is None:
-            raise SplunkError(hec.DATA_CHANNEL_MISSING, "channel_missing", template=template_id)
+            raise splunk_error(hec.DATA_CHANNEL_MISSING, "channel_missing", template=template_id)
         try:
             uuid.UUID(channel)
         except ValueError:
-            raise SplunkError(hec.INVALID_DATA_CHANNEL, "invalid_channel", template=template_id) from None
+            raise splunk_error(hec.INVALID_DATA_CHANNEL, "invalid_channel", template=template_id) from None
     return binding
 
 
@@ -214,7 +218,7 @@ class _HecIntakeRoute(SplunkReplies, TokenRoute):
             try:
                 self._hec.acks.open(binding.token.fingerprint, channel)  # type: ignore[union-attr]
             except ChannelsFull:
-                raise SplunkError(hec.SERVER_BUSY, "unavailable", template=binding.template.id) from None
+                raise splunk_error(hec.SERVER_BUSY, "unavailable", template=binding.template.id) from None
         return binding
 
     def parses_cef(self) -> bool:
@@ -305,13 +309,13 @@ class HecAckRoute(SplunkReplies):
         assert token is not None
         template_id = binding.template.id
         if not token.hec_acks:
-            raise SplunkError(hec.ACK_DISABLED, "ack_disabled", template=template_id)
+            raise splunk_error(hec.ACK_DISABLED, "ack_disabled", template=template_id)
         channel = request_channel(request)
         assert channel is not None  # bind_hec requires one for a token with acks
         assert request.content is not None
         ack_ids = _ack_ids(request.content.read())
         if ack_ids is None:
-            raise SplunkError(hec.INVALID_DATA_FORMAT, "bad_request", template=template_id)
+            raise splunk_error(hec.INVALID_DATA_FORMAT, "bad_request", template=template_id)
         statuses = self._hec.acks.query(token.fingerprint, channel, ack_ids)
         return Reply(200, {"acks": {str(ack_id): done for ack_id, done in statuses.items()}}, template_id)
 
