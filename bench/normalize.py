@@ -27,7 +27,7 @@ from aisoc_inboxd.formats.cef import parse_cef_line
 from aisoc_inboxd.formats.cef_records import read_cef
 from aisoc_inboxd.normalizer import IngestContext, load_templates, normalize_record
 from aisoc_inboxd.formats.syslog import parse_syslog
-from aisoc_inboxd.syslog.records import frame_record
+from aisoc_inboxd.formats.syslog_records import frame_record
 from bench.inputs import _alert, _cef, _syslog
 
 NOW = 1778230800.0

@@ -15,7 +15,7 @@ import pytest
 from aisoc_inboxd.formats.cef import parse_cef_line
 from aisoc_inboxd.formats.cef_records import cef_record, cef_time, event_kind
 from aisoc_inboxd.normalizer import IngestContext, TemplateError, load_template_file, normalize_record
-from aisoc_inboxd.syslog.records import frame_record
+from aisoc_inboxd.formats.syslog_records import frame_record
 from tests.support.cef import parse_batch
 from tests.support.ocsf import assert_valid_ocsf
 from tests.support.shared import CORPUS as SHARED_CORPUS

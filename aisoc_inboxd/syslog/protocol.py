@@ -39,7 +39,7 @@ from aisoc_inboxd.intake.intake import Intake
 from aisoc_inboxd.intake.refusals import Refused
 from aisoc_inboxd.metrics import SyslogMetrics
 from aisoc_inboxd.syslog.framing import FrameDecoder
-from aisoc_inboxd.syslog.records import frame_record
+from aisoc_inboxd.formats.syslog_records import frame_record
 
 #: the route events of syslog listeners are published under (C{metadata.log_source})
 ROUTE = "syslog"
