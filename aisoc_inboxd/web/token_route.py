@@ -86,7 +86,7 @@ class TokenRoute(JsonRoute):
 
     def decode(self, request: Request, body: bytes) -> list[Record]:
         """
-        The records in C{body} (already gzip-decoded); raise L{BodyError}, a L{Refused} (415) or
+        The records in C{body} (already gzip-decoded); raise L{BodyError}, an L{HttpError} (415) or
         L{PartialBody}.
         """
         raise NotImplementedError
