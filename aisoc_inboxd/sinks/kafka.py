@@ -8,7 +8,8 @@ events are spooled behind it, and the forwarder drains the spool oldest segment 
 segment only once Kafka acknowledged all of it; so a tenant's events keep their intake order (the
 message key is the tenant id) except for the events in flight when an outage starts, which are
 spooled when their delivery times out, behind events spooled meanwhile. When the spool is full (or
-its disk is) but Kafka is reachable, events go straight to Kafka rather than be refused.
+its disk is) but Kafka is reachable, events go straight to Kafka rather than be refused. A full
+producer queue (C{BufferError}) is no outage: the write waits for delivery reports to make room.
 
 Delivery is at-least-once. A duplicate can reach Kafka when (1) a delivery report is lost or times
 out although the broker stored the message (it is then spooled and sent again), (2) the daemon stops
