@@ -250,7 +250,8 @@ def udp_row(receiver: Receiver, durable: DurableCount, inputs: Inputs, rate: int
         window.finish(row, float(sent_match.group(2)) if sent_match else seconds)
     sent = int(sent_match.group(1)) if sent_match else 0
     row.udp_loss = 1 - row.events / sent if sent else None
-    row.note = "; ".join(filter(None, [f"{sent / row.seconds:,.0f}/s sent", accounting and accounting.note(before)]))
+    sent_rate = f"{sent / row.seconds:,.0f}/s sent"
+    row.note = "; ".join(filter(None, [sent_rate, accounting and accounting.note(before)]))
     return row
 
 

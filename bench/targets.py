@@ -201,7 +201,8 @@ class Daemon:
     def receiver(self) -> Receiver:
         return Receiver(self.name, self.label, self.pid, self.tcp_port, self.udp_port,
                         lambda transport: self.durable_counter(),
-                        lambda transport: SyslogAccounting(self.metrics_port, f"bench-{transport}", self._counter_lag))
+                        lambda transport: SyslogAccounting(self.metrics_port, f"bench-{transport}",
+                                                           self._counter_lag))
 
     def durable_counter(self) -> DurableCount:
         if self.sink == "file":
@@ -299,8 +300,10 @@ class SyslogAccounting:
         """
         time.sleep(self._lag + 0.5 if self._lag else 0.0)
         now = self()
-        delta = {term: now.get(term, 0.0) - (0.0 if term == "in flight" else before.get(term, 0.0)) for term in now}
-        drops = {term.removeprefix("dropped: "): n for term, n in delta.items() if term.startswith("dropped: ") and n}
+        delta = {term: value - (0.0 if term == "in flight" else before.get(term, 0.0))
+                 for term, value in now.items()}
+        drops = {term.removeprefix("dropped: "): n for term, n in delta.items()
+                 if term.startswith("dropped: ") and n}
         dropped = sum(drops.values())
         unaccounted = delta["frames"] - delta["durable"] - delta["in flight"] - dropped
         note = (f"frames {delta['frames']:,.0f} = durable {delta['durable']:,.0f} + in flight "
