@@ -1,9 +1,11 @@
 """
 Every syslog frame the daemon reads is accounted for, against the real broker: 60,000 octet-counted
-frames over 4 TCP connections into the Kafka sink (tansu), faster than the sink takes them, so the
-connections are paused by back-pressure and batches find the sink full. At every scrape of /metrics,
-frames read = durable + in flight + dropped (by reason); at the end every frame is durable and on the
-topic. The time from the last frame sent to the last one durable is printed, not asserted.
+frames over 4 TCP connections into the Kafka sink (tansu). The broker's link stalls at the start (no
+acknowledgement, for less than the delivery timeout: a slow broker, no fault) until the sink fills
+up, so the connections are paused by back-pressure and batches already read find the sink full. At
+every scrape of /metrics, frames read = durable + in flight + dropped (by reason); at the end every
+frame is durable and on the topic. The time from the last frame sent to the last one durable is
+printed, not asserted.
 """
 from __future__ import annotations
 
@@ -20,13 +22,14 @@ from twisted.internet import threads
 from twisted.internet.defer import gatherResults
 from twisted.internet.task import deferLater
 
-from aisoc_inboxd.config import SyslogListenerSettings, SyslogSettings
+from aisoc_inboxd.config import KafkaSettings, SinkSettings, SyslogListenerSettings, SyslogSettings
 from tests.support.daemon import RunningDaemon, daemon_settings, start_daemon
 from tests.support.kafka import KafkaEnv, kafka, tansu_binary  # noqa: F401
-from tests.test_kafka_daemon import kafka_sink
 
 CONNECTIONS = 4
 FRAMES_PER_CONNECTION = 15_000
+#: the longest the broker's link is stalled: well within the sink's delivery timeout (10 s)
+MAX_STALL = 5.0
 
 
 def frames(connection: int, marker: str) -> bytes:
@@ -73,17 +76,27 @@ async def test_every_frame_is_durable_or_counted(reactor: Any, tmp_path: Path, k
     """60,000 frames over 4 connections into Kafka: the accounting holds exactly at every scrape, nothing is
     dropped, and every frame reaches the topic once the senders are done."""
     listener = SyslogListenerSettings(name="tcp", endpoint="tcp:0:interface=127.0.0.1", tenant="acme")
-    settings = daemon_settings(tmp_path / "state", sink=kafka_sink(kafka), syslog=SyslogSettings(listeners=[listener]))
+    # the sink's own delivery timeout (10 s), longer than the stall
+    sink = SinkSettings(type="kafka", kafka=KafkaSettings(topic=kafka.topic,
+                                                          config={"bootstrap.servers": kafka.bootstrap}))
+    settings = daemon_settings(tmp_path / "state", sink=sink, syslog=SyslogSettings(listeners=[listener]))
     daemon = await start_daemon(reactor, settings)
     total = CONNECTIONS * FRAMES_PER_CONNECTION
     marker = uuid.uuid4().hex
     try:
         port = daemon.daemon.address("syslog-tcp").port
         payloads = [frames(c, marker) for c in range(CONNECTIONS)]
+        kafka.relay.stall()
+        stalled_at: float | None = time.monotonic()
         sending = gatherResults([threads.deferToThread(send, port, payload) for payload in payloads])
-        scrapes = []
-        while not sending.called:
+        scrapes, paused = [], 0.0
+        while not (sending.called and stalled_at is None):
             scrapes.append(await accounting(daemon))
+            if stalled_at is not None:
+                paused = await daemon.metric("aisoc_ingest_syslog_paused_total", listener="tcp")
+                if paused or time.monotonic() - stalled_at > MAX_STALL:
+                    kafka.relay.resume()
+                    stalled_at = None
             await deferLater(reactor, 0.2)
         await sending
         sent_at = time.monotonic()
@@ -98,9 +111,10 @@ async def test_every_frame_is_durable_or_counted(reactor: Any, tmp_path: Path, k
         assert [s for s in scrapes if unaccounted(s)] == []
         assert terms == {"frames": total, "durable": total, "in_flight": 0,
                          **{name: 0 for name in terms if name.startswith("dropped:")}}
-        assert await daemon.metric("aisoc_ingest_syslog_paused_total", listener="tcp") > 0  # back-pressure was hit
+        assert paused > 0  # the stall filled the sink: back-pressure was hit
         on_topic = await threads.deferToThread(kafka.consume, lambda got: len(got) >= total, 120)
     finally:
+        kafka.relay.resume()
         await daemon.stop()
     numbers = sorted(json.loads(m.value)["message"].removeprefix(f"acct {marker} ") for m in on_topic)
     assert numbers == sorted(f"{c}-{n}" for c in range(CONNECTIONS) for n in range(FRAMES_PER_CONNECTION))
