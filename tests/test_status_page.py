@@ -260,28 +260,32 @@ def test_the_token_list_is_capped_with_a_note() -> None:
     assert "newest tokens" not in "".join(page.text)
 
 
-def test_syslog_losses_are_shown_per_listener() -> None:
-    """Each syslog listener has a row with its frames and every loss by reason (oversized, malformed, cut
-    short, dropped, connections closed idle or for a frame too large), 0 where nothing happened yet."""
+def test_syslog_accounting_is_shown_per_listener() -> None:
+    """Each syslog listener has a row with the terms of its accounting (frames read, durable, in flight,
+    dropped by every reason), what none of them accounts for, then its events and connections (closed
+    idle or for a frame too large), 0 where nothing happened yet."""
     registry = CollectorRegistry()
     syslog = SyslogMetrics(registry)
     syslog.listener("tcp")
     syslog.listener("udp")
     syslog.connections.labels("tcp").inc(9)
-    syslog.frames.labels("tcp").inc(120)
-    syslog.events.labels("tcp").inc(110)
-    syslog.oversized.labels("tcp").inc(2)
-    syslog.malformed.labels("tcp").inc(3)
-    syslog.dropped.labels("tcp", "truncated").inc(4)
+    syslog.frames.labels("tcp").inc(130)
+    syslog.durable.labels("tcp").inc(110)
+    syslog.in_flight.labels("tcp").set(11)
+    syslog.events.labels("tcp").inc(112)
+    for reason, count in (("oversized", 2), ("malformed", 3), ("truncated", 4)):
+        syslog.dropped.labels("tcp", reason).inc(count)
     syslog.closed.labels("tcp", "idle").inc(5)
     syslog.closed.labels("tcp", "oversized").inc(1)
-    syslog.dropped.labels("udp", "saturated").inc(7)
-    syslog.dropped.labels("udp", "unavailable").inc(8)
+    syslog.frames.labels("udp").inc(40)
+    for reason, count in (("saturated", 7), ("unavailable", 8), ("shutdown", 9), ("error", 10)):
+        syslog.dropped.labels("udp", reason).inc(count)
     rows = read(render(fake_page(registry))).rows
-    assert ("listener | connections | frames | events durable | oversized | malformed CEF | cut short | "
-            "dropped: saturated | dropped: sink refused | closed: idle | closed: frame too large") in rows
-    assert "tcp | 9 | 120 | 110 | 2 | 3 | 4 | 0 | 0 | 5 | 1" in rows
-    assert "udp | 0 | 0 | 0 | 0 | 0 | 0 | 7 | 8 | 0 | 0" in rows
+    assert ("listener | frames read | durable | in flight | dropped: oversized | dropped: malformed CEF | "
+            "dropped: cut short | dropped: saturated | dropped: sink refused | dropped: shutdown | dropped: error | "
+            "unaccounted | events durable | connections | closed: idle | closed: frame too large") in rows
+    assert "tcp | 130 | 110 | 11 | 2 | 3 | 4 | 0 | 0 | 0 | 0 | 0 | 112 | 9 | 5 | 1" in rows
+    assert "udp | 40 | 0 | 0 | 0 | 0 | 0 | 7 | 8 | 9 | 10 | 6 | 0 | 0 | 0 | 0" in rows
     assert "No syslog listener is configured." in render(fake_page())
 
 
