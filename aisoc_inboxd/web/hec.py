@@ -21,7 +21,6 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
@@ -30,7 +29,7 @@ from aisoc_inboxd.config import HecSettings
 from aisoc_inboxd.formats import hec
 from aisoc_inboxd.formats.hec import HecError, HecStatus, reply_body
 from aisoc_inboxd.formats.json_body import Record
-from aisoc_inboxd.hec_acks import AckChannels, ChannelsFull
+from aisoc_inboxd.hec_acks import Acks, AcksUnavailable, ChannelsFull
 from aisoc_inboxd.idempotency import StoredReply
 from aisoc_inboxd.store import TokenRecord
 from aisoc_inboxd.inflight import InFlight
@@ -64,12 +63,8 @@ _SPLUNK_BY_OUTCOME = {
 @dataclass(frozen=True)
 class HecDeps:
     settings: HecSettings
-    acks: AckChannels
-
-    @classmethod
-    def build(cls, settings: HecSettings, clock: IReactorTime) -> HecDeps:
-        return cls(settings, AckChannels(clock, settings.max_channels_per_token, settings.max_acks_per_channel,
-                                         settings.channel_idle_timeout))
+    #: the daemon's ack registry: its own, or asked across a worker's control channel
+    acks: Acks
 
 
 @dataclass
@@ -106,6 +101,14 @@ def as_splunk(error: HttpError) -> HttpError:
         return error
     event_number = 0 if status is hec.INVALID_DATA_FORMAT else None
     return splunk_error(status, error.outcome, event_number, error.headers, error.template, error.token)
+
+
+def acks_unavailable(template: str) -> SplunkError:
+    """
+    A worker could not reach the daemon's acks (L{AcksUnavailable}): 503 code 9, so the client
+    retries (a post's events may be durable already, then its retry is a duplicate, never a loss).
+    """
+    return splunk_error(hec.SERVER_BUSY, "ack_unavailable", template=template)
 
 
 def write_splunk(request: Request, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> bytes:
@@ -213,9 +216,11 @@ class _HecIntakeRoute(SplunkReplies, TokenRoute):
         channel = self._ack_channel(request, binding)
         if channel is not None:
             try:
-                self._hec.acks.open(binding.token.fingerprint, channel)  # type: ignore[union-attr]
+                await self._hec.acks.open(binding.token.fingerprint, channel)  # type: ignore[union-attr]
             except ChannelsFull:
                 raise splunk_error(hec.SERVER_BUSY, "unavailable", template=binding.template.id) from None
+            except AcksUnavailable:
+                raise acks_unavailable(binding.template.id) from None
         return binding
 
     def parses_cef(self) -> bool:
@@ -237,19 +242,22 @@ class _HecIntakeRoute(SplunkReplies, TokenRoute):
         if cef and cef_template is not None:
             self.count_published(await self._intake.deliver(
                 dataclasses.replace(binding, template=cef_template), self.route, cef, received_at, headers))
-        return self.success(request, binding)
+        return await self.success(request, binding)
 
     def _ack_channel(self, request: Request, binding: Binding) -> str | None:
         return request_channel(request) if binding.token is not None and binding.token.hec_acks else None
 
-    def success(self, request: Request, binding: Binding) -> StoredReply:
+    async def success(self, request: Request, binding: Binding) -> StoredReply:
         """
         Splunk's C{Success}, sent once the events are durable: so an C{ackId} is issued already true.
         """
         channel = self._ack_channel(request, binding)
         if channel is None:
             return StoredReply(200, reply_body(hec.SUCCESS))
-        ack_id = self._hec.acks.issue(binding.token.fingerprint, channel)  # type: ignore[union-attr]
+        try:
+            ack_id = await self._hec.acks.issue(binding.token.fingerprint, channel)  # type: ignore[union-attr]
+        except AcksUnavailable:
+            raise acks_unavailable(binding.template.id) from None
         return StoredReply(200, reply_body(hec.SUCCESS, ackId=ack_id))
 
 
@@ -319,7 +327,10 @@ class HecAckRoute(SplunkReplies):
         ack_ids = _ack_ids(request.content.read())
         if ack_ids is None:
             raise splunk_error(hec.INVALID_DATA_FORMAT, "bad_request", template=template_id)
-        statuses = self._hec.acks.query(token.fingerprint, channel, ack_ids)
+        try:
+            statuses = await self._hec.acks.query(token.fingerprint, channel, ack_ids)
+        except AcksUnavailable:
+            raise acks_unavailable(template_id) from None
         return Reply(200, {"acks": {str(ack_id): done for ack_id, done in statuses.items()}}, template_id)
 
 
