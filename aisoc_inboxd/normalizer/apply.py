@@ -38,7 +38,7 @@ from aisoc_inboxd.normalizer.extract import EXTRACTED, with_extracted
 from aisoc_inboxd.normalizer.ocsf import SCHEMA_VERSION
 from aisoc_inboxd.normalizer.paths import MISSING, get_source, is_header
 from aisoc_inboxd.normalizer.severity import fold_severity
-from aisoc_inboxd.normalizer.template import Compiled, Template
+from aisoc_inboxd.normalizer.model import Compiled, Template
 from aisoc_inboxd.normalizer.timeparse import to_epoch_ms
 from aisoc_inboxd.normalizer.uids import new_uid
 
