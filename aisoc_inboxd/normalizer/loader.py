@@ -25,6 +25,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from aisoc_inboxd.normalizer.codegen import compile_template
 from aisoc_inboxd.normalizer.coerce import INVALID, Coercer, coercer_for
 from aisoc_inboxd.normalizer.compat import maps_email_party, rewrite_target
 from aisoc_inboxd.normalizer.envelope import Condition, Envelope, scalar_text
@@ -98,7 +99,9 @@ def load_template_file(path: Path) -> Template:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise TemplateError(path, "(yaml)", f"YAML syntax error{where}: {problem}") from exc
-    return replace(_Loader(path, document).build(), digest=hashlib.sha256(text.encode("utf-8")).hexdigest())
+    template = _Loader(path, document).build()
+    return replace(template, digest=hashlib.sha256(text.encode("utf-8")).hexdigest(),
+                   to_event=compile_template(template))
 
 
 class _Loader:

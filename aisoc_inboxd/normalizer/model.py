@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from aisoc_inboxd.normalizer import envelope as _envelope
 from aisoc_inboxd.normalizer.coerce import Coercer
@@ -110,6 +110,11 @@ class Template:
     time_formats: tuple[str, ...] = ()
     #: SHA-256 of the file the template was loaded from, so processes can tell whether they loaded the same
     digest: str = field(default="", repr=False, compare=False)
+    #: C{to_event(record, context)}: the event for one unwrapped record, generated at load
+    #: (L{codegen<aisoc_inboxd.normalizer.codegen>}); C{None} on a class variant, which the
+    #: function of its template covers
+    to_event: Callable[[dict[str, Any], Any], dict[str, Any]] = field(default=None, repr=False,  # type: ignore[assignment]
+                                                                     compare=False)
 
     def idempotency_key(self, record: dict[str, Any], headers: Mapping[str, str]) -> str | None:
         """
