@@ -87,7 +87,7 @@ FEATURES = {
         """),
     "variants": (0, "Base Event", 0, """
         extract:
-          word: {from: [text, other.text], pattern: '(?i)kind=(?P<value>\\w+)'}
+          word: {from: [text, "header:X-Event", other.text], pattern: '(?i)kind=(?P<value>\\w+)'}
         class_field: [extracted.word, kind]
         classes:
           logon: {class_uid: 3002, class_name: Authentication, activity_id: 1,
@@ -228,7 +228,7 @@ def test_every_fixture_under_every_template(template_id: str) -> None:
     template = templates()[template_id]
     for _, record, raw in FIXTURE_RECORDS:
         assert_same(template, record, raw)
-        assert_same(template, record, None, {"x-event": "push", "x-action": "close", "x-github-event": "ping"})
+        assert_same(template, record, None, {"x-event": "kind=logon", "x-action": "close", "x-github-event": "push"})
 
 
 # -- generated records ----------------------------------------------------------------------------

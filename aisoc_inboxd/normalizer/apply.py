@@ -304,11 +304,13 @@ def leftovers(value: Any, consumed: dict[str, Any] | None) -> Any:
         kept = {}
         for key, item in value.items():
             sub = consumed.get(key)
-            if sub is True:
-                continue
-            left = drop_nulls(item) if sub is None else leftovers(item, sub)
-            if left is not INVALID:
-                kept[key] = left
+            if sub is None:  # not read from: kept as it is, without nulls (a scalar needs no copy)
+                if item is not None:
+                    kept[key] = drop_nulls(item) if isinstance(item, (dict, list)) else item
+            elif sub is not True:
+                left = leftovers(item, sub)
+                if left is not INVALID:
+                    kept[key] = left
         return kept or INVALID
     if isinstance(value, list):
         kept_list = []

@@ -36,7 +36,7 @@ from aisoc_inboxd.normalizer.apply import (
     merge_missing,
 )
 from aisoc_inboxd.normalizer.coerce import INVALID, _to_string, drop_nulls
-from aisoc_inboxd.normalizer.extract import EXTRACTED, with_extracted
+from aisoc_inboxd.normalizer.extract import EXTRACTED, Extraction, first_match
 from aisoc_inboxd.normalizer.model import Template
 from aisoc_inboxd.normalizer.ocsf import SCHEMA_VERSION
 from aisoc_inboxd.normalizer.paths import MISSING, Step, get_source, is_header
@@ -53,7 +53,7 @@ _TREES_CACHED = 1024
 _HELPERS = {
     "MISSING": MISSING, "INVALID": INVALID, "EMPTY": MappingProxyType({}), "get_source": get_source,
     "fold": fold_severity, "to_epoch_ms": to_epoch_ms, "drop_nulls": drop_nulls, "copy_json": copy_json,
-    "leftovers": leftovers, "merge_missing": merge_missing, "with_extracted": with_extracted,
+    "leftovers": leftovers, "merge_missing": merge_missing, "first_match": first_match,
     "new_uid": new_uid, "dumps": json.dumps, "SCHEMA_VERSION": SCHEMA_VERSION, "LOG_PROVIDER": LOG_PROVIDER,
 }
 
@@ -70,7 +70,7 @@ def compile_template(template: Template) -> EventFunction:
     top.line("headers = context.headers or EMPTY")
     top.line("original = record")
     if compiled.extractions:
-        top.line(f"record = with_extracted({top.const(compiled.extractions)}, record)")
+        top.extract(compiled.extractions)
     for source in compiled.class_sources:  # the first candidate whose value names a variant decides
         bodies = {value: _compile_body(variant, prefix + (source.keys,))
                   for value, variant in compiled.variants.items()}
@@ -137,6 +137,34 @@ class _Code:
         if transform is not None:
             self.line(f"if {into} is not MISSING and {into} is not None:")
             self.line(f"    {into} = {self.const(transform)}({into})")
+
+    def extract(self, extractions: tuple[Extraction, ...]) -> None:
+        """
+        L{with_extracted<aisoc_inboxd.normalizer.extract.with_extracted>}, inlined: per extraction
+        the first source whose text matches (a list source through L{first_match}), then the record
+        copied with the values under C{extracted}. Extractions read the record only, never headers.
+        """
+        self.line("found = {}")
+        untransformed = Reader()
+        for extraction in extractions:
+            pattern = self.const(extraction.pattern)
+            self.line("value = None")
+            for keys in (keys for keys in extraction.paths if not is_header(keys)):
+                self.line("if value is None:")
+                self.indent += 1
+                self.read(keys, untransformed, "text")
+                self.line("if type(text) is str:")
+                self.line(f"    match = {pattern}.search(text)")
+                self.line("    if match is not None:")
+                self.line("        value = match['value']")
+                self.line("        if value is not None:")
+                self.line("            value = value.strip() or None")
+                self.line("elif text is not MISSING and text is not None:")
+                self.line(f"    value = first_match({pattern}, text)")
+                self.indent -= 1
+            self.line("if value is not None:")
+            self.line(f"    found[{extraction.name!r}] = value")
+        self.line(f"record = {{**record, {EXTRACTED!r}: found}}")
 
     def write(self, steps: tuple[Step, ...], writer: Callable[..., None], value: str) -> None:
         """
