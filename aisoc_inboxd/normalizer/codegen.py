@@ -112,27 +112,37 @@ class _Code:
         self.namespace[name] = value
         return name
 
+    #: top-level keys whose value a body reads once into a local (C{record["cef"]} for CEF)
+    hoisted: dict[str, str] = {}
+
     def read(self, keys: tuple[str, ...], reader: Reader, into: str) -> None:
         """
         C{into = reader.bind(keys).read(record, headers)}, inlined: a walk through plain objects,
-        falling back to L{get_source} (lists, dead ends) where one is not an object.
+        falling back to L{get_source} (lists, dead ends) where one is not an object. A walk under
+        a hoisted top-level key starts from its local (the record does not change while read).
         """
         if is_header(keys):
             self.line(f"{into} = headers.get({keys[1]!r}, MISSING)")
         else:
+            start = self.hoisted.get(keys[0]) if len(keys) > 1 else None
+            walk = keys if start is None else keys[1:]
             fallback = f"{into} = get_source(record, {self.const(keys)})"
-            self.line("if type(record) is dict:")
-            self.line(f"    {into} = record.get({keys[0]!r}, MISSING)")
-            depth = 1
-            for key in keys[1:]:
+            self.line(f"if type({start or 'record'}) is dict:")
+            self.line(f"    {into} = {start or 'record'}.get({walk[0]!r}, MISSING)")
+            for depth, key in enumerate(walk[1:], 1):
                 self.line("    " * depth + f"if type({into}) is dict:")
                 self.line("    " * depth + f"    {into} = {into}.get({key!r}, MISSING)")
-                depth += 1
-            for depth in range(len(keys) - 1, 0, -1):
+            for depth in range(len(walk) - 1, 0, -1):
                 self.line("    " * depth + f"elif {into} is not MISSING:")
                 self.line("    " * depth + f"    {fallback}")
-            self.line("else:")
-            self.line(f"    {fallback}")
+            if start is None:
+                self.line("else:")
+                self.line(f"    {fallback}")
+            else:
+                self.line(f"elif {start} is not MISSING:")
+                self.line(f"    {fallback}")
+                self.line("else:")
+                self.line(f"    {into} = MISSING")
         transform = reader.transforms.get(keys)
         if transform is not None:
             self.line(f"if {into} is not MISSING and {into} is not None:")
@@ -240,6 +250,7 @@ class _Body(_Code):
                       if self.initial else "consumed = set()")
         else:
             self.line(f"consumed = {sum(1 << self.paths.index(keys) for keys in self.initial)}")
+        self._hoist()
         self._stamp()
         self._field_rules()
         self._constants()
@@ -257,6 +268,20 @@ class _Body(_Code):
         self.line("event['raw_data'] = raw if raw is not None else dumps(original, ensure_ascii=False)")
         self.line("return event")
         return super().function("body", self.template.id)
+
+    def _hoist(self) -> None:
+        """
+        Read once each top-level key that two or more nested source paths walk through.
+        """
+        compiled = self.compiled
+        nested = [keys for keys in dict.fromkeys(source.keys for source in (
+            *(rule.source for rule in compiled.field_rules), *compiled.severity_sources,
+            *compiled.time_sources, *compiled.activity_sources)) if len(keys) > 1 and not is_header(keys)]
+        shared = [key for key in dict.fromkeys(keys[0] for keys in nested)
+                  if sum(keys[0] == key for keys in nested) > 1]
+        for number, key in enumerate(shared):
+            self.read((key,), Reader(), f"top_{number}")
+        self.hoisted = {key: f"top_{number}" for number, key in enumerate(shared)}
 
     def _candidate(self, found: str, keys: tuple[str, ...], reader: Reader) -> None:
         """
