@@ -118,27 +118,30 @@ class _Code:
     def read(self, keys: tuple[str, ...], reader: Reader, into: str) -> None:
         """
         C{into = reader.bind(keys).read(record, headers)}, inlined: a walk through plain objects,
-        falling back to L{get_source} (lists, dead ends) where one is not an object. A walk under
-        a hoisted top-level key starts from its local (the record does not change while read).
+        falling back to L{get_source} (lists, dead ends) where one is not an object. The record
+        is an object (every intake's records are, and batch items are made objects by unwrap); a
+        walk under a hoisted top-level key starts from its local (the record does not change).
         """
         if is_header(keys):
             self.line(f"{into} = headers.get({keys[1]!r}, MISSING)")
         else:
             start = self.hoisted.get(keys[0]) if len(keys) > 1 else None
-            walk = keys if start is None else keys[1:]
             fallback = f"{into} = get_source(record, {self.const(keys)})"
-            self.line(f"if type({start or 'record'}) is dict:")
-            self.line(f"    {into} = {start or 'record'}.get({walk[0]!r}, MISSING)")
-            for depth, key in enumerate(walk[1:], 1):
+            if start is None:  # the record is an object
+                self.line(f"{into} = record.get({keys[0]!r}, MISSING)")
+                walk, depth = keys[1:], 0
+            else:
+                self.line(f"if type({start}) is dict:")
+                self.line(f"    {into} = {start}.get({keys[1]!r}, MISSING)")
+                walk, depth = keys[2:], 1
+            for key in walk:
                 self.line("    " * depth + f"if type({into}) is dict:")
                 self.line("    " * depth + f"    {into} = {into}.get({key!r}, MISSING)")
-            for depth in range(len(walk) - 1, 0, -1):
-                self.line("    " * depth + f"elif {into} is not MISSING:")
-                self.line("    " * depth + f"    {fallback}")
-            if start is None:
-                self.line("else:")
-                self.line(f"    {fallback}")
-            else:
+                depth += 1
+            for level in range(depth - 1, -1 if start is None else 0, -1):
+                self.line("    " * level + f"elif {into} is not MISSING:")
+                self.line("    " * level + f"    {fallback}")
+            if start is not None:
                 self.line(f"elif {start} is not MISSING:")
                 self.line(f"    {fallback}")
                 self.line("else:")
@@ -214,7 +217,6 @@ class _Body(_Code):
                                        *self.compiled.severity_sources, *self.compiled.time_sources)]
         #: every record path this body may consume, in a fixed order (its bit is 1 << position)
         self.paths = tuple(dict.fromkeys(keys for keys in paths if self._tracked(keys)))
-        self.flat = all(len(keys) == 1 for keys in self.paths)
         self.initial = tuple(keys for keys in consumed if self._tracked(keys))
 
     def _tracked(self, keys: tuple[str, ...]) -> bool:
@@ -224,32 +226,23 @@ class _Body(_Code):
         """
         return not is_header(keys) and not (self.extracted and keys[0] == EXTRACTED and len(keys) > 1)
 
-    def consume(self, keys: tuple[str, ...] | str) -> None:
+    def consume(self, keys: tuple[str, ...]) -> None:
         """
-        Mark C{keys} consumed (C{keys} may also name a variable holding a path, for severity).
+        Mark C{keys} consumed: set its bit in C{consumed}.
         """
-        if isinstance(keys, str):
-            self.line(f"consumed |= {keys}")
-        elif self._tracked(keys):
-            self.line(f"consumed.add({keys[0]!r})" if self.flat else
-                      f"consumed |= {1 << self.paths.index(keys)}")
+        if self._tracked(keys):
+            self.line(f"consumed |= {self.bit(keys)}")
 
-    def bit(self, keys: tuple[str, ...]) -> str:
+    def bit(self, keys: tuple[str, ...]) -> int:
         """
-        What L{consume} adds for C{keys}, as an expression (C{0}/C{None} when nothing).
+        The bit of C{keys} in C{consumed} (C{0} when consuming it changes nothing).
         """
-        if not self._tracked(keys):
-            return "None" if self.flat else "0"
-        return repr(keys[0]) if self.flat else str(1 << self.paths.index(keys))
+        return 1 << self.paths.index(keys) if self._tracked(keys) else 0
 
     def function(self) -> Callable[..., Any]:  # type: ignore[override]
         self.line("def body(original, record, context, headers):")
         self.indent += 1
-        if self.flat:
-            self.line(f"consumed = {{{', '.join(repr(keys[0]) for keys in self.initial)}}}"
-                      if self.initial else "consumed = set()")
-        else:
-            self.line(f"consumed = {sum(1 << self.paths.index(keys) for keys in self.initial)}")
+        self.line(f"consumed = {sum(map(self.bit, self.initial))}")
         self._hoist()
         self._stamp()
         self._field_rules()
@@ -404,11 +397,7 @@ class _Body(_Code):
         self.line(f"        event['severity_id'] = {SEVERITY_UNKNOWN}")
         self.line(f"        event['severity'] = {captions}[{SEVERITY_UNKNOWN}]")
         self.line("    else:")
-        if self.flat:
-            self.line("        if first_bit is not None:")
-            self.line("            consumed.add(first_bit)")
-        else:
-            self.line("        consumed |= first_bit")
+        self.line("        consumed |= first_bit")
         self.line(f"        event['severity_id'] = {SEVERITY_OTHER}")
         self.line("        event['severity'] = str(first_raw)")
 
@@ -469,21 +458,23 @@ class _Body(_Code):
 
     def _unmapped(self) -> None:
         """
-        Everything of the record (an object: JSON bodies and CEF records always are) not consumed:
-        one comprehension when only top-level keys can be consumed, else the walk of the
-        consumed-paths tree.
+        Everything of the record not consumed: one comprehension when only top-level keys were
+        consumed (the tree of the consumed paths is then a frozenset of keys), else the walk of
+        that tree.
         """
-        if self.flat:
-            self.line("left = {key: drop_nulls(value) if isinstance(value, (dict, list)) else value "
-                      "for key, value in original.items() if value is not None and key not in consumed}")
-        else:
-            paths = self.paths
+        paths = self.paths
 
-            @lru_cache(maxsize=_TREES_CACHED)
-            def tree_of(mask: int) -> dict[str, Any]:
-                return consumed_tree(tuple(keys for position, keys in enumerate(paths) if mask >> position & 1))
+        @lru_cache(maxsize=_TREES_CACHED)
+        def tree_of(mask: int) -> dict[str, Any] | frozenset[str]:
+            tree = consumed_tree(tuple(keys for position, keys in enumerate(paths) if mask >> position & 1))
+            return frozenset(tree) if all(sub is True for sub in tree.values()) else tree
 
-            self.line(f"left = leftovers(original, {self.const(tree_of)}(consumed))")
+        self.line(f"tree = {self.const(tree_of)}(consumed)")
+        self.line("if type(tree) is frozenset:")
+        self.line("    left = {key: drop_nulls(value) if isinstance(value, (dict, list)) else value "
+                  "for key, value in original.items() if value is not None and key not in tree}")
+        self.line("else:")
+        self.line("    left = leftovers(original, tree)")
         self.line("if left is not INVALID and left:")
         self.line("    merge_missing(event.setdefault('unmapped', {}), left)")
 
