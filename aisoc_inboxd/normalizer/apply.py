@@ -268,10 +268,15 @@ def _finding_defaults(event: dict[str, Any], template: Template, compiled: Compi
         event.setdefault("is_alert", True)
 
 
+#: the consumed paths as a tree: key -> C{True} (consumed whole) or the subtree; a node of keys
+#: that are all consumed whole is the frozenset of those keys
+ConsumedTree = dict[str, Any] | frozenset[str]
+
+
 @lru_cache(maxsize=1024)
-def consumed_tree(paths: tuple[tuple[str, ...], ...]) -> dict[str, Any]:
+def consumed_tree(paths: tuple[tuple[str, ...], ...]) -> ConsumedTree:
     """
-    The consumed source paths as a tree; C{True} marks a subtree consumed whole.
+    The consumed source paths as a tree (L{ConsumedTree}).
 
     Cached: the records of one template consume the same few combinations of paths. The tree is
     shared between events, so it is only ever read.
@@ -288,18 +293,33 @@ def consumed_tree(paths: tuple[tuple[str, ...], ...]) -> dict[str, Any]:
             node = child
         else:
             node[path[-1]] = True
-    return tree
+    return _key_sets(tree)
 
 
-def leftovers(value: Any, consumed: dict[str, Any] | None) -> Any:
+def _key_sets(tree: dict[str, Any]) -> ConsumedTree:
+    """
+    C{tree} with every node whose keys are all consumed whole as the frozenset of its keys.
+    """
+    nodes = {key: sub if sub is True else _key_sets(sub) for key, sub in tree.items()}
+    return frozenset(nodes) if all(sub is True for sub in nodes.values()) else nodes
+
+
+def leftovers(value: Any, consumed: ConsumedTree | None) -> Any:
     """
     C{value} minus the consumed subtrees and nulls; L{INVALID} when nothing is left of it.
 
     Only the parts of the record that hold consumed paths are walked here; the rest is copied by
-    L{drop_nulls} (unmapped is most of a large vendor record).
+    L{drop_nulls} (unmapped is most of a large vendor record). An object of which only whole keys
+    were consumed is one comprehension (a flat record, CEF's extension keys).
     """
     if consumed is None:
         return drop_nulls(value)
+    if type(consumed) is frozenset:
+        if isinstance(value, dict):
+            kept = {key: drop_nulls(item) if isinstance(item, (dict, list)) else item
+                    for key, item in value.items() if item is not None and key not in consumed}
+            return kept or INVALID
+        consumed = dict.fromkeys(consumed, True)
     if isinstance(value, dict):
         kept = {}
         for key, item in value.items():

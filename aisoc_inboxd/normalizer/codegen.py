@@ -2,9 +2,10 @@
 Templates compiled to Python: at load, each template becomes one generated function per class
 variant that does what the interpreter (L{apply<aisoc_inboxd.normalizer.apply>}) does, written
 straight: reads of the record with the path walk and transform inlined, conversions and writes into
-the event, constants prebuilt, and the source paths it may consume known in advance, so that
-C{unmapped} is one dict comprehension when every consumed path is a top-level key and otherwise a
-walk of a consumed-paths tree cached per combination (an int of bits, not a tuple of paths).
+the event, constants prebuilt, and the source paths it may consume known in advance, so that what
+an event consumed is an int of bits and C{unmapped} comes from a consumed-paths tree made once per
+combination: one dict comprehension when only top-level keys were consumed, else a walk of the
+consumed parts only.
 
 The interpreter stays the reference: the differential test (C{tests/test_compiled_templates.py})
 runs both over every template, fixture and generated record and compares the events field for field.
@@ -29,13 +30,14 @@ from aisoc_inboxd.normalizer.apply import (
     SEVERITY_UNKNOWN,
     STATUS_NEW,
     STATUS_RESOLVED,
+    ConsumedTree,
     IngestContext,
     consumed_tree,
     copy_json,
     leftovers,
     merge_missing,
 )
-from aisoc_inboxd.normalizer.coerce import INVALID, _to_string, drop_nulls
+from aisoc_inboxd.normalizer.coerce import INVALID, _to_string
 from aisoc_inboxd.normalizer.extract import EXTRACTED, Extraction, first_match
 from aisoc_inboxd.normalizer.model import Template
 from aisoc_inboxd.normalizer.ocsf import SCHEMA_VERSION
@@ -52,7 +54,7 @@ _TREES_CACHED = 1024
 
 _HELPERS = {
     "MISSING": MISSING, "INVALID": INVALID, "EMPTY": MappingProxyType({}), "get_source": get_source,
-    "fold": fold_severity, "to_epoch_ms": to_epoch_ms, "drop_nulls": drop_nulls, "copy_json": copy_json,
+    "fold": fold_severity, "to_epoch_ms": to_epoch_ms, "copy_json": copy_json,
     "leftovers": leftovers, "merge_missing": merge_missing, "first_match": first_match,
     "new_uid": new_uid, "dumps": json.dumps, "SCHEMA_VERSION": SCHEMA_VERSION, "LOG_PROVIDER": LOG_PROVIDER,
 }
@@ -458,23 +460,17 @@ class _Body(_Code):
 
     def _unmapped(self) -> None:
         """
-        Everything of the record not consumed: one comprehension when only top-level keys were
-        consumed (the tree of the consumed paths is then a frozenset of keys), else the walk of
-        that tree.
+        Everything of the record not consumed: L{leftovers} over the tree of the paths consumed,
+        made once per combination (C{consumed} is an int of bits): one comprehension when only
+        top-level keys were consumed, else a walk of the consumed parts only.
         """
         paths = self.paths
 
         @lru_cache(maxsize=_TREES_CACHED)
-        def tree_of(mask: int) -> dict[str, Any] | frozenset[str]:
-            tree = consumed_tree(tuple(keys for position, keys in enumerate(paths) if mask >> position & 1))
-            return frozenset(tree) if all(sub is True for sub in tree.values()) else tree
+        def tree_of(mask: int) -> ConsumedTree:
+            return consumed_tree(tuple(keys for position, keys in enumerate(paths) if mask >> position & 1))
 
-        self.line(f"tree = {self.const(tree_of)}(consumed)")
-        self.line("if type(tree) is frozenset:")
-        self.line("    left = {key: drop_nulls(value) if isinstance(value, (dict, list)) else value "
-                  "for key, value in original.items() if value is not None and key not in tree}")
-        self.line("else:")
-        self.line("    left = leftovers(original, tree)")
+        self.line(f"left = leftovers(original, {self.const(tree_of)}(consumed))")
         self.line("if left is not INVALID and left:")
         self.line("    merge_missing(event.setdefault('unmapped', {}), left)")
 
