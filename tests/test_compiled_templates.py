@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -103,6 +104,15 @@ FEATURES = {
         time_field: time
         """),
 }
+#: source keys that would be code if the generator pasted template text into its source
+HOSTILE_KEYS = ("it's \"quoted\"\\\n\\", "'); import os; ('", "ünï\u2028cödé", '"""sev', "a'''b")
+QUOTED_KEYS = yaml.safe_dump({
+    "field_map": {HOSTILE_KEYS[0]: "message", f"{HOSTILE_KEYS[1]}.x": "finding_info.title",
+                  f"{HOSTILE_KEYS[2]}.{{k}}": "finding_info.uid"},
+    "transforms": {f"{HOSTILE_KEYS[1]}.x": ["trim"]},
+    "severity_field": HOSTILE_KEYS[3],
+    "time_field": HOSTILE_KEYS[4],
+})
 WORDS = ("", " ", "0", "1", "3", "7", "99", "1e3", "-1", "true", "null", "crit", "High", "CLOSE", "new",
          "logon", "finding", "Finding", "kind=logon", "kind=finding now", "443", "10.0.0.1", "a@b.example",
          "2026-05-08T09:00:00Z", "08/05/2026 09:00", "1778230800", "ⓤnicode ☃", "\x00", "de", " open ")
@@ -119,6 +129,8 @@ def templates() -> dict[str, Template]:
     for name, (class_uid, class_name, activity_id, body) in FEATURES.items():
         written[name] = HEADER.format(id=name, class_uid=class_uid, class_name=class_name,
                                       activity_id=activity_id) + textwrap.dedent(body)
+    written["quoted-keys"] = HEADER.format(id="quoted-keys", class_uid=2004, class_name="Detection Finding",
+                                           activity_id=1) + QUOTED_KEYS
     with tempfile.TemporaryDirectory() as directory:
         for name, text in written.items():
             path = Path(directory) / f"{name}.yaml"
@@ -213,6 +225,17 @@ def assert_same(template: Template, record: dict[str, Any], raw: str | None = No
     compiled = outcome(template, record, context, interpret=False)
     reference = outcome(template, record, context, interpret=True)
     assert compiled == reference, f"{template.id}: {record!r}"
+
+
+def test_template_text_is_never_code() -> None:
+    """Source keys with quotes, backslashes and line breaks are read as the keys they are."""
+    template = templates()["quoted-keys"]
+    record = {HOSTILE_KEYS[0]: "m", HOSTILE_KEYS[1]: {"x": " t "}, HOSTILE_KEYS[2]: {"{k}": "u"},
+              HOSTILE_KEYS[3]: "high", HOSTILE_KEYS[4]: "2026-05-08T09:00:00Z"}
+    [event] = normalize_record(template, record, IngestContext("t", "r", NOW))
+    assert (event["message"], event["finding_info"]["title"], event["finding_info"]["uid"]) == ("m", "t", "u")
+    assert (event["severity_id"], event["time"], event.get("unmapped")) == (4, 1778230800000, None)
+    assert_same(template, record)
 
 
 def test_fixtures_are_read() -> None:
