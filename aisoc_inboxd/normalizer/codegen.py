@@ -78,7 +78,7 @@ def compile_template(template: Template) -> EventFunction:
                   for value, variant in compiled.variants.items()}
         top.read(source.keys, compiled.reader, "raw")
         top.line("if raw is not MISSING and raw is not None and not isinstance(raw, (dict, list)):")
-        top.line(f"    body = {top.const(bodies)}.get(raw.casefold() if type(raw) is str else fold(raw))")
+        top.line(f"    body = {top.const(bodies)}.get({top.fold('raw')})")
         top.line("    if body is not None:")
         top.line("        return body(original, record, context, headers)")
     top.line(f"return {top.const(_compile_body(template, prefix))}(original, record, context, headers)")
@@ -105,6 +105,13 @@ class _Code:
 
     def line(self, text: str) -> None:
         self.lines.append("    " * self.indent + text)
+
+    @staticmethod
+    def fold(var: str) -> str:
+        """
+        L{fold_severity} of the variable C{var}, with text (nearly every value) folded inline.
+        """
+        return f"({var}.casefold() if type({var}) is str else fold({var}))"
 
     def const(self, value: Any) -> str:
         """
@@ -290,8 +297,6 @@ class _Body(_Code):
         self.line("if raw is not MISSING and raw is not None and not isinstance(raw, (dict, list)):")
         self.indent += 1
 
-    def _fold(self, var: str) -> str:
-        return f"({var}.casefold() if type({var}) is str else fold({var}))"
 
     def _stamp(self) -> None:
         template, compiled = self.template, self.compiled
@@ -301,7 +306,7 @@ class _Body(_Code):
             lookup = self.const(compiled.activity_lookup)
             for source in compiled.activity_sources:
                 self._candidate("activity_id", source.keys, compiled.reader)
-                self.line(f"activity_id = {lookup}.get({self._fold('raw')})")
+                self.line(f"activity_id = {lookup}.get({self.fold('raw')})")
                 self.indent -= 2
             self.line("if activity_id is None:")
             self.line(f"    activity_id = {template.activity_id!r}")
@@ -384,7 +389,7 @@ class _Body(_Code):
         self.line("first_raw = first_bit = None")
         for source in compiled.severity_sources:
             self._candidate("severity_id", source.keys, compiled.reader)
-            self.line(f"severity_id = {lookup}.get({self._fold('raw')}, {otherwise})")
+            self.line(f"severity_id = {lookup}.get({self.fold('raw')}, {otherwise})")
             self.line("if severity_id is not None:")
             self.indent += 1
             self.consume(source.keys)
