@@ -10,7 +10,7 @@ from typing import Any
 
 from twisted.web.server import Request
 
-from aisoc_inboxd.formats.email import decode_email_body
+from aisoc_inboxd.formats.email.relays import decode_email_body
 from aisoc_inboxd.formats.json_body import Record
 from aisoc_inboxd.intake import Binding
 from aisoc_inboxd.web.body import media_type
