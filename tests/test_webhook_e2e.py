@@ -287,7 +287,7 @@ async def test_every_errors_table_row_is_what_the_daemon_sends(reactor: Any, tmp
         for _ in range(4):
             await send(f"/v1/inbox/{busy}")
         held = await running.mint("held")
-        await running.daemon.store.claim_idempotency_key(fingerprint(held), "k1", reactor.seconds(), 120)
+        await running.daemon.store.claim_idempotency_key(fingerprint(held), "k1", reactor.seconds(), 120, "another-request")
         await send(f"/v1/inbox/{held}", headers={"X-AiSOC-Idempotency-Key": "k1"})
         await send("/v1/inbox/a/b")
         await send(f"/v1/inbox/aisoc_inbox_{'z' * 52}")  # 401: spends this address's one unknown-token lookup…
