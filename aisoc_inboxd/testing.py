@@ -37,6 +37,8 @@ from aisoc_inboxd.web.tree import WebDeps, build_admin_resource, build_root_reso
 ADMIN_KEY = b"admin-key-for-tests"
 #: what every call of a L{FakeStore} that is C{down} fails with
 STORE_DOWN = "PostgreSQL at db:5432/inbox as aisoc: connection refused"
+#: when a L{MemoryInbox}'s clock starts: a real moment, so events carry plausible epoch times
+EPOCH = 1_700_000_000.0
 _CATALOG: list[TemplateCatalog] = []
 
 
@@ -252,6 +254,15 @@ class FakeSink:
         return [json.loads(r.value) for r in self.records]
 
 
+def memory_clock(now: float = EPOCH) -> Clock:
+    """
+    A L{Clock} that reads C{now}.
+    """
+    clock = Clock()
+    clock.advance(now)
+    return clock
+
+
 @dataclass
 class MemoryInbox:
     """
@@ -261,7 +272,7 @@ class MemoryInbox:
     """
 
     store: FakeStore
-    clock: Clock = field(default_factory=Clock)
+    clock: Clock = field(default_factory=memory_clock)
     http_settings: HttpSettings = field(default_factory=HttpSettings)
     unknown_lookups_per_sec: float = 20.0
     hec: HecSettings = field(default_factory=HecSettings)
