@@ -15,6 +15,7 @@ from prometheus_client import generate_latest
 from treq.testing import StubTreq
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
+from twisted.web.server import Site
 
 from aisoc_inboxd.catalog import TemplateCatalog
 from aisoc_inboxd.config import CefSettings, HecSettings, HttpSettings
@@ -32,6 +33,7 @@ from aisoc_inboxd.vendors import VendorGate
 from aisoc_inboxd.web.clients import ClientAddresses
 from aisoc_inboxd.web.hec import HecDeps
 from aisoc_inboxd.web.routes import OnReply
+from aisoc_inboxd.web.site import inbox_site
 from aisoc_inboxd.web.tree import WebDeps, build_admin_resource, build_root_resource
 
 ADMIN_KEY = b"admin-key-for-tests"
@@ -254,6 +256,16 @@ class FakeSink:
         return [json.loads(r.value) for r in self.records]
 
 
+def serving(site: Site) -> StubTreq:
+    """
+    A L{StubTreq} whose requests reach C{site} itself (its request class, body limit and channel),
+    not the plain L{Site} treq puts around C{site.resource}.
+    """
+    client = StubTreq(site.resource)
+    client._agent._serverFactory = site  # treq has no public way to hand its agent a site
+    return client
+
+
 def memory_clock(now: float = EPOCH) -> Clock:
     """
     A L{Clock} that reads C{now}.
@@ -267,8 +279,8 @@ def memory_clock(now: float = EPOCH) -> Clock:
 class MemoryInbox:
     """
     One daemon instance's HTTP and admin trees over C{store}, a L{FakeSink} and C{clock}: C{http}
-    for the inbox routes (C{base_url}), C{admin_http} for the admin listener (key L{ADMIN_KEY}),
-    C{admin} to mint and retire tokens as the CLI does.
+    for the inbox routes (C{base_url}) through the listener's own site, C{admin_http} for the admin
+    routes (key L{ADMIN_KEY}), C{admin} to mint and retire tokens as the CLI does.
     """
 
     store: FakeStore
@@ -297,7 +309,7 @@ class MemoryInbox:
                        max_body_bytes=self.http_settings.max_body_bytes, vendors=self.vendors,
                        observers=self.observers, hec=HecDeps.build(self.hec, self.clock),
                        cef=Replaceable(self.cef))
-        self.http = StubTreq(build_root_resource(deps))
+        self.http = serving(inbox_site(build_root_resource(deps), self.http_settings, self.metrics, self.clock))
         self.admin = TokenAdmin(self.store, self.clock, catalog().allowed,  # type: ignore[arg-type]
                                 self.cache.invalidate)
         self.admin_http = StubTreq(build_admin_resource(self.admin, self.store, self.cache,  # type: ignore[arg-type]

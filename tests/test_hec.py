@@ -1,9 +1,8 @@
 """
 The Splunk HEC routes in memory (the real resource tree over fakes, through StubTreq; see
 L{aisoc_inboxd.testing}): every reply of Splunk's table byte for byte, the paths, the auth forms,
-batches that go bad part-way, raw lines, indexer acknowledgement, and valid OCSF events. What the
-listener itself does (the body limit read off the wire, the access log) runs against the real
-daemon over real sockets.
+batches that go bad part-way, raw lines, indexer acknowledgement, valid OCSF events, and an access
+log without tokens. Real clients against the real daemon are in test_hec_clients.
 """
 from __future__ import annotations
 
@@ -12,17 +11,16 @@ import gzip
 import json
 import os
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
 import pytest_twisted
 from twisted.logger import formatEvent, globalLogPublisher
 
-from aisoc_inboxd.config import HttpSettings
+from aisoc_inboxd.config import HecSettings, HttpSettings
 from aisoc_inboxd.store import TokenRecord
 from aisoc_inboxd.testing import FakeStore, MemoryInbox
 from aisoc_inboxd.tokens import fingerprint, mint_token
-from tests.support.daemon import RunningDaemon, daemon_settings, start_daemon
 from tests.support.ocsf import assert_valid_ocsf
 
 CHANNEL = "FE0ECFAD-13D5-401B-847D-77833BD77131"
@@ -34,14 +32,7 @@ def inboxd() -> MemoryInbox:
     return MemoryInbox(FakeStore(), http_settings=HttpSettings(max_body_bytes=64 * 1024))
 
 
-@pytest_twisted.async_yield_fixture
-async def daemon(reactor: Any, tmp_path: Path) -> AsyncIterator[RunningDaemon]:
-    running = await start_daemon(reactor, daemon_settings(tmp_path / "state", http={"max_body_bytes": 64 * 1024}))
-    yield running
-    await running.stop()
-
-
-async def send(inboxd: MemoryInbox | RunningDaemon, path: str, body: bytes = b"",
+async def send(inboxd: MemoryInbox, path: str, body: bytes = b"",
                headers: dict[str, str] | None = None, method: str = "POST") -> tuple[int, bytes, Any]:
     """
     One request; the status, the body bytes exactly as sent, and the response.
@@ -55,7 +46,7 @@ def splunk(token: str) -> dict[str, str]:
     return {"Authorization": f"Splunk {token}"}
 
 
-async def hec_token(inboxd: MemoryInbox | RunningDaemon, acks: bool = False, secret: bytes | None = None) -> str:
+async def hec_token(inboxd: MemoryInbox, acks: bool = False, secret: bytes | None = None) -> str:
     return (await inboxd.admin.mint("tenant-a", "splunk-hec", signing_secret=secret, hec_acks=acks)).token
 
 
@@ -180,12 +171,9 @@ async def test_basic_auth_with_the_token_as_password(inboxd: MemoryInbox) -> Non
 
 
 @pytest_twisted.ensureDeferred
-async def test_query_string_token_when_enabled(reactor: Any, tmp_path: Path) -> None:
+async def test_query_string_token_when_enabled() -> None:
     """With hec.allow_query_string_token on, ?token= authenticates, and the token never reaches the access log."""
-    from aisoc_inboxd.config import HecSettings
-
-    settings = daemon_settings(tmp_path / "state", hec=HecSettings(allow_query_string_token=True))
-    running = await start_daemon(reactor, settings)
+    inbox = MemoryInbox(FakeStore(), hec=HecSettings(allow_query_string_token=True))
     seen: list[str] = []
 
     def observe(event: dict[str, Any]) -> None:
@@ -193,14 +181,15 @@ async def test_query_string_token_when_enabled(reactor: Any, tmp_path: Path) -> 
 
     globalLogPublisher.addObserver(observe)
     try:
-        token = await hec_token(running)
-        assert (await send(running, f"/services/collector/raw?token={token}&host=h", b"line"))[:2] == (200, SUCCESS)
-        [event] = running.events()
+        token = await hec_token(inbox)
+        assert (await send(inbox, f"/services/collector/raw?token={token}&host=h", b"line"))[:2] == (200, SUCCESS)
+        await send(inbox, f"/services/collector/nope?token={token}")
+        [event] = inbox.events()
         assert (event["message"], event["metadata"]["reporter"]["hostname"]) == ("line", "h")
     finally:
         globalLogPublisher.removeObserver(observe)
-        await running.stop()
     assert any("hec 200 ok template=splunk-hec" in line for line in seen)
+    assert any("/services/collector/nope?token=aisoc_inbox_<redacted> 404" in line for line in seen)
     assert not any(token in line for line in seen)
 
 
@@ -247,16 +236,16 @@ async def test_unwritable_sink_is_server_busy_and_unhealthy(inboxd: MemoryInbox)
 
 
 @pytest_twisted.ensureDeferred
-async def test_too_large_and_unknown_encoding_keep_their_statuses(daemon: RunningDaemon) -> None:
+async def test_too_large_and_unknown_encoding_keep_their_statuses(inboxd: MemoryInbox) -> None:
     """A body over the limit is 413 (also once gunzipped) and an unknown Content-Encoding 415, as HEC clients expect."""
-    token = await hec_token(daemon)
+    token = await hec_token(inboxd)
     big = b'{"event": "' + b"x" * (70 * 1024) + b'"}'
-    assert (await send(daemon, "/services/collector/event", big, splunk(token)))[0] == 413
-    assert (await send(daemon, "/services/collector/event", gzip.compress(big),
+    assert (await send(inboxd, "/services/collector/event", big, splunk(token)))[0] == 413
+    assert (await send(inboxd, "/services/collector/event", gzip.compress(big),
                        {**splunk(token), "Content-Encoding": "gzip"}))[0] == 413
-    assert (await send(daemon, "/services/collector/event", b'{"event":"x"}',
+    assert (await send(inboxd, "/services/collector/event", b'{"event":"x"}',
                        {**splunk(token), "Content-Encoding": "br"}))[0] == 415
-    assert daemon.events() == []
+    assert inboxd.events() == []
 
 
 # -- batches, gzip, raw ---------------------------------------------------------------------------
