@@ -236,18 +236,33 @@ class FakeStore:
 class FakeSink:
     """
     Keeps every record it is given; while C{failing} is set (the reason), refuses writes and is not
-    ready, as a sink that cannot make events durable.
+    ready, as a sink that cannot make events durable; while C{holding}, keeps each write waiting in
+    C{held} until L{release} (so a test can interleave requests).
     """
 
     def __init__(self) -> None:
         self.records: list[SinkRecord] = []
         self.failing: str | None = None
+        self.holding = False
+        self.held: list[tuple[Sequence[SinkRecord], Deferred[None]]] = []
 
     def write(self, records: Sequence[SinkRecord]) -> Deferred[None]:
         if self.failing is not None:
             return fail(SinkUnavailable(self.failing))
+        if self.holding:
+            waiting: Deferred[None] = Deferred()
+            self.held.append((records, waiting))
+            return waiting
         self.records.extend(records)
         return succeed(None)
+
+    def release(self, index: int) -> None:
+        """
+        Make the held write at C{index} durable.
+        """
+        records, waiting = self.held.pop(index)
+        self.records.extend(records)
+        waiting.callback(None)
 
     def not_ready(self) -> str | None:
         return self.failing

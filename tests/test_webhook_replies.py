@@ -13,11 +13,14 @@ import re
 
 import pytest
 import pytest_twisted
+from twisted.internet.defer import Deferred
+from twisted.logger import globalLogPublisher
 
 from aisoc_inboxd.config import CefSettings, HttpSettings
 from aisoc_inboxd.store import TokenRecord
 from aisoc_inboxd.testing import FakeStore, MemoryInbox
 from aisoc_inboxd.tokens import fingerprint, mint_token
+from aisoc_inboxd.web.routes import Reply
 from tests.support.ocsf import assert_valid_ocsf
 from tests.support.shared import PROJECT
 from tests.test_webhook_e2e import outcome_count
@@ -287,3 +290,34 @@ async def test_health_and_readiness(inbox: MemoryInbox) -> None:
     assert (await inbox.post("/readyz", b"", method="GET"))[:2] == (200, {"status": "ok"})
     status, body, _ = await inbox.post("/nope", b"", method="GET")
     assert (status, body) == (404, {"error": "no such route"})
+
+
+@pytest_twisted.ensureDeferred
+async def test_requests_in_flight_on_one_route_keep_their_own_state() -> None:
+    """Routes are built once and serve requests side by side: two requests waiting on the sink at
+    once are each observed and logged with their own token, tenant and event count."""
+    observed: list[tuple[str | None, dict[str, object]]] = []
+
+    def observe(route: str, token: TokenRecord | None, reply: Reply) -> None:
+        observed.append((token.tenant_id if token else None, reply.body))
+
+    inbox = MemoryInbox(FakeStore(), observers=(observe,))
+    first, second = await inbox.mint("tenant-a"), await inbox.mint("tenant-b", "pagerduty")
+    inbox.sink.holding = True
+    logged: list[dict[str, object]] = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        replies = [Deferred.fromCoroutine(inbox.post(f"/v1/inbox/{first}", b'{"n": 1}\n{"n": 2}')),
+                   Deferred.fromCoroutine(inbox.post(f"/v1/inbox/{second}", b'{"id": "x", "title": "t"}'))]
+        assert len(inbox.sink.held) == 2
+        inbox.sink.release(1)
+        inbox.sink.release(0)
+        inbox.http.flush()
+        (status_a, reply_a, _), (status_b, reply_b, _) = [await reply for reply in replies]
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    assert (status_a, reply_a) == (200, {"accepted": 2, "template": "generic-json"})
+    assert (status_b, reply_b) == (200, {"accepted": 1, "template": "pagerduty"})
+    assert observed == [("tenant-b", reply_b), ("tenant-a", reply_a)]
+    lines = [(e["tenant"], e["token"], e["events"]) for e in logged if e.get("route") == "webhook"]
+    assert lines == [("tenant-b", fingerprint(second)[:8], 1), ("tenant-a", fingerprint(first)[:8], 2)]
