@@ -1,6 +1,8 @@
 """
 POST /v1/inbox/{tenant_token} against the real daemon over real sockets (HTTP and verified TLS):
-replies, errors, metrics, durability in the event log, and valid OCSF out.
+durability in the event log on disk and its failure, the metrics listener, the request's log line,
+several listeners, and valid OCSF out. The replies and the Errors table are tested in memory, in
+test_webhook_replies.
 """
 from __future__ import annotations
 
