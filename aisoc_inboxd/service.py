@@ -52,8 +52,8 @@ from aisoc_inboxd.web.channel import ChannelLimits
 from aisoc_inboxd.web.clients import ClientAddresses
 from aisoc_inboxd.web.hec import HecDeps
 from aisoc_inboxd.web.status import StatusSources, TokenStoreView
-from aisoc_inboxd.web.tree import route_of, WebDeps, build_admin_resource, build_root_resource
-from aisoc_inboxd.web.site import InboxSite
+from aisoc_inboxd.web.tree import WebDeps, build_admin_resource, build_root_resource
+from aisoc_inboxd.web.site import InboxSite, inbox_site
 from aisoc_inboxd.workers.supervisor import WorkerSupervisor, snapshot_path, write_snapshot
 
 _log = Logger()
@@ -454,9 +454,7 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
                    vendors=vendors or build_vendor_gate(settings.vendors, reactor),
                    hec=HecDeps(settings.hec, acks), cef=cef)
     limits = ChannelLimits(http.header_timeout, http.body_timeout, http.max_header_bytes)
-    site = InboxSite(build_root_resource(deps), max_body_bytes=http.max_body_bytes,
-                     on_too_large=lambda path: metrics.request(route_of(path), None, "too_large"),
-                     timeout=http.timeout, reactor=reactor, limits=limits, on_refused=metrics.http_refusal)
+    site = inbox_site(build_root_resource(deps), http, metrics, reactor)
     http_names = [numbered("http", i) for i in range(len(http.listen))]
     listeners: list[Listener | DatagramListener] = [
         Listener(desc, site, reactor, name, inherited_fd=role and role.socket(name))

@@ -37,8 +37,8 @@ from aisoc_inboxd.intake import Binding, Intake
 from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.vendors import VendorGate
 from aisoc_inboxd.web.errors import HttpError
-from aisoc_inboxd.web.routes import JsonRoute, OnReply, Reply
-from aisoc_inboxd.web.token_route import PartialBody, TokenRoute
+from aisoc_inboxd.web.routes import Exchange, JsonRoute, OnReply, Reply
+from aisoc_inboxd.web.token_route import Decoded, TokenRoute
 
 ROUTE = "hec"
 #: the template CEF lines (raw, or an envelope's event) are mapped with, when it is loaded and allowed
@@ -195,19 +195,18 @@ class SplunkReplies(JsonRoute):
 
 class _HecIntakeRoute(SplunkReplies, TokenRoute):
     """
-    The shared token route, bound through L{bind_hec} and answered C{Success} (with an C{ackId} for
-    a token with acks). One instance serves one request.
+    The shared token route, bound through L{bind_hec} (the token is in a header: the URL holds
+    none) and answered C{Success} (with an C{ackId} for a token with acks).
     """
 
     def __init__(self, intake: Intake, metrics: Metrics, inflight: InFlight, max_body_bytes: int,
                  vendors: VendorGate, deps: HecDeps, observers: Sequence[OnReply] = ()) -> None:
-        # the token is in a header: the URL holds none
-        super().__init__("", intake, metrics, inflight, max_body_bytes, vendors, observers)
+        super().__init__(intake, metrics, inflight, max_body_bytes, vendors, observers)
         self._hec = deps
 
-    async def handle(self, request: Request) -> Reply:
+    async def handle(self, request: Request, exchange: Exchange) -> Reply:
         try:
-            return await super().handle(request)
+            return await super().handle(request, exchange)
         except HttpError as e:
             raise as_splunk(e) from None
 
@@ -229,18 +228,18 @@ class _HecIntakeRoute(SplunkReplies, TokenRoute):
         """
         return self._intake.catalog.get(CEF_TEMPLATE) is not None
 
-    async def publish(self, request: Request, binding: Binding, records: list[Record], received_at: float,
-                      headers: dict[str, str]) -> StoredReply:
+    async def publish(self, request: Request, exchange: Exchange, binding: Binding, records: list[Record],
+                      received_at: float, headers: dict[str, str]) -> StoredReply:
         """
         Text and envelope events through the token's template, CEF events through cef-syslog.
         """
         text = [r for r in records if not hec.is_cef(r)]
         cef = [r for r in records if hec.is_cef(r)]
         if text:
-            self.count_published(await self._intake.deliver(binding, self.route, text, received_at, headers))
+            exchange.count_published(await self._intake.deliver(binding, self.route, text, received_at, headers))
         cef_template = self._intake.catalog.get(CEF_TEMPLATE)
         if cef and cef_template is not None:
-            self.count_published(await self._intake.deliver(
+            exchange.count_published(await self._intake.deliver(
                 dataclasses.replace(binding, template=cef_template), self.route, cef, received_at, headers))
         return await self.success(request, binding)
 
@@ -268,7 +267,7 @@ class HecEventRoute(_HecIntakeRoute):
     The envelopes before a bad one are published, then the bad one is answered, as Splunk does.
     """
 
-    def decode(self, request: Request, body: bytes) -> list[Record]:
+    def decode(self, request: Request, body: bytes) -> Decoded:
         try:
             batch = hec.parse_event_body(body)
         except HecError as e:
@@ -278,9 +277,9 @@ class HecEventRoute(_HecIntakeRoute):
             now = self._intake.now()
             records = [hec.cef_envelope(record, now) or record for record in records]
         if batch.rejection is None:
-            return records
+            return Decoded(records)
         if records:
-            raise PartialBody(records, rejected(batch.rejection))
+            return Decoded(records, rejection=rejected(batch.rejection))
         raise rejected(batch.rejection)
 
 
@@ -290,14 +289,14 @@ class HecRawRoute(_HecIntakeRoute):
     go through the cef-syslog template when it is loaded, the rest through the token's.
     """
 
-    def decode(self, request: Request, body: bytes) -> list[Record]:
+    def decode(self, request: Request, body: bytes) -> Decoded:
         metadata = {key: values[0].decode("utf-8", "replace")
                     for key in hec.METADATA_KEYS if (values := request.args.get(key.encode("ascii")))}
         try:
             batch = hec.parse_raw_body(body, metadata, self.parses_cef(), self._intake.now())
         except HecError as e:
             raise rejected(e) from None
-        return [*batch.text, *batch.cef]
+        return Decoded([*batch.text, *batch.cef])
 
 
 class HecAckRoute(SplunkReplies):
@@ -311,9 +310,9 @@ class HecAckRoute(SplunkReplies):
         self._intake = intake
         self._hec = deps
 
-    async def handle(self, request: Request) -> Reply:
+    async def handle(self, request: Request, exchange: Exchange) -> Reply:
         try:
-            binding = self.bound(await bind_hec(request, self.client_of(request), self._intake, self._hec))
+            binding = exchange.bound(await bind_hec(request, self.client_of(request), self._intake, self._hec))
         except HttpError as e:
             raise as_splunk(e) from None
         token = binding.token
