@@ -33,7 +33,8 @@ from twisted.python.threadpool import ThreadPool
 
 from aisoc_inboxd.config import ImapSettings
 from aisoc_inboxd.episode import FailureLog
-from aisoc_inboxd.formats.email import as_record, parse_mime
+from aisoc_inboxd.formats.email.mime import parse_mime
+from aisoc_inboxd.formats.email.record import as_record
 from aisoc_inboxd.intake.intake import Intake
 from aisoc_inboxd.intake.refusals import Refused
 from aisoc_inboxd.metrics import Metrics

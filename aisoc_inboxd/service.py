@@ -28,6 +28,7 @@ from aisoc_inboxd.activity import EventRates, RecentErrors
 from aisoc_inboxd.catalog import TemplateCatalog
 from aisoc_inboxd import systemd
 from aisoc_inboxd.config import ConfigError, Settings, SyslogListenerSettings, load_settings
+from aisoc_inboxd.hec_acks import AckChannels, AckDaemon, LocalAcks, RemoteAcks
 from aisoc_inboxd.intake.idempotency import Idempotency
 from aisoc_inboxd.imap import ImapPoller
 from aisoc_inboxd.inflight import InFlight
@@ -51,8 +52,8 @@ from aisoc_inboxd.web.channel import ChannelLimits
 from aisoc_inboxd.web.clients import ClientAddresses
 from aisoc_inboxd.web.hec import HecDeps
 from aisoc_inboxd.web.status import StatusSources, TokenStoreView
-from aisoc_inboxd.web.tree import route_of, WebDeps, build_admin_resource, build_root_resource
-from aisoc_inboxd.web.site import InboxSite
+from aisoc_inboxd.web.tree import WebDeps, build_admin_resource, build_root_resource
+from aisoc_inboxd.web.site import InboxSite, inbox_site
 from aisoc_inboxd.workers.supervisor import WorkerSupervisor, snapshot_path, write_snapshot
 
 _log = Logger()
@@ -391,17 +392,19 @@ def numbered(kind: str, index: int) -> str:
 class WorkerRole:
     """
     What a worker process (L{aisoc_inboxd.workers}) does differently from the daemon: it serves the
-    daemon's sockets instead of binding its own, leases its tenants' rate limits from the daemon,
-    keeps its sink files apart, snapshots its metrics for the daemon's /metrics, and leaves the
-    metrics and admin listeners, IMAP polling and sweeps to the daemon.
+    daemon's sockets instead of binding its own, leases its tenants' rate limits from the daemon and
+    asks it about HEC indexer acks, keeps its sink files apart, snapshots its metrics for the
+    daemon's /metrics, and leaves the metrics and admin listeners, IMAP polling and sweeps to the daemon.
 
     @ivar sockets: listener name → the inherited listening socket's file descriptor.
     @ivar lease: the daemon's L{RateLimiter.lease}, across the control channel.
+    @ivar acks: the daemon's L{AckChannels}, across the control channel.
     """
 
     index: int
     sockets: Mapping[str, int]
     lease: Callable[[str, int], Deferred[tuple[int, float]]]
+    acks: AckDaemon
 
     def socket(self, name: str) -> int:
         try:
@@ -439,6 +442,8 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
     pipeline = Pipeline(sink, metrics, rates.published)
     limiter = RateLimiter(reactor, http.rate_limit_per_min)
     admission = LeasedRateLimiter(reactor, http.rate_limit_per_min, role.lease) if role else limiter
+    ack_channels = AckChannels.build(settings.hec, reactor)
+    acks = RemoteAcks(reactor, settings.hec.channel_idle_timeout, role.acks) if role else LocalAcks(ack_channels)
     intake = Intake(TokenResolver(store, cache, budget, metrics.token_store), catalog, pipeline, admission,
                     Idempotency(store, reactor, metrics), reactor)
     cef = Replaceable(settings.cef)
@@ -447,12 +452,10 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
     deps = WebDeps(intake=intake, metrics=metrics, inflight=inflight, max_body_bytes=http.max_body_bytes,
                    observers=(push_stats.replied, recent_errors.replied),
                    vendors=vendors or build_vendor_gate(settings.vendors, reactor),
-                   hec=HecDeps.build(settings.hec, reactor), cef=cef,
+                   hec=HecDeps(settings.hec, acks), cef=cef,
                    clients=ClientAddresses(http.trusted_proxies))
     limits = ChannelLimits(http.header_timeout, http.body_timeout, http.max_header_bytes)
-    site = InboxSite(build_root_resource(deps), max_body_bytes=http.max_body_bytes,
-                     on_too_large=lambda path: metrics.request(route_of(path), None, "too_large"),
-                     timeout=http.timeout, reactor=reactor, limits=limits, on_refused=metrics.http_refusal)
+    site = inbox_site(build_root_resource(deps), http, metrics, reactor)
     http_names = [numbered("http", i) for i in range(len(http.listen))]
     listeners: list[Listener | DatagramListener] = [
         Listener(desc, site, reactor, name, inherited_fd=role and role.socket(name))
@@ -472,8 +475,8 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
                             Periodic("metrics-snapshot", lambda: write_snapshot(metrics.registry, snapshots),
                                      reactor, METRICS_SNAPSHOT_INTERVAL)],
                            listeners, reloader(), reactor)
-    supervisor = (WorkerSupervisor(settings.workers - 1, list(listeners), limiter, Path(settings.state_dir),
-                                   config, reactor) if settings.workers > 1 else None)
+    supervisor = (WorkerSupervisor(settings.workers - 1, list(listeners), limiter, ack_channels,
+                                   Path(settings.state_dir), config, reactor) if settings.workers > 1 else None)
     exposed = MergedMetrics(metrics.registry, supervisor.snapshots) if supervisor else metrics.registry
     if settings.metrics.listen:
         metrics_site = Site(MetricsResource(exposed), reactor=reactor)

@@ -20,7 +20,6 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
@@ -29,7 +28,7 @@ from aisoc_inboxd.config import HecSettings
 from aisoc_inboxd.formats import hec
 from aisoc_inboxd.formats.hec import HecError, HecStatus, reply_body
 from aisoc_inboxd.formats.json_body import Record
-from aisoc_inboxd.hec_acks import AckChannels, ChannelsFull
+from aisoc_inboxd.hec_acks import Acks, AcksUnavailable, ChannelsFull
 from aisoc_inboxd.intake.idempotency import StoredReply
 from aisoc_inboxd.store import TokenRecord
 from aisoc_inboxd.inflight import InFlight
@@ -39,8 +38,8 @@ from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.vendors import VendorGate
 from aisoc_inboxd.web.clients import ClientAddresses
 from aisoc_inboxd.web.errors import HttpError, http_headers
-from aisoc_inboxd.web.routes import JsonRoute, OnReply, Reply
-from aisoc_inboxd.web.token_route import PartialBody, TokenRoute
+from aisoc_inboxd.web.routes import Exchange, JsonRoute, OnReply, Reply
+from aisoc_inboxd.web.token_route import Decoded, TokenRoute
 
 ROUTE = "hec"
 #: the template CEF lines (raw, or an envelope's event) are mapped with, when it is loaded and allowed
@@ -65,12 +64,8 @@ _SPLUNK_BY_OUTCOME = {
 @dataclass(frozen=True)
 class HecDeps:
     settings: HecSettings
-    acks: AckChannels
-
-    @classmethod
-    def build(cls, settings: HecSettings, clock: IReactorTime) -> HecDeps:
-        return cls(settings, AckChannels(clock, settings.max_channels_per_token, settings.max_acks_per_channel,
-                                         settings.channel_idle_timeout))
+    #: the daemon's ack registry: its own, or asked across a worker's control channel
+    acks: Acks
 
 
 class SplunkError(HttpError):
@@ -107,6 +102,14 @@ def as_splunk(refused: Refused) -> Refused:
         return refused
     event_number = 0 if status is hec.INVALID_DATA_FORMAT else None
     return splunk_error(status, refused.outcome, event_number, http_headers(refused), refused.template, refused.token)
+
+
+def acks_unavailable(template: str) -> SplunkError:
+    """
+    A worker could not reach the daemon's acks (L{AcksUnavailable}): 503 code 9, so the client
+    retries (a post's events may be durable already, then its retry is a duplicate, never a loss).
+    """
+    return splunk_error(hec.SERVER_BUSY, "ack_unavailable", template=template)
 
 
 def write_splunk(request: Request, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> bytes:
@@ -194,20 +197,19 @@ class SplunkReplies(JsonRoute):
 
 class _HecIntakeRoute(SplunkReplies, TokenRoute):
     """
-    The shared token route, bound through L{bind_hec} and answered C{Success} (with an C{ackId} for
-    a token with acks). One instance serves one request.
+    The shared token route, bound through L{bind_hec} (the token is in a header: the URL holds
+    none) and answered C{Success} (with an C{ackId} for a token with acks).
     """
 
     def __init__(self, intake: Intake, metrics: Metrics, inflight: InFlight, max_body_bytes: int,
                  vendors: VendorGate, deps: HecDeps, observers: Sequence[OnReply] = (),
                  clients: ClientAddresses = ClientAddresses()) -> None:
-        # the token is in a header: the URL holds none
-        super().__init__("", intake, metrics, inflight, max_body_bytes, vendors, observers, clients)
+        super().__init__(intake, metrics, inflight, max_body_bytes, vendors, observers, clients)
         self._hec = deps
 
-    async def handle(self, request: Request) -> Reply:
+    async def handle(self, request: Request, exchange: Exchange) -> Reply:
         try:
-            return await super().handle(request)
+            return await super().handle(request, exchange)
         except Refused as e:
             raise as_splunk(e) from None
 
@@ -216,9 +218,11 @@ class _HecIntakeRoute(SplunkReplies, TokenRoute):
         channel = self._ack_channel(request, binding)
         if channel is not None:
             try:
-                self._hec.acks.open(binding.token.fingerprint, channel)  # type: ignore[union-attr]
+                await self._hec.acks.open(binding.token.fingerprint, channel)  # type: ignore[union-attr]
             except ChannelsFull:
                 raise splunk_error(hec.SERVER_BUSY, "unavailable", template=binding.template.id) from None
+            except AcksUnavailable:
+                raise acks_unavailable(binding.template.id) from None
         return binding
 
     def parses_cef(self) -> bool:
@@ -227,26 +231,29 @@ class _HecIntakeRoute(SplunkReplies, TokenRoute):
         """
         return self._intake.catalog.get(CEF_TEMPLATE) is not None
 
-    async def publish(self, request: Request, binding: Binding, records: list[Record], received_at: float,
-                      headers: dict[str, str]) -> StoredReply:
+    async def publish(self, request: Request, exchange: Exchange, binding: Binding, records: list[Record],
+                      received_at: float, headers: dict[str, str]) -> StoredReply:
         """
         Text and envelope events through the token's template, CEF events through cef-syslog.
         """
-        self.count_published(await self._intake.deliver_split(binding, CEF_TEMPLATE, self.route, hec.split(records),
-                                                              received_at, headers))
-        return self.success(request, binding)
+        exchange.count_published(await self._intake.deliver_split(binding, CEF_TEMPLATE, self.route,
+                                                                  hec.split(records), received_at, headers))
+        return await self.success(request, binding)
 
     def _ack_channel(self, request: Request, binding: Binding) -> str | None:
         return request_channel(request) if binding.token is not None and binding.token.hec_acks else None
 
-    def success(self, request: Request, binding: Binding) -> StoredReply:
+    async def success(self, request: Request, binding: Binding) -> StoredReply:
         """
         Splunk's C{Success}, sent once the events are durable: so an C{ackId} is issued already true.
         """
         channel = self._ack_channel(request, binding)
         if channel is None:
             return StoredReply(200, reply_body(hec.SUCCESS))
-        ack_id = self._hec.acks.issue(binding.token.fingerprint, channel)  # type: ignore[union-attr]
+        try:
+            ack_id = await self._hec.acks.issue(binding.token.fingerprint, channel)  # type: ignore[union-attr]
+        except AcksUnavailable:
+            raise acks_unavailable(binding.template.id) from None
         return StoredReply(200, reply_body(hec.SUCCESS, ackId=ack_id))
 
 
@@ -257,7 +264,7 @@ class HecEventRoute(_HecIntakeRoute):
     The envelopes before a bad one are published, then the bad one is answered, as Splunk does.
     """
 
-    def decode(self, request: Request, body: bytes) -> list[Record]:
+    def decode(self, request: Request, body: bytes) -> Decoded:
         try:
             batch = hec.parse_event_body(body)
         except HecError as e:
@@ -267,9 +274,9 @@ class HecEventRoute(_HecIntakeRoute):
             now = self._intake.now()
             records = [hec.cef_envelope(record, now) or record for record in records]
         if batch.rejection is None:
-            return records
+            return Decoded(records)
         if records:
-            raise PartialBody(records, rejected(batch.rejection))
+            return Decoded(records, rejection=rejected(batch.rejection))
         raise rejected(batch.rejection)
 
 
@@ -279,14 +286,14 @@ class HecRawRoute(_HecIntakeRoute):
     go through the cef-syslog template when it is loaded, the rest through the token's.
     """
 
-    def decode(self, request: Request, body: bytes) -> list[Record]:
+    def decode(self, request: Request, body: bytes) -> Decoded:
         metadata = {key: values[0].decode("utf-8", "replace")
                     for key in hec.METADATA_KEYS if (values := request.args.get(key.encode("ascii")))}
         try:
             batch = hec.parse_raw_body(body, metadata, self.parses_cef(), self._intake.now())
         except HecError as e:
             raise rejected(e) from None
-        return [*batch.rest, *batch.cef]
+        return Decoded([*batch.rest, *batch.cef])
 
 
 class HecAckRoute(SplunkReplies):
@@ -300,9 +307,9 @@ class HecAckRoute(SplunkReplies):
         self._intake = intake
         self._hec = deps
 
-    async def handle(self, request: Request) -> Reply:
+    async def handle(self, request: Request, exchange: Exchange) -> Reply:
         try:
-            binding = self.bound(await bind_hec(request, self.client_of(request), self._intake, self._hec))
+            binding = exchange.bound(await bind_hec(request, self.client_of(request), self._intake, self._hec))
         except Refused as e:
             raise as_splunk(e) from None
         token = binding.token
@@ -316,7 +323,10 @@ class HecAckRoute(SplunkReplies):
         ack_ids = _ack_ids(request.content.read())
         if ack_ids is None:
             raise splunk_error(hec.INVALID_DATA_FORMAT, "bad_request", template=template_id)
-        statuses = self._hec.acks.query(token.fingerprint, channel, ack_ids)
+        try:
+            statuses = await self._hec.acks.query(token.fingerprint, channel, ack_ids)
+        except AcksUnavailable:
+            raise acks_unavailable(template_id) from None
         return Reply(200, {"acks": {str(ack_id): done for ack_id, done in statuses.items()}}, template_id)
 
 
