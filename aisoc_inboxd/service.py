@@ -43,7 +43,8 @@ from aisoc_inboxd.sinks import EventSink
 from aisoc_inboxd.store import Store
 from aisoc_inboxd.store.health import StoreHealth
 from aisoc_inboxd.store.secrets import SecretBox
-from aisoc_inboxd.syslog.protocol import Saturation, SyslogDatagramProtocol, SyslogIntake, SyslogStreamFactory
+from aisoc_inboxd.intake.listener import Saturation
+from aisoc_inboxd.syslog.protocol import SyslogDatagramProtocol, SyslogIntake, SyslogStreamFactory
 from aisoc_inboxd.reload import Reloader, Reloads, Replaceable
 from aisoc_inboxd.tls import ReloadableTLS, split_tls_endpoint
 from aisoc_inboxd.tokens import LookupBudget, TokenAdmin, TokenCache, TokenResolver

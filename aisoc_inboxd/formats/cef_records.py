@@ -238,6 +238,12 @@ class Split:
     rest: tuple[Record, ...] = ()
     malformed: int = 0
 
+    def batches(self, template_id: str, cef_template_id: str) -> list[tuple[str, tuple[Record, ...]]]:
+        """
+        Each non-empty part with the template that maps it: the CEF records first, then the rest.
+        """
+        return [(t, records) for t, records in ((cef_template_id, self.cef), (template_id, self.rest)) if records]
+
 
 def split_cef_lines(lines: Iterable[str], now: float, other: Callable[[str], Record] | None = None,
                     hec: Mapping[str, Any] | None = None) -> Split:

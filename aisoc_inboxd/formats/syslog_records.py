@@ -1,16 +1,17 @@
 """
 One syslog frame into the record a template maps: a CEF record when the message is CEF (for the
 C{cef-syslog} template, the header's stamp and host as fallbacks), else a plain syslog record (for
-the C{syslog} template). Pure: the listeners' protocols call it per frame.
+the C{syslog} template). Pure: the syslog listeners decode their frames with L{frame_records}.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 from datetime import UTC, tzinfo
-from typing import Any
+from typing import Any, Sequence
 
-from aisoc_inboxd.formats.cef_records import read_cef, syslog_fields
+from aisoc_inboxd.formats.cef import CefError
+from aisoc_inboxd.formats.cef_records import Split, read_cef, syslog_fields
 from aisoc_inboxd.formats.json_body import Record
 from aisoc_inboxd.formats.syslog import parse_syslog
 
@@ -46,3 +47,20 @@ def frame_record(frame: bytes, now: float, local_tz: tzinfo = UTC) -> FrameRecor
         data["time"], data["original_time"] = message.timestamp, message.timestamp_text
     return FrameRecord(Record(data, text), False)
 
+
+def frame_records(frames: Sequence[bytes], now: float, local_tz: tzinfo = UTC) -> Split:
+    """
+    The records of some frames, CEF apart from the rest; a frame whose CEF is malformed is counted,
+    not kept.
+    """
+    cef: list[Record] = []
+    rest: list[Record] = []
+    malformed = 0
+    for frame in frames:
+        try:
+            parsed = frame_record(frame, now, local_tz)
+        except CefError:
+            malformed += 1
+            continue
+        (cef if parsed.is_cef else rest).append(parsed.record)
+    return Split(tuple(cef), tuple(rest), malformed)

@@ -132,10 +132,9 @@ class Intake:
         Refused (C{unknown_template}) when there are CEF records and that template is not loaded.
         """
         published = 0
-        if split.rest:
-            published += await self.deliver(binding, route, split.rest, received_at, headers)
-        if split.cef:
-            if binding.template.id != cef_template_id:
-                binding = replace(binding, template=self.bind(binding.tenant_id, cef_template_id).template)
-            published += await self.deliver(binding, route, split.cef, received_at, headers)
+        for template_id, records in split.batches(binding.template.id, cef_template_id):
+            part = binding
+            if template_id != binding.template.id:
+                part = replace(binding, template=self.bind(binding.tenant_id, template_id).template)
+            published += await self.deliver(part, route, records, received_at, headers)
         return published
