@@ -340,7 +340,7 @@ async def test_a_post_is_refused_after_the_timeout_and_nothing_is_published() ->
     "Server is busy", so the client retries), after L{ACK_TIMEOUT}, not never."""
     clock = Clock()
     routes = WorkerRoutes(_unanswered(clock), clock)
-    token = (await routes.inbox.token_admin.mint("acme", "splunk-hec", hec_acks=True)).token
+    token = (await routes.inbox.admin.mint("acme", "splunk-hec", hec_acks=True)).token
     posted = routes.post("/services/collector/event", token, b'{"event": "x"}')
     routes.http.flush()
     assert posted.answer is None
@@ -358,7 +358,7 @@ async def test_a_post_on_an_open_channel_is_durable_but_refused_without_an_ack_i
     post is answered 503 code 9, so the client resends (a duplicate, never a loss); so is a query, and
     a post on a new channel, which publishes nothing."""
     routes = WorkerRoutes(daemon.connect(), daemon.clock)
-    token = (await routes.inbox.token_admin.mint("acme", "splunk-hec", hec_acks=True)).token
+    token = (await routes.inbox.admin.mint("acme", "splunk-hec", hec_acks=True)).token
     first = routes.post("/services/collector/event", token, b'{"event": "first"}')
     assert await answered(reactor, routes, first) == (200, b'{"text":"Success","code":0,"ackId":0}')
     await daemon.close()
