@@ -11,7 +11,6 @@ from typing import Any, AsyncIterator, Callable
 
 import pytest
 import pytest_twisted
-from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock, deferLater
@@ -20,11 +19,8 @@ from twisted.python.failure import Failure
 
 from aisoc_inboxd.config import HecSettings
 from aisoc_inboxd.hec_acks import AckChannels, AcksUnavailable, ChannelsFull, LocalAcks, RemoteAcks
-from aisoc_inboxd.inflight import InFlight
 from aisoc_inboxd.intake.ratelimit import RateLimiter
 from aisoc_inboxd.testing import FakeStore, MemoryInbox
-from aisoc_inboxd.web.hec import HecDeps
-from aisoc_inboxd.web.tree import WebDeps, build_root_resource
 from aisoc_inboxd.workers.control import ACK_TIMEOUT, DaemonSide, WorkerSide, adopt, socket_pair
 
 FP = "fingerprint"
@@ -307,11 +303,8 @@ class WorkerRoutes:
     """
 
     def __init__(self, worker_end: WorkerSide, clock: Clock) -> None:
-        self.inbox = MemoryInbox(FakeStore(), clock)
-        deps = WebDeps(intake=self.inbox.intake, metrics=self.inbox.metrics, inflight=InFlight(clock),
-                       max_body_bytes=1 << 20,
-                       hec=HecDeps(HecSettings(), RemoteAcks(clock, 600, worker_end)))
-        self.http = StubTreq(build_root_resource(deps))
+        self.inbox = MemoryInbox(FakeStore(), clock, acks=RemoteAcks(clock, 600, worker_end))
+        self.http = self.inbox.http
 
     def post(self, path: str, token: str, body: bytes, channel: str = CHANNEL) -> Reply:
         headers = {"Authorization": [f"Splunk {token}"], "X-Splunk-Request-Channel": [channel]}
