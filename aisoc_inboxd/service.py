@@ -11,17 +11,14 @@ import dataclasses
 import re
 import secrets
 import signal
-import socket
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.web.server import Site
 
 from aisoc_inboxd.activity import EventRates, RecentErrors
@@ -32,6 +29,7 @@ from aisoc_inboxd.idempotency import Idempotency
 from aisoc_inboxd.imap import ImapPoller
 from aisoc_inboxd.inflight import InFlight
 from aisoc_inboxd.keyfiles import read_or_create
+from aisoc_inboxd.listeners import DRAIN_TIMEOUT, DatagramListener, DrainInFlight, Listener, listening
 from aisoc_inboxd.intake import Intake
 from aisoc_inboxd.metrics import MergedMetrics, Metrics, MetricsResource
 from aisoc_inboxd.periodic import Periodic
@@ -44,7 +42,6 @@ from aisoc_inboxd.store.health import StoreHealth
 from aisoc_inboxd.store.secrets import SecretBox
 from aisoc_inboxd.syslog.protocol import Saturation, SyslogDatagramProtocol, SyslogIntake, SyslogStreamFactory
 from aisoc_inboxd.reload import Reloader, Reloads, Replaceable
-from aisoc_inboxd.tls import ReloadableTLS, split_tls_endpoint
 from aisoc_inboxd.tokens import LookupBudget, TokenAdmin, TokenCache, TokenResolver
 from aisoc_inboxd.vendors import VendorGate, build_vendor_gate
 from aisoc_inboxd.web.channel import ChannelLimits
@@ -56,10 +53,6 @@ from aisoc_inboxd.web.site import InboxSite
 from aisoc_inboxd.workers.supervisor import WorkerSupervisor, snapshot_path, write_snapshot
 
 _log = Logger()
-
-#: seconds a shutdown waits for in-flight requests before the sink is stopped
-DRAIN_TIMEOUT = 30.0
-
 
 class SequentialMultiService(MultiService):
     """
@@ -79,110 +72,6 @@ class SequentialMultiService(MultiService):
                 await maybeDeferred(child.stopService)
             except Exception:
                 _log.failure("error stopping {name}", name=child.name)
-
-
-class Listener(Service):
-    """
-    One listening endpoint from an endpoint string. Binding failures (port in use, unreadable PEM)
-    are fatal: the daemon stops rather than run deaf.
-    """
-
-    def __init__(self, description: str, factory: IProtocolFactory, reactor: Any, name: str,
-                 client_ca: Path | None = None, inherited_fd: int | None = None) -> None:
-        """
-        @param client_ca: with an C{ssl:} endpoint, require client certificates issued by this CA.
-        @param inherited_fd: serve this listening socket, bound by the daemon, instead of binding
-            C{description} (a worker process).
-        """
-        self.description = description
-        self.name = name
-        self._reactor = reactor
-        self._inherited_fd = inherited_fd
-        self.port: IListeningPort | None = None
-        self.tls: ReloadableTLS | None = None
-        tls_split = split_tls_endpoint(description)
-        if tls_split is None:
-            self._endpoint_description, self._factory = description, factory
-        else:
-            # ssl: listens as tcp: with TLS wrapped here, so SIGHUP can swap the certificate
-            self._endpoint_description, files = tls_split
-            self.tls = ReloadableTLS(dataclasses.replace(files, client_ca=client_ca))
-            self._factory = TLSMemoryBIOFactory(self.tls, False, factory)
-
-    def listen(self) -> Deferred[IListeningPort]:
-        Service.startService(self)
-        if self._inherited_fd is not None:
-            return maybeDeferred(self._reactor.adoptStreamPort, self._inherited_fd,
-                                 _family(self._inherited_fd), self._factory).addCallback(self._bound)
-        d = serverFromString(self._reactor, self._endpoint_description).listen(self._factory)
-        d.addCallback(self._bound)
-        return d
-
-    def _bound(self, port: IListeningPort) -> IListeningPort:
-        self.port = port
-        _log.info("{name} listening on {address}", name=self.name, address=str(port.getHost()))
-        return port
-
-    def stopService(self) -> Deferred[None] | None:
-        Service.stopService(self)
-        if self.port is not None:
-            port, self.port = self.port, None
-            return maybeDeferred(port.stopListening)
-        return None
-
-
-class DatagramListener(Service):
-    """
-    A UDP port, shaped like L{Listener} so it binds and closes with the others (Twisted has no
-    datagram endpoint strings).
-    """
-
-    tls = None
-
-    def __init__(self, port: int, interface: str, protocol: Any, reactor: Any, name: str,
-                 inherited_fd: int | None = None) -> None:
-        self.description = f"udp:{port}:interface={interface}"
-        self.name = name
-        self.port: Any = None
-        self._reactor = reactor
-        self._protocol = protocol
-        self._inherited_fd = inherited_fd
-        self._number, self._interface = port, interface
-
-    def listen(self) -> Deferred[Any]:
-        Service.startService(self)
-        if self._inherited_fd is not None:
-            fd = self._inherited_fd
-            d = maybeDeferred(self._reactor.adoptDatagramPort, fd, _family(fd), self._protocol, MAX_DATAGRAM)
-        else:
-            d = maybeDeferred(self._reactor.listenUDP, self._number, self._protocol, self._interface,
-                              MAX_DATAGRAM)
-        return d.addCallback(self._bound)
-
-    def _bound(self, port: Any) -> Any:
-        self.port = port
-        _log.info("{name} listening on {address}", name=self.name, address=str(self.port.getHost()))
-        return self.port
-
-    def stopService(self) -> Deferred[None] | None:
-        Service.stopService(self)
-        port, self.port = self.port, None
-        return maybeDeferred(port.stopListening) if port is not None else None
-
-
-#: the largest syslog datagram read whole
-MAX_DATAGRAM = 65535
-
-
-def _family(fd: int) -> socket.AddressFamily:
-    """
-    The address family of an inherited socket, which the reactor must be told when adopting it.
-    """
-    sock = socket.socket(fileno=fd)
-    try:
-        return sock.family
-    finally:
-        sock.detach()
 
 
 def syslog_listeners(settings: Settings, intake: Intake, metrics: Metrics, inflight: InFlight,
@@ -210,24 +99,6 @@ def _syslog_listener(entry: SyslogListenerSettings, listener: SyslogIntake, reac
     assert entry.endpoint is not None
     client_ca = Path(entry.client_ca_file) if entry.verify_client and entry.client_ca_file else None
     return Listener(entry.endpoint, SyslogStreamFactory(listener, reactor), reactor, name, client_ca, inherited_fd)
-
-
-class DrainInFlight(Service):
-    """
-    Sits between the listeners and the sink: stopping it waits for in-flight requests to finish.
-    """
-
-    name = "drain"
-
-    def __init__(self, inflight: InFlight) -> None:
-        self._inflight = inflight
-
-    def stopService(self) -> Deferred[None]:
-        Service.stopService(self)
-        d = self._inflight.drained(DRAIN_TIMEOUT)
-        d.addErrback(lambda f: _log.warn("shutdown: {n} requests still in flight after {t}s",
-                                         n=len(self._inflight), t=DRAIN_TIMEOUT))
-        return d
 
 
 class InboxDaemon(SequentialMultiService):
@@ -318,14 +189,6 @@ class InboxDaemon(SequentialMultiService):
             if listener.name == name and listener.port is not None:
                 return listener.port.getHost()
         raise KeyError(name)
-
-
-def listening(listeners: list[Listener | DatagramListener]) -> str:
-    """
-    The service manager's status line: where each listener listens.
-    """
-    return "listening on " + ", ".join(
-        f"{listener.name} {listener.port.getHost().port}" for listener in listeners if listener.port)
 
 
 def open_store(settings: Settings, reactor: Any, health: StoreHealth | None = None) -> Store:

@@ -77,7 +77,7 @@ _HEADERS = {
 
 class ListenerView(Protocol):
     """
-    What the page reads of a listener (L{aisoc_inboxd.service.Listener}).
+    What the page reads of a listener (L{aisoc_inboxd.listeners.Listener}).
     """
 
     name: str
