@@ -36,7 +36,7 @@ from aisoc_inboxd.periodic import Periodic
 from aisoc_inboxd.pipeline import Pipeline
 from aisoc_inboxd.push_stats import PushStatsRecorder
 from aisoc_inboxd.ratelimit import LeasedRateLimiter, RateLimiter
-from aisoc_inboxd.sinks import EventSink
+from aisoc_inboxd.sinks import EventSink, ISaturating
 from aisoc_inboxd.store import Store
 from aisoc_inboxd.store.health import StoreHealth
 from aisoc_inboxd.store.secrets import SecretBox
@@ -81,7 +81,7 @@ def syslog_listeners(settings: Settings, intake: Intake, metrics: Metrics, infli
     One listener per C{syslog.listeners} entry (their templates were checked with the catalog's
     L{TemplateCatalog.check_in_use}). The Kafka sink's saturation pauses TCP reading too.
     """
-    saturation: Saturation | None = sink if hasattr(sink, "unsaturated") else None  # type: ignore[assignment]
+    saturation: Saturation | None = ISaturating(sink, None)
     built: list[Listener | DatagramListener] = []
     for entry in settings.syslog.listeners:
         listener = SyslogIntake(entry, intake, metrics.syslog, inflight, settings.syslog.max_in_flight_events,

@@ -22,6 +22,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.web.test.requesthelper import DummyRequest
+from zope.interface import implementer
 
 from prometheus_client import CollectorRegistry
 
@@ -29,6 +30,7 @@ from aisoc_inboxd.activity import EventRates, RecentErrors
 from aisoc_inboxd.metrics import Metrics, SyslogMetrics
 from aisoc_inboxd.push_stats import PushStatsRecorder
 from aisoc_inboxd.reload import ReloadOutcome
+from aisoc_inboxd.sinks import IKafkaDestination, ISpooling
 from aisoc_inboxd.store import PushTotals, StoreError, TokenRecord
 from aisoc_inboxd.store.health import StoreHealth
 from aisoc_inboxd.tokens import TokenCache, fingerprint, mint_token
@@ -164,6 +166,7 @@ class FakeSpool:
     disk = FakeDisk()
 
 
+@implementer(ISpooling, IKafkaDestination)
 class FakeKafkaSink:
     name = "kafka-sink"
     spool = FakeSpool()
