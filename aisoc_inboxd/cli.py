@@ -166,9 +166,9 @@ def _with_store(settings: Settings, work: Callable[[Any], Awaitable[int]]) -> in
     from twisted.internet import reactor, task
     from twisted.internet.defer import Deferred, maybeDeferred
 
-    from aisoc_inboxd.service import open_store
     from aisoc_inboxd.store import UNAVAILABLE, StoreError
     from aisoc_inboxd.store.preflight import check_reachable
+    from aisoc_inboxd.wiring import open_store
 
     try:
         check_reachable(settings)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -150,7 +150,7 @@ class DrainInFlight(Service):
         return d
 
 
-def listening(listeners: list[Listener | DatagramListener]) -> str:
+def listening(listeners: Sequence[Listener | DatagramListener]) -> str:
     """
     The service manager's status line: where each listener listens.
     """

@@ -1,18 +1,72 @@
 """
-How the daemon is put together: the capabilities sinks declare (which the wiring and the status page
+How the daemon is put together: one composition whose worker variant differs by the role it is
+given (built, not started), and the capabilities sinks declare (which the wiring and the status page
 ask for instead of looking for attributes).
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from zope.interface.verify import verifyClass, verifyObject
 
 from aisoc_inboxd.sinks import IEventLog, IKafkaDestination, ISaturating, ISpooling
 from aisoc_inboxd.sinks.file import FileSink
+from aisoc_inboxd.catalog import TemplateCatalog
+from aisoc_inboxd.config import Settings, load_settings
+from aisoc_inboxd.service import InboxDaemon
 from aisoc_inboxd.sinks.kafka import KafkaSink
+from aisoc_inboxd.wiring import build_daemon
+from aisoc_inboxd.workers.role import WorkerRole
+from tests.support.daemon import daemon_settings
+
+SYSLOG = {"name": "tcp", "endpoint": "tcp:0:interface=127.0.0.1", "tenant": "acme"}
+
+
+def settings_with_syslog(state_dir: Path, workers: int = 1) -> Settings:
+    base = daemon_settings(state_dir)
+    syslog = load_settings(None, {"AISOC_INBOX_SYSLOG_LISTENERS": json.dumps([SYSLOG])}).syslog
+    return dataclasses.replace(base, syslog=syslog, workers=workers)
+
+
+def build(settings: Settings, role: WorkerRole | None = None) -> InboxDaemon:
+    catalog = TemplateCatalog.load(settings.templates.directories, settings.templates.allowed)
+    return build_daemon(settings, catalog, reactor, role=role, read_settings=lambda: settings)
+
+
+def no_lease(tenant_id: str, want: int) -> Deferred[tuple[int, float]]:
+    raise AssertionError("nothing is admitted in a daemon that is only built")
+
+
+def services(daemon: InboxDaemon) -> set[str]:
+    return {service.name for service in daemon}
+
+
+def test_the_daemon_serves_every_listener_and_runs_the_reloads_and_the_daemon_only_services(tmp_path: Path) -> None:
+    """Without a role the daemon has the HTTP, syslog, metrics and admin listeners, a worker
+    supervisor once there are workers, the reloads SIGHUP asks for, the sweeper and the IMAP poller."""
+    daemon = build(settings_with_syslog(tmp_path, workers=2))
+    assert [listener.name for listener in daemon.listeners] == ["http", "syslog-tcp", "metrics", "admin"]
+    assert daemon.supervisor is not None and daemon.reloads is not None
+    assert {"idempotency-sweeper", "imap-poller", "workers"} <= services(daemon)
+    assert "metrics-snapshot" not in services(daemon)
+
+
+def test_a_worker_is_the_same_composition_given_its_role(tmp_path: Path) -> None:
+    """With a role the process serves the daemon's HTTP and syslog sockets only, keeps its event log
+    in worker-N/, snapshots its metrics, and has no supervisor, reloads, sweeper or IMAP poller."""
+    settings = settings_with_syslog(tmp_path, workers=2)
+    worker = build(settings, WorkerRole(1, {"http": 7, "syslog-tcp": 8}, no_lease))
+    assert [listener.name for listener in worker.listeners] == ["http", "syslog-tcp"]
+    assert worker.supervisor is None and worker.reloads is None
+    assert "metrics-snapshot" in services(worker)
+    assert not {"idempotency-sweeper", "imap-poller", "workers"} & services(worker)
+    assert IEventLog(worker.sink).path.parent.name == "worker-1"
 
 
 def test_the_kafka_sink_declares_saturation_a_spool_and_its_destination() -> None:
