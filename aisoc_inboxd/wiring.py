@@ -80,7 +80,7 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
     Path(settings.state_dir).mkdir(parents=True, exist_ok=True)
     metrics = Metrics()
     health = StoreHealth(reactor, metrics.token_store)
-    store = open_store(settings, reactor, health)
+    store = build_store(settings, reactor, health)
     sink = build_sink(settings, reactor, metrics, role)
     intake = build_intake(settings, catalog, store, sink, metrics, reactor, role)
     inflight = InFlight(reactor)
@@ -105,8 +105,11 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
                        reactor, supervisor, reloads)
 
 
-def open_store(settings: Settings, reactor: Any, health: StoreHealth | None = None) -> Store:
+def build_store(settings: Settings, reactor: Any, health: StoreHealth | None = None) -> Store:
     """
+    The token store, not started: PostgreSQL with C{database.dsn}, else SQLite in the state
+    directory. Every process has its own connections (the command line too).
+
     @param health: told how the store's calls go (the daemon's feeds the status page and metrics).
     """
     box = SecretBox.from_key_file(settings.state_path(settings.secret_key_file))
