@@ -51,16 +51,16 @@ class SequentialMultiService(MultiService):
 
 class InboxDaemon(SequentialMultiService):
     """
-    The whole daemon. C{started} fires once every listener is bound (or fails, after which the
-    reactor is stopped).
+    One process, the daemon or a worker: C{started} fires once every listener is bound (or fails,
+    after which the reactor is stopped).
     """
 
     def __init__(self, store: Store, sink: EventSink, intake: Intake, token_cache: TokenCache,
-                 metrics: Metrics, inflight: InFlight, workers: list[Service],
+                 metrics: Metrics, inflight: InFlight, background: list[Service],
                  listeners: list[Listener | DatagramListener], reloader: Reloader,
                  reactor: Any, supervisor: WorkerSupervisor | None = None, reloads: Reloads | None = None) -> None:
         """
-        @param workers: services that need the upgraded store (cache invalidation, sweeps, pollers);
+        @param background: services that need the upgraded store (cache invalidation, sweeps, pollers);
             started after the upgrade, before the listeners bind.
         @param reloader: what a reload changes in this process.
         @param supervisor: the worker processes, spawned on the bound listeners before READY=1 and
@@ -74,10 +74,10 @@ class InboxDaemon(SequentialMultiService):
         self.intake = intake
         self.metrics = metrics
         self.listeners = listeners
-        self._workers = workers
+        self._background = background
         self._reactor = reactor
         self.supervisor = supervisor
-        for child in (store, sink, DrainInFlight(inflight), *workers, *([supervisor] if supervisor else []),
+        for child in (store, sink, DrainInFlight(inflight), *background, *([supervisor] if supervisor else []),
                       *listeners):
             child.setServiceParent(self)
         self.started: Deferred[None] = Deferred()
@@ -104,19 +104,19 @@ class InboxDaemon(SequentialMultiService):
 
     async def _open(self) -> None:
         """
-        Start the store and the sink, upgrade the schema, then start the workers and bind. Any
+        Start the store and the sink, upgrade the schema, then start the background services and bind. Any
         failure is one log line and a reactor stop (at once, or as soon as it runs): the process
         exits instead of running deaf or hanging on the threads already started. C{started}
         fails with it; the process entry points (L{aisoc_inboxd.tap.compose}) consume that.
         """
         try:
             for child in self:
-                if child not in self.listeners and child not in self._workers and child is not self.supervisor:
+                if child not in self.listeners and child not in self._background and child is not self.supervisor:
                     child.startService()
             version = await self.store.upgrade()
             _log.info("store ready at schema version {version}", version=version)
-            for worker in self._workers:
-                worker.startService()
+            for service in self._background:
+                service.startService()
             for listener in self.listeners:
                 await listener.listen()
             if self.supervisor is not None:
