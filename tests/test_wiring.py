@@ -8,22 +8,29 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from zope.interface import implementer
 from zope.interface.verify import verifyClass, verifyObject
 
 from aisoc_inboxd.sinks import IEventLog, IKafkaDestination, ISaturating, ISpooling
 from aisoc_inboxd.sinks.file import FileSink
 from aisoc_inboxd.catalog import TemplateCatalog
 from aisoc_inboxd.config import Settings, load_settings
+from aisoc_inboxd.inflight import InFlight
+from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.service import InboxDaemon
 from aisoc_inboxd.sinks.kafka import KafkaSink
-from aisoc_inboxd.wiring import build_daemon
+from aisoc_inboxd.wiring import build_daemon, build_syslog
 from aisoc_inboxd.workers.role import WorkerRole
 from tests.support.daemon import daemon_settings
+from tests.test_syslog_listeners import FakeIntake
 
 SYSLOG = {"name": "tcp", "endpoint": "tcp:0:interface=127.0.0.1", "tenant": "acme"}
 
@@ -82,3 +89,42 @@ def test_the_file_sink_declares_an_event_log_only(tmp_path: Path) -> None:
     assert verifyObject(IEventLog, sink)
     assert not ISaturating.providedBy(sink) and not ISpooling.providedBy(sink)
     assert not IKafkaDestination.providedBy(sink)
+
+
+class FullSink:
+    """
+    A sink that is full and says so, declaring it or not.
+    """
+
+    saturated = True
+
+    def unsaturated(self) -> Deferred[None]:
+        return Deferred()
+
+
+@implementer(ISaturating)
+class DeclaredFullSink(FullSink):
+    pass
+
+
+def tcp_syslog_reading(sink: Any, tmp_path: Path) -> str:
+    """
+    Send one frame to the TCP syslog listener built for C{sink}; whether its connection then reads on.
+    """
+    reactor = MemoryReactorClock()
+    intake: Any = FakeIntake()
+    [listener] = build_syslog(settings_with_syslog(tmp_path), intake, Metrics(), InFlight(reactor), sink, reactor, None)
+    listener.listen()
+    [(_, factory, _, _)] = reactor.tcpServers
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "192.0.2.7", 40000))
+    protocol = factory.buildProtocol(transport.getPeer())
+    protocol.makeConnection(transport)
+    protocol.dataReceived(b"<13>May  8 09:00:00 h a: 1\n")
+    return transport.producerState
+
+
+def test_a_sink_declaring_saturation_pauses_tcp_syslog(tmp_path: Path) -> None:
+    """TCP syslog stops reading while a sink that provides ISaturating is full; a sink that only has the
+    attributes, without declaring them, is not asked."""
+    assert tcp_syslog_reading(DeclaredFullSink(), tmp_path) == "paused"
+    assert tcp_syslog_reading(FullSink(), tmp_path) == "producing"
