@@ -175,7 +175,8 @@ class HecSettings:
 
     #: accept the token as C{?token=} (Splunk's allowQueryStringAuth); off: URLs end up in proxies' logs
     allow_query_string_token: bool = False
-    #: indexer-acknowledgement channels one token may hold; a new one past this is 503 until one idles out
+    #: indexer-acknowledgement channels one token may hold (in all processes together); a new one past
+    #: this is 503 until one idles out
     max_channels_per_token: int = 1000
     #: acks a channel keeps until they are queried; past this the oldest is dropped (and then reads false)
     max_acks_per_channel: int = 10000

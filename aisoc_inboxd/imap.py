@@ -33,7 +33,8 @@ from twisted.python.threadpool import ThreadPool
 from aisoc_inboxd.catalog import TemplateCatalog
 from aisoc_inboxd.config import ImapSettings
 from aisoc_inboxd.episode import FailureLog
-from aisoc_inboxd.formats.email import as_record, parse_mime
+from aisoc_inboxd.formats.email.mime import parse_mime
+from aisoc_inboxd.formats.email.record import as_record
 from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.pipeline import Pipeline
 from aisoc_inboxd.store import ImapConnectorRecord, Store

@@ -66,7 +66,7 @@ class Metrics:
 
 
 #: the C{reason}s of C{aisoc_ingest_syslog_dropped_total} and of C{…_connections_closed_total}
-SYSLOG_DROP_REASONS = ("saturated", "unavailable", "truncated")
+SYSLOG_DROP_REASONS = ("oversized", "malformed", "truncated", "saturated", "unavailable", "shutdown", "error")
 SYSLOG_CLOSE_REASONS = ("idle", "oversized")
 
 
@@ -116,17 +116,22 @@ class SyslogMetrics:
         def counter(name: str, doc: str, *labels: str) -> Counter:
             return Counter(f"aisoc_ingest_syslog_{name}", doc, ["listener", *labels], registry=registry)
 
-        self.frames = counter("frames", "Syslog frames (TCP) and datagrams (UDP) received")
+        self.frames = counter("frames", "Syslog frames (TCP) and datagrams (UDP) read, whatever became of them")
+        self.durable = counter("durable", "Syslog frames whose events are durable (a frame makes one event, or "
+                                          "none or several by its template)")
+        self.in_flight = Gauge(
+            "aisoc_ingest_syslog_in_flight", "Syslog frames read and not yet durable nor dropped: parsed, on "
+            "their way to the sink or waiting for room in it", ["listener"], registry=registry)
         self.events = counter("events", "Syslog events made durable")
-        self.malformed = counter("malformed", "Frames dropped because their CEF message is malformed")
-        self.oversized = counter("oversized", "Frames dropped for exceeding max_frame_bytes")
         self.connections = counter("connections", "TCP/TLS connections accepted")
         self.closed = counter(
             "connections_closed", "TCP/TLS connections the daemon closed, by reason: idle (nothing received "
             "for idle_timeout), oversized (a frame claiming more octets than can be skipped)", "reason")
         self.dropped = counter(
-            "dropped", "Events dropped by reason: saturated (UDP while the pipeline is full), unavailable "
-            "(the sink refused them), truncated (a TCP stream ended inside an octet-counted frame)", "reason")
+            "dropped", "Syslog frames dropped, by reason: oversized (over max_frame_bytes), malformed (CEF that "
+            "does not parse), truncated (a TCP stream ended inside an octet-counted frame), saturated (UDP "
+            "while the pipeline is full), unavailable (the sink refused them: Kafka down and the spool full), "
+            "shutdown (the sink had stopped), error (an unexpected failure, logged)", "reason")
         self.paused = counter("paused", "Times a TCP connection stopped reading because the pipeline was full")
 
     def listener(self, name: str) -> None:
@@ -134,7 +139,7 @@ class SyslogMetrics:
         Start every series of listener C{name} at 0, so that /metrics and the status page show its
         losses (as 0) before the first one happens.
         """
-        for counter in (self.frames, self.events, self.malformed, self.oversized, self.connections, self.paused):
+        for counter in (self.frames, self.durable, self.events, self.connections, self.paused):
             counter.labels(name)
         for reason in SYSLOG_DROP_REASONS:
             self.dropped.labels(name, reason)

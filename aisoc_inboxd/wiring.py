@@ -26,6 +26,7 @@ from aisoc_inboxd import systemd
 from aisoc_inboxd.activity import EventRates, RecentErrors
 from aisoc_inboxd.catalog import TemplateCatalog
 from aisoc_inboxd.config import CefSettings, Settings, SyslogListenerSettings, load_settings
+from aisoc_inboxd.hec_acks import AckChannels, LocalAcks, RemoteAcks
 from aisoc_inboxd.idempotency import Idempotency
 from aisoc_inboxd.imap import ImapPoller
 from aisoc_inboxd.inflight import InFlight
@@ -46,13 +47,12 @@ from aisoc_inboxd.store.secrets import SecretBox
 from aisoc_inboxd.syslog.protocol import SyslogDatagramProtocol, SyslogIntake, SyslogStreamFactory
 from aisoc_inboxd.tokens import LookupBudget, TokenAdmin, TokenCache, TokenResolver
 from aisoc_inboxd.vendors import VendorGate, build_vendor_gate
-from aisoc_inboxd.web.channel import ChannelLimits
 from aisoc_inboxd.web.clients import ClientAddresses
 from aisoc_inboxd.web.hec import HecDeps
 from aisoc_inboxd.web.routes import OnReply
-from aisoc_inboxd.web.site import InboxSite
+from aisoc_inboxd.web.site import InboxSite, channel_limits, inbox_site
 from aisoc_inboxd.web.status import StatusSources, TokenStoreView
-from aisoc_inboxd.web.tree import WebDeps, build_admin_resource, build_root_resource, route_of
+from aisoc_inboxd.web.tree import WebDeps, build_admin_resource, build_root_resource
 from aisoc_inboxd.workers.role import WorkerRole
 from aisoc_inboxd.workers.supervisor import WorkerSupervisor, snapshot_path, write_snapshot
 
@@ -87,10 +87,11 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
     push_stats = PushStatsRecorder(store, reactor, lambda: inflight.drained(DRAIN_TIMEOUT))
     recent_errors = RecentErrors(reactor)
     cef = Replaceable(settings.cef)
+    ack_channels = AckChannels.build(settings.hec, reactor)
     web = build_web(settings, intake.intake, metrics, inflight, (push_stats.replied, recent_errors.replied),
-                    cef, vendors or build_vendor_gate(settings.vendors, reactor), reactor, role)
+                    cef, vendors or build_vendor_gate(settings.vendors, reactor), ack_channels, reactor, role)
     served = [*web.listeners, *build_syslog(settings, intake.intake, metrics, inflight, sink, reactor, role)]
-    supervisor = build_supervisor(settings, served, intake.limiter, config, reactor, role)
+    supervisor = build_supervisor(settings, served, intake.limiter, ack_channels, config, reactor, role)
     exposed = MergedMetrics(metrics.registry, supervisor.snapshots) if supervisor else metrics.registry
     listeners: list[AnyListener] = [*served, *build_metrics(settings, exposed, reactor, role)]
     status = StatusSources(lambda: listeners, sink, store, intake.rates, recent_errors, reactor, exposed,
@@ -209,32 +210,24 @@ class Web:
 
 def build_web(settings: Settings, intake: Intake, metrics: Metrics, inflight: InFlight,
               observers: Sequence[OnReply], cef: Replaceable[CefSettings], vendors: VendorGate,
-              reactor: Any, role: WorkerRole | None) -> Web:
+              ack_channels: AckChannels, reactor: Any, role: WorkerRole | None) -> Web:
     """
     One HTTP listener per C{http.listen} entry, all serving one site; a worker serves the daemon's
-    sockets.
+    sockets, and its HEC routes ask the daemon's C{ack_channels} across the control channel.
 
     @param observers: told of every inbox route's reply (push stats, the status page's recent errors).
     @param cef: the token-less CEF route's settings, which a reload replaces.
+    @param ack_channels: the daemon's HEC indexer acks, kept for every process.
     """
     http = settings.http
+    acks = (RemoteAcks(reactor, settings.hec.channel_idle_timeout, role.acks) if role
+            else LocalAcks(ack_channels))
     deps = WebDeps(intake=intake, metrics=metrics, inflight=inflight, max_body_bytes=http.max_body_bytes,
-                   observers=tuple(observers), vendors=vendors, hec=HecDeps.build(settings.hec, reactor), cef=cef)
-    site = InboxSite(build_root_resource(deps), max_body_bytes=http.max_body_bytes,
-                     on_too_large=lambda path: metrics.request(route_of(path), None, "too_large"),
-                     timeout=http.timeout, reactor=reactor, limits=channel_limits(settings),
-                     on_refused=metrics.http_refusal)
+                   observers=tuple(observers), vendors=vendors, hec=HecDeps(settings.hec, acks), cef=cef)
+    site = inbox_site(build_root_resource(deps), http, metrics, reactor)
     names = [numbered("http", i) for i in range(len(http.listen))]
     return Web([Listener(description, site, reactor, name, inherited_fd=role and role.socket(name))
                 for name, description in zip(names, http.listen)], deps)
-
-
-def channel_limits(settings: Settings) -> ChannelLimits:
-    """
-    The slow- and oversized-request-head limits every HTTP listener (inbox and admin) applies.
-    """
-    http = settings.http
-    return ChannelLimits(http.header_timeout, http.body_timeout, http.max_header_bytes)
 
 
 def build_syslog(settings: Settings, intake: Intake, metrics: Metrics, inflight: InFlight, sink: EventSink,
@@ -265,15 +258,17 @@ def _syslog_listener(entry: SyslogListenerSettings, listener: SyslogIntake, reac
 
 
 def build_supervisor(settings: Settings, served: list[AnyListener], limiter: RateLimiter | LeasedRateLimiter,
-                     config: Path | None, reactor: Any, role: WorkerRole | None) -> WorkerSupervisor | None:
+                     ack_channels: AckChannels, config: Path | None, reactor: Any,
+                     role: WorkerRole | None) -> WorkerSupervisor | None:
     """
-    The daemon's worker processes (C{workers:} over 1): they serve the sockets of C{served} and
-    lease rate limits from the daemon's C{limiter}. A worker supervises none.
+    The daemon's worker processes (C{workers:} over 1): they serve the sockets of C{served}, lease
+    rate limits from the daemon's C{limiter} and ask its C{ack_channels}. A worker supervises none.
     """
     if role is not None or settings.workers < 2:
         return None
     assert isinstance(limiter, RateLimiter)  # the daemon's is the bucket itself, never a lease
-    return WorkerSupervisor(settings.workers - 1, list(served), limiter, Path(settings.state_dir), config, reactor)
+    return WorkerSupervisor(settings.workers - 1, list(served), limiter, ack_channels, Path(settings.state_dir),
+                            config, reactor)
 
 
 def build_metrics(settings: Settings, exposed: Collector, reactor: Any, role: WorkerRole | None) -> list[Listener]:
@@ -302,7 +297,7 @@ def build_admin(settings: Settings, catalog: TemplateCatalog, store: Store, cach
                              lambda: secrets.token_urlsafe(32).encode("ascii"), "admin API key")
     site = InboxSite(build_admin_resource(admin, store, cache, api_key, deps, status),
                      max_body_bytes=64 * 1024, on_too_large=lambda path: None, reactor=reactor,
-                     limits=channel_limits(settings), on_refused=deps.metrics.http_refusal)
+                     limits=channel_limits(settings.http), on_refused=deps.metrics.http_refusal)
     return [Listener(description, site, reactor, numbered("admin", i))
             for i, description in enumerate(settings.admin.listen)]
 

@@ -6,7 +6,12 @@ runs is reported as µs per event, so that changes to the hot path can be compar
 Paths: a 2.5 KB PagerDuty v3 incident (pagerduty), the bench's JSON alert (generic-json, the NDJSON
 and HEC rows), the bench's CEF lines (cef-syslog, the CEF over HTTPS row) and its RFC 5424 frames
 (cef-syslog, the syslog rows), the latter two split into stages: the parsers alone, the parsers
-and the record built from them, and the normalizer alone on prebuilt records.
+and the record built from them, the normalizer alone on prebuilt records, and the whole frame →
+OCSF dict. Every normalizing stage is timed twice in the same run: with the template interpreter
+(C{normalize_record(..., interpret=True)}, the code before compiled templates) and with the
+function generated for the template at load. The JSON alert and the frame are also timed through
+L{bench.reference}: the same events written straight in plain Python (checked equal at start), the
+floor the ratio is read against.
 
 Run: C{.venv/bin/python bench/normalize.py [--events N] [--runs R]}
 """
@@ -18,6 +23,7 @@ import random
 import sys
 import time
 from pathlib import Path
+from functools import partial
 from typing import Any, Callable
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -28,22 +34,27 @@ from aisoc_inboxd.formats.cef_records import cef_record
 from aisoc_inboxd.normalizer import IngestContext, load_templates, normalize_record
 from aisoc_inboxd.syslog.header import parse_syslog
 from aisoc_inboxd.syslog.records import frame_record
+from bench import reference
 from bench.inputs import _alert, _cef, _syslog
 
 NOW = 1778230800.0
 PAGERDUTY = PROJECT / "tests" / "fixtures" / "webhooks" / "pagerduty" / "v3-incident-triggered.json"
 
 
-def _best_us(step: Callable[[Any], Any], items: list[Any], events: int, runs: int) -> float:
-    """µs per item of C{step} over C{events} items (C{items} cycled), best of C{runs}."""
+def _best_us(steps: list[Callable[[Any], Any]], items: list[Any], events: int, runs: int) -> list[float]:
+    """
+    µs per item of each of C{steps} over C{events} items (C{items} cycled), best of C{runs}; the
+    steps take turns run by run, so that a neighbour's load on a shared machine falls on all alike.
+    """
     work = (items * (events // len(items) + 1))[:events]
-    best = float("inf")
+    best = [float("inf")] * len(steps)
     for _ in range(runs):
-        start = time.perf_counter()
-        for item in work:
-            step(item)
-        best = min(best, time.perf_counter() - start)
-    return best / events * 1e6
+        for position, step in enumerate(steps):
+            start = time.perf_counter()
+            for item in work:
+                step(item)
+            best[position] = min(best[position], time.perf_counter() - start)
+    return [seconds / events * 1e6 for seconds in best]
 
 
 def main() -> None:
@@ -61,32 +72,64 @@ def main() -> None:
     cef_records = [cef_record(parse_cef_line(line), line, NOW) for line in lines]
     frame_records = [frame_record(frame, NOW).record for frame in frames]
 
-    def normalize(template_id: str) -> Callable[[Any], Any]:
+    def normalize(template_id: str, interpret: bool) -> Callable[[Any], Any]:
         template = templates[template_id]
 
         def run(record: Any) -> Any:
             context = IngestContext("t", "bench", NOW, raw=record.raw)
-            return normalize_record(template, record.data, context)
+            return normalize_record(template, record.data, context, interpret=interpret)
 
         return run
 
-    def json_record(template_id: str) -> Callable[[str], Any]:
+    def json_record(template_id: str, interpret: bool) -> Callable[[str], Any]:
         template = templates[template_id]
-        return lambda text: normalize_record(template, json.loads(text), IngestContext("t", "bench", NOW, raw=text))
+        return lambda text: normalize_record(template, json.loads(text), IngestContext("t", "bench", NOW, raw=text),
+                                             interpret=interpret)
 
-    rows = [
-        ("pagerduty v3 incident (2.5 KB)", "normalize", json_record("pagerduty"), [pagerduty_text]),
-        ("generic-json bench alert", "normalize", json_record("generic-json"), alerts),
-        ("CEF line (HTTPS route)", "parse_cef_line", parse_cef_line, lines),
-        ("", "parse + cef_record", lambda line: cef_record(parse_cef_line(line), line, NOW), lines),
-        ("", "normalize", normalize("cef-syslog"), cef_records),
-        ("syslog RFC 5424 CEF frame", "parse_syslog", lambda frame: parse_syslog(frame.decode(), NOW), frames),
-        ("", "frame_record (both parsers)", lambda frame: frame_record(frame, NOW), frames),
-        ("", "normalize", normalize("cef-syslog"), frame_records),
+    def frame_to_event(interpret: bool) -> Callable[[bytes], Any]:
+        run = normalize("cef-syslog", interpret)
+        return lambda frame: run(frame_record(frame, NOW).record)
+
+    _check_reference(json_record("generic-json", False), reference.json_alert, alerts)
+    _check_reference(frame_to_event(False), reference.cef_frame, frames)
+    rows: list[tuple[str, str, Callable[[bool], Callable[[Any], Any]], Callable[[Any], Any] | None, list[Any]]] = [
+        ("pagerduty v3 incident (2.5 KB)", "json.loads + normalize", partial(json_record, "pagerduty"), None,
+         [pagerduty_text]),
+        ("generic-json bench alert", "json.loads + normalize", partial(json_record, "generic-json"),
+         partial(reference.json_alert, now=NOW), alerts),
+        ("CEF line (HTTPS route)", "parse_cef_line", lambda _: parse_cef_line, None, lines),
+        ("", "parse + cef_record", lambda _: lambda line: cef_record(parse_cef_line(line), line, NOW), None, lines),
+        ("", "normalize", partial(normalize, "cef-syslog"), None, cef_records),
+        ("syslog RFC 5424 CEF frame", "parse_syslog", lambda _: lambda frame: parse_syslog(frame.decode(), NOW),
+         None, frames),
+        ("", "frame_record (both parsers)", lambda _: lambda frame: frame_record(frame, NOW), None, frames),
+        ("", "normalize", partial(normalize, "cef-syslog"), None, frame_records),
+        ("", "frame → OCSF dict", frame_to_event, partial(reference.cef_frame, now=NOW), frames),
     ]
-    print(f"{'path':<32} {'stage':<28} {'µs/event':>9}")
-    for path, stage, step, items in rows:
-        print(f"{path:<32} {stage:<28} {_best_us(step, items, args.events, args.runs):>9.1f}")
+    print(f"{'path':<32} {'stage':<28} {'interpreted':>11} {'compiled':>9} {'reference':>9}  µs/event")
+    for path, stage, step, plain, items in rows:
+        interpreted, compiled, *floor = _best_us([step(True), step(False), *([plain] if plain else [])],
+                                                 items, args.events, args.runs)
+        shown = "".join(f"{us:>9.1f}" for us in floor) or f"{'':>9}"
+        print(f"{path:<32} {stage:<28} {interpreted:>11.1f} {compiled:>9.1f} {shown}")
+
+
+def _check_reference(ours: Callable[[Any], Any], plain: Callable[..., Any], items: list[Any]) -> None:
+    """
+    The reference path must make the very events the normalizer makes (uids aside), or the ratio
+    would compare different work.
+    """
+    for item in items:
+        (event,) = ours(item)
+        if _without_uid(event) != _without_uid(plain(item, NOW)):
+            raise SystemExit(f"bench/reference.py no longer matches the normalizer for {item!r}")
+
+
+def _without_uid(event: dict[str, Any]) -> str:
+    uid = event["metadata"].pop("uid")
+    text = json.dumps(event)
+    event["metadata"]["uid"] = uid
+    return text.replace(uid, "UID")
 
 
 if __name__ == "__main__":

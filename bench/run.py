@@ -6,9 +6,11 @@ each with that C{workers:} setting) and syslog-ng once, drives them with load ge
 not the daemon's code (wrk with bench/post.lua for HTTP, socat blasting a pre-framed octet-counted
 file over TCP, syslog-ng's loggen pacing UDP datagrams), and prints intake x sink -> durable
 events/s, daemon CPU-us per event, HTTP p50/p99, peak RSS and UDP loss, with our ratio to syslog-ng
-on the syslog rows. CPU and peak RSS cover the measured process and its live descendants (the
-daemon's worker processes): CPU summed, and peak RSS the sum of each process's own peak. Loopback
-only; every process and the temp directory are removed at the end, on an error or on Ctrl-C.
+on the syslog rows, and in their notes the daemon's accounting of the listener over the row (frames
+read = durable + in flight + dropped by reason), so a shortfall is explained. CPU and peak RSS
+cover the measured process and its live descendants (the daemon's worker processes): CPU summed,
+and peak RSS the sum of each process's own peak. Loopback only; every process and the temp
+directory are removed at the end, on an error or on Ctrl-C.
 
 C{--soak SECONDS} (issue 8 asks 600) adds, per sink and workers count, a fresh daemon overloaded that
 long by every intake at once, its process tree's RSS sampled every 10 s: flat, or grows.
@@ -218,6 +220,8 @@ def cef_https_row(daemon: Daemon, inputs: Inputs, seconds: float) -> Row:
 def tcp_row(receiver: Receiver, durable: DurableCount, inputs: Inputs, connections: int, logs: Path) -> Row:
     row = Row(f"syslog TCP octet-counted, {connections} conn", receiver.sink)
     expected = inputs.tcp_events // connections * connections
+    accounting = receiver.accounting("tcp") if receiver.accounting else None
+    before = accounting() if accounting else {}
     with Processes(logs) as senders, Window(receiver.pid, durable) as window:
         for n in range(connections):
             senders.start(f"socat-{receiver.name}-{n}", ["socat", "-u", f"FILE:{inputs.tcp_frames[connections]}",
@@ -226,6 +230,8 @@ def tcp_row(receiver: Receiver, durable: DurableCount, inputs: Inputs, connectio
         window.finish(row, last - window.started)
     if row.events < expected:
         row.note = f"{row.events} of {expected} sent events durable"
+    if accounting:
+        row.note = "; ".join(filter(None, [row.note, accounting.note(before)]))
     if durable.lag:
         row.note = "; ".join(filter(None, [row.note, f"time includes up to {durable.lag:.0f} s of counter lag"]))
     return row
@@ -234,6 +240,8 @@ def tcp_row(receiver: Receiver, durable: DurableCount, inputs: Inputs, connectio
 def udp_row(receiver: Receiver, durable: DurableCount, inputs: Inputs, rate: int, seconds: float,
             logs: Path) -> Row:
     row = Row(f"syslog UDP, {rate // 1000} k/s offered", receiver.sink)
+    accounting = receiver.accounting("udp") if receiver.accounting else None
+    before = accounting() if accounting else {}
     with Window(receiver.pid, durable) as window:
         out = subprocess.run(loggen_argv(inputs, receiver.udp_port, rate, seconds), capture_output=True).stderr
         (logs / f"loggen-{receiver.name}-{rate}.log").write_bytes(out)
@@ -242,7 +250,8 @@ def udp_row(receiver: Receiver, durable: DurableCount, inputs: Inputs, rate: int
         window.finish(row, float(sent_match.group(2)) if sent_match else seconds)
     sent = int(sent_match.group(1)) if sent_match else 0
     row.udp_loss = 1 - row.events / sent if sent else None
-    row.note = f"{sent / row.seconds:,.0f}/s sent"
+    sent_rate = f"{sent / row.seconds:,.0f}/s sent"
+    row.note = "; ".join(filter(None, [sent_rate, accounting and accounting.note(before)]))
     return row
 
 

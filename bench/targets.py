@@ -11,6 +11,7 @@ import re
 import ssl
 import subprocess
 import sys
+import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,8 @@ class Receiver:
     tcp_port: int
     udp_port: int
     durable: Callable[[str], DurableCount]
+    #: the daemon's accounting of each transport's listener (None for syslog-ng, which has none)
+    accounting: Callable[[str], SyslogAccounting] | None = None
 
 
 class LineCounter:
@@ -197,14 +200,20 @@ class Daemon:
 
     def receiver(self) -> Receiver:
         return Receiver(self.name, self.label, self.pid, self.tcp_port, self.udp_port,
-                        lambda transport: self.durable_counter())
+                        lambda transport: self.durable_counter(),
+                        lambda transport: SyslogAccounting(self.metrics_port, f"bench-{transport}",
+                                                           self._counter_lag))
 
     def durable_counter(self) -> DurableCount:
         if self.sink == "file":
             events = self.directory / "state" / "events"
             return LineCounter(events / "events.ndjson",
                                *(events / f"worker-{k}" / "events.ndjson" for k in range(1, self.workers)))
-        return KafkaAcked(self.metrics_port, lag=WORKER_METRICS_LAG if self.workers > 1 else 0.0)
+        return KafkaAcked(self.metrics_port, lag=self._counter_lag)
+
+    @property
+    def _counter_lag(self) -> float:
+        return WORKER_METRICS_LAG if self.workers > 1 else 0.0
 
 
 def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
@@ -244,6 +253,66 @@ class KafkaAcked:
 
 
 DurableCount = LineCounter | KafkaAcked
+
+
+class SyslogAccounting:
+    """
+    One syslog listener's accounting as the daemon's /metrics shows it (every process): frames read,
+    durable, in flight and dropped by reason, so that a row's shortfall is explained by its terms.
+    """
+
+    _TERMS = {"aisoc_ingest_syslog_frames_total": "frames", "aisoc_ingest_syslog_durable_total": "durable",
+              "aisoc_ingest_syslog_in_flight": "in flight"}
+
+    def __init__(self, metrics_port: int, listener: str, lag: float = 0.0) -> None:
+        """
+        @param lag: seconds the workers' counters take to reach /metrics (their snapshot interval)
+        """
+        self._url = f"http://127.0.0.1:{metrics_port}/metrics"
+        self._listener = listener
+        self._lag = lag
+
+    def __call__(self) -> dict[str, float]:
+        """
+        The terms now: C{frames}, C{durable}, C{in flight} and C{dropped: <reason>} for each reason.
+        """
+        from prometheus_client.parser import text_string_to_metric_families
+
+        with urllib.request.urlopen(self._url, timeout=5) as reply:
+            text = reply.read().decode()
+        terms: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.labels.get("listener") != self._listener:
+                    continue
+                if sample.name == "aisoc_ingest_syslog_dropped_total":
+                    terms[f"dropped: {sample.labels['reason']}"] = sample.value
+                elif sample.name in self._TERMS:
+                    terms[self._TERMS[sample.name]] = sample.value
+        return terms
+
+    def note(self, before: dict[str, float]) -> str:
+        """
+        What the listener accounted for since C{before} (the in-flight gauge as it is now), e.g.
+        C{frames 60,000 = durable 59,000 + in flight 0 + dropped 1,000 (saturated 1,000)}, with what
+        none of the terms holds when that is not 0. Waits out the workers' counter lag first, so the
+        terms are the row's, and the next row starts from them.
+        """
+        time.sleep(self._lag + 0.5 if self._lag else 0.0)
+        now = self()
+        delta = {term: value - (0.0 if term == "in flight" else before.get(term, 0.0))
+                 for term, value in now.items()}
+        drops = {term.removeprefix("dropped: "): n for term, n in delta.items()
+                 if term.startswith("dropped: ") and n}
+        dropped = sum(drops.values())
+        unaccounted = delta["frames"] - delta["durable"] - delta["in flight"] - dropped
+        note = (f"frames {delta['frames']:,.0f} = durable {delta['durable']:,.0f} + in flight "
+                f"{delta['in flight']:,.0f} + dropped {dropped:,.0f}")
+        if drops:
+            note += " (" + ", ".join(f"{reason} {n:,.0f}" for reason, n in drops.items()) + ")"
+        if unaccounted:
+            note += f"; {unaccounted:,.0f} unaccounted"
+        return note
 
 
 @dataclass

@@ -8,7 +8,7 @@ import pytest
 import pytest_twisted
 
 from aisoc_inboxd.tokens import fingerprint
-from tests.support.memory import MemoryInbox, MemoryStore
+from aisoc_inboxd.testing import FakeStore, MemoryInbox
 
 STORE_DOWN = {"error": "token store unavailable"}
 
@@ -26,7 +26,7 @@ async def test_every_admin_call_is_503_with_retry_after_while_the_store_is_down(
         method: str, path: str, body: dict[str, str] | None) -> None:
     """Mint, list, stats, rotate, revoke and invalidate answer 503 {"error": "token store unavailable"}
     with Retry-After when the store does not answer (not 500), counted as store_unavailable."""
-    inbox = MemoryInbox(MemoryStore())
+    inbox = MemoryInbox(FakeStore())
     fp = fingerprint(await inbox.mint())
     inbox.store.down = True
     if body is not None:

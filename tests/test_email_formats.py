@@ -12,7 +12,10 @@ from typing import Any
 
 import pytest
 
-from aisoc_inboxd.formats.email import EmailLimits, decode_email_body, html_to_text, parse_form_data, parse_mime
+from aisoc_inboxd.formats.email.mime import parse_mime
+from aisoc_inboxd.formats.email.record import EmailLimits
+from aisoc_inboxd.formats.email.relays import decode_email_body, parse_form_data
+from aisoc_inboxd.formats.email.text import html_to_text
 from aisoc_inboxd.formats.json_body import BodyError
 from tests.support.shared import FIXTURES
 

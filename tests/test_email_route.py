@@ -1,18 +1,17 @@
 """
-POST /v1/inbox/email/{token} against the real daemon: every relay's fixture answers exactly 200 and
-becomes valid OCSF in the event log; SNS subscription confirmations are acknowledged, never events;
-types that carry no e-mail are 415.
+POST /v1/inbox/email/{token} in memory (the real resource tree over fakes, through StubTreq; see
+L{aisoc_inboxd.testing}): every relay's fixture answers exactly 200 and becomes valid OCSF; SNS
+subscription confirmations are acknowledged, never events; types that carry no e-mail are 415.
 """
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
 import pytest_twisted
 
-from tests.support.daemon import RunningDaemon, daemon_settings, start_daemon
+from aisoc_inboxd.testing import FakeStore, MemoryInbox
 from tests.support.ocsf import assert_valid_ocsf
 from tests.support.shared import CORPUS, FIXTURES, require_shared
 
@@ -57,11 +56,9 @@ CASES: list[tuple[str, str, str, dict[str, Any]]] = [
 ]
 
 
-@pytest_twisted.async_yield_fixture
-async def inboxd(reactor: Any, tmp_path: Path) -> AsyncIterator[RunningDaemon]:
-    running = await start_daemon(reactor, daemon_settings(tmp_path / "state"))
-    yield running
-    await running.stop()
+@pytest.fixture
+def inboxd() -> MemoryInbox:
+    return MemoryInbox(FakeStore())
 
 
 def check_event(event: dict[str, Any], facts: dict[str, Any]) -> None:
@@ -89,7 +86,7 @@ def check_event(event: dict[str, Any], facts: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("fixture, content_type, template, facts", CASES, ids=[c[0] for c in CASES])
 @pytest_twisted.ensureDeferred
-async def test_relay_fixture_is_200_and_valid_ocsf(inboxd: RunningDaemon, fixture: str, content_type: str,
+async def test_relay_fixture_is_200_and_valid_ocsf(inboxd: MemoryInbox, fixture: str, content_type: str,
                                                    template: str, facts: dict[str, Any]) -> None:
     """Each relay's body answers exactly 200 {"accepted": 1} and its event is valid OCSF with the mail's facts."""
     token = await inboxd.mint("tenant-a", template)
@@ -107,7 +104,7 @@ async def test_relay_fixture_is_200_and_valid_ocsf(inboxd: RunningDaemon, fixtur
     ("email/ses/received-alert-s3-action.json", "Example subject"),
 ])
 @pytest_twisted.ensureDeferred
-async def test_ses_corpus_files_from_shared(inboxd: RunningDaemon, corpus_file: str, title: str) -> None:
+async def test_ses_corpus_files_from_shared(inboxd: MemoryInbox, corpus_file: str, title: str) -> None:
     """The AWS-documented SES notifications (kept in ../shared for their licence) become valid OCSF."""
     body = require_shared(CORPUS / corpus_file).read_bytes()
     token = await inboxd.mint("tenant-a", "email-forwarded")
@@ -118,7 +115,7 @@ async def test_ses_corpus_files_from_shared(inboxd: RunningDaemon, corpus_file: 
 
 
 @pytest_twisted.ensureDeferred
-async def test_sns_subscription_confirmation_is_acknowledged_never_an_event(inboxd: RunningDaemon) -> None:
+async def test_sns_subscription_confirmation_is_acknowledged_never_an_event(inboxd: MemoryInbox) -> None:
     """An SNS SubscriptionConfirmation gets 200 with nothing accepted and publishes no event."""
     token = await inboxd.mint("tenant-a", "email-forwarded")
     body = (EMAIL / "authored-sns-subscription-confirmation.json").read_bytes()
@@ -129,7 +126,7 @@ async def test_sns_subscription_confirmation_is_acknowledged_never_an_event(inbo
 
 @pytest.mark.parametrize("content_type", ["image/png", "application/xml", "application/pdf"])
 @pytest_twisted.ensureDeferred
-async def test_types_that_carry_no_email_are_415(inboxd: RunningDaemon, content_type: str) -> None:
+async def test_types_that_carry_no_email_are_415(inboxd: MemoryInbox, content_type: str) -> None:
     """A Content-Type no relay sends is 415 naming it, and nothing is published."""
     token = await inboxd.mint("tenant-a", "email-forwarded")
     status, reply, _ = await inboxd.post(f"/v1/inbox/email/{token}", b"x", {"Content-Type": content_type})
@@ -144,7 +141,7 @@ async def test_types_that_carry_no_email_are_415(inboxd: RunningDaemon, content_
     (b"--x\r\n\r\n", "multipart/form-data", "without a boundary"),
 ])
 @pytest_twisted.ensureDeferred
-async def test_bodies_that_are_no_email_are_400(inboxd: RunningDaemon, body: bytes, content_type: str,
+async def test_bodies_that_are_no_email_are_400(inboxd: MemoryInbox, body: bytes, content_type: str,
                                                message: str) -> None:
     """A body of no relay's shape is 400 saying why, and nothing is published."""
     token = await inboxd.mint("tenant-a", "email-forwarded")
@@ -155,7 +152,7 @@ async def test_bodies_that_are_no_email_are_400(inboxd: RunningDaemon, body: byt
 
 
 @pytest_twisted.ensureDeferred
-async def test_bad_token_on_the_email_route_is_401(inboxd: RunningDaemon) -> None:
+async def test_bad_token_on_the_email_route_is_401(inboxd: MemoryInbox) -> None:
     """The e-mail route resolves tokens like every token route: unknown is 401."""
     status, reply, _ = await inboxd.post("/v1/inbox/email/aisoc_inbox_" + "a" * 52, b"{}",
                                          {"Content-Type": "application/json"})

@@ -1,7 +1,8 @@
 """
-The Splunk HEC routes against the real daemon over real sockets: every reply of Splunk's table byte
-for byte, the paths, the auth forms, batches that go bad part-way, raw lines, indexer
-acknowledgement, and valid OCSF in the event log.
+The Splunk HEC routes in memory (the real resource tree over fakes, through StubTreq; see
+L{aisoc_inboxd.testing}): every reply of Splunk's table byte for byte, the paths, the auth forms,
+batches that go bad part-way, raw lines, indexer acknowledgement, valid OCSF events, and an access
+log without tokens. Real clients against the real daemon are in test_hec_clients.
 """
 from __future__ import annotations
 
@@ -10,31 +11,29 @@ import gzip
 import json
 import os
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
 import pytest_twisted
 from twisted.logger import formatEvent, globalLogPublisher
 
+from aisoc_inboxd.config import HecSettings, HttpSettings
 from aisoc_inboxd.store import TokenRecord
+from aisoc_inboxd.testing import FakeStore, MemoryInbox
 from aisoc_inboxd.tokens import fingerprint, mint_token
-from tests.support.daemon import RunningDaemon, daemon_settings, start_daemon
-from tests.support.filesystem import FailingDisk, in_directory
 from tests.support.ocsf import assert_valid_ocsf
 
 CHANNEL = "FE0ECFAD-13D5-401B-847D-77833BD77131"
 SUCCESS = b'{"text":"Success","code":0}'
 
 
-@pytest_twisted.async_yield_fixture
-async def inboxd(reactor: Any, tmp_path: Path) -> AsyncIterator[RunningDaemon]:
-    running = await start_daemon(reactor, daemon_settings(tmp_path / "state", http={"max_body_bytes": 64 * 1024}))
-    yield running
-    await running.stop()
+@pytest.fixture
+def inboxd() -> MemoryInbox:
+    return MemoryInbox(FakeStore(), http_settings=HttpSettings(max_body_bytes=64 * 1024))
 
 
-async def send(inboxd: RunningDaemon, path: str, body: bytes = b"", headers: dict[str, str] | None = None,
-               method: str = "POST") -> tuple[int, bytes, Any]:
+async def send(inboxd: MemoryInbox, path: str, body: bytes = b"",
+               headers: dict[str, str] | None = None, method: str = "POST") -> tuple[int, bytes, Any]:
     """
     One request; the status, the body bytes exactly as sent, and the response.
     """
@@ -47,7 +46,7 @@ def splunk(token: str) -> dict[str, str]:
     return {"Authorization": f"Splunk {token}"}
 
 
-async def hec_token(inboxd: RunningDaemon, acks: bool = False, secret: bytes | None = None) -> str:
+async def hec_token(inboxd: MemoryInbox, acks: bool = False, secret: bytes | None = None) -> str:
     return (await inboxd.admin.mint("tenant-a", "splunk-hec", signing_secret=secret, hec_acks=acks)).token
 
 
@@ -59,7 +58,7 @@ def metric(metrics: str, outcome: str, template: str = "splunk-hec") -> float:
 # -- success and paths ----------------------------------------------------------------------------
 
 @pytest_twisted.ensureDeferred
-async def test_spec_example_is_exactly_splunks_success_and_valid_ocsf(inboxd: RunningDaemon) -> None:
+async def test_spec_example_is_exactly_splunks_success_and_valid_ocsf(inboxd: MemoryInbox) -> None:
     """The spec's curl example on /v1/inbox/hec answers Splunk's exact Success bytes, and its event is valid OCSF with the envelope mapped."""
     token = await hec_token(inboxd)
     body = (Path(__file__).parent / "fixtures" / "hec" / "aisoc-spec-example.txt").read_bytes()
@@ -72,13 +71,13 @@ async def test_spec_example_is_exactly_splunks_success_and_valid_ocsf(inboxd: Ru
     assert (event["class_uid"], event["metadata"]["tenant_uid"], event["metadata"]["log_source"]) == (0, "tenant-a", "hec")
     assert event["metadata"]["log_name"] == "auth"
     assert event["unmapped"]["event"] == {"action": "login_failed", "user": "alice"}
-    assert metric(await inboxd.metrics(), "ok") == 1
+    assert metric(inboxd.metrics_text(), "ok") == 1
 
 
 @pytest.mark.parametrize("path", ["/v1/inbox/hec", "/services/collector", "/services/collector/event",
                                   "/services/collector/event/1.0"])
 @pytest_twisted.ensureDeferred
-async def test_every_event_path_takes_envelopes(inboxd: RunningDaemon, path: str) -> None:
+async def test_every_event_path_takes_envelopes(inboxd: MemoryInbox, path: str) -> None:
     """Each event path accepts a concatenated batch and publishes one OCSF event per envelope, envelope time first."""
     token = await hec_token(inboxd)
     body = (b'{"time": 1433188255.5, "host": "h1", "source": "app", "sourcetype": "st", "index": "main", '
@@ -93,7 +92,7 @@ async def test_every_event_path_takes_envelopes(inboxd: RunningDaemon, path: str
 
 @pytest.mark.parametrize("path", ["/services/collector/health", "/services/collector/health/1.0"])
 @pytest_twisted.ensureDeferred
-async def test_health_needs_no_token(inboxd: RunningDaemon, path: str) -> None:
+async def test_health_needs_no_token(inboxd: MemoryInbox, path: str) -> None:
     """GET health answers 200 code 17 without any token."""
     assert (await send(inboxd, path, method="GET"))[:2] == (200, b'{"text":"HEC is healthy","code":17}')
 
@@ -101,7 +100,7 @@ async def test_health_needs_no_token(inboxd: RunningDaemon, path: str) -> None:
 @pytest.mark.parametrize("path", ["/services/collector/nope", "/services/collector/event/2.0",
                                   "/services/collector/ack/1.0", "/services/collector/raw/1.0/x"])
 @pytest_twisted.ensureDeferred
-async def test_unknown_collector_paths_are_404(inboxd: RunningDaemon, path: str) -> None:
+async def test_unknown_collector_paths_are_404(inboxd: MemoryInbox, path: str) -> None:
     """Paths Splunk does not serve under /services/collector are a JSON 404."""
     assert (await send(inboxd, path))[0] == 404
 
@@ -150,7 +149,7 @@ TABLE = [
 
 @pytest.mark.parametrize("case, path, headers, body, status, expected", TABLE, ids=[row[0] for row in TABLE])
 @pytest_twisted.ensureDeferred
-async def test_reply_table(inboxd: RunningDaemon, case: str, path: str, headers: dict[str, str], body: bytes,
+async def test_reply_table(inboxd: MemoryInbox, case: str, path: str, headers: dict[str, str], body: bytes,
                            status: int, expected: bytes) -> None:
     """Each refusal is Splunk's exact status and body, and nothing is published."""
     token = await hec_token(inboxd)
@@ -162,7 +161,7 @@ async def test_reply_table(inboxd: RunningDaemon, case: str, path: str, headers:
 
 
 @pytest_twisted.ensureDeferred
-async def test_basic_auth_with_the_token_as_password(inboxd: RunningDaemon) -> None:
+async def test_basic_auth_with_the_token_as_password(inboxd: MemoryInbox) -> None:
     """Basic auth with any user name and the token as password is accepted."""
     token = await hec_token(inboxd)
     credentials = base64.b64encode(f"x:{token}".encode()).decode()
@@ -172,12 +171,9 @@ async def test_basic_auth_with_the_token_as_password(inboxd: RunningDaemon) -> N
 
 
 @pytest_twisted.ensureDeferred
-async def test_query_string_token_when_enabled(reactor: Any, tmp_path: Path) -> None:
+async def test_query_string_token_when_enabled() -> None:
     """With hec.allow_query_string_token on, ?token= authenticates, and the token never reaches the access log."""
-    from aisoc_inboxd.config import HecSettings
-
-    settings = daemon_settings(tmp_path / "state", hec=HecSettings(allow_query_string_token=True))
-    running = await start_daemon(reactor, settings)
+    inbox = MemoryInbox(FakeStore(), hec=HecSettings(allow_query_string_token=True))
     seen: list[str] = []
 
     def observe(event: dict[str, Any]) -> None:
@@ -185,57 +181,54 @@ async def test_query_string_token_when_enabled(reactor: Any, tmp_path: Path) -> 
 
     globalLogPublisher.addObserver(observe)
     try:
-        token = await hec_token(running)
-        assert (await send(running, f"/services/collector/raw?token={token}&host=h", b"line"))[:2] == (200, SUCCESS)
-        [event] = running.events()
+        token = await hec_token(inbox)
+        assert (await send(inbox, f"/services/collector/raw?token={token}&host=h", b"line"))[:2] == (200, SUCCESS)
+        await send(inbox, f"/services/collector/nope?token={token}")
+        [event] = inbox.events()
         assert (event["message"], event["metadata"]["reporter"]["hostname"]) == ("line", "h")
     finally:
         globalLogPublisher.removeObserver(observe)
-        await running.stop()
     assert any("hec 200 ok template=splunk-hec" in line for line in seen)
+    assert any("/services/collector/nope?token=aisoc_inbox_<redacted> 404" in line for line in seen)
     assert not any(token in line for line in seen)
 
 
 @pytest_twisted.ensureDeferred
-async def test_signed_token_without_signature_is_invalid_authorization(inboxd: RunningDaemon) -> None:
+async def test_signed_token_without_signature_is_invalid_authorization(inboxd: MemoryInbox) -> None:
     """A token minted with a signing secret refuses an unsigned HEC post with 401 code 3."""
     token = await hec_token(inboxd, secret=b"s3cret")
     assert (await send(inboxd, "/services/collector/event", b'{"event":"x"}', splunk(token)))[:2] == (
         401, b'{"text":"Invalid authorization","code":3}')
-    assert metric(await inboxd.metrics(), "invalid_signature") == 1
+    assert metric(inboxd.metrics_text(), "invalid_signature") == 1
 
 
 @pytest_twisted.ensureDeferred
-async def test_token_whose_template_is_gone_is_token_disabled(inboxd: RunningDaemon) -> None:
+async def test_token_whose_template_is_gone_is_token_disabled(inboxd: MemoryInbox) -> None:
     """A token bound to a template no longer allowed is 403 code 1 Token disabled."""
     token = mint_token()
-    await inboxd.daemon.store.insert_token(TokenRecord(fingerprint(token), "tenant-a", "removed-template",
+    await inboxd.store.insert_token(TokenRecord(fingerprint(token), "tenant-a", "removed-template",
                                                        created_at=1.0))
     assert (await send(inboxd, "/services/collector/event", b'{"event":"x"}', splunk(token)))[:2] == (
         403, b'{"text":"Token disabled","code":1}')
 
 
 @pytest_twisted.ensureDeferred
-async def test_rate_limit_is_server_busy(reactor: Any, tmp_path: Path) -> None:
+async def test_rate_limit_is_server_busy() -> None:
     """Over the tenant's rate limit a HEC client gets 503 code 9 with Retry-After, not a 429 it would not retry."""
-    running = await start_daemon(reactor, daemon_settings(tmp_path / "state", http={"rate_limit_per_min": 1}))
-    try:
-        token = await hec_token(running)
-        assert (await send(running, "/services/collector/event", b'{"event":"x"}', splunk(token)))[0] == 200
-        status, content, response = await send(running, "/services/collector/event", b'{"event":"y"}', splunk(token))
-        assert (status, content) == (503, b'{"text":"Server is busy","code":9}')
-        assert response.headers.getRawHeaders("retry-after")
-        assert metric(await running.metrics(), "rate_limited") == 1
-    finally:
-        await running.stop()
+    inbox = MemoryInbox(FakeStore(), http_settings=HttpSettings(rate_limit_per_min=1))
+    token = await hec_token(inbox)
+    assert (await send(inbox, "/services/collector/event", b'{"event":"x"}', splunk(token)))[0] == 200
+    status, content, response = await send(inbox, "/services/collector/event", b'{"event":"y"}', splunk(token))
+    assert (status, content) == (503, b'{"text":"Server is busy","code":9}')
+    assert response.headers.getRawHeaders("retry-after")
+    assert metric(inbox.metrics_text(), "rate_limited") == 1
 
 
 @pytest_twisted.ensureDeferred
-async def test_unwritable_sink_is_server_busy_and_unhealthy(inboxd: RunningDaemon,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_unwritable_sink_is_server_busy_and_unhealthy(inboxd: MemoryInbox) -> None:
     """When events cannot be made durable the post is 503 code 9 and health turns 503 code 18."""
     token = await hec_token(inboxd)
-    FailingDisk(monkeypatch, in_directory(inboxd.daemon.sink.path.parent), "EIO on write")
+    inboxd.sink.failing = "EIO on write"
     assert (await send(inboxd, "/services/collector/event", b'{"event":"x"}', splunk(token)))[:2] == (
         503, b'{"text":"Server is busy","code":9}')
     assert (await send(inboxd, "/services/collector/health", method="GET"))[:2] == (
@@ -243,7 +236,7 @@ async def test_unwritable_sink_is_server_busy_and_unhealthy(inboxd: RunningDaemo
 
 
 @pytest_twisted.ensureDeferred
-async def test_too_large_and_unknown_encoding_keep_their_statuses(inboxd: RunningDaemon) -> None:
+async def test_too_large_and_unknown_encoding_keep_their_statuses(inboxd: MemoryInbox) -> None:
     """A body over the limit is 413 (also once gunzipped) and an unknown Content-Encoding 415, as HEC clients expect."""
     token = await hec_token(inboxd)
     big = b'{"event": "' + b"x" * (70 * 1024) + b'"}'
@@ -258,7 +251,7 @@ async def test_too_large_and_unknown_encoding_keep_their_statuses(inboxd: Runnin
 # -- batches, gzip, raw ---------------------------------------------------------------------------
 
 @pytest_twisted.ensureDeferred
-async def test_events_before_the_first_bad_one_are_accepted(inboxd: RunningDaemon) -> None:
+async def test_events_before_the_first_bad_one_are_accepted(inboxd: MemoryInbox) -> None:
     """As in Splunk, the envelopes before a bad one are published and the bad one's number is answered."""
     token = await hec_token(inboxd)
     body = b'{"event": "a"}\n{"event": "b"}\n{"time": 1}\n{"event": "c"}'
@@ -268,7 +261,7 @@ async def test_events_before_the_first_bad_one_are_accepted(inboxd: RunningDaemo
 
 
 @pytest_twisted.ensureDeferred
-async def test_gzip_batch(inboxd: RunningDaemon) -> None:
+async def test_gzip_batch(inboxd: MemoryInbox) -> None:
     """A gzip-encoded batch is accepted and every envelope published once."""
     token = await hec_token(inboxd)
     body = gzip.compress(b"".join(json.dumps({"event": f"e{i}"}).encode() for i in range(50)))
@@ -279,7 +272,7 @@ async def test_gzip_batch(inboxd: RunningDaemon) -> None:
 
 @pytest.mark.parametrize("path", ["/services/collector/raw", "/services/collector/raw/1.0"])
 @pytest_twisted.ensureDeferred
-async def test_raw_lines_with_query_metadata(inboxd: RunningDaemon, path: str) -> None:
+async def test_raw_lines_with_query_metadata(inboxd: MemoryInbox, path: str) -> None:
     """The raw endpoint publishes one OCSF event per line with host, source and sourcetype from the query string."""
     token = await hec_token(inboxd)
     body = (Path(__file__).parent / "fixtures" / "hec" / "fluentbit-raw-access-log-lines.txt").read_bytes()
@@ -295,7 +288,7 @@ async def test_raw_lines_with_query_metadata(inboxd: RunningDaemon, path: str) -
 
 
 @pytest_twisted.ensureDeferred
-async def test_raw_cef_line_goes_through_the_cef_syslog_template(inboxd: RunningDaemon) -> None:
+async def test_raw_cef_line_goes_through_the_cef_syslog_template(inboxd: MemoryInbox) -> None:
     """A CEF line on the raw endpoint arrives once as valid OCSF mapped by cef-syslog (device vendor and product), a plain line beside it by splunk-hec."""
     token = await hec_token(inboxd)
     line = "CEF:0|Security|threatmanager|1.0|100|worm successfully stopped|10|src=10.0.0.1 dst=2.1.2.2 spt=1232"
@@ -312,7 +305,7 @@ async def test_raw_cef_line_goes_through_the_cef_syslog_template(inboxd: Running
 
 
 @pytest_twisted.ensureDeferred
-async def test_envelope_events_that_are_cef_lines_go_through_the_cef_syslog_template(inboxd: RunningDaemon) -> None:
+async def test_envelope_events_that_are_cef_lines_go_through_the_cef_syslog_template(inboxd: MemoryInbox) -> None:
     """On the event endpoint an event string that is a CEF line, bare or behind a syslog header, arrives once as the OCSF class of its kind (as on /raw); other envelopes stay splunk-hec Base Events."""
     token = await hec_token(inboxd)
     login = "CEF:0|Vendor|Product|1.0|100|User login failed|3|src=10.0.0.1 suser=alice cs1=mfa"
@@ -344,7 +337,7 @@ async def test_envelope_events_that_are_cef_lines_go_through_the_cef_syslog_temp
 # -- indexer acknowledgement ----------------------------------------------------------------------
 
 @pytest_twisted.ensureDeferred
-async def test_ack_token_needs_a_valid_channel(inboxd: RunningDaemon) -> None:
+async def test_ack_token_needs_a_valid_channel(inboxd: MemoryInbox) -> None:
     """A token with acks refuses a post without a channel (400 code 10) or with a malformed one (400 code 11)."""
     token = await hec_token(inboxd, acks=True)
     assert (await send(inboxd, "/services/collector/event", b'{"event":"x"}', splunk(token)))[:2] == (
@@ -356,7 +349,7 @@ async def test_ack_token_needs_a_valid_channel(inboxd: RunningDaemon) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_ack_ids_and_ack_query(inboxd: RunningDaemon) -> None:
+async def test_ack_ids_and_ack_query(inboxd: MemoryInbox) -> None:
     """Posts on a channel get ackIds 0, 1, …; the ack query reads them true once, then false; channels are separate."""
     token = await hec_token(inboxd, acks=True)
     with_channel = {**splunk(token), "X-Splunk-Request-Channel": CHANNEL}

@@ -1,6 +1,6 @@
 """
-The Splunk HEC body parsers (envelopes, raw lines, CEF lines) and the indexer-acknowledgement
-channels, without a reactor: tables over the corpus and over each rejection Splunk documents.
+The Splunk HEC body parsers (envelopes, raw lines, CEF lines), without a reactor: tables over the
+corpus and over each rejection Splunk documents.
 """
 from __future__ import annotations
 
@@ -9,11 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from twisted.internet.task import Clock
 
 from aisoc_inboxd.formats import hec
 from aisoc_inboxd.formats.hec import HecError, HecStatus, parse_event_body, parse_raw_body
-from aisoc_inboxd.hec_acks import AckChannels, ChannelsFull
 
 FIXTURES = Path(__file__).parent / "fixtures" / "hec"
 #: a receive time (epoch seconds) for CEF stamps without a year
@@ -189,64 +187,3 @@ def test_raw_cef_lines_stay_text_without_a_cef_template() -> None:
     """Without the cef-syslog template a CEF line is an ordinary text event, never dropped."""
     batch = parse_raw_body(b"CEF:0|V|P|1|100|n|5|src=1.2.3.4\n", {}, parse_cef=False, now=NOW)
     assert batch.cef == () and batch.text[0].data == {"event": "CEF:0|V|P|1|100|n|5|src=1.2.3.4"}
-
-
-# -- indexer acknowledgement ----------------------------------------------------------------------
-
-def channels(clock: Clock, max_channels: int = 2, max_acks: int = 3, idle: float = 600) -> AckChannels:
-    return AckChannels(clock, max_channels_per_token=max_channels, max_acks_per_channel=max_acks, idle_timeout=idle)
-
-
-def test_ack_ids_count_per_channel_and_read_true_once() -> None:
-    """Ids start at 0 per channel; a query reads issued ids true once, then false, and unknown ids false."""
-    acks = channels(Clock())
-    assert [acks.issue("fp", "c1"), acks.issue("fp", "c1"), acks.issue("fp", "c2")] == [0, 1, 0]
-    assert acks.query("fp", "c1", [0, 1, 5]) == {0: True, 1: True, 5: False}
-    assert acks.query("fp", "c1", [0, 1]) == {0: False, 1: False}
-    assert acks.query("fp", "c2", [0]) == {0: True}
-
-
-def test_ack_query_is_scoped_to_token_and_channel_and_creates_nothing() -> None:
-    """Another token's or channel's ids read false, and querying an unknown channel does not open it."""
-    acks = channels(Clock())
-    acks.issue("fp-a", "c")
-    assert acks.query("fp-b", "c", [0]) == {0: False}
-    assert acks.query("fp-a", "other", [0]) == {0: False}
-    assert len(acks) == 1
-
-
-def test_channels_per_token_are_bounded_until_one_idles_out() -> None:
-    """A token's third channel is refused while two are in use, and admitted once an idle one expires on the clock."""
-    clock = Clock()
-    acks = channels(clock, max_channels=2, idle=600)
-    acks.open("fp", "c1")
-    clock.advance(300)
-    acks.open("fp", "c2")
-    acks.open("other-token", "c3")
-    with pytest.raises(ChannelsFull):
-        acks.open("fp", "c3")
-    acks.open("fp", "c1")  # an existing channel is always admitted
-    clock.advance(599)
-    with pytest.raises(ChannelsFull):
-        acks.open("fp", "c3")
-    clock.advance(1)  # every channel has now been idle for 600 s
-    acks.open("fp", "c3")
-    assert len(acks) == 1
-
-
-def test_idle_channel_forgets_its_unqueried_acks() -> None:
-    """An ack not queried before its channel idles out reads false afterwards (the client resends)."""
-    clock = Clock()
-    acks = channels(clock, idle=60)
-    acks.issue("fp", "c")
-    clock.advance(60)
-    assert acks.query("fp", "c", [0]) == {0: False}
-    assert acks.issue("fp", "c") == 0  # a fresh channel
-
-
-def test_pending_acks_per_channel_drop_the_oldest() -> None:
-    """Past the per-channel bound the oldest unqueried ack is dropped and reads false; the newer ones stay true."""
-    acks = channels(Clock(), max_acks=3)
-    for _ in range(5):
-        acks.issue("fp", "c")
-    assert acks.query("fp", "c", range(5)) == {0: False, 1: False, 2: True, 3: True, 4: True}

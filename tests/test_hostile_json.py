@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from aisoc_inboxd import fastjson
 from aisoc_inboxd.fastjson import MAX_DEPTH
 from aisoc_inboxd.formats import hec
-from aisoc_inboxd.formats.email import decode_email_body
+from aisoc_inboxd.formats.email.relays import decode_email_body
 from aisoc_inboxd.formats.hec import HecError, parse_event_body, parse_raw_body
 from aisoc_inboxd.formats.json_body import BodyError, Record, decode_json_records
 from aisoc_inboxd.normalizer.envelope import Envelope, decoded

@@ -11,7 +11,7 @@ import pytest_twisted
 from twisted.logger import capturedLogs, formatEvent
 
 from aisoc_inboxd.idempotency import LEASE_SECONDS
-from tests.support.memory import MemoryInbox, MemoryStore
+from aisoc_inboxd.testing import FakeStore, MemoryInbox
 
 INCIDENT = json.dumps({"event": {"id": "01ABCDEF", "event_type": "incident.triggered",
                                  "occurred_at": "2024-05-01T10:00:00Z",
@@ -30,7 +30,7 @@ async def test_a_vendor_delivery_id_is_published_without_dedupe_while_the_store_
     published — PagerDuty would not retry a 503 — counted in aisoc_ingest_idempotency_skipped_total and
     logged once however many follow; an explicit X-AiSOC-Idempotency-Key still gets 503 with nothing
     published. Once the store answers, delivery ids are de-duplicated again (and the log says so)."""
-    inbox = MemoryInbox(MemoryStore())
+    inbox = MemoryInbox(FakeStore())
     token = await inbox.mint(template="pagerduty")
     assert (await inbox.post(f"/v1/inbox/{token}", INCIDENT, {"X-Webhook-Id": "w-0"}))[0] == 200  # cached now
     inbox.store.down = True
@@ -60,7 +60,7 @@ async def test_a_claim_made_after_its_request_got_503_does_not_refuse_the_retry(
     """The claim of a request went through on the server but its answer never came (the call timed out):
     the request got 503 and nothing was published. Its retry with the same key is accepted rather than
     refused with 409 until the lease runs out, and published once."""
-    inbox = MemoryInbox(MemoryStore())
+    inbox = MemoryInbox(FakeStore())
     token = await inbox.mint()
     headers = {"X-AiSOC-Idempotency-Key": "k-1"}
     assert (await inbox.post(f"/v1/inbox/{token}", INCIDENT, headers))[0] == 200  # caches the token
@@ -78,11 +78,11 @@ async def test_a_claim_made_after_its_request_got_503_does_not_refuse_the_retry(
     assert len(inbox.sink.records) == 2
 
 
-async def two_instances() -> tuple[MemoryStore, MemoryInbox, MemoryInbox, str]:
+async def two_instances() -> tuple[FakeStore, MemoryInbox, MemoryInbox, str]:
     """
     Two instances sharing one store, and a token both have cached.
     """
-    store = MemoryStore()
+    store = FakeStore()
     a, b = MemoryInbox(store), MemoryInbox(store)
     token = await a.mint()
     for inbox in (a, b):
@@ -136,7 +136,7 @@ async def test_a_claim_still_committing_when_first_looked_for_is_released_once_i
 async def test_unsettled_claims_are_forgotten_once_their_lease_ran_out() -> None:
     """What the store never answered for is kept no longer than the lease: by then the claim has
     expired anyway and the key is free."""
-    inbox = MemoryInbox(MemoryStore())
+    inbox = MemoryInbox(FakeStore())
     token = await inbox.mint()
     assert (await inbox.post(f"/v1/inbox/{token}", INCIDENT))[0] == 200
     inbox.store.down = True
@@ -154,7 +154,7 @@ async def test_unsettled_claims_are_forgotten_once_their_lease_ran_out() -> None
 async def test_503_and_409_are_counted_under_the_tokens_template() -> None:
     """The token resolved before its idempotency key could not be claimed (503) or was held by another
     request (409): both replies count under its template, not template="none"."""
-    store = MemoryStore()
+    store = FakeStore()
     inbox = MemoryInbox(store)
     token = await inbox.mint(template="pagerduty")
     assert (await inbox.post(f"/v1/inbox/{token}", INCIDENT))[0] == 200

@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
+from twisted.logger import capturedLogs
 
 from aisoc_inboxd.sinks import SinkRecord, SinkUnavailable
 from aisoc_inboxd.sinks import kafka as kafka_sink_module
@@ -54,11 +55,15 @@ class Harness:
     """
 
     def __init__(self, kafka: KafkaEnv, spool_dir: Path, reactor: Any,
-                 spool_bytes: int = 8 * 1024 * 1024, **options: Any) -> None:
+                 spool_bytes: int = 8 * 1024 * 1024, config: dict[str, str] | None = None,
+                 **options: Any) -> None:
+        """
+        @param config: librdkafka settings added to the harness's own.
+        """
         self.spool = Spool(spool_dir, spool_bytes, reactor, segment_bytes=4096)
         self.registry = CollectorRegistry()
         self.sink = KafkaSink(kafka.topic, {"bootstrap.servers": kafka.bootstrap,
-                                            "message.timeout.ms": "3000"},
+                                            "message.timeout.ms": "3000", **(config or {})},
                               self.spool, reactor, **{"flush_timeout": 2.0,
                                                       "registry": self.registry,
                                                       "probe_timeout": 1.0, "retry_min": 0.2,
@@ -278,6 +283,27 @@ async def test_in_flight_ceiling(reactor: Any, harnesses: Callable[..., Harness]
     await first
     await harness.sink.unsaturated()
     assert not harness.sink.saturated
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_full_producer_queue_waits_for_room_and_is_no_outage(reactor: Any, kafka: KafkaEnv,
+                                                                    harnesses: Callable[..., Harness]) -> None:
+    """Writes that find librdkafka's queue full (queue.buffering.max.messages) wait for delivery reports to
+    make room and are then produced: all arrive in order per tenant, nothing fails over to the spool, and
+    Kafka is never taken for down."""
+    harness = harnesses(config={"queue.buffering.max.messages": "50"})
+    records = make_batch(1_000)
+    with capturedLogs() as logged:
+        await gatherResults([harness.sink.write(records[i:i + 100]) for i in range(0, len(records), 100)])
+    got = await consume_uids(kafka, {uid(r) for r in records})
+    assert sorted(c.uid for c in got) == sorted(uid(r) for r in records)
+    for tenant in TENANTS:
+        assert ([c.uid for c in got if c.key == tenant.encode()]
+                == [uid(r) for r in records if r.tenant_id == tenant])
+    assert harness.metric("aisoc_ingest_kafka_queue_full_total") > 0
+    assert harness.metric("aisoc_ingest_kafka_delivery_errors_total") == 0
+    assert harness.spool.is_empty
+    assert not [e for e in logged if e["log_level"].name in ("warn", "error", "critical")]
 
 
 @pytest_twisted.ensureDeferred

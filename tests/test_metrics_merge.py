@@ -136,6 +136,31 @@ def test_counters_and_gauges_summed() -> None:
     assert got[("aisoc_ingest_syslog_frames_total", labels(listener="tcp"))] == 11.0
 
 
+def test_syslog_accounting_holds_after_the_merge() -> None:
+    """
+    Each process's syslog terms (frames read, durable, in flight, dropped by reason) hold on their own;
+    summed over the workers they still do, the in-flight gauge included, so /metrics and the status
+    page keep frames = durable + in flight + dropped with workers.
+    """
+    master, one, two = Metrics(), Metrics(), Metrics()
+    for process, (durable, in_flight, oversized, saturated) in ((one, (50, 7, 1, 0)), (two, (30, 3, 0, 9))):
+        process.syslog.listener("tcp")
+        process.syslog.frames.labels("tcp").inc(durable + in_flight + oversized + saturated)
+        process.syslog.durable.labels("tcp").inc(durable)
+        process.syslog.in_flight.labels("tcp").set(in_flight)
+        process.syslog.dropped.labels("tcp", "oversized").inc(oversized)
+        process.syslog.dropped.labels("tcp", "saturated").inc(saturated)
+
+    got = parse(render(master.registry, shipped(one.registry), shipped(two.registry)))
+
+    tcp = labels(listener="tcp")
+    dropped = {key[1]: value for key, value in got.items() if key[0] == "aisoc_ingest_syslog_dropped_total"}
+    assert (got[("aisoc_ingest_syslog_frames_total", tcp)], got[("aisoc_ingest_syslog_durable_total", tcp)],
+            got[("aisoc_ingest_syslog_in_flight", tcp)]) == (100.0, 80.0, 10.0)
+    assert (dropped[labels(listener="tcp", reason="oversized")], dropped[labels(listener="tcp", reason="saturated")],
+            sum(dropped.values())) == (1.0, 9.0, 10.0)
+
+
 def test_worker_only_label_sets_and_families() -> None:
     """
     Label sets and whole families only a worker has are served as the worker has them, with their

@@ -9,18 +9,19 @@ import hashlib
 import hmac
 import json
 from pathlib import Path
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, AsyncIterator
 
 import pytest
 import pytest_twisted
 from twisted.internet import threads
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs, formatEvent
 
 from aisoc_inboxd.activity import EventRates, RecentErrors
 from aisoc_inboxd.push_stats import BUCKET, RETENTION, PushStatsRecorder
-from aisoc_inboxd.store import PushBucket, PushTotals, StoreError, TokenRecord
+from aisoc_inboxd.testing import STORE_DOWN, FakeStore
+from aisoc_inboxd.store import PushBucket, PushTotals, TokenRecord
 from aisoc_inboxd.tokens import fingerprint, push_row
 from aisoc_inboxd.web.routes import Reply
 from tests.support.daemon import RunningDaemon, daemon_settings, start_daemon
@@ -34,27 +35,6 @@ OK = Reply(200, {"accepted": 1, "template": "pagerduty"}, "pagerduty")
 REPLAY = Reply(200, {"accepted": 1, "template": "pagerduty"}, "pagerduty", "replay")
 BAD_SIGNATURE = Reply(401, {"error": "invalid signature"}, "pagerduty", "invalid_signature")
 UNAVAILABLE = Reply(503, {"error": "events could not be made durable"}, "pagerduty", "unavailable")
-
-
-class FakeStore:
-    """
-    Records what the recorder writes; fails the next writes while C{failing} is set.
-    """
-
-    def __init__(self) -> None:
-        self.added: list[tuple[str, list[PushBucket]]] = []
-        self.swept: list[float] = []
-        self.failing = False
-
-    def add_push_stats(self, tenant_id: str, buckets: Sequence[PushBucket]) -> Deferred[None]:
-        if self.failing:
-            return fail(StoreError("PostgreSQL at db:5432/inbox as aisoc: connection lost"))
-        self.added.append((tenant_id, sorted(buckets, key=lambda b: (b.fingerprint, b.bucket_start))))
-        return succeed(None)
-
-    def sweep_push_stats(self, before: float) -> Deferred[int]:
-        self.swept.append(before)
-        return fail(StoreError("sweep failed")) if self.failing else succeed(0)
 
 
 def recorder(drained: Deferred[None] | None = None) -> tuple[PushStatsRecorder, FakeStore, Clock]:
@@ -114,20 +94,20 @@ def test_a_failed_write_keeps_its_counts_for_the_next_flush() -> None:
     are stored again, each in one line without a traceback."""
     rec, store, clock = recorder()
     rec.startService()
-    store.failing = True
+    store.down = True
     rec.replied("webhook", A1, BAD_SIGNATURE)
     with capturedLogs() as logs:
         clock.advance(5)
         clock.advance(600)
         assert store.added == []
-        store.failing = False
+        store.down = False
         rec.replied("webhook", A1, OK)
         clock.advance(5)
-    lost = "PostgreSQL at db:5432/inbox as aisoc: connection lost"
+    lost = STORE_DOWN
     assert [formatEvent(e) for e in logs] == [
         f"push stats: storing counts failed: {lost}; retrying in 5s (the counts are kept)",
         f"push stats: storing counts still failing after 600 s (2 attempts); latest: {lost}",
-        "push-stats-sweep failed: sweep failed; retrying in 600s",
+        f"push-stats-sweep failed: {lost}; retrying in 600s",
         "push stats: storing counts works again after 605 s (2 attempts failed)"]
     assert [e for e in logs if "log_failure" in e] == []
     assert store.added == [("tenant-a", [PushBucket(A1.fingerprint, "pagerduty", T0, 1, 1, T0),
@@ -138,12 +118,12 @@ def test_a_failed_write_keeps_its_counts_for_the_next_flush() -> None:
 def test_counts_the_store_never_took_are_dropped_after_the_retention() -> None:
     """Counts that could not be written for longer than the 25 h retention are given up instead of piling up."""
     rec, store, clock = recorder()
-    store.failing = True
+    store.down = True
     rec.replied("webhook", A1, OK)
     with capturedLogs():
         clock.advance(RETENTION + BUCKET)
         rec.flush()
-    store.failing = False
+    store.down = False
     rec.flush()
     assert store.added == []
 

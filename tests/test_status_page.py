@@ -18,7 +18,6 @@ import pytest
 import pytest_twisted
 import treq
 from twisted.internet import threads
-from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.web.test.requesthelper import DummyRequest
@@ -31,8 +30,9 @@ from aisoc_inboxd.metrics import Metrics, SyslogMetrics
 from aisoc_inboxd.push_stats import PushStatsRecorder
 from aisoc_inboxd.reload import ReloadOutcome
 from aisoc_inboxd.sinks import IKafkaDestination, ISpooling
-from aisoc_inboxd.store import PushTotals, StoreError, TokenRecord
+from aisoc_inboxd.store import PushBucket, StoreError, TokenRecord
 from aisoc_inboxd.store.health import StoreHealth
+from aisoc_inboxd.testing import FakeStore
 from aisoc_inboxd.tokens import TokenCache, fingerprint, mint_token
 from aisoc_inboxd.web.status import MAX_TOKENS, StatusPage, StatusSources, TokenStoreView
 from tests.support.daemon import RunningDaemon, daemon_settings, start_daemon
@@ -180,25 +180,19 @@ class FakeKafkaSink:
 ONE, TWO, IDLE = (fingerprint(f"aisoc_inbox_{name}") for name in ("one", "two", "idle"))
 
 
-class FakeStore:
+def seeded_store(tokens: list[TokenRecord] | None = None) -> FakeStore:
     """
     Four tokens: one used lately, one rotated 22 hours ago and last used a day ago, two never used
     (one of a tenant that never pushed anything).
     """
-
-    def __init__(self, tokens: list[TokenRecord] | None = None) -> None:
-        self.tokens = tokens if tokens is not None else [
-            TokenRecord(IDLE, "acme", "opsgenie", label="never used yet", created_at=T0 - 60),
-            TokenRecord(ONE, "acme", "pagerduty", label="prod PagerDuty", created_at=T0 - 3600),
-            TokenRecord(TWO, "globex", "opsgenie", created_at=T0 - 200_000, rotated_at=T0 - 80_000),
-            TokenRecord(fingerprint("aisoc_inbox_new"), "initech", "generic-json", created_at=T0 - 10)]
-
-    def all_push_totals(self, since: float) -> Deferred[list[PushTotals]]:
-        return succeed([PushTotals("acme", ONE, "pagerduty", 40, 10, T0 - 30),
-                        PushTotals("globex", TWO, "opsgenie", 0, 0, T0 - 90_000)])
-
-    def status_tokens(self, since: float, tenant_id: str | None, limit: int) -> Deferred[list[TokenRecord]]:
-        return succeed([t for t in self.tokens if tenant_id in (None, t.tenant_id)][:limit])
+    store = FakeStore(tokens if tokens is not None else [
+        TokenRecord(IDLE, "acme", "opsgenie", label="never used yet", created_at=T0 - 60),
+        TokenRecord(ONE, "acme", "pagerduty", label="prod PagerDuty", created_at=T0 - 3600),
+        TokenRecord(TWO, "globex", "opsgenie", created_at=T0 - 200_000, rotated_at=T0 - 80_000),
+        TokenRecord(fingerprint("aisoc_inbox_new"), "initech", "generic-json", created_at=T0 - 10)])
+    store.add_push_stats("acme", [PushBucket(ONE, "pagerduty", T0 - 60, 40, 10, T0 - 30)])
+    store.add_push_stats("globex", [PushBucket(TWO, "opsgenie", T0 - 90_060, 5, 0, T0 - 90_000)])
+    return store
 
 
 class FakeListener:
@@ -223,7 +217,7 @@ def fake_page(metrics: CollectorRegistry | None = None, clock: Clock | None = No
         clock = Clock()
         clock.advance(T0)
     rates, errors = EventRates(clock), RecentErrors(clock)
-    sources = StatusSources(lambda: [FakeListener()], FakeKafkaSink(), store or FakeStore(),  # type: ignore[arg-type]
+    sources = StatusSources(lambda: [FakeListener()], FakeKafkaSink(), store or seeded_store(),  # type: ignore[arg-type]
                             rates, errors, clock, metrics or CollectorRegistry(), lambda: last_reload, tokens)
     return StatusPage(sources, b"key")
 
@@ -254,7 +248,7 @@ def test_the_token_list_is_capped_with_a_note() -> None:
     for query, note in [({}, f"Only the {MAX_TOKENS} newest tokens are listed: choose a tenant."),
                         ({b"tenant": [b"acme"]}, f"Only the {MAX_TOKENS} newest tokens of acme are listed: "
                                                  f"aisoc-inboxd token stats --tenant acme lists every one.")]:
-        page = read(render(fake_page(store=FakeStore(many)), query))
+        page = read(render(fake_page(store=seeded_store(many)), query))
         assert [row for row in page.rows if " | generic-json | " in row][-1].startswith(fingerprint(
             f"aisoc_inbox_{MAX_TOKENS - 1}")[:8])
         assert len([row for row in page.rows if " | generic-json | " in row]) == MAX_TOKENS
@@ -263,28 +257,32 @@ def test_the_token_list_is_capped_with_a_note() -> None:
     assert "newest tokens" not in "".join(page.text)
 
 
-def test_syslog_losses_are_shown_per_listener() -> None:
-    """Each syslog listener has a row with its frames and every loss by reason (oversized, malformed, cut
-    short, dropped, connections closed idle or for a frame too large), 0 where nothing happened yet."""
+def test_syslog_accounting_is_shown_per_listener() -> None:
+    """Each syslog listener has a row with the terms of its accounting (frames read, durable, in flight,
+    dropped by every reason), what none of them accounts for, then its events and connections (closed
+    idle or for a frame too large), 0 where nothing happened yet."""
     registry = CollectorRegistry()
     syslog = SyslogMetrics(registry)
     syslog.listener("tcp")
     syslog.listener("udp")
     syslog.connections.labels("tcp").inc(9)
-    syslog.frames.labels("tcp").inc(120)
-    syslog.events.labels("tcp").inc(110)
-    syslog.oversized.labels("tcp").inc(2)
-    syslog.malformed.labels("tcp").inc(3)
-    syslog.dropped.labels("tcp", "truncated").inc(4)
+    syslog.frames.labels("tcp").inc(130)
+    syslog.durable.labels("tcp").inc(110)
+    syslog.in_flight.labels("tcp").set(11)
+    syslog.events.labels("tcp").inc(112)
+    for reason, count in (("oversized", 2), ("malformed", 3), ("truncated", 4)):
+        syslog.dropped.labels("tcp", reason).inc(count)
     syslog.closed.labels("tcp", "idle").inc(5)
     syslog.closed.labels("tcp", "oversized").inc(1)
-    syslog.dropped.labels("udp", "saturated").inc(7)
-    syslog.dropped.labels("udp", "unavailable").inc(8)
+    syslog.frames.labels("udp").inc(40)
+    for reason, count in (("saturated", 7), ("unavailable", 8), ("shutdown", 9), ("error", 10)):
+        syslog.dropped.labels("udp", reason).inc(count)
     rows = read(render(fake_page(registry))).rows
-    assert ("listener | connections | frames | events durable | oversized | malformed CEF | cut short | "
-            "dropped: saturated | dropped: sink refused | closed: idle | closed: frame too large") in rows
-    assert "tcp | 9 | 120 | 110 | 2 | 3 | 4 | 0 | 0 | 5 | 1" in rows
-    assert "udp | 0 | 0 | 0 | 0 | 0 | 0 | 7 | 8 | 0 | 0" in rows
+    assert ("listener | frames read | durable | in flight | dropped: oversized | dropped: malformed CEF | "
+            "dropped: cut short | dropped: saturated | dropped: sink refused | dropped: shutdown | dropped: error | "
+            "unaccounted | events durable | connections | closed: idle | closed: frame too large") in rows
+    assert "tcp | 130 | 110 | 11 | 2 | 3 | 4 | 0 | 0 | 0 | 0 | 0 | 112 | 9 | 5 | 1" in rows
+    assert "udp | 40 | 0 | 0 | 0 | 0 | 0 | 7 | 8 | 9 | 10 | 6 | 0 | 0 | 0 | 0" in rows
     assert "No syslog listener is configured." in render(fake_page())
 
 

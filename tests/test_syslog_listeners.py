@@ -35,7 +35,7 @@ from twisted.logger import capturedLogs, formatEvent
 
 from aisoc_inboxd.config import ConfigError, SyslogListenerSettings, SyslogSettings, load_settings
 from aisoc_inboxd.inflight import InFlight
-from aisoc_inboxd.metrics import SyslogMetrics
+from aisoc_inboxd.metrics import SYSLOG_DROP_REASONS, SyslogMetrics
 from aisoc_inboxd.syslog.framing import MAX_SKIPPED_FRAME
 from aisoc_inboxd.syslog.protocol import SyslogDatagramProtocol, SyslogIntake, SyslogStreamFactory, SyslogStreamProtocol
 from aisoc_inboxd.web.errors import unavailable
@@ -72,15 +72,27 @@ class FakeIntake:
 
 
 class FakeSink:
+    """
+    What a SyslogIntake uses of the Kafka sink: whether it is saturated or stopped, and a wait for room.
+    """
+
     def __init__(self) -> None:
         self.saturated = False
-        self.waiter: Deferred[None] | None = None
+        self.running = True
+        self.waiters: list[Deferred[None]] = []
 
     def unsaturated(self) -> Deferred[None]:
         if not self.saturated:
             return succeed(None)
-        self.waiter = Deferred()
-        return self.waiter
+        waiter: Deferred[None] = Deferred()
+        self.waiters.append(waiter)
+        return waiter
+
+    def make_room(self) -> None:
+        self.saturated = False
+        waiters, self.waiters = self.waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
 
 
 def make_listener(max_in_flight: int = 100, sink: FakeSink | None = None, max_frame_bytes: int = 1024,
@@ -95,6 +107,25 @@ def make_listener(max_in_flight: int = 100, sink: FakeSink | None = None, max_fr
 
 def value(metrics: SyslogMetrics, name: str, *labels: str) -> float:
     return getattr(metrics, name).labels("t", *labels)._value.get()
+
+
+def accounting(metrics: SyslogMetrics) -> tuple[float, float, float, dict[str, float]]:
+    """
+    Listener "t"'s frames read, durable and in flight, and its non-zero drops by reason, as /metrics
+    renders them; the frames must equal the sum of the rest.
+    """
+    def sample(collector: Any, name: str, reason: str | None = None) -> float:
+        wanted = {"listener": "t", **({"reason": reason} if reason else {})}
+        return next(s.value for family in collector.collect() for s in family.samples
+                    if s.name == name and s.labels == wanted)
+
+    frames = sample(metrics.frames, "aisoc_ingest_syslog_frames_total")
+    durable = sample(metrics.durable, "aisoc_ingest_syslog_durable_total")
+    in_flight = sample(metrics.in_flight, "aisoc_ingest_syslog_in_flight")
+    dropped = {reason: sample(metrics.dropped, "aisoc_ingest_syslog_dropped_total", reason)
+               for reason in SYSLOG_DROP_REASONS}
+    assert frames == durable + in_flight + sum(dropped.values())
+    return frames, durable, in_flight, {reason: n for reason, n in dropped.items() if n}
 
 
 def connect(listener: SyslogIntake, factory: SyslogStreamFactory | None = None
@@ -132,6 +163,7 @@ def test_frames_of_one_segment_are_one_batch_per_template() -> None:
     for _, _, d in intake.deliveries:
         d.callback(1)
     assert value(metrics, "events") == 3
+    assert accounting(metrics) == (4, 4, 0, {})
 
 
 def test_oversized_frame_is_dropped_and_counted_and_the_connection_kept() -> None:
@@ -139,7 +171,7 @@ def test_oversized_frame_is_dropped_and_counted_and_the_connection_kept() -> Non
     listener, intake, metrics = make_listener(max_frame_bytes=64)
     protocol, transport = connect(listener)
     protocol.dataReceived(octets("<13>" + "x" * 100) + b"<13>May  8 09:00:00 h app: fine\n")
-    assert value(metrics, "oversized") == 1
+    assert value(metrics, "dropped", "oversized") == 1
     assert not transport.disconnecting
     assert [records[0].data["message"] for _, records, _ in intake.deliveries] == ["fine"]
 
@@ -152,7 +184,7 @@ def test_oversized_frames_are_logged_once_per_connection_with_the_peer() -> None
         protocol.dataReceived(octets("<13>" + "x" * 100) + b"<13>" + b"y" * 100 + b"\n")
         protocol.dataReceived(b"<13>" + b"z" * 100 + b"\x00<13>May  8 09:00:00 h app: fine\x00")
         connect(listener)[0].dataReceived(octets("<13>" + "x" * 100))
-    assert value(metrics, "oversized") == 4
+    assert accounting(metrics) == (5, 0, 1, {"oversized": 4})
     assert [records[0].data["message"] for _, records, _ in intake.deliveries] == ["fine"]
     lines = warnings(logged)
     assert len(lines) == 2 and all("over 64 octets from 192.0.2.7" in line for line in lines)
@@ -170,7 +202,7 @@ def test_a_frame_claiming_too_many_octets_closes_the_connection(claim: int) -> N
         protocol.connectionLost(None)
     assert transport.disconnecting
     assert [records[0].data["message"] for _, records, _ in intake.deliveries] == ["before"]
-    assert (value(metrics, "oversized"), value(metrics, "closed", "oversized")) == (1, 1)
+    assert (value(metrics, "dropped", "oversized"), value(metrics, "closed", "oversized")) == (1, 1)
     assert value(metrics, "dropped", "truncated") == 0
     (line,) = warnings(logged)
     assert f"192.0.2.7 sent a frame claiming {claim} octets" in line and "connection closed" in line
@@ -278,7 +310,7 @@ def test_malformed_cef_frame_is_dropped_and_counted() -> None:
     listener, intake, metrics = make_listener()
     protocol, _ = connect(listener)
     protocol.dataReceived(b"<13>May  8 09:00:00 h CEF:0|broken\n<13>May  8 09:00:00 h app: ok\n")
-    assert value(metrics, "malformed") == 1
+    assert accounting(metrics) == (2, 0, 1, {"malformed": 1})
     assert [binding for binding, _, _ in intake.deliveries] == ["syslog"]
 
 
@@ -312,9 +344,25 @@ def test_tcp_pauses_while_the_kafka_sink_is_saturated() -> None:
     sink.saturated = True
     protocol.dataReceived(b"<13>May  8 09:00:00 h a: 1\n")
     assert transport.producerState == "paused"
-    sink.saturated = False
-    assert sink.waiter is not None
-    sink.waiter.callback(None)
+    assert sink.waiters
+    sink.make_room()
+    assert transport.producerState == "producing"
+
+
+def test_a_batch_that_finds_the_sink_full_waits_for_room() -> None:
+    """Frames read while the Kafka sink is saturated are neither refused nor dropped: they stay in flight,
+    the connection paused, and are published once the sink has room."""
+    sink = FakeSink()
+    listener, intake, metrics = make_listener(sink=sink)
+    protocol, transport = connect(listener)
+    sink.saturated = True
+    protocol.dataReceived(b"<13>May  8 09:00:00 h a: 1\n<13>May  8 09:00:00 h a: 2\n")
+    assert (intake.deliveries, transport.producerState) == ([], "paused")
+    assert accounting(metrics) == (2, 0, 2, {})
+    sink.make_room()
+    assert [len(records) for _, records, _ in intake.deliveries] == [2]
+    intake.deliveries[0][2].callback(2)
+    assert accounting(metrics) == (2, 2, 0, {})
     assert transport.producerState == "producing"
 
 
@@ -329,7 +377,7 @@ def test_udp_drops_and_counts_while_saturated() -> None:
     assert len(intake.deliveries) == 1
     assert value(metrics, "dropped", "saturated") == 1
     protocol.datagramReceived(b"x" * 2000, ("127.0.0.1", 1))
-    assert value(metrics, "oversized") == 1
+    assert accounting(metrics) == (3, 0, 1, {"saturated": 1, "oversized": 1})
 
 
 def test_udp_datagrams_of_one_reactor_turn_are_one_batch() -> None:
@@ -358,8 +406,31 @@ def test_sink_refusal_is_counted_as_dropped() -> None:
     protocol.datagramReceived(b"<13>May  8 09:00:00 h a: 1", ("127.0.0.1", 1))
     clock.advance(0)
     intake.deliveries[0][2].errback(unavailable("spool full"))
-    assert value(metrics, "dropped", "unavailable") == 1
+    assert accounting(metrics) == (1, 0, 0, {"unavailable": 1})
     assert listener.in_flight == 0
+
+
+def test_a_refusal_by_a_stopped_sink_is_counted_as_shutdown() -> None:
+    """A batch still waiting for the Kafka sink when it stops is refused; that loss is counted as shutdown."""
+    sink = FakeSink()
+    listener, intake, metrics = make_listener(sink=sink)
+    with capturedLogs() as logged:
+        listener.submit([b"<13>May  8 09:00:00 h a: 1"])
+        sink.running = False
+        intake.deliveries[0][2].errback(unavailable("the Kafka sink is stopped"))
+    assert accounting(metrics) == (1, 0, 0, {"shutdown": 1})
+    (line,) = warnings(logged)
+    assert "1 events dropped (shutdown)" in line
+
+
+def test_an_unexpected_failure_is_counted_as_error() -> None:
+    """A publish that fails in an unexpected way is counted (error) and logged, never left uncounted."""
+    listener, intake, metrics = make_listener()
+    with capturedLogs() as logged:
+        listener.submit([b"<13>May  8 09:00:00 h a: 1", b"<13>May  8 09:00:00 h a: 2"])
+        intake.deliveries[0][2].errback(RuntimeError("boom"))
+    assert accounting(metrics) == (2, 0, 0, {"error": 2})
+    assert any("publishing failed; 2 events dropped" in line for line in warnings(logged))
 
 
 def test_listener_settings_are_checked(tmp_path: Path) -> None:
@@ -509,7 +580,7 @@ async def test_python_syslog_handler_long_lived_tcp_connection(inboxd: RunningDa
     await wait_for(lambda: len(messages(inboxd, marker)) >= 700, reactor)
     await deferLater(reactor, 0.5)
     assert sorted(e["message"] for e in messages(inboxd, marker)) == lines
-    assert await inboxd.metric("aisoc_ingest_syslog_oversized_total", listener="tcp") == 0
+    assert await inboxd.metric("aisoc_ingest_syslog_dropped_total", listener="tcp", reason="oversized") == 0
     assert await inboxd.metric("aisoc_ingest_syslog_connections_total", listener="tcp") == 1
 
 
@@ -546,10 +617,10 @@ async def test_idle_and_overclaiming_connections_are_closed_and_shown(reactor: A
         closed = "aisoc_ingest_syslog_connections_closed_total"
         assert await daemon.metric(closed, listener="tcp", reason="idle") == 1
         assert await daemon.metric(closed, listener="tcp", reason="oversized") == 1
-        assert await daemon.metric("aisoc_ingest_syslog_oversized_total", listener="tcp") == 1
+        assert await daemon.metric("aisoc_ingest_syslog_dropped_total", listener="tcp", reason="oversized") == 1
         response = await treq.get(f"{daemon.admin_url}/status", headers={"Authorization": [f"Bearer {daemon.admin_key}"]})
         rows = read(await response.text()).rows
-        assert "tcp | 2 | 1 | 1 | 1 | 0 | 0 | 0 | 0 | 1 | 1" in rows
+        assert "tcp | 2 | 1 | 0 | 1 | 0 | 0 | 0 | 0 | 0 | 0 | 0 | 1 | 2 | 1 | 1" in rows
     finally:
         await daemon.stop()
 

@@ -11,7 +11,7 @@ from twisted.logger import capturedLogs
 
 from aisoc_inboxd.config import ConfigError, HttpSettings, load_settings
 from aisoc_inboxd.tokens import mint_token
-from tests.support.memory import MemoryInbox, MemoryStore
+from aisoc_inboxd.testing import FakeStore, MemoryInbox
 
 BODY = b'{"title": "Impossible travel"}'
 
@@ -29,7 +29,7 @@ async def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_lookup_b
     """With the load balancer's network in http.trusted_proxies, a client flooding unknown tokens spends
     only its own lookups (429 past them) while another client behind the same balancer still gets its
     401s; the log line names the forwarded client, not the balancer or an address the client wrote."""
-    inbox = MemoryInbox(MemoryStore(), http_settings=HttpSettings(trusted_proxies=["127.0.0.0/8"]),
+    inbox = MemoryInbox(FakeStore(), http_settings=HttpSettings(trusted_proxies=["127.0.0.0/8"]),
                         unknown_lookups_per_sec=2)
     assert await unknown_tokens(inbox, "203.0.113.5", 3) == [401, 401, 429]
     with capturedLogs() as events:
@@ -41,7 +41,7 @@ async def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_lookup_b
 async def test_without_trusted_proxies_the_forwarded_header_is_ignored() -> None:
     """By default nobody's X-Forwarded-For is believed: every request counts against its peer's budget,
     whatever address it claims to come from."""
-    inbox = MemoryInbox(MemoryStore(), unknown_lookups_per_sec=2)
+    inbox = MemoryInbox(FakeStore(), unknown_lookups_per_sec=2)
     assert await unknown_tokens(inbox, "203.0.113.5", 2) == [401, 401]
     with capturedLogs() as events:
         assert await unknown_tokens(inbox, "198.51.100.9", 1) == [429]

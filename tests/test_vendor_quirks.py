@@ -1,8 +1,9 @@
 """
-What real vendor deliveries do, against the running daemon: PagerDuty v3 with null agent/client,
-GitHub pings and form posts, Opsgenie's ms + ns times, Cloudflare Logpush gzip batches and its
-validation upload, AWS SNS text/plain envelopes, confirmations and signatures (against a local HTTPS
-server standing in for AWS, with a key pair and a CA the test makes), and EventBridge envelopes.
+What real vendor deliveries do: PagerDuty v3 with null agent/client, GitHub pings and form posts,
+Opsgenie's ms + ns times, Cloudflare Logpush gzip batches and its validation upload and EventBridge
+envelopes in memory (L{aisoc_inboxd.testing}); AWS SNS text/plain envelopes, confirmations and
+signatures against the running daemon, which fetches from a local HTTPS server standing in for AWS
+(with a key pair and a CA the test makes).
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
+from aisoc_inboxd.testing import FakeStore, MemoryInbox
 from aisoc_inboxd.vendors import SnsGate, SnsOptions, UrlPolicy, VendorGate
 from aisoc_inboxd.vendors.sns import canonical_text
 from tests.support.daemon import RunningDaemon, daemon_settings, start_daemon
@@ -53,11 +55,9 @@ def logs() -> Iterator[list[str]]:
     globalLogPublisher.removeObserver(observe)
 
 
-@pytest_twisted.async_yield_fixture
-async def inboxd(reactor: Any, tmp_path: Path) -> AsyncIterator[RunningDaemon]:
-    running = await start_daemon(reactor, daemon_settings(tmp_path / "state"))
-    yield running
-    await running.stop()
+@pytest.fixture
+def inboxd() -> MemoryInbox:
+    return MemoryInbox(FakeStore())
 
 
 def fixture(vendor: str, name: str) -> bytes:
@@ -68,7 +68,7 @@ def fixture(vendor: str, name: str) -> bytes:
 
 
 @pytest_twisted.ensureDeferred
-async def test_pagerduty_v3_with_null_agent_and_client(inboxd: RunningDaemon) -> None:
+async def test_pagerduty_v3_with_null_agent_and_client(inboxd: MemoryInbox) -> None:
     """A v3 delivery whose agent and client are null is accepted and maps without an actor."""
     token = await inboxd.mint(template="pagerduty")
     status, body, _ = await inboxd.post(f"/v1/inbox/{token}", fixture("pagerduty", "v3-service-updated.json"),
@@ -81,7 +81,7 @@ async def test_pagerduty_v3_with_null_agent_and_client(inboxd: RunningDaemon) ->
 
 
 @pytest_twisted.ensureDeferred
-async def test_github_ping_is_200_without_publishing(inboxd: RunningDaemon) -> None:
+async def test_github_ping_is_200_without_publishing(inboxd: MemoryInbox) -> None:
     """GitHub's ping is answered 200 {"accepted": 0} and nothing is published."""
     token = await inboxd.mint(template="github-security-advisory")
     ping = json.dumps({"zen": "Keep it logically awesome.", "hook_id": 42, "hook": {"type": "Repository"}})
@@ -92,7 +92,7 @@ async def test_github_ping_is_200_without_publishing(inboxd: RunningDaemon) -> N
 
 
 @pytest_twisted.ensureDeferred
-async def test_github_event_header_and_action_are_recorded_from_a_form_post(inboxd: RunningDaemon) -> None:
+async def test_github_event_header_and_action_are_recorded_from_a_form_post(inboxd: MemoryInbox) -> None:
     """A form-encoded payload= delivery publishes with X-GitHub-Event as event_code, the action kept, and the advisory as one vulnerability."""
     token = await inboxd.mint(template="github-security-advisory")
     payload = fixture("github-security-advisory", "security-advisory-withdrawn.json").decode()
@@ -113,7 +113,7 @@ async def test_github_event_header_and_action_are_recorded_from_a_form_post(inbo
 
 
 @pytest_twisted.ensureDeferred
-async def test_opsgenie_ms_and_ns_times_in_one_payload(inboxd: RunningDaemon) -> None:
+async def test_opsgenie_ms_and_ns_times_in_one_payload(inboxd: MemoryInbox) -> None:
     """createdAt in ms and updatedAt in ns (beyond 2^53) come out exact, and raw_data keeps every digit."""
     token = await inboxd.mint(template="opsgenie")
     status, _, _ = await inboxd.post(f"/v1/inbox/{token}", fixture("opsgenie", "alert-acknowledge.json"), JSON)
@@ -137,7 +137,7 @@ def logpush_record(n: int) -> dict[str, Any]:
 
 
 @pytest_twisted.ensureDeferred
-async def test_logpush_gzip_batch_of_thousands_with_a_wrong_content_type(inboxd: RunningDaemon) -> None:
+async def test_logpush_gzip_batch_of_thousands_with_a_wrong_content_type(inboxd: MemoryInbox) -> None:
     """A gzip NDJSON batch of 3000 records sent as text/plain becomes 3000 HTTP Activity events in order."""
     token = await inboxd.mint(template="cloudflare-logpush")
     count = 3000
@@ -156,7 +156,7 @@ async def test_logpush_gzip_batch_of_thousands_with_a_wrong_content_type(inboxd:
 
 
 @pytest_twisted.ensureDeferred
-async def test_logpush_destination_validation_is_200_without_publishing(inboxd: RunningDaemon) -> None:
+async def test_logpush_destination_validation_is_200_without_publishing(inboxd: MemoryInbox) -> None:
     """Logpush's gzipped {"content":"tests"} upload is answered 200 {"accepted": 0} and not published."""
     token = await inboxd.mint(template="cloudflare-logpush")
     status, body, _ = await inboxd.post(f"/v1/inbox/{token}", gzip.compress(b'{"content":"tests"}'),
@@ -169,7 +169,7 @@ async def test_logpush_destination_validation_is_200_without_publishing(inboxd: 
 
 
 @pytest_twisted.ensureDeferred
-async def test_eventbridge_envelope_and_a_reshaped_event(inboxd: RunningDaemon) -> None:
+async def test_eventbridge_envelope_and_a_reshaped_event(inboxd: MemoryInbox) -> None:
     """The envelope maps id, detail-type, source and detail; an input-transformed shape is still accepted."""
     token = await inboxd.mint(template="aws-eventbridge")
     envelope = {"version": "0", "id": "6f1c3e2a-0000-4000-8000-000000000001", "detail-type": "GuardDuty Finding",

@@ -68,7 +68,7 @@ def test_a_worker_is_the_same_composition_given_its_role(tmp_path: Path) -> None
     """With a role the process serves the daemon's HTTP and syslog sockets only, keeps its event log
     in worker-N/, snapshots its metrics, and has no supervisor, reloads, sweeper or IMAP poller."""
     settings = settings_with_syslog(tmp_path, workers=2)
-    worker = build(settings, WorkerRole(1, {"http": 7, "syslog-tcp": 8}, no_lease))
+    worker = build(settings, WorkerRole(1, {"http": 7, "syslog-tcp": 8}, no_lease, acks=None))  # type: ignore[arg-type]
     assert [listener.name for listener in worker.listeners] == ["http", "syslog-tcp"]
     assert worker.supervisor is None and worker.reloads is None
     assert "metrics-snapshot" in services(worker)
@@ -97,6 +97,7 @@ class FullSink:
     """
 
     saturated = True
+    running = True
 
     def unsaturated(self) -> Deferred[None]:
         return Deferred()

@@ -1,8 +1,8 @@
 """
 C{workers: N}: the daemon and N - 1 worker processes serve the same HTTP and syslog sockets. The
 daemon runs as the systemd unit runs it (C{aisoc-inboxd run}, a real process tree); the tests check
-that every process serves and makes events durable, that the rate limit and /metrics count across
-processes, that a dead worker is replaced, and that stopping drains every process.
+that every process serves and makes events durable, that the rate limit, HEC indexer acks and
+/metrics count across processes, that a dead worker is replaced, and that stopping drains every process.
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from twisted.logger import capturedLogs, formatEvent
 
 from aisoc_inboxd.catalog import TemplateCatalog
 from aisoc_inboxd.config import load_settings
+from aisoc_inboxd.hec_acks import AckChannels
 from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.ratelimit import RateLimiter
 from aisoc_inboxd.reload import Reloader, Reloads, Replaceable
@@ -72,8 +73,9 @@ class Tree:
         return subprocess.run([sys.executable, "-m", "aisoc_inboxd.cli", "--config", str(self.config), *args],
                               cwd=PROJECT, capture_output=True, text=True, timeout=60, check=True)
 
-    def mint(self, template: str) -> str:
-        return json.loads(self.cli("token", "mint", "--tenant", "acme", "--template", template, "--json").stdout)["token"]
+    def mint(self, template: str, *options: str) -> str:
+        return json.loads(self.cli("token", "mint", "--tenant", "acme", "--template", template, "--json",
+                                   *options).stdout)["token"]
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -181,6 +183,95 @@ def test_every_process_serves_http_and_syslog_and_metrics_add_up(tree: Tree) -> 
     assert "[worker-1]" in tree.log_text()  # the worker's log lines come out of the daemon's log
     assert tree.token not in tree.log_text()
     assert tree.stop() == 0
+
+
+class Firehose:
+    """
+    A HEC client with indexer acks, as Kinesis Data Firehose uses one: batches posted on a channel,
+    ackIds polled on C{/services/collector/ack}; every request on a new connection, which the kernel
+    hands to either process. Each request's body has a length of its own, so the process that
+    answered it is told by the C{bytes=N} of its log line (a worker's line is tagged C{[worker-1]}).
+    """
+
+    CHANNEL = "7a2b2c4e-5f60-4d1e-8a9b-0c1d2e3f4a5b"
+
+    def __init__(self, tree: Tree) -> None:
+        self.tree = tree
+        self.token = tree.mint("splunk-hec", "--hec-acks")
+        self.requests = 0
+
+    def send(self, path: str, body: bytes) -> tuple[dict[str, Any], str]:
+        """
+        The reply to C{body} (padded to a length no other request has) and which process sent it.
+        """
+        self.requests += 1
+        body = body.ljust(1000 + self.requests)
+        conn = http.client.HTTPConnection("127.0.0.1", self.tree.http_port, timeout=30)
+        try:
+            conn.request("POST", path, body, {"Authorization": f"Splunk {self.token}",
+                                              "X-Splunk-Request-Channel": self.CHANNEL,
+                                              "User-Agent": "Amazon Kinesis Data Firehose Agent/1.0"})
+            response = conn.getresponse()
+            assert response.status == 200, (response.status, response.read())
+            reply = json.loads(response.read())
+        finally:
+            conn.close()
+        return reply, self.tree.wait_until(lambda: self._answerer(len(body)),
+                                           f"the log line of request {self.requests}")
+
+    def _answerer(self, length: int) -> str | None:
+        for line in self.tree.log_text().splitlines():
+            if " hec 200 ok " in line and f" bytes={length} " in line:
+                return "worker-1" if "[worker-1]" in line else "daemon"
+        return None
+
+    def post(self, batch: int) -> tuple[int, str]:
+        """
+        A batch of records; its ackId and the process that issued it.
+        """
+        body = "".join(json.dumps({"event": f"batch {batch} record {i}", "sourcetype": "aws:firehose"})
+                       for i in range(3))
+        reply, issuer = self.send("/services/collector/event", body.encode())
+        assert (reply["text"], reply["code"]) == ("Success", 0)
+        return reply["ackId"], issuer
+
+    def poll(self, ack_ids: list[int]) -> tuple[dict[str, bool], str]:
+        reply, answerer = self.send("/services/collector/ack", json.dumps({"acks": ack_ids}).encode())
+        return reply["acks"], answerer
+
+
+def test_hec_acks_issued_by_one_process_are_answered_by_the_other(tree: Tree) -> None:
+    """Firehose's sequence spread over both processes: every ackId reads true at its first poll (the
+    post was answered once durable), whichever process issued it and whichever answers the poll,
+    until each process has answered an ack the other issued; ids count 0, 1, 2, … across both. Acks a
+    killed worker issued still read true: they live in the daemon."""
+    firehose = Firehose(tree)
+    crossed: set[tuple[str, str]] = set()
+    issued: list[int] = []
+    while len(crossed) < 2:
+        assert len(issued) < 200, f"in {len(issued)} rounds no ack crossed both ways: {crossed}"
+        ack_id, issuer = firehose.post(len(issued))
+        issued.append(ack_id)
+        acks, answerer = firehose.poll([ack_id])
+        assert acks == {str(ack_id): True}, (issuer, answerer)
+        if issuer != answerer:
+            crossed.add((issuer, answerer))
+    assert issued == list(range(len(issued)))
+
+    by_worker: list[int] = []
+    while not by_worker:
+        assert len(issued) < 400, "the worker issued no ack"
+        ack_id, issuer = firehose.post(len(issued))
+        issued.append(ack_id)
+        if issuer == "worker-1":
+            by_worker.append(ack_id)
+    (worker,) = tree.workers()
+    os.kill(worker, signal.SIGKILL)
+    assert firehose.poll(by_worker)[0] == {str(by_worker[0]): True}
+    assert firehose.poll(by_worker)[0] == {str(by_worker[0]): False}  # true once, then forgotten
+    assert tree.stop() == 0
+    events = [e for v in tree.events_by_process().values() for e in v]
+    assert len(events) == 3 * len(issued)
 
 
 def test_rate_limit_holds_across_processes(tmp_path: Path) -> None:
@@ -350,7 +441,8 @@ async def test_a_reload_one_worker_cannot_load_is_applied_by_no_process(reactor:
     limiter = RateLimiter(reactor, settings.http.rate_limit_per_min)
     reloader = Reloader(settings, lambda: load_settings(ours), catalog, {}, Replaceable(settings.cef), limiter,
                         threads.deferToThread)
-    supervisor = WorkerSupervisor(1, [], limiter, tmp_path / "state", theirs, reactor)
+    supervisor = WorkerSupervisor(1, [], limiter, AckChannels.build(settings.hec, reactor), tmp_path / "state",
+                                  theirs, reactor)
     reloads = Reloads(reloader, reactor, Metrics().reloads, lambda: "listening", supervisor)
     await supervisor.spawn_all(reloader.fingerprint)
     try:

@@ -8,13 +8,8 @@ checker for tests and template tooling; it is not on the per-event path.
 """
 from aisoc_inboxd.normalizer.apply import IngestContext, normalize, normalize_record
 from aisoc_inboxd.normalizer.ocsf import validate_event
-from aisoc_inboxd.normalizer.template import (
-    Template,
-    TemplateError,
-    TemplateSet,
-    load_template_file,
-    load_templates,
-)
+from aisoc_inboxd.normalizer.loader import load_template_file, load_templates
+from aisoc_inboxd.normalizer.model import Template, TemplateError, TemplateSet
 
 __all__ = [
     "IngestContext",

@@ -1,6 +1,10 @@
 """
 Apply a loaded template to one decoded record: the OCSF 1.8.0 event the pipeline publishes.
 
+L{normalize} here is the reference interpreter of the rules below; the pipeline runs the function
+generated from the same rules at load (L{codegen<aisoc_inboxd.normalizer.codegen>}), and a
+differential test holds the two to the same events.
+
 Pure and per-event cheap: every path, enum and conversion was resolved when the template loaded
 (L{Compiled}); here we only read, convert and write. L{normalize_record} first unwraps the vendor's
 envelope (L{Template.unwrap}: decoded JSON fields, control messages, batch lists); every source
@@ -30,7 +34,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any, Iterable, Iterator, Mapping
 
 from aisoc_inboxd.normalizer.coerce import INVALID, drop_nulls
@@ -38,7 +42,7 @@ from aisoc_inboxd.normalizer.extract import EXTRACTED, with_extracted
 from aisoc_inboxd.normalizer.ocsf import SCHEMA_VERSION
 from aisoc_inboxd.normalizer.paths import MISSING, get_source, is_header
 from aisoc_inboxd.normalizer.severity import fold_severity
-from aisoc_inboxd.normalizer.template import Compiled, Template
+from aisoc_inboxd.normalizer.model import Compiled, Template
 from aisoc_inboxd.normalizer.timeparse import to_epoch_ms
 from aisoc_inboxd.normalizer.uids import new_uid
 
@@ -48,9 +52,9 @@ SEVERITY_OTHER = 99
 STATUS_NEW = 1
 STATUS_RESOLVED = 4
 # class -> (finding object, its status attribute); both are required or expected by OCSF 1.8.0
-_FINDING_SHAPES = {2001: ("finding", "state_id", "state"), 2004: ("finding_info", "status_id", "status")}
-_ACTIVITY_CREATE = 1
-_ACTIVITY_CLOSE = 3
+FINDING_SHAPES = {2001: ("finding", "state_id", "state"), 2004: ("finding_info", "status_id", "status")}
+ACTIVITY_CREATE = 1
+ACTIVITY_CLOSE = 3
 
 
 @dataclass(frozen=True)
@@ -70,21 +74,28 @@ class IngestContext:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
-def normalize_record(template: Template, record: dict[str, Any], context: IngestContext) -> list[dict[str, Any]]:
+def normalize_record(template: Template, record: dict[str, Any], context: IngestContext,
+                     interpret: bool = False) -> list[dict[str, Any]]:
     """
     The OCSF events for one record as decoded from a body: none for a control message the template
     acknowledges, one per item of a C{records} batch, else one.
+
+    Each event is made by the function generated for the template at load
+    (L{codegen<aisoc_inboxd.normalizer.codegen>}), or with C{interpret} by L{normalize}, the
+    reference it is tested against.
     """
+    to_event = partial(normalize, template) if interpret else template.to_event
     # the whole record keeps its own text even when decode_json changed it; a batch item gets its own
     whole = context if context.raw is not None else dataclasses.replace(
         context, raw=json.dumps(record, ensure_ascii=False))
-    return [normalize(template, item.data, whole if item.whole else dataclasses.replace(context, raw=None))
+    return [to_event(item.data, whole if item.whole else dataclasses.replace(context, raw=None))
             for item in template.unwrap(record, context.headers)]
 
 
 def normalize(template: Template, record: dict[str, Any], context: IngestContext) -> dict[str, Any]:
     """
-    The OCSF event for C{record} under C{template}.
+    The OCSF event for C{record} under C{template}, by interpreting the compiled rules: the
+    reference for the generated C{template.to_event}, which must give the same event.
     """
     original, record = record, with_extracted(template.compiled.extractions, record)
     consumed: list[tuple[str, ...]] = [] if record is original else [(EXTRACTED,)]
@@ -112,7 +123,7 @@ def normalize(template: Template, record: dict[str, Any], context: IngestContext
         consumed.append(rule.source.keys)
 
     for constant in compiled.constants:
-        constant.write(event, _copy_json(constant.value))
+        constant.write(event, copy_json(constant.value))
         if constant.caption is not None:
             write_caption, caption = constant.caption
             write_caption(event, caption)
@@ -130,9 +141,9 @@ def normalize(template: Template, record: dict[str, Any], context: IngestContext
         log_provider=LOG_PROVIDER,
     )
 
-    leftovers = _leftovers(original, _consumed_tree(tuple(consumed)))
-    if leftovers is not INVALID and leftovers:
-        _merge_missing(event.setdefault("unmapped", {}), leftovers)
+    left = leftovers(original, consumed_tree(tuple(consumed)))
+    if left is not INVALID and left:
+        merge_missing(event.setdefault("unmapped", {}), left)
     event["raw_data"] = context.raw if context.raw is not None else json.dumps(original, ensure_ascii=False)
     return event
 
@@ -242,7 +253,7 @@ def _finding_defaults(event: dict[str, Any], template: Template, compiled: Compi
     """
     Fill what 2001 and 2004 require (or expect) when the record did not provide it.
     """
-    shape = _FINDING_SHAPES.get(template.class_uid)
+    shape = FINDING_SHAPES.get(template.class_uid)
     if shape is None:
         return
     object_name, status_id, status = shape
@@ -250,17 +261,22 @@ def _finding_defaults(event: dict[str, Any], template: Template, compiled: Compi
     finding.setdefault("uid", event_uid)
     finding.setdefault("title", event.get("message") or template.product_name)
     if status_id not in event:
-        default = STATUS_RESOLVED if event["activity_id"] == _ACTIVITY_CLOSE else STATUS_NEW
+        default = STATUS_RESOLVED if event["activity_id"] == ACTIVITY_CLOSE else STATUS_NEW
         event[status_id] = default
         event[status] = compiled.status_captions[default]
-    if template.class_uid == 2004 and event["activity_id"] == _ACTIVITY_CREATE:
+    if template.class_uid == 2004 and event["activity_id"] == ACTIVITY_CREATE:
         event.setdefault("is_alert", True)
 
 
+#: the consumed paths as a tree: key -> C{True} (consumed whole) or the subtree; a node of keys
+#: that are all consumed whole is the frozenset of those keys
+ConsumedTree = dict[str, Any] | frozenset[str]
+
+
 @lru_cache(maxsize=1024)
-def _consumed_tree(paths: tuple[tuple[str, ...], ...]) -> dict[str, Any]:
+def consumed_tree(paths: tuple[tuple[str, ...], ...]) -> ConsumedTree:
     """
-    The consumed source paths as a tree; C{True} marks a subtree consumed whole.
+    The consumed source paths as a tree (L{ConsumedTree}).
 
     Cached: the records of one template consume the same few combinations of paths. The tree is
     shared between events, so it is only ever read.
@@ -277,27 +293,44 @@ def _consumed_tree(paths: tuple[tuple[str, ...], ...]) -> dict[str, Any]:
             node = child
         else:
             node[path[-1]] = True
-    return tree
+    return _key_sets(tree)
 
 
-def _leftovers(value: Any, consumed: dict[str, Any] | None) -> Any:
+def _key_sets(tree: dict[str, Any]) -> ConsumedTree:
+    """
+    C{tree} with every node whose keys are all consumed whole as the frozenset of its keys.
+    """
+    nodes = {key: sub if sub is True else _key_sets(sub) for key, sub in tree.items()}
+    return frozenset(nodes) if all(sub is True for sub in nodes.values()) else nodes
+
+
+def leftovers(value: Any, consumed: ConsumedTree | None) -> Any:
     """
     C{value} minus the consumed subtrees and nulls; L{INVALID} when nothing is left of it.
 
     Only the parts of the record that hold consumed paths are walked here; the rest is copied by
-    L{drop_nulls} (unmapped is most of a large vendor record).
+    L{drop_nulls} (unmapped is most of a large vendor record). An object of which only whole keys
+    were consumed is one comprehension (a flat record, CEF's extension keys).
     """
     if consumed is None:
         return drop_nulls(value)
+    if type(consumed) is frozenset:
+        if isinstance(value, dict):
+            kept = {key: drop_nulls(item) if isinstance(item, (dict, list)) else item
+                    for key, item in value.items() if item is not None and key not in consumed}
+            return kept or INVALID
+        consumed = dict.fromkeys(consumed, True)
     if isinstance(value, dict):
         kept = {}
         for key, item in value.items():
             sub = consumed.get(key)
-            if sub is True:
-                continue
-            left = drop_nulls(item) if sub is None else _leftovers(item, sub)
-            if left is not INVALID:
-                kept[key] = left
+            if sub is None:  # not read from: kept as it is, without nulls (a scalar needs no copy)
+                if item is not None:
+                    kept[key] = drop_nulls(item) if isinstance(item, (dict, list)) else item
+            elif sub is not True:
+                left = leftovers(item, sub)
+                if left is not INVALID:
+                    kept[key] = left
         return kept or INVALID
     if isinstance(value, list):
         kept_list = []
@@ -306,26 +339,26 @@ def _leftovers(value: Any, consumed: dict[str, Any] | None) -> Any:
             sub = consumed.get(str(index), each or None)
             if sub is True:
                 continue
-            left = drop_nulls(item) if sub is None else _leftovers(item, sub)
+            left = drop_nulls(item) if sub is None else leftovers(item, sub)
             if left is not INVALID:
                 kept_list.append(left)
         return kept_list or INVALID
     return drop_nulls(value)
 
 
-def _copy_json(value: Any) -> Any:
+def copy_json(value: Any) -> Any:
     """
     A copy of a constant's JSON value, so that no two events share a list or object; scalars are
     returned as they are. Cheaper than C{copy.deepcopy}, which keeps a memo for cycles JSON cannot have.
     """
     if isinstance(value, dict):
-        return {key: _copy_json(item) for key, item in value.items()}
+        return {key: copy_json(item) for key, item in value.items()}
     if isinstance(value, list):
-        return [_copy_json(item) for item in value]
+        return [copy_json(item) for item in value]
     return value
 
 
-def _merge_missing(target: dict[str, Any], extra: dict[str, Any]) -> None:
+def merge_missing(target: dict[str, Any], extra: dict[str, Any]) -> None:
     """
     Add C{extra} into C{target} without replacing what the template already put there.
     """
@@ -333,4 +366,4 @@ def _merge_missing(target: dict[str, Any], extra: dict[str, Any]) -> None:
         if key not in target:
             target[key] = value
         elif isinstance(target[key], dict) and isinstance(value, dict):
-            _merge_missing(target[key], value)
+            merge_missing(target[key], value)

@@ -11,7 +11,7 @@ C{acknowledge_when}) and names where a delivery's natural idempotency key lives
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 from aisoc_inboxd import fastjson
 from aisoc_inboxd.normalizer.paths import MISSING, get_source
@@ -21,10 +21,10 @@ from aisoc_inboxd.normalizer.transforms import Reader
 Condition = tuple[tuple[tuple[str, ...], frozenset[str]], ...]
 
 
-@dataclass(frozen=True)
-class Unwrapped:
+class Unwrapped(NamedTuple):
     """
     One record to normalize; C{whole} when it is the body record itself (so its raw text stands).
+    A tuple: one is made per event.
     """
 
     data: dict[str, Any]

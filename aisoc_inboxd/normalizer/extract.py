@@ -27,6 +27,7 @@ class Extraction:
     name: str
     sources: tuple[SourceGetter, ...]  # compiled at load, tried in order
     pattern: re.Pattern[str]
+    paths: tuple[tuple[str, ...], ...] = ()  # the parsed paths of C{sources}, for the template compiler
 
 
 def compile_extractions(raw: Any) -> tuple[Extraction, ...]:
@@ -46,10 +47,10 @@ def compile_extractions(raw: Any) -> tuple[Extraction, ...]:
             raise ValueError(f"{key}: must have exactly the keys from (a source path or a list) and pattern")
         paths = spec["from"] if isinstance(spec["from"], list) else [spec["from"]]
         try:
-            sources = tuple(compile_source(parse_source(path)) for path in paths)
+            parsed = tuple(parse_source(path) for path in paths)
         except ValueError as exc:
             raise ValueError(f"{key}.from: {exc}") from exc
-        if not sources:
+        if not parsed:
             raise ValueError(f"{key}.from: names no source")
         try:
             pattern = re.compile(spec["pattern"]) if isinstance(spec["pattern"], str) else None
@@ -57,7 +58,7 @@ def compile_extractions(raw: Any) -> tuple[Extraction, ...]:
             raise ValueError(f"{key}.pattern: not a regular expression: {exc}") from exc
         if pattern is None or "value" not in pattern.groupindex:
             raise ValueError(f"{key}.pattern: must be a regular expression with a named group (?P<value>…)")
-        compiled.append(Extraction(name, sources, pattern))
+        compiled.append(Extraction(name, tuple(map(compile_source, parsed)), pattern, parsed))
     return tuple(compiled)
 
 
@@ -71,10 +72,17 @@ def with_extracted(extractions: tuple[Extraction, ...], record: dict[str, Any]) 
     found: dict[str, str] = {}
     for extraction in extractions:
         value = next((value for source in extraction.sources
-                      for value in _matches(extraction.pattern, source(record, None))), None)
+                      if (value := first_match(extraction.pattern, source(record, None))) is not None), None)
         if value is not None:
             found[extraction.name] = value
     return {**record, EXTRACTED: found}
+
+
+def first_match(pattern: re.Pattern[str], value: Any) -> str | None:
+    """
+    The first non-blank C{value} group C{pattern} finds in a text, or in the text items of a list.
+    """
+    return next(_matches(pattern, value), None)
 
 
 def _matches(pattern: re.Pattern[str], value: Any) -> Iterator[str]:

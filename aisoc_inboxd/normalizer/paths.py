@@ -207,16 +207,20 @@ def set_target(event: dict[str, Any], steps: tuple[Step, ...], value: Any) -> No
 def compile_target(steps: tuple[Step, ...]) -> TargetWriter:
     """
     L{set_target} for C{steps}, decided once: a path of plain object keys (most targets) becomes a
-    walk over its keys; paths with array steps keep the general L{set_target}.
+    walk over its keys; paths with array steps keep the general L{set_target}. The writer's
+    C{steps} attribute says what it writes (the template compiler inlines plain paths).
     """
     if any(step.index is not None or step.append or step.aligned for step in steps):
-        return lambda event, value: set_target(event, steps, value)
-    *parents, last = (step.key for step in steps)
+        def writer(event: dict[str, Any], value: Any) -> None:
+            set_target(event, steps, value)
+    else:
+        *parents, last = (step.key for step in steps)
 
-    def writer(event: dict[str, Any], value: Any) -> None:
-        container = event
-        for key in parents:
-            container = container.setdefault(key, {})
-        container[last] = value
+        def writer(event: dict[str, Any], value: Any) -> None:
+            container = event
+            for key in parents:
+                container = container.setdefault(key, {})
+            container[last] = value
 
+    writer.steps = steps  # type: ignore[attr-defined]
     return writer

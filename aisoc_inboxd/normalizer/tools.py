@@ -13,13 +13,8 @@ from typing import Any, Iterable, Mapping
 
 from aisoc_inboxd.formats.json_body import decode_json_records
 from aisoc_inboxd.normalizer.apply import IngestContext, normalize_record
-from aisoc_inboxd.normalizer.template import (
-    TEMPLATE_SUFFIXES,
-    Template,
-    TemplateError,
-    load_template_file,
-    load_templates,
-)
+from aisoc_inboxd.normalizer.loader import TEMPLATE_SUFFIXES, load_template_file, load_templates
+from aisoc_inboxd.normalizer.model import Template, TemplateError
 
 
 def check_paths(paths: Iterable[Path]) -> tuple[list[Template], list[str]]:

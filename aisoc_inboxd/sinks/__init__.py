@@ -69,6 +69,7 @@ class ISaturating(Interface):
     """
 
     saturated = Attribute("bool: whether a write would be refused now for being over the ceiling")
+    running = Attribute("bool: whether the sink is started (a stopped one will not make room)")
 
     def unsaturated() -> Deferred[None]:
         """

@@ -8,7 +8,8 @@ events are spooled behind it, and the forwarder drains the spool oldest segment 
 segment only once Kafka acknowledged all of it; so a tenant's events keep their intake order (the
 message key is the tenant id) except for the events in flight when an outage starts, which are
 spooled when their delivery times out, behind events spooled meanwhile. When the spool is full (or
-its disk is) but Kafka is reachable, events go straight to Kafka rather than be refused.
+its disk is) but Kafka is reachable, events go straight to Kafka rather than be refused. A full
+producer queue (C{BufferError}) is no outage: the write waits for delivery reports to make room.
 
 Delivery is at-least-once. A duplicate can reach Kafka when (1) a delivery report is lost or times
 out although the broker stored the message (it is then spooled and sent again), (2) the daemon stops
@@ -219,6 +220,8 @@ class _DeliveryProducer:
         self._reports: list[_Report] = []
         #: poll() or flush() raised (on the poll thread)
         self._raised = False
+        #: sends (and the index to resume at) that found librdkafka's queue full, oldest first
+        self._waiting_for_room: list[tuple[_Send, int]] = []
 
     def __len__(self) -> int:
         return 0 if self._producer is None else len(self._producer)
@@ -239,31 +242,67 @@ class _DeliveryProducer:
             return succeed(0)
         self._flush_timeout = flush_timeout
         self._stopping.set()
+        self._room_made()  # what waits for room fails now, so its caller spools it
         return self._stopped
 
     def send(self, records: Sequence[SinkRecord]) -> Deferred[list[SinkRecord]]:
         """
         Produce C{records} in order; fires, never fails, with those Kafka did not acknowledge.
+
+        librdkafka's queue being full (C{BufferError}) is no outage, only a producer behind its
+        broker: the rest of the send waits for the next delivery reports to make room and is then
+        produced, behind any send already waiting, so events keep their order.
         """
         send = _Send(records)
         if not records:
             send.done.callback([])
-            return send.done
-        for index, record in enumerate(records):
+        elif self._waiting_for_room:
+            self._waiting_for_room.append((send, 0))
+        else:
+            full_at = self._produce(send, 0)
+            if full_at is not None:
+                self._waiting_for_room.append((send, full_at))
+        return send.done
+
+    def _produce(self, send: _Send, start: int) -> int | None:
+        """
+        Hand C{send}'s records from C{start} on to librdkafka; returns the index of the first one
+        its full queue had no room for, or None when none is left to hand over.
+        """
+        for index in range(start, len(send.records)):
             if self._producer is None or self._stopping.is_set():
                 self._fail_rest(send, index, "the producer is stopping")
-                break
+                return None
+            record = send.records[index]
             try:
                 self._producer.produce(
                     self._topic, value=record.value, key=record.tenant_id.encode(),
                     headers=message_headers(record),
                     on_delivery=partial(self._delivered_in_thread, send, index))
-            except (BufferError, KafkaException) as e:
-                # BufferError: librdkafka's queue is full. Whatever was not handed over is failed
-                # now, so the caller spools it.
+            except BufferError as e:
+                if not len(self._producer):  # nothing queued whose report would make room
+                    self._fail_rest(send, index, str(e))
+                    return None
+                self._metrics.queue_full.inc()
+                return index
+            except KafkaException as e:
+                # Whatever was not handed over is failed now, so the caller spools it.
                 self._fail_rest(send, index, str(e))
-                break
-        return send.done
+                return None
+        return None
+
+    def _room_made(self) -> None:
+        """
+        Delivery reports freed room in librdkafka's queue (or the producer stops): resume the sends
+        waiting for it, oldest first, until one finds the queue full again.
+        """
+        while self._waiting_for_room:
+            send, index = self._waiting_for_room[0]
+            full_at = self._produce(send, index)
+            if full_at is not None:
+                self._waiting_for_room[0] = (send, full_at)
+                return
+            self._waiting_for_room.pop(0)
 
     def probe(self, timeout: float) -> Deferred[bool]:
         """
@@ -290,6 +329,7 @@ class _DeliveryProducer:
             if error is not None and not send.failed:
                 self._log.debug("Kafka delivery failed: {error}", error=error.str())
             send.settle(index, ok=error is None)
+        self._room_made()
 
     # The methods below run on the kafka-poll thread (or, for the probe, a pool thread).
 

@@ -30,6 +30,11 @@ class KafkaSinkMetrics:
             "aisoc_ingest_kafka_delivery_errors",
             "Events Kafka did not acknowledge (they went to the outage spool).",
             registry=registry)
+        self.queue_full = Counter(
+            "aisoc_ingest_kafka_queue_full",
+            "Times a write found the producer's queue full (queue.buffering.max.messages or .kbytes) and "
+            "waited for delivery reports to make room; no outage, the broker is slower than the intake.",
+            registry=registry)
         Gauge("aisoc_ingest_spool_bytes", "Bytes in the outage spool.",
               registry=registry).set_function(lambda: spool.bytes)
         Gauge("aisoc_ingest_spool_segments", "Segment files in the outage spool.",

@@ -3,10 +3,12 @@ The syslog listeners' protocols: TCP/TLS streams (RFC 6587 framing) and UDP data
 frames to one L{SyslogIntake} per listener, which publishes them through the pipeline.
 
 Syslog has no acknowledgement, so the daemon cannot answer "durable" as the HTTP routes do; what it
-can do is not read faster than the sink writes. Each listener counts its events between the socket
-and the sink. Past C{max_in_flight} (or while the Kafka sink says it is saturated) a TCP connection
-stops reading (C{pauseProducing}: the kernel's window pushes back on the sender, which buffers or
-blocks) until the count drains; UDP cannot push back, so datagrams are dropped and counted
+can do is not read faster than the sink writes, and account for every frame it read: durable, in
+flight, or dropped under a named reason (L{SyslogIntake}). Each listener counts its events between
+the socket and the sink. Past C{max_in_flight} (or while the Kafka sink says it is saturated) a TCP
+connection stops reading (C{pauseProducing}: the kernel's window pushes back on the sender, which
+buffers or blocks) until the count drains, and a batch already read that finds the sink full waits
+for room; UDP cannot push back, so datagrams are dropped and counted
 (C{aisoc_ingest_syslog_dropped_total{reason="saturated"}}).
 
 The frames one C{dataReceived} completes are published together: one batch per template (CEF
@@ -47,11 +49,15 @@ ROUTE = "syslog"
 
 class Saturation(TypingProtocol):
     """
-    A sink that can say it is full (the Kafka sink): L{SyslogIntake} stops reading while it is.
+    A sink that can say it is full (the Kafka sink): L{SyslogIntake} stops reading while it is, and a
+    batch that finds it full waits for room rather than be refused.
     """
 
     @property
     def saturated(self) -> bool: ...
+
+    @property
+    def running(self) -> bool: ...
 
     def unsaturated(self) -> Deferred[None]: ...
 
@@ -60,6 +66,11 @@ class SyslogIntake:
     """
     One listener's way from frames to the pipeline: its tenant and templates, its metrics and the
     in-flight count behind back-pressure.
+
+    Every frame read is accounted for: at any moment (between reactor turns) C{frames} = C{durable}
+    + C{in_flight} + the sum of C{dropped} over its reasons, per listener, which C{/metrics} and the
+    status page expose. Frames dropped before they are parsed (oversized, truncated, saturated) come
+    through L{discard}, the rest through L{submit}.
     """
 
     _log = Logger()
@@ -80,6 +91,7 @@ class SyslogIntake:
         self._intake = intake
         self._metrics = metrics
         metrics.listener(self.name)
+        metrics.in_flight.labels(self.name).set_function(lambda: self._in_flight)
         self._inflight = inflight
         self._max_in_flight = max_in_flight
         self._sink = sink
@@ -117,6 +129,14 @@ class SyslogIntake:
     def count(self, metric: str, amount: int = 1, *labels: str) -> None:
         getattr(self._metrics, metric).labels(self.name, *labels).inc(amount)
 
+    def discard(self, reason: str, count: int = 1) -> None:
+        """
+        Account for C{count} frames read and dropped before they were parsed, for C{reason}
+        (oversized, truncated, saturated).
+        """
+        self.count("frames", count)
+        self.count("dropped", count, reason)
+
     def submit(self, frames: Sequence[bytes]) -> Deferred[None]:
         """
         Parse C{frames} and publish them, one batch per template; fires when they are durable or
@@ -129,7 +149,7 @@ class SyslogIntake:
             try:
                 parsed = frame_record(frame, received_at, self._zone)
             except CefError as e:
-                self.count("malformed")
+                self.count("dropped", 1, "malformed")
                 self._log.debug("{listener}: malformed CEF frame dropped: {reason}", listener=self.name, reason=str(e))
                 continue
             batches[0 if parsed.is_cef else 1].append(parsed.record)
@@ -145,21 +165,38 @@ class SyslogIntake:
         return d.addBoth(self._delivered, len(records))
 
     async def _deliver(self, template_id: str, records: list[Record], received_at: float) -> None:
+        """
+        Publish one batch once the sink has room. A batch that finds the sink full waits (its
+        connection is paused meanwhile, since this listener counts as saturated too) instead of
+        being refused: syslog cannot be told to retry, so a refusal would be a loss.
+        """
+        binding = self._intake.bind(self._tenant, template_id)
+        await self._room_in_sink()
         try:
-            binding = self._intake.bind(self._tenant, template_id)
             published = await self._intake.deliver(binding, ROUTE, records, received_at)
-        except (HttpError, KeyError) as e:
-            self.count("dropped", len(records), "unavailable")
-            self._log.warn("{listener}: {count} events dropped, the sink refused them: {error}",
-                           listener=self.name, count=len(records), error=str(e))
+        except HttpError as e:
+            reason = "unavailable" if self._sink is None or self._sink.running else "shutdown"
+            self.count("dropped", len(records), reason)
+            self._log.warn("{listener}: {count} events dropped ({reason}), the sink refused them: {error}",
+                           listener=self.name, count=len(records), reason=reason, error=str(e))
             return
+        self.count("durable", len(records))
         self.count("events", published)
+
+    async def _room_in_sink(self) -> None:
+        """
+        Return once the sink is below its in-flight ceiling (or stopped, when it refuses at once).
+        Waking and writing happen in one reactor turn, so a batch that finds room keeps it.
+        """
+        while self._sink is not None and self._sink.running and self._sink.saturated:
+            await self._sink.unsaturated()
 
     def _delivered(self, result: None | Failure, count: int) -> None:
         self._in_flight -= count
         if isinstance(result, Failure):
-            self.count("dropped", count, "unavailable")
-            self._log.failure("{listener}: publishing failed", result, listener=self.name)
+            self.count("dropped", count, "error")
+            self._log.failure("{listener}: publishing failed; {count} events dropped", result,
+                              listener=self.name, count=count)
         if self._in_flight < self._max_in_flight:
             waiting, self._waiting = self._waiting, []
             for waiter in waiting:
@@ -206,7 +243,7 @@ class SyslogStreamProtocol(Protocol, TimeoutMixin):
         truncated = self._decoder.truncated
         self._deliver(self._decoder.end())
         if self._decoder.truncated > truncated:
-            self._listener.count("dropped", self._decoder.truncated - truncated, "truncated")
+            self._listener.discard("truncated", self._decoder.truncated - truncated)
             self._report_once("truncated", "{listener}: the connection from {peer} ended inside an "
                                            "octet-counted frame; the frame is dropped")
 
@@ -217,7 +254,7 @@ class SyslogStreamProtocol(Protocol, TimeoutMixin):
     def _deliver(self, frames: list[bytes]) -> None:
         oversized, self._decoder.oversized = self._decoder.oversized, 0
         if oversized:
-            self._listener.count("oversized", oversized)
+            self._listener.discard("oversized", oversized)
             self._report_once("oversized", "{listener}: dropped a frame over {limit} octets from {peer}; the "
                                            "connection stays open (later ones from it are only counted)",
                               limit=self._listener.max_frame_bytes)
@@ -325,9 +362,9 @@ class SyslogDatagramProtocol(DatagramProtocol):
 
     def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
         if len(datagram) > self._listener.max_frame_bytes:
-            self._listener.count("oversized")
+            self._listener.discard("oversized")
         elif self._listener.saturated_with(len(self._pending)):
-            self._listener.count("dropped", 1, "saturated")
+            self._listener.discard("saturated")
         elif datagram.strip():
             if not self._pending:
                 self._clock.callLater(0, self._flush)

@@ -38,7 +38,7 @@ from aisoc_inboxd.tokens import (
 )
 from aisoc_inboxd.store import StoreError
 from aisoc_inboxd.web.errors import HttpError, bad_request, store_unavailable
-from aisoc_inboxd.web.routes import JsonRoute, Reply
+from aisoc_inboxd.web.routes import Exchange, JsonRoute, Reply
 
 Invalidate = Callable[[str], Deferred[None]]
 
@@ -55,7 +55,7 @@ class AdminRoute(JsonRoute):
         self._invalidate = invalidate
         self._api_key = api_key
 
-    async def handle(self, request: Request) -> Reply:
+    async def handle(self, request: Request, exchange: Exchange) -> Reply:
         self._authenticate(request)
         try:
             return await self._route(request)

@@ -30,29 +30,31 @@ from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.web.body import decode_content, raw_body
 from aisoc_inboxd.web.clients import client_address, forwarded_for, inside, networks, peer_host
 from aisoc_inboxd.web.errors import HttpError, unknown_template
-from aisoc_inboxd.web.routes import JsonRoute, OnReply, Reply
+from aisoc_inboxd.reload import Replaceable
+from aisoc_inboxd.web.routes import Exchange, JsonRoute, OnReply, Reply
 
 
 class CefRoute(JsonRoute):
     route = "cef"
 
-    def __init__(self, settings: CefSettings, intake: Intake, metrics: Metrics, inflight: InFlight,
+    def __init__(self, settings: Replaceable[CefSettings], intake: Intake, metrics: Metrics, inflight: InFlight,
                  max_body_bytes: int, observers: Sequence[OnReply] = ()) -> None:
+        """
+        @param settings: read at each request: a reload replaces them.
+        """
         super().__init__(metrics, inflight, observers, intake.clients)
         self._settings = settings
         self._intake = intake
         self._max_body_bytes = max_body_bytes
-        self._allowed = networks(settings.allow_cidrs)
-        self._proxies = networks(settings.trusted_proxies)
 
-    async def handle(self, request: Request) -> Reply:
+    async def handle(self, request: Request, exchange: Exchange) -> Reply:
         received_at = self._intake.now()
-        settings = self._settings
+        settings = self._settings.value
         if settings.tenant is None:
             raise HttpError(404, "the CEF route is disabled: set cef.tenant in the config to enable it", "disabled")
-        self._check_client(request)
+        _check_client(request, settings)
         try:
-            binding = self.bound(self._intake.bind(settings.tenant, settings.template))
+            binding = exchange.bound(self._intake.bind(settings.tenant, settings.template))
         except KeyError:
             raise unknown_template(settings.template) from None
         await self._intake.admit(binding)
@@ -70,20 +72,21 @@ class CefRoute(JsonRoute):
             except CefError:
                 malformed += 1
                 self._metrics.request(self.route, template_id, "malformed")
-        accepted = self.count_published(
+        accepted = exchange.count_published(
             await self._intake.deliver(binding, self.route, records, received_at) if records else 0)
         return Reply(200, {"accepted": accepted, "malformed": malformed, "template": template_id}, template_id)
 
-    def _check_client(self, request: Request) -> None:
-        """
-        403 for a client outside the allowlist, 401 without the shared secret.
-        """
-        settings = self._settings
-        if self._allowed:
-            client = client_address(peer_host(request) or "", forwarded_for(request), self._proxies)
-            if client is None or not inside(client, self._allowed):
-                raise HttpError(403, "this client address may not post CEF (cef.allow_cidrs)", "forbidden")
-        if settings.shared_secret_header is not None and settings.shared_secret is not None:
-            presented = request.getHeader(settings.shared_secret_header.encode("latin-1")) or b""
-            if not hmac.compare_digest(presented, settings.shared_secret.encode("utf-8")):
-                raise HttpError(401, f"missing or wrong {settings.shared_secret_header} header", "invalid_secret")
+
+def _check_client(request: Request, settings: CefSettings) -> None:
+    """
+    403 for a client outside the allowlist, 401 without the shared secret.
+    """
+    allowed = networks(settings.allow_cidrs)
+    if allowed:
+        client = client_address(peer_host(request) or "", forwarded_for(request), networks(settings.trusted_proxies))
+        if client is None or not inside(client, allowed):
+            raise HttpError(403, "this client address may not post CEF (cef.allow_cidrs)", "forbidden")
+    if settings.shared_secret_header is not None and settings.shared_secret is not None:
+        presented = request.getHeader(settings.shared_secret_header.encode("latin-1")) or b""
+        if not hmac.compare_digest(presented, settings.shared_secret.encode("utf-8")):
+            raise HttpError(401, f"missing or wrong {settings.shared_secret_header} header", "invalid_secret")

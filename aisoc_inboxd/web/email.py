@@ -6,16 +6,13 @@ Success is exactly C{200} (Postmark retries anything else; Mailgun treats 406 as
 """
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.web.server import Request
 
-from aisoc_inboxd.formats.email import decode_email_body
-from aisoc_inboxd.formats.json_body import Record
+from aisoc_inboxd.formats.email.relays import decode_email_body
 from aisoc_inboxd.intake import Binding
 from aisoc_inboxd.web.body import media_type
 from aisoc_inboxd.web.errors import unsupported_media
-from aisoc_inboxd.web.token_route import TokenRoute
+from aisoc_inboxd.web.token_route import Decoded, TokenRoute
 
 #: what relays send; a missing Content-Type is read by content too
 EMAIL_CARRIERS = frozenset({
@@ -26,23 +23,21 @@ EMAIL_CARRIERS = frozenset({
 
 class EmailRoute(TokenRoute):
     route = "email"
-    _sns_envelope: dict[str, Any] | None = None
 
-    def decode(self, request: Request, body: bytes) -> list[Record]:
+    def decode(self, request: Request, body: bytes) -> Decoded:
         kind = media_type(request)
         if kind and kind not in EMAIL_CARRIERS and not kind.endswith("+json"):
             raise unsupported_media(
                 f"unsupported Content-Type {kind!r}: send relay JSON, multipart/form-data, "
                 f"application/x-www-form-urlencoded or message/rfc822")
         header = (request.getHeader(b"content-type") or b"").decode("latin-1")
-        decoded = decode_email_body(kind, header, body)
-        self._sns_envelope = decoded.sns_envelope
-        return decoded.records
+        email = decode_email_body(kind, header, body)
+        return Decoded(email.records, email.sns_envelope)
 
-    async def screen(self, binding: Binding, records: list[Record]) -> None:
+    async def screen(self, binding: Binding, decoded: Decoded) -> None:
         """
         SES through SNS: the SNS envelope gets the same checks as on the aws-sns template (signature
         when configured; a subscription confirmation logged and, for an allowed topic, confirmed).
         """
-        if self._sns_envelope is not None:
-            await self._vendors.screen_sns(self._sns_envelope)
+        if decoded.envelope is not None:
+            await self._vendors.screen_sns(decoded.envelope)

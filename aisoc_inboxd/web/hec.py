@@ -21,7 +21,6 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
@@ -30,7 +29,7 @@ from aisoc_inboxd.config import HecSettings
 from aisoc_inboxd.formats import hec
 from aisoc_inboxd.formats.hec import HecError, HecStatus, reply_body
 from aisoc_inboxd.formats.json_body import Record
-from aisoc_inboxd.hec_acks import AckChannels, ChannelsFull
+from aisoc_inboxd.hec_acks import Acks, AcksUnavailable, ChannelsFull
 from aisoc_inboxd.idempotency import StoredReply
 from aisoc_inboxd.store import TokenRecord
 from aisoc_inboxd.inflight import InFlight
@@ -38,8 +37,8 @@ from aisoc_inboxd.intake import Binding, Intake
 from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.vendors import VendorGate
 from aisoc_inboxd.web.errors import HttpError
-from aisoc_inboxd.web.routes import JsonRoute, OnReply, Reply
-from aisoc_inboxd.web.token_route import PartialBody, TokenRoute
+from aisoc_inboxd.web.routes import Exchange, JsonRoute, OnReply, Reply
+from aisoc_inboxd.web.token_route import Decoded, TokenRoute
 
 ROUTE = "hec"
 #: the template CEF lines (raw, or an envelope's event) are mapped with, when it is loaded and allowed
@@ -64,12 +63,8 @@ _SPLUNK_BY_OUTCOME = {
 @dataclass(frozen=True)
 class HecDeps:
     settings: HecSettings
-    acks: AckChannels
-
-    @classmethod
-    def build(cls, settings: HecSettings, clock: IReactorTime) -> HecDeps:
-        return cls(settings, AckChannels(clock, settings.max_channels_per_token, settings.max_acks_per_channel,
-                                         settings.channel_idle_timeout))
+    #: the daemon's ack registry: its own, or asked across a worker's control channel
+    acks: Acks
 
 
 @dataclass
@@ -106,6 +101,14 @@ def as_splunk(error: HttpError) -> HttpError:
         return error
     event_number = 0 if status is hec.INVALID_DATA_FORMAT else None
     return splunk_error(status, error.outcome, event_number, error.headers, error.template, error.token)
+
+
+def acks_unavailable(template: str) -> SplunkError:
+    """
+    A worker could not reach the daemon's acks (L{AcksUnavailable}): 503 code 9, so the client
+    retries (a post's events may be durable already, then its retry is a duplicate, never a loss).
+    """
+    return splunk_error(hec.SERVER_BUSY, "ack_unavailable", template=template)
 
 
 def write_splunk(request: Request, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> bytes:
@@ -192,19 +195,18 @@ class SplunkReplies(JsonRoute):
 
 class _HecIntakeRoute(SplunkReplies, TokenRoute):
     """
-    The shared token route, bound through L{bind_hec} and answered C{Success} (with an C{ackId} for
-    a token with acks). One instance serves one request.
+    The shared token route, bound through L{bind_hec} (the token is in a header: the URL holds
+    none) and answered C{Success} (with an C{ackId} for a token with acks).
     """
 
     def __init__(self, intake: Intake, metrics: Metrics, inflight: InFlight, max_body_bytes: int,
                  vendors: VendorGate, deps: HecDeps, observers: Sequence[OnReply] = ()) -> None:
-        # the token is in a header: the URL holds none
-        super().__init__("", intake, metrics, inflight, max_body_bytes, vendors, observers)
+        super().__init__(intake, metrics, inflight, max_body_bytes, vendors, observers)
         self._hec = deps
 
-    async def handle(self, request: Request) -> Reply:
+    async def handle(self, request: Request, exchange: Exchange) -> Reply:
         try:
-            return await super().handle(request)
+            return await super().handle(request, exchange)
         except HttpError as e:
             raise as_splunk(e) from None
 
@@ -213,9 +215,11 @@ class _HecIntakeRoute(SplunkReplies, TokenRoute):
         channel = self._ack_channel(request, binding)
         if channel is not None:
             try:
-                self._hec.acks.open(binding.token.fingerprint, channel)  # type: ignore[union-attr]
+                await self._hec.acks.open(binding.token.fingerprint, channel)  # type: ignore[union-attr]
             except ChannelsFull:
                 raise splunk_error(hec.SERVER_BUSY, "unavailable", template=binding.template.id) from None
+            except AcksUnavailable:
+                raise acks_unavailable(binding.template.id) from None
         return binding
 
     def parses_cef(self) -> bool:
@@ -224,32 +228,35 @@ class _HecIntakeRoute(SplunkReplies, TokenRoute):
         """
         return self._intake.catalog.get(CEF_TEMPLATE) is not None
 
-    async def publish(self, request: Request, binding: Binding, records: list[Record], received_at: float,
-                      headers: dict[str, str]) -> StoredReply:
+    async def publish(self, request: Request, exchange: Exchange, binding: Binding, records: list[Record],
+                      received_at: float, headers: dict[str, str]) -> StoredReply:
         """
         Text and envelope events through the token's template, CEF events through cef-syslog.
         """
         text = [r for r in records if not hec.is_cef(r)]
         cef = [r for r in records if hec.is_cef(r)]
         if text:
-            self.count_published(await self._intake.deliver(binding, self.route, text, received_at, headers))
+            exchange.count_published(await self._intake.deliver(binding, self.route, text, received_at, headers))
         cef_template = self._intake.catalog.get(CEF_TEMPLATE)
         if cef and cef_template is not None:
-            self.count_published(await self._intake.deliver(
+            exchange.count_published(await self._intake.deliver(
                 dataclasses.replace(binding, template=cef_template), self.route, cef, received_at, headers))
-        return self.success(request, binding)
+        return await self.success(request, binding)
 
     def _ack_channel(self, request: Request, binding: Binding) -> str | None:
         return request_channel(request) if binding.token is not None and binding.token.hec_acks else None
 
-    def success(self, request: Request, binding: Binding) -> StoredReply:
+    async def success(self, request: Request, binding: Binding) -> StoredReply:
         """
         Splunk's C{Success}, sent once the events are durable: so an C{ackId} is issued already true.
         """
         channel = self._ack_channel(request, binding)
         if channel is None:
             return StoredReply(200, reply_body(hec.SUCCESS))
-        ack_id = self._hec.acks.issue(binding.token.fingerprint, channel)  # type: ignore[union-attr]
+        try:
+            ack_id = await self._hec.acks.issue(binding.token.fingerprint, channel)  # type: ignore[union-attr]
+        except AcksUnavailable:
+            raise acks_unavailable(binding.template.id) from None
         return StoredReply(200, reply_body(hec.SUCCESS, ackId=ack_id))
 
 
@@ -260,7 +267,7 @@ class HecEventRoute(_HecIntakeRoute):
     The envelopes before a bad one are published, then the bad one is answered, as Splunk does.
     """
 
-    def decode(self, request: Request, body: bytes) -> list[Record]:
+    def decode(self, request: Request, body: bytes) -> Decoded:
         try:
             batch = hec.parse_event_body(body)
         except HecError as e:
@@ -270,9 +277,9 @@ class HecEventRoute(_HecIntakeRoute):
             now = self._intake.now()
             records = [hec.cef_envelope(record, now) or record for record in records]
         if batch.rejection is None:
-            return records
+            return Decoded(records)
         if records:
-            raise PartialBody(records, rejected(batch.rejection))
+            return Decoded(records, rejection=rejected(batch.rejection))
         raise rejected(batch.rejection)
 
 
@@ -282,14 +289,14 @@ class HecRawRoute(_HecIntakeRoute):
     go through the cef-syslog template when it is loaded, the rest through the token's.
     """
 
-    def decode(self, request: Request, body: bytes) -> list[Record]:
+    def decode(self, request: Request, body: bytes) -> Decoded:
         metadata = {key: values[0].decode("utf-8", "replace")
                     for key in hec.METADATA_KEYS if (values := request.args.get(key.encode("ascii")))}
         try:
             batch = hec.parse_raw_body(body, metadata, self.parses_cef(), self._intake.now())
         except HecError as e:
             raise rejected(e) from None
-        return [*batch.text, *batch.cef]
+        return Decoded([*batch.text, *batch.cef])
 
 
 class HecAckRoute(SplunkReplies):
@@ -303,9 +310,9 @@ class HecAckRoute(SplunkReplies):
         self._intake = intake
         self._hec = deps
 
-    async def handle(self, request: Request) -> Reply:
+    async def handle(self, request: Request, exchange: Exchange) -> Reply:
         try:
-            binding = self.bound(await bind_hec(request, self.client_of(request), self._intake, self._hec))
+            binding = exchange.bound(await bind_hec(request, self.client_of(request), self._intake, self._hec))
         except HttpError as e:
             raise as_splunk(e) from None
         token = binding.token
@@ -319,7 +326,10 @@ class HecAckRoute(SplunkReplies):
         ack_ids = _ack_ids(request.content.read())
         if ack_ids is None:
             raise splunk_error(hec.INVALID_DATA_FORMAT, "bad_request", template=template_id)
-        statuses = self._hec.acks.query(token.fingerprint, channel, ack_ids)
+        try:
+            statuses = await self._hec.acks.query(token.fingerprint, channel, ack_ids)
+        except AcksUnavailable:
+            raise acks_unavailable(template_id) from None
         return Reply(200, {"acks": {str(ack_id): done for ack_id, done in statuses.items()}}, template_id)
 
 

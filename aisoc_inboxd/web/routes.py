@@ -38,6 +38,33 @@ class Reply:
 OnReply = Callable[[str, TokenRecord | None, Reply], None]
 
 
+@dataclass
+class Exchange:
+    """
+    One request's own state while a route serves it: a route is built once and serves many requests
+    at a time, so what one request learns travels here, never on the route.
+    """
+
+    #: what the request was allowed to do, once its token (or config) bound it
+    binding: Binding | None = None
+    #: the token the request presented once it resolved (also when it was then refused: 400 unknown
+    #: template, 429), for push stats and the log line
+    token: TokenRecord | None = None
+    #: events this request made durable (replays and refusals: none)
+    published: int = 0
+
+    def bound(self, binding: Binding) -> Binding:
+        """
+        Record what the request was allowed to do (for push stats and the log line).
+        """
+        self.binding, self.token = binding, binding.token
+        return binding
+
+    def count_published(self, events: int) -> int:
+        self.published += events
+        return events
+
+
 def write_json(request: Request, status: int, body: dict[str, Any],
                headers: dict[str, str] | None = None) -> bytes:
     request.setResponseCode(status)
@@ -50,20 +77,14 @@ def write_json(request: Request, status: int, body: dict[str, Any],
 class JsonRoute(Resource):
     """
     Subclasses set C{route} and C{methods} and implement C{handle}; any other method is 405 (there
-    is no read surface on the inbox), errors become JSON bodies.
+    is no read surface on the inbox), errors become JSON bodies. Built once at start: a request's
+    state is its L{Exchange}.
     """
 
     isLeaf = True
     route = "unknown"
     methods: frozenset[bytes] = frozenset({b"POST"})
     _log = Logger()
-    #: what the request was allowed to do, once its token (or config) bound it
-    binding: Binding | None = None
-    #: the token the request presented once it resolved (also when it was then refused: 400 unknown
-    #: template, 429), for push stats and the log line
-    token: TokenRecord | None = None
-    #: events this request made durable (replays and refusals: none)
-    published = 0
 
     def __init__(self, metrics: Metrics, inflight: InFlight, observers: Sequence[OnReply] = (),
                  clients: ClientAddresses = ClientAddresses()) -> None:
@@ -83,19 +104,8 @@ class JsonRoute(Resource):
         """
         return self._clients.of(request)
 
-    async def handle(self, request: Request) -> Reply:
+    async def handle(self, request: Request, exchange: Exchange) -> Reply:
         raise NotImplementedError
-
-    def bound(self, binding: Binding) -> Binding:
-        """
-        Record what the request was allowed to do (for push stats and the log line).
-        """
-        self.binding, self.token = binding, binding.token
-        return binding
-
-    def count_published(self, events: int) -> int:
-        self.published += events
-        return events
 
     def render(self, request: Request) -> object:
         if request.method not in self.methods:
@@ -103,19 +113,19 @@ class JsonRoute(Resource):
             self._metrics.request(self.route, None, "method_not_allowed")
             return write_json(request, 405, {"error": f"method {request.method.decode('latin-1')} not allowed; "
                                                       f"this route accepts {allow}"}, {"Allow": allow})
-        # per request: a route may serve many (the admin route is built once, at start)
         started = time.monotonic()
+        exchange = Exchange()
         gone: list[Failure] = []
         request.notifyFinish().addErrback(gone.append)
-        d = self._inflight.track(Deferred.fromCoroutine(self.handle(request)))
-        d.addErrback(self._failure_reply)
-        d.addCallback(self._send, request, gone, started)
+        d = self._inflight.track(Deferred.fromCoroutine(self.handle(request, exchange)))
+        d.addErrback(self._failure_reply, exchange)
+        d.addCallback(self._send, request, exchange, gone, started)
         return NOT_DONE_YET
 
-    def _failure_reply(self, failure: Failure) -> Reply:
+    def _failure_reply(self, failure: Failure, exchange: Exchange) -> Reply:
         if failure.check(HttpError):
             error: HttpError = failure.value
-            self.token = self.token or error.token
+            exchange.token = exchange.token or error.token
             return Reply(error.status, self.error_body(error), error.template, error.outcome, error.headers)
         self._log.failure("unexpected error on route {route}", failure=failure, route=self.route)
         return Reply(500, {"error": "internal error; the request was not accepted"}, None, "error")
@@ -129,29 +139,31 @@ class JsonRoute(Resource):
         """
         return write_json(request, reply.status, reply.body, reply.headers)
 
-    def _send(self, reply: Reply, request: Request, gone: list[Failure], started: float) -> None:
+    def _send(self, reply: Reply, request: Request, exchange: Exchange, gone: list[Failure],
+              started: float) -> None:
         self._metrics.request(self.route, reply.template, reply.outcome)
-        self._log_request(request, reply, time.monotonic() - started)
+        self._log_request(request, exchange, reply, time.monotonic() - started)
         for observe in self._observers:
-            observe(self.route, self.token, reply)
+            observe(self.route, exchange.token, reply)
         if gone or request.finished:
             return
         request.write(self.write_reply(request, reply))
         request.finish()
 
-    def _log_request(self, request: Request, reply: Reply, duration: float) -> None:
+    def _log_request(self, request: Request, exchange: Exchange, reply: Reply, duration: float) -> None:
         """
         The request's one log line: who (tenant, token fingerprint prefix), what, and how it ended;
         never the token, a secret or the body.
         """
-        tenant = self.binding.tenant_id if self.binding else self.token.tenant_id if self.token else "-"
+        binding, token = exchange.binding, exchange.token
+        tenant = binding.tenant_id if binding else token.tenant_id if token else "-"
         request.route_logged = True  # type: ignore[attr-defined]
         self._log.info(
             "{route} {status} {outcome} template={template} tenant={tenant} token={token} "
             "events={events} bytes={bytes} duration_ms={duration_ms}",
             route=self.route, status=reply.status, outcome=reply.outcome, template=reply.template or "-",
-            tenant=tenant, token=log_id(self.token.fingerprint) if self.token else "-",
-            events=self.published, bytes=getattr(request, "received_bytes", 0),
+            tenant=tenant, token=log_id(token.fingerprint) if token else "-",
+            events=exchange.published, bytes=getattr(request, "received_bytes", 0),
             duration_ms=round(duration * 1000, 1),
             client=self.client_of(request) or "-")
 

@@ -16,8 +16,11 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
+from aisoc_inboxd.config import HttpSettings
+from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.web.channel import ChannelLimits, InboxChannel, OnRefused
 from aisoc_inboxd.web.errors import too_large
+from aisoc_inboxd.web.tree import route_of
 
 #: a token in a URL path is logged as its shape only
 _TOKEN_IN_PATH = re.compile(rb"aisoc_inbox_[A-Za-z0-9]+")
@@ -123,6 +126,25 @@ class InboxSite(Site):
             client=request.getClientAddress().host if request.getClientAddress() else "-",
             method=request.method.decode("latin-1"), path=redact_path(request.uri),
             status=request.code, size=request.sentLength)
+
+
+def inbox_site(resource: Resource, http: HttpSettings, metrics: Metrics, reactor: object) -> InboxSite:
+    """
+    The HTTP listener's site over C{resource}: the limits and deadlines of C{http}, bodies refused
+    for size counted under the route their path names, and the channel's refusals counted.
+    """
+    return InboxSite(resource, max_body_bytes=http.max_body_bytes,
+                     on_too_large=lambda path: metrics.request(route_of(path), None, "too_large"),
+                     timeout=http.timeout, reactor=reactor, limits=channel_limits(http),
+                     on_refused=metrics.http_refusal)
+
+
+def channel_limits(http: HttpSettings) -> ChannelLimits:
+    """
+    The request head's size limit and the head's and body's deadlines, which every HTTP listener
+    (inbox and admin) applies.
+    """
+    return ChannelLimits(http.header_timeout, http.body_timeout, http.max_header_bytes)
 
 
 def redact_path(path: bytes) -> str:

@@ -23,7 +23,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from twisted.web.template import Tag, flattenString, tags
 
 from aisoc_inboxd.activity import EventRates, RecentErrors
-from aisoc_inboxd.metrics import TokenStoreMetrics, count
+from aisoc_inboxd.metrics import SYSLOG_DROP_REASONS, TokenStoreMetrics, count
 from aisoc_inboxd.push_stats import WINDOW
 from aisoc_inboxd.reload import ReloadOutcome
 from aisoc_inboxd.sinks import EventSink, IEventLog, IKafkaDestination, ISpooling
@@ -35,16 +35,20 @@ from aisoc_inboxd.web.admin import carries_admin_key
 #: most token rows listed (the newest tokens); past it a note says so
 MAX_TOKENS = 500
 
-#: the syslog table's columns: heading, sample and its C{reason} label (the counters of L{SyslogMetrics})
-_SYSLOG_COLUMNS: tuple[tuple[str, str, str | None], ...] = (
-    ("connections", "aisoc_ingest_syslog_connections_total", None),
-    ("frames", "aisoc_ingest_syslog_frames_total", None),
+#: what the status page calls some drop reasons of C{aisoc_ingest_syslog_dropped_total}
+_DROP_HEADINGS = {"malformed": "malformed CEF", "truncated": "cut short", "unavailable": "sink refused"}
+
+#: the syslog table's columns: heading, sample and its C{reason} label (the collectors of L{SyslogMetrics});
+#: the terms of the accounting (frames read = durable + in flight + dropped) come first
+_SYSLOG_FRAMES = ("frames read", "aisoc_ingest_syslog_frames_total", None)
+_SYSLOG_DURABLE = ("durable", "aisoc_ingest_syslog_durable_total", None)
+_SYSLOG_IN_FLIGHT = ("in flight", "aisoc_ingest_syslog_in_flight", None)
+_SYSLOG_DROPPED: tuple[tuple[str, str, str | None], ...] = tuple(
+    (f"dropped: {_DROP_HEADINGS.get(reason, reason)}", "aisoc_ingest_syslog_dropped_total", reason)
+    for reason in SYSLOG_DROP_REASONS)
+_SYSLOG_OTHERS: tuple[tuple[str, str, str | None], ...] = (
     ("events durable", "aisoc_ingest_syslog_events_total", None),
-    ("oversized", "aisoc_ingest_syslog_oversized_total", None),
-    ("malformed CEF", "aisoc_ingest_syslog_malformed_total", None),
-    ("cut short", "aisoc_ingest_syslog_dropped_total", "truncated"),
-    ("dropped: saturated", "aisoc_ingest_syslog_dropped_total", "saturated"),
-    ("dropped: sink refused", "aisoc_ingest_syslog_dropped_total", "unavailable"),
+    ("connections", "aisoc_ingest_syslog_connections_total", None),
     ("closed: idle", "aisoc_ingest_syslog_connections_closed_total", "idle"),
     ("closed: frame too large", "aisoc_ingest_syslog_connections_closed_total", "oversized"),
 )
@@ -225,9 +229,13 @@ def _listeners(listeners: Sequence[ListenerView]) -> Tag:
 
 def _syslog(metrics: Collector) -> Tag:
     """
-    One row per syslog listener: what it received and each way it lost frames or closed connections.
+    One row per syslog listener: the terms of its accounting (every frame read is durable, in flight
+    or dropped by reason; "unaccounted" is what is none of those, and should be 0), then the events
+    it made and the connections it took and closed.
     """
-    wanted = {(name, reason) for _, name, reason in _SYSLOG_COLUMNS}
+    terms = (_SYSLOG_FRAMES, _SYSLOG_DURABLE, _SYSLOG_IN_FLIGHT, *_SYSLOG_DROPPED)
+    columns = (*terms, *_SYSLOG_OTHERS)
+    wanted = {(name, reason) for _, name, reason in columns}
     counts: dict[str, dict[tuple[str, str | None], float]] = {}
     for family in metrics.collect():
         for sample in family.samples:
@@ -236,9 +244,17 @@ def _syslog(metrics: Collector) -> Tag:
                 counts.setdefault(sample.labels["listener"], {})[key] = sample.value
     if not counts:
         return tags.p("No syslog listener is configured.", class_="note")
-    rows = ((tags.td(listener), *(_num(int(values.get((name, reason), 0))) for _, name, reason in _SYSLOG_COLUMNS))
-            for listener, values in counts.items())
-    return _table(("listener", *(heading for heading, _, _ in _SYSLOG_COLUMNS)), rows)
+
+    def row(listener: str, values: dict[tuple[str, str | None], float]) -> list[Tag]:
+        numbers = [int(values.get((name, reason), 0)) for _, name, reason in columns]
+        unaccounted = numbers[0] - sum(numbers[1:len(terms)])
+        cells = [_num(n) for n in numbers]
+        cells.insert(len(terms), tags.td(str(unaccounted), class_="num bad" if unaccounted else "num"))
+        return [tags.td(listener), *cells]
+
+    head = ("listener", *(heading for heading, _, _ in terms), "unaccounted",
+            *(heading for heading, _, _ in _SYSLOG_OTHERS))
+    return _table(head, (row(listener, values) for listener, values in counts.items()))
 
 
 def _last_reload(outcome: ReloadOutcome | None, now: float) -> Tag:

@@ -7,7 +7,8 @@ when the request repeats an idempotency key.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 from twisted.web.server import Request
 
@@ -19,7 +20,7 @@ from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.vendors import VendorGate
 from aisoc_inboxd.web.body import decode_content, raw_body
 from aisoc_inboxd.web.errors import HttpError, bad_request
-from aisoc_inboxd.web.routes import JsonRoute, OnReply, Reply
+from aisoc_inboxd.web.routes import Exchange, JsonRoute, OnReply, Reply
 
 REPLAY_HEADER = "X-AiSOC-Idempotent-Replay"
 
@@ -56,94 +57,92 @@ def natural_key(binding: Binding, records: list[Record], headers: dict[str, str]
     return key
 
 
-class PartialBody(Exception):
+@dataclass(frozen=True)
+class Decoded:
     """
-    Raised by L{TokenRoute.decode} when a body goes bad part-way: its C{records} before the bad part
-    are published, then the request is answered with C{rejection} (Splunk HEC's batch semantics).
+    What L{TokenRoute.decode} read from a body: its C{records}; for SES through SNS the SNS
+    C{envelope}, which gets the SNS checks; and when the body went bad part-way, the C{rejection}
+    the request is answered with once the C{records} before the bad part are published (Splunk
+    HEC's batch semantics).
     """
 
-    def __init__(self, records: list[Record], rejection: HttpError) -> None:
-        super().__init__(str(rejection))
-        self.records = records
-        self.rejection = rejection
+    records: list[Record]
+    envelope: dict[str, Any] | None = None
+    rejection: HttpError | None = None
 
 
 class TokenRoute(JsonRoute):
     """
-    Subclasses set C{route} and implement L{decode}; L{bind} and L{publish} are theirs to change
-    (the HEC routes take the token from a header and answer in Splunk's words).
+    Subclasses set C{route} and implement L{decode}; L{bind}, L{screen} and L{publish} are theirs
+    to change (the HEC routes take the token from a header and answer in Splunk's words).
     """
 
-    def __init__(self, token: str, intake: Intake, metrics: Metrics, inflight: InFlight,
-                 max_body_bytes: int, vendors: VendorGate | None = None,
-                 observers: Sequence[OnReply] = ()) -> None:
+    def __init__(self, intake: Intake, metrics: Metrics, inflight: InFlight, max_body_bytes: int,
+                 vendors: VendorGate | None = None, observers: Sequence[OnReply] = ()) -> None:
         super().__init__(metrics, inflight, observers, intake.clients)
-        self._token = token
         self._intake = intake
         self._max_body_bytes = max_body_bytes
         self._vendors = vendors or VendorGate()
 
-    def decode(self, request: Request, body: bytes) -> list[Record]:
+    def decode(self, request: Request, body: bytes) -> Decoded:
         """
-        The records in C{body} (already gzip-decoded); raise L{BodyError}, an L{HttpError} (415) or
-        L{PartialBody}.
+        What C{body} (already gzip-decoded) carries; raise L{BodyError} or an L{HttpError} (415).
         """
         raise NotImplementedError
 
     async def bind(self, request: Request) -> Binding:
         """
-        Resolve the token this request presents (the one in the URL).
+        Resolve the token this request presents: the last segment of the URL path the tree walked
+        to reach this route (C{/v1/inbox/{token}}, C{/v1/inbox/email/{token}}).
         """
-        return await self._intake.authorize(self._token, self.client_of(request))
+        return await self._intake.authorize(request.prepath[-1].decode("latin-1"), self.client_of(request))
 
-    async def publish(self, request: Request, binding: Binding, records: list[Record], received_at: float,
-                      headers: dict[str, str]) -> StoredReply:
+    async def publish(self, request: Request, exchange: Exchange, binding: Binding, records: list[Record],
+                      received_at: float, headers: dict[str, str]) -> StoredReply:
         """
         Deliver the records and return the reply to send once they are durable.
         """
-        accepted = self.count_published(
+        accepted = exchange.count_published(
             await self._intake.deliver(binding, self.route, records, received_at, headers))
         return StoredReply(200, {"accepted": accepted, "template": binding.template.id})
 
-    async def screen(self, binding: Binding, records: list[Record]) -> None:
+    async def screen(self, binding: Binding, decoded: Decoded) -> None:
         """
         The vendor checks for this template (e.g. SNS signatures and confirmations); raise an
         L{HttpError} to refuse the request.
         """
-        await self._vendors.screen(binding.template, records)
+        await self._vendors.screen(binding.template, decoded.records)
 
     @staticmethod
     def _fingerprint(binding: Binding) -> str:
         assert binding.token is not None  # token routes always bind through a token
         return binding.token.fingerprint
 
-    async def handle(self, request: Request) -> Reply:
+    async def handle(self, request: Request, exchange: Exchange) -> Reply:
         received_at = self._intake.now()
-        binding = self.bound(await self.bind(request))
+        binding = exchange.bound(await self.bind(request))
         template_id = binding.template.id
-        rejection: HttpError | None = None
         try:
             key = check_key(request.getHeader(IDEMPOTENCY_HEADER.encode("ascii")))
             raw = raw_body(request)
             self._intake.verify_signature(binding, raw, header_values(request))
-            try:
-                records = self.decode(request, decode_content(request, raw, self._max_body_bytes))
-            except PartialBody as partial:
-                records, rejection = partial.records, partial.rejection
-                rejection.template = rejection.template or template_id
-            await self.screen(binding, records)
+            decoded = self.decode(request, decode_content(request, raw, self._max_body_bytes))
+            await self.screen(binding, decoded)
         except BodyError as e:
             raise bad_request(f"bad body: {e}", template_id) from None
         except HttpError as e:
             e.template = e.template or template_id
             raise
 
+        records, rejection = decoded.records, decoded.rejection
+        if rejection is not None:
+            rejection.template = rejection.template or template_id
         headers = request_headers(request)
         explicit = key is not None
         key = key or natural_key(binding, records, headers)
 
         async def publish() -> StoredReply:
-            reply = await self.publish(request, binding, records, received_at, headers)
+            reply = await self.publish(request, exchange, binding, records, received_at, headers)
             if rejection is not None:
                 raise rejection
             return reply

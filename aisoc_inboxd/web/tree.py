@@ -41,11 +41,6 @@ class WebDeps:
     #: read at each request: a reload replaces them
     cef: Replaceable[CefSettings] = field(default_factory=lambda: Replaceable(CefSettings()))
 
-    def hec_event_route(self) -> HecEventRoute:
-        assert self.hec is not None
-        return HecEventRoute(self.intake, self.metrics, self.inflight, self.max_body_bytes, self.vendors, self.hec,
-                             self.observers)
-
 
 class NotFound(Resource):
     isLeaf = True
@@ -56,28 +51,31 @@ class NotFound(Resource):
 
 class InboxResource(Resource):
     """
-    C{/v1/inbox/}: the fixed routes C{email/{token}}, C{hec} and C{cef}; any other child name is a token.
+    C{/v1/inbox/}: the fixed routes C{email/{token}}, C{hec} and C{cef}; any other child name is a
+    token. The routes are built once, here; each reads its token from the path it was reached by.
     """
 
-    def __init__(self, deps: WebDeps) -> None:
+    def __init__(self, deps: WebDeps, hec_events: HecEventRoute | None) -> None:
         super().__init__()
-        self._deps = deps
+        self._webhook = WebhookRoute(deps.intake, deps.metrics, deps.inflight, deps.max_body_bytes, deps.vendors,
+                                     deps.observers)
+        self._email = EmailRoute(deps.intake, deps.metrics, deps.inflight, deps.max_body_bytes, deps.vendors,
+                                 deps.observers)
+        self._cef = CefRoute(deps.cef, deps.intake, deps.metrics, deps.inflight, deps.max_body_bytes,
+                             deps.observers)
+        self._hec_events = hec_events
 
     def getChild(self, path: bytes, request: Request) -> Resource:
-        d = self._deps
         if path == b"email" and len(request.postpath) == 1 and request.postpath[0]:
-            token = request.postpath.pop(0)
-            request.prepath.append(token)
-            return EmailRoute(token.decode("latin-1"), d.intake, d.metrics, d.inflight, d.max_body_bytes,
-                              d.vendors, d.observers)
-        if path == b"hec" and d.hec is not None and not request.postpath:
-            return d.hec_event_route()
+            request.prepath.append(request.postpath.pop(0))
+            return self._email
+        if path == b"hec" and self._hec_events is not None and not request.postpath:
+            return self._hec_events
         if path == b"cef" and not request.postpath:
-            return CefRoute(d.cef.value, d.intake, d.metrics, d.inflight, d.max_body_bytes, d.observers)
+            return self._cef
         if not path or request.postpath:
             return NotFound()
-        return WebhookRoute(path.decode("latin-1"), d.intake, d.metrics, d.inflight, d.max_body_bytes,
-                            d.vendors, d.observers)
+        return self._webhook
 
 
 class CollectorResource(Resource):
@@ -86,27 +84,24 @@ class CollectorResource(Resource):
     C{ack} ack queries, C{health} a probe; each but C{ack} also under C{/1.0}.
     """
 
-    def __init__(self, deps: WebDeps) -> None:
+    def __init__(self, deps: WebDeps, hec: HecDeps, events: HecEventRoute) -> None:
         super().__init__()
-        self._deps = deps
+        self._events = events
+        self._children: dict[bytes, Resource] = {
+            b"event": events,
+            b"raw": HecRawRoute(deps.intake, deps.metrics, deps.inflight, deps.max_body_bytes, deps.vendors, hec,
+                                deps.observers),
+            b"ack": HecAckRoute(deps.intake, deps.metrics, deps.inflight, hec, deps.observers),
+            b"health": HecHealth(deps.intake),
+        }
 
     def render(self, request: Request) -> object:
-        return self._deps.hec_event_route().render(request)
+        return self._events.render(request)
 
     def getChild(self, path: bytes, request: Request) -> Resource:
-        d = self._deps
-        assert d.hec is not None
         if request.postpath not in ([], [b"1.0"]) or (path == b"ack" and request.postpath):
             return NotFound()
-        if path == b"event":
-            return d.hec_event_route()
-        if path == b"raw":
-            return HecRawRoute(d.intake, d.metrics, d.inflight, d.max_body_bytes, d.vendors, d.hec, d.observers)
-        if path == b"ack":
-            return HecAckRoute(d.intake, d.metrics, d.inflight, d.hec, d.observers)
-        if path == b"health":
-            return HecHealth(d.intake)
-        return NotFound()
+        return self._children.get(path, NotFound())
 
 
 class Health(Resource):
@@ -170,14 +165,19 @@ def route_of(path: bytes) -> str:
 
 
 def build_root_resource(deps: WebDeps) -> Resource:
+    """
+    The HTTP listener's tree, every route in it built once.
+    """
+    hec_events = None if deps.hec is None else HecEventRoute(
+        deps.intake, deps.metrics, deps.inflight, deps.max_body_bytes, deps.vendors, deps.hec, deps.observers)
     root = Root()
     v1 = Root()
     root.putChild(b"v1", v1)
-    v1.putChild(b"inbox", InboxResource(deps))
-    if deps.hec is not None:
+    v1.putChild(b"inbox", InboxResource(deps, hec_events))
+    if deps.hec is not None and hec_events is not None:
         services = Root()
         root.putChild(b"services", services)
-        services.putChild(b"collector", CollectorResource(deps))
+        services.putChild(b"collector", CollectorResource(deps, deps.hec, hec_events))
     root.putChild(b"healthz", Health(None))
     root.putChild(b"readyz", Health(deps.intake))
     return root

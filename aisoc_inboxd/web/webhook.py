@@ -7,19 +7,19 @@ from urllib.parse import parse_qs
 
 from twisted.web.server import Request
 
-from aisoc_inboxd.formats.json_body import BodyError, Record, decode_json_records
+from aisoc_inboxd.formats.json_body import BodyError, decode_json_records
 from aisoc_inboxd.web.body import require_json_carrier
-from aisoc_inboxd.web.token_route import TokenRoute
+from aisoc_inboxd.web.token_route import Decoded, TokenRoute
 
 
 class WebhookRoute(TokenRoute):
     route = "webhook"
 
-    def decode(self, request: Request, body: bytes) -> list[Record]:
+    def decode(self, request: Request, body: bytes) -> Decoded:
         if require_json_carrier(request) == "application/x-www-form-urlencoded":
             # GitHub's form-encoded deliveries carry the JSON in payload=
             fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
             if "payload" not in fields:
                 raise BodyError("form body without a payload= field")
             body = fields["payload"][0].encode("utf-8")
-        return decode_json_records(body)
+        return Decoded(decode_json_records(body))

@@ -1,8 +1,9 @@
 """
 The control channel between the daemon and one worker: AMP over a UNIX socketpair whose worker end
 the worker inherits. The worker joins with the fingerprint of the configuration it loaded (the
-daemon refuses one it does not serve), says when it serves, and leases rate-limit tokens from the
-daemon, which holds the one bucket per tenant; the daemon runs its reloads in two phases over it
+daemon refuses one it does not serve), says when it serves, leases rate-limit tokens from the
+daemon, which holds the one bucket per tenant, and asks it about HEC indexer acks, which it holds
+for every process (L{aisoc_inboxd.hec_acks}); the daemon runs its reloads in two phases over it
 (L{PrepareReload}, then L{CommitReload} or L{AbortReload}). The worker sees the daemon die as the
 channel closing.
 """
@@ -10,15 +11,16 @@ from __future__ import annotations
 
 import json
 import socket
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any, Awaitable, Callable, Mapping, Sequence
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.interfaces import IReactorSocket, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
+from aisoc_inboxd.hec_acks import AckChannels, ChannelsFull
 from aisoc_inboxd.ratelimit import RateLimiter
 from aisoc_inboxd.reload import Loaded, Reloader, ReloadRejected
 
@@ -28,6 +30,13 @@ _log = Logger()
 WORKER_FD = 3
 #: seconds a worker waits for the daemon to answer a lease
 LEASE_TIMEOUT = 10.0
+#: seconds a worker waits for the daemon to answer about acks, before it answers the request 503
+ACK_TIMEOUT = 5.0
+#: ack ids asked in one L{QueryAcks}: each id is below L{_ACK_ID_LIMIT} (at most 19 digits and a
+#: 2-byte length), so the list stays within AMP's 64 KiB value
+_QUERY_IDS = 3000
+#: no channel issues this many ids, so larger ones read false without asking
+_ACK_ID_LIMIT = 2 ** 63
 
 
 class Refused(Exception):
@@ -90,18 +99,47 @@ class LeaseRate(amp.Command):
     response = [(b"granted", amp.Integer()), (b"wait", amp.Float())]
 
 
+class OpenAckChannel(amp.Command):
+    """
+    Worker to daemon: L{AckChannels.open} for a post on C{channel} of the token C{fingerprint}.
+    """
+
+    arguments = [(b"fingerprint", amp.Unicode()), (b"channel", amp.Unicode())]
+    errors = {ChannelsFull: b"CHANNELS_FULL"}
+
+
+class IssueAck(amp.Command):
+    """
+    Worker to daemon: L{AckChannels.issue}, once the post's events are durable.
+    """
+
+    arguments = [(b"fingerprint", amp.Unicode()), (b"channel", amp.Unicode())]
+    response = [(b"ack_id", amp.Integer())]
+
+
+class QueryAcks(amp.Command):
+    """
+    Worker to daemon: L{AckChannels.query}; the answer lists the ids that read true.
+    """
+
+    arguments = [(b"fingerprint", amp.Unicode()), (b"channel", amp.Unicode()),
+                 (b"ack_ids", amp.ListOf(amp.Integer()))]
+    response = [(b"acked", amp.ListOf(amp.Integer()))]
+
+
 class DaemonSide(amp.AMP):
     """
     The daemon's end of one worker's channel.
     """
 
-    def __init__(self, limiter: RateLimiter, on_ready: Callable[[], None],
+    def __init__(self, limiter: RateLimiter, acks: AckChannels, on_ready: Callable[[], None],
                  on_join: Callable[[Mapping[str, str]], Awaitable[None]]) -> None:
         """
         @param on_join: checks a joining worker's fingerprint; raises L{Refused} to keep it from serving.
         """
         super().__init__()
         self._limiter = limiter
+        self._acks = acks
         self._on_ready = on_ready
         self._on_join = on_join
 
@@ -129,6 +167,19 @@ class DaemonSide(amp.AMP):
     def lease(self, tenant: str, want: int) -> dict[str, Any]:
         granted, wait = self._limiter.lease(tenant, want)
         return {"granted": granted, "wait": wait}
+
+    @OpenAckChannel.responder
+    def open_ack_channel(self, fingerprint: str, channel: str) -> dict[str, Any]:
+        self._acks.open(fingerprint, channel)
+        return {}
+
+    @IssueAck.responder
+    def issue_ack(self, fingerprint: str, channel: str) -> dict[str, Any]:
+        return {"ack_id": self._acks.issue(fingerprint, channel)}
+
+    @QueryAcks.responder
+    def query_acks(self, fingerprint: str, channel: str, ack_ids: list[int]) -> dict[str, Any]:
+        return {"acked": [ack_id for ack_id, done in self._acks.query(fingerprint, channel, ack_ids).items() if done]}
 
 
 class WorkerSide(amp.AMP):
@@ -184,6 +235,33 @@ class WorkerSide(amp.AMP):
         d = self.callRemote(LeaseRate, tenant=tenant, want=want)
         d.addTimeout(LEASE_TIMEOUT, self._clock)
         return d.addCallback(lambda reply: (reply["granted"], reply["wait"]))
+
+    def open_ack_channel(self, fingerprint: str, channel: str) -> Deferred[None]:
+        """
+        The L{aisoc_inboxd.hec_acks.AckDaemon} of this worker: each answer fails after L{ACK_TIMEOUT}.
+        """
+        return self._ask_acks(OpenAckChannel, fingerprint=fingerprint, channel=channel).addCallback(lambda _: None)
+
+    def issue_ack(self, fingerprint: str, channel: str) -> Deferred[int]:
+        return self._ask_acks(IssueAck, fingerprint=fingerprint, channel=channel).addCallback(
+            lambda reply: reply["ack_id"])
+
+    def query_acks(self, fingerprint: str, channel: str, ack_ids: Sequence[int]) -> Deferred[set[int]]:
+        """
+        Asked in as many messages as the distinct ids need, at once.
+        """
+        distinct = sorted({ack_id for ack_id in ack_ids if ack_id < _ACK_ID_LIMIT})
+        if not distinct:
+            return succeed(set())
+        asked = [self._ask_acks(QueryAcks, fingerprint=fingerprint, channel=channel,
+                                ack_ids=distinct[start:start + _QUERY_IDS])
+                 for start in range(0, len(distinct), _QUERY_IDS)]
+        d = gatherResults(asked, consumeErrors=True)
+        d.addErrback(lambda failure: failure.value.subFailure)  # the first failure, as itself
+        return d.addCallback(lambda replies: {ack_id for reply in replies for ack_id in reply["acked"]})
+
+    def _ask_acks(self, command: type[amp.Command], **arguments: Any) -> Deferred[dict[str, Any]]:
+        return self.callRemote(command, **arguments).addTimeout(ACK_TIMEOUT, self._clock)
 
     def ready(self) -> Deferred[Any]:
         return self.callRemote(Ready)

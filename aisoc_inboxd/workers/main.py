@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     adopt(reactor, WORKER_FD, control)  # type: ignore[arg-type]
     os.close(WORKER_FD)
     daemon = build_daemon(settings, catalog, reactor, config=args.config,
-                          role=WorkerRole(args.index, dict(args.sockets), control.lease))
+                          role=WorkerRole(args.index, dict(args.sockets), control.lease, control))
     control.reloader = daemon.reloader
 
     def refused(failure: Failure) -> None:

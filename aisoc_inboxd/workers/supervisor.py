@@ -20,6 +20,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger, eventFromJSON, globalLogPublisher
 from twisted.python.failure import Failure
 
+from aisoc_inboxd.hec_acks import AckChannels
 from aisoc_inboxd.metrics import snapshot
 from aisoc_inboxd.ratelimit import RateLimiter
 from aisoc_inboxd.reload import ReloadRejected, differing_parts
@@ -120,15 +121,18 @@ class WorkerSupervisor(Service):
         and C{port} (an L{IListeningPort} with C{fileno()}).
     @param config: the config file the workers read, as the daemon did (the environment they
         inherit applies the same overrides); None for the embedded default.
+    @param limiter: the tenants' rate limits and C{acks} the HEC indexer acks, which the daemon
+        holds for every process and its workers ask about over their control channels.
     """
 
     name = "workers"
 
-    def __init__(self, count: int, listeners: Sequence[Any], limiter: RateLimiter, state_dir: Path,
-                 config: Path | None, reactor: Any) -> None:
+    def __init__(self, count: int, listeners: Sequence[Any], limiter: RateLimiter, acks: AckChannels,
+                 state_dir: Path, config: Path | None, reactor: Any) -> None:
         self._count = count
         self._listeners = listeners
         self._limiter = limiter
+        self._acks = acks
         self._state_dir = state_dir
         self._config = config
         self._reactor = reactor
@@ -176,7 +180,7 @@ class WorkerSupervisor(Service):
     def _spawn(self, index: int) -> WorkerProcess:
         snapshot_path(self._state_dir, index).unlink(missing_ok=True)  # its counters restart at 0
         ours, theirs = socket_pair()
-        control = DaemonSide(self._limiter, lambda: self._served(process),
+        control = DaemonSide(self._limiter, self._acks, lambda: self._served(process),
                              lambda fingerprint: self._join(process, fingerprint))
         process = WorkerProcess(index, control)
         adopt(self._reactor, ours.fileno(), control)

@@ -1,5 +1,5 @@
 """
-The template model, loaded from YAML and checked completely before the daemon starts.
+Loading templates: YAML checked completely before the daemon starts.
 
 A template is the spec's YAML shape (C{id}, C{vendor_name}, C{product_name}, C{class_uid},
 C{class_name}, C{activity_id}, C{field_map}, C{severity_field}, C{severity_map}, C{time_field},
@@ -12,27 +12,28 @@ whose C{field_map} and C{constants} extend the template's own, compiled and chec
 of that class), and the envelope keys C{decode_json}, C{records}, C{acknowledge_when} and C{idempotency_key}
 (L{envelope<aisoc_inboxd.normalizer.envelope>}). A bad template raises L{TemplateError} naming the file and the key,
 so start-up fails instead of events being dropped later. Loading also compiles every rule into
-plain lookups (L{Compiled}) so that applying a template does no schema work per event.
+plain lookups (L{Compiled<aisoc_inboxd.normalizer.model.Compiled>}) so that applying a template does
+no schema work per event.
 """
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import yaml
 
+from aisoc_inboxd.normalizer.codegen import compile_template
 from aisoc_inboxd.normalizer.coerce import INVALID, Coercer, coercer_for
-from aisoc_inboxd.normalizer import envelope as _envelope
 from aisoc_inboxd.normalizer.compat import maps_email_party, rewrite_target
-from aisoc_inboxd.normalizer.envelope import Condition, Envelope, Unwrapped, scalar_text
+from aisoc_inboxd.normalizer.envelope import Condition, Envelope, scalar_text
 from aisoc_inboxd.normalizer.extract import Extraction, compile_extractions
+from aisoc_inboxd.normalizer.model import Compiled, ConstantRule, FieldRule, Template, TemplateError, TemplateSet
 from aisoc_inboxd.normalizer.ocsf import Attribute, OcsfClass, ocsf_schema
 from aisoc_inboxd.normalizer.paths import (
     Step,
-    TargetWriter,
     compile_target,
     format_target,
     is_header,
@@ -41,7 +42,7 @@ from aisoc_inboxd.normalizer.paths import (
 )
 from aisoc_inboxd.normalizer.severity import COMMON_WORDS, fold_severity
 from aisoc_inboxd.normalizer.timeparse import check_format
-from aisoc_inboxd.normalizer.transforms import OTHERWISE, Reader, Source, Transform, compile_steps
+from aisoc_inboxd.normalizer.transforms import OTHERWISE, Reader, Transform, compile_steps
 
 REQUIRED_KEYS = ("id", "vendor_name", "product_name", "class_uid", "class_name", "activity_id")
 OPTIONAL_KEYS = ("field_map", "severity_field", "severity_map", "time_field", "constants",
@@ -58,144 +59,6 @@ STAMPED_TARGETS = frozenset({
     "class_uid", "class_name", "category_uid", "category_name", "activity_id", "activity_name",
     "type_uid", "type_name", "severity_id", "severity", "time", "raw_data",
 })
-# Stamped at ingest after the template's values: a template may name them, but never wins.
-PROTECTED_METADATA = ("version", "uid", "tenant_uid", "logged_time", "log_provider")
-
-
-class TemplateError(ValueError):
-    """
-    A template that cannot be used; the message names the file and the key.
-    """
-
-    def __init__(self, source: Path | str, key: str, problem: str) -> None:
-        super().__init__(f"{source}: {key}: {problem}")
-        self.source = str(source)
-        self.key = key
-        self.problem = problem
-
-
-@dataclass(frozen=True)
-class FieldRule:
-    """
-    One compiled C{field_map} entry: where to read, where to write, how to convert.
-    """
-
-    source: Source
-    target: str
-    write: TargetWriter
-    coerce: Coercer
-    sibling: TargetWriter | None = None  # writes the enum's caption attribute, e.g. status for status_id
-    captions: Mapping[Any, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class ConstantRule:
-    """
-    One compiled constant: where to write it, its already-converted value and enum caption.
-    """
-
-    write: TargetWriter
-    value: Any
-    caption: tuple[TargetWriter, str] | None = None
-
-
-@dataclass(frozen=True)
-class Compiled:
-    """
-    Everything L{normalize<aisoc_inboxd.normalizer.apply.normalize>} needs, resolved at load.
-    """
-
-    ocsf_class: OcsfClass
-    severity_captions: Mapping[int, str]
-    field_rules: tuple[FieldRule, ...]
-    constants: tuple[ConstantRule, ...]
-    severity_sources: tuple[Source, ...]
-    severity_lookup: Mapping[str, int]  # casefolded source value -> severity_id
-    severity_otherwise: int | None  # the severity_id of every other value (severity_map's "*")
-    time_sources: tuple[Source, ...]
-    status_captions: Mapping[int, str]  # 2001 state_id / 2004 status_id captions
-    time_formats: tuple[str, ...] = ()
-    activity_sources: tuple[Source, ...] = ()
-    activity_lookup: Mapping[str, int] = field(default_factory=dict)  # casefolded value -> activity_id
-    reader: Reader = field(default_factory=Reader)
-    envelope: Envelope = field(default_factory=Envelope)
-    extractions: tuple[Extraction, ...] = ()
-    class_sources: tuple[Source, ...] = ()
-    #: casefolded C{class_field} value -> the template compiled for that class (C{classes})
-    variants: Mapping[str, "Template"] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Template:
-    """
-    A loaded, validated template. C{field_map} and C{constants} hold the OCSF 1.8.0 targets (after
-    the spec-shape rewrites); C{rewritten} records each rewrite as written → used.
-    """
-
-    id: str
-    vendor_name: str
-    product_name: str
-    class_uid: int
-    class_name: str
-    activity_id: int
-    field_map: Mapping[str, str | tuple[str, ...]]
-    severity_field: tuple[str, ...]
-    severity_map: Mapping[str, int]
-    time_field: tuple[str, ...]
-    constants: Mapping[str, Any]
-    description: str | None
-    source: Path | None
-    rewritten: Mapping[str, str] = field(default_factory=dict)
-    compiled: Compiled = field(default=None, repr=False, compare=False)  # type: ignore[assignment]
-    activity_field: tuple[str, ...] = ()
-    activity_map: Mapping[str, int] = field(default_factory=dict)
-    time_formats: tuple[str, ...] = ()
-    #: SHA-256 of the file the template was loaded from, so processes can tell whether they loaded the same
-    digest: str = field(default="", repr=False, compare=False)
-
-    def idempotency_key(self, record: dict[str, Any], headers: Mapping[str, str]) -> str | None:
-        """
-        The delivery's natural idempotency key (C{idempotency_key}: a header such as
-        C{X-GitHub-Delivery}, or a field such as SNS C{MessageId}), or C{None}.
-
-        C{record} is a record as decoded from the body; C{headers} maps lowercase names to values.
-        """
-        compiled = self.compiled
-        return _envelope.idempotency_key(compiled.envelope, compiled.reader, record, headers)
-
-    def acknowledges(self, record: dict[str, Any], headers: Mapping[str, str]) -> bool:
-        """
-        Whether C{record} is a control message (C{acknowledge_when}) to answer 200 without publishing.
-        """
-        compiled = self.compiled
-        data = _envelope.decoded(compiled.envelope, record)
-        return _envelope.acknowledges(compiled.envelope, compiled.reader, data, headers)
-
-    def unwrap(self, record: dict[str, Any], headers: Mapping[str, str]) -> list[Unwrapped]:
-        """
-        The records to normalize from one body record (C{decode_json}, C{acknowledge_when},
-        C{records}): none for a control message, several for a batch envelope.
-        """
-        compiled = self.compiled
-        return _envelope.unwrap(compiled.envelope, compiled.reader, record, headers)
-
-
-class TemplateSet(Mapping[str, Template]):
-    """
-    Templates by id, as loaded from the configured directories.
-    """
-
-    def __init__(self, templates: Mapping[str, Template]) -> None:
-        self._templates = dict(templates)
-
-    def __getitem__(self, template_id: str) -> Template:
-        return self._templates[template_id]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._templates)
-
-    def __len__(self) -> int:
-        return len(self._templates)
 
 
 def load_templates(dirs: list[Path]) -> TemplateSet:
@@ -236,7 +99,9 @@ def load_template_file(path: Path) -> Template:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise TemplateError(path, "(yaml)", f"YAML syntax error{where}: {problem}") from exc
-    return replace(_Loader(path, document).build(), digest=hashlib.sha256(text.encode("utf-8")).hexdigest())
+    template = _Loader(path, document).build()
+    return replace(template, digest=hashlib.sha256(text.encode("utf-8")).hexdigest(),
+                   to_event=compile_template(template))
 
 
 class _Loader:

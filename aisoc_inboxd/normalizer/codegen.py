@@ -1,0 +1,484 @@
+"""
+Templates compiled to Python: at load, each template becomes one generated function per class
+variant that does what the interpreter (L{apply<aisoc_inboxd.normalizer.apply>}) does, written
+straight: reads of the record with the path walk and transform inlined, conversions and writes into
+the event, constants prebuilt, and the source paths it may consume known in advance, so that what
+an event consumed is an int of bits and C{unmapped} comes from a consumed-paths tree made once per
+combination: one dict comprehension when only top-level keys were consumed, else a walk of the
+consumed parts only.
+
+The interpreter stays the reference: the differential test (C{tests/test_compiled_templates.py})
+runs both over every template, fixture and generated record and compares the events field for field.
+
+Safety: the generated text holds no template-derived text except dictionary keys written with
+C{repr()} (a Python literal that evaluates to the same string); every other value a template
+supplies (constants, captions, lookups, coercers, transforms) is a name in the function's namespace.
+"""
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from types import MappingProxyType
+from typing import Any, Callable
+
+from aisoc_inboxd.normalizer.apply import (
+    ACTIVITY_CLOSE,
+    ACTIVITY_CREATE,
+    FINDING_SHAPES,
+    LOG_PROVIDER,
+    SEVERITY_OTHER,
+    SEVERITY_UNKNOWN,
+    STATUS_NEW,
+    STATUS_RESOLVED,
+    ConsumedTree,
+    IngestContext,
+    consumed_tree,
+    copy_json,
+    leftovers,
+    merge_missing,
+)
+from aisoc_inboxd.normalizer.coerce import INVALID, _to_string
+from aisoc_inboxd.normalizer.extract import EXTRACTED, Extraction, first_match
+from aisoc_inboxd.normalizer.model import Template
+from aisoc_inboxd.normalizer.ocsf import SCHEMA_VERSION
+from aisoc_inboxd.normalizer.paths import MISSING, Step, get_source, is_header
+from aisoc_inboxd.normalizer.severity import fold_severity
+from aisoc_inboxd.normalizer.timeparse import to_epoch_ms
+from aisoc_inboxd.normalizer.transforms import Reader
+from aisoc_inboxd.normalizer.uids import new_uid
+
+#: C{to_event(record, context)}: the OCSF event for one unwrapped record
+EventFunction = Callable[[dict[str, Any], IngestContext], dict[str, Any]]
+#: how many consumed-path combinations a class variant keeps the tree of
+_TREES_CACHED = 1024
+
+_HELPERS = {
+    "MISSING": MISSING, "INVALID": INVALID, "EMPTY": MappingProxyType({}), "get_source": get_source,
+    "fold": fold_severity, "to_epoch_ms": to_epoch_ms, "copy_json": copy_json,
+    "leftovers": leftovers, "merge_missing": merge_missing, "first_match": first_match,
+    "new_uid": new_uid, "dumps": json.dumps, "SCHEMA_VERSION": SCHEMA_VERSION, "LOG_PROVIDER": LOG_PROVIDER,
+}
+
+
+def compile_template(template: Template) -> EventFunction:
+    """
+    The generated C{to_event} for C{template}: extraction, the class variant, then its body.
+    """
+    compiled = template.compiled
+    top = _Code()
+    prefix: tuple[tuple[str, ...], ...] = ((EXTRACTED,),) if compiled.extractions else ()
+    top.line("def to_event(record, context):")
+    top.indent += 1
+    top.line("headers = context.headers or EMPTY")
+    top.line("original = record")
+    if compiled.extractions:
+        top.extract(compiled.extractions)
+    for source in compiled.class_sources:  # the first candidate whose value names a variant decides
+        bodies = {value: _compile_body(variant, prefix + (source.keys,))
+                  for value, variant in compiled.variants.items()}
+        top.read(source.keys, compiled.reader, "raw")
+        top.line("if raw is not MISSING and raw is not None and not isinstance(raw, (dict, list)):")
+        top.line(f"    body = {top.const(bodies)}.get({top.fold('raw')})")
+        top.line("    if body is not None:")
+        top.line("        return body(original, record, context, headers)")
+    top.line(f"return {top.const(_compile_body(template, prefix))}(original, record, context, headers)")
+    return top.function("to_event", template.id)
+
+
+def _compile_body(template: Template, consumed: tuple[tuple[str, ...], ...]) -> Callable[..., dict[str, Any]]:
+    """
+    C{body(original, record, context, headers)} for one class variant, C{consumed} naming what
+    was consumed before it ran (the extracted values, the class field that chose it).
+    """
+    return _Body(template, consumed).function()
+
+
+class _Code:
+    """
+    Generated source text and the namespace its names refer to.
+    """
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.indent = 0
+        self.namespace: dict[str, Any] = dict(_HELPERS)
+
+    def line(self, text: str) -> None:
+        self.lines.append("    " * self.indent + text)
+
+    @staticmethod
+    def fold(var: str) -> str:
+        """
+        L{fold_severity} of the variable C{var}, with text (nearly every value) folded inline.
+        """
+        return f"({var}.casefold() if type({var}) is str else fold({var}))"
+
+    def const(self, value: Any) -> str:
+        """
+        A name for C{value} in the namespace: template data never becomes source text.
+        """
+        name = f"K{len(self.namespace) - len(_HELPERS)}"
+        self.namespace[name] = value
+        return name
+
+    #: top-level keys whose value a body reads once into a local (C{record["cef"]} for CEF)
+    hoisted: dict[str, str] = {}
+
+    def read(self, keys: tuple[str, ...], reader: Reader, into: str) -> None:
+        """
+        C{into = reader.bind(keys).read(record, headers)}, inlined: a walk through plain objects,
+        falling back to L{get_source} (lists, dead ends) where one is not an object. The record
+        is an object (every intake's records are, and batch items are made objects by unwrap); a
+        walk under a hoisted top-level key starts from its local (the record does not change).
+        """
+        if is_header(keys):
+            self.line(f"{into} = headers.get({keys[1]!r}, MISSING)")
+        else:
+            start = self.hoisted.get(keys[0]) if len(keys) > 1 else None
+            fallback = f"{into} = get_source(record, {self.const(keys)})"
+            if start is None:  # the record is an object
+                self.line(f"{into} = record.get({keys[0]!r}, MISSING)")
+                walk, depth = keys[1:], 0
+            else:
+                self.line(f"if type({start}) is dict:")
+                self.line(f"    {into} = {start}.get({keys[1]!r}, MISSING)")
+                walk, depth = keys[2:], 1
+            for key in walk:
+                self.line("    " * depth + f"if type({into}) is dict:")
+                self.line("    " * depth + f"    {into} = {into}.get({key!r}, MISSING)")
+                depth += 1
+            for level in range(depth - 1, -1 if start is None else 0, -1):
+                self.line("    " * level + f"elif {into} is not MISSING:")
+                self.line("    " * level + f"    {fallback}")
+            if start is not None:
+                self.line(f"elif {start} is not MISSING:")
+                self.line(f"    {fallback}")
+                self.line("else:")
+                self.line(f"    {into} = MISSING")
+        transform = reader.transforms.get(keys)
+        if transform is not None:
+            self.line(f"if {into} is not MISSING and {into} is not None:")
+            self.line(f"    {into} = {self.const(transform)}({into})")
+
+    def extract(self, extractions: tuple[Extraction, ...]) -> None:
+        """
+        L{with_extracted<aisoc_inboxd.normalizer.extract.with_extracted>}, inlined: per extraction
+        the first source whose text matches (a list source through L{first_match}), then the record
+        copied with the values under C{extracted}. Extractions read the record only, never headers.
+        """
+        self.line("found = {}")
+        untransformed = Reader()
+        for extraction in extractions:
+            pattern = self.const(extraction.pattern)
+            self.line("value = None")
+            for keys in (keys for keys in extraction.paths if not is_header(keys)):
+                self.line("if value is None:")
+                self.indent += 1
+                self.read(keys, untransformed, "text")
+                self.line("if type(text) is str:")
+                self.line(f"    match = {pattern}.search(text)")
+                self.line("    if match is not None:")
+                self.line("        value = match['value']")
+                self.line("        if value is not None:")
+                self.line("            value = value.strip() or None")
+                self.line("elif text is not MISSING and text is not None:")
+                self.line(f"    value = first_match({pattern}, text)")
+                self.indent -= 1
+            self.line("if value is not None:")
+            self.line(f"    found[{extraction.name!r}] = value")
+        self.line(f"record = {{**record, {EXTRACTED!r}: found}}")
+
+    def write(self, steps: tuple[Step, ...], writer: Callable[..., None], value: str) -> None:
+        """
+        C{writer(event, value)}: a chain of C{setdefault} for a path of plain keys, else the writer.
+        """
+        if any(step.index is not None or step.append or step.aligned for step in steps):
+            self.line(f"{self.const(writer)}(event, {value})")
+            return
+        *parents, last = (step.key for step in steps)
+        container = "event"
+        if parents and parents[0] == "metadata":  # the same object as event["metadata"]
+            container, parents = "metadata", parents[1:]
+        for key in parents:
+            container += f".setdefault({key!r}, {{}})"
+        self.line(f"{container}[{last!r}] = {value}")
+
+    def function(self, name: str, template_id: str) -> Callable[..., Any]:
+        source = "\n".join(self.lines) + "\n"
+        exec(compile(source, f"<template {template_id}: {name}>", "exec"), self.namespace)
+        function = self.namespace[name]
+        function.source = source  # for reading what a template became when debugging
+        return function
+
+
+class _Body(_Code):
+    """
+    The generated body of one class variant.
+    """
+
+    def __init__(self, template: Template, consumed: tuple[tuple[str, ...], ...]) -> None:
+        super().__init__()
+        self.template = template
+        self.compiled = template.compiled
+        self.extracted = any(keys == (EXTRACTED,) for keys in consumed)
+        paths = [keys for keys in consumed] + [
+            source.keys for source in (*(rule.source for rule in self.compiled.field_rules),
+                                       *self.compiled.severity_sources, *self.compiled.time_sources)]
+        #: every record path this body may consume, in a fixed order (its bit is 1 << position)
+        self.paths = tuple(dict.fromkeys(keys for keys in paths if self._tracked(keys)))
+        self.initial = tuple(keys for keys in consumed if self._tracked(keys))
+
+    def _tracked(self, keys: tuple[str, ...]) -> bool:
+        """
+        Whether consuming C{keys} can change C{unmapped}: headers are not in the record, and the
+        extracted values are consumed whole whenever the template extracts.
+        """
+        return not is_header(keys) and not (self.extracted and keys[0] == EXTRACTED and len(keys) > 1)
+
+    def consume(self, keys: tuple[str, ...]) -> None:
+        """
+        Mark C{keys} consumed: set its bit in C{consumed}.
+        """
+        if self._tracked(keys):
+            self.line(f"consumed |= {self.bit(keys)}")
+
+    def bit(self, keys: tuple[str, ...]) -> int:
+        """
+        The bit of C{keys} in C{consumed} (C{0} when consuming it changes nothing).
+        """
+        return 1 << self.paths.index(keys) if self._tracked(keys) else 0
+
+    def function(self) -> Callable[..., Any]:  # type: ignore[override]
+        self.line("def body(original, record, context, headers):")
+        self.indent += 1
+        self.line(f"consumed = {sum(map(self.bit, self.initial))}")
+        self._hoist()
+        self._stamp()
+        self._field_rules()
+        self._constants()
+        self._severity()
+        self._time()
+        self.line("event_uid = new_uid()")
+        self._finding_defaults()
+        self.line("metadata['version'] = SCHEMA_VERSION")
+        self.line("metadata['uid'] = event_uid")
+        self.line("metadata['tenant_uid'] = context.tenant_id")
+        self.line("metadata['logged_time'] = int(context.received_at * 1000)")
+        self.line("metadata['log_provider'] = LOG_PROVIDER")
+        self._unmapped()
+        self.line("raw = context.raw")
+        self.line("event['raw_data'] = raw if raw is not None else dumps(original, ensure_ascii=False)")
+        self.line("return event")
+        return super().function("body", self.template.id)
+
+    def _hoist(self) -> None:
+        """
+        Read once each top-level key that two or more nested source paths walk through.
+        """
+        compiled = self.compiled
+        nested = [keys for keys in dict.fromkeys(source.keys for source in (
+            *(rule.source for rule in compiled.field_rules), *compiled.severity_sources,
+            *compiled.time_sources, *compiled.activity_sources)) if len(keys) > 1 and not is_header(keys)]
+        shared = [key for key in dict.fromkeys(keys[0] for keys in nested)
+                  if sum(keys[0] == key for keys in nested) > 1]
+        for number, key in enumerate(shared):
+            self.read((key,), Reader(), f"top_{number}")
+        self.hoisted = {key: f"top_{number}" for number, key in enumerate(shared)}
+
+    def _candidate(self, found: str, keys: tuple[str, ...], reader: Reader) -> None:
+        """
+        Open the blocks of one candidate source (class, activity, severity, time): while C{found}
+        is still C{None}, read C{raw}, and go on if it holds a scalar (absent, null, object and
+        array values name nothing). The caller closes the two blocks.
+        """
+        self.line(f"if {found} is None:")
+        self.indent += 1
+        self.read(keys, reader, "raw")
+        self.line("if raw is not MISSING and raw is not None and not isinstance(raw, (dict, list)):")
+        self.indent += 1
+
+
+    def _stamp(self) -> None:
+        template, compiled = self.template, self.compiled
+        ocsf_class = compiled.ocsf_class
+        if compiled.activity_sources:
+            self.line("activity_id = None")
+            lookup = self.const(compiled.activity_lookup)
+            for source in compiled.activity_sources:
+                self._candidate("activity_id", source.keys, compiled.reader)
+                self.line(f"activity_id = {lookup}.get({self.fold('raw')})")
+                self.indent -= 2
+            self.line("if activity_id is None:")
+            self.line(f"    activity_id = {template.activity_id!r}")
+            table = {activity_id: (name, ocsf_class.uid * 100 + activity_id, f"{ocsf_class.caption}: {name}")
+                     for activity_id, name in ocsf_class.activities.items()}
+            self.line(f"activity_name, type_uid, type_name = {self.const(table)}[activity_id]")
+            activity_id, activity_name, type_uid, type_name = "activity_id", "activity_name", "type_uid", "type_name"
+        else:
+            name = ocsf_class.activities[template.activity_id]
+            activity_id = repr(int(template.activity_id))
+            activity_name = self.const(name)
+            type_uid = repr(int(ocsf_class.uid * 100 + template.activity_id))
+            type_name = self.const(f"{ocsf_class.caption}: {name}")
+        self.line(f"metadata = {{'product': {{'vendor_name': {self.const(template.vendor_name)}, "
+                  f"'name': {self.const(template.product_name)}}}, 'log_name': {self.const(template.id)}, "
+                  f"'log_source': context.route}}")
+        self.line(f"event = {{'class_uid': {int(ocsf_class.uid)!r}, 'class_name': {self.const(ocsf_class.caption)}, "
+                  f"'category_uid': {self.const(ocsf_class.category_uid)}, "
+                  f"'category_name': {self.const(ocsf_class.category_name)}, "
+                  f"'activity_id': {activity_id}, 'activity_name': {activity_name}, "
+                  f"'type_uid': {type_uid}, 'type_name': {type_name}, 'metadata': metadata}}")
+
+    def _field_rules(self) -> None:
+        """
+        C{field_map}: the first present, convertible source of a target wins; a flag per target
+        that several rules share stands for the interpreter's C{filled} set.
+        """
+        rules = self.compiled.field_rules
+        shared = {rule.target for rule in rules if sum(other.target == rule.target for other in rules) > 1}
+        flags = {target: f"filled_{number}" for number, target in enumerate(sorted(shared))}
+        for flag in flags.values():
+            self.line(f"{flag} = False")
+        for rule in rules:
+            flag = flags.get(rule.target)
+            if flag is not None:
+                self.line(f"if not {flag}:")
+                self.indent += 1
+            self.read(rule.source.keys, self.compiled.reader, "value")
+            self.line("if value is not MISSING and value is not None:")
+            self.indent += 1
+            coerce = self.const(rule.coerce)
+            if rule.coerce is _to_string:
+                self.line(f"value = value if type(value) is str else {coerce}(value)")
+            else:
+                self.line(f"value = {coerce}(value)")
+            self.line("if value is not INVALID:")
+            self.indent += 1
+            self.write(_steps(rule.write), rule.write, "value")
+            if rule.sibling is not None:  # 99 Other is captioned with the value as sent
+                self.line(f"caption = {self.const(rule.captions)}.get(value) if value != {SEVERITY_OTHER} else None")
+                self.line(f"{self.const(rule.sibling)}(event, caption or "
+                          f"str(get_source(record, {self.const(rule.source.keys)}, headers)))")
+            if flag is not None:
+                self.line(f"{flag} = True")
+            self.consume(rule.source.keys)
+            self.indent -= 2 if flag is None else 3
+
+    def _constants(self) -> None:
+        for constant in self.compiled.constants:
+            value = self.const(constant.value)
+            if isinstance(constant.value, (dict, list)):
+                value = f"copy_json({value})"
+            self.write(_steps(constant.write), constant.write, value)
+            if constant.caption is not None:
+                write_caption, caption = constant.caption
+                self.write(_steps(write_caption), write_caption, self.const(caption))
+
+    def _severity(self) -> None:
+        """
+        The first candidate whose value is in the map wins; else the first present one gives 99 Other.
+        """
+        compiled = self.compiled
+        captions = self.const(compiled.severity_captions)
+        if not compiled.severity_sources:
+            self.line(f"event['severity_id'] = {SEVERITY_UNKNOWN}")
+            self.line(f"event['severity'] = {captions}[{SEVERITY_UNKNOWN}]")
+            return
+        lookup, otherwise = self.const(compiled.severity_lookup), self.const(compiled.severity_otherwise)
+        self.line("severity_id = None")
+        self.line("first_raw = first_bit = None")
+        for source in compiled.severity_sources:
+            self._candidate("severity_id", source.keys, compiled.reader)
+            self.line(f"severity_id = {lookup}.get({self.fold('raw')}, {otherwise})")
+            self.line("if severity_id is not None:")
+            self.indent += 1
+            self.consume(source.keys)
+            self.line(f"event['severity_id'] = severity_id")
+            self.line(f"event['severity'] = str(raw) if severity_id == {SEVERITY_OTHER} else {captions}[severity_id]")
+            self.indent -= 1
+            self.line("elif first_raw is None:")
+            self.line(f"    first_raw, first_bit = raw, {self.bit(source.keys)}")
+            self.indent -= 2
+        self.line("if severity_id is None:")
+        self.line("    if first_raw is None:")
+        self.line(f"        event['severity_id'] = {SEVERITY_UNKNOWN}")
+        self.line(f"        event['severity'] = {captions}[{SEVERITY_UNKNOWN}]")
+        self.line("    else:")
+        self.line("        consumed |= first_bit")
+        self.line(f"        event['severity_id'] = {SEVERITY_OTHER}")
+        self.line("        event['severity'] = str(first_raw)")
+
+    def _time(self) -> None:
+        compiled = self.compiled
+        if not compiled.time_sources:
+            self.line("event['time'] = int(context.received_at * 1000)")
+            return
+        formats = self.const(compiled.time_formats)
+        self.line("ms = first_time = None")
+        for source in compiled.time_sources:
+            self._candidate("ms", source.keys, compiled.reader)
+            self.line("if first_time is None:")
+            self.line("    first_time = raw")
+            self.line(f"ms = to_epoch_ms(raw, {formats})")
+            self.line("if ms is not None:")
+            self.indent += 1
+            self.consume(source.keys)
+            self.line("event['time'] = ms")
+            self.line("metadata.setdefault('original_time', str(raw))")
+            self.indent -= 3
+        self.line("if ms is None:")
+        self.line("    event['time'] = int(context.received_at * 1000)")
+        self.line("    if first_time is not None:")
+        self.line("        metadata.setdefault('original_time', str(first_time))")
+
+    def _finding_defaults(self) -> None:
+        """
+        What 2001 and 2004 require (or expect) when the record did not provide it.
+        """
+        template = self.template
+        shape = FINDING_SHAPES.get(template.class_uid)
+        if shape is None:
+            return
+        object_name, status_id, status = shape
+        captions = self.compiled.status_captions
+        self.line(f"finding = event.setdefault({object_name!r}, {{}})")
+        self.line("finding.setdefault('uid', event_uid)")
+        self.line(f"finding.setdefault('title', event.get('message') or {self.const(template.product_name)})")
+        self.line(f"if {status_id!r} not in event:")
+        if self.compiled.activity_sources:
+            self.line(f"    if activity_id == {ACTIVITY_CLOSE}:")
+            self.line(f"        event[{status_id!r}] = {STATUS_RESOLVED}")
+            self.line(f"        event[{status!r}] = {self.const(captions[STATUS_RESOLVED])}")
+            self.line("    else:")
+            self.line(f"        event[{status_id!r}] = {STATUS_NEW}")
+            self.line(f"        event[{status!r}] = {self.const(captions[STATUS_NEW])}")
+        else:
+            default = STATUS_RESOLVED if template.activity_id == ACTIVITY_CLOSE else STATUS_NEW
+            self.line(f"    event[{status_id!r}] = {default}")
+            self.line(f"    event[{status!r}] = {self.const(captions[default])}")
+        if template.class_uid == 2004:
+            if self.compiled.activity_sources:
+                self.line(f"if activity_id == {ACTIVITY_CREATE}:")
+                self.line("    event.setdefault('is_alert', True)")
+            elif template.activity_id == ACTIVITY_CREATE:
+                self.line("event.setdefault('is_alert', True)")
+
+    def _unmapped(self) -> None:
+        """
+        Everything of the record not consumed: L{leftovers} over the tree of the paths consumed,
+        made once per combination (C{consumed} is an int of bits): one comprehension when only
+        top-level keys were consumed, else a walk of the consumed parts only.
+        """
+        paths = self.paths
+
+        @lru_cache(maxsize=_TREES_CACHED)
+        def tree_of(mask: int) -> ConsumedTree:
+            return consumed_tree(tuple(keys for position, keys in enumerate(paths) if mask >> position & 1))
+
+        self.line(f"left = leftovers(original, {self.const(tree_of)}(consumed))")
+        self.line("if left is not INVALID and left:")
+        self.line("    merge_missing(event.setdefault('unmapped', {}), left)")
+
+
+def _steps(writer: Callable[..., None]) -> tuple[Step, ...]:
+    return writer.steps  # type: ignore[attr-defined, no-any-return]
