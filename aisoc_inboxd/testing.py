@@ -19,6 +19,7 @@ from twisted.web.server import Site
 
 from aisoc_inboxd.catalog import TemplateCatalog
 from aisoc_inboxd.config import CefSettings, HecSettings, HttpSettings
+from aisoc_inboxd.hec_acks import AckChannels, LocalAcks
 from aisoc_inboxd.idempotency import Idempotency
 from aisoc_inboxd.inflight import InFlight
 from aisoc_inboxd.intake import Intake
@@ -322,7 +323,7 @@ class MemoryInbox:
                              ClientAddresses(self.http_settings.trusted_proxies))
         deps = WebDeps(intake=self.intake, metrics=self.metrics, inflight=InFlight(self.clock),
                        max_body_bytes=self.http_settings.max_body_bytes, vendors=self.vendors,
-                       observers=self.observers, hec=HecDeps.build(self.hec, self.clock),
+                       observers=self.observers, hec=HecDeps(self.hec, LocalAcks(AckChannels.build(self.hec, self.clock))),
                        cef=Replaceable(self.cef))
         self.http = serving(inbox_site(build_root_resource(deps), self.http_settings, self.metrics, self.clock))
         self.admin = TokenAdmin(self.store, self.clock, catalog().allowed,  # type: ignore[arg-type]
