@@ -450,6 +450,7 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
     inflight = InFlight(reactor)
     push_stats = PushStatsRecorder(store, reactor, lambda: inflight.drained(DRAIN_TIMEOUT))
     deps = WebDeps(intake=intake, metrics=metrics, inflight=inflight, max_body_bytes=http.max_body_bytes,
+                   max_events=http.max_events_per_request,
                    observers=(push_stats.replied, recent_errors.replied),
                    vendors=vendors or build_vendor_gate(settings.vendors, reactor),
                    hec=HecDeps(settings.hec, acks), cef=cef)

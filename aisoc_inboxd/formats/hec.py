@@ -32,7 +32,7 @@ from typing import Any, Mapping
 from aisoc_inboxd import fastjson
 from aisoc_inboxd.formats import cef_records
 from aisoc_inboxd.formats.cef import CefError, parse_cef_line
-from aisoc_inboxd.formats.json_body import Record
+from aisoc_inboxd.formats.json_body import Record, check_event_count
 
 
 @dataclass(frozen=True)
@@ -104,9 +104,10 @@ class HecBatch:
     rejection: HecError | None = None
 
 
-def parse_event_body(body: bytes) -> HecBatch:
+def parse_event_body(body: bytes, max_events: int | None = None) -> HecBatch:
     """
-    The envelopes of an event-endpoint body; C{HecError} (5) when it holds none at all.
+    The envelopes of an event-endpoint body; C{HecError} (5) when it holds none at all,
+    L{TooManyEvents<aisoc_inboxd.formats.json_body.TooManyEvents>} past C{max_events} of them.
     """
     text = body.decode("utf-8", "replace").removeprefix("\ufeff")
     records: list[Record] = []
@@ -120,6 +121,7 @@ def parse_event_body(body: bytes) -> HecBatch:
         except json.JSONDecodeError:
             return HecBatch(tuple(records), HecError(INVALID_DATA_FORMAT, number))
         is_array = isinstance(document, list)
+        check_event_count(len(records) + (len(document) if is_array else 1), max_events)
         for item in document if is_array else [document]:
             problem = envelope_problem(item)
             if problem is not None:
@@ -179,11 +181,13 @@ class RawBatch:
     cef: tuple[Record, ...]
 
 
-def parse_raw_body(body: bytes, metadata: Mapping[str, str], parse_cef: bool, now: float) -> RawBatch:
+def parse_raw_body(body: bytes, metadata: Mapping[str, str], parse_cef: bool, now: float,
+                   max_events: int | None = None) -> RawBatch:
     """
     One event per non-blank line, with C{metadata} (host, source, sourcetype, index) attached; CEF
     lines become CEF records when C{parse_cef} (C{now}, the receive time, dates stamps without a
-    year). C{HecError} (5) when there is no line at all.
+    year). C{HecError} (5) when there is no line at all, L{TooManyEvents
+    <aisoc_inboxd.formats.json_body.TooManyEvents>} past C{max_events} lines.
     """
     envelope = {key: metadata[key] for key in METADATA_KEYS if metadata.get(key)}
     text: list[Record] = []
@@ -192,6 +196,7 @@ def parse_raw_body(body: bytes, metadata: Mapping[str, str], parse_cef: bool, no
         line = line.removesuffix("\r")
         if not line.strip():
             continue
+        check_event_count(len(text) + len(cef) + 1, max_events)
         record = cef_record(line, envelope, now) if parse_cef else None
         if record is None:
             text.append(Record({"event": line, **envelope}, line))

@@ -22,4 +22,4 @@ class WebhookRoute(TokenRoute):
             if "payload" not in fields:
                 raise BodyError("form body without a payload= field")
             body = fields["payload"][0].encode("utf-8")
-        return Decoded(decode_json_records(body))
+        return Decoded(decode_json_records(body, self._max_events))
