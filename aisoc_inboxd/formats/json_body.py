@@ -57,11 +57,26 @@ def invalid_json(error: json.JSONDecodeError) -> str:
     return f"invalid JSON at line {error.lineno} column {error.colno}: {error.msg}"
 
 
-def decode_text(body: bytes) -> str:
+def decode_text(body: bytes, what: str = "body") -> str:
+    """
+    C{body} as text (a UTF-8 BOM dropped); a L{BodyError} naming the offset of the first byte that
+    is not UTF-8, so nothing the sender sent is silently replaced.
+    """
     try:
         return body.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise BodyError(f"body is not valid UTF-8 (byte {e.start})") from None
+        raise BodyError(f"{what} is not valid UTF-8 (byte {e.start})") from None
+
+
+def utf8_prefix(body: bytes) -> tuple[str, int | None]:
+    """
+    The text of C{body} up to its first byte that is not UTF-8, and that byte's offset (C{None}
+    when the whole body is UTF-8): for batches whose events before a bad byte are told apart.
+    """
+    try:
+        return body.decode("utf-8"), None
+    except UnicodeDecodeError as e:
+        return body[:e.start].decode("utf-8"), e.start
 
 
 def decode_json_records(body: bytes, max_events: int | None = None) -> list[Record]:
