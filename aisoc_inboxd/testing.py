@@ -19,7 +19,6 @@ from twisted.web.server import Site
 
 from aisoc_inboxd.catalog import TemplateCatalog
 from aisoc_inboxd.config import CefSettings, HecSettings, HttpSettings
-from aisoc_inboxd.hec_acks import AckChannels, LocalAcks
 from aisoc_inboxd.idempotency import Idempotency
 from aisoc_inboxd.inflight import InFlight
 from aisoc_inboxd.intake import Intake
@@ -32,6 +31,7 @@ from aisoc_inboxd.store import PushBucket, PushTotals, StoreError, TokenRecord
 from aisoc_inboxd.tokens import LookupBudget, TokenAdmin, TokenCache, TokenResolver
 from aisoc_inboxd.vendors import VendorGate
 from aisoc_inboxd.web.clients import ClientAddresses
+from aisoc_inboxd.hec_acks import AckChannels, Acks, LocalAcks
 from aisoc_inboxd.web.hec import HecDeps
 from aisoc_inboxd.web.routes import OnReply
 from aisoc_inboxd.web.site import inbox_site
@@ -307,6 +307,8 @@ class MemoryInbox:
     cef: CefSettings = field(default_factory=CefSettings)
     vendors: VendorGate = field(default_factory=VendorGate)
     observers: tuple[OnReply, ...] = ()
+    #: the HEC ack registry the routes ask: the daemon's own by default, a worker's L{RemoteAcks} in a test
+    acks: Acks | None = None
 
     base_url = "http://inbox"
 
@@ -325,7 +327,7 @@ class MemoryInbox:
                        max_body_bytes=self.http_settings.max_body_bytes,
                        max_events=self.http_settings.max_events_per_request, vendors=self.vendors,
                        observers=self.observers,
-                       hec=HecDeps(self.hec, LocalAcks(AckChannels.build(self.hec, self.clock))),
+                       hec=HecDeps(self.hec, self.acks or LocalAcks(AckChannels.build(self.hec, self.clock))),
                        cef=Replaceable(self.cef))
         self.http = serving(inbox_site(build_root_resource(deps), self.http_settings, self.metrics, self.clock))
         self.admin = TokenAdmin(self.store, self.clock, catalog().allowed,  # type: ignore[arg-type]
