@@ -517,9 +517,14 @@ async def test_logger_tcp_octet_counting_rfc5424(inboxd: RunningDaemon, reactor:
     plain, cef = sorted(messages(inboxd, marker), key=lambda e: e["class_uid"])
     assert (plain["class_uid"], plain["message"], plain["metadata"]["product"]["name"]) == (0, f"plain {marker}", "appx")
     assert (cef["class_uid"], cef["user"]["name"], cef["unmapped"]["cef"]["cs2"]) == (3002, "alice", marker)
-    metrics = await inboxd.metrics()
+    events_counted = 'aisoc_ingest_syslog_events_total{listener="tcp"} 2.0'
+    for _ in range(50):  # the counter moves when the sink confirms, just after the line is in the file
+        metrics = await inboxd.metrics()
+        if events_counted in metrics:
+            break
+        await deferLater(reactor, 0.1)
     assert 'aisoc_ingest_syslog_connections_total{listener="tcp"} 2.0' in metrics
-    assert 'aisoc_ingest_syslog_events_total{listener="tcp"} 2.0' in metrics
+    assert events_counted in metrics
 
 
 @pytest_twisted.ensureDeferred
