@@ -323,7 +323,8 @@ class MemoryInbox:
                              RateLimiter(self.clock, self.http_settings.rate_limit_per_min),
                              Idempotency(self.store, self.clock, self.metrics), self.clock)  # type: ignore[arg-type]
         deps = WebDeps(intake=self.intake, metrics=self.metrics, inflight=InFlight(self.clock),
-                       max_body_bytes=self.http_settings.max_body_bytes, vendors=self.vendors,
+                       max_body_bytes=self.http_settings.max_body_bytes,
+                       max_events=self.http_settings.max_events_per_request, vendors=self.vendors,
                        observers=self.observers,
                        hec=HecDeps(self.hec, self.acks or LocalAcks(AckChannels.build(self.hec, self.clock))),
                        cef=Replaceable(self.cef), clients=ClientAddresses(self.http_settings.trusted_proxies))

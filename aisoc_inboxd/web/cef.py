@@ -20,16 +20,17 @@ from typing import Sequence
 
 from twisted.web.server import Request
 
-from aisoc_inboxd.config import CefSettings
+from aisoc_inboxd.config import CefSettings, HttpSettings
 from aisoc_inboxd.formats.cef import cef_lines
 from aisoc_inboxd.formats.cef_records import split_cef_lines
+from aisoc_inboxd.formats.json_body import TooManyEvents, check_event_count
 from aisoc_inboxd.inflight import InFlight
 from aisoc_inboxd.intake.intake import Intake
 from aisoc_inboxd.intake.refusals import Refused
 from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.web.body import decode_content, raw_body
 from aisoc_inboxd.web.clients import ClientAddresses, client_address, forwarded_for, inside, networks, peer_host
-from aisoc_inboxd.web.errors import HttpError
+from aisoc_inboxd.web.errors import HttpError, too_many_events
 from aisoc_inboxd.reload import Replaceable
 from aisoc_inboxd.web.routes import Exchange, JsonRoute, OnReply, Reply
 
@@ -39,14 +40,18 @@ class CefRoute(JsonRoute):
 
     def __init__(self, settings: Replaceable[CefSettings], intake: Intake, metrics: Metrics, inflight: InFlight,
                  max_body_bytes: int, observers: Sequence[OnReply] = (),
+                 max_events: int = HttpSettings.max_events_per_request,
                  clients: ClientAddresses = ClientAddresses()) -> None:
         """
         @param settings: read at each request: a reload replaces them.
+        @param max_events: the most lines one request may carry (C{http.max_events_per_request}),
+            malformed ones included; a body with more is refused before any line is parsed.
         """
         super().__init__(metrics, inflight, observers, clients)
         self._settings = settings
         self._intake = intake
         self._max_body_bytes = max_body_bytes
+        self._max_events = max_events
 
     async def handle(self, request: Request, exchange: Exchange) -> Reply:
         received_at = self._intake.now()
@@ -62,7 +67,12 @@ class CefRoute(JsonRoute):
         except Refused as e:
             e.template = template_id
             raise
-        split = split_cef_lines((line for _, line in cef_lines(body)), received_at)
+        lines = list(cef_lines(body))
+        try:
+            check_event_count(len(lines), self._max_events)
+        except TooManyEvents as e:
+            raise too_many_events(e.limit, template_id) from None
+        split = split_cef_lines((line for _, line in lines), received_at)
         if split.malformed:
             self._metrics.request(self.route, template_id, "malformed", split.malformed)
         accepted = exchange.count_published(

@@ -9,7 +9,7 @@ from twisted.internet.defer import Deferred
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from aisoc_inboxd.config import CefSettings
+from aisoc_inboxd.config import CefSettings, HttpSettings
 from aisoc_inboxd.inflight import InFlight
 from aisoc_inboxd.intake.intake import Intake
 from aisoc_inboxd.metrics import Metrics
@@ -33,6 +33,8 @@ class WebDeps:
     metrics: Metrics
     inflight: InFlight
     max_body_bytes: int
+    #: the most events one request may carry (C{http.max_events_per_request})
+    max_events: int = HttpSettings.max_events_per_request
     vendors: VendorGate = field(default_factory=VendorGate)
     #: told of every inbox route's reply (push stats, the status page's recent errors)
     observers: tuple[OnReply, ...] = ()
@@ -61,11 +63,11 @@ class InboxResource(Resource):
     def __init__(self, deps: WebDeps, hec_events: HecEventRoute | None) -> None:
         super().__init__()
         self._webhook = WebhookRoute(deps.intake, deps.metrics, deps.inflight, deps.max_body_bytes, deps.vendors,
-                                     deps.observers, deps.clients)
+                                     deps.observers, deps.max_events, deps.clients)
         self._email = EmailRoute(deps.intake, deps.metrics, deps.inflight, deps.max_body_bytes, deps.vendors,
-                                 deps.observers, deps.clients)
+                                 deps.observers, clients=deps.clients)
         self._cef = CefRoute(deps.cef, deps.intake, deps.metrics, deps.inflight, deps.max_body_bytes,
-                             deps.observers, deps.clients)
+                             deps.observers, deps.max_events, deps.clients)
         self._hec_events = hec_events
 
     def getChild(self, path: bytes, request: Request) -> Resource:
@@ -93,7 +95,7 @@ class CollectorResource(Resource):
         self._children: dict[bytes, Resource] = {
             b"event": events,
             b"raw": HecRawRoute(deps.intake, deps.metrics, deps.inflight, deps.max_body_bytes, deps.vendors, hec,
-                                deps.observers, deps.clients),
+                                deps.observers, deps.max_events, deps.clients),
             b"ack": HecAckRoute(deps.intake, deps.metrics, deps.inflight, hec, deps.observers, deps.clients),
             b"health": HecHealth(deps.intake),
         }
@@ -173,7 +175,7 @@ def build_root_resource(deps: WebDeps) -> Resource:
     """
     hec_events = None if deps.hec is None else HecEventRoute(
         deps.intake, deps.metrics, deps.inflight, deps.max_body_bytes, deps.vendors, deps.hec, deps.observers,
-        deps.clients)
+        deps.max_events, deps.clients)
     root = Root()
     v1 = Root()
     root.putChild(b"v1", v1)
