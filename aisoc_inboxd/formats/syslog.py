@@ -245,15 +245,15 @@ def rfc3339_millis(year: str, month: str, day: str, hour: str, minute: str, seco
     """
     Epoch milliseconds of the groups of an L{RFC3339_PATTERN} match; None for an impossible date.
     """
-    if offset in ("Z", "z"):
-        zone = UTC
-    else:
-        sign = -1 if offset[0] == "-" else 1
-        zone = timezone(sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[4:6])))
     try:
+        if offset in ("Z", "z"):
+            zone = UTC
+        else:
+            sign = -1 if offset[0] == "-" else 1
+            zone = timezone(sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[4:6])))
         moment = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second),
                           _microseconds(fraction), tzinfo=zone)
-    except ValueError:  # leap second, 31 April, offset beyond 24h
+    except ValueError:  # leap second, 31 April, an offset of 24h or more
         return None
     return _millis(moment)
 
