@@ -161,7 +161,8 @@ def cef_time(text: str, now: float, local_tz: tzinfo = UTC) -> int | None:
     Epoch milliseconds of a CEF time value (C{rt}, C{start}, C{end}), or None when unreadable;
     numbers are told apart by magnitude (some senders write epoch seconds).
     """
-    millis = bsd_timestamp(text, now, local_tz)
+    # a BSD stamp starts with a month name: epoch digits (the common case) skip that reading
+    millis = None if text.isdigit() else bsd_timestamp(text, now, local_tz)
     return millis if millis is not None else to_epoch_ms(text, ())
 
 
