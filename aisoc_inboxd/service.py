@@ -27,7 +27,7 @@ from twisted.web.server import Site
 from aisoc_inboxd.activity import EventRates, RecentErrors
 from aisoc_inboxd.catalog import TemplateCatalog
 from aisoc_inboxd import systemd
-from aisoc_inboxd.config import ConfigError, Settings, SyslogListenerSettings, load_settings
+from aisoc_inboxd.config import ConfigError, Settings, SyslogListenerSettings, load_settings, per_process
 from aisoc_inboxd.hec_acks import AckChannels, AckDaemon, LocalAcks, RemoteAcks
 from aisoc_inboxd.idempotency import Idempotency
 from aisoc_inboxd.imap import ImapPoller
@@ -196,7 +196,8 @@ def syslog_listeners(settings: Settings, intake: Intake, metrics: Metrics, infli
     saturation: Saturation | None = sink if hasattr(sink, "unsaturated") else None  # type: ignore[assignment]
     built: list[Listener | DatagramListener] = []
     for entry in settings.syslog.listeners:
-        listener = SyslogIntake(entry, intake, metrics.syslog, inflight, settings.syslog.max_in_flight_events,
+        listener = SyslogIntake(entry, intake, metrics.syslog, inflight,
+                                per_process(settings.syslog.max_in_flight_events, settings.workers),
                                 saturation, settings.syslog.idle_timeout_of(entry))
         name = f"syslog-{entry.name}"
         built.append(_syslog_listener(entry, listener, reactor, name, role and role.socket(name)))
