@@ -15,7 +15,8 @@ C{{f()}} calls, one that does not format) goes through Twisted's own formatting.
 """
 from __future__ import annotations
 
-import json
+import functools
+import math
 import time
 from dataclasses import dataclass
 from typing import IO, Any, Callable
@@ -44,13 +45,21 @@ def message(event: dict[str, Any]) -> str:
     return formatEvent(event)
 
 
+@functools.lru_cache(maxsize=4)
+def _utc_second(second: int) -> str:
+    """
+    A whole second in UTC, ISO 8601: computed once for every line of that second.
+    """
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+
+
 def json_line(event: dict[str, Any]) -> str:
     """
     One event as one line of JSON (with its newline).
     """
     stamp = event.get("log_time", time.time())
     record: dict[str, Any] = {
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(stamp)) + f".{int(stamp % 1 * 1000):03d}Z",
+        "time": f"{_utc_second(math.floor(stamp))}.{int(stamp % 1 * 1000):03d}Z",
         "level": getattr(event.get("log_level"), "name", "info"),
         "namespace": event.get("log_namespace", "-"),
         "message": message(event),
@@ -75,48 +84,33 @@ def _plain(value: Any) -> bool:
     return False
 
 
-class _Seconds:
+#: L{twisted.logger.formatTime} of a whole second (local time, RFC 3339, as C{textFileLogObserver}
+#: writes it), computed once per second rather than per line
+_local_second = functools.lru_cache(maxsize=4)(formatTime)
+
+
+def _local_time(stamp: float | None) -> str:
+    return "-" if stamp is None else _local_second(math.floor(stamp))
+
+
+def text_line(event: dict[str, Any]) -> str | None:
     """
-    L{twisted.logger.formatTime} of the whole second of a time stamp (local time, RFC 3339, as
-    C{textFileLogObserver} writes it), computed once per second rather than per line.
+    An event as Twisted's C{formatEventAsClassicLogText} formats it: C{"{time} [{system}]
+    {message}\n"}, a message's line breaks followed by a tab.
     """
-
-    def __init__(self) -> None:
-        self._second: int | None = None
-        self._text = ""
-
-    def __call__(self, stamp: float | None) -> str:
-        if stamp is None:
-            return formatTime(None)
-        second = int(stamp)
-        if second != self._second:
-            self._second, self._text = second, formatTime(second)
-        return self._text
+    if "log_failure" in event:  # rare: Twisted's own way, traceback and all
+        return formatEventAsClassicLogText(event, _local_time)
+    text = message(event)
+    if not text:
+        return None
+    system = event.get("log_system")
+    if system is None:
+        level = event.get("log_level")
+        system = f"{event.get('log_namespace', '-')}#{level.name if level is not None else '-'}"
+    return f"{_local_time(event.get('log_time'))} [{system}] {text}".replace("\n", "\n\t") + "\n"
 
 
-def text_line_formatter() -> Callable[[dict[str, Any]], str | None]:
-    """
-    A formatter of events as Twisted's C{formatEventAsClassicLogText} formats them:
-    C{"{time} [{system}] {message}\\n"}, a message's line breaks followed by a tab.
-    """
-    seconds = _Seconds()
-
-    def text_line(event: dict[str, Any]) -> str | None:
-        if "log_failure" in event:  # rare: Twisted's own way, traceback and all
-            return formatEventAsClassicLogText(event, seconds)
-        text = message(event)
-        if not text:
-            return None
-        system = event.get("log_system")
-        if system is None:
-            level = event.get("log_level")
-            system = f"{event.get('log_namespace', '-')}#{level.name if level is not None else '-'}"
-        return f"{seconds(event.get('log_time'))} [{system}] {text}".replace("\n", "\n\t") + "\n"
-    return text_line
-
-
-FORMATTERS: dict[str, Callable[[], Callable[[dict[str, Any]], str | None]]] = {
-    "text": text_line_formatter, "json": lambda: json_line}
+FORMATTERS: dict[str, Callable[[dict[str, Any]], str | None]] = {"text": text_line, "json": json_line}
 
 
 @dataclass
@@ -149,7 +143,7 @@ class LineObserver:
     def __init__(self, output: LogOutput) -> None:
         self._out = output.out
         self._system = output.system
-        self._format_line = FORMATTERS[output.format]()
+        self._format_line = FORMATTERS[output.format]
         least = LogLevel.levelWithName(output.level)
         self._levels = frozenset(level for level in LogLevel.iterconstants() if level >= least)
 
