@@ -31,6 +31,7 @@ from aisoc_inboxd.store import PushBucket, PushTotals, StoreError, TokenRecord
 from aisoc_inboxd.tokens import LookupBudget, TokenAdmin, TokenCache, TokenResolver
 from aisoc_inboxd.vendors import VendorGate
 from aisoc_inboxd.web.clients import ClientAddresses
+from aisoc_inboxd.hec_acks import AckChannels, Acks, LocalAcks
 from aisoc_inboxd.web.hec import HecDeps
 from aisoc_inboxd.web.routes import OnReply
 from aisoc_inboxd.web.site import inbox_site
@@ -306,6 +307,8 @@ class MemoryInbox:
     cef: CefSettings = field(default_factory=CefSettings)
     vendors: VendorGate = field(default_factory=VendorGate)
     observers: tuple[OnReply, ...] = ()
+    #: the HEC ack registry the routes ask: the daemon's own by default, a worker's L{RemoteAcks} in a test
+    acks: Acks | None = None
 
     base_url = "http://inbox"
 
@@ -322,7 +325,7 @@ class MemoryInbox:
                              ClientAddresses(self.http_settings.trusted_proxies))
         deps = WebDeps(intake=self.intake, metrics=self.metrics, inflight=InFlight(self.clock),
                        max_body_bytes=self.http_settings.max_body_bytes, vendors=self.vendors,
-                       observers=self.observers, hec=HecDeps.build(self.hec, self.clock),
+                       observers=self.observers, hec=HecDeps(self.hec, self.acks or LocalAcks(AckChannels.build(self.hec, self.clock))),
                        cef=Replaceable(self.cef))
         self.http = serving(inbox_site(build_root_resource(deps), self.http_settings, self.metrics, self.clock))
         self.admin = TokenAdmin(self.store, self.clock, catalog().allowed,  # type: ignore[arg-type]
