@@ -5,8 +5,8 @@ C{python -m aisoc_inboxd.workers.main --index N [--config PATH] --socket NAME=FD
 It reads the config as the daemon did and serves the inherited sockets with its own store connection
 and sink once the daemon confirmed that it loaded the configuration the daemon serves (it exits
 otherwise). It reloads when the daemon says so, never on its own SIGHUP. It logs on stdout in the
-daemon's format and level, tagged C{worker-N} (the daemon writes the lines through), and stops (draining what it accepted) on SIGTERM or when the
-daemon's control channel closes.
+daemon's format and level, tagged C{worker-N} (the daemon writes the lines through), and stops
+(draining what it accepted) on SIGTERM or when the daemon's control channel closes.
 """
 from __future__ import annotations
 
