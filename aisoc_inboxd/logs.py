@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 import time
 from dataclasses import dataclass
 from typing import IO, Any, Callable
@@ -156,6 +157,25 @@ class LineObserver:
         if line:
             self._out.write(line)
             self._out.flush()
+
+
+def observer(out: IO[str], format: str = "text", level: str = "info") -> LineObserver:
+    """
+    Events at C{level} and above, written to C{out} in C{format}.
+    """
+    return LineObserver(LogOutput(out, format, level))
+
+
+#: for twist's C{fileLogObserverFactory}, which filters by level itself: every event with a level
+OBSERVERS: dict[str, Callable[[IO[str]], LineObserver]] = {
+    format: functools.partial(observer, format=format, level="debug") for format in FORMATS}
+
+
+def json_to_stdout() -> LineObserver:
+    """
+    twistd's C{--logger} for C{twistd -n aisoc-inboxd --log-format json}: JSON lines on stdout.
+    """
+    return observer(sys.stdout, "json")
 
 
 #: the log L{begin} started, if it was

@@ -1,8 +1,9 @@
 """
 C{GET /status} on the admin listener: one read-only HTML page for an operator at a browser —
-listeners, what each syslog listener received and lost, the last reload, the sink (where its events
-go) and its spool, the token store (answering or down, lookups, unknown-token floods), event rates
-per template, every live token with its push stats, and the last error replies. Rendered on the
+listeners, the requests the HTTP channel refused before any route, what each syslog listener
+received and lost, the last reload, the sink (where its events go) and its spool, the token store
+(answering or down, lookups, unknown-token floods), event rates per template, every live token with
+its push stats, and the last error replies. Rendered on the
 server with L{twisted.web.template} (which escapes every value), inline CSS, no script and no
 external asset; the admin key is asked for with an HTTP Basic challenge (any user name, the key as
 the password) or taken as a Bearer token.
@@ -10,9 +11,8 @@ the password) or taken as a Bearer token.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Iterable, Protocol, Sequence
 
 from prometheus_client.registry import Collector
 from twisted.internet.defer import Deferred
@@ -27,11 +27,12 @@ from aisoc_inboxd.activity import EventRates, RecentErrors
 from aisoc_inboxd.metrics import SYSLOG_DROP_REASONS, TokenStoreMetrics, count
 from aisoc_inboxd.push_stats import WINDOW
 from aisoc_inboxd.reload import ReloadOutcome
-from aisoc_inboxd.sinks import EventSink
+from aisoc_inboxd.sinks import EventSink, IEventLog, IKafkaDestination, ISpooling
 from aisoc_inboxd.store import PushTotals, Store, StoreError, TokenRecord
 from aisoc_inboxd.store.health import StoreHealth
 from aisoc_inboxd.tokens import TokenCache, log_id
 from aisoc_inboxd.web.admin import carries_admin_key
+from aisoc_inboxd.web.channel import REFUSALS
 
 #: most token rows listed (the newest tokens); past it a note says so
 MAX_TOKENS = 500
@@ -53,6 +54,9 @@ _SYSLOG_OTHERS: tuple[tuple[str, str, str | None], ...] = (
     ("closed: idle", "aisoc_ingest_syslog_connections_closed_total", "idle"),
     ("closed: frame too large", "aisoc_ingest_syslog_connections_closed_total", "oversized"),
 )
+
+#: the sample of the HTTP channel's refusals (L{aisoc_inboxd.web.channel.REFUSALS}), by C{reason}
+_HTTP_REFUSED = "aisoc_ingest_http_connections_closed_total"
 
 _CSS = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #1d1d1f; background: #fafafa; }
@@ -81,7 +85,7 @@ _HEADERS = {
 
 class ListenerView(Protocol):
     """
-    What the page reads of a listener (L{aisoc_inboxd.service.Listener}).
+    What the page reads of a listener (L{aisoc_inboxd.listeners.Listener}).
     """
 
     name: str
@@ -100,48 +104,15 @@ class DiskView(Protocol):
     def problem(self) -> str | None: ...
 
 
-@runtime_checkable
-class DiskSink(Protocol):
-    """
-    A sink writing to its own directory (the file sink).
-    """
-
-    disk: DiskView
-
-
-@runtime_checkable
-class FileDestination(Protocol):
-    """
-    A sink appending to a file (the file sink): the page names the file.
-    """
-
-    path: Path
-
-
-@runtime_checkable
-class KafkaDestination(Protocol):
-    """
-    A sink producing to Kafka: the page names the topic and the bootstrap servers.
-    """
-
-    topic: str
-    bootstrap_servers: str
-
-
 class SpoolView(Protocol):
+    """
+    What the page reads of an L{ISpooling} sink's spool.
+    """
+
     bytes: int
     segments: int
     oldest_received_at: float | None
     disk: DiskView
-
-
-@runtime_checkable
-class SpoolingSink(Protocol):
-    """
-    A sink with an outage spool (the Kafka sink).
-    """
-
-    spool: SpoolView
 
 
 @dataclass(frozen=True)
@@ -215,6 +186,7 @@ class StatusPage(Resource):
                 tags.h1("aisoc-inboxd status"),
                 tags.p(f"Generated {_utc(now)}.", class_="note"),
                 tags.h2("Listeners"), _listeners(s.listeners()),
+                tags.h2("HTTP requests refused before a route (since start, all processes)"), _http_refused(s.metrics),
                 tags.h2("Syslog listeners (since start, all processes)"), _syslog(s.metrics),
                 tags.h2("Last reload"), _last_reload(s.last_reload(), now),
                 tags.h2("Sink"), _sink(s.sink, now),
@@ -259,6 +231,22 @@ def _listeners(listeners: Sequence[ListenerView]) -> Tag:
     rows = ((tags.td(listener.name), tags.td(tags.code(listener.description)), tags.td(_address(listener.port)),
              _state(listener.port is not None, "bound", "not bound")) for listener in listeners)
     return _table(("name", "endpoint", "address", "state"), rows)
+
+
+def _http_refused(metrics: Collector) -> Tag:
+    """
+    One row per way the HTTP channel refuses a request before any route reads it (slow head or
+    body, oversized request line or head, malformed HTTP; the README's second Errors table): its
+    status, its C{reason} label and how many connections were closed so, 0 where none was.
+    """
+    counts = dict.fromkeys(REFUSALS, 0.0)
+    for family in metrics.collect():
+        for sample in family.samples:
+            if sample.name == _HTTP_REFUSED and sample.labels.get("reason") in counts:
+                counts[sample.labels["reason"]] += sample.value
+    return _table(("status", "reason", "connections closed"),
+                  ((_num(status), tags.td(tags.code(reason)), _num(int(counts[reason])))
+                   for reason, (status, _) in REFUSALS.items()))
 
 
 def _syslog(metrics: Collector) -> Tag:
@@ -311,13 +299,13 @@ def _address(port: IListeningPort | None) -> str:
 
 def _sink(sink: EventSink, now: float) -> Tag:
     problem = sink.not_ready()
-    rows = [(tags.th("type"), tags.td(getattr(sink, "name", None) or type(sink).__name__)),
+    rows = [(tags.th("type"), tags.td(sink.name)),
             *_destination(sink),
             (tags.th("ready"), _state(problem is None, "ready", f"not ready: {problem}"))]
-    if isinstance(sink, DiskSink):
-        rows += _disk("event log", sink.disk, now)
-    if isinstance(sink, SpoolingSink):
-        spool = sink.spool
+    if (log := IEventLog(sink, None)) is not None:
+        rows += _disk("event log", log.disk, now)
+    if (spooling := ISpooling(sink, None)) is not None:
+        spool: SpoolView = spooling.spool
         oldest = spool.oldest_received_at
         rows += [(tags.th("spool bytes"), _num(spool.bytes)), (tags.th("spool segments"), _num(spool.segments)),
                  (tags.th("oldest spooled event"), tags.td("—" if oldest is None else _ago(now - oldest)))]
@@ -329,11 +317,11 @@ def _destination(sink: EventSink) -> list[tuple[Tag, Tag]]:
     """
     Where the sink puts events: the event log's file, or Kafka's topic and bootstrap servers.
     """
-    if isinstance(sink, FileDestination):
-        return [(tags.th("events file"), tags.td(tags.code(str(sink.path.absolute()))))]
-    if isinstance(sink, KafkaDestination):
-        return [(tags.th("topic"), tags.td(tags.code(sink.topic))),
-                (tags.th("bootstrap servers"), tags.td(tags.code(sink.bootstrap_servers or "—")))]
+    if (log := IEventLog(sink, None)) is not None:
+        return [(tags.th("events file"), tags.td(tags.code(str(log.path.absolute()))))]
+    if (kafka := IKafkaDestination(sink, None)) is not None:
+        return [(tags.th("topic"), tags.td(tags.code(kafka.topic))),
+                (tags.th("bootstrap servers"), tags.td(tags.code(kafka.bootstrap_servers or "—")))]
     return []
 
 

@@ -7,7 +7,7 @@ from urllib.parse import parse_qs
 
 from twisted.web.server import Request
 
-from aisoc_inboxd.formats.json_body import BodyError, decode_json_records
+from aisoc_inboxd.formats.json_body import BodyError, decode_json_records, decode_text
 from aisoc_inboxd.web.body import require_json_carrier
 from aisoc_inboxd.web.token_route import Decoded, TokenRoute
 
@@ -17,9 +17,11 @@ class WebhookRoute(TokenRoute):
 
     def decode(self, request: Request, body: bytes) -> Decoded:
         if require_json_carrier(request) == "application/x-www-form-urlencoded":
-            # GitHub's form-encoded deliveries carry the JSON in payload=
-            fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+            # GitHub's form-encoded deliveries carry the JSON in payload=; bytes that are not UTF-8,
+            # sent as they are or percent-encoded, are refused like in a JSON body, never replaced
+            fields = parse_qs(decode_text(body), keep_blank_values=True, errors="surrogateescape")
             if "payload" not in fields:
                 raise BodyError("form body without a payload= field")
-            body = fields["payload"][0].encode("utf-8")
-        return Decoded(decode_json_records(body))
+            body = fields["payload"][0].encode("utf-8", "surrogateescape")
+            decode_text(body, "the payload= field (percent-decoded)")
+        return Decoded(decode_json_records(body, self._max_events))
