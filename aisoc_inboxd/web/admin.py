@@ -37,7 +37,8 @@ from aisoc_inboxd.tokens import (
     token_row,
 )
 from aisoc_inboxd.store import StoreError
-from aisoc_inboxd.web.errors import HttpError, bad_request, store_unavailable
+from aisoc_inboxd.intake.refusals import bad_request, store_unavailable
+from aisoc_inboxd.web.errors import HttpError
 from aisoc_inboxd.web.routes import Exchange, JsonRoute, Reply
 
 Invalidate = Callable[[str], Deferred[None]]

@@ -16,12 +16,13 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from aisoc_inboxd.inflight import InFlight
-from aisoc_inboxd.intake import Binding
+from aisoc_inboxd.intake.intake import Binding
+from aisoc_inboxd.intake.refusals import Refused
 from aisoc_inboxd.tokens import log_id
 from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.store import TokenRecord
 from aisoc_inboxd.web.clients import ClientAddresses
-from aisoc_inboxd.web.errors import HttpError
+from aisoc_inboxd.web.errors import http_headers, http_status
 
 
 @dataclass
@@ -34,8 +35,9 @@ class Reply:
 
 
 #: told of every reply a route sends: the route, the token the request presented once it was
-#: authorized (else C{None}), and the reply; must not raise (push stats, the status page's errors)
-OnReply = Callable[[str, TokenRecord | None, Reply], None]
+#: authorized (else C{None}), the outcome, the status and the error message (C{None} for none);
+#: must not raise (push stats, the status page's errors)
+OnReply = Callable[[str, TokenRecord | None, str, int, str | None], None]
 
 
 @dataclass
@@ -123,15 +125,19 @@ class JsonRoute(Resource):
         return NOT_DONE_YET
 
     def _failure_reply(self, failure: Failure, exchange: Exchange) -> Reply:
-        if failure.check(HttpError):
-            error: HttpError = failure.value
-            exchange.token = exchange.token or error.token
-            return Reply(error.status, self.error_body(error), error.template, error.outcome, error.headers)
+        if failure.check(Refused):
+            refused: Refused = failure.value
+            exchange.token = exchange.token or refused.token
+            return self.refusal_reply(refused)
         self._log.failure("unexpected error on route {route}", failure=failure, route=self.route)
         return Reply(500, {"error": "internal error; the request was not accepted"}, None, "error")
 
-    def error_body(self, error: HttpError) -> dict[str, Any]:
-        return {"error": error.message}
+    def refusal_reply(self, refused: Refused) -> Reply:
+        """
+        The reply to a refusal: its status by L{http_status}, its message as C{{"error": …}}.
+        """
+        return Reply(http_status(refused), {"error": refused.message}, refused.template, refused.outcome,
+                     http_headers(refused))
 
     def write_reply(self, request: Request, reply: Reply) -> bytes:
         """
@@ -144,7 +150,7 @@ class JsonRoute(Resource):
         self._metrics.request(self.route, reply.template, reply.outcome)
         self._log_request(request, exchange, reply, time.monotonic() - started)
         for observe in self._observers:
-            observe(self.route, exchange.token, reply)
+            observe(self.route, exchange.token, reply.outcome, reply.status, reply.body.get("error"))
         if gone or request.finished:
             return
         request.write(self.write_reply(request, reply))

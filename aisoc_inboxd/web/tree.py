@@ -11,7 +11,7 @@ from twisted.web.server import Request
 
 from aisoc_inboxd.config import CefSettings, HttpSettings
 from aisoc_inboxd.inflight import InFlight
-from aisoc_inboxd.intake import Intake
+from aisoc_inboxd.intake.intake import Intake
 from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.reload import Replaceable
 from aisoc_inboxd.web.email import EmailRoute
@@ -20,6 +20,7 @@ from aisoc_inboxd.tokens import TokenAdmin, TokenCache
 from aisoc_inboxd.vendors import VendorGate
 from aisoc_inboxd.web.admin import AdminRoute
 from aisoc_inboxd.web.cef import CefRoute
+from aisoc_inboxd.web.clients import ClientAddresses
 from aisoc_inboxd.web.hec import HecAckRoute, HecDeps, HecEventRoute, HecHealth, HecRawRoute
 from aisoc_inboxd.web.routes import OnReply, write_json
 from aisoc_inboxd.web.status import StatusPage, StatusSources
@@ -42,6 +43,8 @@ class WebDeps:
     #: the token-less CEF route's tenant, template and guards (unset tenant: the route answers 404),
     #: read at each request: a reload replaces them
     cef: Replaceable[CefSettings] = field(default_factory=lambda: Replaceable(CefSettings()))
+    #: where requests come from (C{http.trusted_proxies})
+    clients: ClientAddresses = field(default_factory=ClientAddresses)
 
 
 class NotFound(Resource):
@@ -60,11 +63,11 @@ class InboxResource(Resource):
     def __init__(self, deps: WebDeps, hec_events: HecEventRoute | None) -> None:
         super().__init__()
         self._webhook = WebhookRoute(deps.intake, deps.metrics, deps.inflight, deps.max_body_bytes, deps.vendors,
-                                     deps.observers, deps.max_events)
+                                     deps.observers, deps.max_events, deps.clients)
         self._email = EmailRoute(deps.intake, deps.metrics, deps.inflight, deps.max_body_bytes, deps.vendors,
-                                 deps.observers)
+                                 deps.observers, clients=deps.clients)
         self._cef = CefRoute(deps.cef, deps.intake, deps.metrics, deps.inflight, deps.max_body_bytes,
-                             deps.observers, deps.max_events)
+                             deps.observers, deps.max_events, deps.clients)
         self._hec_events = hec_events
 
     def getChild(self, path: bytes, request: Request) -> Resource:
@@ -92,8 +95,8 @@ class CollectorResource(Resource):
         self._children: dict[bytes, Resource] = {
             b"event": events,
             b"raw": HecRawRoute(deps.intake, deps.metrics, deps.inflight, deps.max_body_bytes, deps.vendors, hec,
-                                deps.observers, deps.max_events),
-            b"ack": HecAckRoute(deps.intake, deps.metrics, deps.inflight, hec, deps.observers),
+                                deps.observers, deps.max_events, deps.clients),
+            b"ack": HecAckRoute(deps.intake, deps.metrics, deps.inflight, hec, deps.observers, deps.clients),
             b"health": HecHealth(deps.intake),
         }
 
@@ -172,7 +175,7 @@ def build_root_resource(deps: WebDeps) -> Resource:
     """
     hec_events = None if deps.hec is None else HecEventRoute(
         deps.intake, deps.metrics, deps.inflight, deps.max_body_bytes, deps.vendors, deps.hec, deps.observers,
-        deps.max_events)
+        deps.max_events, deps.clients)
     root = Root()
     v1 = Root()
     root.putChild(b"v1", v1)
