@@ -298,7 +298,6 @@ class SyslogSettings:
         seconds = self.idle_timeout if listener.idle_timeout is None else listener.idle_timeout
         return seconds or None
 
-
     def receive_buffer_of(self, listener: SyslogListenerSettings) -> int:
         """
         The C{SO_RCVBUF} to ask for on C{listener}'s UDP socket in bytes, 0 for the kernel's default.

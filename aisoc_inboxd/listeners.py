@@ -124,7 +124,7 @@ class DatagramListener(Service):
         self.port = port
         _log.info("{name} listening on {address}", name=self.name, address=str(self.port.getHost()))
         if self._receive_buffer:
-            granted = size_receive_buffer(port.socket, self._receive_buffer)
+            granted = _size_receive_buffer(port.socket, self._receive_buffer)
             if self._inherited_fd is None:
                 _report_receive_buffer(self.name, self._receive_buffer, granted)
         return self.port
@@ -140,7 +140,7 @@ class DatagramListener(Service):
 _KERNEL_DOUBLES = sys.platform.startswith("linux")
 
 
-def size_receive_buffer(sock: socket.socket, requested: int) -> int:
+def _size_receive_buffer(sock: socket.socket, requested: int) -> int:
     """
     Ask for a receive buffer of C{requested} bytes on C{sock} and return the size the kernel set:
     C{requested}, or less where it caps it (Linux: at C{net.core.rmem_max}, silently).
