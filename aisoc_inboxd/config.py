@@ -242,6 +242,9 @@ class SyslogListenerSettings:
     #: seconds a TCP/TLS connection may send nothing before it is closed, 0 for never; unset takes
     #: C{syslog.idle_timeout}
     idle_timeout: float | None = None
+    #: with C{udp_port}: the socket's receive buffer (C{SO_RCVBUF}) in bytes, 0 for the kernel's
+    #: default; unset takes C{syslog.udp_receive_buffer_bytes}
+    receive_buffer_bytes: int | None = None
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -255,6 +258,10 @@ class SyslogListenerSettings:
             raise ConfigError(f"max_frame_bytes: must be greater than 0, got {self.max_frame_bytes}")
         if self.udp_port is not None and not 0 <= self.udp_port <= 65535:
             raise ConfigError(f"udp_port: {self.udp_port} is not a port")
+        if self.receive_buffer_bytes is not None:
+            if self.udp_port is None:
+                raise ConfigError("receive_buffer_bytes: only a udp_port listener has a receive buffer to size")
+            _check_receive_buffer("receive_buffer_bytes", self.receive_buffer_bytes)
         if self.verify_client and (self.client_ca_file is None or not (self.endpoint or "").startswith("ssl:")):
             raise ConfigError("verify_client: needs an ssl: endpoint and client_ca_file")
         try:
@@ -276,9 +283,13 @@ class SyslogSettings:
     #: seconds a TCP/TLS connection may send nothing before it is closed (0: never); a listener's
     #: own C{idle_timeout} overrides it
     idle_timeout: float = 300.0
+    #: the receive buffer (C{SO_RCVBUF}) of every UDP listener that sets none, in bytes; 0 leaves the
+    #: kernel's default (C{net.core.rmem_default}). The kernel caps it at C{net.core.rmem_max}.
+    udp_receive_buffer_bytes: int = 8 * 1024 * 1024
 
     def __post_init__(self) -> None:
         _check_idle_timeout(self.idle_timeout)
+        _check_receive_buffer("udp_receive_buffer_bytes", self.udp_receive_buffer_bytes)
 
     def idle_timeout_of(self, listener: SyslogListenerSettings) -> float | None:
         """
@@ -286,6 +297,23 @@ class SyslogSettings:
         """
         seconds = self.idle_timeout if listener.idle_timeout is None else listener.idle_timeout
         return seconds or None
+
+    def receive_buffer_of(self, listener: SyslogListenerSettings) -> int:
+        """
+        The C{SO_RCVBUF} to ask for on C{listener}'s UDP socket in bytes, 0 for the kernel's default.
+        """
+        own = listener.receive_buffer_bytes
+        return self.udp_receive_buffer_bytes if own is None else own
+
+
+#: the most C{SO_RCVBUF} takes: the kernel reads it as a C int and doubles it
+MAX_RECEIVE_BUFFER = 2**30
+
+
+def _check_receive_buffer(key: str, size: int) -> None:
+    if not 0 <= size <= MAX_RECEIVE_BUFFER:
+        raise ConfigError(f"{key}: must be 0 (the kernel's default) or a number of bytes up to "
+                          f"{MAX_RECEIVE_BUFFER}, got {size}")
 
 
 def _check_idle_timeout(seconds: float | None) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -86,12 +87,20 @@ class DatagramListener(Service):
     """
     A UDP port, shaped like L{Listener} so it binds and closes with the others (Twisted has no
     datagram endpoint strings).
+
+    Its receive buffer is what absorbs a burst while the reactor is busy elsewhere: datagrams that
+    do not fit are dropped by the kernel, uncounted by us. So the buffer is sized on every port
+    served, bound or adopted (a worker's socket is the daemon's, so asking again changes nothing),
+    and the process that binds it logs what the kernel granted.
     """
 
     tls = None
 
     def __init__(self, port: int, interface: str, protocol: Any, reactor: Any, name: str,
-                 inherited_fd: int | None = None) -> None:
+                 inherited_fd: int | None = None, receive_buffer_bytes: int = 0) -> None:
+        """
+        @param receive_buffer_bytes: the C{SO_RCVBUF} to ask for; 0 leaves the kernel's default.
+        """
         self.description = f"udp:{port}:interface={interface}"
         self.name = name
         self.port: Any = None
@@ -99,6 +108,7 @@ class DatagramListener(Service):
         self._protocol = protocol
         self._inherited_fd = inherited_fd
         self._number, self._interface = port, interface
+        self._receive_buffer = receive_buffer_bytes
 
     def listen(self) -> Deferred[Any]:
         Service.startService(self)
@@ -113,12 +123,44 @@ class DatagramListener(Service):
     def _bound(self, port: Any) -> Any:
         self.port = port
         _log.info("{name} listening on {address}", name=self.name, address=str(self.port.getHost()))
+        if self._receive_buffer:
+            granted = _size_receive_buffer(port.socket, self._receive_buffer)
+            if self._inherited_fd is None:
+                _report_receive_buffer(self.name, self._receive_buffer, granted)
         return self.port
 
     def stopService(self) -> Deferred[None] | None:
         Service.stopService(self)
         port, self.port = self.port, None
         return maybeDeferred(port.stopListening) if port is not None else None
+
+
+#: Linux reports (and reserves) twice the C{SO_RCVBUF} it was set to, the half on top for its own
+#: bookkeeping
+_KERNEL_DOUBLES = sys.platform.startswith("linux")
+
+
+def _size_receive_buffer(sock: socket.socket, requested: int) -> int:
+    """
+    Ask for a receive buffer of C{requested} bytes on C{sock} and return the size the kernel set:
+    C{requested}, or less where it caps it (Linux: at C{net.core.rmem_max}, silently).
+    """
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, requested)
+    reported = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    return reported // 2 if _KERNEL_DOUBLES else reported
+
+
+def _report_receive_buffer(name: str, requested: int, granted: int) -> None:
+    """
+    Log the granted receive buffer once at start, and warn with the remedy when the kernel capped it.
+    """
+    if granted >= requested:
+        _log.info("{name}: receive buffer set to {granted} bytes", name=name, granted=granted)
+    else:
+        _log.warn("{name}: asked for a receive buffer of {requested} bytes, the kernel set {granted} (its "
+                  "net.core.rmem_max); a burst beyond it is dropped by the kernel, uncounted. Raise the cap "
+                  "with 'sysctl -w net.core.rmem_max={requested}' and a file in /etc/sysctl.d to keep it",
+                  name=name, requested=requested, granted=granted)
 
 
 def _family(fd: int) -> socket.AddressFamily:

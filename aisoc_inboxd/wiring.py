@@ -246,15 +246,16 @@ def build_syslog(settings: Settings, intake: Intake, metrics: Metrics, inflight:
                                 per_process(settings.syslog.max_in_flight_events, settings.workers),
                                 saturation, settings.syslog.idle_timeout_of(entry))
         name = f"syslog-{entry.name}"
-        built.append(_syslog_listener(entry, listener, reactor, name, role and role.socket(name)))
+        built.append(_syslog_listener(entry, listener, reactor, name, role and role.socket(name),
+                                      settings.syslog.receive_buffer_of(entry)))
     return built
 
 
 def _syslog_listener(entry: SyslogListenerSettings, listener: SyslogIntake, reactor: Any, name: str,
-                     inherited_fd: int | None) -> AnyListener:
+                     inherited_fd: int | None, receive_buffer_bytes: int) -> AnyListener:
     if entry.udp_port is not None:
         return DatagramListener(entry.udp_port, entry.udp_interface, SyslogDatagramProtocol(listener, reactor),
-                                reactor, name, inherited_fd)
+                                reactor, name, inherited_fd, receive_buffer_bytes)
     assert entry.endpoint is not None
     client_ca = Path(entry.client_ca_file) if entry.verify_client and entry.client_ca_file else None
     return Listener(entry.endpoint, SyslogStreamFactory(listener, reactor), reactor, name, client_ca, inherited_fd)
