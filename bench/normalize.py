@@ -7,7 +7,8 @@ Paths: a 2.5 KB PagerDuty v3 incident (pagerduty), the bench's JSON alert (gener
 and HEC rows), the bench's CEF lines (cef-syslog, the CEF over HTTPS row) and its RFC 5424 frames
 (cef-syslog, the syslog rows), the latter two split into stages: the parsers alone, the parsers
 and the record built from them, the normalizer alone on prebuilt records, and the whole frame →
-OCSF dict. Every normalizing stage is timed twice in the same run: with the template interpreter
+OCSF dict, the frame stages both through the two-stage reference (C{frame_record}) and the one-pass
+reader the listeners use (C{read_frame}). Every normalizing stage is timed twice in the same run: with the template interpreter
 (C{normalize_record(..., interpret=True)}, the code before compiled templates) and with the
 function generated for the template at load. The JSON alert and the frame are also timed through
 L{bench.reference}: the same events written straight in plain Python (checked equal at start), the
@@ -33,6 +34,7 @@ from aisoc_inboxd.formats.cef import parse_cef_line
 from aisoc_inboxd.formats.cef_records import read_cef
 from aisoc_inboxd.normalizer import IngestContext, load_templates, normalize_record
 from aisoc_inboxd.formats.syslog import parse_syslog
+from aisoc_inboxd.formats.syslog_cef import read_frame
 from aisoc_inboxd.formats.syslog_records import frame_record
 from bench import reference
 from bench.inputs import _alert, _cef, _syslog
@@ -86,12 +88,13 @@ def main() -> None:
         return lambda text: normalize_record(template, json.loads(text), IngestContext("t", "bench", NOW, raw=text),
                                              interpret=interpret)
 
-    def frame_to_event(interpret: bool) -> Callable[[bytes], Any]:
+    def frame_to_event(interpret: bool, read: Callable[[bytes, float], Any] = frame_record) -> Callable[[bytes], Any]:
         run = normalize("cef-syslog", interpret)
-        return lambda frame: run(frame_record(frame, NOW).record)
+        return lambda frame: run(read(frame, NOW).record)
 
     _check_reference(json_record("generic-json", False), reference.json_alert, alerts)
     _check_reference(frame_to_event(False), reference.cef_frame, frames)
+    _check_reference(frame_to_event(False, read_frame), reference.cef_frame, frames)
     rows: list[tuple[str, str, Callable[[bool], Callable[[Any], Any]], Callable[[Any], Any] | None, list[Any]]] = [
         ("pagerduty v3 incident (2.5 KB)", "json.loads + normalize", partial(json_record, "pagerduty"), None,
          [pagerduty_text]),
@@ -103,8 +106,11 @@ def main() -> None:
         ("syslog RFC 5424 CEF frame", "parse_syslog", lambda _: lambda frame: parse_syslog(frame.decode(), NOW),
          None, frames),
         ("", "frame_record (both parsers)", lambda _: lambda frame: frame_record(frame, NOW), None, frames),
+        ("", "read_frame (one pass)", lambda _: lambda frame: read_frame(frame, NOW), None, frames),
         ("", "normalize", partial(normalize, "cef-syslog"), None, frame_records),
         ("", "frame → OCSF dict", frame_to_event, partial(reference.cef_frame, now=NOW), frames),
+        ("", "frame → OCSF dict, one pass", partial(frame_to_event, read=read_frame),
+         partial(reference.cef_frame, now=NOW), frames),
     ]
     print(f"{'path':<32} {'stage':<28} {'interpreted':>11} {'compiled':>9} {'reference':>9}  µs/event")
     for path, stage, step, plain, items in rows:

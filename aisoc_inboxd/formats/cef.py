@@ -68,7 +68,9 @@ _SEVERITY_NUMBERS = (
 
 # One header field: anything but a backslash or a pipe, or a backslash and the character it escapes.
 _FIELD = r"([^\\|]*+(?:\\.[^\\|]*+)*+)"
-_HEADER = re.compile(r"CEF:(\d+)\|" + (_FIELD + r"\|") * 5 + _FIELD + r"(?:\|(.*))?\Z", re.DOTALL)
+#: a CEF record from its marker to the end: version, the six header fields, the extension (DOTALL)
+HEADER_PATTERN = r"CEF:(\d+)\|" + (_FIELD + r"\|") * 5 + _FIELD + r"(?:\|(.*))?\Z"
+_HEADER = re.compile(HEADER_PATTERN, re.DOTALL)
 _HEADER_ESCAPES = (("\\|", "|"),)
 _HEADER_PIPE_OR_ESCAPE = re.compile(r"\\.|\|", re.DOTALL)
 
@@ -154,7 +156,7 @@ def parse_cef_line(line: str) -> CefEvent:
         name=name,
         severity=normalize_severity(severity_raw),
         severity_raw=severity_raw,
-        extensions=_parse_extension(extension) if extension else {},
+        extensions=parse_extension(extension) if extension else {},
         prefix=line[:start].strip(),
     )
 
@@ -187,7 +189,7 @@ def _unescape(text: str, escapes: tuple[tuple[str, str], ...]) -> str:
     return "\\".join(pieces)
 
 
-def _parse_extension(extension: str) -> dict[str, str]:
+def parse_extension(extension: str) -> dict[str, str]:
     """
     Key to unescaped value. One C-level split on C{ key=} tokens does the whole scan: the parts
     alternate keys and raw values, and the first part is whatever came before the first key.

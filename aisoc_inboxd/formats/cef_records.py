@@ -43,7 +43,7 @@ from typing import Any, Callable, Iterable, Mapping
 from aisoc_inboxd.formats.cef import CefError, CefEvent, parse_cef_line
 from aisoc_inboxd.formats.json_body import Record
 from aisoc_inboxd.normalizer.timeparse import to_epoch_ms
-from aisoc_inboxd.formats.syslog import SyslogMessage, bsd_timestamp, parse_syslog
+from aisoc_inboxd.formats.syslog import StructuredData, SyslogMessage, bsd_timestamp, parse_syslog
 
 #: the kinds L{event_kind} returns, in the order they are tried; C{classes} in cef-syslog.yaml maps them
 KINDS = ("authentication", "dns", "http", "file", "api", "finding", "network", "other")
@@ -161,7 +161,8 @@ def cef_time(text: str, now: float, local_tz: tzinfo = UTC) -> int | None:
     Epoch milliseconds of a CEF time value (C{rt}, C{start}, C{end}), or None when unreadable;
     numbers are told apart by magnitude (some senders write epoch seconds).
     """
-    millis = bsd_timestamp(text, now, local_tz)
+    # a BSD stamp starts with a month name: epoch digits (the common case) skip that reading
+    millis = None if text.isdigit() else bsd_timestamp(text, now, local_tz)
     return millis if millis is not None else to_epoch_ms(text, ())
 
 
@@ -176,6 +177,23 @@ def cef_record(event: CefEvent, raw: str, now: float, syslog: SyslogMessage | No
     """
     if syslog is None and event.prefix:
         syslog = parse_syslog(event.prefix, now, local_tz)
+    if syslog is None:
+        return carried_cef_record(event, raw, now, local_tz)
+    return carried_cef_record(event, raw, now, local_tz, syslog_fields(syslog), bool(syslog.hostname),
+                              syslog.timestamp, syslog.timestamp_text)
+
+
+def carried_cef_record(event: CefEvent, raw: str, now: float, local_tz: tzinfo = UTC,
+                       syslog: dict[str, Any] | None = None, has_host: bool = False,
+                       stamp: int | None = None, stamp_text: str | None = None) -> Record:
+    """
+    L{cef_record} given what it needs of the carrying syslog header rather than the header itself,
+    so that the one-pass frame reader (L{aisoc_inboxd.formats.syslog_cef}) builds no L{SyslogMessage}.
+
+    @param syslog: the header's L{syslog_fields}, or None when no syslog header carried C{event}.
+    @param has_host: the header named the sending host.
+    @param stamp: the header's stamp, epoch ms (the fallback for C{time}), and C{stamp_text} as sent.
+    """
     header = {
         "deviceVendor": event.device_vendor, "deviceProduct": event.device_product,
         "deviceVersion": event.device_version, "deviceEventClassId": event.device_event_class_id,
@@ -184,7 +202,7 @@ def cef_record(event: CefEvent, raw: str, now: float, syslog: SyslogMessage | No
     cef: dict[str, Any] = {"version": event.version, **{k: v for k, v in header.items() if v}}
     for key, value in event.extensions.items():
         cef.setdefault(key, value)
-    kind = event_kind(event, bool(syslog and syslog.hostname))
+    kind = event_kind(event, has_host)
     data: dict[str, Any] = {"kind": kind, "cef": cef}
     ext = event.extensions
     sides = _OWNED_ENDPOINT_SIDES if kind in _OWNED_KINDS else _ENDPOINT_SIDES
@@ -201,13 +219,13 @@ def cef_record(event: CefEvent, raw: str, now: float, syslog: SyslogMessage | No
             data["time"], data["original_time"] = millis, ext[key]
             break
     else:
-        if syslog is not None and syslog.timestamp is not None:
-            data["time"], data["original_time"] = syslog.timestamp, syslog.timestamp_text
+        if stamp is not None:
+            data["time"], data["original_time"] = stamp, stamp_text
     for key, target in (("start", "start_time"), ("end", "end_time")):
         if key in ext and (millis := cef_time(ext[key], now, local_tz)) is not None:
             data[target] = millis
     if syslog is not None:
-        data["syslog"] = syslog_fields(syslog)
+        data["syslog"] = syslog
     return Record(data, raw)
 
 
@@ -270,11 +288,20 @@ def syslog_fields(message: SyslogMessage) -> dict[str, Any]:
     """
     The header fields of a syslog frame that were present, for templates' C{syslog.*} sources.
     """
+    return header_fields(message.facility, message.severity, message.hostname, message.app_name, message.procid,
+                         message.msgid, message.timestamp_text, message.format, message.structured_data)
+
+
+def header_fields(facility: int | None, severity: int | None, hostname: str | None, app_name: str | None,
+                  procid: str | None, msgid: str | None, timestamp: str | None, format: str,
+                  structured_data: StructuredData) -> dict[str, Any]:
+    """
+    L{syslog_fields} from the header's fields one by one (the one-pass reader has no L{SyslogMessage}).
+    """
     fields: dict[str, Any] = {
-        "facility": message.facility, "severity": message.severity, "hostname": message.hostname,
-        "app_name": message.app_name, "procid": message.procid, "msgid": message.msgid,
-        "timestamp": message.timestamp_text, "format": message.format,
+        "facility": facility, "severity": severity, "hostname": hostname, "app_name": app_name,
+        "procid": procid, "msgid": msgid, "timestamp": timestamp, "format": format,
     }
-    if message.structured_data:
-        fields["structured_data"] = message.structured_data
+    if structured_data:
+        fields["structured_data"] = structured_data
     return {k: v for k, v in fields.items() if v is not None}

@@ -52,9 +52,9 @@ _MONTHS = {
 }
 
 _PRI = re.compile(r"<(\d{1,3})>")
-_RFC3339 = re.compile(
-    r"(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?([Zz]|[+-]\d\d:\d\d)"
-)
+#: an RFC 3339 stamp: year, month, day, hour, minute, second, fraction, offset (L{rfc3339_millis})
+RFC3339_PATTERN = r"(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?([Zz]|[+-]\d\d:\d\d)"
+_RFC3339 = re.compile(RFC3339_PATTERN)
 _BSD_STAMP = re.compile(
     r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) {1,2}(\d{1,2}) (?:(\d{4}) )?"
     r"(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(?: (UTC|GMT))?(?= |\Z)"
@@ -62,6 +62,8 @@ _BSD_STAMP = re.compile(
 _EPOCH_MS = re.compile(r"\d{13}(?= |\Z)")
 _RFC5424 = re.compile(r"1 (\S+) (\S+)(?: |\Z)")
 _RFC5424_IDS = re.compile(r"(\S{1,48}) (\S{1,128}) (\S{1,32}) (?=[-\[])")
+#: one or more whole SD elements (L{parse_structured_data} reads them)
+SD_ELEMENTS_PATTERN = r'(?:\[[^ =\]"]{1,32}(?: [^ =\]"]{1,32}="(?:[^"\\]|\\.)*")*\])+'
 _SD_ELEMENT = re.compile(r'\[([^ =\]"]{1,32})')
 _SD_PARAM = re.compile(r' ([^ =\]"]{1,32})="((?:[^"\\]|\\.)*)"', re.DOTALL)
 _SD_ESCAPE = re.compile(r'\\(["\\\]])')
@@ -145,7 +147,7 @@ def _parse_rfc5424(rest: str, facility: int, severity: int) -> SyslogMessage | N
         stamp = _RFC3339.fullmatch(stamp_text)
         if stamp is None:
             return None
-        timestamp = _rfc3339_millis(stamp)
+        timestamp = rfc3339_millis(*stamp.groups())
 
     def message(app_name: str | None = None, procid: str | None = None, msgid: str | None = None,
                 text: str = "", structured_data: StructuredData | None = None) -> SyslogMessage:
@@ -158,14 +160,14 @@ def _parse_rfc5424(rest: str, facility: int, severity: int) -> SyslogMessage | N
     ids = _RFC5424_IDS.match(after_host)
     if ids is None or after_host.startswith("CEF:"):
         return message(text=after_host)
-    structured_data, end = _parse_structured_data(after_host, ids.end())
+    structured_data, end = parse_structured_data(after_host, ids.end())
     if structured_data is None or (end < len(after_host) and after_host[end] != " "):
         return message(text=after_host)
     app_name, procid, msgid = (_nil(token) for token in ids.groups())
     return message(app_name, procid, msgid, after_host[end + 1:], structured_data)
 
 
-def _parse_structured_data(text: str, pos: int) -> tuple[StructuredData | None, int]:
+def parse_structured_data(text: str, pos: int) -> tuple[StructuredData | None, int]:
     """
     The SD elements starting at C{pos} and the index after them, or C{(None, pos)} if malformed.
     """
@@ -222,7 +224,7 @@ def _bsd_stamp(rest: str, now: float, local_tz: tzinfo) -> tuple[str | None, int
     if (stamp := _BSD_STAMP.match(rest)) is not None:
         timestamp = _bsd_millis(stamp, now, local_tz)
     elif (stamp := _RFC3339.match(rest)) is not None and rest[stamp.end():stamp.end() + 1] in (" ", ""):
-        timestamp = _rfc3339_millis(stamp)
+        timestamp = rfc3339_millis(*stamp.groups())
     elif (stamp := _EPOCH_MS.match(rest)) is not None:
         timestamp = int(stamp.group())
     else:
@@ -238,17 +240,20 @@ def _microseconds(fraction: str | None) -> int:
     return int(fraction[:6].ljust(6, "0")) if fraction else 0
 
 
-def _rfc3339_millis(stamp: re.Match[str]) -> int | None:
-    year, month, day, hour, minute, second, fraction, offset = stamp.groups()
-    if offset in ("Z", "z"):
-        zone = UTC
-    else:
-        sign = -1 if offset[0] == "-" else 1
-        zone = timezone(sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[4:6])))
+def rfc3339_millis(year: str, month: str, day: str, hour: str, minute: str, second: str, fraction: str | None,
+                   offset: str) -> int | None:
+    """
+    Epoch milliseconds of the groups of an L{RFC3339_PATTERN} match; None for an impossible date.
+    """
     try:
+        if offset in ("Z", "z"):
+            zone = UTC
+        else:
+            sign = -1 if offset[0] == "-" else 1
+            zone = timezone(sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[4:6])))
         moment = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second),
                           _microseconds(fraction), tzinfo=zone)
-    except ValueError:  # leap second, 31 April, offset beyond 24h
+    except ValueError:  # leap second, 31 April, an offset of 24h or more
         return None
     return _millis(moment)
 

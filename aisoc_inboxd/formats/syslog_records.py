@@ -1,14 +1,16 @@
 """
 One syslog frame into the record a template maps: a CEF record when the message is CEF (for the
 C{cef-syslog} template, the header's stamp and host as fallbacks), else a plain syslog record (for
-the C{syslog} template). Pure: the syslog listeners decode their frames with L{frame_records}.
+the C{syslog} template). Pure. L{frame_record} is the reference reading; the syslog listeners decode
+their frames with L{frame_records} and the one-pass L{aisoc_inboxd.formats.syslog_cef.read_frame},
+which tests/test_one_pass_cef.py holds equal to it.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 from datetime import UTC, tzinfo
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from aisoc_inboxd.formats.cef import CefError
 from aisoc_inboxd.formats.cef_records import Split, read_cef, syslog_fields
@@ -48,17 +50,21 @@ def frame_record(frame: bytes, now: float, local_tz: tzinfo = UTC) -> FrameRecor
     return FrameRecord(Record(data, text), False)
 
 
-def frame_records(frames: Sequence[bytes], now: float, local_tz: tzinfo = UTC) -> Split:
+def frame_records(frames: Sequence[bytes], now: float, local_tz: tzinfo = UTC,
+                  read: Callable[[bytes, float, tzinfo], FrameRecord] = frame_record) -> Split:
     """
     The records of some frames, CEF apart from the rest; a frame whose CEF is malformed is counted,
     not kept.
+
+    @param read: reads one frame: L{frame_record} (the reference) or a reader that gives the same
+        records, such as the listeners' one-pass L{aisoc_inboxd.formats.syslog_cef.read_frame}.
     """
     cef: list[Record] = []
     rest: list[Record] = []
     malformed = 0
     for frame in frames:
         try:
-            parsed = frame_record(frame, now, local_tz)
+            parsed = read(frame, now, local_tz)
         except CefError:
             malformed += 1
             continue

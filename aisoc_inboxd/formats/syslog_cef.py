@@ -1,0 +1,58 @@
+"""
+An RFC 5424 frame carrying CEF into its record in one pass: one regex reads the PRI, the header,
+the structured data and the CEF header; the extension is split once (L{parse_extension}); the
+record is built straight from the groups (L{carried_cef_record}), with no L{SyslogMessage} between.
+
+Every other frame (RFC 3164, a header vendors broke, a PRI above 191, a CEF header with escapes or
+a version above 1, text or a second BOM before C{CEF:}, no CEF at all) is read by the reference,
+L{frame_record}, so both give the same record or the same L{CefError} for every frame;
+C{tests/test_one_pass_cef.py} holds them equal. The syslog listeners decode with L{read_frame}.
+"""
+from __future__ import annotations
+
+import re
+from datetime import UTC, tzinfo
+
+from aisoc_inboxd.formats.cef import HEADER_PATTERN, CefEvent, normalize_severity, parse_extension
+from aisoc_inboxd.formats.cef_records import carried_cef_record, header_fields
+from aisoc_inboxd.formats.syslog import RFC3339_PATTERN, SD_ELEMENTS_PATTERN, parse_structured_data, rfc3339_millis
+from aisoc_inboxd.formats.syslog_records import FrameRecord, frame_record
+
+#: C{<PRI>1 STAMP HOST APP PROCID MSGID SD [BOM]CEF:...}; groups: 1 PRI, 2 stamp (3-10 its parts),
+#: 11 host, 12-14 app, procid, msgid, 15 SD, 16 CEF version, 17-22 CEF header, 23 extension
+_FRAME = re.compile(
+    r"<(\d{1,3})>1 (-|" + RFC3339_PATTERN + r") (\S+) (?!CEF:)(\S{1,48}) (\S{1,128}) (\S{1,32}) "
+    r"(-|" + SD_ELEMENTS_PATTERN + r") \ufeff?" + HEADER_PATTERN,
+    re.DOTALL,
+)
+
+
+def read_frame(frame: bytes, now: float, local_tz: tzinfo = UTC) -> FrameRecord:
+    """
+    The record of one frame, as L{frame_record} makes it.
+
+    @raise CefError: the message is CEF but malformed.
+    """
+    text = frame.decode("utf-8", "replace").rstrip("\r\n\x00")
+    match = _FRAME.match(text)
+    if match is None:
+        return frame_record(frame, now, local_tz)
+    (pri, stamp_text, year, month, day, hour, minute, second, fraction, offset, host, app_name, procid, msgid,
+     sd, version, vendor, product, device_version, class_id, name, severity, extension) = match.groups()
+    # the reference reads these; they are rare enough not to be worth a second copy here
+    if int(pri) > 191 or int(version) > 1 or "\\" in text[match.start(16):match.end(22)]:
+        return frame_record(frame, now, local_tz)
+    facility, syslog_severity = divmod(int(pri), 8)
+    if stamp_text == "-":
+        stamp = stamp_text = None
+    else:
+        stamp = rfc3339_millis(year, month, day, hour, minute, second, fraction, offset)
+    structured_data = {} if sd == "-" else parse_structured_data(sd, 0)[0]
+    hostname = None if host == "-" else host
+    event = CefEvent(int(version), vendor, product, device_version, class_id, name, normalize_severity(severity),
+                     severity, parse_extension(extension) if extension else {})
+    syslog = header_fields(facility, syslog_severity, hostname, None if app_name == "-" else app_name,
+                           None if procid == "-" else procid, None if msgid == "-" else msgid, stamp_text,
+                           "rfc5424", structured_data)
+    return FrameRecord(carried_cef_record(event, text, now, local_tz, syslog, hostname is not None, stamp,
+                                          stamp_text), True)
