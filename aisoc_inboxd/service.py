@@ -51,6 +51,8 @@ from aisoc_inboxd.vendors import VendorGate, build_vendor_gate
 from aisoc_inboxd.web.channel import ChannelLimits
 from aisoc_inboxd.web.clients import ClientAddresses
 from aisoc_inboxd.web.hec import HecDeps
+from aisoc_inboxd.deliveries import DeliveryLog
+from aisoc_inboxd.web.recorder import DeliveryRecorder
 from aisoc_inboxd.web.status import StatusSources, TokenStoreView
 from aisoc_inboxd.web.tree import WebDeps, build_admin_resource, build_root_resource
 from aisoc_inboxd.web.site import InboxSite, inbox_site
@@ -452,7 +454,8 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
     deps = WebDeps(intake=intake, metrics=metrics, inflight=inflight, max_body_bytes=http.max_body_bytes,
                    observers=(push_stats.replied, recent_errors.replied),
                    vendors=vendors or build_vendor_gate(settings.vendors, reactor),
-                   hec=HecDeps(settings.hec, acks), cef=cef)
+                   hec=HecDeps(settings.hec, acks), cef=cef,
+                   deliveries=DeliveryRecorder(DeliveryLog(settings.deliveries), reactor))
     limits = ChannelLimits(http.header_timeout, http.body_timeout, http.max_header_bytes)
     site = inbox_site(build_root_resource(deps), http, metrics, reactor)
     http_names = [numbered("http", i) for i in range(len(http.listen))]

@@ -18,7 +18,9 @@ from twisted.internet.task import Clock
 from twisted.web.server import Site
 
 from aisoc_inboxd.catalog import TemplateCatalog
-from aisoc_inboxd.config import CefSettings, HecSettings, HttpSettings
+from aisoc_inboxd.config import CefSettings, DeliverySettings, HecSettings, HttpSettings
+from aisoc_inboxd.deliveries import DeliveryLog
+from aisoc_inboxd.hec_acks import AckChannels, LocalAcks
 from aisoc_inboxd.idempotency import Idempotency
 from aisoc_inboxd.inflight import InFlight
 from aisoc_inboxd.intake import Intake
@@ -32,6 +34,7 @@ from aisoc_inboxd.tokens import LookupBudget, TokenAdmin, TokenCache, TokenResol
 from aisoc_inboxd.vendors import VendorGate
 from aisoc_inboxd.web.clients import ClientAddresses
 from aisoc_inboxd.web.hec import HecDeps
+from aisoc_inboxd.web.recorder import DeliveryRecorder
 from aisoc_inboxd.web.routes import OnReply
 from aisoc_inboxd.web.site import inbox_site
 from aisoc_inboxd.web.tree import WebDeps, build_admin_resource, build_root_resource
@@ -306,6 +309,7 @@ class MemoryInbox:
     cef: CefSettings = field(default_factory=CefSettings)
     vendors: VendorGate = field(default_factory=VendorGate)
     observers: tuple[OnReply, ...] = ()
+    deliveries_settings: DeliverySettings = field(default_factory=DeliverySettings)
 
     base_url = "http://inbox"
 
@@ -320,10 +324,11 @@ class MemoryInbox:
                              RateLimiter(self.clock, self.http_settings.rate_limit_per_min),
                              Idempotency(self.store, self.clock, self.metrics), self.clock,  # type: ignore[arg-type]
                              ClientAddresses(self.http_settings.trusted_proxies))
+        self.deliveries = DeliveryLog(self.deliveries_settings)
         deps = WebDeps(intake=self.intake, metrics=self.metrics, inflight=InFlight(self.clock),
                        max_body_bytes=self.http_settings.max_body_bytes, vendors=self.vendors,
-                       observers=self.observers, hec=HecDeps.build(self.hec, self.clock),
-                       cef=Replaceable(self.cef))
+                       observers=self.observers, hec=HecDeps(self.hec, LocalAcks(AckChannels.build(self.hec, self.clock))),
+                       cef=Replaceable(self.cef), deliveries=DeliveryRecorder(self.deliveries, self.clock))
         self.http = serving(inbox_site(build_root_resource(deps), self.http_settings, self.metrics, self.clock))
         self.admin = TokenAdmin(self.store, self.clock, catalog().allowed,  # type: ignore[arg-type]
                                 self.cache.invalidate)

@@ -6,6 +6,8 @@ The admin API, on its own listener (127.0.0.1 by default), for the console and o
     POST   /v1/admin/tenants/{tenant}/tokens/{fingerprint}/rotate rotate {"signing_secret"?}
     POST   /v1/admin/tenants/{tenant}/tokens/{fingerprint}/revoke revoke
     GET    /v1/admin/tenants/{tenant}/tokens/stats                push stats over 24 h (the Push tab)
+    GET    /v1/admin/tenants/{tenant}/tokens/{fingerprint}/deliveries  recent deliveries, newest first
+           (C{?after=N}: only those numbered above N); C{…/tenants/{tenant}/cef/deliveries} the CEF route's
     POST   /v1/admin/invalidate                                   {"token"} or {"fingerprint"}: the
            rotation flow's Invalidate(), reaching every instance sharing the store
 
@@ -25,6 +27,8 @@ from twisted.internet.defer import Deferred
 from twisted.web.server import Request
 
 from aisoc_inboxd import fastjson
+from aisoc_inboxd.config import DeliverySettings
+from aisoc_inboxd.deliveries import DeliveryLog
 from aisoc_inboxd.inflight import InFlight
 from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.tenants import InvalidTenant
@@ -37,6 +41,7 @@ from aisoc_inboxd.tokens import (
     token_row,
 )
 from aisoc_inboxd.store import StoreError
+from aisoc_inboxd.web.recorder import CEF_KEY
 from aisoc_inboxd.web.errors import HttpError, bad_request, store_unavailable
 from aisoc_inboxd.web.routes import Exchange, JsonRoute, Reply
 
@@ -49,11 +54,12 @@ class AdminRoute(JsonRoute):
     methods = frozenset({b"GET", b"POST"})
 
     def __init__(self, admin: TokenAdmin, invalidate: Invalidate, api_key: bytes,
-                 metrics: Metrics, inflight: InFlight) -> None:
+                 metrics: Metrics, inflight: InFlight, deliveries: DeliveryLog | None = None) -> None:
         super().__init__(metrics, inflight)
         self._admin = admin
         self._invalidate = invalidate
         self._api_key = api_key
+        self._deliveries = deliveries
 
     async def handle(self, request: Request, exchange: Exchange) -> Reply:
         self._authenticate(request)
@@ -67,6 +73,8 @@ class AdminRoute(JsonRoute):
         method = request.method
         if path == ["invalidate"] and method == b"POST":
             return await self._invalidate_one(_json_body(request))
+        if path[2:] == ["cef", "deliveries"] and path[0] == "tenants" and method == b"GET":
+            return self._list_deliveries(request, path[1], CEF_KEY)
         if len(path) >= 3 and path[0] == "tenants" and path[2] == "tokens":
             tenant = path[1]
             rest = path[3:]
@@ -79,6 +87,8 @@ class AdminRoute(JsonRoute):
                 return Reply(200, {"tokens": await self._admin.stats(tenant)}, None)
             if len(rest) == 2 and rest[1] in ("rotate", "revoke") and method == b"POST":
                 return await self._retire(tenant, rest[0], rest[1], _json_body(request))
+            if len(rest) == 2 and rest[1] == "deliveries" and method == b"GET":
+                return self._list_deliveries(request, tenant, rest[0])
         raise HttpError(404, "no such admin route", "not_found")
 
     def _authenticate(self, request: Request) -> None:
@@ -109,6 +119,18 @@ class AdminRoute(JsonRoute):
             return Reply(200, {"revoked": old.fingerprint}, old.template_id)
         except UnknownToken as e:
             raise HttpError(404, str(e), "not_found") from None
+
+    def _list_deliveries(self, request: Request, tenant: str, key_or_prefix: str) -> Reply:
+        """
+        The deliveries kept for a token of C{tenant} (by fingerprint or a unique prefix of one),
+        newest first; with C{?after=N} only those numbered above N (what C{--follow} polls).
+        """
+        log = self._deliveries or DeliveryLog(DeliverySettings(per_token=0))
+        key = log.key_of(tenant, key_or_prefix.lower()) or key_or_prefix.lower()
+        after = _int_arg(request, "after", 0)
+        kept = [d.as_dict() for d in log.of(key, tenant) if d.number > after]
+        return Reply(200, {"tenant": tenant, "key": key, "per_token": log.settings.per_token,
+                           "deliveries": kept}, None)
 
     async def _invalidate_one(self, body: dict[str, Any]) -> Reply:
         token = _string(body, "token")
@@ -148,6 +170,16 @@ def _json_body(request: Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise bad_request("bad body: expected a JSON object")
     return body
+
+
+def _int_arg(request: Request, name: str, default: int) -> int:
+    values = request.args.get(name.encode("ascii"))
+    if not values:
+        return default
+    try:
+        return int(values[0])
+    except ValueError:
+        raise bad_request(f"{name}: expected a whole number, got {values[0].decode('latin-1')!r}") from None
 
 
 def _string(body: dict[str, Any], key: str, required: bool = False) -> Any:

@@ -31,6 +31,7 @@ from aisoc_inboxd.web.body import decode_content, raw_body
 from aisoc_inboxd.web.clients import client_address, forwarded_for, inside, networks, peer_host
 from aisoc_inboxd.web.errors import HttpError, unknown_template
 from aisoc_inboxd.reload import Replaceable
+from aisoc_inboxd.web.recorder import DeliveryRecorder
 from aisoc_inboxd.web.routes import Exchange, JsonRoute, OnReply, Reply
 
 
@@ -38,17 +39,18 @@ class CefRoute(JsonRoute):
     route = "cef"
 
     def __init__(self, settings: Replaceable[CefSettings], intake: Intake, metrics: Metrics, inflight: InFlight,
-                 max_body_bytes: int, observers: Sequence[OnReply] = ()) -> None:
+                 max_body_bytes: int, observers: Sequence[OnReply] = (),
+                 deliveries: DeliveryRecorder | None = None) -> None:
         """
         @param settings: read at each request: a reload replaces them.
         """
-        super().__init__(metrics, inflight, observers, intake.clients)
+        super().__init__(metrics, inflight, observers, intake.clients, deliveries)
         self._settings = settings
         self._intake = intake
         self._max_body_bytes = max_body_bytes
 
     async def handle(self, request: Request, exchange: Exchange) -> Reply:
-        received_at = self._intake.now()
+        received_at = exchange.received_at = self._intake.now()
         settings = self._settings.value
         if settings.tenant is None:
             raise HttpError(404, "the CEF route is disabled: set cef.tenant in the config to enable it", "disabled")
@@ -60,7 +62,8 @@ class CefRoute(JsonRoute):
         await self._intake.admit(binding)
         template_id = binding.template.id
         try:
-            body = decode_content(request, raw_body(request), self._max_body_bytes)
+            body = exchange.body = raw_body(request)
+            body = exchange.body = decode_content(request, body, self._max_body_bytes)
         except HttpError as e:
             e.template = template_id
             raise
@@ -72,9 +75,14 @@ class CefRoute(JsonRoute):
             except CefError:
                 malformed += 1
                 self._metrics.request(self.route, template_id, "malformed")
+        exchange.records = records
         accepted = exchange.count_published(
             await self._intake.deliver(binding, self.route, records, received_at) if records else 0)
         return Reply(200, {"accepted": accepted, "malformed": malformed, "template": template_id}, template_id)
+
+    def secret_headers(self) -> Sequence[str]:
+        header = self._settings.value.shared_secret_header
+        return () if header is None else (header,)
 
 
 def _check_client(request: Request, settings: CefSettings) -> None:

@@ -37,6 +37,7 @@ from aisoc_inboxd.intake import Binding, Intake
 from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.vendors import VendorGate
 from aisoc_inboxd.web.errors import HttpError
+from aisoc_inboxd.web.recorder import DeliveryRecorder
 from aisoc_inboxd.web.routes import Exchange, JsonRoute, OnReply, Reply
 from aisoc_inboxd.web.token_route import Decoded, TokenRoute
 
@@ -200,8 +201,9 @@ class _HecIntakeRoute(SplunkReplies, TokenRoute):
     """
 
     def __init__(self, intake: Intake, metrics: Metrics, inflight: InFlight, max_body_bytes: int,
-                 vendors: VendorGate, deps: HecDeps, observers: Sequence[OnReply] = ()) -> None:
-        super().__init__(intake, metrics, inflight, max_body_bytes, vendors, observers)
+                 vendors: VendorGate, deps: HecDeps, observers: Sequence[OnReply] = (),
+                 deliveries: DeliveryRecorder | None = None) -> None:
+        super().__init__(intake, metrics, inflight, max_body_bytes, vendors, observers, deliveries)
         self._hec = deps
 
     async def handle(self, request: Request, exchange: Exchange) -> Reply:

@@ -15,6 +15,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from aisoc_inboxd.formats.json_body import Record
 from aisoc_inboxd.inflight import InFlight
 from aisoc_inboxd.intake import Binding
 from aisoc_inboxd.tokens import log_id
@@ -22,6 +23,7 @@ from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.store import TokenRecord
 from aisoc_inboxd.web.clients import ClientAddresses
 from aisoc_inboxd.web.errors import HttpError
+from aisoc_inboxd.web.recorder import DeliveryRecorder
 
 
 @dataclass
@@ -52,6 +54,12 @@ class Exchange:
     token: TokenRecord | None = None
     #: events this request made durable (replays and refusals: none)
     published: int = 0
+    #: for its delivery record: when it arrived, its body as the sender meant it (gzip undone, else
+    #: as received), the records decoded from it and its headers by lowercase name
+    received_at: float | None = None
+    body: bytes | None = None
+    records: Sequence[Record] = ()
+    headers: dict[str, str] = field(default_factory=dict)
 
     def bound(self, binding: Binding) -> Binding:
         """
@@ -87,16 +95,18 @@ class JsonRoute(Resource):
     _log = Logger()
 
     def __init__(self, metrics: Metrics, inflight: InFlight, observers: Sequence[OnReply] = (),
-                 clients: ClientAddresses = ClientAddresses()) -> None:
+                 clients: ClientAddresses = ClientAddresses(), deliveries: DeliveryRecorder | None = None) -> None:
         """
         @param clients: tells where a request comes from (the peer, or behind a trusted proxy the
             client it forwarded).
+        @param deliveries: keeps each request as a recent delivery, after its reply is written.
         """
         super().__init__()
         self._metrics = metrics
         self._inflight = inflight
         self._observers = observers
         self._clients = clients
+        self._deliveries = deliveries
 
     def client_of(self, request: Request) -> str | None:
         """
@@ -145,10 +155,21 @@ class JsonRoute(Resource):
         self._log_request(request, exchange, reply, time.monotonic() - started)
         for observe in self._observers:
             observe(self.route, exchange.token, reply)
-        if gone or request.finished:
-            return
-        request.write(self.write_reply(request, reply))
-        request.finish()
+        body = b""  # a client gone before its reply gets none
+        if not (gone or request.finished):
+            body = self.write_reply(request, reply)
+            request.write(body)
+            request.finish()
+        if self._deliveries is not None:
+            self._deliveries.record(self.route, request, exchange, reply, body, time.monotonic() - started,
+                                    self.client_of(request), self.secret_headers())
+
+    def secret_headers(self) -> Sequence[str]:
+        """
+        Names of the request headers that carry this route's own secrets, beyond those every
+        delivery record redacts (the CEF route's shared-secret header).
+        """
+        return ()
 
     def _log_request(self, request: Request, exchange: Exchange, reply: Reply, duration: float) -> None:
         """

@@ -21,6 +21,7 @@ from aisoc_inboxd.vendors import VendorGate
 from aisoc_inboxd.web.admin import AdminRoute
 from aisoc_inboxd.web.cef import CefRoute
 from aisoc_inboxd.web.hec import HecAckRoute, HecDeps, HecEventRoute, HecHealth, HecRawRoute
+from aisoc_inboxd.web.recorder import DeliveryRecorder
 from aisoc_inboxd.web.routes import OnReply, write_json
 from aisoc_inboxd.web.status import StatusPage, StatusSources
 from aisoc_inboxd.web.webhook import WebhookRoute
@@ -40,6 +41,8 @@ class WebDeps:
     #: the token-less CEF route's tenant, template and guards (unset tenant: the route answers 404),
     #: read at each request: a reload replaces them
     cef: Replaceable[CefSettings] = field(default_factory=lambda: Replaceable(CefSettings()))
+    #: keeps every token's recent deliveries (and the CEF route's); without it none are kept
+    deliveries: DeliveryRecorder | None = None
 
 
 class NotFound(Resource):
@@ -58,11 +61,11 @@ class InboxResource(Resource):
     def __init__(self, deps: WebDeps, hec_events: HecEventRoute | None) -> None:
         super().__init__()
         self._webhook = WebhookRoute(deps.intake, deps.metrics, deps.inflight, deps.max_body_bytes, deps.vendors,
-                                     deps.observers)
+                                     deps.observers, deps.deliveries)
         self._email = EmailRoute(deps.intake, deps.metrics, deps.inflight, deps.max_body_bytes, deps.vendors,
-                                 deps.observers)
+                                 deps.observers, deps.deliveries)
         self._cef = CefRoute(deps.cef, deps.intake, deps.metrics, deps.inflight, deps.max_body_bytes,
-                             deps.observers)
+                             deps.observers, deps.deliveries)
         self._hec_events = hec_events
 
     def getChild(self, path: bytes, request: Request) -> Resource:
@@ -90,7 +93,7 @@ class CollectorResource(Resource):
         self._children: dict[bytes, Resource] = {
             b"event": events,
             b"raw": HecRawRoute(deps.intake, deps.metrics, deps.inflight, deps.max_body_bytes, deps.vendors, hec,
-                                deps.observers),
+                                deps.observers, deps.deliveries),
             b"ack": HecAckRoute(deps.intake, deps.metrics, deps.inflight, hec, deps.observers),
             b"health": HecHealth(deps.intake),
         }
@@ -142,7 +145,8 @@ def build_admin_resource(admin: TokenAdmin, store: Store, cache: TokenCache, api
     v1 = Root()
     root.putChild(b"v1", v1)
     v1.putChild(b"admin", AdminRoute(admin, lambda fp: Deferred.fromCoroutine(invalidate(fp)), api_key,
-                                     deps.metrics, deps.inflight))
+                                     deps.metrics, deps.inflight,
+                                     deps.deliveries.log if deps.deliveries is not None else None))
     root.putChild(b"healthz", Health(None))
     root.putChild(b"readyz", Health(deps.intake))
     if status is not None:
@@ -169,7 +173,8 @@ def build_root_resource(deps: WebDeps) -> Resource:
     The HTTP listener's tree, every route in it built once.
     """
     hec_events = None if deps.hec is None else HecEventRoute(
-        deps.intake, deps.metrics, deps.inflight, deps.max_body_bytes, deps.vendors, deps.hec, deps.observers)
+        deps.intake, deps.metrics, deps.inflight, deps.max_body_bytes, deps.vendors, deps.hec, deps.observers,
+        deps.deliveries)
     root = Root()
     v1 = Root()
     root.putChild(b"v1", v1)
