@@ -80,6 +80,10 @@ def _parser() -> argparse.ArgumentParser:
     _tenant_command(token, "list", "list a tenant's tokens (fingerprints only)", _token_list)
     _tenant_command(token, "stats", "a tenant's tokens with requests, errors and last request over 24 h",
                     _token_stats)
+    deliveries = _tenant_command(token, "deliveries", "a token's recent deliveries, from the running daemon's "
+                                                      "admin API", _token_deliveries, target=FINGERPRINT)
+    deliveries.add_argument("--follow", "-f", action="store_true",
+                            help="keep polling and print new deliveries as they arrive (Ctrl-C stops)")
 
     templates = commands.add_parser("templates", help="bundled and configured templates").add_subparsers(
         dest="action", required=True)
@@ -304,6 +308,29 @@ def _token_stats(settings: Settings, args: argparse.Namespace) -> int:
         return 0
 
     return _with_store(settings, work)
+
+
+def _token_deliveries(settings: Settings, args: argparse.Namespace) -> int:
+    from aisoc_inboxd.admin_client import AdminClient, AdminUnreachable
+    from aisoc_inboxd.delivery_view import follow, key_of, print_deliveries
+
+    try:
+        client = AdminClient.of(settings)
+        if args.follow:
+            follow(client, args.tenant, key_of(args.fingerprint), args.json, sys.stdout)
+        answer = client.deliveries(args.tenant, key_of(args.fingerprint))
+    except AdminUnreachable as e:
+        raise CommandError(str(e)) from None
+    except KeyboardInterrupt:
+        return 0
+    if args.json:
+        print(json.dumps(answer["deliveries"], indent=2))
+    elif not answer["deliveries"]:
+        print(f"no deliveries kept for {args.fingerprint} of tenant {args.tenant} (the daemon keeps the last "
+              f"{answer['per_token']} per token, in memory, since it started)")
+    else:
+        print_deliveries(answer["deliveries"], False, sys.stdout, header=True)
+    return 0
 
 
 def _templates_list(settings: Settings, args: argparse.Namespace) -> int:
