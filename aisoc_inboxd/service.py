@@ -490,7 +490,8 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
         api_key = read_or_create(settings.state_path(settings.admin.api_key_file),
                                  lambda: secrets.token_urlsafe(32).encode("ascii"), "admin API key")
         status = StatusSources(lambda: listeners, sink, store, rates, recent_errors, reactor, exposed,
-                               lambda: reloads.last, TokenStoreView(health, metrics.token_store, cache))
+                               lambda: reloads.last, TokenStoreView(health, metrics.token_store, cache),
+                               deps.deliveries.log if deps.deliveries else None)
         admin_site = InboxSite(build_admin_resource(admin, store, cache, api_key, deps, status),
                                max_body_bytes=64 * 1024, on_too_large=lambda path: None, reactor=reactor,
                                limits=limits, on_refused=metrics.http_refusal)

@@ -59,7 +59,7 @@ class AdminRoute(JsonRoute):
         self._admin = admin
         self._invalidate = invalidate
         self._api_key = api_key
-        self._deliveries = deliveries
+        self._delivery_log = deliveries
 
     async def handle(self, request: Request, exchange: Exchange) -> Reply:
         self._authenticate(request)
@@ -125,7 +125,7 @@ class AdminRoute(JsonRoute):
         The deliveries kept for a token of C{tenant} (by fingerprint or a unique prefix of one),
         newest first; with C{?after=N} only those numbered above N (what C{--follow} polls).
         """
-        log = self._deliveries or DeliveryLog(DeliverySettings(per_token=0))
+        log = self._delivery_log or DeliveryLog(DeliverySettings(per_token=0))
         key = log.key_of(tenant, key_or_prefix.lower()) or key_or_prefix.lower()
         after = _int_arg(request, "after", 0)
         kept = [d.as_dict() for d in log.of(key, tenant) if d.number > after]
