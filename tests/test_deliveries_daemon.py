@@ -5,35 +5,28 @@ page, log — ever holds a token, a signing secret or an authorization value.
 """
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
 import pytest_twisted
-import treq
 from twisted.internet import protocol
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import formatEvent, globalLogPublisher
 
 from aisoc_inboxd.tokens import fingerprint
-from tests.support.daemon import RunningDaemon, daemon_settings, start_daemon, wait_for
+from tests.support.daemon import RunningDaemon, wait_for
 from tests.support.shared import PROJECT
+from tests.test_status_page import basic, get_status
+from tests.test_status_page import inboxd as daemon  # noqa: F401 (a fixture)
 
 SECRET = b"whsec_never_recorded_0123456789"
 BODY = b'{"id": "a1", "title": "<script>alert(1)</script> Impossible travel", "severity": "high"}'
-
-
-@pytest_twisted.async_yield_fixture
-async def daemon(reactor: Any, tmp_path: Path) -> AsyncIterator[RunningDaemon]:
-    running = await start_daemon(reactor, daemon_settings(tmp_path / "state"))
-    yield running
-    await running.stop()
 
 
 def cli_env(daemon: RunningDaemon) -> dict[str, str]:
@@ -52,10 +45,9 @@ async def cli(daemon: RunningDaemon, *args: str) -> tuple[int, str, str]:
 
 
 async def status_page(daemon: RunningDaemon, query: str = "") -> str:
-    basic = base64.b64encode(b"admin:" + daemon.admin_key.encode()).decode()
-    response = await treq.get(f"{daemon.admin_url}/status{query}", headers={"Authorization": [f"Basic {basic}"]})
-    assert response.code == 200
-    return (await response.content()).decode()
+    code, _, page = await get_status(daemon, basic("operator", daemon.admin_key), query)
+    assert code == 200
+    return page
 
 
 def sign(body: bytes) -> str:
