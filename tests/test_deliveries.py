@@ -175,3 +175,66 @@ def test_total_bytes_evict_the_oldest_of_any_token() -> None:
     assert log.of("old", "acme") == []
     assert log.count() == 10
     assert [k for k in (f"t{t}" for t in range(200)) if log.of(k, "acme")] == [f"t{t}" for t in range(190, 200)]
+
+
+def redeliver_path(tenant: str, key: str, n: int) -> str:
+    return f"/v1/admin/tenants/{tenant}/tokens/{key}/deliveries/{n}/redeliver"
+
+
+@pytest_twisted.ensureDeferred
+async def test_redeliver_publishes_the_body_again_with_its_own_idempotency_key(inbox: MemoryInbox) -> None:
+    """A delivery the sender sent with an idempotency key is published again under a key of its own
+    (not a replay of the sender's), kept as a new delivery naming the one it repeats; the same
+    redelivery key again is a replay that publishes nothing."""
+    token = await inbox.mint()
+    fp = fingerprint(token)
+    body = b'{"id": "a1", "title": "disk full"}'
+    await inbox.post(f"/v1/inbox/{token}", body, {"X-AiSOC-Idempotency-Key": "sender-key"})
+    status, reply, _ = await inbox.call_admin("POST", redeliver_path("acme", fp[:12], 1))
+    assert status == 200, reply
+    assert reply["redelivered"] == 1 and reply["n"] == 2 and reply["replay"] is False
+    assert reply["accepted"] == 1 and reply["template"] == "generic-json"
+    assert reply["idempotency_key"] != "sender-key"
+    assert [json.loads(e["raw_data"]) for e in inbox.events()] == [json.loads(body)] * 2
+    newest = (await deliveries(inbox, "acme", fp))[0]
+    assert newest["n"] == 2 and newest["events"] == 1 and newest["client"] == "redelivered by the admin API"
+    assert ["X-AiSOC-Redelivery-Of", "1"] in newest["request"]["headers"]
+    assert "disk full" in json.dumps(newest["ocsf"])
+
+    response = await inbox.admin_http.request(
+        "POST", "http://admin" + redeliver_path("acme", fp, 1),
+        headers={"Authorization": [b"Bearer admin-key-for-tests"], "X-AiSOC-Idempotency-Key": [reply["idempotency_key"]]})
+    again = json.loads(await response.content())
+    assert response.code == 200 and again["replay"] is True
+    assert len(inbox.events()) == 2
+
+
+@pytest.mark.parametrize("settings, body, status, message", [
+    (DeliverySettings(keep_bodies=False), b'{"a": 1}', 409, "the body of delivery 1 was not kept"),
+    (DeliverySettings(body_bytes=4), b'{"a": 1}', 409, "only the first 4 of the 8 bytes of delivery 1's body"),
+])
+@pytest_twisted.ensureDeferred
+async def test_redeliver_refuses_a_body_not_kept_whole(settings: DeliverySettings, body: bytes, status: int,
+                                                       message: str) -> None:
+    """A delivery whose body was not kept, or kept only in part, is not redelivered: 409 saying why."""
+    inbox = MemoryInbox(FakeStore(), deliveries_settings=settings)
+    token = await inbox.mint()
+    await inbox.post(f"/v1/inbox/{token}", body)
+    code, reply, _ = await inbox.call_admin("POST", redeliver_path("acme", fingerprint(token), 1))
+    assert code == status and message in reply["error"]
+    assert len(inbox.events()) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_redeliver_refuses_unknown_deliveries_other_tenants_and_retired_tokens(inbox: MemoryInbox) -> None:
+    """A delivery not kept is 404 (also when asked as another tenant); a revoked token's is 409."""
+    token = await inbox.mint()
+    fp = fingerprint(token)
+    await inbox.post(f"/v1/inbox/{token}", b'{"a": 1}')
+    assert (await inbox.call_admin("POST", redeliver_path("acme", fp, 9)))[0] == 404
+    assert (await inbox.call_admin("POST", redeliver_path("other", fp, 1)))[0] == 404
+    assert (await inbox.call_admin("POST", redeliver_path("acme", fp, "x")))[0] == 400  # type: ignore[arg-type]
+    await inbox.admin.revoke("acme", fp)
+    code, reply, _ = await inbox.call_admin("POST", redeliver_path("acme", fp, 1))
+    assert code == 409 and "no longer active" in reply["error"]
+    assert len(inbox.events()) == 1

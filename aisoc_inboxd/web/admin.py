@@ -8,6 +8,8 @@ The admin API, on its own listener (127.0.0.1 by default), for the console and o
     GET    /v1/admin/tenants/{tenant}/tokens/stats                push stats over 24 h (the Push tab)
     GET    /v1/admin/tenants/{tenant}/tokens/{fingerprint}/deliveries  recent deliveries, newest first
            (C{?after=N}: only those numbered above N); C{…/tenants/{tenant}/cef/deliveries} the CEF route's
+    POST   /v1/admin/tenants/{tenant}/tokens/{fingerprint}/deliveries/{n}/redeliver  publish delivery n's
+           body again through the token's current template (C{X-AiSOC-Idempotency-Key} optional)
     POST   /v1/admin/invalidate                                   {"token"} or {"fingerprint"}: the
            rotation flow's Invalidate(), reaching every instance sharing the store
 
@@ -27,8 +29,7 @@ from twisted.internet.defer import Deferred
 from twisted.web.server import Request
 
 from aisoc_inboxd import fastjson
-from aisoc_inboxd.config import DeliverySettings
-from aisoc_inboxd.deliveries import DeliveryLog
+from aisoc_inboxd.idempotency import HEADER as IDEMPOTENCY_HEADER, check_key
 from aisoc_inboxd.inflight import InFlight
 from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.tenants import InvalidTenant
@@ -41,6 +42,7 @@ from aisoc_inboxd.tokens import (
     token_row,
 )
 from aisoc_inboxd.store import StoreError
+from aisoc_inboxd.web.delivery_desk import DeliveryDesk
 from aisoc_inboxd.web.recorder import CEF_KEY
 from aisoc_inboxd.web.errors import HttpError, bad_request, store_unavailable
 from aisoc_inboxd.web.routes import Exchange, JsonRoute, Reply
@@ -54,12 +56,12 @@ class AdminRoute(JsonRoute):
     methods = frozenset({b"GET", b"POST"})
 
     def __init__(self, admin: TokenAdmin, invalidate: Invalidate, api_key: bytes,
-                 metrics: Metrics, inflight: InFlight, deliveries: DeliveryLog | None = None) -> None:
+                 metrics: Metrics, inflight: InFlight, deliveries: DeliveryDesk | None = None) -> None:
         super().__init__(metrics, inflight)
         self._admin = admin
         self._invalidate = invalidate
         self._api_key = api_key
-        self._delivery_log = deliveries
+        self._desk = deliveries
 
     async def handle(self, request: Request, exchange: Exchange) -> Reply:
         self._authenticate(request)
@@ -75,6 +77,9 @@ class AdminRoute(JsonRoute):
             return await self._invalidate_one(_json_body(request))
         if path[2:] == ["cef", "deliveries"] and path[0] == "tenants" and method == b"GET":
             return self._list_deliveries(request, path[1], CEF_KEY)
+        if (len(path) == 7 and path[0] == "tenants" and path[2] == "tokens" and path[4] == "deliveries"
+                and path[6] == "redeliver" and method == b"POST"):
+            return await self._redeliver(request, path[1], path[3], path[5])
         if len(path) >= 3 and path[0] == "tenants" and path[2] == "tokens":
             tenant = path[1]
             rest = path[3:]
@@ -120,17 +125,23 @@ class AdminRoute(JsonRoute):
         except UnknownToken as e:
             raise HttpError(404, str(e), "not_found") from None
 
+    def _delivery_desk(self) -> DeliveryDesk:
+        if self._desk is None:
+            raise HttpError(404, "recent deliveries are not kept by this daemon", "not_found")
+        return self._desk
+
     def _list_deliveries(self, request: Request, tenant: str, key_or_prefix: str) -> Reply:
         """
-        The deliveries kept for a token of C{tenant} (by fingerprint or a unique prefix of one),
-        newest first; with C{?after=N} only those numbered above N (what C{--follow} polls).
+        The deliveries kept for a token of C{tenant}, newest first; with C{?after=N} only those
+        numbered above N (what C{--follow} polls).
         """
-        log = self._delivery_log or DeliveryLog(DeliverySettings(per_token=0))
-        key = log.key_of(tenant, key_or_prefix.lower()) or key_or_prefix.lower()
-        after = _int_arg(request, "after", 0)
-        kept = [d.as_dict() for d in log.of(key, tenant) if d.number > after]
-        return Reply(200, {"tenant": tenant, "key": key, "per_token": log.settings.per_token,
-                           "deliveries": kept}, None)
+        return Reply(200, self._delivery_desk().listing(tenant, key_or_prefix, _int_arg(request, "after", 0)), None)
+
+    async def _redeliver(self, request: Request, tenant: str, key_or_prefix: str, number: str) -> Reply:
+        if not number.isdigit():
+            raise bad_request(f"delivery number: expected a whole number, got {number!r}")
+        key = check_key(request.getHeader(IDEMPOTENCY_HEADER.encode("ascii")))
+        return await self._delivery_desk().redeliver(tenant, key_or_prefix, int(number), key)
 
     async def _invalidate_one(self, body: dict[str, Any]) -> Reply:
         token = _string(body, "token")

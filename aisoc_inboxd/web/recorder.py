@@ -34,39 +34,45 @@ class DeliveryRecorder:
                duration: float, client: str | None, secret_headers: Iterable[str] = ()) -> None:
         """
         Keep what C{request} sent and got back, under its token's fingerprint (or L{CEF_KEY});
-        nothing for a request that presented no token that resolved. Never raises: a record must
-        not cost the daemon anything but memory.
+        nothing for a request that presented no token that resolved.
+        """
+        self.keep(route, request.method.decode("latin-1"), header_pairs(request.requestHeaders.getAllRawHeaders()),
+                  header_pairs(request.responseHeaders.getAllRawHeaders()), exchange, reply, response_body,
+                  duration, client, secret_headers)
+
+    def keep(self, route: str, method: str, request_headers: list[tuple[str, str]],
+             response_headers: list[tuple[str, str]], exchange: Exchange, reply: Reply, response_body: bytes,
+             duration: float, client: str | None, secret_headers: Iterable[str] = ()) -> Delivery | None:
+        """
+        L{record} of a delivery made without a request of its own (a redelivery); the record kept,
+        if any. Never raises: a record must not cost the daemon anything but memory.
         """
         key = exchange.token.fingerprint if exchange.token is not None else CEF_KEY if route == "cef" else None
         if key is None or self.log.settings.per_token == 0:
-            return
-        try:
-            self.log.add(self._delivery(key, route, request, exchange, reply, response_body, duration, client,
-                                        secret_headers))
-        except Exception:
-            self._log.failure("could not record a delivery of route {route}", route=route)
-
-    def _delivery(self, key: str, route: str, request: Request, exchange: Exchange, reply: Reply,
-                  response_body: bytes, duration: float, client: str | None,
-                  secret_headers: Iterable[str]) -> Delivery:
+            return None
         binding, token = exchange.binding, exchange.token
         tenant = binding.tenant_id if binding else token.tenant_id if token else None
-        keep = self.log.keeps_body(tenant) and exchange.body is not None
-        limit = self.log.settings.body_bytes
-        body = exchange.body[:limit] if keep and exchange.body is not None else None
-        ocsf, ocsf_error = self._first_event(exchange, route, limit) if keep else (None, None)
-        error = reply.body.get("error", reply.body.get("text")) if reply.status >= 400 else None
-        return Delivery(
-            key=key, number=self.log.next_number(key), tenant_id=tenant,
-            received_at=self._clock.seconds() if exchange.received_at is None else exchange.received_at,
-            client=client, route=route, method=request.method.decode("latin-1"), status=reply.status,
-            outcome=reply.outcome, template=reply.template, events=exchange.published,
-            error=str(error) if error is not None else None, duration_ms=round(duration * 1000, 1),
-            request_headers=redact_headers(header_pairs(request.requestHeaders.getAllRawHeaders()),
-                                           (name.lower() for name in secret_headers)),
-            response_headers=redact_headers(header_pairs(request.responseHeaders.getAllRawHeaders())),
-            response_body=response_body.decode("utf-8", "replace"),
-            body=body, body_size=len(exchange.body or b""), ocsf=ocsf, ocsf_error=ocsf_error)
+        try:
+            keep = self.log.keeps_body(tenant) and exchange.body is not None
+            limit = self.log.settings.body_bytes
+            body = exchange.body[:limit] if keep and exchange.body is not None else None
+            ocsf, ocsf_error = self._first_event(exchange, route, limit) if keep else (None, None)
+            error = reply.body.get("error", reply.body.get("text")) if reply.status >= 400 else None
+            delivery = Delivery(
+                key=key, number=self.log.next_number(key), tenant_id=tenant,
+                received_at=self._clock.seconds() if exchange.received_at is None else exchange.received_at,
+                client=client, route=route, method=method, status=reply.status,
+                outcome=reply.outcome, template=reply.template, events=exchange.published,
+                error=str(error) if error is not None else None, duration_ms=round(duration * 1000, 1),
+                request_headers=redact_headers(request_headers, (name.lower() for name in secret_headers)),
+                response_headers=redact_headers(response_headers),
+                response_body=response_body.decode("utf-8", "replace"),
+                body=body, body_size=len(exchange.body or b""), ocsf=ocsf, ocsf_error=ocsf_error)
+            self.log.add(delivery)
+            return delivery
+        except Exception:
+            self._log.failure("could not record a delivery of route {route}", route=route)
+            return None
 
     @staticmethod
     def _first_event(exchange: Exchange, route: str, limit: int) -> tuple[str | None, str | None]:

@@ -106,7 +106,7 @@ class JsonRoute(Resource):
         self._inflight = inflight
         self._observers = observers
         self._clients = clients
-        self._deliveries = deliveries
+        self._recorder = deliveries
 
     def client_of(self, request: Request) -> str | None:
         """
@@ -160,8 +160,8 @@ class JsonRoute(Resource):
             body = self.write_reply(request, reply)
             request.write(body)
             request.finish()
-        if self._deliveries is not None:
-            self._deliveries.record(self.route, request, exchange, reply, body, time.monotonic() - started,
+        if self._recorder is not None:
+            self._recorder.record(self.route, request, exchange, reply, body, time.monotonic() - started,
                                     self.client_of(request), self.secret_headers())
 
     def secret_headers(self) -> Sequence[str]:

@@ -20,6 +20,7 @@ from aisoc_inboxd.tokens import TokenAdmin, TokenCache
 from aisoc_inboxd.vendors import VendorGate
 from aisoc_inboxd.web.admin import AdminRoute
 from aisoc_inboxd.web.cef import CefRoute
+from aisoc_inboxd.web.delivery_desk import DeliveryDesk
 from aisoc_inboxd.web.hec import HecAckRoute, HecDeps, HecEventRoute, HecHealth, HecRawRoute
 from aisoc_inboxd.web.recorder import DeliveryRecorder
 from aisoc_inboxd.web.routes import OnReply, write_json
@@ -146,7 +147,7 @@ def build_admin_resource(admin: TokenAdmin, store: Store, cache: TokenCache, api
     root.putChild(b"v1", v1)
     v1.putChild(b"admin", AdminRoute(admin, lambda fp: Deferred.fromCoroutine(invalidate(fp)), api_key,
                                      deps.metrics, deps.inflight,
-                                     deps.deliveries.log if deps.deliveries is not None else None))
+                                     DeliveryDesk(deps.deliveries, deps.intake, admin) if deps.deliveries else None))
     root.putChild(b"healthz", Health(None))
     root.putChild(b"readyz", Health(deps.intake))
     if status is not None:
