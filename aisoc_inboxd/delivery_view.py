@@ -4,12 +4,14 @@ loop of C{--follow}, which prints each new one as it arrives, like C{tail -f}.
 """
 from __future__ import annotations
 
+import base64
 import json
 import time
 from datetime import datetime, timezone
 from typing import Any, Callable, TextIO
 
 from aisoc_inboxd.admin_client import AdminClient
+from aisoc_inboxd.deliveries import REDACTED
 from aisoc_inboxd.tokens import fingerprint, looks_like_token
 
 #: seconds between two polls of C{--follow}
@@ -53,3 +55,17 @@ def follow(client: AdminClient, tenant: str, key: str, as_json: bool, out: TextI
         header = header and not kept
         after = max([after, *(d["n"] for d in kept)])
         sleep(FOLLOW_INTERVAL)
+
+
+def recorded_body(delivery: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
+    """
+    The body of a delivery as the admin API gives it, and its headers that were not redacted;
+    C{ValueError} when the body was not kept whole.
+    """
+    body = delivery["request"]["body"]
+    if not body["kept"]:
+        raise ValueError("its body was not kept (deliveries.keep_bodies)")
+    if body["truncated"]:
+        raise ValueError(f"only the first bytes of its {body['size']}-byte body were kept (deliveries.body_bytes)")
+    raw = base64.b64decode(body["text"]) if body["encoding"] == "base64" else body["text"].encode("utf-8")
+    return raw, {name: value for name, value in delivery["request"]["headers"] if value != REDACTED}

@@ -173,3 +173,20 @@ def test_admin_url_of_listen_endpoints(endpoint: str, url: str) -> None:
     """The CLI finds the admin API at the address of the first admin.listen endpoint."""
     from aisoc_inboxd.admin_client import admin_url
     assert admin_url(endpoint) == url
+
+
+@pytest_twisted.ensureDeferred
+async def test_templates_render_a_recorded_delivery(daemon: RunningDaemon) -> None:
+    """templates render --delivery FINGERPRINT:N renders what the sender actually posted (with its
+    headers) through a template; a delivery not kept is an error naming how to list those kept."""
+    token = await daemon.mint("acme")
+    await daemon.post(f"/v1/inbox/{token}", BODY)
+    fp = fingerprint(token)
+    code, out, err = await cli(daemon, "templates", "render", "generic-json", "--tenant", "acme",
+                               "--delivery", f"{fp[:12]}:1", "--validate")
+    assert code == 0, err
+    event = json.loads(out)
+    assert json.loads(event["raw_data"]) == json.loads(BODY)
+    code, out, err = await cli(daemon, "templates", "render", "generic-json", "--tenant", "acme",
+                               "--delivery", f"{fp[:12]}:7")
+    assert code == 1 and "delivery 7 of token" in err and "token deliveries --tenant acme" in err
