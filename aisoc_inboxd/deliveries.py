@@ -16,10 +16,13 @@ import json
 import re
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from aisoc_inboxd.config import DeliverySettings
 from aisoc_inboxd.tokens import TOKEN_PREFIX
+
+if TYPE_CHECKING:
+    from aisoc_inboxd.syslog.samples import FrameSamples
 
 REDACTED = "<redacted>"
 #: header names that carry credentials or their proofs (Authorization, Cookie, X-Hub-Signature-256,
@@ -127,6 +130,10 @@ class DeliveryLog:
         self._arrival = itertools.count()
         self._live = 0
         self.bytes = 0
+        #: what the syslog listeners' samples may hold, kept free of token deliveries
+        self.reserved = 0
+        #: the sampled frames of each syslog listener, by name
+        self.samples: dict[str, FrameSamples] = {}
 
     def keeps_body(self, tenant_id: str | None) -> bool:
         """
@@ -134,6 +141,13 @@ class DeliveryLog:
         one of C{deliveries.without_bodies}).
         """
         return self.settings.keep_bodies and tenant_id not in self.settings.without_bodies
+
+    def reserve(self, size: int) -> None:
+        """
+        Keep C{size} of C{max_bytes} for a syslog listener's samples.
+        """
+        self.reserved += size
+        self._evict_to_cap()
 
     def next_number(self, key: str) -> int:
         ring = self._rings.get(key)
@@ -152,10 +166,13 @@ class DeliveryLog:
         self.bytes += delivery.size()
         while len(ring.records) > self.settings.per_token:
             self._drop_oldest(ring)
-        while self.bytes > self.settings.max_bytes and self._arrivals:
-            self._evict_oldest()
+        self._evict_to_cap()
         if len(self._arrivals) > 2 * self._live + 64:
             self._arrivals = deque(sorted((a, key) for key, r in self._rings.items() for a, _ in r.records))
+
+    def _evict_to_cap(self) -> None:
+        while self.bytes + self.reserved > self.settings.max_bytes and self._arrivals:
+            self._evict_oldest()
 
     def _drop_oldest(self, ring: _Ring) -> None:
         _, dropped = ring.records.popleft()

@@ -52,6 +52,7 @@ from aisoc_inboxd.web.channel import ChannelLimits
 from aisoc_inboxd.web.clients import ClientAddresses
 from aisoc_inboxd.web.hec import HecDeps
 from aisoc_inboxd.deliveries import DeliveryLog
+from aisoc_inboxd.syslog.samples import FrameSamples
 from aisoc_inboxd.web.recorder import DeliveryRecorder
 from aisoc_inboxd.web.status import StatusSources, TokenStoreView
 from aisoc_inboxd.web.tree import WebDeps, build_admin_resource, build_root_resource
@@ -189,17 +190,19 @@ def _family(fd: int) -> socket.AddressFamily:
 
 
 def syslog_listeners(settings: Settings, intake: Intake, metrics: Metrics, inflight: InFlight,
-                     sink: EventSink, reactor: Any, role: WorkerRole | None = None
-                     ) -> list[Listener | DatagramListener]:
+                     sink: EventSink, reactor: Any, role: WorkerRole | None = None,
+                     deliveries: DeliveryLog | None = None) -> list[Listener | DatagramListener]:
     """
     One listener per C{syslog.listeners} entry (their templates were checked with the catalog's
-    L{TemplateCatalog.check_in_use}). The Kafka sink's saturation pauses TCP reading too.
+    L{TemplateCatalog.check_in_use}). The Kafka sink's saturation pauses TCP reading too; each
+    keeps its last frames in C{deliveries}, when given.
     """
     saturation: Saturation | None = sink if hasattr(sink, "unsaturated") else None  # type: ignore[assignment]
     built: list[Listener | DatagramListener] = []
     for entry in settings.syslog.listeners:
+        samples = FrameSamples(deliveries, entry.name, entry.tenant) if deliveries else None
         listener = SyslogIntake(entry, intake, metrics.syslog, inflight, settings.syslog.max_in_flight_events,
-                                saturation, settings.syslog.idle_timeout_of(entry))
+                                saturation, settings.syslog.idle_timeout_of(entry), samples)
         name = f"syslog-{entry.name}"
         built.append(_syslog_listener(entry, listener, reactor, name, role and role.socket(name)))
     return built
@@ -451,18 +454,19 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
     cef = Replaceable(settings.cef)
     inflight = InFlight(reactor)
     push_stats = PushStatsRecorder(store, reactor, lambda: inflight.drained(DRAIN_TIMEOUT))
+    deliveries = DeliveryRecorder(DeliveryLog(settings.deliveries), reactor)
     deps = WebDeps(intake=intake, metrics=metrics, inflight=inflight, max_body_bytes=http.max_body_bytes,
                    observers=(push_stats.replied, recent_errors.replied),
                    vendors=vendors or build_vendor_gate(settings.vendors, reactor),
                    hec=HecDeps(settings.hec, acks), cef=cef,
-                   deliveries=DeliveryRecorder(DeliveryLog(settings.deliveries), reactor))
+                   deliveries=deliveries)
     limits = ChannelLimits(http.header_timeout, http.body_timeout, http.max_header_bytes)
     site = inbox_site(build_root_resource(deps), http, metrics, reactor)
     http_names = [numbered("http", i) for i in range(len(http.listen))]
     listeners: list[Listener | DatagramListener] = [
         Listener(desc, site, reactor, name, inherited_fd=role and role.socket(name))
         for name, desc in zip(http_names, http.listen)]
-    listeners += syslog_listeners(settings, intake, metrics, inflight, sink, reactor, role)
+    listeners += syslog_listeners(settings, intake, metrics, inflight, sink, reactor, role, deliveries.log)
 
     def reloader() -> Reloader:  # once every listener is built
         return Reloader(settings, read_settings or (lambda: load_settings(config)), catalog,
@@ -491,7 +495,7 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
                                  lambda: secrets.token_urlsafe(32).encode("ascii"), "admin API key")
         status = StatusSources(lambda: listeners, sink, store, rates, recent_errors, reactor, exposed,
                                lambda: reloads.last, TokenStoreView(health, metrics.token_store, cache),
-                               deps.deliveries.log if deps.deliveries else None)
+                               deliveries.log)
         admin_site = InboxSite(build_admin_resource(admin, store, cache, api_key, deps, status),
                                max_body_bytes=64 * 1024, on_too_large=lambda path: None, reactor=reactor,
                                limits=limits, on_refused=metrics.http_refusal)

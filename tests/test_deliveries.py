@@ -12,7 +12,8 @@ import pytest
 import pytest_twisted
 
 from aisoc_inboxd.config import CefSettings, DeliverySettings
-from aisoc_inboxd.deliveries import REDACTED, Delivery, DeliveryLog, redact_headers
+from aisoc_inboxd.deliveries import RECORD_OVERHEAD, REDACTED, Delivery, DeliveryLog, redact_headers
+from aisoc_inboxd.syslog.samples import FrameSamples
 from aisoc_inboxd.testing import FakeStore, MemoryInbox
 from aisoc_inboxd.tokens import fingerprint
 
@@ -238,3 +239,37 @@ async def test_redeliver_refuses_unknown_deliveries_other_tenants_and_retired_to
     code, reply, _ = await inbox.call_admin("POST", redeliver_path("acme", fp, 1))
     assert code == 409 and "no longer active" in reply["error"]
     assert len(inbox.events()) == 1
+
+
+def test_syslog_listener_samples_its_last_frames_and_malformed_ones() -> None:
+    """A syslog listener keeps its last per_token frames (with the peer) and, apart, its last
+    malformed ones with the reason; their memory is reserved in max_bytes up front."""
+    from tests.test_syslog_listeners import connect, make_listener
+
+    log = DeliveryLog(DeliverySettings(per_token=3, body_bytes=64))
+    samples = FrameSamples(log, "t", "acme")
+    listener, _, _ = make_listener(samples=samples)
+    protocol, _ = connect(listener)
+    protocol.dataReceived(b"".join(f"<13>Oct 11 22:14:15 host app: line {i}\n".encode() for i in range(5)))
+    protocol.dataReceived(b"<13>Oct 11 22:14:15 host CEF:0|broken\n")
+    frames = samples.deliveries(malformed=False)
+    assert [d.body for d in frames] == [b"<13>Oct 11 22:14:15 host CEF:0|broken",
+                                        b"<13>Oct 11 22:14:15 host app: line 4",
+                                        b"<13>Oct 11 22:14:15 host app: line 3"]
+    assert {d.client for d in frames} == {"192.0.2.7"}
+    [malformed] = samples.deliveries(malformed=True)
+    assert malformed.outcome == "malformed" and malformed.error and malformed.body.endswith(b"CEF:0|broken")
+    assert log.reserved == 2 * 3 * (RECORD_OVERHEAD + 64)
+
+
+@pytest_twisted.ensureDeferred
+async def test_syslog_samples_are_read_through_the_admin_api_of_their_tenant(inbox: MemoryInbox) -> None:
+    """GET …/syslog/{listener}/deliveries and …/malformed answer the listener's tenant only."""
+    samples = FrameSamples(inbox.deliveries, "tcp", "acme")
+    samples.frames([b"<13>hello"], 1.0, "192.0.2.7")
+    status, body, _ = await inbox.call_admin("GET", "/v1/admin/tenants/acme/syslog/tcp/deliveries")
+    assert status == 200 and [d["request"]["body"]["text"] for d in body["deliveries"]] == ["<13>hello"]
+    status, body, _ = await inbox.call_admin("GET", "/v1/admin/tenants/acme/syslog/tcp/malformed")
+    assert status == 200 and body["deliveries"] == []
+    status, body, _ = await inbox.call_admin("GET", "/v1/admin/tenants/other/syslog/tcp/deliveries")
+    assert status == 404 and body == {"error": "tenant other has no syslog listener named 'tcp'"}

@@ -41,6 +41,7 @@ from aisoc_inboxd.intake import Intake
 from aisoc_inboxd.metrics import SyslogMetrics
 from aisoc_inboxd.syslog.framing import FrameDecoder
 from aisoc_inboxd.syslog.records import frame_record
+from aisoc_inboxd.syslog.samples import FrameSamples
 from aisoc_inboxd.web.errors import HttpError
 
 #: the route events of syslog listeners are published under (C{metadata.log_source})
@@ -77,10 +78,11 @@ class SyslogIntake:
 
     def __init__(self, settings: SyslogListenerSettings, intake: Intake, metrics: SyslogMetrics,
                  inflight: InFlight, max_in_flight: int, sink: Saturation | None = None,
-                 idle_timeout: float | None = None) -> None:
+                 idle_timeout: float | None = None, samples: FrameSamples | None = None) -> None:
         """
         @param idle_timeout: seconds a stream connection may send nothing before it is closed; None
             for never.
+        @param samples: keeps the last frames and malformed frames read (recent deliveries).
         """
         self.name = settings.name
         self.max_frame_bytes = settings.max_frame_bytes
@@ -97,6 +99,7 @@ class SyslogIntake:
         self._sink = sink
         self._in_flight = 0
         self._waiting: list[Deferred[None]] = []
+        self._samples = samples
 
     @property
     def in_flight(self) -> int:
@@ -137,13 +140,16 @@ class SyslogIntake:
         self.count("frames", count)
         self.count("dropped", count, reason)
 
-    def submit(self, frames: Sequence[bytes]) -> Deferred[None]:
+    def submit(self, frames: Sequence[bytes], peer: str | None = None) -> Deferred[None]:
         """
-        Parse C{frames} and publish them, one batch per template; fires when they are durable or
-        dropped (never fails). A frame whose CEF is malformed is dropped and counted.
+        Parse C{frames} (from C{peer}, when they came from one) and publish them, one batch per
+        template; fires when they are durable or dropped (never fails). A frame whose CEF is
+        malformed is dropped and counted.
         """
         received_at = self._intake.now()
         self.count("frames", len(frames))
+        if self._samples is not None:
+            self._samples.frames(frames, received_at, peer)
         batches: tuple[list[Record], list[Record]] = ([], [])
         for frame in frames:
             try:
@@ -151,6 +157,8 @@ class SyslogIntake:
             except CefError as e:
                 self.count("dropped", 1, "malformed")
                 self._log.debug("{listener}: malformed CEF frame dropped: {reason}", listener=self.name, reason=str(e))
+                if self._samples is not None:
+                    self._samples.malformed(frame, received_at, peer, str(e))
                 continue
             batches[0 if parsed.is_cef else 1].append(parsed.record)
         publishes = [self._publish(template_id, records, received_at)
@@ -259,7 +267,7 @@ class SyslogStreamProtocol(Protocol, TimeoutMixin):
                                            "connection stays open (later ones from it are only counted)",
                               limit=self._listener.max_frame_bytes)
         if frames:
-            self._listener.submit(frames)
+            self._listener.submit(frames, self._peer)
 
     def _abandon(self, claimed: int) -> None:
         self._reported.add("oversized")  # this line says more than the oversized one would

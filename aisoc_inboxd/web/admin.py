@@ -8,6 +8,8 @@ The admin API, on its own listener (127.0.0.1 by default), for the console and o
     GET    /v1/admin/tenants/{tenant}/tokens/stats                push stats over 24 h (the Push tab)
     GET    /v1/admin/tenants/{tenant}/tokens/{fingerprint}/deliveries  recent deliveries, newest first
            (C{?after=N}: only those numbered above N); C{…/tenants/{tenant}/cef/deliveries} the CEF route's
+    GET    /v1/admin/tenants/{tenant}/syslog/{listener}/deliveries   a syslog listener's last frames
+    GET    /v1/admin/tenants/{tenant}/syslog/{listener}/malformed    … and its last malformed ones
     POST   /v1/admin/tenants/{tenant}/tokens/{fingerprint}/deliveries/{n}/redeliver  publish delivery n's
            body again through the token's current template (C{X-AiSOC-Idempotency-Key} optional)
     POST   /v1/admin/invalidate                                   {"token"} or {"fingerprint"}: the
@@ -77,6 +79,10 @@ class AdminRoute(JsonRoute):
             return await self._invalidate_one(_json_body(request))
         if path[2:] == ["cef", "deliveries"] and path[0] == "tenants" and method == b"GET":
             return self._list_deliveries(request, path[1], CEF_KEY)
+        if (len(path) == 5 and path[0] == "tenants" and path[2] == "syslog" and path[4] in ("deliveries", "malformed")
+                and method == b"GET"):
+            return Reply(200, self._delivery_desk().syslog_listing(path[1], path[3], path[4] == "malformed",
+                                                                   _int_arg(request, "after", 0)), None)
         if (len(path) == 7 and path[0] == "tenants" and path[2] == "tokens" and path[4] == "deliveries"
                 and path[6] == "redeliver" and method == b"POST"):
             return await self._redeliver(request, path[1], path[3], path[5])

@@ -49,6 +49,17 @@ class DeliveryDesk:
         return {"tenant": tenant, "key": key, "per_token": self.log.settings.per_token,
                 "deliveries": [d.as_dict() for d in self.log.of(key, tenant) if d.number > after]}
 
+    def syslog_listing(self, tenant: str, listener: str, malformed: bool, after: int) -> dict[str, Any]:
+        """
+        The last frames (or malformed frames) a syslog listener of C{tenant} read, newest first.
+        """
+        samples = self.log.samples.get(listener)
+        if samples is None or samples.tenant_id != tenant:
+            raise HttpError(404, f"tenant {tenant} has no syslog listener named {listener!r}", "not_found")
+        return {"tenant": tenant, "listener": listener, "malformed": malformed,
+                "per_listener": self.log.settings.per_token,
+                "deliveries": [d.as_dict() for d in samples.deliveries(malformed) if d.number > after]}
+
     async def redeliver(self, tenant: str, key_or_prefix: str, number: int, idempotency_key: str | None) -> Reply:
         """
         Publish delivery C{number} of a token again; 404 when it is not kept, 409 when its body was
