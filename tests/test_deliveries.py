@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import gzip
 import json
+from pathlib import Path
 
 import pytest
 import pytest_twisted
+import yaml
 
-from aisoc_inboxd.config import CefSettings, DeliverySettings
+from aisoc_inboxd.config import CefSettings, ConfigError, DeliverySettings, load_settings
 from aisoc_inboxd.deliveries import RECORD_OVERHEAD, REDACTED, Delivery, DeliveryLog, redact_headers
 from aisoc_inboxd.syslog.samples import FrameSamples
 from aisoc_inboxd.testing import FakeStore, MemoryInbox
@@ -273,3 +275,17 @@ async def test_syslog_samples_are_read_through_the_admin_api_of_their_tenant(inb
     assert status == 200 and body["deliveries"] == []
     status, body, _ = await inbox.call_admin("GET", "/v1/admin/tenants/other/syslog/tcp/deliveries")
     assert status == 404 and body == {"error": "tenant other has no syslog listener named 'tcp'"}
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"deliveries": {"per_token": -1}}, "deliveries.per_token: must be 0 or more, got -1"),
+    ({"deliveries": {"max_bytes": 0}}, "deliveries.max_bytes: must be greater than 0, got 0"),
+    ({"deliveries": {"keep_bodies": "no"}}, "deliveries.keep_bodies: expected bool"),
+])
+def test_delivery_settings_are_checked(tmp_path: Path, raw: dict, message: str) -> None:
+    """A bad deliveries setting stops start-up naming the key."""
+    path = tmp_path / "inboxd.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError) as error:
+        load_settings(path, {})
+    assert message in str(error.value)
