@@ -7,22 +7,24 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import html
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import protocol
+from twisted.internet import protocol, threads
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import formatEvent, globalLogPublisher
 
 from aisoc_inboxd.tokens import fingerprint
 from tests.support.daemon import RunningDaemon, wait_for
 from tests.support.shared import PROJECT
-from tests.test_status_page import basic, get_status
+from tests.test_status_page import basic, dump_dom, get_status
 from tests.test_status_page import inboxd as daemon  # noqa: F401 (a fixture)
 
 SECRET = b"whsec_never_recorded_0123456789"
@@ -190,3 +192,29 @@ async def test_templates_render_a_recorded_delivery(daemon: RunningDaemon) -> No
     code, out, err = await cli(daemon, "templates", "render", "generic-json", "--tenant", "acme",
                                "--delivery", f"{fp[:12]}:7")
     assert code == 1 and "delivery 7 of token" in err and "token deliveries --tenant acme" in err
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_operator_reads_a_400_and_a_redelivery_in_chromium(daemon: RunningDaemon, tmp_path: Path) -> None:
+    """In headless Chromium, from the status page alone: the token's row opens its deliveries, the
+    400 shows the body the sender posted and the exact reply; a good delivery redelivered through the
+    admin API shows as a new delivery with its OCSF event."""
+    token = await daemon.mint("acme", "pagerduty")
+    event = (b'{"event": {"event_type": "incident.triggered", "occurred_at": "2026-05-08T09:00:00Z",'
+             b' "data": {"id": "Q1", "title": "Database CPU > 90%", "urgency": "high"}}}')
+    assert (await daemon.post(f"/v1/inbox/{token}", b'{"event": {"data": oops}}'))[0] == 400
+    assert (await daemon.post(f"/v1/inbox/{token}", event))[0] == 200
+    fp = fingerprint(token)
+    code, reply = await daemon.call_admin("POST", f"/v1/admin/tenants/acme/tokens/{fp}/deliveries/2/redeliver")
+    assert code == 200 and reply["n"] == 3 and reply["accepted"] == 1
+    port = daemon.daemon.address("admin").port
+    base = f"http://operator:{daemon.admin_key}@127.0.0.1:{port}"
+    overview = await threads.deferToThread(dump_dom, f"{base}/status?tenant=acme", tmp_path / "profile")
+    link = re.search(r'href="(status\?tenant=acme&amp;deliveries=[0-9a-f]{64}#deliveries)"', overview)
+    assert link is not None and fp in link.group(1)
+    dom = await threads.deferToThread(dump_dom, f"{base}/{html.unescape(link.group(1))}", tmp_path / "profile")
+    assert dom.count('<details class="delivery">') == 3
+    assert "#1 " in dom and "400 bad_request" in dom and "invalid JSON at line 1 column" in dom
+    assert '{"event": {"data": oops}}' in dom
+    assert "#3 " in dom and "X-AiSOC-Redelivery-Of: 2" in dom and "Database CPU &gt; 90%" in dom
+    assert token not in dom and daemon.admin_key not in dom
