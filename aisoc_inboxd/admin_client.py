@@ -74,9 +74,9 @@ class AdminClient:
             raise AdminUnreachable(f"the admin API at {self._base} does not answer: "
                                    f"{getattr(e, 'reason', e)}") from None
 
-    def deliveries(self, tenant: str, fingerprint: str, after: int = 0) -> dict[str, Any]:
+    def deliveries(self, tenant: str, fingerprint: str) -> dict[str, Any]:
         path = f"/v1/admin/tenants/{quote(tenant, safe='')}/tokens/{quote(fingerprint, safe='')}/deliveries"
-        return self.call("GET", f"{path}?after={after}")  # type: ignore[no-any-return]
+        return self.call("GET", path)  # type: ignore[no-any-return]
 
 
 def _error_of(body: bytes) -> str:

@@ -98,7 +98,7 @@ class Delivery:
             except UnicodeDecodeError:
                 body.update(encoding="base64", text=base64.b64encode(self.body).decode("ascii"))
         return {
-            "n": self.number, "received_at": self.received_at, "client": self.client, "route": self.route,
+            "n": self.number, "key": self.key, "received_at": self.received_at, "client": self.client, "route": self.route,
             "method": self.method, "status": self.status, "outcome": self.outcome, "template": self.template,
             "events": self.events, "error": self.error, "duration_ms": self.duration_ms,
             "request": {"headers": [list(h) for h in self.request_headers], "body": body},
@@ -116,13 +116,25 @@ class _Ring:
     numbered: int = 0
 
 
+#: what L{DeliveryLog.read} reads: a token's (or the CEF route's) deliveries, a syslog listener's
+#: sampled frames, or its malformed ones
+TOKENS, FRAMES, MALFORMED = "tokens", "frames", "malformed"
+#: worker k numbers its deliveries from k × this + 1 (the daemon from 1), so a number names one
+#: delivery among every process's
+WORKER_NUMBERS = 1_000_000_000
+
+
 class DeliveryLog:
     """
     The rings of every key in this process, bounded in count per key and in bytes overall.
     """
 
-    def __init__(self, settings: DeliverySettings) -> None:
+    def __init__(self, settings: DeliverySettings, worker: int = 0) -> None:
+        """
+        @param worker: the worker process's index (0: the daemon), which sets where numbers start.
+        """
         self.settings = settings
+        self.first_number = worker * WORKER_NUMBERS + 1
         self._rings: dict[str, _Ring] = {}
         #: (arrival, key) of every record, oldest first; entries whose record its ring already
         #: dropped are skipped when met, and compacted away when they outnumber the live ones
@@ -151,7 +163,7 @@ class DeliveryLog:
 
     def next_number(self, key: str) -> int:
         ring = self._rings.get(key)
-        return 1 if ring is None else ring.numbered + 1
+        return self.first_number if ring is None else ring.numbered + 1
 
     def add(self, delivery: Delivery) -> None:
         ring = self._rings.get(delivery.key)
@@ -209,8 +221,33 @@ class DeliveryLog:
         found = [key for key, ring in self._rings.items() if ring.tenant_id == tenant_id and key.startswith(prefix)]
         return found[0] if len(found) == 1 else None
 
-    def one(self, key: str, tenant_id: str | None, number: int) -> Delivery | None:
-        return next((d for d in self.of(key, tenant_id) if d.number == number), None)
+    def read(self, kind: str, tenant_id: str, key_or_name: str) -> list[Delivery]:
+        """
+        The deliveries of C{kind} (L{TOKENS}: of a token's fingerprint or unique prefix, or the CEF
+        route's key; L{FRAMES} or L{MALFORMED}: of the syslog listener so named) of C{tenant_id},
+        newest first; none for another tenant's.
+        """
+        if kind == TOKENS:
+            return self.of(self.key_of(tenant_id, key_or_name) or key_or_name, tenant_id)
+        samples = self.samples.get(key_or_name)
+        if samples is None or samples.tenant_id != tenant_id:
+            return []
+        return samples.deliveries(kind == MALFORMED)
+
+
+def body_of(delivery: Mapping[str, Any]) -> bytes:
+    """
+    The body of a delivery as L{Delivery.as_dict} gives it; C{ValueError} saying why when it was
+    not kept whole.
+    """
+    body = delivery["request"]["body"]
+    if not body["kept"]:
+        raise ValueError(f"the body of delivery {delivery['n']} was not kept (deliveries.keep_bodies)")
+    raw = base64.b64decode(body["text"]) if body["encoding"] == "base64" else body["text"].encode("utf-8")
+    if body["truncated"]:
+        raise ValueError(f"only the first {len(raw)} of the {body['size']} bytes of delivery {delivery['n']}'s "
+                         "body were kept (deliveries.body_bytes)")
+    return raw
 
 
 def header_pairs(raw: Mapping[bytes, list[bytes]] | Iterable[tuple[bytes, list[bytes]]]) -> list[tuple[str, str]]:

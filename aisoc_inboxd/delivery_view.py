@@ -4,14 +4,13 @@ loop of C{--follow}, which prints each new one as it arrives, like C{tail -f}.
 """
 from __future__ import annotations
 
-import base64
 import json
 import time
 from datetime import datetime, timezone
 from typing import Any, Callable, TextIO
 
 from aisoc_inboxd.admin_client import AdminClient
-from aisoc_inboxd.deliveries import REDACTED
+from aisoc_inboxd.deliveries import REDACTED, body_of
 from aisoc_inboxd.tokens import fingerprint, looks_like_token
 
 #: seconds between two polls of C{--follow}
@@ -38,22 +37,24 @@ def print_deliveries(deliveries: list[dict[str, Any]], as_json: bool, out: TextI
     """
     if header and not as_json:
         print(HEADER, file=out)
-    for delivery in sorted(deliveries, key=lambda d: d["n"]):
+    for delivery in sorted(deliveries, key=lambda d: (d["received_at"], d["n"])):
         print(json.dumps(delivery) if as_json else delivery_line(delivery), file=out, flush=True)
 
 
 def follow(client: AdminClient, tenant: str, key: str, as_json: bool, out: TextIO,
            sleep: Callable[[float], None] = time.sleep) -> None:
     """
-    Print the deliveries kept now, then each new one as it arrives, until interrupted.
+    Print the deliveries kept now, then each new one as it arrives, until interrupted. With
+    workers each process numbers its own, so what is new is what was not printed yet.
     """
-    after = 0
-    header = True
+    printed: set[int] = set()  # of those still kept: one no longer kept never comes back
+    headed = False
     while True:
-        kept = client.deliveries(tenant, key, after)["deliveries"]
-        print_deliveries(kept, as_json, out, header and bool(kept))
-        header = header and not kept
-        after = max([after, *(d["n"] for d in kept)])
+        kept = client.deliveries(tenant, key)["deliveries"]
+        new = [d for d in kept if d["n"] not in printed]
+        print_deliveries(new, as_json, out, header=bool(new) and not headed)
+        headed = headed or bool(new)
+        printed = {d["n"] for d in kept}
         sleep(FOLLOW_INTERVAL)
 
 
@@ -62,10 +63,4 @@ def recorded_body(delivery: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
     The body of a delivery as the admin API gives it, and its headers that were not redacted;
     C{ValueError} when the body was not kept whole.
     """
-    body = delivery["request"]["body"]
-    if not body["kept"]:
-        raise ValueError("its body was not kept (deliveries.keep_bodies)")
-    if body["truncated"]:
-        raise ValueError(f"only the first bytes of its {body['size']}-byte body were kept (deliveries.body_bytes)")
-    raw = base64.b64decode(body["text"]) if body["encoding"] == "base64" else body["text"].encode("utf-8")
-    return raw, {name: value for name, value in delivery["request"]["headers"] if value != REDACTED}
+    return body_of(delivery), {name: value for name, value in delivery["request"]["headers"] if value != REDACTED}

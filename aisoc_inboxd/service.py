@@ -55,7 +55,7 @@ from aisoc_inboxd.deliveries import DeliveryLog
 from aisoc_inboxd.syslog.samples import FrameSamples
 from aisoc_inboxd.web.recorder import DeliveryRecorder
 from aisoc_inboxd.web.status import StatusSources, TokenStoreView
-from aisoc_inboxd.web.tree import WebDeps, build_admin_resource, build_root_resource
+from aisoc_inboxd.web.tree import WebDeps, build_admin_resource, build_root_resource, delivery_desk
 from aisoc_inboxd.web.site import InboxSite, inbox_site
 from aisoc_inboxd.workers.supervisor import WorkerSupervisor, snapshot_path, write_snapshot
 
@@ -404,12 +404,14 @@ class WorkerRole:
     @ivar sockets: listener name → the inherited listening socket's file descriptor.
     @ivar lease: the daemon's L{RateLimiter.lease}, across the control channel.
     @ivar acks: the daemon's L{AckChannels}, across the control channel.
+    @ivar deliveries: the worker's recent deliveries, which the daemon reads across the control channel.
     """
 
     index: int
     sockets: Mapping[str, int]
     lease: Callable[[str, int], Deferred[tuple[int, float]]]
     acks: AckDaemon
+    deliveries: DeliveryLog
 
     def socket(self, name: str) -> int:
         try:
@@ -454,12 +456,13 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
     cef = Replaceable(settings.cef)
     inflight = InFlight(reactor)
     push_stats = PushStatsRecorder(store, reactor, lambda: inflight.drained(DRAIN_TIMEOUT))
-    deliveries = DeliveryRecorder(DeliveryLog(settings.deliveries), reactor)
+    deliveries = DeliveryRecorder(role.deliveries if role else DeliveryLog(settings.deliveries), reactor)
+    supervisor: WorkerSupervisor | None = None  # set below, once the listeners are built
     deps = WebDeps(intake=intake, metrics=metrics, inflight=inflight, max_body_bytes=http.max_body_bytes,
                    observers=(push_stats.replied, recent_errors.replied),
                    vendors=vendors or build_vendor_gate(settings.vendors, reactor),
                    hec=HecDeps(settings.hec, acks), cef=cef,
-                   deliveries=deliveries)
+                   deliveries=deliveries, delivery_peers=lambda: supervisor.serving() if supervisor else ())
     limits = ChannelLimits(http.header_timeout, http.body_timeout, http.max_header_bytes)
     site = inbox_site(build_root_resource(deps), http, metrics, reactor)
     http_names = [numbered("http", i) for i in range(len(http.listen))]
@@ -495,7 +498,7 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
                                  lambda: secrets.token_urlsafe(32).encode("ascii"), "admin API key")
         status = StatusSources(lambda: listeners, sink, store, rates, recent_errors, reactor, exposed,
                                lambda: reloads.last, TokenStoreView(health, metrics.token_store, cache),
-                               deliveries.log)
+                               delivery_desk(deps, admin))
         admin_site = InboxSite(build_admin_resource(admin, store, cache, api_key, deps, status),
                                max_body_bytes=64 * 1024, on_too_large=lambda path: None, reactor=reactor,
                                limits=limits, on_refused=metrics.http_refusal)

@@ -1,7 +1,8 @@
 """
 Recent deliveries on the real daemon (real listeners, store and sink): the CLI reads them from the
-admin API (also with --follow), the status page shows them, and no surface — admin API, CLI, status
-page, log — ever holds a token, a signing secret or an authorization value.
+admin API (also with --follow), the status page shows them (also in Chromium), no surface — admin
+API, CLI, status page, log — ever holds a token, a signing secret or an authorization value, and a
+worker's cross the real control channel whatever their size.
 """
 from __future__ import annotations
 
@@ -17,11 +18,17 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import protocol, threads
+from twisted.internet import defer, protocol, threads
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import formatEvent, globalLogPublisher
 
+from aisoc_inboxd.admin_client import admin_url
+from aisoc_inboxd.config import DeliverySettings, HecSettings
+from aisoc_inboxd.deliveries import TOKENS, WORKER_NUMBERS, Delivery, DeliveryLog
+from aisoc_inboxd.hec_acks import AckChannels
+from aisoc_inboxd.ratelimit import RateLimiter
 from aisoc_inboxd.tokens import fingerprint
+from aisoc_inboxd.workers.control import DaemonSide, WorkerSide, adopt, socket_pair
 from tests.support.daemon import RunningDaemon, wait_for
 from tests.support.shared import PROJECT
 from tests.test_status_page import basic, dump_dom, get_status
@@ -173,7 +180,6 @@ async def test_cli_says_when_the_admin_api_does_not_answer(tmp_path: Path) -> No
 ])
 def test_admin_url_of_listen_endpoints(endpoint: str, url: str) -> None:
     """The CLI finds the admin API at the address of the first admin.listen endpoint."""
-    from aisoc_inboxd.admin_client import admin_url
     assert admin_url(endpoint) == url
 
 
@@ -218,3 +224,34 @@ async def test_an_operator_reads_a_400_and_a_redelivery_in_chromium(daemon: Runn
     assert '{"event": {"data": oops}}' in dom
     assert "#3 " in dom and "X-AiSOC-Redelivery-Of: 2" in dom and "Database CPU &gt; 90%" in dom
     assert token not in dom and daemon.admin_key not in dom
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_workers_deliveries_cross_the_control_channel_whatever_their_size(reactor: Any) -> None:
+    """The daemon reads a worker's deliveries over the real control channel, also when they are
+    larger than one AMP value (64 KiB): the bodies arrive whole, numbered in the worker's range."""
+    log = DeliveryLog(DeliverySettings(body_bytes=200_000), worker=2)
+    bodies = [bytes([65 + i]) * 150_000 for i in range(3)]
+    for body in bodies:
+        log.add(Delivery(key="f" * 64, number=log.next_number("f" * 64), tenant_id="acme", received_at=1.0,
+                         client=None, route="webhook", method="POST", status=200, outcome="ok", template=None,
+                         events=1, error=None, duration_ms=1.0, request_headers=[], response_headers=[],
+                         response_body="{}", body=body, body_size=len(body), ocsf=None, ocsf_error=None))
+    lost: list[Any] = []
+    ours, theirs = socket_pair()
+    daemon_end = DaemonSide(RateLimiter(reactor, 60), AckChannels.build(HecSettings(), reactor), lambda: None,
+                            lambda fingerprint: defer.succeed(None), reactor)
+    worker_end = WorkerSide(lambda: lost.append(True), reactor)
+    worker_end.deliveries = log
+    adopt(reactor, ours.fileno(), daemon_end)
+    adopt(reactor, theirs.fileno(), worker_end)
+    ours.close()
+    theirs.close()
+    try:
+        read = await daemon_end.read_deliveries(TOKENS, "acme", "ffff")
+        assert [d["request"]["body"]["text"].encode() for d in read] == bodies[::-1]
+        assert [d["n"] for d in read] == [2 * WORKER_NUMBERS + 3, 2 * WORKER_NUMBERS + 2, 2 * WORKER_NUMBERS + 1]
+        assert await daemon_end.read_deliveries(TOKENS, "other", "ffff") == []
+    finally:
+        daemon_end.transport.loseConnection()
+        await wait_for(lambda: bool(lost), reactor)

@@ -28,7 +28,7 @@ class FrameSamples:
         self._limit = settings.body_bytes if log.keeps_body(tenant_id) else 0
         self._frames: deque[tuple[int, float, str | None, bytes, int]] = deque(maxlen=settings.per_token)
         self._malformed: deque[tuple[int, float, str | None, bytes, int, str]] = deque(maxlen=settings.per_token)
-        self._numbered = 0
+        self._numbered = log.first_number - 1
         log.reserve(2 * settings.per_token * (RECORD_OVERHEAD + self._limit))
         log.samples[listener] = self
 

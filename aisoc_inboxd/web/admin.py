@@ -6,8 +6,8 @@ The admin API, on its own listener (127.0.0.1 by default), for the console and o
     POST   /v1/admin/tenants/{tenant}/tokens/{fingerprint}/rotate rotate {"signing_secret"?}
     POST   /v1/admin/tenants/{tenant}/tokens/{fingerprint}/revoke revoke
     GET    /v1/admin/tenants/{tenant}/tokens/stats                push stats over 24 h (the Push tab)
-    GET    /v1/admin/tenants/{tenant}/tokens/{fingerprint}/deliveries  recent deliveries, newest first
-           (C{?after=N}: only those numbered above N); C{…/tenants/{tenant}/cef/deliveries} the CEF route's
+    GET    /v1/admin/tenants/{tenant}/tokens/{fingerprint}/deliveries  recent deliveries (every
+           process's), newest first; C{…/tenants/{tenant}/cef/deliveries} the CEF route's
     GET    /v1/admin/tenants/{tenant}/syslog/{listener}/deliveries   a syslog listener's last frames
     GET    /v1/admin/tenants/{tenant}/syslog/{listener}/malformed    … and its last malformed ones
     POST   /v1/admin/tenants/{tenant}/tokens/{fingerprint}/deliveries/{n}/redeliver  publish delivery n's
@@ -78,11 +78,11 @@ class AdminRoute(JsonRoute):
         if path == ["invalidate"] and method == b"POST":
             return await self._invalidate_one(_json_body(request))
         if path[2:] == ["cef", "deliveries"] and path[0] == "tenants" and method == b"GET":
-            return self._list_deliveries(request, path[1], CEF_KEY)
+            return await self._list_deliveries(path[1], CEF_KEY)
         if (len(path) == 5 and path[0] == "tenants" and path[2] == "syslog" and path[4] in ("deliveries", "malformed")
                 and method == b"GET"):
-            return Reply(200, self._delivery_desk().syslog_listing(path[1], path[3], path[4] == "malformed",
-                                                                   _int_arg(request, "after", 0)), None)
+            return Reply(200, await self._delivery_desk().syslog_listing(path[1], path[3], path[4] == "malformed"),
+                         None)
         if (len(path) == 7 and path[0] == "tenants" and path[2] == "tokens" and path[4] == "deliveries"
                 and path[6] == "redeliver" and method == b"POST"):
             return await self._redeliver(request, path[1], path[3], path[5])
@@ -99,7 +99,7 @@ class AdminRoute(JsonRoute):
             if len(rest) == 2 and rest[1] in ("rotate", "revoke") and method == b"POST":
                 return await self._retire(tenant, rest[0], rest[1], _json_body(request))
             if len(rest) == 2 and rest[1] == "deliveries" and method == b"GET":
-                return self._list_deliveries(request, tenant, rest[0])
+                return await self._list_deliveries(tenant, rest[0])
         raise HttpError(404, "no such admin route", "not_found")
 
     def _authenticate(self, request: Request) -> None:
@@ -136,12 +136,11 @@ class AdminRoute(JsonRoute):
             raise HttpError(404, "recent deliveries are not kept by this daemon", "not_found")
         return self._desk
 
-    def _list_deliveries(self, request: Request, tenant: str, key_or_prefix: str) -> Reply:
+    async def _list_deliveries(self, tenant: str, key_or_prefix: str) -> Reply:
         """
-        The deliveries kept for a token of C{tenant}, newest first; with C{?after=N} only those
-        numbered above N (what C{--follow} polls).
+        The deliveries kept for a token of C{tenant}, newest first.
         """
-        return Reply(200, self._delivery_desk().listing(tenant, key_or_prefix, _int_arg(request, "after", 0)), None)
+        return Reply(200, await self._delivery_desk().listing(tenant, key_or_prefix), None)
 
     async def _redeliver(self, request: Request, tenant: str, key_or_prefix: str, number: str) -> Reply:
         if not number.isdigit():
@@ -187,16 +186,6 @@ def _json_body(request: Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise bad_request("bad body: expected a JSON object")
     return body
-
-
-def _int_arg(request: Request, name: str, default: int) -> int:
-    values = request.args.get(name.encode("ascii"))
-    if not values:
-        return default
-    try:
-        return int(values[0])
-    except ValueError:
-        raise bad_request(f"{name}: expected a whole number, got {values[0].decode('latin-1')!r}") from None
 
 
 def _string(body: dict[str, Any], key: str, required: bool = False) -> Any:

@@ -1,5 +1,6 @@
 """
-The admin API's side of recent deliveries: listing a token's, and redelivering one — its recorded
+The admin API's side of recent deliveries: listing a token's (this process's and, with workers,
+every worker's, read over their control channels), and redelivering one — its recorded
 body published again through the token's current template, as a new request with its own
 idempotency key, and kept as a new delivery (so its reply and OCSF event are seen like any other).
 """
@@ -8,9 +9,13 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any
+from typing import Any, Callable, Iterable, Protocol
 
-from aisoc_inboxd.deliveries import REDACTED, Delivery, DeliveryLog
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.logger import Logger
+
+from aisoc_inboxd.config import DeliverySettings
+from aisoc_inboxd.deliveries import FRAMES, MALFORMED, REDACTED, TOKENS, body_of
 from aisoc_inboxd.formats.json_body import BodyError
 from aisoc_inboxd.idempotency import HEADER as IDEMPOTENCY_HEADER, StoredReply
 from aisoc_inboxd.intake import Binding, Intake
@@ -25,40 +30,66 @@ from aisoc_inboxd.web.webhook import WebhookRoute, webhook_records
 REDELIVERY_HEADER = "X-AiSOC-Redelivery-Of"
 
 
+class DeliveryPeer(Protocol):
+    """
+    Another process's recent deliveries (a worker's, over its control channel).
+    """
+
+    def read_deliveries(self, kind: str, tenant: str, key: str) -> Deferred[list[dict[str, Any]]]: ...
+
+
 class DeliveryDesk:
-    def __init__(self, recorder: DeliveryRecorder, intake: Intake, admin: TokenAdmin) -> None:
+    """
+    @param peers: the processes (workers) whose recent deliveries are read with this one's.
+    """
+
+    _log = Logger()
+
+    def __init__(self, recorder: DeliveryRecorder, intake: Intake, admin: TokenAdmin,
+                 peers: Callable[[], Iterable[DeliveryPeer]] = tuple) -> None:
         self._recorder = recorder
         self._intake = intake
         self._admin = admin
+        self._peers = peers
 
     @property
-    def log(self) -> DeliveryLog:
-        return self._recorder.log
+    def settings(self) -> DeliverySettings:
+        return self._recorder.log.settings
 
-    def key(self, tenant: str, key_or_prefix: str) -> str:
+    async def read(self, kind: str, tenant: str, key_or_name: str) -> list[dict[str, Any]]:
         """
-        The key a fingerprint (or a unique prefix of one, of C{tenant}'s tokens) is kept under.
+        The deliveries of C{kind} (L{DeliveryLog.read}) that this process and every peer keep,
+        newest first; a peer that does not answer is left out (and logged).
         """
-        return self.log.key_of(tenant, key_or_prefix.lower()) or key_or_prefix.lower()
+        log = self._recorder.log
+        kept = [d.as_dict() for d in log.read(kind, tenant, key_or_name.lower())]
+        asked = [peer.read_deliveries(kind, tenant, key_or_name.lower()) for peer in self._peers()]
+        for answer in await DeferredList(asked, consumeErrors=True):
+            succeeded, result = answer
+            if succeeded:
+                kept += result
+            else:
+                self._log.warn("a worker's recent deliveries could not be read: {error}", error=result.value)
+        return sorted(kept, key=lambda d: (d["received_at"], d["n"]), reverse=True)
 
-    def listing(self, tenant: str, key_or_prefix: str, after: int) -> dict[str, Any]:
+    async def listing(self, tenant: str, key_or_prefix: str) -> dict[str, Any]:
         """
-        The deliveries kept for a token of C{tenant}, newest first, only those numbered above C{after}.
+        The deliveries kept for a token of C{tenant} (by fingerprint or unique prefix), newest first.
         """
-        key = self.key(tenant, key_or_prefix)
-        return {"tenant": tenant, "key": key, "per_token": self.log.settings.per_token,
-                "deliveries": [d.as_dict() for d in self.log.of(key, tenant) if d.number > after]}
+        kept = await self.read(TOKENS, tenant, key_or_prefix)
+        return {"tenant": tenant, "key": kept[0]["key"] if kept else key_or_prefix.lower(),
+                "per_token": self.settings.per_token, "deliveries": kept}
 
-    def syslog_listing(self, tenant: str, listener: str, malformed: bool, after: int) -> dict[str, Any]:
+    async def syslog_listing(self, tenant: str, listener: str, malformed: bool) -> dict[str, Any]:
         """
         The last frames (or malformed frames) a syslog listener of C{tenant} read, newest first.
         """
-        samples = self.log.samples.get(listener)
+        samples = self._recorder.log.samples.get(listener)
         if samples is None or samples.tenant_id != tenant:
             raise HttpError(404, f"tenant {tenant} has no syslog listener named {listener!r}", "not_found")
         return {"tenant": tenant, "listener": listener, "malformed": malformed,
-                "per_listener": self.log.settings.per_token,
-                "deliveries": [d.as_dict() for d in samples.deliveries(malformed) if d.number > after]}
+                "per_listener": self.settings.per_token,
+                "deliveries": await self.read(MALFORMED if malformed else FRAMES, tenant, listener)}
 
     async def redeliver(self, tenant: str, key_or_prefix: str, number: int, idempotency_key: str | None) -> Reply:
         """
@@ -66,11 +97,11 @@ class DeliveryDesk:
         not kept or only in part, or the token is no longer active, 400 for a route other than the
         webhook's or a body the current template's route cannot read.
         """
-        fingerprint = self.key(tenant, key_or_prefix)
-        original = self.log.one(fingerprint, tenant, number)
+        original = next((d for d in await self.read(TOKENS, tenant, key_or_prefix) if d["n"] == number), None)
         if original is None:
-            raise HttpError(404, f"no delivery {number} is kept for token {log_id(fingerprint)} of tenant {tenant}",
-                            "not_found")
+            raise HttpError(404, f"no delivery {number} is kept for token {log_id(key_or_prefix)} of tenant "
+                                 f"{tenant}", "not_found")
+        fingerprint = original["key"]
         body = _whole_body(original)
         record = next((r for r in await self._admin.list(tenant) if r.fingerprint == fingerprint and r.active), None)
         if record is None:
@@ -80,7 +111,8 @@ class DeliveryDesk:
         if template is None:
             raise unknown_template(record.template_id, record)
         key = idempotency_key or f"redeliver-{uuid.uuid4()}"
-        headers = {name.lower(): value for name, value in original.request_headers if value != REDACTED}
+        recorded_headers = [(name, value) for name, value in original["request"]["headers"]]
+        headers = {name.lower(): value for name, value in recorded_headers if value != REDACTED}
         try:
             records = webhook_records(media_type_of(headers.get("content-type", "")), body)
         except BodyError as e:
@@ -98,27 +130,23 @@ class DeliveryDesk:
         stored, replay = await self._intake.idempotency.once(fingerprint, key, publish, explicit=True)
         reply = Reply(stored.status, stored.body, template.id, "replay" if replay else "ok")
         kept = self._recorder.keep(
-            WebhookRoute.route, original.method,
-            [*original.request_headers, (REDELIVERY_HEADER, str(number)), (IDEMPOTENCY_HEADER, key)],
+            WebhookRoute.route, original["method"],
+            [*recorded_headers, (REDELIVERY_HEADER, str(number)), (IDEMPOTENCY_HEADER, key)],
             [("Content-Type", "application/json")], exchange, reply, json.dumps(stored.body).encode(),
             time.monotonic() - started, "redelivered by the admin API")
         return Reply(200, {"redelivered": number, "n": kept.number if kept else None, "idempotency_key": key,
                            "replay": replay, **stored.body}, template.id)
 
 
-def _whole_body(delivery: Delivery) -> bytes:
+def _whole_body(delivery: dict[str, Any]) -> bytes:
     """
     The body a delivery kept whole; 409 when it kept none or only its first bytes, 400 for a route
     whose bodies are not redelivered.
     """
-    if delivery.route != WebhookRoute.route:
-        raise bad_request(f"delivery {delivery.number} came by the {delivery.route} route: only webhook "
+    if delivery["route"] != WebhookRoute.route:
+        raise bad_request(f"delivery {delivery['n']} came by the {delivery['route']} route: only webhook "
                           "deliveries are redelivered")
-    if delivery.body is None:
-        raise HttpError(409, f"the body of delivery {delivery.number} was not kept (deliveries.keep_bodies): "
-                             "there is nothing to redeliver", "conflict")
-    if delivery.truncated:
-        raise HttpError(409, f"only the first {len(delivery.body)} of the {delivery.body_size} bytes of delivery "
-                             f"{delivery.number}'s body were kept (deliveries.body_bytes): redelivering them would "
-                             "publish another body", "conflict")
-    return delivery.body
+    try:
+        return body_of(delivery)
+    except ValueError as e:
+        raise HttpError(409, f"{e}: there is nothing whole to redeliver", "conflict") from None

@@ -25,7 +25,6 @@ from twisted.web.server import NOT_DONE_YET, Request
 from twisted.web.template import Tag, flattenString, tags
 
 from aisoc_inboxd.activity import EventRates, RecentErrors
-from aisoc_inboxd.deliveries import DeliveryLog
 from aisoc_inboxd.metrics import SYSLOG_DROP_REASONS, TokenStoreMetrics, count
 from aisoc_inboxd.push_stats import WINDOW
 from aisoc_inboxd.reload import ReloadOutcome
@@ -34,6 +33,7 @@ from aisoc_inboxd.store import PushTotals, Store, StoreError, TokenRecord
 from aisoc_inboxd.store.health import StoreHealth
 from aisoc_inboxd.tokens import TokenCache, log_id
 from aisoc_inboxd.web.admin import carries_admin_key
+from aisoc_inboxd.web.delivery_desk import DeliveryDesk
 from aisoc_inboxd.web.status_deliveries import CSS as DELIVERIES_CSS, deliveries_link, deliveries_section
 
 #: most token rows listed (the newest tokens); past it a note says so
@@ -177,8 +177,8 @@ class StatusSources:
     metrics: Collector
     last_reload: Callable[[], ReloadOutcome | None]
     tokens: TokenStoreView | None = None
-    #: this instance's recent deliveries, shown per token (C{?deliveries=FINGERPRINT})
-    deliveries: DeliveryLog | None = None
+    #: the recent deliveries, shown per token (C{?deliveries=FINGERPRINT})
+    deliveries: DeliveryDesk | None = None
 
 
 class StatusPage(Resource):
@@ -215,12 +215,13 @@ class StatusPage(Resource):
             totals, stats_error = await s.store.all_push_totals(now - WINDOW), None
         except StoreError as e:
             everyone, tokens, totals, stats_error = [], [], [], str(e)
+        listing = await s.deliveries.listing(selected, token) if s.deliveries and token and selected else None
         page = tags.html(lang="en")(
             tags.head(tags.meta(charset="utf-8"), tags.title("aisoc-inboxd status"), tags.style(_CSS + DELIVERIES_CSS)),
             tags.body(
                 tags.h1("aisoc-inboxd status"),
                 tags.p(f"Generated {_utc(now)}.", class_="note"),
-                *(deliveries_section(s.deliveries, selected, token) if token and selected else ()),
+                *(deliveries_section(listing) if listing is not None else ()),
                 tags.h2("Listeners"), _listeners(s.listeners()),
                 tags.h2("Syslog listeners (since start, all processes)"), _syslog(s.metrics),
                 tags.h2("Last reload"), _last_reload(s.last_reload(), now),

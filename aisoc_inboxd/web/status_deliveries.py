@@ -13,7 +13,6 @@ from urllib.parse import urlencode
 
 from twisted.web.template import Tag, tags
 
-from aisoc_inboxd.deliveries import DeliveryLog
 from aisoc_inboxd.tokens import log_id
 
 CSS = """
@@ -32,20 +31,18 @@ def deliveries_link(tenant: str, fingerprint: str) -> str:
     return "status?" + urlencode({"tenant": tenant, "deliveries": fingerprint}) + "#deliveries"
 
 
-def deliveries_section(log: DeliveryLog | None, tenant: str, fingerprint_or_prefix: str) -> list[Tag]:
+def deliveries_section(listing: dict[str, Any]) -> list[Tag]:
     """
-    The heading and the deliveries kept for a token of C{tenant}, newest first.
+    The heading and the deliveries of a token's L{DeliveryDesk.listing}, newest first.
     """
-    key = (log.key_of(tenant, fingerprint_or_prefix) if log else None) or fingerprint_or_prefix
-    heading = tags.h2(f"Recent deliveries of token {log_id(key)} ({tenant}, this instance)", id="deliveries")
-    kept = log.of(key, tenant) if log else []
+    tenant, key, kept = listing["tenant"], listing["key"], listing["deliveries"]
+    heading = tags.h2(f"Recent deliveries of token {log_id(key)} ({tenant})", id="deliveries")
     if not kept:
         return [heading, tags.p("No delivery kept for this token: none since the daemon started, or another "
                                 "tenant's token.", class_="note")]
-    note = tags.p(f"The last {log.settings.per_token if log else 0} per token, newest first; "  # type: ignore[union-attr]
-                  f"redeliver one with POST /v1/admin/tenants/{tenant}/tokens/{key}/deliveries/N/redeliver.",
-                  class_="note")
-    return [heading, note, *(_delivery(d.as_dict()) for d in kept)]
+    note = tags.p(f"The last {listing['per_token']} per token (and process), newest first; redeliver one with "
+                  f"POST /v1/admin/tenants/{tenant}/tokens/{key}/deliveries/N/redeliver.", class_="note")
+    return [heading, note, *(_delivery(d) for d in kept)]
 
 
 def _delivery(d: dict[str, Any]) -> Tag:

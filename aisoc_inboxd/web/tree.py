@@ -4,6 +4,7 @@ The HTTP resource tree: C{/v1/inbox/…} routes, C{/healthz} and C{/readyz}.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable, Iterable
 
 from twisted.internet.defer import Deferred
 from twisted.web.resource import Resource
@@ -20,7 +21,7 @@ from aisoc_inboxd.tokens import TokenAdmin, TokenCache
 from aisoc_inboxd.vendors import VendorGate
 from aisoc_inboxd.web.admin import AdminRoute
 from aisoc_inboxd.web.cef import CefRoute
-from aisoc_inboxd.web.delivery_desk import DeliveryDesk
+from aisoc_inboxd.web.delivery_desk import DeliveryDesk, DeliveryPeer
 from aisoc_inboxd.web.hec import HecAckRoute, HecDeps, HecEventRoute, HecHealth, HecRawRoute
 from aisoc_inboxd.web.recorder import DeliveryRecorder
 from aisoc_inboxd.web.routes import OnReply, write_json
@@ -44,6 +45,8 @@ class WebDeps:
     cef: Replaceable[CefSettings] = field(default_factory=lambda: Replaceable(CefSettings()))
     #: keeps every token's recent deliveries (and the CEF route's); without it none are kept
     deliveries: DeliveryRecorder | None = None
+    #: the worker processes whose recent deliveries the admin API reads with the daemon's
+    delivery_peers: Callable[[], Iterable[DeliveryPeer]] = tuple
 
 
 class NotFound(Resource):
@@ -147,12 +150,21 @@ def build_admin_resource(admin: TokenAdmin, store: Store, cache: TokenCache, api
     root.putChild(b"v1", v1)
     v1.putChild(b"admin", AdminRoute(admin, lambda fp: Deferred.fromCoroutine(invalidate(fp)), api_key,
                                      deps.metrics, deps.inflight,
-                                     DeliveryDesk(deps.deliveries, deps.intake, admin) if deps.deliveries else None))
+                                     delivery_desk(deps, admin)))
     root.putChild(b"healthz", Health(None))
     root.putChild(b"readyz", Health(deps.intake))
     if status is not None:
         root.putChild(b"status", StatusPage(status, api_key))
     return root
+
+
+def delivery_desk(deps: WebDeps, admin: TokenAdmin) -> DeliveryDesk | None:
+    """
+    What the admin API and the status page read recent deliveries through (none when none are kept).
+    """
+    if deps.deliveries is None:
+        return None
+    return DeliveryDesk(deps.deliveries, deps.intake, admin, deps.delivery_peers)
 
 
 def route_of(path: bytes) -> str:
