@@ -20,7 +20,6 @@ from twisted.web.server import Site
 from aisoc_inboxd.catalog import TemplateCatalog
 from aisoc_inboxd.config import CefSettings, DeliverySettings, HecSettings, HttpSettings
 from aisoc_inboxd.deliveries import DeliveryLog
-from aisoc_inboxd.hec_acks import AckChannels, LocalAcks
 from aisoc_inboxd.idempotency import Idempotency
 from aisoc_inboxd.inflight import InFlight
 from aisoc_inboxd.intake import Intake
@@ -33,6 +32,7 @@ from aisoc_inboxd.store import PushBucket, PushTotals, StoreError, TokenRecord
 from aisoc_inboxd.tokens import LookupBudget, TokenAdmin, TokenCache, TokenResolver
 from aisoc_inboxd.vendors import VendorGate
 from aisoc_inboxd.web.clients import ClientAddresses
+from aisoc_inboxd.hec_acks import AckChannels, Acks, LocalAcks
 from aisoc_inboxd.web.hec import HecDeps
 from aisoc_inboxd.web.recorder import DeliveryRecorder
 from aisoc_inboxd.web.routes import OnReply
@@ -309,6 +309,8 @@ class MemoryInbox:
     cef: CefSettings = field(default_factory=CefSettings)
     vendors: VendorGate = field(default_factory=VendorGate)
     observers: tuple[OnReply, ...] = ()
+    #: the HEC ack registry the routes ask: the daemon's own by default, a worker's L{RemoteAcks} in a test
+    acks: Acks | None = None
     deliveries_settings: DeliverySettings = field(default_factory=DeliverySettings)
 
     base_url = "http://inbox"
@@ -327,7 +329,7 @@ class MemoryInbox:
         self.deliveries = DeliveryLog(self.deliveries_settings)
         deps = WebDeps(intake=self.intake, metrics=self.metrics, inflight=InFlight(self.clock),
                        max_body_bytes=self.http_settings.max_body_bytes, vendors=self.vendors,
-                       observers=self.observers, hec=HecDeps(self.hec, LocalAcks(AckChannels.build(self.hec, self.clock))),
+                       observers=self.observers, hec=HecDeps(self.hec, self.acks or LocalAcks(AckChannels.build(self.hec, self.clock))),
                        cef=Replaceable(self.cef), deliveries=DeliveryRecorder(self.deliveries, self.clock))
         self.http = serving(inbox_site(build_root_resource(deps), self.http_settings, self.metrics, self.clock))
         self.admin = TokenAdmin(self.store, self.clock, catalog().allowed,  # type: ignore[arg-type]

@@ -25,7 +25,8 @@ from hypothesis import strategies as st
 
 from aisoc_inboxd.formats.cef import CefError, parse_cef_batch
 from aisoc_inboxd.formats.cef_records import cef_record
-from aisoc_inboxd.formats.email import decode_email_body, parse_mime
+from aisoc_inboxd.formats.email.mime import parse_mime
+from aisoc_inboxd.formats.email.relays import decode_email_body
 from aisoc_inboxd.formats.hec import HecError, parse_event_body, parse_raw_body
 from aisoc_inboxd.formats.json_body import BodyError, decode_json_records
 from aisoc_inboxd.normalizer import IngestContext, Template, load_template_file, load_templates, normalize_record

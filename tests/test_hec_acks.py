@@ -11,21 +11,17 @@ from typing import Any, AsyncIterator, Callable
 
 import pytest
 import pytest_twisted
-from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from aisoc_inboxd.config import CefSettings, HecSettings
+from aisoc_inboxd.config import HecSettings
 from aisoc_inboxd.hec_acks import AckChannels, AcksUnavailable, ChannelsFull, LocalAcks, RemoteAcks
-from aisoc_inboxd.inflight import InFlight
 from aisoc_inboxd.ratelimit import RateLimiter
-from aisoc_inboxd.web.hec import HecDeps
-from aisoc_inboxd.web.tree import WebDeps, build_root_resource
+from aisoc_inboxd.testing import FakeStore, MemoryInbox
 from aisoc_inboxd.workers.control import ACK_TIMEOUT, DaemonSide, WorkerSide, adopt, socket_pair
-from tests.support.memory import MemoryInbox, MemoryStore
 
 FP = "fingerprint"
 CHANNEL = "0aa1c6b4-8d3f-4a34-9f44-5a0d8c2f9e11"
@@ -308,11 +304,8 @@ class WorkerRoutes:
     """
 
     def __init__(self, worker_end: WorkerSide, clock: Clock) -> None:
-        self.inbox = MemoryInbox(MemoryStore(), clock)
-        deps = WebDeps(intake=self.inbox.intake, metrics=self.inbox.metrics, inflight=InFlight(clock),
-                       max_body_bytes=1 << 20, cef=CefSettings(),
-                       hec=HecDeps(HecSettings(), RemoteAcks(clock, 600, worker_end)))
-        self.http = StubTreq(build_root_resource(deps))
+        self.inbox = MemoryInbox(FakeStore(), clock, acks=RemoteAcks(clock, 600, worker_end))
+        self.http = self.inbox.http
 
     def post(self, path: str, token: str, body: bytes, channel: str = CHANNEL) -> Reply:
         headers = {"Authorization": [f"Splunk {token}"], "X-Splunk-Request-Channel": [channel]}
@@ -341,7 +334,7 @@ async def test_a_post_is_refused_after_the_timeout_and_nothing_is_published() ->
     "Server is busy", so the client retries), after L{ACK_TIMEOUT}, not never."""
     clock = Clock()
     routes = WorkerRoutes(_unanswered(clock), clock)
-    token = (await routes.inbox.token_admin.mint("acme", "splunk-hec", hec_acks=True)).token
+    token = (await routes.inbox.admin.mint("acme", "splunk-hec", hec_acks=True)).token
     posted = routes.post("/services/collector/event", token, b'{"event": "x"}')
     routes.http.flush()
     assert posted.answer is None
@@ -359,7 +352,7 @@ async def test_a_post_on_an_open_channel_is_durable_but_refused_without_an_ack_i
     post is answered 503 code 9, so the client resends (a duplicate, never a loss); so is a query, and
     a post on a new channel, which publishes nothing."""
     routes = WorkerRoutes(daemon.connect(), daemon.clock)
-    token = (await routes.inbox.token_admin.mint("acme", "splunk-hec", hec_acks=True)).token
+    token = (await routes.inbox.admin.mint("acme", "splunk-hec", hec_acks=True)).token
     first = routes.post("/services/collector/event", token, b'{"event": "first"}')
     assert await answered(reactor, routes, first) == (200, b'{"text":"Success","code":0,"ackId":0}')
     await daemon.close()

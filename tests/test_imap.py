@@ -12,7 +12,6 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, AsyncIterator, Sequence
 
-import pytest
 import pytest_twisted
 from cryptography.fernet import Fernet
 from prometheus_client import CollectorRegistry

@@ -7,9 +7,7 @@ test_webhook_replies.
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import json
-import re
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -17,14 +15,10 @@ import pytest
 import pytest_twisted
 from twisted.logger import globalLogPublisher
 
-from aisoc_inboxd.config import CefSettings, TemplateSettings, TokenCacheSettings
 from aisoc_inboxd.normalizer import validate_event
-from aisoc_inboxd.store import TokenRecord
-from aisoc_inboxd.tokens import fingerprint, mint_token
 from tests.support.daemon import RunningDaemon, daemon_settings, start_daemon
 from tests.support.filesystem import FailingDisk, in_directory
 from tests.support.ocsf import assert_valid_ocsf
-from tests.support.shared import PROJECT
 from tests.support.tls import make_tls_files
 
 SPEC_EXAMPLE = {

@@ -393,7 +393,7 @@ class _Body(_Code):
             self.line("if severity_id is not None:")
             self.indent += 1
             self.consume(source.keys)
-            self.line(f"event['severity_id'] = severity_id")
+            self.line("event['severity_id'] = severity_id")
             self.line(f"event['severity'] = str(raw) if severity_id == {SEVERITY_OTHER} else {captions}[severity_id]")
             self.indent -= 1
             self.line("elif first_raw is None:")
