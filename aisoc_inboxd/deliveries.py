@@ -112,7 +112,8 @@ class Delivery:
 @dataclass
 class _Ring:
     tenant_id: str | None
-    records: deque[tuple[int, Delivery]] = field(default_factory=deque)
+    #: (arrival, delivery, its size) oldest first
+    records: deque[tuple[int, Delivery, int]] = field(default_factory=deque)
     numbered: int = 0
 
 
@@ -172,24 +173,25 @@ class DeliveryLog:
         ring.tenant_id = delivery.tenant_id
         ring.numbered = delivery.number
         arrival = next(self._arrival)
-        ring.records.append((arrival, delivery))
+        size = delivery.size()
+        ring.records.append((arrival, delivery, size))
         self._arrivals.append((arrival, delivery.key))
         self._live += 1
-        self.bytes += delivery.size()
+        self.bytes += size
         while len(ring.records) > self.settings.per_token:
             self._drop_oldest(ring)
         self._evict_to_cap()
         if len(self._arrivals) > 2 * self._live + 64:
-            self._arrivals = deque(sorted((a, key) for key, r in self._rings.items() for a, _ in r.records))
+            self._arrivals = deque(sorted((a, key) for key, r in self._rings.items() for a, _, _ in r.records))
 
     def _evict_to_cap(self) -> None:
         while self.bytes + self.reserved > self.settings.max_bytes and self._arrivals:
             self._evict_oldest()
 
     def _drop_oldest(self, ring: _Ring) -> None:
-        _, dropped = ring.records.popleft()
+        _, dropped, size = ring.records.popleft()
         self._live -= 1
-        self.bytes -= dropped.size()
+        self.bytes -= size
         if not ring.records:
             del self._rings[dropped.key]
 
@@ -209,7 +211,7 @@ class DeliveryLog:
         ring = self._rings.get(key)
         if ring is None or ring.tenant_id != tenant_id:
             return []
-        return [d for _, d in reversed(ring.records)]
+        return [d for _, d, _ in reversed(ring.records)]
 
     def key_of(self, tenant_id: str, prefix: str) -> str | None:
         """
