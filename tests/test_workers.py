@@ -459,7 +459,7 @@ async def test_a_reload_one_worker_cannot_load_is_applied_by_no_process(reactor:
     templates = tmp_path / "templates"
     templates.mkdir()
     config = {"state_dir": str(tmp_path / "state"), "workers": 2, "http": {"listen": []}, "metrics": {"listen": []},
-              "admin": {"listen": [f"tcp:{self.admin_port}:interface=127.0.0.1"]}, "syslog": {"listeners": []}, "templates": {"directories": [str(templates)]}}
+              "admin": {"listen": []}, "syslog": {"listeners": []}, "templates": {"directories": [str(templates)]}}
     ours, theirs = tmp_path / "daemon.yaml", tmp_path / "worker.yaml"
     for path in (ours, theirs):
         path.write_text(json.dumps(config))
