@@ -175,13 +175,13 @@ def _with_store(settings: Settings, work: Callable[[Any], Awaitable[int]]) -> in
     from twisted.internet import reactor, task
     from twisted.internet.defer import Deferred, maybeDeferred
 
-    from aisoc_inboxd.service import open_store
     from aisoc_inboxd.store import UNAVAILABLE, StoreError
     from aisoc_inboxd.store.preflight import check_reachable
+    from aisoc_inboxd.wiring import build_store
 
     try:
         check_reachable(settings)
-        store = open_store(settings, reactor)
+        store = build_store(settings, reactor)
     except StoreError as e:
         raise CommandError(str(e)) from None
     outcome: dict[str, Any] = {}

@@ -78,7 +78,7 @@ def compose(settings: Settings, config: Path | None, reactor: Any) -> Any:
     cannot be created).
     """
     from aisoc_inboxd.keyfiles import KeyFileError
-    from aisoc_inboxd.service import build_daemon
+    from aisoc_inboxd.wiring import build_daemon
     from aisoc_inboxd.store import StoreError
 
     catalog = prepare(settings)

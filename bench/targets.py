@@ -31,7 +31,7 @@ TOPIC = "aisoc.bench"
 _PRODUCED = re.compile(rb"^aisoc_ingest_kafka_events_produced_total (\S+)$", re.M)
 _DELIVERY_ERRORS = re.compile(rb"^aisoc_ingest_kafka_delivery_errors_total (\S+)$", re.M)
 #: seconds a worker's counters take to reach the daemon's /metrics at most (its metrics snapshot
-#: interval, C{aisoc_inboxd.service.METRICS_SNAPSHOT_INTERVAL})
+#: interval, C{aisoc_inboxd.wiring.METRICS_SNAPSHOT_INTERVAL})
 WORKER_METRICS_LAG = 2.0
 
 

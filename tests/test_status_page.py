@@ -21,6 +21,7 @@ from twisted.internet import threads
 from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.web.test.requesthelper import DummyRequest
+from zope.interface import implementer
 
 from prometheus_client import CollectorRegistry
 
@@ -28,6 +29,7 @@ from aisoc_inboxd.activity import EventRates, RecentErrors
 from aisoc_inboxd.metrics import Metrics, SyslogMetrics
 from aisoc_inboxd.push_stats import PushStatsRecorder
 from aisoc_inboxd.reload import ReloadOutcome
+from aisoc_inboxd.sinks import IKafkaDestination, ISpooling
 from aisoc_inboxd.store import PushBucket, StoreError, TokenRecord
 from aisoc_inboxd.store.health import StoreHealth
 from aisoc_inboxd.testing import FakeStore
@@ -164,6 +166,7 @@ class FakeSpool:
     disk = FakeDisk()
 
 
+@implementer(ISpooling, IKafkaDestination)
 class FakeKafkaSink:
     name = "kafka-sink"
     spool = FakeSpool()

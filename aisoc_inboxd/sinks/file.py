@@ -22,8 +22,9 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
-from aisoc_inboxd.sinks import SinkRecord
+from aisoc_inboxd.sinks import IEventLog, SinkRecord
 from aisoc_inboxd.sinks.appendfile import AppendFile
 from aisoc_inboxd.sinks.group_commit import GroupCommitWriter
 from aisoc_inboxd.sinks.health import DiskHealth
@@ -34,6 +35,7 @@ LIVE_NAME = "events.ndjson"
 _TAIL_CHUNK = 64 * 1024
 
 
+@implementer(IEventLog)
 class FileSink(Service):
     """
     Appends events to C{directory/events.ndjson}, fsynced before each write's Deferred fires.

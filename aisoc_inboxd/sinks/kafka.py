@@ -39,9 +39,10 @@ from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger, LogLevel
 from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
 
 from aisoc_inboxd.config import redact_secrets
-from aisoc_inboxd.sinks import SinkRecord, SinkUnavailable
+from aisoc_inboxd.sinks import IKafkaDestination, ISaturating, ISpooling, SinkRecord, SinkUnavailable
 from aisoc_inboxd.sinks.kafka_metrics import KafkaSinkMetrics
 from aisoc_inboxd.sinks.spool import SpooledSegment, Spool, SpoolFull
 
@@ -393,6 +394,7 @@ class _DeliveryProducer:
         return left
 
 
+@implementer(ISaturating, ISpooling, IKafkaDestination)
 class KafkaSink(Service):
     """
     L{EventSink} publishing to C{topic}, spooling to C{spool} while Kafka cannot take events.

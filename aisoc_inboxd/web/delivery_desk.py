@@ -19,7 +19,8 @@ from aisoc_inboxd.deliveries import FRAMES, MALFORMED, REDACTED, TOKENS, body_of
 from aisoc_inboxd.formats.json_body import BodyError
 from aisoc_inboxd.idempotency import HEADER as IDEMPOTENCY_HEADER, StoredReply
 from aisoc_inboxd.intake import Binding, Intake
-from aisoc_inboxd.tokens import TokenAdmin, log_id
+from aisoc_inboxd.store import Store
+from aisoc_inboxd.tokens import log_id
 from aisoc_inboxd.web.body import media_type_of
 from aisoc_inboxd.web.errors import HttpError, bad_request, unknown_template
 from aisoc_inboxd.web.recorder import DeliveryRecorder
@@ -45,11 +46,14 @@ class DeliveryDesk:
 
     _log = Logger()
 
-    def __init__(self, recorder: DeliveryRecorder, intake: Intake, admin: TokenAdmin,
+    def __init__(self, recorder: DeliveryRecorder, intake: Intake, store: Store,
                  peers: Callable[[], Iterable[DeliveryPeer]] = tuple) -> None:
+        """
+        @param store: where a redelivered token's current record is read.
+        """
         self._recorder = recorder
         self._intake = intake
-        self._admin = admin
+        self._store = store
         self._peers = peers
 
     @property
@@ -103,7 +107,8 @@ class DeliveryDesk:
                                  f"{tenant}", "not_found")
         fingerprint = original["key"]
         body = _whole_body(original)
-        record = next((r for r in await self._admin.list(tenant) if r.fingerprint == fingerprint and r.active), None)
+        record = next((r for r in await self._store.list_tokens(tenant) if r.fingerprint == fingerprint and r.active),
+                      None)
         if record is None:
             raise HttpError(409, f"token {log_id(fingerprint)} is no longer active: a delivery is redelivered only "
                                  "through a live token", "conflict")

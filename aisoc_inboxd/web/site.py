@@ -135,9 +135,16 @@ def inbox_site(resource: Resource, http: HttpSettings, metrics: Metrics, reactor
     """
     return InboxSite(resource, max_body_bytes=http.max_body_bytes,
                      on_too_large=lambda path: metrics.request(route_of(path), None, "too_large"),
-                     timeout=http.timeout, reactor=reactor,
-                     limits=ChannelLimits(http.header_timeout, http.body_timeout, http.max_header_bytes),
+                     timeout=http.timeout, reactor=reactor, limits=channel_limits(http),
                      on_refused=metrics.http_refusal)
+
+
+def channel_limits(http: HttpSettings) -> ChannelLimits:
+    """
+    The request head's size limit and the head's and body's deadlines, which every HTTP listener
+    (inbox and admin) applies.
+    """
+    return ChannelLimits(http.header_timeout, http.body_timeout, http.max_header_bytes)
 
 
 def redact_path(path: bytes) -> str:

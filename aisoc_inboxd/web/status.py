@@ -11,9 +11,8 @@ the password) or taken as a Bearer token.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Iterable, Protocol, Sequence
 
 from prometheus_client.registry import Collector
 from twisted.internet.defer import Deferred
@@ -28,7 +27,7 @@ from aisoc_inboxd.activity import EventRates, RecentErrors
 from aisoc_inboxd.metrics import SYSLOG_DROP_REASONS, TokenStoreMetrics, count
 from aisoc_inboxd.push_stats import WINDOW
 from aisoc_inboxd.reload import ReloadOutcome
-from aisoc_inboxd.sinks import EventSink
+from aisoc_inboxd.sinks import EventSink, IEventLog, IKafkaDestination, ISpooling
 from aisoc_inboxd.store import PushTotals, Store, StoreError, TokenRecord
 from aisoc_inboxd.store.health import StoreHealth
 from aisoc_inboxd.tokens import TokenCache, log_id
@@ -84,7 +83,7 @@ _HEADERS = {
 
 class ListenerView(Protocol):
     """
-    What the page reads of a listener (L{aisoc_inboxd.service.Listener}).
+    What the page reads of a listener (L{aisoc_inboxd.listeners.Listener}).
     """
 
     name: str
@@ -103,48 +102,15 @@ class DiskView(Protocol):
     def problem(self) -> str | None: ...
 
 
-@runtime_checkable
-class DiskSink(Protocol):
-    """
-    A sink writing to its own directory (the file sink).
-    """
-
-    disk: DiskView
-
-
-@runtime_checkable
-class FileDestination(Protocol):
-    """
-    A sink appending to a file (the file sink): the page names the file.
-    """
-
-    path: Path
-
-
-@runtime_checkable
-class KafkaDestination(Protocol):
-    """
-    A sink producing to Kafka: the page names the topic and the bootstrap servers.
-    """
-
-    topic: str
-    bootstrap_servers: str
-
-
 class SpoolView(Protocol):
+    """
+    What the page reads of an L{ISpooling} sink's spool.
+    """
+
     bytes: int
     segments: int
     oldest_received_at: float | None
     disk: DiskView
-
-
-@runtime_checkable
-class SpoolingSink(Protocol):
-    """
-    A sink with an outage spool (the Kafka sink).
-    """
-
-    spool: SpoolView
 
 
 @dataclass(frozen=True)
@@ -319,13 +285,13 @@ def _address(port: IListeningPort | None) -> str:
 
 def _sink(sink: EventSink, now: float) -> Tag:
     problem = sink.not_ready()
-    rows = [(tags.th("type"), tags.td(getattr(sink, "name", None) or type(sink).__name__)),
+    rows = [(tags.th("type"), tags.td(sink.name)),
             *_destination(sink),
             (tags.th("ready"), _state(problem is None, "ready", f"not ready: {problem}"))]
-    if isinstance(sink, DiskSink):
-        rows += _disk("event log", sink.disk, now)
-    if isinstance(sink, SpoolingSink):
-        spool = sink.spool
+    if (log := IEventLog(sink, None)) is not None:
+        rows += _disk("event log", log.disk, now)
+    if (spooling := ISpooling(sink, None)) is not None:
+        spool: SpoolView = spooling.spool
         oldest = spool.oldest_received_at
         rows += [(tags.th("spool bytes"), _num(spool.bytes)), (tags.th("spool segments"), _num(spool.segments)),
                  (tags.th("oldest spooled event"), tags.td("—" if oldest is None else _ago(now - oldest)))]
@@ -337,11 +303,11 @@ def _destination(sink: EventSink) -> list[tuple[Tag, Tag]]:
     """
     Where the sink puts events: the event log's file, or Kafka's topic and bootstrap servers.
     """
-    if isinstance(sink, FileDestination):
-        return [(tags.th("events file"), tags.td(tags.code(str(sink.path.absolute()))))]
-    if isinstance(sink, KafkaDestination):
-        return [(tags.th("topic"), tags.td(tags.code(sink.topic))),
-                (tags.th("bootstrap servers"), tags.td(tags.code(sink.bootstrap_servers or "—")))]
+    if (log := IEventLog(sink, None)) is not None:
+        return [(tags.th("events file"), tags.td(tags.code(str(log.path.absolute()))))]
+    if (kafka := IKafkaDestination(sink, None)) is not None:
+        return [(tags.th("topic"), tags.td(tags.code(kafka.topic))),
+                (tags.th("bootstrap servers"), tags.td(tags.code(kafka.bootstrap_servers or "—")))]
     return []
 
 

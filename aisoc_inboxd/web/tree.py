@@ -150,7 +150,7 @@ def build_admin_resource(admin: TokenAdmin, store: Store, cache: TokenCache, api
     root.putChild(b"v1", v1)
     v1.putChild(b"admin", AdminRoute(admin, lambda fp: Deferred.fromCoroutine(invalidate(fp)), api_key,
                                      deps.metrics, deps.inflight,
-                                     delivery_desk(deps, admin)))
+                                     delivery_desk(deps, store)))
     root.putChild(b"healthz", Health(None))
     root.putChild(b"readyz", Health(deps.intake))
     if status is not None:
@@ -158,13 +158,13 @@ def build_admin_resource(admin: TokenAdmin, store: Store, cache: TokenCache, api
     return root
 
 
-def delivery_desk(deps: WebDeps, admin: TokenAdmin) -> DeliveryDesk | None:
+def delivery_desk(deps: WebDeps, store: Store) -> DeliveryDesk | None:
     """
     What the admin API and the status page read recent deliveries through (none when none are kept).
     """
     if deps.deliveries is None:
         return None
-    return DeliveryDesk(deps.deliveries, deps.intake, admin, deps.delivery_peers)
+    return DeliveryDesk(deps.deliveries, deps.intake, store, deps.delivery_peers)
 
 
 def route_of(path: bytes) -> str:

@@ -20,9 +20,10 @@ from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
 
 from aisoc_inboxd.catalog import TemplateCatalog
 from aisoc_inboxd.config import Settings, load_settings
-from aisoc_inboxd.service import InboxDaemon, build_daemon
+from aisoc_inboxd.service import InboxDaemon
 from aisoc_inboxd.tokens import TokenAdmin
 from aisoc_inboxd.vendors import VendorGate
+from aisoc_inboxd.wiring import build_daemon
 from tests.support.tls import TlsFiles
 
 
