@@ -37,6 +37,9 @@ class HttpSettings:
     listen: list[str] = field(default_factory=lambda: ["tcp:8080:interface=127.0.0.1"])
     #: a request body larger than this is refused with 413 (after gzip decoding too)
     max_body_bytes: int = 10 * 1024 * 1024
+    #: a request carrying more events than this (array items, NDJSON or raw lines, HEC envelopes,
+    #: CEF lines) is refused with 413 before any is normalized
+    max_events_per_request: int = 10_000
     #: requests per minute per tenant before 429
     rate_limit_per_min: int = 600
     #: seconds an idle HTTP connection is kept open
@@ -385,6 +388,7 @@ ENVIRONMENT_OVERRIDES: dict[str, str] = {
     "AISOC_INBOX_ADMIN_LISTEN": "admin.listen",
     "AISOC_INBOX_SYSLOG_LISTENERS": "syslog.listeners",
     "AISOC_INBOX_MAX_BODY_BYTES": "http.max_body_bytes",
+    "AISOC_INBOX_MAX_EVENTS_PER_REQUEST": "http.max_events_per_request",
     "AISOC_INBOX_RATE_LIMIT_PER_MIN": "http.rate_limit_per_min",
     "AISOC_INBOX_DATABASE_DSN": "database.dsn",
     "AISOC_INBOX_SINK": "sink.type",
@@ -398,7 +402,7 @@ _YAML_OVERRIDES = frozenset({"syslog.listeners"})
 
 _CHOICES: dict[str, tuple[str, ...]] = {"sink.type": ("file", "kafka")}
 _POSITIVE = {"workers", "http.max_body_bytes", "http.rate_limit_per_min", "http.timeout", "http.header_timeout",
-             "http.body_timeout", "http.max_header_bytes",
+             "http.body_timeout", "http.max_header_bytes", "http.max_events_per_request",
              "sink.file.max_bytes", "sink.kafka.spool_max_bytes", "token_cache.max_size",
              "token_cache.negative_max_size", "token_cache.unknown_lookups_per_ip_per_sec",
              "database.call_timeout", "database.connect_timeout", "database.statement_timeout",

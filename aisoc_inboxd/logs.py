@@ -10,6 +10,7 @@ structured keys that are plain JSON values.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from typing import IO, Any, Callable
 
@@ -61,11 +62,23 @@ def json_observer(out: IO[str]) -> FileLogObserver:
 OBSERVERS: dict[str, Callable[[IO[str]], FileLogObserver]] = {"text": textFileLogObserver, "json": json_observer}
 
 
+def observer(out: IO[str], format: str = "text", level: str = "info") -> ILogObserver:
+    """
+    Events at C{level} and above, written to C{out} in C{format}.
+    """
+    return FilteringLogObserver(OBSERVERS[format](out), [LogLevelFilterPredicate(LogLevel.levelWithName(level))])
+
+
 def begin(out: IO[str], format: str = "text", level: str = "info") -> None:
     """
     Start the global log: events at C{level} and above, written to C{out} in C{format}.
     Events logged before this (while the daemon was composed) are written first.
     """
-    observer: ILogObserver = FilteringLogObserver(
-        OBSERVERS[format](out), [LogLevelFilterPredicate(LogLevel.levelWithName(level))])
-    globalLogBeginner.beginLoggingTo([observer])
+    globalLogBeginner.beginLoggingTo([observer(out, format, level)])
+
+
+def json_to_stdout() -> ILogObserver:
+    """
+    twistd's C{--logger} for C{twistd -n aisoc-inboxd --log-format json}: JSON lines on stdout.
+    """
+    return observer(sys.stdout, "json")

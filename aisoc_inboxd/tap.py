@@ -20,6 +20,7 @@ from twisted.application.service import IService
 from twisted.python import usage
 
 from aisoc_inboxd.config import ConfigError, Settings, load_settings
+from aisoc_inboxd.logs import FORMATS, OBSERVERS
 
 
 class Options(usage.Options):
@@ -28,10 +29,33 @@ class Options(usage.Options):
                 "Without --config the daemon runs on the embedded default (SQLite and an NDJSON log in "
                 "./state, HTTP on 127.0.0.1:8080, metrics on 127.0.0.1:9108). AISOC_INBOX_* environment "
                 "variables override the file (see the README).")
-    optParameters = [["config", "c", None, "YAML config file (see etc/inboxd.yaml)"]]
+    optParameters = [["config", "c", None, "YAML config file (see etc/inboxd.yaml)"],
+                     ["log-format", None, "text", "text: one readable line per event (default, also when "
+                                                  "stdout is no terminal); json: one JSON object per line"]]
 
     def postOptions(self) -> None:
+        if self["log-format"] not in FORMATS:
+            raise usage.UsageError(f"--log-format: {self['log-format']!r} is none of {', '.join(FORMATS)}")
         self["settings"] = settings_or_exit(Path(self["config"]) if self["config"] else None)
+        log_as(getattr(self, "parent", None), self["log-format"])
+
+
+def log_as(runner: usage.Options | None, format: str) -> None:
+    """
+    Make the runner whose command line named the plugin log in C{format}, as C{aisoc-inboxd run}
+    does. twist would write Twisted's own serialisation (record separators, "unpersistable"
+    stand-ins, format strings) whenever stdout is no terminal: its observer factory is replaced, so
+    this option decides (twist's own C{--log-format}, before the plugin name, no longer does).
+    twistd writes text lines already, and JSON through its C{--logger} hook, on stdout (C{-n}).
+    """
+    if runner is None:
+        return
+    if "fileLogObserverFactory" in runner:  # twist: read once the plugin's service is made
+        runner["fileLogObserverFactory"] = OBSERVERS[format]
+    elif format == "json" and "logger" in runner:  # twistd: resolved by its own postOptions, after ours
+        if not runner.get("nodaemon"):
+            raise usage.UsageError("--log-format json writes to stdout: run twistd with -n (or use twist)")
+        runner["logger"] = "aisoc_inboxd.logs.json_to_stdout"
 
 
 def cannot_start(reason: object) -> SystemExit:

@@ -328,8 +328,10 @@ class MemoryInbox:
                              ClientAddresses(self.http_settings.trusted_proxies))
         self.deliveries = DeliveryLog(self.deliveries_settings)
         deps = WebDeps(intake=self.intake, metrics=self.metrics, inflight=InFlight(self.clock),
-                       max_body_bytes=self.http_settings.max_body_bytes, vendors=self.vendors,
-                       observers=self.observers, hec=HecDeps(self.hec, self.acks or LocalAcks(AckChannels.build(self.hec, self.clock))),
+                       max_body_bytes=self.http_settings.max_body_bytes,
+                       max_events=self.http_settings.max_events_per_request, vendors=self.vendors,
+                       observers=self.observers,
+                       hec=HecDeps(self.hec, self.acks or LocalAcks(AckChannels.build(self.hec, self.clock))),
                        cef=Replaceable(self.cef), deliveries=DeliveryRecorder(self.deliveries, self.clock))
         self.http = serving(inbox_site(build_root_resource(deps), self.http_settings, self.metrics, self.clock))
         self.admin = TokenAdmin(self.store, self.clock, catalog().allowed,  # type: ignore[arg-type]

@@ -235,6 +235,7 @@ def build_web(settings: Settings, intake: Intake, metrics: Metrics, inflight: In
     acks = (RemoteAcks(reactor, settings.hec.channel_idle_timeout, role.acks) if role
             else LocalAcks(ack_channels))
     deps = WebDeps(intake=intake, metrics=metrics, inflight=inflight, max_body_bytes=http.max_body_bytes,
+                   max_events=http.max_events_per_request,
                    observers=tuple(observers), vendors=vendors, hec=HecDeps(settings.hec, acks), cef=cef,
                    deliveries=deliveries, delivery_peers=delivery_peers)
     site = inbox_site(build_root_resource(deps), http, metrics, reactor)

@@ -93,8 +93,8 @@ def test_systemd_state_directory_is_the_default_state_dir() -> None:
 @pytest.mark.parametrize("text, message", [
     ("htp:\n  listen: []\n", "htp: unknown key"),
     ("http:\n  listne: ['tcp:1']\n", "http.listne: unknown key (expected one of: body_timeout, header_timeout, listen, "
-                                   "max_body_bytes, max_header_bytes, rate_limit_per_min, timeout, "
-                                   "trusted_proxies)"),
+                                   "max_body_bytes, max_events_per_request, max_header_bytes, rate_limit_per_min, "
+                                   "timeout, trusted_proxies)"),
     ("http:\n  max_body_bytes: lots\n", "http.max_body_bytes: expected int, got str 'lots'"),
     ("http:\n  max_body_bytes: 0\n", "http.max_body_bytes: must be greater than 0"),
     ("http:\n  rate_limit_per_min: true\n", "http.rate_limit_per_min: expected int, got bool"),

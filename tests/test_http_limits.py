@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 import pytest_twisted
+import treq
 from twisted.internet import ssl
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, wrapClientTLS
@@ -27,6 +28,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from aisoc_inboxd.web.channel import ChannelLimits
 from aisoc_inboxd.web.site import InboxSite
 from tests.support.daemon import RunningDaemon, daemon_settings, start_daemon
+from tests.test_status_page import read
 from tests.support.tls import make_tls_files
 
 HEADER_TIMEOUT = 0.5
@@ -199,6 +201,21 @@ async def test_malformed_requests_are_400_with_a_json_body(inboxd: RunningDaemon
         assert (code, body) == (400, {"error": "malformed HTTP request: the request line, a header or the "
                                                "body's framing (Content-Length, chunks) is not valid HTTP/1.1"})
         assert await closed_count(inboxd, "malformed_request") == index
+
+
+@pytest_twisted.ensureDeferred
+async def test_refusals_are_on_the_status_page(inboxd: RunningDaemon) -> None:
+    """The status page shows every kind of refusal with its status and how many connections it
+    closed: a long request line and two malformed requests over real sockets count 1 and 2, the
+    other kinds 0."""
+    await send_all(inboxd, b"POST /v1/inbox/" + b"a" * 2 * MAX_HEADER_BYTES + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+    for _ in range(2):
+        await send_all(inboxd, b"NOT-HTTP\r\n\r\n")
+    response = await treq.get(f"{inboxd.admin_url}/status", headers={"Authorization": [f"Bearer {inboxd.admin_key}"]})
+    rows = read((await response.content()).decode("utf-8")).rows
+    assert ["status | reason | connections closed", "408 | header_timeout | 0", "408 | body_timeout | 0",
+            "414 | request_line_too_long | 1", "431 | headers_too_large | 0", "431 | too_many_headers | 0",
+            "400 | malformed_request | 2"] == rows[rows.index("status | reason | connections closed"):][:7]
 
 
 @pytest_twisted.ensureDeferred

@@ -256,3 +256,69 @@ def test_a_failed_start_exits_with_one_line(runner: str, config_text: str, messa
     assert message.format(config=config, busy=busy_port) in line, output
     for noise in ("Traceback", "Unhandled error", "Usage", "usage:"):
         assert noise not in output, output
+
+
+#: a line of the JSON log (aisoc_inboxd.logs): the keys every record has
+JSON_KEYS = {"time", "level", "namespace", "message"}
+
+RUNNERS = {
+    "twist": [str(BIN / "twist"), "aisoc-inboxd"],
+    "twistd": [str(BIN / "twistd"), "-n", "--pidfile", "", "aisoc-inboxd"],
+}
+
+
+@pytest.mark.parametrize("log_format", [None, "json"])
+@pytest.mark.parametrize("runner", sorted(RUNNERS))
+def test_twist_and_twistd_log_like_run(runner: str, log_format: str | None, tmp_path: Path,
+                                       daemons: list[Daemon]) -> None:
+    """With stdout a file, not a terminal, twist and twistd -n write readable text lines by default
+    (twist wrote Twisted's raw JSON records: record separators, "unpersistable" stand-ins, format
+    strings), and with the plugin's --log-format json one clean JSON object per line, as run does."""
+    http = free_port()
+    config = write_config(tmp_path, f"http:\n  listen: ['tcp:{http}:interface=127.0.0.1']\n")
+    daemon = Daemon([*RUNNERS[runner], "--config", str(config),
+                     *(["--log-format", log_format] if log_format else [])], tmp_path)
+    daemons.append(daemon)
+    daemon.ready()
+    assert daemon.get(http) == 200
+    daemon.stop()
+    text = daemon.out.read_text()
+    assert "\x1e" not in text and "unpersistable" not in text and "log_format" not in text, text
+    lines = text.splitlines()
+    if log_format == "json":
+        records = [json.loads(line) for line in lines]
+        assert all(JSON_KEYS <= set(record) for record in records), records
+        assert any(r["message"] == f"http listening on IPv4Address(type='TCP', host='127.0.0.1', port={http})"
+                   for r in records), records
+    else:
+        assert all(TEXT_LINE.match(line) or line.startswith("\t") for line in lines), lines
+        assert any(line.endswith(f"http listening on IPv4Address(type='TCP', host='127.0.0.1', port={http})")
+                   for line in lines), lines
+
+
+def test_a_worker_that_cannot_start_is_one_line_not_an_unhandled_error(tmp_path: Path) -> None:
+    """A worker whose start fails (its store refuses the upgrade: a fault put into the worker
+    process alone, through a sitecustomize that only workers act on) says so in one line, the daemon
+    says in one line that it cannot start, and the process exits 1 — no "Unhandled error in
+    Deferred" with a traceback from the worker."""
+    faults = tmp_path / "faults"
+    faults.mkdir()
+    (faults / "sitecustomize.py").write_text(
+        "import sys\n"
+        "if '--index' in sys.argv:  # a worker process (aisoc_inboxd.workers.main), not the daemon\n"
+        "    from aisoc_inboxd.store.sqlite import SqliteStore\n\n"
+        "    async def upgrade(self):\n"
+        "        raise OSError('disk I/O error (put into this worker by the test)')\n\n"
+        "    SqliteStore.upgrade = upgrade\n")
+    config = write_config(tmp_path, f"workers: 2\nhttp:\n  listen: ['tcp:{free_port()}:interface=127.0.0.1']\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(faults), os.environ.get("PYTHONPATH")])))
+    done = subprocess.run([str(BIN / "aisoc-inboxd"), "run", "--config", str(config)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output
+    assert "Unhandled error" not in output and "Traceback" not in output, output
+    worker = [line for line in output.splitlines() if "] cannot start: disk I/O error" in line]
+    assert worker and all("[worker-" in line for line in worker), output
+    [daemon] = [line for line in output.splitlines() if "[aisoc_inboxd.service#critical] cannot start:" in line]
+    assert re.search(r"cannot start: worker-\d exited before serving \(exit status 1\); its own lines above say why",
+                     daemon), output

@@ -193,7 +193,8 @@ ERRORS_PINNED_ELSEWHERE = {(503, "unavailable"), (500, "error")}
 async def test_every_errors_table_row_is_what_the_daemon_sends() -> None:
     """Each row of the README's Errors table is produced and the reply's error matches the row's words
     exactly (placeholders aside); every documented alternative is seen, and no reply is undocumented."""
-    inbox = MemoryInbox(FakeStore(), http_settings=HttpSettings(max_body_bytes=8192, rate_limit_per_min=3),
+    inbox = MemoryInbox(FakeStore(), http_settings=HttpSettings(max_body_bytes=8192, rate_limit_per_min=3,
+                                                                max_events_per_request=3),
                         unknown_lookups_per_sec=0.01)
     replies: list[tuple[int, str]] = []
 
@@ -211,6 +212,7 @@ async def test_every_errors_table_row_is_what_the_daemon_sends() -> None:
         ("gzip", b"not gzip", {"Content-Encoding": "gzip"}), ("key", b"{}", {"X-AiSOC-Idempotency-Key": "k" * 256}),
         ("type", b"{}", {"Content-Type": "image/png"}), ("encoding", b"{}", {"Content-Encoding": "br"}),
         ("large", b"{}" * 8192, {}), ("deep", b'{"a":' * 65 + b"1" + b"}" * 65, {}),
+        ("many", b"[{}, {}, {}, {}]", {}),
         ("surrogate", b'{"a": "\\ud800"}', {}), ("digits", b'{"a": ' + b"7" * 4301 + b"}", {}),
     ]:
         await send(f"/v1/inbox/{await inbox.mint(tenant)}", body, headers)

@@ -17,6 +17,9 @@ Decisions, each pinned by a test:
   - B{The raw endpoint} splits the body on LF (a trailing CR is dropped, blank lines are skipped);
     each line is one event whose metadata comes from the query string. A line that parses as CEF
     becomes a CEF record instead (for the cef-syslog template); one that does not stays text.
+  - B{Bytes that are not UTF-8} are refused, never replaced: on the event endpoint the envelope
+    holding the first one is "Invalid data format" (6) by its number, those before it accepted; on
+    the raw endpoint the request is refused whole (6), numbering the event whose line holds it.
   - B{CEF in an envelope}: an C{event} string that parses as CEF (optionally behind a syslog
     header: syslog-ng's C{http()} destination and many forwarders send the line as the event) is
     the same CEF record as on the raw endpoint (L{cef_envelope}), the rest of the envelope under
@@ -32,7 +35,7 @@ from typing import Any, Mapping
 from aisoc_inboxd import fastjson
 from aisoc_inboxd.formats import cef_records
 from aisoc_inboxd.formats.cef import CefError, parse_cef_line
-from aisoc_inboxd.formats.json_body import Record
+from aisoc_inboxd.formats.json_body import Record, check_event_count, utf8_prefix
 
 
 @dataclass(frozen=True)
@@ -104,14 +107,16 @@ class HecBatch:
     rejection: HecError | None = None
 
 
-def parse_event_body(body: bytes) -> HecBatch:
+def parse_event_body(body: bytes, max_events: int | None = None) -> HecBatch:
     """
-    The envelopes of an event-endpoint body; C{HecError} (5) when it holds none at all.
+    The envelopes of an event-endpoint body; C{HecError} (5) when it holds none at all,
+    L{TooManyEvents<aisoc_inboxd.formats.json_body.TooManyEvents>} past C{max_events} of them.
     """
-    text = body.decode("utf-8", "replace").removeprefix("\ufeff")
+    text, invalid_at = utf8_prefix(body)
+    text = text.removeprefix("\ufeff")
     records: list[Record] = []
     position = _skip_space(text, 0)
-    if position == len(text):
+    if position == len(text) and invalid_at is None:
         raise HecError(NO_DATA)
     while position < len(text):
         number = len(records)
@@ -120,6 +125,7 @@ def parse_event_body(body: bytes) -> HecBatch:
         except json.JSONDecodeError:
             return HecBatch(tuple(records), HecError(INVALID_DATA_FORMAT, number))
         is_array = isinstance(document, list)
+        check_event_count(len(records) + (len(document) if is_array else 1), max_events)
         for item in document if is_array else [document]:
             problem = envelope_problem(item)
             if problem is not None:
@@ -127,6 +133,8 @@ def parse_event_body(body: bytes) -> HecBatch:
             raw = json.dumps(item, ensure_ascii=False) if is_array else text[position:end]
             records.append(Record(item, raw))
         position = _skip_space(text, end)
+    if invalid_at is not None:  # the bytes from the envelope holding it on are not UTF-8 text
+        return HecBatch(tuple(records), HecError(INVALID_DATA_FORMAT, len(records)))
     if not records:
         raise HecError(NO_DATA)  # e.g. a lone []
     return HecBatch(tuple(records))
@@ -179,19 +187,27 @@ class RawBatch:
     cef: tuple[Record, ...]
 
 
-def parse_raw_body(body: bytes, metadata: Mapping[str, str], parse_cef: bool, now: float) -> RawBatch:
+def parse_raw_body(body: bytes, metadata: Mapping[str, str], parse_cef: bool, now: float,
+                   max_events: int | None = None) -> RawBatch:
     """
     One event per non-blank line, with C{metadata} (host, source, sourcetype, index) attached; CEF
     lines become CEF records when C{parse_cef} (C{now}, the receive time, dates stamps without a
-    year). C{HecError} (5) when there is no line at all.
+    year). C{HecError} (5) when there is no line at all, (6) naming the event whose line holds a
+    byte that is not UTF-8, L{TooManyEvents
+    <aisoc_inboxd.formats.json_body.TooManyEvents>} past C{max_events} lines.
     """
     envelope = {key: metadata[key] for key in METADATA_KEYS if metadata.get(key)}
+    decoded, invalid_at = utf8_prefix(body)
+    lines = decoded.removeprefix("\ufeff").split("\n")
+    if invalid_at is not None:  # the last line holds it: refused by its event number, nothing published
+        raise HecError(INVALID_DATA_FORMAT, sum(1 for line in lines[:-1] if line.strip()))
     text: list[Record] = []
     cef: list[Record] = []
-    for line in body.decode("utf-8", "replace").removeprefix("\ufeff").split("\n"):
+    for line in lines:
         line = line.removesuffix("\r")
         if not line.strip():
             continue
+        check_event_count(len(text) + len(cef) + 1, max_events)
         record = cef_record(line, envelope, now) if parse_cef else None
         if record is None:
             text.append(Record({"event": line, **envelope}, line))

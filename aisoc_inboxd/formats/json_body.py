@@ -20,6 +20,26 @@ class BodyError(ValueError):
     """
 
 
+class TooManyEvents(ValueError):
+    """
+    The body holds more events than one request may carry (C{http.max_events_per_request}): found
+    while counting, before any record is built, so a body of millions of tiny events costs a scan,
+    not minutes of normalizing.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"more than {limit} events in one request")
+        self.limit = limit
+
+
+def check_event_count(count: int, limit: int | None) -> None:
+    """
+    Raise L{TooManyEvents} once C{count} events is past C{limit} (C{None}: no limit).
+    """
+    if limit is not None and count > limit:
+        raise TooManyEvents(limit)
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     """
@@ -37,16 +57,32 @@ def invalid_json(error: json.JSONDecodeError) -> str:
     return f"invalid JSON at line {error.lineno} column {error.colno}: {error.msg}"
 
 
-def decode_text(body: bytes) -> str:
+def decode_text(body: bytes, what: str = "body") -> str:
+    """
+    C{body} as text (a UTF-8 BOM dropped); a L{BodyError} naming the offset of the first byte that
+    is not UTF-8, so nothing the sender sent is silently replaced.
+    """
     try:
         return body.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise BodyError(f"body is not valid UTF-8 (byte {e.start})") from None
+        raise BodyError(f"{what} is not valid UTF-8 (byte {e.start})") from None
 
 
-def decode_json_records(body: bytes) -> list[Record]:
+def utf8_prefix(body: bytes) -> tuple[str, int | None]:
     """
-    The records of a body holding one JSON document (object or array of objects) or NDJSON.
+    The text of C{body} up to its first byte that is not UTF-8, and that byte's offset (C{None}
+    when the whole body is UTF-8): for batches whose events before a bad byte are told apart.
+    """
+    try:
+        return body.decode("utf-8"), None
+    except UnicodeDecodeError as e:
+        return body[:e.start].decode("utf-8"), e.start
+
+
+def decode_json_records(body: bytes, max_events: int | None = None) -> list[Record]:
+    """
+    The records of a body holding one JSON document (object or array of objects) or NDJSON;
+    L{TooManyEvents} past C{max_events} of them.
     """
     text = decode_text(body)
     stripped = text.strip()
@@ -57,10 +93,11 @@ def decode_json_records(body: bytes) -> list[Record]:
     except json.JSONDecodeError as whole:
         if not _first_line_is_object(stripped):
             raise BodyError(invalid_json(whole)) from None
-        return _ndjson(text)
+        return _ndjson(text, max_events)
     if isinstance(document, dict):
         return [Record(document, stripped)]
     if isinstance(document, list):
+        check_event_count(len(document), max_events)
         records = []
         for index, item in enumerate(document):
             if not isinstance(item, dict):
@@ -80,12 +117,13 @@ def _first_line_is_object(text: str) -> bool:
         return False
 
 
-def _ndjson(text: str) -> list[Record]:
-    records = []
+def _ndjson(text: str, max_events: int | None) -> list[Record]:
+    records: list[Record] = []
     for number, raw_line in enumerate(text.split("\n"), start=1):
         line = raw_line.strip()
         if not line:
             continue
+        check_event_count(len(records) + 1, max_events)
         try:
             item = loads(line)
         except json.JSONDecodeError as e:

@@ -20,16 +20,16 @@ from typing import Sequence
 
 from twisted.web.server import Request
 
-from aisoc_inboxd.config import CefSettings
+from aisoc_inboxd.config import CefSettings, HttpSettings
 from aisoc_inboxd.formats.cef import CefError, cef_lines, parse_cef_line
 from aisoc_inboxd.formats.cef_records import cef_record
-from aisoc_inboxd.formats.json_body import Record
+from aisoc_inboxd.formats.json_body import Record, TooManyEvents, check_event_count
 from aisoc_inboxd.inflight import InFlight
 from aisoc_inboxd.intake import Intake
 from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.web.body import decode_content, raw_body
 from aisoc_inboxd.web.clients import client_address, forwarded_for, inside, networks, peer_host
-from aisoc_inboxd.web.errors import HttpError, unknown_template
+from aisoc_inboxd.web.errors import HttpError, too_many_events, unknown_template
 from aisoc_inboxd.reload import Replaceable
 from aisoc_inboxd.web.recorder import DeliveryRecorder
 from aisoc_inboxd.web.routes import Exchange, JsonRoute, OnReply, Reply
@@ -40,14 +40,18 @@ class CefRoute(JsonRoute):
 
     def __init__(self, settings: Replaceable[CefSettings], intake: Intake, metrics: Metrics, inflight: InFlight,
                  max_body_bytes: int, observers: Sequence[OnReply] = (),
+                 max_events: int = HttpSettings.max_events_per_request,
                  deliveries: DeliveryRecorder | None = None) -> None:
         """
         @param settings: read at each request: a reload replaces them.
+        @param max_events: the most lines one request may carry (C{http.max_events_per_request}),
+            malformed ones included; a body with more is refused before any line is parsed.
         """
         super().__init__(metrics, inflight, observers, intake.clients, deliveries)
         self._settings = settings
         self._intake = intake
         self._max_body_bytes = max_body_bytes
+        self._max_events = max_events
 
     async def handle(self, request: Request, exchange: Exchange) -> Reply:
         received_at = exchange.received_at = self._intake.now()
@@ -67,9 +71,14 @@ class CefRoute(JsonRoute):
         except HttpError as e:
             e.template = template_id
             raise
+        lines = list(cef_lines(body))
+        try:
+            check_event_count(len(lines), self._max_events)
+        except TooManyEvents as e:
+            raise too_many_events(e.limit, template_id) from None
         records: list[Record] = []
         malformed = 0
-        for _, line in cef_lines(body):
+        for _, line in lines:
             try:
                 records.append(cef_record(parse_cef_line(line), line, received_at))
             except CefError:

@@ -14,15 +14,15 @@ from typing import Any, Callable, Iterable, Protocol
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
 
-from aisoc_inboxd.config import DeliverySettings
+from aisoc_inboxd.config import DeliverySettings, HttpSettings
 from aisoc_inboxd.deliveries import FRAMES, MALFORMED, REDACTED, TOKENS, body_of
-from aisoc_inboxd.formats.json_body import BodyError
+from aisoc_inboxd.formats.json_body import BodyError, TooManyEvents
 from aisoc_inboxd.idempotency import HEADER as IDEMPOTENCY_HEADER, StoredReply
 from aisoc_inboxd.intake import Binding, Intake
 from aisoc_inboxd.store import Store
 from aisoc_inboxd.tokens import log_id
 from aisoc_inboxd.web.body import media_type_of
-from aisoc_inboxd.web.errors import HttpError, bad_request, unknown_template
+from aisoc_inboxd.web.errors import HttpError, bad_request, too_many_events, unknown_template
 from aisoc_inboxd.web.recorder import DeliveryRecorder
 from aisoc_inboxd.web.routes import Exchange, Reply
 from aisoc_inboxd.web.webhook import WebhookRoute, webhook_records
@@ -47,14 +47,17 @@ class DeliveryDesk:
     _log = Logger()
 
     def __init__(self, recorder: DeliveryRecorder, intake: Intake, store: Store,
-                 peers: Callable[[], Iterable[DeliveryPeer]] = tuple) -> None:
+                 peers: Callable[[], Iterable[DeliveryPeer]] = tuple,
+                 max_events: int = HttpSettings.max_events_per_request) -> None:
         """
         @param store: where a redelivered token's current record is read.
+        @param max_events: the most events a redelivered body may carry, as on its route.
         """
         self._recorder = recorder
         self._intake = intake
         self._store = store
         self._peers = peers
+        self._max_events = max_events
 
     @property
     def settings(self) -> DeliverySettings:
@@ -119,7 +122,9 @@ class DeliveryDesk:
         recorded_headers = [(name, value) for name, value in original["request"]["headers"]]
         headers = {name.lower(): value for name, value in recorded_headers if value != REDACTED}
         try:
-            records = webhook_records(media_type_of(headers.get("content-type", "")), body)
+            records = webhook_records(media_type_of(headers.get("content-type", "")), body, self._max_events)
+        except TooManyEvents as e:
+            raise too_many_events(e.limit, template.id) from None
         except BodyError as e:
             raise bad_request(f"bad body: {e}", template.id) from None
         received_at = self._intake.now()

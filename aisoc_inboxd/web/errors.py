@@ -41,6 +41,11 @@ def too_large(limit: int) -> HttpError:
     return HttpError(413, f"body too large: the limit is {limit} bytes (AISOC_INBOX_MAX_BODY_BYTES)", "too_large")
 
 
+def too_many_events(limit: int, template: str | None = None) -> HttpError:
+    return HttpError(413, f"too many events: the limit is {limit} per request (http.max_events_per_request); "
+                          f"send smaller batches", "too_many_events", template=template)
+
+
 def unsupported_media(message: str, template: str | None = None) -> HttpError:
     return HttpError(415, message, "unsupported_media_type", template=template)
 

@@ -25,7 +25,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from aisoc_inboxd import fastjson
-from aisoc_inboxd.config import HecSettings
+from aisoc_inboxd.config import HecSettings, HttpSettings
 from aisoc_inboxd.formats import hec
 from aisoc_inboxd.formats.hec import HecError, HecStatus, reply_body
 from aisoc_inboxd.formats.json_body import Record
@@ -202,8 +202,9 @@ class _HecIntakeRoute(SplunkReplies, TokenRoute):
 
     def __init__(self, intake: Intake, metrics: Metrics, inflight: InFlight, max_body_bytes: int,
                  vendors: VendorGate, deps: HecDeps, observers: Sequence[OnReply] = (),
+                 max_events: int = HttpSettings.max_events_per_request,
                  deliveries: DeliveryRecorder | None = None) -> None:
-        super().__init__(intake, metrics, inflight, max_body_bytes, vendors, observers, deliveries)
+        super().__init__(intake, metrics, inflight, max_body_bytes, vendors, observers, max_events, deliveries)
         self._hec = deps
 
     async def handle(self, request: Request, exchange: Exchange) -> Reply:
@@ -271,7 +272,7 @@ class HecEventRoute(_HecIntakeRoute):
 
     def decode(self, request: Request, body: bytes) -> Decoded:
         try:
-            batch = hec.parse_event_body(body)
+            batch = hec.parse_event_body(body, self._max_events)
         except HecError as e:
             raise rejected(e) from None
         records = list(batch.records)
@@ -295,7 +296,7 @@ class HecRawRoute(_HecIntakeRoute):
         metadata = {key: values[0].decode("utf-8", "replace")
                     for key in hec.METADATA_KEYS if (values := request.args.get(key.encode("ascii")))}
         try:
-            batch = hec.parse_raw_body(body, metadata, self.parses_cef(), self._intake.now())
+            batch = hec.parse_raw_body(body, metadata, self.parses_cef(), self._intake.now(), self._max_events)
         except HecError as e:
             raise rejected(e) from None
         return Decoded([*batch.text, *batch.cef])

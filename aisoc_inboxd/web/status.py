@@ -1,9 +1,9 @@
 """
 C{GET /status} on the admin listener: one read-only HTML page for an operator at a browser —
-listeners, what each syslog listener received and lost, the last reload, the sink (where its events
-go) and its spool, the token store (answering or down, lookups, unknown-token floods), event rates
-per template, every live token with its push stats (each linking to its recent deliveries), and
-the last error replies. Rendered on the
+listeners, the requests the HTTP channel refused before any route, what each syslog listener
+received and lost, the last reload, the sink (where its events go) and its spool, the token store
+(answering or down, lookups, unknown-token floods), event rates per template, every live token with
+its push stats (each linking to its recent deliveries), and the last error replies. Rendered on the
 server with L{twisted.web.template} (which escapes every value), inline CSS, no script and no
 external asset; the admin key is asked for with an HTTP Basic challenge (any user name, the key as
 the password) or taken as a Bearer token.
@@ -32,6 +32,7 @@ from aisoc_inboxd.store import PushTotals, Store, StoreError, TokenRecord
 from aisoc_inboxd.store.health import StoreHealth
 from aisoc_inboxd.tokens import TokenCache, log_id
 from aisoc_inboxd.web.admin import carries_admin_key
+from aisoc_inboxd.web.channel import REFUSALS
 from aisoc_inboxd.web.delivery_desk import DeliveryDesk
 from aisoc_inboxd.web.status_deliveries import CSS as DELIVERIES_CSS, deliveries_link, deliveries_section
 
@@ -55,6 +56,9 @@ _SYSLOG_OTHERS: tuple[tuple[str, str, str | None], ...] = (
     ("closed: idle", "aisoc_ingest_syslog_connections_closed_total", "idle"),
     ("closed: frame too large", "aisoc_ingest_syslog_connections_closed_total", "oversized"),
 )
+
+#: the sample of the HTTP channel's refusals (L{aisoc_inboxd.web.channel.REFUSALS}), by C{reason}
+_HTTP_REFUSED = "aisoc_ingest_http_connections_closed_total"
 
 _CSS = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #1d1d1f; background: #fafafa; }
@@ -189,6 +193,7 @@ class StatusPage(Resource):
                 tags.p(f"Generated {_utc(now)}.", class_="note"),
                 *(deliveries_section(listing) if listing is not None else ()),
                 tags.h2("Listeners"), _listeners(s.listeners()),
+                tags.h2("HTTP requests refused before a route (since start, all processes)"), _http_refused(s.metrics),
                 tags.h2("Syslog listeners (since start, all processes)"), _syslog(s.metrics),
                 tags.h2("Last reload"), _last_reload(s.last_reload(), now),
                 tags.h2("Sink"), _sink(s.sink, now),
@@ -233,6 +238,22 @@ def _listeners(listeners: Sequence[ListenerView]) -> Tag:
     rows = ((tags.td(listener.name), tags.td(tags.code(listener.description)), tags.td(_address(listener.port)),
              _state(listener.port is not None, "bound", "not bound")) for listener in listeners)
     return _table(("name", "endpoint", "address", "state"), rows)
+
+
+def _http_refused(metrics: Collector) -> Tag:
+    """
+    One row per way the HTTP channel refuses a request before any route reads it (slow head or
+    body, oversized request line or head, malformed HTTP; the README's second Errors table): its
+    status, its C{reason} label and how many connections were closed so, 0 where none was.
+    """
+    counts = dict.fromkeys(REFUSALS, 0.0)
+    for family in metrics.collect():
+        for sample in family.samples:
+            if sample.name == _HTTP_REFUSED and sample.labels.get("reason") in counts:
+                counts[sample.labels["reason"]] += sample.value
+    return _table(("status", "reason", "connections closed"),
+                  ((_num(status), tags.td(tags.code(reason)), _num(int(counts[reason])))
+                   for reason, (status, _) in REFUSALS.items()))
 
 
 def _syslog(metrics: Collector) -> Tag:

@@ -12,14 +12,15 @@ from typing import Any, Sequence
 
 from twisted.web.server import Request
 
-from aisoc_inboxd.formats.json_body import BodyError, Record
+from aisoc_inboxd.config import HttpSettings
+from aisoc_inboxd.formats.json_body import BodyError, Record, TooManyEvents
 from aisoc_inboxd.idempotency import HEADER as IDEMPOTENCY_HEADER, MAX_KEY_BYTES, StoredReply, check_key
 from aisoc_inboxd.inflight import InFlight
 from aisoc_inboxd.intake import Binding, Intake
 from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.vendors import VendorGate
 from aisoc_inboxd.web.body import decode_content, raw_body
-from aisoc_inboxd.web.errors import HttpError, bad_request
+from aisoc_inboxd.web.errors import HttpError, bad_request, too_many_events
 from aisoc_inboxd.web.recorder import DeliveryRecorder
 from aisoc_inboxd.web.routes import Exchange, JsonRoute, OnReply, Reply
 
@@ -80,15 +81,22 @@ class TokenRoute(JsonRoute):
 
     def __init__(self, intake: Intake, metrics: Metrics, inflight: InFlight, max_body_bytes: int,
                  vendors: VendorGate | None = None, observers: Sequence[OnReply] = (),
+                 max_events: int = HttpSettings.max_events_per_request,
                  deliveries: DeliveryRecorder | None = None) -> None:
+        """
+        @param max_events: the most events one request may carry (C{http.max_events_per_request});
+            C{decode} refuses a body with more before building its records.
+        """
         super().__init__(metrics, inflight, observers, intake.clients, deliveries)
         self._intake = intake
         self._max_body_bytes = max_body_bytes
+        self._max_events = max_events
         self._vendors = vendors or VendorGate()
 
     def decode(self, request: Request, body: bytes) -> Decoded:
         """
-        What C{body} (already gzip-decoded) carries; raise L{BodyError} or an L{HttpError} (415).
+        What C{body} (already gzip-decoded) carries; raise L{BodyError}, L{TooManyEvents} (past
+        C{self._max_events}) or an L{HttpError} (415).
         """
         raise NotImplementedError
 
@@ -134,6 +142,8 @@ class TokenRoute(JsonRoute):
             await self.screen(binding, decoded)
         except BodyError as e:
             raise bad_request(f"bad body: {e}", template_id) from None
+        except TooManyEvents as e:
+            raise too_many_events(e.limit, template_id) from None
         except HttpError as e:
             e.template = e.template or template_id
             raise

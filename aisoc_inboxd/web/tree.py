@@ -10,7 +10,7 @@ from twisted.internet.defer import Deferred
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from aisoc_inboxd.config import CefSettings
+from aisoc_inboxd.config import CefSettings, HttpSettings
 from aisoc_inboxd.inflight import InFlight
 from aisoc_inboxd.intake import Intake
 from aisoc_inboxd.metrics import Metrics
@@ -35,6 +35,8 @@ class WebDeps:
     metrics: Metrics
     inflight: InFlight
     max_body_bytes: int
+    #: the most events one request may carry (C{http.max_events_per_request})
+    max_events: int = HttpSettings.max_events_per_request
     vendors: VendorGate = field(default_factory=VendorGate)
     #: told of every inbox route's reply (push stats, the status page's recent errors)
     observers: tuple[OnReply, ...] = ()
@@ -65,11 +67,11 @@ class InboxResource(Resource):
     def __init__(self, deps: WebDeps, hec_events: HecEventRoute | None) -> None:
         super().__init__()
         self._webhook = WebhookRoute(deps.intake, deps.metrics, deps.inflight, deps.max_body_bytes, deps.vendors,
-                                     deps.observers, deps.deliveries)
+                                     deps.observers, deps.max_events, deliveries=deps.deliveries)
         self._email = EmailRoute(deps.intake, deps.metrics, deps.inflight, deps.max_body_bytes, deps.vendors,
-                                 deps.observers, deps.deliveries)
+                                 deps.observers, deliveries=deps.deliveries)
         self._cef = CefRoute(deps.cef, deps.intake, deps.metrics, deps.inflight, deps.max_body_bytes,
-                             deps.observers, deps.deliveries)
+                             deps.observers, deps.max_events, deliveries=deps.deliveries)
         self._hec_events = hec_events
 
     def getChild(self, path: bytes, request: Request) -> Resource:
@@ -97,7 +99,7 @@ class CollectorResource(Resource):
         self._children: dict[bytes, Resource] = {
             b"event": events,
             b"raw": HecRawRoute(deps.intake, deps.metrics, deps.inflight, deps.max_body_bytes, deps.vendors, hec,
-                                deps.observers, deps.deliveries),
+                                deps.observers, deps.max_events, deliveries=deps.deliveries),
             b"ack": HecAckRoute(deps.intake, deps.metrics, deps.inflight, hec, deps.observers),
             b"health": HecHealth(deps.intake),
         }
@@ -164,7 +166,7 @@ def delivery_desk(deps: WebDeps, store: Store) -> DeliveryDesk | None:
     """
     if deps.deliveries is None:
         return None
-    return DeliveryDesk(deps.deliveries, deps.intake, store, deps.delivery_peers)
+    return DeliveryDesk(deps.deliveries, deps.intake, store, deps.delivery_peers, deps.max_events)
 
 
 def route_of(path: bytes) -> str:
@@ -187,7 +189,7 @@ def build_root_resource(deps: WebDeps) -> Resource:
     """
     hec_events = None if deps.hec is None else HecEventRoute(
         deps.intake, deps.metrics, deps.inflight, deps.max_body_bytes, deps.vendors, deps.hec, deps.observers,
-        deps.deliveries)
+        deps.max_events, deliveries=deps.deliveries)
     root = Root()
     v1 = Root()
     root.putChild(b"v1", v1)

@@ -75,7 +75,9 @@ def main(argv: list[str] | None = None) -> None:
     def join() -> None:
         control.join(daemon.reloader.fingerprint()).addCallbacks(lambda _: daemon.startService(), refused)
 
-    daemon.started.addCallback(lambda _: control.ready())
+    # a start that fails is one line already (the daemon logs it and stops the reactor): consumed
+    # here, else it comes again as "Unhandled error in Deferred" with a traceback
+    daemon.started.addCallbacks(lambda _: control.ready(), lambda failure: None)
     reactor.callWhenRunning(_ignore_interrupts)  # type: ignore[attr-defined]
     reactor.callWhenRunning(join)  # type: ignore[attr-defined]
     reactor.addSystemEventTrigger("before", "shutdown", daemon.stopService)  # type: ignore[attr-defined]

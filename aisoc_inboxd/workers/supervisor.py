@@ -109,7 +109,8 @@ class WorkerProcess(ProcessProtocol):
     def processEnded(self, reason: Failure) -> None:
         self._publish(self._partial.lstrip(_RS))
         if not self.ready.called:
-            self.ready.errback(WorkerCrashed(f"{self.system} exited before serving: {reason.value}"))
+            self.ready.errback(WorkerCrashed(f"{self.system} exited before serving ({_describe(reason.value)}); "
+                                             f"its own lines above say why"))
         self.ended.callback(reason.value)
 
 
