@@ -7,15 +7,11 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from twisted.internet.interfaces import IReactorTime
 
 from aisoc_inboxd.store import TokenRecord
 from aisoc_inboxd.tokens import log_id
-
-if TYPE_CHECKING:
-    from aisoc_inboxd.web.routes import Reply
 
 #: width of one rate slot in seconds; a minute is 12 slots, an hour 720
 SLOT = 5.0
@@ -91,11 +87,12 @@ class RecentErrors:
         self._clock = clock
         self._entries: deque[ErrorReply] = deque(maxlen=size)
 
-    def replied(self, route: str, token: TokenRecord | None, reply: Reply) -> None:
-        if reply.status < 400:
+    def replied(self, route: str, token: TokenRecord | None, outcome: str, status: int,
+                error: str | None = None) -> None:
+        if status < 400:
             return
-        message = str(reply.body.get("error") or reply.outcome)[:MESSAGE_LIMIT]
-        self._entries.appendleft(ErrorReply(self._clock.seconds(), route, reply.status, message,
+        message = str(error or outcome)[:MESSAGE_LIMIT]
+        self._entries.appendleft(ErrorReply(self._clock.seconds(), route, status, message,
                                             log_id(token.fingerprint) if token else None))
 
     def entries(self) -> list[ErrorReply]:

@@ -3,9 +3,10 @@ The IMAP mailbox poller (the spec's Email Inbox connector): each connector kept 
 its own worker, whose blocking imapclient session lives on a thread of its own.
 
 A poll takes up to C{max_messages} UNSEEN messages (fetched with C{BODY.PEEK[]}, so fetching does not
-mark them), publishes each through the connector's template on the one pipeline, and sets C{\\Seen}
-on a message only once its event is durable. A poll that stops half-way (the sink failing, the daemon
-stopping, the connection dropping) leaves the rest unseen, and the next poll reads them again:
+mark them), delivers each through intake under the connector's tenant and template (one request from
+the tenant's rate limit per message, as the e-mail route takes), and sets C{\\Seen} on a message only
+once its event is durable. A poll that stops half-way (the sink failing, the rate limit reached, the
+daemon stopping, the connection dropping) leaves the rest unseen, and the next poll reads them again:
 nothing is lost, and a message whose \\Seen flag could not be set after its event was written may be
 read twice. Auth failures, TLS errors and dropped connections are logged, counted in
 C{aisoc_ingest_imap_polls_total{outcome}} and retried with exponential backoff on the injected clock;
@@ -30,13 +31,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from aisoc_inboxd.catalog import TemplateCatalog
 from aisoc_inboxd.config import ImapSettings
 from aisoc_inboxd.episode import FailureLog
 from aisoc_inboxd.formats.email.mime import parse_mime
 from aisoc_inboxd.formats.email.record import as_record
+from aisoc_inboxd.intake.intake import Intake
+from aisoc_inboxd.intake.refusals import Refused
 from aisoc_inboxd.metrics import Metrics
-from aisoc_inboxd.pipeline import Pipeline
 from aisoc_inboxd.store import ImapConnectorRecord, Store
 
 T = TypeVar("T")
@@ -63,6 +64,8 @@ def error_outcome(error: BaseException) -> str:
     """
     The metric outcome of a failed poll.
     """
+    if isinstance(error, Refused) and error.outcome == "rate_limited":
+        return "rate_limited"
     if isinstance(error, LoginError):
         return "auth_failed"
     if isinstance(error, ssl.SSLError):
@@ -164,12 +167,11 @@ class ConnectorWorker:
 
     _log = Logger()
 
-    def __init__(self, connector: ImapConnectorRecord, settings: ImapSettings, catalog: TemplateCatalog,
-                 pipeline: Pipeline, metrics: Metrics, reactor: Any, clock: IReactorTime) -> None:
+    def __init__(self, connector: ImapConnectorRecord, settings: ImapSettings, intake: Intake,
+                 metrics: Metrics, reactor: Any, clock: IReactorTime) -> None:
         self.connector = connector
         self._settings = settings
-        self._catalog = catalog
-        self._pipeline = pipeline
+        self._intake = intake
         self._metrics = metrics
         self._reactor = reactor
         self._clock = clock
@@ -233,8 +235,9 @@ class ConnectorWorker:
         try:
             if self._stopping:
                 return PollResult(0, "stopped")
-            template = self._catalog.get(c.template_id)
-            if template is None:
+            try:
+                binding = self._intake.bind(c.tenant_id, c.template_id)
+            except Refused:
                 self._log.error("IMAP connector {uid} (tenant {tenant}): template {template!r} is not "
                                 "loaded or not allowed; not polling", uid=c.uid, tenant=c.tenant_id,
                                 template=c.template_id)
@@ -246,8 +249,8 @@ class ConnectorWorker:
                 record = parse_mime(raw)
                 if not whole:
                     record["truncated"] = True
-                await self._pipeline.publish(template, c.tenant_id, ROUTE, [as_record(record)],
-                                             self._clock.seconds())
+                await self._intake.admit(binding)
+                await self._intake.deliver(binding, ROUTE, [as_record(record)], self._clock.seconds())
                 await self._blocking(self._session.mark_seen, uid)
                 delivered += 1
                 self._metrics.imap_messages.labels(c.uid).inc()
@@ -285,11 +288,10 @@ class ImapPoller(Service):
     name = "imap-poller"
     _log = Logger()
 
-    def __init__(self, store: Store, catalog: TemplateCatalog, pipeline: Pipeline, metrics: Metrics,
-                 settings: ImapSettings, reactor: Any, clock: IReactorTime) -> None:
+    def __init__(self, store: Store, intake: Intake, metrics: Metrics, settings: ImapSettings, reactor: Any,
+                 clock: IReactorTime) -> None:
         self._store = store
-        self._catalog = catalog
-        self._pipeline = pipeline
+        self._intake = intake
         self._metrics = metrics
         self._settings = settings
         self._reactor = reactor
@@ -333,8 +335,8 @@ class ImapPoller(Service):
             await self.workers.pop(uid).stop()
         for uid, connector in wanted.items():
             if uid not in self.workers:
-                worker = ConnectorWorker(connector, self._settings, self._catalog, self._pipeline,
-                                         self._metrics, self._reactor, self._clock)
+                worker = ConnectorWorker(connector, self._settings, self._intake, self._metrics, self._reactor,
+                                         self._clock)
                 self.workers[uid] = worker
                 self._log.info("IMAP connector {uid} (tenant {tenant}): polling {user}@{host}:{port}/"
                                "{mailbox} every {interval}s", uid=uid, tenant=connector.tenant_id,

@@ -49,7 +49,7 @@ class Metrics:
             ["reason"], registry=self.registry)
         self.imap_polls = Counter(
             "aisoc_ingest_imap_polls", "IMAP connector polls by connector and outcome (ok, auth_failed, "
-            "tls_error, connection_error, error)", ["connector", "outcome"], registry=self.registry)
+            "tls_error, connection_error, rate_limited, error)", ["connector", "outcome"], registry=self.registry)
         self.imap_messages = Counter(
             "aisoc_ingest_imap_messages", "IMAP messages made durable and marked \\Seen, by connector",
             ["connector"], registry=self.registry)
@@ -58,8 +58,8 @@ class Metrics:
             "aisoc_reload", "Reloads (SIGHUP) by result: applied, or rejected (nothing changed)", ["result"],
             registry=self.registry)
 
-    def request(self, route: str, template: str | None, outcome: str) -> None:
-        self.requests.labels(route, template or NO_TEMPLATE, outcome).inc()
+    def request(self, route: str, template: str | None, outcome: str, count: int = 1) -> None:
+        self.requests.labels(route, template or NO_TEMPLATE, outcome).inc(count)
 
     def http_refusal(self, reason: str) -> None:
         self.http_refused.labels(reason).inc()

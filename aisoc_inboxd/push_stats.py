@@ -13,7 +13,7 @@ metrics and the status page's recent errors.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, gatherResults
@@ -24,12 +24,6 @@ from twisted.python.failure import Failure
 from aisoc_inboxd.episode import FailureLog
 from aisoc_inboxd.periodic import Periodic
 from aisoc_inboxd.store import PushBucket, Store, TokenRecord
-
-if TYPE_CHECKING:
-    from aisoc_inboxd.web.routes import Reply
-
-#: the Push tab's window: request counts and error rates cover the last 24 hours
-WINDOW = 24 * 3600.0
 #: buckets are kept a little longer than the window, then swept (each token's newest is kept)
 RETENTION = 25 * 3600.0
 #: width of a stored bucket, in seconds
@@ -38,11 +32,11 @@ BUCKET = 60.0
 _log = Logger()
 
 
-def is_error(reply: Reply) -> bool:
+def is_error(outcome: str, status: int) -> bool:
     """
     Whether a reply counts against a token's error rate.
     """
-    return reply.status >= 400 and reply.outcome != "replay"
+    return status >= 400 and outcome != "replay"
 
 
 @dataclass
@@ -90,7 +84,8 @@ class PushStatsRecorder(MultiService):
         Periodic("push-stats-sweep", lambda: store.sweep_push_stats(clock.seconds() - RETENTION), clock,
                  sweep_interval, now=False).setServiceParent(self)
 
-    def replied(self, route: str, token: TokenRecord | None, reply: Reply) -> None:
+    def replied(self, route: str, token: TokenRecord | None, outcome: str, status: int,
+                error: str | None = None) -> None:
         """
         Count one reply of a request that presented C{token} (C{None}: it did not resolve).
         """
@@ -100,7 +95,7 @@ class PushStatsRecorder(MultiService):
         counts = self._pending.setdefault((token.tenant_id, token.fingerprint, now - now % BUCKET),
                                           _Counts(token.template_id))
         counts.requests += 1
-        counts.errors += is_error(reply)
+        counts.errors += is_error(outcome, status)
         counts.last_seen = now
 
     def stopService(self) -> Deferred[None]:

@@ -17,7 +17,7 @@ from twisted.logger import Logger
 
 from aisoc_inboxd import systemd
 from aisoc_inboxd.inflight import InFlight
-from aisoc_inboxd.intake import Intake
+from aisoc_inboxd.intake.intake import Intake
 from aisoc_inboxd.listeners import DatagramListener, DrainInFlight, Listener, listening
 from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.reload import Reloader, Reloads

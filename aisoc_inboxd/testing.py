@@ -20,12 +20,12 @@ from twisted.web.server import Site
 from aisoc_inboxd.catalog import TemplateCatalog
 from aisoc_inboxd.config import CefSettings, DeliverySettings, HecSettings, HttpSettings
 from aisoc_inboxd.deliveries import DeliveryLog
-from aisoc_inboxd.idempotency import Idempotency
 from aisoc_inboxd.inflight import InFlight
-from aisoc_inboxd.intake import Intake
+from aisoc_inboxd.intake.idempotency import Idempotency
+from aisoc_inboxd.intake.intake import Intake
+from aisoc_inboxd.intake.ratelimit import RateLimiter
 from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.pipeline import Pipeline
-from aisoc_inboxd.ratelimit import RateLimiter
 from aisoc_inboxd.reload import Replaceable
 from aisoc_inboxd.sinks import SinkRecord, SinkUnavailable
 from aisoc_inboxd.store import PushBucket, PushTotals, StoreError, TokenRecord
@@ -324,15 +324,15 @@ class MemoryInbox:
                                            self.metrics.token_store),
                              catalog(), Pipeline(self.sink, self.metrics),  # type: ignore[arg-type]
                              RateLimiter(self.clock, self.http_settings.rate_limit_per_min),
-                             Idempotency(self.store, self.clock, self.metrics), self.clock,  # type: ignore[arg-type]
-                             ClientAddresses(self.http_settings.trusted_proxies))
+                             Idempotency(self.store, self.clock, self.metrics), self.clock)  # type: ignore[arg-type]
         self.deliveries = DeliveryLog(self.deliveries_settings)
         deps = WebDeps(intake=self.intake, metrics=self.metrics, inflight=InFlight(self.clock),
                        max_body_bytes=self.http_settings.max_body_bytes,
                        max_events=self.http_settings.max_events_per_request, vendors=self.vendors,
                        observers=self.observers,
                        hec=HecDeps(self.hec, self.acks or LocalAcks(AckChannels.build(self.hec, self.clock))),
-                       cef=Replaceable(self.cef), deliveries=DeliveryRecorder(self.deliveries, self.clock))
+                       cef=Replaceable(self.cef), clients=ClientAddresses(self.http_settings.trusted_proxies),
+                       deliveries=DeliveryRecorder(self.deliveries, self.clock))
         self.http = serving(inbox_site(build_root_resource(deps), self.http_settings, self.metrics, self.clock))
         self.admin = TokenAdmin(self.store, self.clock, catalog().allowed,  # type: ignore[arg-type]
                                 self.cache.invalidate)

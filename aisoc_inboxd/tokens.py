@@ -25,9 +25,8 @@ from typing import Callable
 from twisted.internet.interfaces import IReactorTime
 
 from aisoc_inboxd.metrics import TokenStoreMetrics
-from aisoc_inboxd.push_stats import WINDOW as PUSH_WINDOW
-from aisoc_inboxd.ratelimit import RateLimiter
-from aisoc_inboxd.store import PushTotals, Store, TokenRecord
+from aisoc_inboxd.intake.ratelimit import RateLimiter
+from aisoc_inboxd.store import PUSH_WINDOW, PushTotals, Store, TokenRecord
 from aisoc_inboxd.tenants import check_tenant_id
 
 TOKEN_PREFIX = "aisoc_inbox_"

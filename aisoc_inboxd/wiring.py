@@ -28,17 +28,17 @@ from aisoc_inboxd.catalog import TemplateCatalog
 from aisoc_inboxd.config import CefSettings, Settings, SyslogListenerSettings, load_settings
 from aisoc_inboxd.deliveries import DeliveryLog
 from aisoc_inboxd.hec_acks import AckChannels, LocalAcks, RemoteAcks
-from aisoc_inboxd.idempotency import Idempotency
 from aisoc_inboxd.imap import ImapPoller
 from aisoc_inboxd.inflight import InFlight
-from aisoc_inboxd.intake import Intake
+from aisoc_inboxd.intake.idempotency import Idempotency
+from aisoc_inboxd.intake.intake import Intake
+from aisoc_inboxd.intake.ratelimit import LeasedRateLimiter, RateLimiter
 from aisoc_inboxd.keyfiles import read_or_create
 from aisoc_inboxd.listeners import DRAIN_TIMEOUT, DatagramListener, Listener, listening
 from aisoc_inboxd.metrics import MergedMetrics, Metrics, MetricsResource
 from aisoc_inboxd.periodic import Periodic
 from aisoc_inboxd.pipeline import Pipeline
 from aisoc_inboxd.push_stats import PushStatsRecorder
-from aisoc_inboxd.ratelimit import LeasedRateLimiter, RateLimiter
 from aisoc_inboxd.reload import Reloader, Reloads, Replaceable
 from aisoc_inboxd.service import InboxDaemon
 from aisoc_inboxd.sinks import EventSink, ISaturating
@@ -46,7 +46,7 @@ from aisoc_inboxd.store import Store
 from aisoc_inboxd.store.health import StoreHealth
 from aisoc_inboxd.store.secrets import SecretBox
 from aisoc_inboxd.syslog.protocol import SyslogDatagramProtocol, SyslogIntake, SyslogStreamFactory
-from aisoc_inboxd.syslog.samples import FrameSamples
+from aisoc_inboxd.deliveries import FrameSamples
 from aisoc_inboxd.tokens import LookupBudget, TokenAdmin, TokenCache, TokenResolver
 from aisoc_inboxd.vendors import VendorGate, build_vendor_gate
 from aisoc_inboxd.web.clients import ClientAddresses
@@ -109,7 +109,7 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
     reloader = build_reloader(settings, catalog, listeners, cef, intake.limiter, reactor,
                               read_settings or (lambda: load_settings(config)))
     reloads = build_reloads(reloader, metrics, listeners, supervisor, reactor, role)
-    background = build_background(settings, catalog, store, intake, push_stats, metrics, reactor, role)
+    background = build_background(settings, store, intake, push_stats, metrics, reactor, role)
     return InboxDaemon(store, sink, intake.intake, intake.cache, metrics, inflight, background, listeners, reloader,
                        reactor, supervisor, reloads)
 
@@ -201,7 +201,7 @@ def build_intake(settings: Settings, catalog: TemplateCatalog, store: Store, sin
     limiter = (LeasedRateLimiter(reactor, http.rate_limit_per_min, role.lease) if role
                else RateLimiter(reactor, http.rate_limit_per_min))
     intake = Intake(TokenResolver(store, cache, budget, metrics.token_store), catalog, pipeline, limiter,
-                    Idempotency(store, reactor, metrics), reactor, ClientAddresses(http.trusted_proxies))
+                    Idempotency(store, reactor, metrics), reactor)
     return IntakeParts(intake, cache, limiter, pipeline, rates)
 
 
@@ -237,6 +237,7 @@ def build_web(settings: Settings, intake: Intake, metrics: Metrics, inflight: In
     deps = WebDeps(intake=intake, metrics=metrics, inflight=inflight, max_body_bytes=http.max_body_bytes,
                    max_events=http.max_events_per_request,
                    observers=tuple(observers), vendors=vendors, hec=HecDeps(settings.hec, acks), cef=cef,
+                   clients=ClientAddresses(http.trusted_proxies),
                    deliveries=deliveries, delivery_peers=delivery_peers)
     site = inbox_site(build_root_resource(deps), http, metrics, reactor)
     names = [numbered("http", i) for i in range(len(http.listen))]
@@ -341,9 +342,8 @@ def build_reloads(reloader: Reloader, metrics: Metrics, listeners: Sequence[AnyL
     return Reloads(reloader, reactor, metrics.reloads, lambda: listening(listeners), supervisor)
 
 
-def build_background(settings: Settings, catalog: TemplateCatalog, store: Store, intake: IntakeParts,
-                     push_stats: PushStatsRecorder, metrics: Metrics, reactor: Any,
-                     role: WorkerRole | None) -> list[Service]:
+def build_background(settings: Settings, store: Store, intake: IntakeParts, push_stats: PushStatsRecorder,
+                     metrics: Metrics, reactor: Any, role: WorkerRole | None) -> list[Service]:
     """
     The services that need the upgraded store: every process follows token invalidations, settles
     idempotency claims and records push stats; the daemon alone pings the watchdog, sweeps expired
@@ -358,7 +358,7 @@ def build_background(settings: Settings, catalog: TemplateCatalog, store: Store,
     watchdog = systemd.watchdog_interval()
     return [*([systemd.watchdog(reactor, watchdog)] if watchdog else []), *shared,
             Periodic("idempotency-sweeper", lambda: store.sweep_idempotency_keys(reactor.seconds()), reactor, 300.0),
-            ImapPoller(store, catalog, intake.pipeline, metrics, settings.imap, reactor, reactor)]
+            ImapPoller(store, intake.intake, metrics, settings.imap, reactor, reactor)]
 
 
 def idempotency_settler(intake: Intake, clock: IReactorTime) -> Periodic:

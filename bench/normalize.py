@@ -30,10 +30,10 @@ PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
 from aisoc_inboxd.formats.cef import parse_cef_line
-from aisoc_inboxd.formats.cef_records import cef_record
+from aisoc_inboxd.formats.cef_records import read_cef
 from aisoc_inboxd.normalizer import IngestContext, load_templates, normalize_record
-from aisoc_inboxd.syslog.header import parse_syslog
-from aisoc_inboxd.syslog.records import frame_record
+from aisoc_inboxd.formats.syslog import parse_syslog
+from aisoc_inboxd.formats.syslog_records import frame_record
 from bench import reference
 from bench.inputs import _alert, _cef, _syslog
 
@@ -69,7 +69,7 @@ def main() -> None:
     alerts = [json.dumps(_alert(rng, n)) for n in range(100)]
     lines = [_cef(rng, n) for n in range(100)]
     frames = [_syslog(line, n).encode() for n, line in enumerate(lines)]
-    cef_records = [cef_record(parse_cef_line(line), line, NOW) for line in lines]
+    cef_records = [read_cef(line, NOW) for line in lines]
     frame_records = [frame_record(frame, NOW).record for frame in frames]
 
     def normalize(template_id: str, interpret: bool) -> Callable[[Any], Any]:
@@ -98,7 +98,7 @@ def main() -> None:
         ("generic-json bench alert", "json.loads + normalize", partial(json_record, "generic-json"),
          partial(reference.json_alert, now=NOW), alerts),
         ("CEF line (HTTPS route)", "parse_cef_line", lambda _: parse_cef_line, None, lines),
-        ("", "parse + cef_record", lambda _: lambda line: cef_record(parse_cef_line(line), line, NOW), None, lines),
+        ("", "read_cef (parse + record)", lambda _: lambda line: read_cef(line, NOW), None, lines),
         ("", "normalize", partial(normalize, "cef-syslog"), None, cef_records),
         ("syslog RFC 5424 CEF frame", "parse_syslog", lambda _: lambda frame: parse_syslog(frame.decode(), NOW),
          None, frames),

@@ -1,5 +1,5 @@
 """
-ParseCEFBatch (L{aisoc_inboxd.formats.cef}): table tests over the CEF corpus, the module's documented
+The CEF parser (L{aisoc_inboxd.formats.cef}): table tests over the CEF corpus, the module's documented
 decisions, and property tests for escaping.
 """
 from __future__ import annotations
@@ -12,16 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aisoc_inboxd.formats.cef import (
-    CefError,
-    CefEvent,
-    CefSeverity,
-    escape_extension_value,
-    escape_header_field,
-    normalize_severity,
-    parse_cef_batch,
-    parse_cef_line,
-)
+from aisoc_inboxd.formats.cef import CefError, CefEvent, CefSeverity, normalize_severity, parse_cef_line
+from tests.support.cef import escape_extension_value, escape_header_field, parse_batch
 from tests.support.shared import CORPUS, FIXTURES, require_shared
 
 CEF_FIXTURES = FIXTURES / "cef"
@@ -91,13 +83,13 @@ def test_logstash_codec_cases(case: dict[str, Any]) -> None:
 
 def test_logstash_malformed_lines_are_counted_with_line_numbers() -> None:
     """The three non-CEF payloads Logstash rejects are dropped, counted and located, not raised."""
-    batch = parse_cef_batch((CEF_FIXTURES / "logstash-codec-cef-malformed.txt").read_bytes())
+    batch = parse_batch((CEF_FIXTURES / "logstash-codec-cef-malformed.txt").read_bytes())
     expected = _cases(CEF_FIXTURES / "logstash-codec-cef-malformed.expected.json")
     assert batch.events == ()
     assert batch.malformed == len(expected) == 3
-    assert [e.line for e in batch.errors] == [c["line"] for c in expected]
-    assert "CEF:" in batch.errors[0].message
-    assert "key=value" in batch.errors[2].message
+    assert [line for line, _ in batch.errors] == [c["line"] for c in expected]
+    assert "CEF:" in batch.errors[0][1]
+    assert "key=value" in batch.errors[2][1]
 
 
 PYCEF_HEADER = {
@@ -118,7 +110,7 @@ def _as_pycef(event: CefEvent) -> dict[str, str]:
 @pytest.mark.parametrize("name", ["pycef-testdata", "pycef-pipes"])
 def test_pycef_reference_results(name: str) -> None:
     """pycef's reference dictionaries (leading space, duplicate key, bare pipe in a value) are reproduced."""
-    events = parse_cef_batch((CEF_FIXTURES / f"{name}.txt").read_bytes()).events
+    events = parse_batch((CEF_FIXTURES / f"{name}.txt").read_bytes()).events
     cases = _cases(CEF_FIXTURES / f"{name}.expected.json")
     assert len(events) == len(cases)
     for case in cases:
@@ -136,7 +128,7 @@ def test_pycef_bsd_prefix_is_kept_and_the_record_parsed() -> None:
 def test_empty_header_fields_are_accepted_unlike_pycef() -> None:
     """Every pycef missing-header-value line parses (our documented choice), empty fields as C{""}."""
     path = CEF_FIXTURES / "pycef-missing-header-values.txt"
-    batch = parse_cef_batch(path.read_bytes())
+    batch = parse_batch(path.read_bytes())
     assert all(c["expected_by_pycef"] is None for c in _cases(path.with_suffix(".expected.json")))
     assert batch.malformed == 0 and len(batch.events) == 8
     assert batch.events[0].device_vendor == "" and batch.events[0].device_product == "python CEF tests"
@@ -150,7 +142,7 @@ def test_empty_header_fields_are_accepted_unlike_pycef() -> None:
 
 def test_sc4s_arcsight_connector_and_incapsula_lines() -> None:
     """Heavily escaped ArcSight connector values, an empty device version and Incapsula's duplicates parse."""
-    windows, system, incapsula = parse_cef_batch((CEF_FIXTURES / "sc4s-vendor-cef-lines.txt").read_bytes()).events
+    windows, system, incapsula = parse_batch((CEF_FIXTURES / "sc4s-vendor-cef-lines.txt").read_bytes()).events
     assert windows.device_version == "" and windows.severity is CefSeverity.LOW
     assert windows.extensions["rawEvent"].startswith("EventlogType=Security&&EventIndex=1031&&")
     assert "WindowsParserFamily=Windows 2012 R2|2012|8&&" in windows.extensions["rawEvent"]
@@ -167,7 +159,7 @@ def test_sc4s_arcsight_connector_and_incapsula_lines() -> None:
 
 def test_sc4s_vendor_frames_all_parse_behind_their_syslog_prefixes() -> None:
     """All twenty SC4S vendor frames parse, whatever syslog prefix precedes C{CEF:}."""
-    batch = parse_cef_batch((SYSLOG_FIXTURES / "sc4s-vendor-cef-frames.txt").read_bytes())
+    batch = parse_batch((SYSLOG_FIXTURES / "sc4s-vendor-cef-frames.txt").read_bytes())
     assert batch.malformed == 0 and len(batch.events) == 20
     by_vendor = {e.device_vendor: e for e in batch.events}
     assert batch.events[0].prefix == "<134>"
@@ -184,7 +176,7 @@ def test_sc4s_vendor_frames_all_parse_behind_their_syslog_prefixes() -> None:
 
 def test_fortiweb_empty_header_fields_and_severity_words() -> None:
     """FortiWeb Cloud's empty vendor/product/version and non-CEF severity words parse, raw kept."""
-    events = parse_cef_batch((SYSLOG_FIXTURES / "fortiweb-cloud-cef-bsd-prefix.txt").read_bytes()).events
+    events = parse_batch((SYSLOG_FIXTURES / "fortiweb-cloud-cef-bsd-prefix.txt").read_bytes()).events
     assert [e.severity_raw for e in events] == ["Substantial", "", "Critical", "Critical"]
     assert {e.severity for e in events} == {CefSeverity.UNKNOWN}
     assert all(e.device_vendor == e.device_product == e.device_version == "" for e in events)
@@ -206,7 +198,7 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def test_elastic_decode_cef_golden_output() -> None:
     """Beats decode_cef's golden header and extension values (keys renamed by Beats) match ours."""
     corpus = require_shared(CORPUS / "cef" / "elastic-decode-cef-samples.txt")
-    events = parse_cef_batch(corpus.read_bytes()).events
+    events = parse_batch(corpus.read_bytes()).events
     golden = json.loads(corpus.with_name("elastic-decode-cef-samples.expected.json").read_text("utf-8"))
     assert len(events) == len(golden) == 15
     for event, expected in zip(events, golden):
@@ -228,7 +220,7 @@ def test_checkpoint_filebeat_expected_output() -> None:
     Beats rewrites C{deviceCustomDate*} values as ISO timestamps, so those are left out.
     """
     corpus = require_shared(CORPUS / "cef" / "checkpoint-firewall.txt")
-    events = parse_cef_batch(corpus.read_bytes()).events
+    events = parse_batch(corpus.read_bytes()).events
     expected = json.loads(corpus.with_name("checkpoint-firewall.expected.json").read_text("utf-8"))
     assert len(events) == len(expected) == 3
     for event, doc in zip(events, expected):
@@ -251,26 +243,26 @@ LINE = "CEF:0|V|P|1.0|100|name|5|src=10.0.0.1"
 
 def test_crlf_and_blank_lines() -> None:
     """CRLF endings are stripped and blank lines skipped without counting as malformed."""
-    batch = parse_cef_batch(f"{LINE}\r\n\r\n   \r\n{LINE} dst=2.2.2.2\r\nnot cef\r\n".encode())
+    batch = parse_batch(f"{LINE}\r\n\r\n   \r\n{LINE} dst=2.2.2.2\r\nnot cef\r\n".encode())
     assert [e.extensions for e in batch.events] == [{"src": "10.0.0.1"}, {"src": "10.0.0.1", "dst": "2.2.2.2"}]
-    assert [(e.line, e.message) for e in batch.errors] == [(5, "no 'CEF:' marker")]
+    assert batch.errors == ((5, "no 'CEF:' marker"),)
 
 
 def test_invalid_utf8_is_replaced_not_fatal() -> None:
     """Invalid UTF-8 bytes become U+FFFD and the line still parses."""
-    batch = parse_cef_batch(LINE.encode() + b" msg=caf\xe9 \xff\n")
+    batch = parse_batch(LINE.encode() + b" msg=caf\xe9 \xff\n")
     assert batch.malformed == 0
     assert batch.events[0].extensions["msg"] == "caf\ufffd \ufffd"
 
 
 def test_utf8_bom_at_batch_start_is_dropped() -> None:
     """A UTF-8 BOM before the first line does not end up in its prefix."""
-    assert parse_cef_batch(b"\xef\xbb\xbf" + LINE.encode()).events[0].prefix == ""
+    assert parse_batch(b"\xef\xbb\xbf" + LINE.encode()).events[0].prefix == ""
 
 
 def test_str_batch_and_line_separators_inside_values() -> None:
     """A str batch splits on LF only, so U+2028 and form feeds inside values survive."""
-    batch = parse_cef_batch(f"{LINE} msg=a\u2028b\x0cc\n{LINE}")
+    batch = parse_batch(f"{LINE} msg=a\u2028b\x0cc\n{LINE}")
     assert len(batch.events) == 2
     assert batch.events[0].extensions["msg"] == "a\u2028b\x0cc"
 
@@ -429,7 +421,7 @@ def test_extension_values_round_trip(pairs: dict[str, str]) -> None:
 def test_batch_of_escaped_lines_round_trips(values: list[str]) -> None:
     """A batch of lines whose values hold escaped line breaks yields one event per line, in order."""
     body = "\r\n".join(f"CEF:0|V|P|1|2|n|3|msg={escape_extension_value(v)}" for v in values).encode()
-    batch = parse_cef_batch(body)
+    batch = parse_batch(body)
     assert batch.malformed == 0
     assert [e.extensions["msg"] for e in batch.events] == [v.rstrip(" ") for v in values]
 
@@ -438,6 +430,6 @@ def test_batch_of_escaped_lines_round_trips(values: list[str]) -> None:
 @given(data=st.binary(max_size=300) | st.text(max_size=300).map(lambda t: ("CEF:0|" + t).encode()))
 def test_any_bytes_never_raise(data: bytes) -> None:
     """Arbitrary bytes never make the batch parser raise; every non-blank line is an event or an error."""
-    batch = parse_cef_batch(data)
+    batch = parse_batch(data)
     lines = data.decode("utf-8", "replace").removeprefix("\ufeff").split("\n")
     assert len(batch.events) + batch.malformed == sum(1 for line in lines if line.rstrip("\r").strip())

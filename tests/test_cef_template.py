@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
-from aisoc_inboxd.formats.cef import parse_cef_batch, parse_cef_line
+from aisoc_inboxd.formats.cef import parse_cef_line
 from aisoc_inboxd.formats.cef_records import cef_record, cef_time, event_kind
 from aisoc_inboxd.normalizer import IngestContext, TemplateError, load_template_file, normalize_record
-from aisoc_inboxd.syslog.records import frame_record
+from aisoc_inboxd.formats.syslog_records import frame_record
+from tests.support.cef import parse_batch
 from tests.support.ocsf import assert_valid_ocsf
 from tests.support.shared import CORPUS as SHARED_CORPUS
 from tests.support.shared import FIXTURES, PROJECT, require_shared
@@ -56,7 +57,7 @@ CORPUS = sorted((FIXTURES / "cef").glob("*.txt"))
 @pytest.mark.parametrize("path", CORPUS, ids=[p.name for p in CORPUS])
 def test_every_corpus_line_maps_to_valid_ocsf(path: Path) -> None:
     """Every parseable line of the CEF fixtures becomes one valid OCSF event that keeps its product and raw line."""
-    batch = parse_cef_batch(path.read_bytes())
+    batch = parse_batch(path.read_bytes())
     for cef in batch.events:
         record = cef_record(cef, "raw", NOW)
         (event,) = normalize_record(CEF, record.data, IngestContext("t", "cef", NOW, raw="raw"))

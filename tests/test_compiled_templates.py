@@ -23,15 +23,15 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aisoc_inboxd.formats.cef import CefError, parse_cef_batch
-from aisoc_inboxd.formats.cef_records import cef_record
+from aisoc_inboxd.formats.cef import CefError, cef_lines
+from aisoc_inboxd.formats.cef_records import split_cef_lines
 from aisoc_inboxd.formats.email.mime import parse_mime
 from aisoc_inboxd.formats.email.relays import decode_email_body
 from aisoc_inboxd.formats.hec import HecError, parse_event_body, parse_raw_body
 from aisoc_inboxd.formats.json_body import BodyError, decode_json_records
 from aisoc_inboxd.normalizer import IngestContext, Template, load_template_file, load_templates, normalize_record
 from aisoc_inboxd.normalizer.severity import COMMON_WORDS
-from aisoc_inboxd.syslog.records import frame_record
+from aisoc_inboxd.formats.syslog_records import frame_record
 from tests.support.shared import CORPUS, FIXTURES, PROJECT
 from tests.support.templates import detection_template
 
@@ -173,8 +173,8 @@ def _decoded(path: Path) -> Iterator[tuple[dict[str, Any], str | None]]:
     elif path.suffix == ".eml":
         yield parse_mime(body), None
     elif kind == "cef":
-        for event in parse_cef_batch(body).events:
-            yield cef_record(event, "raw", NOW).data, "raw"
+        for record in split_cef_lines((line for _, line in cef_lines(body)), NOW).cef:
+            yield record.data, record.raw
     elif kind == "syslog":
         for line in body.splitlines():
             try:
@@ -191,7 +191,7 @@ def _decoded(path: Path) -> Iterator[tuple[dict[str, Any], str | None]]:
             batch = parse_raw_body(body, {"host": "h", "source": "s"}, True, NOW)
         except HecError:
             return
-        yield from ((record.data, record.raw) for record in (*batch.text, *batch.cef))
+        yield from ((record.data, record.raw) for record in (*batch.rest, *batch.cef))
 
 
 FIXTURE_RECORDS = list(fixture_records())

@@ -15,7 +15,7 @@ import yaml
 
 from aisoc_inboxd.config import CefSettings, ConfigError, DeliverySettings, load_settings
 from aisoc_inboxd.deliveries import RECORD_OVERHEAD, REDACTED, Delivery, DeliveryLog, redact_headers
-from aisoc_inboxd.syslog.samples import FrameSamples
+from aisoc_inboxd.deliveries import FrameSamples
 from aisoc_inboxd.testing import FakeStore, MemoryInbox
 from aisoc_inboxd.tokens import fingerprint
 

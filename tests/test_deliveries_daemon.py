@@ -26,7 +26,7 @@ from aisoc_inboxd.admin_client import admin_url
 from aisoc_inboxd.config import DeliverySettings, HecSettings
 from aisoc_inboxd.deliveries import TOKENS, WORKER_NUMBERS, Delivery, DeliveryLog
 from aisoc_inboxd.hec_acks import AckChannels
-from aisoc_inboxd.ratelimit import RateLimiter
+from aisoc_inboxd.intake.ratelimit import RateLimiter
 from aisoc_inboxd.tokens import fingerprint
 from aisoc_inboxd.workers.control import DaemonSide, WorkerSide, adopt, socket_pair
 from tests.support.daemon import RunningDaemon, wait_for

@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 
 from aisoc_inboxd.config import HecSettings
 from aisoc_inboxd.hec_acks import AckChannels, AcksUnavailable, ChannelsFull, LocalAcks, RemoteAcks
-from aisoc_inboxd.ratelimit import RateLimiter
+from aisoc_inboxd.intake.ratelimit import RateLimiter
 from aisoc_inboxd.testing import FakeStore, MemoryInbox
 from aisoc_inboxd.workers.control import ACK_TIMEOUT, DaemonSide, WorkerSide, adopt, socket_pair
 

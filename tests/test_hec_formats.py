@@ -114,22 +114,22 @@ def test_raw_lines_become_events_with_query_metadata() -> None:
     metadata = {"host": "web01", "source": "access.log", "sourcetype": "access_combined", "index": "web", "x": "y"}
     batch = parse_raw_body(fixture("fluentbit-raw-access-log-lines.txt"), metadata, parse_cef=True, now=NOW)
     facts = expected("fluentbit-raw-access-log-lines.expected.json")
-    assert len(batch.text) == facts["event_count"] and batch.cef == ()
-    assert batch.text[0].data == {"event": facts["first_event_raw"], "host": "web01", "source": "access.log",
+    assert len(batch.rest) == facts["event_count"] and batch.cef == ()
+    assert batch.rest[0].data == {"event": facts["first_event_raw"], "host": "web01", "source": "access.log",
                                   "sourcetype": "access_combined", "index": "web"}
-    assert batch.text[0].raw == facts["first_event_raw"]
+    assert batch.rest[0].raw == facts["first_event_raw"]
 
 
 @pytest.mark.parametrize("name, count", [("fluentbit-raw-access-log-unseparated.txt", 1), ("fluentbit-raw-hello.txt", 1)])
 def test_raw_body_without_line_breaks_is_one_event(name: str, count: int) -> None:
     """A raw body with no line break is one event, whatever it holds."""
-    assert len(parse_raw_body(fixture(name), {}, parse_cef=True, now=NOW).text) == count
+    assert len(parse_raw_body(fixture(name), {}, parse_cef=True, now=NOW).rest) == count
 
 
 def test_raw_crlf_and_blank_lines_and_empty_body() -> None:
     """CR before LF is dropped, blank lines are skipped, and a body of only blank lines is No data (5)."""
     batch = parse_raw_body(b"one\r\n\r\n  \ntwo", {}, parse_cef=False, now=NOW)
-    assert [r.data["event"] for r in batch.text] == ["one", "two"]
+    assert [r.data["event"] for r in batch.rest] == ["one", "two"]
     with pytest.raises(HecError) as caught:
         parse_raw_body(b"\r\n \n", {}, parse_cef=False, now=NOW)
     assert caught.value.status is hec.NO_DATA
@@ -142,12 +142,12 @@ def test_raw_cef_lines_become_cef_records_and_malformed_cef_stays_text() -> None
             b"plain text\n")
     batch = parse_raw_body(body, {"sourcetype": "cef"}, parse_cef=True, now=NOW)
     [cef] = batch.cef
-    assert hec.is_cef(cef) and not any(hec.is_cef(r) for r in batch.text)
+    assert hec.is_cef(cef) and not any(hec.is_cef(r) for r in batch.rest)
     fields = cef.data["cef"]
     assert (fields["deviceVendor"], fields["name"], fields["severity"]) == ("Security", "worm stopped", "10")
     assert (fields["src"], fields["dst"], fields["spt"]) == ("10.0.0.1", "2.1.2.2", "1232")
     assert cef.data["hec"] == {"sourcetype": "cef"} and cef.raw == body.decode().split("\n")[0]
-    assert [r.data["event"] for r in batch.text] == ["CEF:0|only|three fields", "plain text"]
+    assert [r.data["event"] for r in batch.rest] == ["CEF:0|only|three fields", "plain text"]
 
 
 # -- CEF lines as envelope events ----------------------------------------------------------------
@@ -186,4 +186,4 @@ def test_envelope_events_that_are_not_cef_lines_stay_envelopes(event: Any) -> No
 def test_raw_cef_lines_stay_text_without_a_cef_template() -> None:
     """Without the cef-syslog template a CEF line is an ordinary text event, never dropped."""
     batch = parse_raw_body(b"CEF:0|V|P|1|100|n|5|src=1.2.3.4\n", {}, parse_cef=False, now=NOW)
-    assert batch.cef == () and batch.text[0].data == {"event": "CEF:0|V|P|1|100|n|5|src=1.2.3.4"}
+    assert batch.cef == () and batch.rest[0].data == {"event": "CEF:0|V|P|1|100|n|5|src=1.2.3.4"}

@@ -217,8 +217,8 @@ def test_hec_raw_lines_stay_text() -> None:
     """The raw endpoint decodes no JSON: a line holding hostile JSON is an event of that text."""
     body = nested(5000) + b"\n" + rb'{"a":"\ud800"}'
     batch = parse_raw_body(body, {}, False, 0.0)
-    assert [r.data["event"] for r in batch.text] == [nested(5000).decode(), r'{"a":"\ud800"}']
-    assert_serialisable(list(batch.text))
+    assert [r.data["event"] for r in batch.rest] == [nested(5000).decode(), r'{"a":"\ud800"}']
+    assert_serialisable(list(batch.rest))
 
 
 # -- e-mail ----------------------------------------------------------------------------------

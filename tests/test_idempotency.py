@@ -10,7 +10,7 @@ import json
 import pytest_twisted
 from twisted.logger import capturedLogs, formatEvent
 
-from aisoc_inboxd.idempotency import LEASE_SECONDS
+from aisoc_inboxd.intake.idempotency import LEASE_SECONDS
 from aisoc_inboxd.testing import FakeStore, MemoryInbox
 
 INCIDENT = json.dumps({"event": {"id": "01ABCDEF", "event_type": "incident.triggered",
@@ -48,7 +48,7 @@ async def test_a_vendor_delivery_id_is_published_without_dedupe_while_the_store_
     assert (status, response.headers.getRawHeaders("X-AiSOC-Idempotent-Replay")) == (200, ["true"])
     assert len(inbox.sink.records) == 5  # w-0, w-1, w-2 twice (no de-duplication while down), w-3 once
     assert skipped(inbox) == 3
-    lines = [formatEvent(e) for e in events if e["log_namespace"] == "aisoc_inboxd.idempotency.Idempotency"]
+    lines = [formatEvent(e) for e in events if e["log_namespace"] == "aisoc_inboxd.intake.idempotency.Idempotency"]
     assert len(lines) == 2, lines
     assert lines[0].startswith("vendor delivery ids are published without de-duplication while the token store "
                                "cannot claim them (PostgreSQL at db:5432/inbox as aisoc: connection refused)")

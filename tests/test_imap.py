@@ -21,6 +21,9 @@ from twisted.internet.task import Clock, deferLater
 from aisoc_inboxd.catalog import TemplateCatalog
 from aisoc_inboxd.config import ImapSettings
 from aisoc_inboxd.imap import ImapPoller
+from aisoc_inboxd.intake.idempotency import Idempotency
+from aisoc_inboxd.intake.intake import Intake
+from aisoc_inboxd.intake.ratelimit import RateLimiter
 from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.pipeline import Pipeline
 from aisoc_inboxd.sinks import SinkRecord, SinkUnavailable
@@ -28,6 +31,7 @@ from aisoc_inboxd.sinks.file import FileSink
 from aisoc_inboxd.store import ImapConnectorRecord
 from aisoc_inboxd.store.secrets import SecretBox
 from aisoc_inboxd.store.sqlite import SqliteStore
+from aisoc_inboxd.tokens import LookupBudget, TokenCache, TokenResolver
 from tests.support.daemon import daemon_settings, start_daemon
 from tests.support.dovecot import *  # noqa: F401,F403  (the dovecot fixture)
 from tests.support.dovecot import Dovecot
@@ -78,8 +82,11 @@ class Sink(FileSink):
 class Rig:
     """
     A poller on a fake clock (polls run when the test says so) over a real SQLite store, the real
-    pipeline and file sink, and the real reactor's threads.
+    intake, pipeline and file sink, and the real reactor's threads.
     """
+
+    #: the tenants' rate limit (requests a minute): each message takes one
+    rate_limit_per_min = 600
 
     def __init__(self, tmp: Path, reactor: Any, dovecot: Dovecot) -> None:
         self.reactor = reactor
@@ -94,8 +101,12 @@ class Rig:
         self.poller = self.new_poller()
 
     def new_poller(self) -> ImapPoller:
-        return ImapPoller(self.store, self.catalog, Pipeline(self.sink, self.metrics), self.metrics,
-                          self.settings, self.reactor, self.clock)
+        resolver = TokenResolver(self.store, TokenCache(self.clock), LookupBudget(self.clock, 20.0),
+                                 self.metrics.token_store)
+        intake = Intake(resolver, self.catalog, Pipeline(self.sink, self.metrics),
+                        RateLimiter(self.clock, self.rate_limit_per_min), Idempotency(self.store, self.clock),
+                        self.clock)
+        return ImapPoller(self.store, intake, self.metrics, self.settings, self.reactor, self.clock)
 
     def connector(self, uid: str = "00000000000000a1", password: str | None = None,
                   max_messages: int = 50) -> ImapConnectorRecord:
@@ -183,6 +194,24 @@ async def test_a_sink_failure_mid_poll_leaves_the_rest_unseen_and_the_next_poll_
     assert (await rig.poller.poll(connector.uid)).delivered == 3
     assert message_ids(rig.sink.events()) == [f"<alert-{n}@crowdstrike.example>" for n in range(1, 6)]
     assert set(rig.dovecot.seen().values()) == {True}
+
+
+@pytest_twisted.ensureDeferred
+async def test_each_message_takes_one_request_from_the_tenants_rate_limit(rig: Rig) -> None:
+    """With a limit of 2 a minute, a poll delivers two of five messages and stops (rate_limited, the rest unseen); a minute later two more arrive, and the rest waits."""
+    rig.rate_limit_per_min = 2
+    rig.poller = rig.new_poller()
+    rig.dovecot.append(*(alert(n) for n in range(1, 6)))
+    connector = rig.connector()
+    await rig.start(connector)
+    result = await rig.poller.poll(connector.uid)
+    assert (result.delivered, result.outcome) == (2, "rate_limited")
+    assert sorted(rig.dovecot.seen().values()) == [False, False, False, True, True]
+    assert rig.counted("aisoc_ingest_imap_polls_total", connector=connector.uid, outcome="rate_limited") == 1
+    rig.clock.advance(60)  # the worker's scheduled poll runs (two requests again), then this one
+    assert (await rig.poller.poll(connector.uid)).outcome == "rate_limited"
+    assert message_ids(rig.sink.events()) == [f"<alert-{n}@crowdstrike.example>" for n in range(1, 5)]
+    assert sorted(rig.dovecot.seen().values()) == [False, True, True, True, True]
 
 
 @pytest_twisted.ensureDeferred

@@ -23,7 +23,6 @@ from aisoc_inboxd.push_stats import BUCKET, RETENTION, PushStatsRecorder
 from aisoc_inboxd.testing import STORE_DOWN, FakeStore
 from aisoc_inboxd.store import PushBucket, PushTotals, TokenRecord
 from aisoc_inboxd.tokens import fingerprint, push_row
-from aisoc_inboxd.web.routes import Reply
 from tests.support.daemon import RunningDaemon, daemon_settings, start_daemon
 from tests.test_cli import cli
 
@@ -31,10 +30,11 @@ T0 = 1_700_000_040.0  # a minute boundary
 A1 = TokenRecord(fingerprint=fingerprint("aisoc_inbox_a1"), tenant_id="tenant-a", template_id="pagerduty")
 A2 = TokenRecord(fingerprint=fingerprint("aisoc_inbox_a2"), tenant_id="tenant-a", template_id="generic-json")
 B1 = TokenRecord(fingerprint=fingerprint("aisoc_inbox_b1"), tenant_id="tenant-b", template_id="opsgenie")
-OK = Reply(200, {"accepted": 1, "template": "pagerduty"}, "pagerduty")
-REPLAY = Reply(200, {"accepted": 1, "template": "pagerduty"}, "pagerduty", "replay")
-BAD_SIGNATURE = Reply(401, {"error": "invalid signature"}, "pagerduty", "invalid_signature")
-UNAVAILABLE = Reply(503, {"error": "events could not be made durable"}, "pagerduty", "unavailable")
+#: replies as the routes tell their observers: outcome, status, error message
+OK = ("ok", 200, None)
+REPLAY = ("replay", 200, None)
+BAD_SIGNATURE = ("invalid_signature", 401, "invalid signature")
+UNAVAILABLE = ("unavailable", 503, "events could not be made durable")
 
 
 def recorder(drained: Deferred[None] | None = None) -> tuple[PushStatsRecorder, FakeStore, Clock]:
@@ -47,14 +47,14 @@ def recorder(drained: Deferred[None] | None = None) -> tuple[PushStatsRecorder, 
 def test_replies_are_counted_per_token_and_minute_and_flushed_per_tenant() -> None:
     """Every reply of a resolved token counts a request, 4xx/5xx count as errors, and one write per tenant adds them."""
     rec, store, clock = recorder()
-    rec.replied("webhook", A1, OK)
+    rec.replied("webhook", A1, *OK)
     clock.advance(10)
-    rec.replied("webhook", A1, BAD_SIGNATURE)
-    rec.replied("email", A2, UNAVAILABLE)
-    rec.replied("webhook", B1, OK)
+    rec.replied("webhook", A1, *BAD_SIGNATURE)
+    rec.replied("email", A2, *UNAVAILABLE)
+    rec.replied("webhook", B1, *OK)
     clock.advance(55)  # into the next minute
-    rec.replied("webhook", A1, OK)
-    rec.replied("webhook", None, Reply(401, {"error": "invalid token"}, None, "invalid_token"))
+    rec.replied("webhook", A1, *OK)
+    rec.replied("webhook", None, "invalid_token", 401, "invalid token")
     rec.flush()
     assert sorted(store.added) == [
         ("tenant-a", sorted([PushBucket(A1.fingerprint, "pagerduty", T0, 2, 1, T0 + 10),
@@ -69,7 +69,7 @@ def test_replies_are_counted_per_token_and_minute_and_flushed_per_tenant() -> No
 def test_a_replay_is_a_request_but_never_an_error() -> None:
     """A replayed idempotent answer counts as a request and not as an error."""
     rec, store, _ = recorder()
-    rec.replied("webhook", A1, REPLAY)
+    rec.replied("webhook", A1, *REPLAY)
     rec.flush()
     assert store.added == [("tenant-a", [PushBucket(A1.fingerprint, "pagerduty", T0, 1, 0, T0)])]
 
@@ -78,8 +78,8 @@ def test_the_running_recorder_flushes_on_its_interval_and_sweeps_old_buckets() -
     """Started, it writes every 5 s of the clock without a write per request, and sweeps what is older than 25 h."""
     rec, store, clock = recorder()
     rec.startService()
-    rec.replied("webhook", A1, OK)
-    rec.replied("webhook", A1, OK)
+    rec.replied("webhook", A1, *OK)
+    rec.replied("webhook", A1, *OK)
     assert store.added == []
     clock.advance(5)
     assert store.added == [("tenant-a", [PushBucket(A1.fingerprint, "pagerduty", T0, 2, 0, T0)])]
@@ -95,13 +95,13 @@ def test_a_failed_write_keeps_its_counts_for_the_next_flush() -> None:
     rec, store, clock = recorder()
     rec.startService()
     store.down = True
-    rec.replied("webhook", A1, BAD_SIGNATURE)
+    rec.replied("webhook", A1, *BAD_SIGNATURE)
     with capturedLogs() as logs:
         clock.advance(5)
         clock.advance(600)
         assert store.added == []
         store.down = False
-        rec.replied("webhook", A1, OK)
+        rec.replied("webhook", A1, *OK)
         clock.advance(5)
     lost = STORE_DOWN
     assert [formatEvent(e) for e in logs] == [
@@ -119,7 +119,7 @@ def test_counts_the_store_never_took_are_dropped_after_the_retention() -> None:
     """Counts that could not be written for longer than the 25 h retention are given up instead of piling up."""
     rec, store, clock = recorder()
     store.down = True
-    rec.replied("webhook", A1, OK)
+    rec.replied("webhook", A1, *OK)
     with capturedLogs():
         clock.advance(RETENTION + BUCKET)
         rec.flush()
@@ -133,12 +133,12 @@ def test_stop_flushes_at_once_and_again_when_in_flight_requests_replied() -> Non
     drained: Deferred[None] = Deferred()
     rec, store, clock = recorder(drained)
     rec.startService()
-    rec.replied("webhook", A1, OK)
+    rec.replied("webhook", A1, *OK)
     stopped: list[object] = []
     rec.stopService().addCallback(stopped.append)
     assert stopped == [None]
     assert store.added == [("tenant-a", [PushBucket(A1.fingerprint, "pagerduty", T0, 1, 0, T0)])]
-    rec.replied("webhook", A1, UNAVAILABLE)  # a request that was still in flight
+    rec.replied("webhook", A1, *UNAVAILABLE)  # a request that was still in flight
     drained.callback(None)
     assert store.added[1:] == [("tenant-a", [PushBucket(A1.fingerprint, "pagerduty", T0, 1, 1, T0)])]
     assert clock.getDelayedCalls() == []
@@ -179,11 +179,11 @@ def test_recent_errors_keep_the_newest_error_replies_without_tokens() -> None:
     """Only 4xx/5xx replies are kept, newest first, at most `size`, with the fingerprint prefix and a capped message."""
     clock = Clock()
     errors = RecentErrors(clock, size=3)
-    errors.replied("webhook", A1, OK)
+    errors.replied("webhook", A1, *OK)
     for status in (400, 401, 413, 503):
         clock.advance(1)
-        errors.replied("webhook", A1, Reply(status, {"error": f"e{status} " + "x" * 500}, "pagerduty", "x"))
-    errors.replied("email", None, Reply(401, {"error": "invalid token"}, None, "invalid_token"))
+        errors.replied("webhook", A1, "x", status, f"e{status} " + "x" * 500)
+    errors.replied("email", None, "invalid_token", 401, "invalid token")
     entries = errors.entries()
     assert [(e.route, e.status, e.token) for e in entries] == [
         ("email", 401, None), ("webhook", 503, A1.fingerprint[:8]), ("webhook", 413, A1.fingerprint[:8])]

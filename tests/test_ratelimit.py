@@ -12,7 +12,7 @@ from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, capturedLogs
 
-from aisoc_inboxd.ratelimit import Admission, LeasedRateLimiter, RateLimiter
+from aisoc_inboxd.intake.ratelimit import Admission, LeasedRateLimiter, RateLimiter
 
 
 def now_result(coroutine: Coroutine[Any, Any, float]) -> float:

@@ -25,7 +25,7 @@ from twisted.logger import LogLevel, capturedLogs, formatEvent
 from aisoc_inboxd.catalog import TemplateCatalog
 from aisoc_inboxd.config import Settings, load_settings
 from aisoc_inboxd.metrics import Metrics
-from aisoc_inboxd.ratelimit import RateLimiter
+from aisoc_inboxd.intake.ratelimit import RateLimiter
 from aisoc_inboxd.reload import Reloader, ReloadOutcome, Reloads, Replaceable
 from aisoc_inboxd.tls import ReloadableTLS, split_tls_endpoint
 from aisoc_inboxd.tokens import TokenAdmin

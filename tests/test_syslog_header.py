@@ -1,5 +1,5 @@
 """
-Syslog header parsing (L{aisoc_inboxd.syslog.header}): RFC 5424/3164 examples, relay and vendor
+Syslog header parsing (L{aisoc_inboxd.formats.syslog}): RFC 5424/3164 examples, relay and vendor
 prefixes from the corpus, the documented decisions, and junk that must never raise.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from aisoc_inboxd.formats.cef import parse_cef_line
 from aisoc_inboxd.syslog.framing import FrameDecoder
-from aisoc_inboxd.syslog.header import SyslogMessage, parse_syslog
+from aisoc_inboxd.formats.syslog import SyslogMessage, parse_syslog
 from tests.support.shared import CORPUS, FIXTURES, require_shared
 
 SYSLOG_FIXTURES = FIXTURES / "syslog"

@@ -35,11 +35,11 @@ from twisted.logger import capturedLogs, formatEvent, globalLogPublisher
 
 from aisoc_inboxd.config import ConfigError, SyslogListenerSettings, SyslogSettings, load_settings
 from aisoc_inboxd.inflight import InFlight
+from aisoc_inboxd.intake.refusals import sink_unavailable
 from aisoc_inboxd.metrics import SYSLOG_DROP_REASONS, SyslogMetrics
 from aisoc_inboxd.syslog.framing import MAX_SKIPPED_FRAME
 from aisoc_inboxd.syslog.protocol import SyslogDatagramProtocol, SyslogIntake, SyslogStreamFactory, SyslogStreamProtocol
-from aisoc_inboxd.syslog.samples import FrameSamples
-from aisoc_inboxd.web.errors import unavailable
+from aisoc_inboxd.deliveries import FrameSamples
 from tests.support.daemon import RunningDaemon, daemon_settings, start_daemon, wait_for
 from tests.support.ocsf import assert_valid_ocsf
 from tests.support.rsyslog import Forward, start_rsyslog
@@ -407,7 +407,7 @@ def test_sink_refusal_is_counted_as_dropped() -> None:
     protocol = SyslogDatagramProtocol(listener, clock)
     protocol.datagramReceived(b"<13>May  8 09:00:00 h a: 1", ("127.0.0.1", 1))
     clock.advance(0)
-    intake.deliveries[0][2].errback(unavailable("spool full"))
+    intake.deliveries[0][2].errback(sink_unavailable("spool full"))
     assert accounting(metrics) == (1, 0, 0, {"unavailable": 1})
     assert listener.in_flight == 0
 
@@ -419,7 +419,7 @@ def test_a_refusal_by_a_stopped_sink_is_counted_as_shutdown() -> None:
     with capturedLogs() as logged:
         listener.submit([b"<13>May  8 09:00:00 h a: 1"])
         sink.running = False
-        intake.deliveries[0][2].errback(unavailable("the Kafka sink is stopped"))
+        intake.deliveries[0][2].errback(sink_unavailable("the Kafka sink is stopped"))
     assert accounting(metrics) == (1, 0, 0, {"shutdown": 1})
     (line,) = warnings(logged)
     assert "1 events dropped (shutdown)" in line

@@ -28,7 +28,7 @@ from aisoc_inboxd.config import load_settings
 from aisoc_inboxd.deliveries import WORKER_NUMBERS
 from aisoc_inboxd.hec_acks import AckChannels
 from aisoc_inboxd.metrics import Metrics
-from aisoc_inboxd.ratelimit import RateLimiter
+from aisoc_inboxd.intake.ratelimit import RateLimiter
 from aisoc_inboxd.reload import Reloader, Reloads, Replaceable
 from aisoc_inboxd.sinks import SinkRecord
 from aisoc_inboxd.sinks.spool import Spool, absorb

@@ -1,9 +1,9 @@
 """
-ParseCEFBatch: ArcSight Common Event Format (CEF) lines into events.
+ArcSight Common Event Format (CEF) lines into events.
 
-A batch is newline-delimited (LF or CRLF). Blank lines are skipped; a line that is not CEF is counted
-as malformed with its line number and a reason, and never fails the batch (the spec's
-C{outcome="malformed"}). Each line is::
+A batch is newline-delimited (LF or CRLF; L{cef_lines}). Blank lines are skipped; a line that is not
+CEF raises L{CefError} with the reason, which the intakes count as malformed without failing the batch
+(the spec's C{outcome="malformed"}, L{aisoc_inboxd.formats.cef_records.split_cef_lines}). Each line is::
 
     [prefix ]CEF:Version|Device Vendor|Device Product|Device Version|Device Event Class ID|Name|Severity|[Extension]
 
@@ -114,30 +114,6 @@ class CefEvent:
         return [(key, ext.get(key + "Label"), value) for key, value in ext.items() if _CUSTOM_KEY.fullmatch(key)]
 
 
-@dataclass(frozen=True, slots=True)
-class CefLineError:
-    """
-    Why line C{line} (1-based, counting blank lines) of a batch was dropped.
-    """
-
-    line: int
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class CefBatch:
-    """
-    The events of a batch and the lines that were dropped as malformed.
-    """
-
-    events: tuple[CefEvent, ...]
-    errors: tuple[CefLineError, ...]
-
-    @property
-    def malformed(self) -> int:
-        return len(self.errors)
-
-
 def normalize_severity(raw: str) -> CefSeverity:
     """
     The severity band of a header severity: a number 0-10 or a CEF severity word, else UNKNOWN.
@@ -183,20 +159,6 @@ def parse_cef_line(line: str) -> CefEvent:
     )
 
 
-def parse_cef_batch(data: bytes | str) -> CefBatch:
-    """
-    Every CEF record of a newline-delimited batch; malformed lines are collected, not raised.
-    """
-    events: list[CefEvent] = []
-    errors: list[CefLineError] = []
-    for number, line in cef_lines(data):
-        try:
-            events.append(parse_cef_line(line))
-        except CefError as e:
-            errors.append(CefLineError(number, str(e)))
-    return CefBatch(tuple(events), tuple(errors))
-
-
 def cef_lines(data: bytes | str) -> Iterator[tuple[int, str]]:
     """
     The non-blank lines of a batch with their 1-based numbers: UTF-8 (invalid bytes replaced), a
@@ -207,25 +169,6 @@ def cef_lines(data: bytes | str) -> Iterator[tuple[int, str]]:
         line = line.removesuffix("\r")
         if line and not line.isspace():
             yield number, line
-
-
-def escape_header_field(value: str) -> str:
-    """
-    C{value} written as a CEF header field: backslashes and pipes escaped.
-
-    @raise ValueError: C{value} holds a line break, which CEF headers cannot carry.
-    """
-    if "\n" in value or "\r" in value:
-        raise ValueError("a CEF header field cannot hold a line break")
-    return value.replace("\\", "\\\\").replace("|", "\\|")
-
-
-def escape_extension_value(value: str) -> str:
-    """
-    C{value} written as a CEF extension value: backslashes, C{=} and line breaks escaped. Trailing
-    spaces cannot be written: a parser trims them.
-    """
-    return value.replace("\\", "\\\\").replace("=", "\\=").replace("\n", "\\n").replace("\r", "\\r")
 
 
 def _unescape(text: str, escapes: tuple[tuple[str, str], ...]) -> str:

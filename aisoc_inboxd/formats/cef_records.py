@@ -2,7 +2,8 @@
 A parsed CEF event as the record the C{cef-syslog} template maps.
 
 The template stays declarative; what needs code is done here, once, for every CEF intake (the
-C{/v1/inbox/cef} route and the syslog listeners):
+C{/v1/inbox/cef} route, the HEC routes and the syslog listeners), which read CEF through
+L{read_cef} (one line) or L{split_cef_lines} (a batch, told apart from what is not CEF):
 
   - B{flattening}: the header fields under their CEF full names (C{cef.deviceVendor},
     C{cef.deviceProduct}, C{cef.deviceVersion}, C{cef.deviceEventClassId}, C{cef.name},
@@ -35,13 +36,14 @@ C{/v1/inbox/cef} route and the syslog listeners):
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import UTC, tzinfo
-from typing import Any
+from typing import Any, Callable, Iterable, Mapping
 
-from aisoc_inboxd.formats.cef import CefEvent
+from aisoc_inboxd.formats.cef import CefError, CefEvent, parse_cef_line
 from aisoc_inboxd.formats.json_body import Record
 from aisoc_inboxd.normalizer.timeparse import to_epoch_ms
-from aisoc_inboxd.syslog.header import SyslogMessage, bsd_timestamp, parse_syslog
+from aisoc_inboxd.formats.syslog import SyslogMessage, bsd_timestamp, parse_syslog
 
 #: the kinds L{event_kind} returns, in the order they are tried; C{classes} in cef-syslog.yaml maps them
 KINDS = ("authentication", "dns", "http", "file", "api", "finding", "network", "other")
@@ -207,6 +209,61 @@ def cef_record(event: CefEvent, raw: str, now: float, syslog: SyslogMessage | No
     if syslog is not None:
         data["syslog"] = syslog_fields(syslog)
     return Record(data, raw)
+
+
+def read_cef(line: str, now: float, raw: str | None = None, hec: Mapping[str, Any] | None = None,
+             syslog: SyslogMessage | None = None, local_tz: tzinfo = UTC) -> Record:
+    """
+    A CEF line as the record every CEF intake gives the CEF template (L{cef_record}).
+
+    @param raw: what was received, the event's C{raw_data} (the line itself unless given).
+    @param hec: the HEC envelope's metadata (C{host}, C{source}, …), kept under C{hec}.
+    @param syslog: the header of the syslog frame whose message the line is.
+    @raise CefError: the line is not CEF.
+    """
+    record = cef_record(parse_cef_line(line), line if raw is None else raw, now, syslog, local_tz)
+    if hec:
+        record.data["hec"] = dict(hec)
+    return record
+
+
+@dataclass(frozen=True)
+class Split:
+    """
+    Records told apart by the template that maps them: CEF records (the CEF template) and the rest
+    (the intake's own template); C{malformed} counts what was dropped as broken CEF.
+    """
+
+    cef: tuple[Record, ...] = ()
+    rest: tuple[Record, ...] = ()
+    malformed: int = 0
+
+    def batches(self, template_id: str, cef_template_id: str) -> list[tuple[str, tuple[Record, ...]]]:
+        """
+        Each non-empty part with the template that maps it: the CEF records first, then the rest.
+        """
+        return [(t, records) for t, records in ((cef_template_id, self.cef), (template_id, self.rest)) if records]
+
+
+def split_cef_lines(lines: Iterable[str], now: float, other: Callable[[str], Record] | None = None,
+                    hec: Mapping[str, Any] | None = None) -> Split:
+    """
+    Lines (see L{aisoc_inboxd.formats.cef.cef_lines}) as CEF records; a line that is not CEF becomes
+    C{other(line)} in C{rest} when C{other} is given (HEC raw: a text event), else it is dropped and
+    counted malformed (the CEF route).
+    """
+    cef: list[Record] = []
+    rest: list[Record] = []
+    malformed = 0
+    for line in lines:
+        try:
+            cef.append(read_cef(line, now, hec=hec))
+        except CefError:
+            if other is None:
+                malformed += 1
+            else:
+                rest.append(other(line))
+    return Split(tuple(cef), tuple(rest), malformed)
 
 
 def syslog_fields(message: SyslogMessage) -> dict[str, Any]:

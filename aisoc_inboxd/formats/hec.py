@@ -23,18 +23,18 @@ Decisions, each pinned by a test:
   - B{CEF in an envelope}: an C{event} string that parses as CEF (optionally behind a syslog
     header: syslog-ng's C{http()} destination and many forwarders send the line as the event) is
     the same CEF record as on the raw endpoint (L{cef_envelope}), the rest of the envelope under
-    C{hec}.
+    C{hec}. Both are read by L{aisoc_inboxd.formats.cef_records}, as every CEF intake's are.
 """
 from __future__ import annotations
 
 import json
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from aisoc_inboxd import fastjson
-from aisoc_inboxd.formats import cef_records
-from aisoc_inboxd.formats.cef import CefError, parse_cef_line
+from aisoc_inboxd.formats.cef import CefError, cef_lines
+from aisoc_inboxd.formats.cef_records import Split, read_cef, split_cef_lines
 from aisoc_inboxd.formats.json_body import Record, check_event_count, utf8_prefix
 
 
@@ -177,45 +177,33 @@ def _skip_space(text: str, position: int) -> int:
     return position
 
 
-@dataclass(frozen=True)
-class RawBatch:
-    """
-    The events of a raw-endpoint body: text lines (for the token's template) and CEF lines.
-    """
-
-    text: tuple[Record, ...]
-    cef: tuple[Record, ...]
-
-
 def parse_raw_body(body: bytes, metadata: Mapping[str, str], parse_cef: bool, now: float,
-                   max_events: int | None = None) -> RawBatch:
+                   max_events: int | None = None) -> Split:
     """
-    One event per non-blank line, with C{metadata} (host, source, sourcetype, index) attached; CEF
+    One event per non-blank line, with C{metadata} (host, source, sourcetype, index) attached: CEF
     lines become CEF records when C{parse_cef} (C{now}, the receive time, dates stamps without a
-    year). C{HecError} (5) when there is no line at all, (6) naming the event whose line holds a
-    byte that is not UTF-8, L{TooManyEvents
+    year), the rest text events (C{rest}). C{HecError} (5) when there is no line at all, (6) naming
+    the event whose line holds a byte that is not UTF-8, L{TooManyEvents
     <aisoc_inboxd.formats.json_body.TooManyEvents>} past C{max_events} lines.
     """
     envelope = {key: metadata[key] for key in METADATA_KEYS if metadata.get(key)}
     decoded, invalid_at = utf8_prefix(body)
-    lines = decoded.removeprefix("\ufeff").split("\n")
     if invalid_at is not None:  # the last line holds it: refused by its event number, nothing published
-        raise HecError(INVALID_DATA_FORMAT, sum(1 for line in lines[:-1] if line.strip()))
-    text: list[Record] = []
-    cef: list[Record] = []
-    for line in lines:
-        line = line.removesuffix("\r")
-        if not line.strip():
-            continue
-        check_event_count(len(text) + len(cef) + 1, max_events)
-        record = cef_record(line, envelope, now) if parse_cef else None
-        if record is None:
-            text.append(Record({"event": line, **envelope}, line))
-        else:
-            cef.append(record)
-    if not text and not cef:
+        raise HecError(INVALID_DATA_FORMAT, sum(1 for line in decoded.removeprefix("\ufeff").split("\n")[:-1]
+                                                if line.strip()))
+    lines = [line for _, line in cef_lines(decoded)]
+    check_event_count(len(lines), max_events)
+
+    def text(line: str) -> Record:
+        return Record({"event": line, **envelope}, line)
+
+    if parse_cef:
+        batch = split_cef_lines(lines, now, text, envelope)
+    else:
+        batch = Split(rest=tuple(text(line) for line in lines))
+    if not batch.cef and not batch.rest:
         raise HecError(NO_DATA)
-    return RawBatch(tuple(text), tuple(cef))
+    return batch
 
 
 def is_cef(record: Record) -> bool:
@@ -223,6 +211,14 @@ def is_cef(record: Record) -> bool:
     Whether a record is a CEF record (text and envelope records always carry C{event}, CEF ones never).
     """
     return "event" not in record.data
+
+
+def split(records: Iterable[Record]) -> Split:
+    """
+    A request's records told apart: CEF records for the CEF template, the rest for the token's.
+    """
+    records = list(records)
+    return Split(cef=tuple(r for r in records if is_cef(r)), rest=tuple(r for r in records if not is_cef(r)))
 
 
 def cef_envelope(record: Record, now: float) -> Record | None:
@@ -235,20 +231,7 @@ def cef_envelope(record: Record, now: float) -> Record | None:
     if not isinstance(event, str):
         return None
     envelope = {key: value for key, value in record.data.items() if key != "event"}
-    return cef_record(event, envelope, now, record.raw)
-
-
-def cef_record(line: str, envelope: Mapping[str, Any], now: float, raw: str | None = None) -> Record | None:
-    """
-    A CEF line as the record every CEF intake gives the cef-syslog template, with the HEC metadata
-    under C{hec}; C{None} when the line is not CEF. C{raw} is what was received (the line itself
-    unless given).
-    """
     try:
-        event = parse_cef_line(line)
+        return read_cef(event, now, record.raw, envelope)
     except CefError:
         return None
-    record = cef_records.cef_record(event, line if raw is None else raw, now)
-    if envelope:
-        record.data["hec"] = dict(envelope)
-    return record

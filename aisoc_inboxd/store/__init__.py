@@ -92,6 +92,10 @@ class PushBucket:
     last_seen: float
 
 
+#: the window push totals are read over (the Push tab's, the admin API's token stats): 24 hours
+PUSH_WINDOW = 24 * 3600.0
+
+
 @dataclass(frozen=True)
 class PushTotals:
     """
@@ -171,7 +175,7 @@ class Store(Protocol):
     def claim_idempotency_key(self, fingerprint: str, key: str, now: float, lease: float,
                               owner: str) -> Deferred[tuple[bool, int | None, str | None]]:
         """
-        See L{aisoc_inboxd.idempotency}: claim a key for the request C{owner} (a random id), or
+        See L{aisoc_inboxd.intake.idempotency}: claim a key for the request C{owner} (a random id), or
         learn its recorded reply, or that another request holds it.
         """
 

@@ -1,15 +1,13 @@
 """
 The syslog listeners' protocols: TCP/TLS streams (RFC 6587 framing) and UDP datagrams, both handing
-frames to one L{SyslogIntake} per listener, which publishes them through the pipeline.
+frames to one L{SyslogIntake} per listener (a L{ListenerIntake}: in-flight ceiling, batches per
+template, accounting), which publishes them through intake.
 
 Syslog has no acknowledgement, so the daemon cannot answer "durable" as the HTTP routes do; what it
-can do is not read faster than the sink writes, and account for every frame it read: durable, in
-flight, or dropped under a named reason (L{SyslogIntake}). Each listener counts its events between
-the socket and the sink. Past C{max_in_flight} (or while the Kafka sink says it is saturated) a TCP
-connection stops reading (C{pauseProducing}: the kernel's window pushes back on the sender, which
-buffers or blocks) until the count drains, and a batch already read that finds the sink full waits
-for room; UDP cannot push back, so datagrams are dropped and counted
-(C{aisoc_ingest_syslog_dropped_total{reason="saturated"}}).
+can do is not read faster than the sink writes. Past C{max_in_flight} (or while the Kafka sink says
+it is saturated) a TCP connection stops reading (C{pauseProducing}: the kernel's window pushes back
+on the sender, which buffers or blocks) until the count drains; UDP cannot push back, so datagrams
+are dropped and counted (C{aisoc_ingest_syslog_dropped_total{reason="saturated"}}).
 
 The frames one C{dataReceived} completes are published together: one batch per template (CEF
 frames with the CEF template, the rest with the syslog template), one Deferred per batch.
@@ -23,10 +21,9 @@ of a connection away unnoticed.
 """
 from __future__ import annotations
 
-from typing import Protocol as TypingProtocol, Sequence
 from zoneinfo import ZoneInfo
 
-from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.logger import Logger
@@ -34,47 +31,24 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
 from aisoc_inboxd.config import SyslogListenerSettings
-from aisoc_inboxd.formats.cef import CefError
-from aisoc_inboxd.formats.json_body import Record
+from aisoc_inboxd.formats.syslog_records import frame_records
 from aisoc_inboxd.inflight import InFlight
-from aisoc_inboxd.intake import Intake
+from aisoc_inboxd.intake.intake import Intake
+from aisoc_inboxd.intake.listener import ListenerIntake, Saturation
+from aisoc_inboxd.deliveries import FrameSamples
 from aisoc_inboxd.metrics import SyslogMetrics
 from aisoc_inboxd.syslog.framing import FrameDecoder
-from aisoc_inboxd.syslog.records import frame_record
-from aisoc_inboxd.syslog.samples import FrameSamples
-from aisoc_inboxd.web.errors import HttpError
 
 #: the route events of syslog listeners are published under (C{metadata.log_source})
 ROUTE = "syslog"
 
 
-class Saturation(TypingProtocol):
+class SyslogIntake(ListenerIntake):
     """
-    A sink that can say it is full (the Kafka sink): L{SyslogIntake} stops reading while it is, and a
-    batch that finds it full waits for room rather than be refused.
+    A syslog listener's intake (L{ListenerIntake}): its frames decoded by
+    L{aisoc_inboxd.formats.syslog_records} in the listener's time zone, and the frame size limit and
+    idle timeout its protocols apply.
     """
-
-    @property
-    def saturated(self) -> bool: ...
-
-    @property
-    def running(self) -> bool: ...
-
-    def unsaturated(self) -> Deferred[None]: ...
-
-
-class SyslogIntake:
-    """
-    One listener's way from frames to the pipeline: its tenant and templates, its metrics and the
-    in-flight count behind back-pressure.
-
-    Every frame read is accounted for: at any moment (between reactor turns) C{frames} = C{durable}
-    + C{in_flight} + the sum of C{dropped} over its reasons, per listener, which C{/metrics} and the
-    status page expose. Frames dropped before they are parsed (oversized, truncated, saturated) come
-    through L{discard}, the rest through L{submit}.
-    """
-
-    _log = Logger()
 
     def __init__(self, settings: SyslogListenerSettings, intake: Intake, metrics: SyslogMetrics,
                  inflight: InFlight, max_in_flight: int, sink: Saturation | None = None,
@@ -84,131 +58,12 @@ class SyslogIntake:
             for never.
         @param samples: keeps the last frames and malformed frames read (recent deliveries).
         """
-        self.name = settings.name
+        zone = ZoneInfo(settings.timezone)
+        super().__init__(settings.name, ROUTE, settings.tenant, settings.template, settings.cef_template,
+                         lambda frames, now: frame_records(frames, now, zone), intake, metrics, inflight,
+                         max_in_flight, sink, samples)
         self.max_frame_bytes = settings.max_frame_bytes
         self.idle_timeout = idle_timeout
-        self._tenant = settings.tenant
-        self._templates = (settings.cef_template, settings.template)
-        self._zone = ZoneInfo(settings.timezone)
-        self._intake = intake
-        self._metrics = metrics
-        metrics.listener(self.name)
-        metrics.in_flight.labels(self.name).set_function(lambda: self._in_flight)
-        self._inflight = inflight
-        self._max_in_flight = max_in_flight
-        self._sink = sink
-        self._in_flight = 0
-        self._waiting: list[Deferred[None]] = []
-        self._samples = samples
-
-    @property
-    def in_flight(self) -> int:
-        return self._in_flight
-
-    @property
-    def saturated(self) -> bool:
-        return self.saturated_with(0)
-
-    def saturated_with(self, pending: int) -> bool:
-        """
-        Whether C{pending} more events (received, not yet submitted) would be over the ceiling.
-        """
-        return (self._in_flight + pending >= self._max_in_flight
-                or (self._sink is not None and self._sink.saturated))
-
-    async def unsaturated(self) -> None:
-        """
-        Return once this listener and the sink can take events again.
-        """
-        while self.saturated:
-            if self._in_flight >= self._max_in_flight:
-                waiter: Deferred[None] = Deferred()
-                self._waiting.append(waiter)
-                await waiter
-            else:
-                assert self._sink is not None
-                await self._sink.unsaturated()
-
-    def count(self, metric: str, amount: int = 1, *labels: str) -> None:
-        getattr(self._metrics, metric).labels(self.name, *labels).inc(amount)
-
-    def discard(self, reason: str, count: int = 1) -> None:
-        """
-        Account for C{count} frames read and dropped before they were parsed, for C{reason}
-        (oversized, truncated, saturated).
-        """
-        self.count("frames", count)
-        self.count("dropped", count, reason)
-
-    def submit(self, frames: Sequence[bytes], peer: str | None = None) -> Deferred[None]:
-        """
-        Parse C{frames} (from C{peer}, when they came from one) and publish them, one batch per
-        template; fires when they are durable or dropped (never fails). A frame whose CEF is
-        malformed is dropped and counted.
-        """
-        received_at = self._intake.now()
-        self.count("frames", len(frames))
-        if self._samples is not None:
-            self._samples.frames(frames, received_at, peer)
-        batches: tuple[list[Record], list[Record]] = ([], [])
-        for frame in frames:
-            try:
-                parsed = frame_record(frame, received_at, self._zone)
-            except CefError as e:
-                self.count("dropped", 1, "malformed")
-                self._log.debug("{listener}: malformed CEF frame dropped: {reason}", listener=self.name, reason=str(e))
-                if self._samples is not None:
-                    self._samples.malformed(frame, received_at, peer, str(e))
-                continue
-            batches[0 if parsed.is_cef else 1].append(parsed.record)
-        publishes = [self._publish(template_id, records, received_at)
-                     for template_id, records in zip(self._templates, batches) if records]
-        if not publishes:
-            return succeed(None)
-        return gatherResults(publishes).addCallback(lambda _: None)
-
-    def _publish(self, template_id: str, records: list[Record], received_at: float) -> Deferred[None]:
-        self._in_flight += len(records)
-        d = self._inflight.track(Deferred.fromCoroutine(self._deliver(template_id, records, received_at)))
-        return d.addBoth(self._delivered, len(records))
-
-    async def _deliver(self, template_id: str, records: list[Record], received_at: float) -> None:
-        """
-        Publish one batch once the sink has room. A batch that finds the sink full waits (its
-        connection is paused meanwhile, since this listener counts as saturated too) instead of
-        being refused: syslog cannot be told to retry, so a refusal would be a loss.
-        """
-        binding = self._intake.bind(self._tenant, template_id)
-        await self._room_in_sink()
-        try:
-            published = await self._intake.deliver(binding, ROUTE, records, received_at)
-        except HttpError as e:
-            reason = "unavailable" if self._sink is None or self._sink.running else "shutdown"
-            self.count("dropped", len(records), reason)
-            self._log.warn("{listener}: {count} events dropped ({reason}), the sink refused them: {error}",
-                           listener=self.name, count=len(records), reason=reason, error=str(e))
-            return
-        self.count("durable", len(records))
-        self.count("events", published)
-
-    async def _room_in_sink(self) -> None:
-        """
-        Return once the sink is below its in-flight ceiling (or stopped, when it refuses at once).
-        Waking and writing happen in one reactor turn, so a batch that finds room keeps it.
-        """
-        while self._sink is not None and self._sink.running and self._sink.saturated:
-            await self._sink.unsaturated()
-
-    def _delivered(self, result: None | Failure, count: int) -> None:
-        self._in_flight -= count
-        if isinstance(result, Failure):
-            self.count("dropped", count, "error")
-            self._log.failure("{listener}: publishing failed; {count} events dropped", result,
-                              listener=self.name, count=count)
-        if self._in_flight < self._max_in_flight:
-            waiting, self._waiting = self._waiting, []
-            for waiter in waiting:
-                waiter.callback(None)
 
 
 class SyslogStreamProtocol(Protocol, TimeoutMixin):

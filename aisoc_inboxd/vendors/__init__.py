@@ -18,7 +18,7 @@ __all__ = ["SnsGate", "SnsOptions", "UrlPolicy", "VendorGate", "build_vendor_gat
 
 class VendorGate:
     """
-    Runs the vendor checks that apply to a request's template; raises an L{HttpError} to refuse it.
+    Runs the vendor checks that apply to a request's template; raises a L{Refused} to refuse it.
     """
 
     def __init__(self, sns: SnsGate | None = None, sns_templates: frozenset[str] = frozenset()) -> None:

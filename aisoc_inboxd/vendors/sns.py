@@ -26,7 +26,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from aisoc_inboxd.formats.json_body import Record
-from aisoc_inboxd.web.errors import HttpError
+from aisoc_inboxd.intake.refusals import Refused
 
 #: SNS hosts in every partition: sns.<region>.amazonaws.com and sns.<region>.amazonaws.com.cn
 SNS_HOST = re.compile(r"^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$")
@@ -66,9 +66,9 @@ class SnsOptions:
     auto_confirm_topics: frozenset[str] = field(default_factory=frozenset)
 
 
-class InvalidSnsMessage(HttpError):
+class InvalidSnsMessage(Refused):
     def __init__(self, problem: str) -> None:
-        super().__init__(401, f"invalid SNS message: {problem}", "invalid_signature")
+        super().__init__("invalid_signature", f"invalid SNS message: {problem}")
 
 
 class SnsGate:
@@ -93,7 +93,7 @@ class SnsGate:
     async def screen(self, records: Sequence[Record]) -> None:
         """
         Verify (when configured) every envelope, then log and maybe confirm subscriptions; raise
-        L{InvalidSnsMessage} (401) for a message that does not verify.
+        L{InvalidSnsMessage} (C{invalid_signature}) for a message that does not verify.
         """
         for record in records:
             message = record.data

@@ -31,7 +31,7 @@ from twisted.internet.defer import Deferred
 from twisted.web.server import Request
 
 from aisoc_inboxd import fastjson
-from aisoc_inboxd.idempotency import HEADER as IDEMPOTENCY_HEADER, check_key
+from aisoc_inboxd.intake.idempotency import HEADER as IDEMPOTENCY_HEADER, check_key
 from aisoc_inboxd.inflight import InFlight
 from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.tenants import InvalidTenant
@@ -46,7 +46,8 @@ from aisoc_inboxd.tokens import (
 from aisoc_inboxd.store import StoreError
 from aisoc_inboxd.web.delivery_desk import DeliveryDesk
 from aisoc_inboxd.web.recorder import CEF_KEY
-from aisoc_inboxd.web.errors import HttpError, bad_request, store_unavailable
+from aisoc_inboxd.intake.refusals import bad_request, store_unavailable
+from aisoc_inboxd.web.errors import HttpError
 from aisoc_inboxd.web.routes import Exchange, JsonRoute, Reply
 
 Invalidate = Callable[[str], Deferred[None]]

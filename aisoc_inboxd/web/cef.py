@@ -21,15 +21,16 @@ from typing import Sequence
 from twisted.web.server import Request
 
 from aisoc_inboxd.config import CefSettings, HttpSettings
-from aisoc_inboxd.formats.cef import CefError, cef_lines, parse_cef_line
-from aisoc_inboxd.formats.cef_records import cef_record
-from aisoc_inboxd.formats.json_body import Record, TooManyEvents, check_event_count
+from aisoc_inboxd.formats.cef import cef_lines
+from aisoc_inboxd.formats.cef_records import split_cef_lines
+from aisoc_inboxd.formats.json_body import TooManyEvents, check_event_count
 from aisoc_inboxd.inflight import InFlight
-from aisoc_inboxd.intake import Intake
+from aisoc_inboxd.intake.intake import Intake
+from aisoc_inboxd.intake.refusals import Refused
 from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.web.body import decode_content, raw_body
-from aisoc_inboxd.web.clients import client_address, forwarded_for, inside, networks, peer_host
-from aisoc_inboxd.web.errors import HttpError, too_many_events, unknown_template
+from aisoc_inboxd.web.clients import ClientAddresses, client_address, forwarded_for, inside, networks, peer_host
+from aisoc_inboxd.web.errors import HttpError, too_many_events
 from aisoc_inboxd.reload import Replaceable
 from aisoc_inboxd.web.recorder import DeliveryRecorder
 from aisoc_inboxd.web.routes import Exchange, JsonRoute, OnReply, Reply
@@ -41,13 +42,14 @@ class CefRoute(JsonRoute):
     def __init__(self, settings: Replaceable[CefSettings], intake: Intake, metrics: Metrics, inflight: InFlight,
                  max_body_bytes: int, observers: Sequence[OnReply] = (),
                  max_events: int = HttpSettings.max_events_per_request,
+                 clients: ClientAddresses = ClientAddresses(),
                  deliveries: DeliveryRecorder | None = None) -> None:
         """
         @param settings: read at each request: a reload replaces them.
         @param max_events: the most lines one request may carry (C{http.max_events_per_request}),
             malformed ones included; a body with more is refused before any line is parsed.
         """
-        super().__init__(metrics, inflight, observers, intake.clients, deliveries)
+        super().__init__(metrics, inflight, observers, clients, deliveries)
         self._settings = settings
         self._intake = intake
         self._max_body_bytes = max_body_bytes
@@ -59,16 +61,13 @@ class CefRoute(JsonRoute):
         if settings.tenant is None:
             raise HttpError(404, "the CEF route is disabled: set cef.tenant in the config to enable it", "disabled")
         _check_client(request, settings)
-        try:
-            binding = exchange.bound(self._intake.bind(settings.tenant, settings.template))
-        except KeyError:
-            raise unknown_template(settings.template) from None
+        binding = exchange.bound(self._intake.bind(settings.tenant, settings.template))
         await self._intake.admit(binding)
         template_id = binding.template.id
         try:
             body = exchange.body = raw_body(request)
             body = exchange.body = decode_content(request, body, self._max_body_bytes)
-        except HttpError as e:
+        except Refused as e:
             e.template = template_id
             raise
         lines = list(cef_lines(body))
@@ -76,18 +75,14 @@ class CefRoute(JsonRoute):
             check_event_count(len(lines), self._max_events)
         except TooManyEvents as e:
             raise too_many_events(e.limit, template_id) from None
-        records: list[Record] = []
-        malformed = 0
-        for _, line in lines:
-            try:
-                records.append(cef_record(parse_cef_line(line), line, received_at))
-            except CefError:
-                malformed += 1
-                self._metrics.request(self.route, template_id, "malformed")
-        exchange.records = records
+        split = split_cef_lines((line for _, line in lines), received_at)
+        if split.malformed:
+            self._metrics.request(self.route, template_id, "malformed", split.malformed)
+        exchange.records = (*split.cef, *split.rest)
         accepted = exchange.count_published(
-            await self._intake.deliver(binding, self.route, records, received_at) if records else 0)
-        return Reply(200, {"accepted": accepted, "malformed": malformed, "template": template_id}, template_id)
+            await self._intake.deliver_split(binding, template_id, self.route, split, received_at))
+        return Reply(200, {"accepted": accepted, "malformed": split.malformed, "template": template_id},
+                     template_id)
 
     def secret_headers(self) -> Sequence[str]:
         header = self._settings.value.shared_secret_header

@@ -17,12 +17,13 @@ from twisted.logger import Logger
 from aisoc_inboxd.config import DeliverySettings, HttpSettings
 from aisoc_inboxd.deliveries import FRAMES, MALFORMED, REDACTED, TOKENS, body_of
 from aisoc_inboxd.formats.json_body import BodyError, TooManyEvents
-from aisoc_inboxd.idempotency import HEADER as IDEMPOTENCY_HEADER, StoredReply
-from aisoc_inboxd.intake import Binding, Intake
+from aisoc_inboxd.intake.idempotency import HEADER as IDEMPOTENCY_HEADER, StoredReply
+from aisoc_inboxd.intake.intake import Binding, Intake
+from aisoc_inboxd.intake.refusals import bad_request, unknown_template
 from aisoc_inboxd.store import Store
 from aisoc_inboxd.tokens import log_id
 from aisoc_inboxd.web.body import media_type_of
-from aisoc_inboxd.web.errors import HttpError, bad_request, too_many_events, unknown_template
+from aisoc_inboxd.web.errors import HttpError, too_many_events
 from aisoc_inboxd.web.recorder import DeliveryRecorder
 from aisoc_inboxd.web.routes import Exchange, Reply
 from aisoc_inboxd.web.webhook import WebhookRoute, webhook_records

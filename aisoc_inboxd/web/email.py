@@ -9,7 +9,7 @@ from __future__ import annotations
 from twisted.web.server import Request
 
 from aisoc_inboxd.formats.email.relays import decode_email_body
-from aisoc_inboxd.intake import Binding
+from aisoc_inboxd.intake.intake import Binding
 from aisoc_inboxd.web.body import media_type
 from aisoc_inboxd.web.errors import unsupported_media
 from aisoc_inboxd.web.token_route import Decoded, TokenRoute

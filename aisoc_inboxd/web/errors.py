@@ -1,40 +1,55 @@
 """
 Errors an HTTP route answers with: a status, a JSON message naming the problem, and the metric
-outcome it is counted under.
+outcome it is counted under. Intake's refusals (L{Refused}) get their status from one table,
+L{STATUS_BY_OUTCOME}; refusals only the web knows (a body too large, a media type, a route that is
+off) are L{HttpError}s that carry their own.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
+from aisoc_inboxd.intake.refusals import Refused
 from aisoc_inboxd.store import TokenRecord
 
+#: the HTTP status of each of intake's refusals, by outcome
+STATUS_BY_OUTCOME = {
+    "invalid_token": 401,
+    "invalid_signature": 401,
+    "unknown_template": 400,
+    "bad_request": 400,
+    "conflict": 409,
+    "rate_limited": 429,
+    "unknown_token_flood": 429,
+    "unavailable": 503,
+    "store_unavailable": 503,
+}
 
-@dataclass
-class HttpError(Exception):
-    status: int
-    message: str
-    outcome: str
-    headers: dict[str, str] = field(default_factory=dict)
-    #: the template label for metrics, when the token resolved before the error
-    template: str | None = None
-    #: the token the request presented, when it resolved before the error (push stats count it)
-    token: TokenRecord | None = None
+
+class HttpError(Refused):
+    """
+    A refusal in HTTP's own terms: its status and headers are its own, not looked up by outcome.
+    """
+
+    def __init__(self, status: int, message: str, outcome: str, headers: dict[str, str] | None = None,
+                 template: str | None = None, token: TokenRecord | None = None) -> None:
+        super().__init__(outcome, message, template=template, token=token)
+        self.status = status
+        self.headers = headers or {}
 
     def __str__(self) -> str:
         return f"{self.status} {self.message}"
 
 
-def invalid_token() -> HttpError:
-    return HttpError(401, "invalid token", "invalid_token")
+def http_status(refused: Refused) -> int:
+    return refused.status if isinstance(refused, HttpError) else STATUS_BY_OUTCOME[refused.outcome]
 
 
-def unknown_template(template_id: str, token: TokenRecord | None = None) -> HttpError:
-    return HttpError(400, f"unknown template: {template_id!r} is not an allowed template; revoke and re-mint the token",
-                     "unknown_template", template=template_id, token=token)
-
-
-def bad_request(message: str, template: str | None = None) -> HttpError:
-    return HttpError(400, message, "bad_request", template=template)
+def http_headers(refused: Refused) -> dict[str, str]:
+    """
+    The reply headers of a refusal: C{Retry-After} when it names a time, and an L{HttpError}'s own.
+    """
+    headers = {} if refused.retry_after is None else {"Retry-After": str(refused.retry_after)}
+    if isinstance(refused, HttpError):
+        headers.update(refused.headers)
+    return headers
 
 
 def too_large(limit: int) -> HttpError:
@@ -48,20 +63,3 @@ def too_many_events(limit: int, template: str | None = None) -> HttpError:
 
 def unsupported_media(message: str, template: str | None = None) -> HttpError:
     return HttpError(415, message, "unsupported_media_type", template=template)
-
-
-def unavailable(message: str, template: str | None = None, retry_after: int = 5) -> HttpError:
-    return HttpError(503, message, "unavailable", {"Retry-After": str(retry_after)}, template=template)
-
-
-#: seconds a sender is asked to wait while the token store does not answer
-STORE_RETRY_AFTER = 5
-
-
-def store_unavailable() -> HttpError:
-    """
-    The token store did not answer (a lookup of a token the cache does not hold, an idempotency
-    claim): nothing was accepted; the details are in the log and on the status page, not here.
-    """
-    return HttpError(503, "token store unavailable", "store_unavailable",
-                     {"Retry-After": str(STORE_RETRY_AFTER)})

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import dataclasses
 import json
 import uuid
 from dataclasses import dataclass
@@ -30,13 +29,15 @@ from aisoc_inboxd.formats import hec
 from aisoc_inboxd.formats.hec import HecError, HecStatus, reply_body
 from aisoc_inboxd.formats.json_body import Record
 from aisoc_inboxd.hec_acks import Acks, AcksUnavailable, ChannelsFull
-from aisoc_inboxd.idempotency import StoredReply
+from aisoc_inboxd.intake.idempotency import StoredReply
 from aisoc_inboxd.store import TokenRecord
 from aisoc_inboxd.inflight import InFlight
-from aisoc_inboxd.intake import Binding, Intake
+from aisoc_inboxd.intake.intake import Binding, Intake
+from aisoc_inboxd.intake.refusals import Refused
 from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.vendors import VendorGate
-from aisoc_inboxd.web.errors import HttpError
+from aisoc_inboxd.web.clients import ClientAddresses
+from aisoc_inboxd.web.errors import HttpError, http_headers
 from aisoc_inboxd.web.recorder import DeliveryRecorder
 from aisoc_inboxd.web.routes import Exchange, JsonRoute, OnReply, Reply
 from aisoc_inboxd.web.token_route import Decoded, TokenRoute
@@ -48,7 +49,7 @@ CHANNEL_HEADER = b"x-splunk-request-channel"
 #: what splunkd sends
 CONTENT_TYPE = b"application/json; charset=UTF-8"
 
-#: shared intake errors (by metric outcome) and the Splunk status that says the same
+#: intake's refusals (by outcome) and the Splunk status that says the same
 _SPLUNK_BY_OUTCOME = {
     "invalid_token": hec.INVALID_TOKEN,
     "invalid_signature": hec.INVALID_AUTHORIZATION,
@@ -68,21 +69,21 @@ class HecDeps:
     acks: Acks
 
 
-@dataclass
 class SplunkError(HttpError):
     """
     An L{HttpError} answered with Splunk's body: C{code}, and C{invalid-event-number} when it names an event.
     """
 
-    code: int = 0
-    event_number: int | None = None
+    code: int
+    event_number: int | None
 
 
 def splunk_error(status: HecStatus, outcome: str, event_number: int | None = None,
                  headers: dict[str, str] | None = None, template: str | None = None,
                  token: TokenRecord | None = None) -> SplunkError:
-    return SplunkError(status.http_status, status.text, outcome, headers or {}, template=template, token=token,
-                       code=status.code, event_number=event_number)
+    error = SplunkError(status.http_status, status.text, outcome, headers, template, token)
+    error.code, error.event_number = status.code, event_number
+    return error
 
 
 def rejected(error: HecError) -> SplunkError:
@@ -93,15 +94,15 @@ def rejected(error: HecError) -> SplunkError:
     return splunk_error(error.status, outcome, error.event_number)
 
 
-def as_splunk(error: HttpError) -> HttpError:
+def as_splunk(refused: Refused) -> Refused:
     """
-    A shared intake error in Splunk's words (same metric outcome, headers such as Retry-After kept).
+    One of intake's refusals in Splunk's words (same metric outcome, headers such as Retry-After kept).
     """
-    status = _SPLUNK_BY_OUTCOME.get(error.outcome)
-    if status is None or isinstance(error, SplunkError):
-        return error
+    status = _SPLUNK_BY_OUTCOME.get(refused.outcome)
+    if status is None or isinstance(refused, SplunkError):
+        return refused
     event_number = 0 if status is hec.INVALID_DATA_FORMAT else None
-    return splunk_error(status, error.outcome, event_number, error.headers, error.template, error.token)
+    return splunk_error(status, refused.outcome, event_number, http_headers(refused), refused.template, refused.token)
 
 
 def acks_unavailable(template: str) -> SplunkError:
@@ -183,12 +184,13 @@ class SplunkReplies(JsonRoute):
 
     route = ROUTE
 
-    def error_body(self, error: HttpError) -> dict[str, Any]:
-        if not isinstance(error, SplunkError):
-            return super().error_body(error)
-        if error.event_number is None:
-            return {"text": error.message, "code": error.code}
-        return {"text": error.message, "code": error.code, "invalid-event-number": error.event_number}
+    def refusal_reply(self, refused: Refused) -> Reply:
+        reply = super().refusal_reply(refused)
+        if isinstance(refused, SplunkError):
+            reply.body = {"text": refused.message, "code": refused.code}
+            if refused.event_number is not None:
+                reply.body["invalid-event-number"] = refused.event_number
+        return reply
 
     def write_reply(self, request: Request, reply: Reply) -> bytes:
         return write_splunk(request, reply.status, reply.body, reply.headers)
@@ -203,14 +205,15 @@ class _HecIntakeRoute(SplunkReplies, TokenRoute):
     def __init__(self, intake: Intake, metrics: Metrics, inflight: InFlight, max_body_bytes: int,
                  vendors: VendorGate, deps: HecDeps, observers: Sequence[OnReply] = (),
                  max_events: int = HttpSettings.max_events_per_request,
+                 clients: ClientAddresses = ClientAddresses(),
                  deliveries: DeliveryRecorder | None = None) -> None:
-        super().__init__(intake, metrics, inflight, max_body_bytes, vendors, observers, max_events, deliveries)
+        super().__init__(intake, metrics, inflight, max_body_bytes, vendors, observers, max_events, clients, deliveries)
         self._hec = deps
 
     async def handle(self, request: Request, exchange: Exchange) -> Reply:
         try:
             return await super().handle(request, exchange)
-        except HttpError as e:
+        except Refused as e:
             raise as_splunk(e) from None
 
     async def bind(self, request: Request) -> Binding:
@@ -236,14 +239,8 @@ class _HecIntakeRoute(SplunkReplies, TokenRoute):
         """
         Text and envelope events through the token's template, CEF events through cef-syslog.
         """
-        text = [r for r in records if not hec.is_cef(r)]
-        cef = [r for r in records if hec.is_cef(r)]
-        if text:
-            exchange.count_published(await self._intake.deliver(binding, self.route, text, received_at, headers))
-        cef_template = self._intake.catalog.get(CEF_TEMPLATE)
-        if cef and cef_template is not None:
-            exchange.count_published(await self._intake.deliver(
-                dataclasses.replace(binding, template=cef_template), self.route, cef, received_at, headers))
+        exchange.count_published(await self._intake.deliver_split(binding, CEF_TEMPLATE, self.route,
+                                                                  hec.split(records), received_at, headers))
         return await self.success(request, binding)
 
     def _ack_channel(self, request: Request, binding: Binding) -> str | None:
@@ -299,7 +296,7 @@ class HecRawRoute(_HecIntakeRoute):
             batch = hec.parse_raw_body(body, metadata, self.parses_cef(), self._intake.now(), self._max_events)
         except HecError as e:
             raise rejected(e) from None
-        return Decoded([*batch.text, *batch.cef])
+        return Decoded([*batch.rest, *batch.cef])
 
 
 class HecAckRoute(SplunkReplies):
@@ -308,15 +305,15 @@ class HecAckRoute(SplunkReplies):
     """
 
     def __init__(self, intake: Intake, metrics: Metrics, inflight: InFlight, deps: HecDeps,
-                 observers: Sequence[OnReply] = ()) -> None:
-        super().__init__(metrics, inflight, observers, intake.clients)
+                 observers: Sequence[OnReply] = (), clients: ClientAddresses = ClientAddresses()) -> None:
+        super().__init__(metrics, inflight, observers, clients)
         self._intake = intake
         self._hec = deps
 
     async def handle(self, request: Request, exchange: Exchange) -> Reply:
         try:
             binding = exchange.bound(await bind_hec(request, self.client_of(request), self._intake, self._hec))
-        except HttpError as e:
+        except Refused as e:
             raise as_splunk(e) from None
         token = binding.token
         assert token is not None

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -17,13 +17,13 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from aisoc_inboxd.formats.json_body import Record
 from aisoc_inboxd.inflight import InFlight
-from aisoc_inboxd.intake import Binding
+from aisoc_inboxd.intake.intake import Binding
+from aisoc_inboxd.intake.refusals import Refused
 from aisoc_inboxd.tokens import log_id
 from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.store import TokenRecord
 from aisoc_inboxd.web.clients import ClientAddresses
-from aisoc_inboxd.web.errors import HttpError
-from aisoc_inboxd.web.recorder import DeliveryRecorder
+from aisoc_inboxd.web.errors import http_headers, http_status
 
 
 @dataclass
@@ -36,8 +36,9 @@ class Reply:
 
 
 #: told of every reply a route sends: the route, the token the request presented once it was
-#: authorized (else C{None}), and the reply; must not raise (push stats, the status page's errors)
-OnReply = Callable[[str, TokenRecord | None, Reply], None]
+#: authorized (else C{None}), the outcome, the status and the error message (C{None} for none);
+#: must not raise (push stats, the status page's errors)
+OnReply = Callable[[str, TokenRecord | None, str, int, str | None], None]
 
 
 @dataclass
@@ -82,6 +83,15 @@ def write_json(request: Request, status: int, body: dict[str, Any],
     return json.dumps(body).encode("utf-8") + b"\n"
 
 
+class DeliveryRecording(Protocol):
+    """
+    Keeps a served request as a recent delivery (L{aisoc_inboxd.web.recorder.DeliveryRecorder}).
+    """
+
+    def record(self, route: str, request: Request, exchange: Exchange, reply: Reply, response_body: bytes,
+               duration: float, client: str | None, secret_headers: Sequence[str] = ()) -> None: ...
+
+
 class JsonRoute(Resource):
     """
     Subclasses set C{route} and C{methods} and implement C{handle}; any other method is 405 (there
@@ -95,7 +105,7 @@ class JsonRoute(Resource):
     _log = Logger()
 
     def __init__(self, metrics: Metrics, inflight: InFlight, observers: Sequence[OnReply] = (),
-                 clients: ClientAddresses = ClientAddresses(), deliveries: DeliveryRecorder | None = None) -> None:
+                 clients: ClientAddresses = ClientAddresses(), deliveries: DeliveryRecording | None = None) -> None:
         """
         @param clients: tells where a request comes from (the peer, or behind a trusted proxy the
             client it forwarded).
@@ -133,15 +143,19 @@ class JsonRoute(Resource):
         return NOT_DONE_YET
 
     def _failure_reply(self, failure: Failure, exchange: Exchange) -> Reply:
-        if failure.check(HttpError):
-            error: HttpError = failure.value
-            exchange.token = exchange.token or error.token
-            return Reply(error.status, self.error_body(error), error.template, error.outcome, error.headers)
+        if failure.check(Refused):
+            refused: Refused = failure.value
+            exchange.token = exchange.token or refused.token
+            return self.refusal_reply(refused)
         self._log.failure("unexpected error on route {route}", failure=failure, route=self.route)
         return Reply(500, {"error": "internal error; the request was not accepted"}, None, "error")
 
-    def error_body(self, error: HttpError) -> dict[str, Any]:
-        return {"error": error.message}
+    def refusal_reply(self, refused: Refused) -> Reply:
+        """
+        The reply to a refusal: its status by L{http_status}, its message as C{{"error": …}}.
+        """
+        return Reply(http_status(refused), {"error": refused.message}, refused.template, refused.outcome,
+                     http_headers(refused))
 
     def write_reply(self, request: Request, reply: Reply) -> bytes:
         """
@@ -154,7 +168,7 @@ class JsonRoute(Resource):
         self._metrics.request(self.route, reply.template, reply.outcome)
         self._log_request(request, exchange, reply, time.monotonic() - started)
         for observe in self._observers:
-            observe(self.route, exchange.token, reply)
+            observe(self.route, exchange.token, reply.outcome, reply.status, reply.body.get("error"))
         body = b""  # a client gone before its reply gets none
         if not (gone or request.finished):
             body = self.write_reply(request, reply)
@@ -162,7 +176,7 @@ class JsonRoute(Resource):
             request.finish()
         if self._recorder is not None:
             self._recorder.record(self.route, request, exchange, reply, body, time.monotonic() - started,
-                                    self.client_of(request), self.secret_headers())
+                                  self.client_of(request), self.secret_headers())
 
     def secret_headers(self) -> Sequence[str]:
         """

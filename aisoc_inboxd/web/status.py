@@ -25,10 +25,9 @@ from twisted.web.template import Tag, flattenString, tags
 
 from aisoc_inboxd.activity import EventRates, RecentErrors
 from aisoc_inboxd.metrics import SYSLOG_DROP_REASONS, TokenStoreMetrics, count
-from aisoc_inboxd.push_stats import WINDOW
 from aisoc_inboxd.reload import ReloadOutcome
 from aisoc_inboxd.sinks import EventSink, IEventLog, IKafkaDestination, ISpooling
-from aisoc_inboxd.store import PushTotals, Store, StoreError, TokenRecord
+from aisoc_inboxd.store import PUSH_WINDOW, PushTotals, Store, StoreError, TokenRecord
 from aisoc_inboxd.store.health import StoreHealth
 from aisoc_inboxd.tokens import TokenCache, log_id
 from aisoc_inboxd.web.admin import carries_admin_key
@@ -180,9 +179,9 @@ class StatusPage(Resource):
         token = request.args.get(b"deliveries", [b""])[0].decode("utf-8", "replace").lower()
         try:
             # every tenant's tokens, for the selector and the page without a tenant; then the tenant's
-            everyone = await s.store.status_tokens(now - WINDOW, None, MAX_TOKENS + 1)
-            tokens = await s.store.status_tokens(now - WINDOW, selected, MAX_TOKENS + 1) if selected else everyone
-            totals, stats_error = await s.store.all_push_totals(now - WINDOW), None
+            everyone = await s.store.status_tokens(now - PUSH_WINDOW, None, MAX_TOKENS + 1)
+            tokens = await s.store.status_tokens(now - PUSH_WINDOW, selected, MAX_TOKENS + 1) if selected else everyone
+            totals, stats_error = await s.store.all_push_totals(now - PUSH_WINDOW), None
         except StoreError as e:
             everyone, tokens, totals, stats_error = [], [], [], str(e)
         listing = await s.deliveries.listing(selected, token) if s.deliveries and token and selected else None

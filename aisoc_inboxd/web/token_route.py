@@ -14,13 +14,15 @@ from twisted.web.server import Request
 
 from aisoc_inboxd.config import HttpSettings
 from aisoc_inboxd.formats.json_body import BodyError, Record, TooManyEvents
-from aisoc_inboxd.idempotency import HEADER as IDEMPOTENCY_HEADER, MAX_KEY_BYTES, StoredReply, check_key
+from aisoc_inboxd.intake.idempotency import HEADER as IDEMPOTENCY_HEADER, MAX_KEY_BYTES, StoredReply, check_key
 from aisoc_inboxd.inflight import InFlight
-from aisoc_inboxd.intake import Binding, Intake
+from aisoc_inboxd.intake.intake import Binding, Intake
+from aisoc_inboxd.intake.refusals import Refused, bad_request
 from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.vendors import VendorGate
 from aisoc_inboxd.web.body import decode_content, raw_body
-from aisoc_inboxd.web.errors import HttpError, bad_request, too_many_events
+from aisoc_inboxd.web.clients import ClientAddresses
+from aisoc_inboxd.web.errors import too_many_events
 from aisoc_inboxd.web.recorder import DeliveryRecorder
 from aisoc_inboxd.web.routes import Exchange, JsonRoute, OnReply, Reply
 
@@ -70,7 +72,7 @@ class Decoded:
 
     records: list[Record]
     envelope: dict[str, Any] | None = None
-    rejection: HttpError | None = None
+    rejection: Refused | None = None
 
 
 class TokenRoute(JsonRoute):
@@ -82,12 +84,13 @@ class TokenRoute(JsonRoute):
     def __init__(self, intake: Intake, metrics: Metrics, inflight: InFlight, max_body_bytes: int,
                  vendors: VendorGate | None = None, observers: Sequence[OnReply] = (),
                  max_events: int = HttpSettings.max_events_per_request,
+                 clients: ClientAddresses = ClientAddresses(),
                  deliveries: DeliveryRecorder | None = None) -> None:
         """
         @param max_events: the most events one request may carry (C{http.max_events_per_request});
             C{decode} refuses a body with more before building its records.
         """
-        super().__init__(metrics, inflight, observers, intake.clients, deliveries)
+        super().__init__(metrics, inflight, observers, clients, deliveries)
         self._intake = intake
         self._max_body_bytes = max_body_bytes
         self._max_events = max_events
@@ -119,7 +122,7 @@ class TokenRoute(JsonRoute):
     async def screen(self, binding: Binding, decoded: Decoded) -> None:
         """
         The vendor checks for this template (e.g. SNS signatures and confirmations); raise an
-        L{HttpError} to refuse the request.
+        L{Refused} to refuse the request.
         """
         await self._vendors.screen(binding.template, decoded.records)
 
@@ -144,7 +147,7 @@ class TokenRoute(JsonRoute):
             raise bad_request(f"bad body: {e}", template_id) from None
         except TooManyEvents as e:
             raise too_many_events(e.limit, template_id) from None
-        except HttpError as e:
+        except Refused as e:
             e.template = e.template or template_id
             raise
 
@@ -167,7 +170,7 @@ class TokenRoute(JsonRoute):
             try:
                 reply, replay = await self._intake.idempotency.once(self._fingerprint(binding), key, publish,
                                                                     explicit)
-            except HttpError as e:
+            except Refused as e:
                 e.template = e.template or template_id
                 raise
         return Reply(reply.status, reply.body, template_id, "replay" if replay else "ok",

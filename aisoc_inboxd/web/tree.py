@@ -12,7 +12,7 @@ from twisted.web.server import Request
 
 from aisoc_inboxd.config import CefSettings, HttpSettings
 from aisoc_inboxd.inflight import InFlight
-from aisoc_inboxd.intake import Intake
+from aisoc_inboxd.intake.intake import Intake
 from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.reload import Replaceable
 from aisoc_inboxd.web.email import EmailRoute
@@ -22,6 +22,7 @@ from aisoc_inboxd.vendors import VendorGate
 from aisoc_inboxd.web.admin import AdminRoute
 from aisoc_inboxd.web.cef import CefRoute
 from aisoc_inboxd.web.delivery_desk import DeliveryDesk, DeliveryPeer
+from aisoc_inboxd.web.clients import ClientAddresses
 from aisoc_inboxd.web.hec import HecAckRoute, HecDeps, HecEventRoute, HecHealth, HecRawRoute
 from aisoc_inboxd.web.recorder import DeliveryRecorder
 from aisoc_inboxd.web.routes import OnReply, write_json
@@ -45,6 +46,8 @@ class WebDeps:
     #: the token-less CEF route's tenant, template and guards (unset tenant: the route answers 404),
     #: read at each request: a reload replaces them
     cef: Replaceable[CefSettings] = field(default_factory=lambda: Replaceable(CefSettings()))
+    #: where requests come from (C{http.trusted_proxies})
+    clients: ClientAddresses = field(default_factory=ClientAddresses)
     #: keeps every token's recent deliveries (and the CEF route's); without it none are kept
     deliveries: DeliveryRecorder | None = None
     #: the worker processes whose recent deliveries the admin API reads with the daemon's
@@ -67,11 +70,11 @@ class InboxResource(Resource):
     def __init__(self, deps: WebDeps, hec_events: HecEventRoute | None) -> None:
         super().__init__()
         self._webhook = WebhookRoute(deps.intake, deps.metrics, deps.inflight, deps.max_body_bytes, deps.vendors,
-                                     deps.observers, deps.max_events, deliveries=deps.deliveries)
+                                     deps.observers, deps.max_events, deps.clients, deliveries=deps.deliveries)
         self._email = EmailRoute(deps.intake, deps.metrics, deps.inflight, deps.max_body_bytes, deps.vendors,
-                                 deps.observers, deliveries=deps.deliveries)
+                                 deps.observers, clients=deps.clients, deliveries=deps.deliveries)
         self._cef = CefRoute(deps.cef, deps.intake, deps.metrics, deps.inflight, deps.max_body_bytes,
-                             deps.observers, deps.max_events, deliveries=deps.deliveries)
+                             deps.observers, deps.max_events, deps.clients, deliveries=deps.deliveries)
         self._hec_events = hec_events
 
     def getChild(self, path: bytes, request: Request) -> Resource:
@@ -99,8 +102,8 @@ class CollectorResource(Resource):
         self._children: dict[bytes, Resource] = {
             b"event": events,
             b"raw": HecRawRoute(deps.intake, deps.metrics, deps.inflight, deps.max_body_bytes, deps.vendors, hec,
-                                deps.observers, deps.max_events, deliveries=deps.deliveries),
-            b"ack": HecAckRoute(deps.intake, deps.metrics, deps.inflight, hec, deps.observers),
+                                deps.observers, deps.max_events, deps.clients, deliveries=deps.deliveries),
+            b"ack": HecAckRoute(deps.intake, deps.metrics, deps.inflight, hec, deps.observers, deps.clients),
             b"health": HecHealth(deps.intake),
         }
 
@@ -189,7 +192,7 @@ def build_root_resource(deps: WebDeps) -> Resource:
     """
     hec_events = None if deps.hec is None else HecEventRoute(
         deps.intake, deps.metrics, deps.inflight, deps.max_body_bytes, deps.vendors, deps.hec, deps.observers,
-        deps.max_events, deliveries=deps.deliveries)
+        deps.max_events, deps.clients, deliveries=deps.deliveries)
     root = Root()
     v1 = Root()
     root.putChild(b"v1", v1)

@@ -22,7 +22,7 @@ from twisted.python.failure import Failure
 
 from aisoc_inboxd.deliveries import DeliveryLog
 from aisoc_inboxd.hec_acks import AckChannels, ChannelsFull
-from aisoc_inboxd.ratelimit import RateLimiter
+from aisoc_inboxd.intake.ratelimit import RateLimiter
 from aisoc_inboxd.reload import Loaded, Reloader, ReloadRejected
 
 _log = Logger()

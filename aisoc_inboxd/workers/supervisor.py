@@ -22,7 +22,7 @@ from twisted.python.failure import Failure
 
 from aisoc_inboxd.hec_acks import AckChannels
 from aisoc_inboxd.metrics import snapshot
-from aisoc_inboxd.ratelimit import RateLimiter
+from aisoc_inboxd.intake.ratelimit import RateLimiter
 from aisoc_inboxd.reload import ReloadRejected, differing_parts
 from aisoc_inboxd.workers.control import WORKER_FD, DaemonSide, Refused, adopt, socket_pair
 

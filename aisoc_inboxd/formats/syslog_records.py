@@ -1,19 +1,19 @@
 """
 One syslog frame into the record a template maps: a CEF record when the message is CEF (for the
 C{cef-syslog} template, the header's stamp and host as fallbacks), else a plain syslog record (for
-the C{syslog} template). Pure: the listeners' protocols call it per frame.
+the C{syslog} template). Pure: the syslog listeners decode their frames with L{frame_records}.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 from datetime import UTC, tzinfo
-from typing import Any
+from typing import Any, Sequence
 
-from aisoc_inboxd.formats.cef import parse_cef_line
-from aisoc_inboxd.formats.cef_records import cef_record, syslog_fields
+from aisoc_inboxd.formats.cef import CefError
+from aisoc_inboxd.formats.cef_records import Split, read_cef, syslog_fields
 from aisoc_inboxd.formats.json_body import Record
-from aisoc_inboxd.syslog.header import parse_syslog
+from aisoc_inboxd.formats.syslog import parse_syslog
 
 #: a message is CEF when it holds a CEF version marker (anywhere: relays put tags before it)
 _CEF_MARKER = re.compile(r"CEF:\d+\|")
@@ -39,7 +39,7 @@ def frame_record(frame: bytes, now: float, local_tz: tzinfo = UTC) -> FrameRecor
     text = frame.decode("utf-8", "replace").rstrip("\r\n\x00")
     message = parse_syslog(text, now, local_tz)
     if _CEF_MARKER.search(message.message):
-        return FrameRecord(cef_record(parse_cef_line(message.message), text, now, message, local_tz), True)
+        return FrameRecord(read_cef(message.message, now, text, syslog=message, local_tz=local_tz), True)
     data: dict[str, Any] = {"syslog": syslog_fields(message)}
     if message.message:
         data["message"] = message.message
@@ -47,3 +47,20 @@ def frame_record(frame: bytes, now: float, local_tz: tzinfo = UTC) -> FrameRecor
         data["time"], data["original_time"] = message.timestamp, message.timestamp_text
     return FrameRecord(Record(data, text), False)
 
+
+def frame_records(frames: Sequence[bytes], now: float, local_tz: tzinfo = UTC) -> Split:
+    """
+    The records of some frames, CEF apart from the rest; a frame whose CEF is malformed is counted,
+    not kept.
+    """
+    cef: list[Record] = []
+    rest: list[Record] = []
+    malformed = 0
+    for frame in frames:
+        try:
+            parsed = frame_record(frame, now, local_tz)
+        except CefError:
+            malformed += 1
+            continue
+        (cef if parsed.is_cef else rest).append(parsed.record)
+    return Split(tuple(cef), tuple(rest), malformed)

@@ -24,7 +24,7 @@ _log = Logger()
 
 class Admission(Protocol):
     """
-    What L{aisoc_inboxd.intake.Intake} admits requests through.
+    What L{aisoc_inboxd.intake.intake.Intake} admits requests through.
     """
 
     async def take(self, tenant_id: str) -> float:
@@ -225,5 +225,8 @@ class LeasedRateLimiter:
                 waiter.callback(local.acquire(tenant_id))
 
 
-def retry_after(wait: float) -> str:
-    return str(max(1, math.ceil(wait)))
+def retry_seconds(wait: float) -> int:
+    """
+    A wait as the whole seconds a sender is told to wait (at least one).
+    """
+    return max(1, math.ceil(wait))

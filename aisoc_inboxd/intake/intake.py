@@ -4,23 +4,25 @@ template is allowed, and publish decoded records under that tenant and template.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Mapping, Sequence
 
 from twisted.internet.interfaces import IReactorTime
 
-from aisoc_inboxd import signatures
+from aisoc_inboxd.intake import signatures
 from aisoc_inboxd.catalog import TemplateCatalog
+from aisoc_inboxd.formats.cef_records import Split
 from aisoc_inboxd.formats.json_body import Record
-from aisoc_inboxd.idempotency import Idempotency
+from aisoc_inboxd.intake.idempotency import Idempotency
 from aisoc_inboxd.normalizer import Template
 from aisoc_inboxd.pipeline import Pipeline
-from aisoc_inboxd.ratelimit import Admission, retry_after
+from aisoc_inboxd.intake.ratelimit import Admission
+from aisoc_inboxd.intake.refusals import (
+    invalid_signature, invalid_token, rate_limited, sink_unavailable, store_unavailable, unknown_template,
+    unknown_token_flood)
 from aisoc_inboxd.sinks import SinkUnavailable
 from aisoc_inboxd.store import StoreError, TokenRecord
 from aisoc_inboxd.tokens import LookupBudgetSpent, TokenResolver
-from aisoc_inboxd.web.clients import ClientAddresses
-from aisoc_inboxd.web.errors import HttpError, invalid_token, store_unavailable, unavailable, unknown_template
 
 
 @dataclass(frozen=True)
@@ -38,18 +40,13 @@ class Binding:
 
 class Intake:
     def __init__(self, resolver: TokenResolver, catalog: TemplateCatalog, pipeline: Pipeline,
-                 limiter: Admission, idempotency: Idempotency, clock: IReactorTime,
-                 clients: ClientAddresses = ClientAddresses()) -> None:
-        """
-        @param clients: where HTTP requests come from (C{http.trusted_proxies}), for the routes.
-        """
+                 limiter: Admission, idempotency: Idempotency, clock: IReactorTime) -> None:
         self._resolver = resolver
         self.catalog = catalog
         self._pipeline = pipeline
         self._limiter = limiter
         self.idempotency = idempotency
         self._clock = clock
-        self.clients = clients
 
     def now(self) -> float:
         return self._clock.seconds()
@@ -62,20 +59,18 @@ class Intake:
 
     async def authorize(self, token: str, client: str | None = None) -> Binding:
         """
-        The binding of a presented token, after taking one request from its tenant's rate limit;
-        401 when it does not resolve, 400 when its template is no longer allowed, 429 over the limit
-        or when C{client} (the request's address) spent its lookups of unknown tokens, 503 when the
-        token is not cached and the store does not answer.
+        The binding of a presented token, after taking one request from its tenant's rate limit.
+        Refused when it does not resolve (C{invalid_token}), when its template is no longer allowed
+        (C{unknown_template}), over the limit (C{rate_limited}), when C{client} (the request's
+        address) spent its lookups of unknown tokens (C{unknown_token_flood}), or when the token is
+        not cached and the store does not answer (C{store_unavailable}).
         """
         try:
             record = await self._resolver.resolve(token, client)
         except StoreError:
             raise store_unavailable() from None
         except LookupBudgetSpent as e:
-            raise HttpError(429, "too many unknown tokens from this address: its store lookups "
-                                 "(token_cache.unknown_lookups_per_ip_per_sec) are spent; retry after the "
-                                 "Retry-After seconds", "unknown_token_flood",
-                            {"Retry-After": retry_after(e.wait)}) from None
+            raise unknown_token_flood(e.wait) from None
         if record is None:
             raise invalid_token()
         template = self.catalog.get(record.template_id)
@@ -88,44 +83,58 @@ class Intake:
     async def admit(self, binding: Binding) -> None:
         """
         Take one request from the binding's tenant's rate limit, whether the tenant came from a
-        token or from config (the token-less CEF route), so no route escapes it; 429 over the limit.
-        In a worker process the limiter may wait for a lease from the daemon.
+        token or from config (the token-less CEF route), so no route escapes it; C{rate_limited} over
+        the limit. In a worker process the limiter may wait for a lease from the daemon.
         """
         wait = await self._limiter.take(binding.tenant_id)
         if wait:
-            raise HttpError(429, "too many requests: the tenant's rate limit (AISOC_INBOX_RATE_LIMIT_PER_MIN) "
-                                 "is reached; retry after the Retry-After seconds", "rate_limited",
-                            {"Retry-After": retry_after(wait)}, template=binding.template.id, token=binding.token)
+            raise rate_limited(wait, binding.template.id, binding.token)
 
     def bind(self, tenant_id: str, template_id: str) -> Binding:
         """
-        A binding fixed by config (no token); C{KeyError} when the template is not loaded or allowed.
+        A binding fixed by config (no token); refused (C{unknown_template}) when the template is not
+        loaded or allowed.
         """
         template = self.catalog.get(template_id)
         if template is None:
-            raise KeyError(f"template {template_id!r} is not loaded or not allowed")
+            raise unknown_template(template_id)
         return Binding(tenant_id, template)
 
     @staticmethod
     def verify_signature(binding: Binding, raw_body: bytes, get_header: signatures.GetHeader) -> None:
         """
-        401 unless the body carries a valid signature, when the token was minted with a secret.
+        Refused (C{invalid_signature}) unless the body carries a valid signature, when the token was
+        minted with a secret.
         """
         secret = binding.token.signing_secret if binding.token else None
         if secret is None:
             return
         if not signatures.verify(secret, raw_body, signatures.presented_signatures(get_header)):
-            raise HttpError(401, "invalid signature", "invalid_signature", template=binding.template.id)
+            raise invalid_signature(template=binding.template.id)
 
     async def deliver(self, binding: Binding, route: str, records: Sequence[Record],
                       received_at: float, headers: Mapping[str, str] | None = None) -> int:
         """
-        Publish and wait until durable; 503 when the sink cannot make them durable. C{headers}
-        (lowercase names) feed the template's C{header:} sources.
+        Publish and wait until durable; refused (C{unavailable}) when the sink cannot make them
+        durable. C{headers} (lowercase names) feed the template's C{header:} sources.
         """
         try:
             return await self._pipeline.publish(binding.template, binding.tenant_id, route,
                                                 records, received_at, headers)
         except SinkUnavailable as e:
-            raise unavailable(f"events could not be made durable, retry later: {e}",
-                              template=binding.template.id) from None
+            raise sink_unavailable(str(e), binding.template.id) from None
+
+    async def deliver_split(self, binding: Binding, cef_template_id: str, route: str, split: Split,
+                            received_at: float, headers: Mapping[str, str] | None = None) -> int:
+        """
+        Deliver each part of C{split} under the template that maps it: the rest under the binding's,
+        the CEF records under C{cef_template_id} (same tenant and token); the events made durable.
+        Refused (C{unknown_template}) when there are CEF records and that template is not loaded.
+        """
+        published = 0
+        for template_id, records in split.batches(binding.template.id, cef_template_id):
+            part = binding
+            if template_id != binding.template.id:
+                part = replace(binding, template=self.bind(binding.tenant_id, template_id).template)
+            published += await self.deliver(part, route, records, received_at, headers)
+        return published

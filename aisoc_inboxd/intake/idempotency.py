@@ -36,7 +36,7 @@ from twisted.logger import Logger
 from aisoc_inboxd.episode import Episode
 from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.store import StoreError
-from aisoc_inboxd.web.errors import HttpError, store_unavailable
+from aisoc_inboxd.intake.refusals import bad_request, idempotency_conflict, store_unavailable
 
 HEADER = "X-AiSOC-Idempotency-Key"
 MAX_KEY_BYTES = 255
@@ -86,16 +86,16 @@ class IdempotencyStore(Protocol):
 
 def check_key(raw: bytes | None) -> str | None:
     """
-    The key of a request, or C{None}; 400 when it is empty, too long or not text.
+    The key of a request, or C{None}; refused (C{bad_request}) when it is empty, too long or not text.
     """
     if raw is None:
         return None
     if not raw.strip() or len(raw) > MAX_KEY_BYTES:
-        raise HttpError(400, f"{HEADER} must be 1 to {MAX_KEY_BYTES} bytes", "bad_request")
+        raise bad_request(f"{HEADER} must be 1 to {MAX_KEY_BYTES} bytes")
     try:
         return raw.decode("utf-8").strip()
     except UnicodeDecodeError:
-        raise HttpError(400, f"{HEADER} must be UTF-8 text", "bad_request") from None
+        raise bad_request(f"{HEADER} must be UTF-8 text") from None
 
 
 class Idempotency:
@@ -161,8 +161,7 @@ class Idempotency:
         if not claimed:
             if status is not None and body is not None:
                 return StoredReply(status, json.loads(body)), True
-            raise HttpError(409, f"a request with this {HEADER} is still being processed; retry shortly",
-                            "conflict", {"Retry-After": "1"})
+            raise idempotency_conflict(HEADER)
         try:
             reply = await work()
         except BaseException:
