@@ -413,6 +413,15 @@ _POSITIVE = {"workers", "http.max_body_bytes", "http.rate_limit_per_min", "http.
              "hec.channel_idle_timeout", "syslog.max_in_flight_events", "deliveries.max_bytes"}
 
 
+def per_process(bound: int, processes: int) -> int:
+    """
+    One process's share of a bound the daemon keeps over all its C{processes} (C{workers:}): with
+    each process holding its own events, splitting the bound keeps the memory of N processes what
+    one process would use.
+    """
+    return max(1, bound // processes)
+
+
 def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -> Settings:
     """
     Read C{path} (or nothing, for the embedded default), apply the environment overrides and validate.

@@ -6,16 +6,25 @@ Twisted's own JSON observer writes its serialisation format (a record separator 
 C{"unpersistable"} stand-ins for objects, the format string rather than the message); the JSON here
 is what a reader wants instead: the time, level, namespace and formatted message, plus the event's
 structured keys that are plain JSON values.
+
+Every request logs a line, so the observer is on the per-request path: it formats the text line
+Twisted's C{textFileLogObserver} writes, byte for byte, without its general machinery (a filter
+predicate per namespace, a L{string.Formatter} with call wrappers, a timezone computed per event),
+and serialises JSON with orjson. Anything unusual (a failure's traceback, a format string with
+C{{f()}} calls, one that does not format) goes through Twisted's own formatting.
 """
 from __future__ import annotations
 
-import json
+import functools
+import math
 import sys
 import time
+from dataclasses import dataclass
 from typing import IO, Any, Callable
 
-from twisted.logger import (FileLogObserver, FilteringLogObserver, ILogObserver, LogLevel, LogLevelFilterPredicate,
-                            formatEvent, globalLogBeginner, textFileLogObserver)
+from twisted.logger import LogLevel, formatEvent, formatEventAsClassicLogText, formatTime, globalLogBeginner
+
+from aisoc_inboxd.fastjson import dumps_compact
 
 FORMATS = ("text", "json")
 LEVELS = ("debug", "info", "warn", "error", "critical")
@@ -24,16 +33,37 @@ LEVELS = ("debug", "info", "warn", "error", "critical")
 _LEGACY_KEYS = frozenset({"message", "isError", "system", "time", "format", "why", "failure", "printed"})
 
 
+def message(event: dict[str, Any]) -> str:
+    """
+    The event's formatted message, as L{twisted.logger.formatEvent} formats it.
+    """
+    format = event.get("log_format")
+    if type(format) is str and "log_flattened" not in event:
+        try:
+            return format.format_map(event)
+        except Exception:  # a {call()}, a positional field, a missing key: Twisted says what failed
+            pass
+    return formatEvent(event)
+
+
+@functools.lru_cache(maxsize=4)
+def _utc_second(second: int) -> str:
+    """
+    A whole second in UTC, ISO 8601: computed once for every line of that second.
+    """
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+
+
 def json_line(event: dict[str, Any]) -> str:
     """
     One event as one line of JSON (with its newline).
     """
     stamp = event.get("log_time", time.time())
     record: dict[str, Any] = {
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(stamp)) + f".{int(stamp % 1 * 1000):03d}Z",
+        "time": f"{_utc_second(math.floor(stamp))}.{int(stamp % 1 * 1000):03d}Z",
         "level": getattr(event.get("log_level"), "name", "info"),
         "namespace": event.get("log_namespace", "-"),
-        "message": formatEvent(event),
+        "message": message(event),
     }
     if "log_system" in event:
         record["system"] = event["log_system"]
@@ -42,7 +72,7 @@ def json_line(event: dict[str, Any]) -> str:
             record[key] = value
     if "log_failure" in event:
         record["traceback"] = event["log_failure"].getTraceback()
-    return json.dumps(record, ensure_ascii=False) + "\n"
+    return dumps_compact(record).decode("utf-8") + "\n"
 
 
 def _plain(value: Any) -> bool:
@@ -55,30 +85,111 @@ def _plain(value: Any) -> bool:
     return False
 
 
-def json_observer(out: IO[str]) -> FileLogObserver:
-    return FileLogObserver(out, json_line)
+#: L{twisted.logger.formatTime} of a whole second (local time, RFC 3339, as C{textFileLogObserver}
+#: writes it), computed once per second rather than per line
+_local_second = functools.lru_cache(maxsize=4)(formatTime)
 
 
-OBSERVERS: dict[str, Callable[[IO[str]], FileLogObserver]] = {"text": textFileLogObserver, "json": json_observer}
+def _local_time(stamp: float | None) -> str:
+    return "-" if stamp is None else _local_second(math.floor(stamp))
 
 
-def observer(out: IO[str], format: str = "text", level: str = "info") -> ILogObserver:
+def text_line(event: dict[str, Any]) -> str | None:
+    """
+    An event as Twisted's C{formatEventAsClassicLogText} formats it: C{"{time} [{system}]
+    {message}\n"}, a message's line breaks followed by a tab.
+    """
+    if "log_failure" in event:  # rare: Twisted's own way, traceback and all
+        return formatEventAsClassicLogText(event, _local_time)
+    text = message(event)
+    if not text:
+        return None
+    system = event.get("log_system")
+    if system is None:
+        level = event.get("log_level")
+        system = f"{event.get('log_namespace', '-')}#{level.name if level is not None else '-'}"
+    return f"{_local_time(event.get('log_time'))} [{system}] {text}".replace("\n", "\n\t") + "\n"
+
+
+FORMATTERS: dict[str, Callable[[dict[str, Any]], str | None]] = {"text": text_line, "json": json_line}
+
+
+@dataclass
+class LogOutput:
+    """
+    The log being written: its file, format and least level. Worker processes write their lines in
+    this format, and the daemon writes them through (L{write_through}).
+    """
+
+    out: IO[str]
+    format: str
+    level: str
+    #: the C{log_system} of every line (a worker's C{worker-N}), else each event's own
+    system: str | None = None
+
+    def write_through(self, lines: str) -> None:
+        """
+        Write whole lines, already formatted, as they are.
+        """
+        self.out.write(lines)
+        self.out.flush()
+
+
+class LineObserver:
+    """
+    Writes each event at C{level} or above as one line (C{format}); an event without a level is
+    dropped (as Twisted's level filter drops it).
+    """
+
+    def __init__(self, output: LogOutput) -> None:
+        self._out = output.out
+        self._system = output.system
+        self._format_line = FORMATTERS[output.format]
+        least = LogLevel.levelWithName(output.level)
+        self._levels = frozenset(level for level in LogLevel.iterconstants() if level >= least)
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if event.get("log_level") not in self._levels:
+            return
+        if self._system is not None:
+            event["log_system"] = self._system
+        line = self._format_line(event)
+        if line:
+            self._out.write(line)
+            self._out.flush()
+
+
+def observer(out: IO[str], format: str = "text", level: str = "info") -> LineObserver:
     """
     Events at C{level} and above, written to C{out} in C{format}.
     """
-    return FilteringLogObserver(OBSERVERS[format](out), [LogLevelFilterPredicate(LogLevel.levelWithName(level))])
+    return LineObserver(LogOutput(out, format, level))
 
 
-def begin(out: IO[str], format: str = "text", level: str = "info") -> None:
-    """
-    Start the global log: events at C{level} and above, written to C{out} in C{format}.
-    Events logged before this (while the daemon was composed) are written first.
-    """
-    globalLogBeginner.beginLoggingTo([observer(out, format, level)])
+#: for twist's C{fileLogObserverFactory}, which filters by level itself: every event with a level
+OBSERVERS: dict[str, Callable[[IO[str]], LineObserver]] = {
+    format: functools.partial(observer, format=format, level="debug") for format in FORMATS}
 
 
-def json_to_stdout() -> ILogObserver:
+def json_to_stdout() -> LineObserver:
     """
     twistd's C{--logger} for C{twistd -n aisoc-inboxd --log-format json}: JSON lines on stdout.
     """
     return observer(sys.stdout, "json")
+
+
+#: the log L{begin} started, if it was
+output: LogOutput | None = None
+
+
+def begin(out: IO[str], format: str = "text", level: str = "info", system: str | None = None) -> LogOutput:
+    """
+    Start the global log: events at C{level} and above, written to C{out} in C{format} (tagged
+    C{system} when given). Events logged before this (while the daemon was composed) are written
+    first. A worker (C{system} given) leaves its standard output and error as they are: the daemon
+    reads them.
+    """
+    global output
+    output = LogOutput(out, format, level, system)
+    globalLogBeginner.beginLoggingTo([LineObserver(output)], redirectStandardIO=system is None)
+    return output

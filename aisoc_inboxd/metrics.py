@@ -34,6 +34,8 @@ class Metrics:
         self.requests = Counter(
             "aisoc_ingest_inbox_requests", "Inbox requests (and malformed CEF lines) by route, template and outcome",
             ["route", "template", "outcome"], registry=self.registry)
+        #: the C{requests} child of each label set seen (as many as the counter itself has)
+        self._request_children: dict[tuple[str, str, str], Any] = {}
         self.events = Counter(
             "aisoc_ingest_inbox_events", "Events made durable, by template", ["template"], registry=self.registry)
         self.http_refused = Counter(
@@ -59,7 +61,11 @@ class Metrics:
             registry=self.registry)
 
     def request(self, route: str, template: str | None, outcome: str, count: int = 1) -> None:
-        self.requests.labels(route, template or NO_TEMPLATE, outcome).inc(count)
+        labels = (route, template or NO_TEMPLATE, outcome)
+        child = self._request_children.get(labels)
+        if child is None:  # once per label set: labels() costs more than the increment
+            child = self._request_children[labels] = self.requests.labels(*labels)
+        child.inc(count)
 
     def http_refusal(self, reason: str) -> None:
         self.http_refused.labels(reason).inc()

@@ -25,7 +25,7 @@ from twisted.web.server import Site
 from aisoc_inboxd import systemd
 from aisoc_inboxd.activity import EventRates, RecentErrors
 from aisoc_inboxd.catalog import TemplateCatalog
-from aisoc_inboxd.config import CefSettings, Settings, SyslogListenerSettings, load_settings
+from aisoc_inboxd.config import CefSettings, Settings, SyslogListenerSettings, load_settings, per_process
 from aisoc_inboxd.deliveries import DeliveryLog
 from aisoc_inboxd.hec_acks import AckChannels, LocalAcks, RemoteAcks
 from aisoc_inboxd.imap import ImapPoller
@@ -257,7 +257,8 @@ def build_syslog(settings: Settings, intake: Intake, metrics: Metrics, inflight:
     built: list[AnyListener] = []
     for entry in settings.syslog.listeners:
         samples = FrameSamples(deliveries, entry.name, entry.tenant) if deliveries else None
-        listener = SyslogIntake(entry, intake, metrics.syslog, inflight, settings.syslog.max_in_flight_events,
+        listener = SyslogIntake(entry, intake, metrics.syslog, inflight,
+                                per_process(settings.syslog.max_in_flight_events, settings.workers),
                                 saturation, settings.syslog.idle_timeout_of(entry), samples)
         name = f"syslog-{entry.name}"
         built.append(_syslog_listener(entry, listener, reactor, name, role and role.socket(name)))

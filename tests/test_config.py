@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from aisoc_inboxd.catalog import TemplateCatalog
-from aisoc_inboxd.config import ConfigError, Settings, load_settings
+from aisoc_inboxd.config import ConfigError, Settings, load_settings, per_process
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -187,3 +187,11 @@ def test_templates_the_config_names_must_be_loaded_and_allowed(tmp_path: Path) -
     renamed = load_settings(write(tmp_path, "cef:\n  tenant: acme\n  template: cef-syslgo\n"), {})
     with pytest.raises(ConfigError, match=r"^cef.template: no template 'cef-syslgo' is loaded$"):
         TemplateCatalog.load([], None).check_in_use(renamed)
+
+
+def test_a_daemon_wide_bound_is_shared_out_between_its_processes() -> None:
+    """workers: N gives each process 1/N of a bound on events in memory, never less than one."""
+    assert per_process(10_000, 1) == 10_000
+    assert per_process(10_000, 2) == 5_000
+    assert per_process(10_000, 3) == 3_333
+    assert per_process(1, 4) == 1

@@ -286,6 +286,19 @@ async def test_in_flight_ceiling(reactor: Any, harnesses: Callable[..., Harness]
 
 
 @pytest_twisted.ensureDeferred
+async def test_the_in_flight_ceiling_is_shared_between_worker_processes(
+        reactor: Any, harnesses: Callable[..., Harness]) -> None:
+    """With workers: 2 each process's sink takes half the daemon's ceiling, so the daemon holds no
+    more events in memory than one process would."""
+    harness = harnesses(max_in_flight=10, processes=2)
+    first = harness.sink.write(make_batch(4))
+    assert not harness.sink.saturated
+    second = harness.sink.write(make_batch(1))
+    assert harness.sink.saturated
+    await gatherResults([first, second])
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_full_producer_queue_waits_for_room_and_is_no_outage(reactor: Any, kafka: KafkaEnv,
                                                                     harnesses: Callable[..., Harness]) -> None:
     """Writes that find librdkafka's queue full (queue.buffering.max.messages) wait for delivery reports to

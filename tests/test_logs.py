@@ -1,13 +1,15 @@
 """
-The daemon's JSON log lines: one clean object per event, whatever the event carries.
+The daemon's log lines: in JSON one clean object per event, whatever the event carries; in text the
+line Twisted writes.
 """
 from __future__ import annotations
 
+import io
 import json
 
-from twisted.logger import Logger, LogLevel
+from twisted.logger import Logger, LogLevel, textFileLogObserver
 
-from aisoc_inboxd.logs import json_line
+from aisoc_inboxd.logs import LineObserver, LogOutput, json_line
 
 
 def test_a_json_line_is_the_message_and_the_plain_structured_keys() -> None:
@@ -28,3 +30,44 @@ def test_a_json_line_is_the_message_and_the_plain_structured_keys() -> None:
                        "status": 200, "tenant": "acme", "client": ["127.0.0.1", 5]}
     assert (failure["level"], failure["message"], failure["path"]) == ("error", "cannot flush /x", "/x")
     assert "ZeroDivisionError" in failure["traceback"]
+
+
+def test_a_text_line_is_the_line_twisted_writes() -> None:
+    """The text observer writes what Twisted's textFileLogObserver writes for every kind of event:
+    format specs and conversions, a {call()}, a line break, a missing key, an empty message, a
+    system, no time, a failure with its traceback."""
+    events: list[dict] = []
+    log = Logger(namespace="aisoc_inboxd.test", observer=events.append)
+    log.info("webhook {status} tenant={tenant} ms={ms:.1f} r={r!r} first={l[0]}", status=200, tenant="acme",
+             ms=1.25, r="x", l=[5])
+    log.info("two\nlines {x}", x="and\na third")
+    log.info("call {f()}", f=lambda: "called")
+    log.info("missing {nope}")
+    log.warn("")
+    try:
+        1 / 0
+    except ZeroDivisionError:
+        log.failure("cannot flush {path}", path="/x")
+    events.append({"log_format": "from a worker", "log_level": LogLevel.info, "log_system": "worker-1",
+                   "log_time": 1.5})
+    events.append({"log_format": "no time", "log_level": LogLevel.error})
+    theirs = io.StringIO()
+    observer = textFileLogObserver(theirs)
+    for event in events:
+        observer(event)
+    ours = io.StringIO()
+    line_observer = LineObserver(LogOutput(ours, "text", "debug"))
+    for event in events:
+        line_observer(event)
+    assert ours.getvalue() == theirs.getvalue()
+
+
+def test_lines_below_the_level_or_without_one_are_dropped() -> None:
+    """Events below the least level, and events without a level, are not written."""
+    out = io.StringIO()
+    observer = LineObserver(LogOutput(out, "json", "warn"))
+    log = Logger(namespace="aisoc_inboxd.test", observer=observer)
+    log.info("quiet")
+    log.warn("loud {n}", n=1)
+    observer({"log_format": "no level", "log_time": 1.0})
+    assert [json.loads(line)["message"] for line in out.getvalue().splitlines()] == ["loud 1"]

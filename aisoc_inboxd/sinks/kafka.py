@@ -41,7 +41,7 @@ from twisted.logger import Logger, LogLevel
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from aisoc_inboxd.config import redact_secrets
+from aisoc_inboxd.config import per_process, redact_secrets
 from aisoc_inboxd.sinks import IKafkaDestination, ISaturating, ISpooling, SinkRecord, SinkUnavailable
 from aisoc_inboxd.sinks.kafka_metrics import KafkaSinkMetrics
 from aisoc_inboxd.sinks.spool import SpooledSegment, Spool, SpoolFull
@@ -104,7 +104,7 @@ def build_producer_config(config: Mapping[str, str], processes: int = 1) -> dict
         merged[key] = value
     for aliases, value in DEFAULT_CONFIG:
         if not any(alias in merged for alias in aliases):
-            merged[aliases[0]] = str(int(value) // processes) if aliases[0] in _SHARED_BOUNDS else value
+            merged[aliases[0]] = str(per_process(int(value), processes)) if aliases[0] in _SHARED_BOUNDS else value
     return merged
 
 
@@ -409,7 +409,8 @@ class KafkaSink(Service):
     @param producer_config: librdkafka settings, passed through (see L{build_producer_config}).
     @param flush_timeout: seconds C{stopService} waits for Kafka before spooling the rest.
     @param registry: where the sink's metrics are registered (the daemon's, never the global one).
-    @param max_in_flight: the in-flight event ceiling described above.
+    @param max_in_flight: the in-flight event ceiling described above, of the daemon: each of its
+        C{processes} gets its share.
     @param drain_batch: events the forwarder hands to the producer at a time.
     @param probe_timeout: seconds a reachability probe waits for a broker.
     @param retry_min: first pause after a failed probe or drain; it doubles up to C{retry_max}.
@@ -428,7 +429,7 @@ class KafkaSink(Service):
         self._spool = spool
         self._reactor = reactor
         self._flush_timeout = flush_timeout
-        self._max_in_flight = max_in_flight
+        self._max_in_flight = per_process(max_in_flight, processes)
         self._drain_batch = drain_batch
         self._probe_timeout = probe_timeout
         self._retry_min = retry_min

@@ -4,9 +4,9 @@ C{python -m aisoc_inboxd.workers.main --index N [--config PATH] --socket NAME=FD
 
 It reads the config as the daemon did and serves the inherited sockets with its own store connection
 and sink once the daemon confirmed that it loaded the configuration the daemon serves (it exits
-otherwise). It reloads when the daemon says so, never on its own SIGHUP. It logs as JSON on stdout
-(the daemon re-emits each event), and stops (draining what it accepted) on SIGTERM or when the
-daemon's control channel closes.
+otherwise). It reloads when the daemon says so, never on its own SIGHUP. It logs on stdout in the
+daemon's format and level, tagged C{worker-N} (the daemon writes the lines through), and stops
+(draining what it accepted) on SIGTERM or when the daemon's control channel closes.
 """
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from twisted.logger import (FilteringLogObserver, LogLevel, LogLevelFilterPredicate, Logger,
-                            globalLogBeginner, jsonFileLogObserver)
+from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+from aisoc_inboxd import logs
 
 _log = Logger()
 
@@ -36,10 +37,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--index", type=int, required=True)
     parser.add_argument("--config", type=Path)
     parser.add_argument("--socket", type=_socket, action="append", default=[], dest="sockets")
+    parser.add_argument("--log-format", choices=logs.FORMATS, default="json")
+    parser.add_argument("--log-level", choices=logs.LEVELS, default="info")
     args = parser.parse_args(argv)
-    globalLogBeginner.beginLoggingTo(
-        [FilteringLogObserver(jsonFileLogObserver(sys.stdout), [LogLevelFilterPredicate(LogLevel.info)])],
-        redirectStandardIO=False)
+    logs.begin(sys.stdout, args.log_format, args.log_level, system=f"worker-{args.index}")
 
     from twisted.internet import reactor
 

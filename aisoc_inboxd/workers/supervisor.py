@@ -10,6 +10,7 @@ import itertools
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -17,9 +18,10 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, DeferredLock, TimeoutError
 from twisted.internet.error import ConnectionDone, ConnectionLost, ProcessDone, ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol
-from twisted.logger import Logger, eventFromJSON, globalLogPublisher
+from twisted.logger import InvalidLogLevelError, Logger, LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 
+from aisoc_inboxd import logs
 from aisoc_inboxd.hec_acks import AckChannels
 from aisoc_inboxd.metrics import snapshot
 from aisoc_inboxd.intake.ratelimit import RateLimiter
@@ -39,8 +41,27 @@ STOP_TIMEOUT = 45.0
 RESPAWN_DELAYS = (1.0, 30.0)
 #: variables a worker must not inherit: only the daemon talks to the service manager
 _DAEMON_ONLY = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID")
-#: the record separator twisted.logger's JSON observer puts before each event
-_RS = b"\x1e"
+
+
+def log_arguments() -> list[str]:
+    """
+    How a worker logs: in the daemon's format and at its level once the daemon's log began, so the
+    daemon writes the worker's lines through; else (a supervisor in a test) as JSON it publishes.
+    """
+    output = logs.output
+    if output is None:
+        return ["--log-format", "json", "--log-level", "info"]
+    return ["--log-format", output.format, "--log-level", output.level]
+
+
+def _is_log_line(line: bytes, format: str) -> bool:
+    """
+    Whether C{line} is a line of the daemon's log C{format} (text: a time stamp, or a tab before the
+    continuation of a message; JSON: an object opening with its time), not something a library printed.
+    """
+    if format == "json":
+        return line.startswith(b'{"time":')
+    return line[:1].isdigit() or line.startswith(b"\t")
 
 
 class WorkerCrashed(Exception):
@@ -86,18 +107,36 @@ class WorkerProcess(ProcessProtocol):
         return f"worker-{self.index}"
 
     def outReceived(self, data: bytes) -> None:
-        *lines, self._partial = (self._partial + data).split(b"\n")
+        complete, newline, self._partial = (self._partial + data).rpartition(b"\n")
+        if newline:
+            self._lines(complete.split(b"\n"))
+
+    def _lines(self, lines: list[bytes]) -> None:
+        """
+        Log the worker's lines: written through as they are when the daemon's log began (the worker
+        formats them in the daemon's format and level, L{log_arguments}), else published as events.
+        A line that is no log line (what a library printed) is published without a level, so the log
+        drops it.
+        """
+        output, through = logs.output, []
         for line in lines:
-            self._publish(line.lstrip(_RS))
+            if output is not None and _is_log_line(line, output.format):
+                through.append(line)
+            elif line:
+                self._publish(line)
+        if through:
+            output.write_through(b"\n".join(through).decode("utf-8", "replace") + "\n")  # type: ignore[union-attr]
 
     def _publish(self, line: bytes) -> None:
-        if not line:
-            return
+        text = line.decode("utf-8", "replace")
         try:
-            event = eventFromJSON(line.decode("utf-8", "replace"))
-        except ValueError:
-            event = {"log_format": "{line}", "line": line.decode("utf-8", "replace"),
-                     "log_level": None, "log_namespace": __name__}
+            record = json.loads(text)
+            level = LogLevel.levelWithName(record["level"])
+        except (ValueError, TypeError, KeyError, InvalidLogLevelError):
+            event = {"log_format": "{line}", "line": text, "log_level": None, "log_namespace": __name__}
+        else:
+            event = {**record, "log_format": "{message}", "log_level": level,
+                     "log_namespace": record.get("namespace", "-"), "log_time": time.time()}
         event["log_system"] = self.system
         globalLogPublisher(event)
 
@@ -107,7 +146,7 @@ class WorkerProcess(ProcessProtocol):
             _log.error("{system}: {line}", system=self.system, line=line)
 
     def processEnded(self, reason: Failure) -> None:
-        self._publish(self._partial.lstrip(_RS))
+        self._lines([self._partial])
         if not self.ready.called:
             self.ready.errback(WorkerCrashed(f"{self.system} exited before serving ({_describe(reason.value)}); "
                                              f"its own lines above say why"))
@@ -193,7 +232,7 @@ class WorkerSupervisor(Service):
         adopt(self._reactor, ours.fileno(), control)
         ours.close()
         child_fds: dict[int, Any] = {0: "w", 1: "r", 2: "r", WORKER_FD: theirs.fileno()}
-        args = [sys.executable, "-m", "aisoc_inboxd.workers.main", "--index", str(index)]
+        args = [sys.executable, "-m", "aisoc_inboxd.workers.main", "--index", str(index), *log_arguments()]
         if self._config is not None:
             args += ["--config", str(self._config)]
         for fd, listener in enumerate(self._listeners, start=WORKER_FD + 1):
