@@ -80,6 +80,10 @@ def _parser() -> argparse.ArgumentParser:
     _tenant_command(token, "list", "list a tenant's tokens (fingerprints only)", _token_list)
     _tenant_command(token, "stats", "a tenant's tokens with requests, errors and last request over 24 h",
                     _token_stats)
+    deliveries = _tenant_command(token, "deliveries", "a token's recent deliveries, from the running daemon's "
+                                                      "admin API", _token_deliveries, target=FINGERPRINT)
+    deliveries.add_argument("--follow", "-f", action="store_true",
+                            help="keep polling and print new deliveries as they arrive (Ctrl-C stops)")
 
     templates = commands.add_parser("templates", help="bundled and configured templates").add_subparsers(
         dest="action", required=True)
@@ -90,7 +94,12 @@ def _parser() -> argparse.ArgumentParser:
     check.set_defaults(handler=_templates_check)
     render = templates.add_parser("render", help="print the OCSF a sample payload would become (dry run)")
     render.add_argument("template", metavar="ID", help="a configured template id, or a template file")
-    render.add_argument("sample", metavar="SAMPLE", help="a JSON object, array or NDJSON file; - reads stdin")
+    render.add_argument("sample", metavar="SAMPLE", nargs="?",
+                        help="a JSON object, array or NDJSON file; - reads stdin")
+    render.add_argument("--delivery", metavar="FINGERPRINT:N",
+                        help="instead of SAMPLE, the body (and headers) of a token's recent delivery N, from the "
+                             "running daemon's admin API (needs --tenant)")
+    render.add_argument("--tenant", help="the tenant of the --delivery token")
     render.add_argument("--header", action="append", default=[], metavar="NAME:VALUE",
                         help="a request header the template reads (header: sources), e.g. X-GitHub-Event:ping")
     render.add_argument("--validate", action="store_true", help="check every event against OCSF 1.8.0")
@@ -306,6 +315,29 @@ def _token_stats(settings: Settings, args: argparse.Namespace) -> int:
     return _with_store(settings, work)
 
 
+def _token_deliveries(settings: Settings, args: argparse.Namespace) -> int:
+    from aisoc_inboxd.admin_client import AdminClient, AdminUnreachable
+    from aisoc_inboxd.delivery_view import follow, key_of, print_deliveries
+
+    try:
+        client = AdminClient.of(settings)
+        if args.follow:
+            follow(client, args.tenant, key_of(args.fingerprint), args.json, sys.stdout)
+        answer = client.deliveries(args.tenant, key_of(args.fingerprint))
+    except AdminUnreachable as e:
+        raise CommandError(str(e)) from None
+    except KeyboardInterrupt:
+        return 0
+    if args.json:
+        print(json.dumps(answer["deliveries"], indent=2))
+    elif not answer["deliveries"]:
+        print(f"no deliveries kept for {args.fingerprint} of tenant {args.tenant} (the daemon keeps the last "
+              f"{answer['per_token']} per token, in memory, since it started)")
+    else:
+        print_deliveries(answer["deliveries"], False, sys.stdout, header=True)
+    return 0
+
+
 def _templates_list(settings: Settings, args: argparse.Namespace) -> int:
     catalog = _catalog(settings)
     for template_id in catalog.ids():
@@ -342,14 +374,21 @@ def _templates_render(settings: Settings, args: argparse.Namespace) -> int:
         template = catalog.get(args.template)
         if template is None:
             raise CommandError(f"unknown template {args.template!r}; allowed: {', '.join(catalog.ids())}")
-    headers = dict(_header(h) for h in args.header)
+    if (args.sample is None) == (args.delivery is None):
+        raise CommandError("give one of a SAMPLE file and --delivery FINGERPRINT:N")
+    source = args.sample or f"delivery {args.delivery}"
+    headers: dict[str, str] = {}
     try:
-        body = sys.stdin.buffer.read() if args.sample == "-" else Path(args.sample).read_bytes()
+        if args.delivery:
+            body, headers = _recorded_delivery(settings, args.tenant, args.delivery)
+        else:
+            body = sys.stdin.buffer.read() if args.sample == "-" else Path(args.sample).read_bytes()
+        headers.update(_header(h) for h in args.header)
         events = render(template, body, headers)
     except OSError as e:
         raise CommandError(f"{args.sample}: cannot read: {e.strerror}") from None
     except BodyError as e:
-        raise CommandError(f"{args.sample}: bad body: {e}") from None
+        raise CommandError(f"{source}: bad body: {e}") from None
     invalid = 0
     for index, event in enumerate(events):
         print(json.dumps(event, indent=2, ensure_ascii=False))
@@ -357,8 +396,34 @@ def _templates_render(settings: Settings, args: argparse.Namespace) -> int:
             print(f"event {index}: {error}", file=sys.stderr)
             invalid += 1
     if not events:
-        print(f"{args.sample}: acknowledged without publishing (0 events)", file=sys.stderr)
+        print(f"{source}: acknowledged without publishing (0 events)", file=sys.stderr)
     return 1 if invalid else 0
+
+
+def _recorded_delivery(settings: Settings, tenant: str | None, reference: str) -> tuple[bytes, dict[str, str]]:
+    """
+    The body and the (unredacted) headers of a token's recent delivery C{FINGERPRINT:N}.
+    """
+    from aisoc_inboxd.admin_client import AdminClient, AdminUnreachable
+    from aisoc_inboxd.delivery_view import key_of, recorded_body
+
+    key, colon, number = reference.rpartition(":")
+    if not colon or not key or not number.isdigit():
+        raise CommandError(f"--delivery {reference!r}: expected FINGERPRINT:N, e.g. 3f9a01bc:2")
+    if tenant is None:
+        raise CommandError("--delivery needs --tenant: deliveries are read within a tenant")
+    try:
+        kept = AdminClient.of(settings).deliveries(tenant, key_of(key))["deliveries"]
+    except AdminUnreachable as e:
+        raise CommandError(str(e)) from None
+    delivery = next((d for d in kept if d["n"] == int(number)), None)
+    if delivery is None:
+        raise CommandError(f"delivery {number} of token {key} (tenant {tenant}) is not kept: "
+                           f"aisoc-inboxd token deliveries --tenant {tenant} {key} lists those that are")
+    try:
+        return recorded_body(delivery)
+    except ValueError as e:
+        raise CommandError(f"delivery {reference}: {e}") from None
 
 
 def _header(text: str) -> tuple[str, str]:

@@ -354,6 +354,30 @@ class VendorSettings:
 
 
 @dataclass(frozen=True)
+class DeliverySettings:
+    """
+    Recent deliveries (C{/v1/admin/tenants/{tenant}/tokens/{fingerprint}/deliveries}): per token,
+    the last requests, their replies and the first OCSF event each became, kept in memory.
+    """
+
+    #: deliveries kept per token (and for the token-less CEF route); 0 keeps none
+    per_token: int = 50
+    #: all kept deliveries together stay under this many bytes; past it the oldest of any token go
+    max_bytes: int = 32 * 1024 * 1024
+    #: the first bytes of each body (gzip undone) that are kept
+    body_bytes: int = 4096
+    #: off: keep only the metadata (status, outcome, headers), never a body or its OCSF event
+    keep_bodies: bool = True
+    #: tenants whose bodies are never kept, whatever C{keep_bodies} says
+    without_bodies: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for key in ("per_token", "body_bytes"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{key}: must be 0 or more, got {getattr(self, key)}")
+
+
+@dataclass(frozen=True)
 class Settings:
     #: where SQLite, the event log, the spool and the secret key live by default
     state_dir: str = "state"
@@ -374,6 +398,7 @@ class Settings:
     syslog: SyslogSettings = field(default_factory=SyslogSettings)
     templates: TemplateSettings = field(default_factory=TemplateSettings)
     vendors: VendorSettings = field(default_factory=VendorSettings)
+    deliveries: DeliverySettings = field(default_factory=DeliverySettings)
 
     def state_path(self, relative: str) -> Path:
         """
@@ -413,7 +438,7 @@ _POSITIVE = {"workers", "http.max_body_bytes", "http.rate_limit_per_min", "http.
              "database.tcp_user_timeout", "database.listen_check_interval",
              "vendors.sns.timeout", "imap.timeout", "imap.refresh_interval", "imap.max_backoff",
              "imap.max_message_bytes", "hec.max_channels_per_token", "hec.max_acks_per_channel",
-             "hec.channel_idle_timeout", "syslog.max_in_flight_events"}
+             "hec.channel_idle_timeout", "syslog.max_in_flight_events", "deliveries.max_bytes"}
 
 
 def per_process(bound: int, processes: int) -> int:

@@ -18,7 +18,8 @@ from twisted.internet.task import Clock
 from twisted.web.server import Site
 
 from aisoc_inboxd.catalog import TemplateCatalog
-from aisoc_inboxd.config import CefSettings, HecSettings, HttpSettings
+from aisoc_inboxd.config import CefSettings, DeliverySettings, HecSettings, HttpSettings
+from aisoc_inboxd.deliveries import DeliveryLog
 from aisoc_inboxd.inflight import InFlight
 from aisoc_inboxd.intake.idempotency import Idempotency
 from aisoc_inboxd.intake.intake import Intake
@@ -33,6 +34,7 @@ from aisoc_inboxd.vendors import VendorGate
 from aisoc_inboxd.web.clients import ClientAddresses
 from aisoc_inboxd.hec_acks import AckChannels, Acks, LocalAcks
 from aisoc_inboxd.web.hec import HecDeps
+from aisoc_inboxd.web.recorder import DeliveryRecorder
 from aisoc_inboxd.web.routes import OnReply
 from aisoc_inboxd.web.site import inbox_site
 from aisoc_inboxd.web.tree import WebDeps, build_admin_resource, build_root_resource
@@ -309,6 +311,7 @@ class MemoryInbox:
     observers: tuple[OnReply, ...] = ()
     #: the HEC ack registry the routes ask: the daemon's own by default, a worker's L{RemoteAcks} in a test
     acks: Acks | None = None
+    deliveries_settings: DeliverySettings = field(default_factory=DeliverySettings)
 
     base_url = "http://inbox"
 
@@ -322,12 +325,14 @@ class MemoryInbox:
                              catalog(), Pipeline(self.sink, self.metrics),  # type: ignore[arg-type]
                              RateLimiter(self.clock, self.http_settings.rate_limit_per_min),
                              Idempotency(self.store, self.clock, self.metrics), self.clock)  # type: ignore[arg-type]
+        self.deliveries = DeliveryLog(self.deliveries_settings)
         deps = WebDeps(intake=self.intake, metrics=self.metrics, inflight=InFlight(self.clock),
                        max_body_bytes=self.http_settings.max_body_bytes,
                        max_events=self.http_settings.max_events_per_request, vendors=self.vendors,
                        observers=self.observers,
                        hec=HecDeps(self.hec, self.acks or LocalAcks(AckChannels.build(self.hec, self.clock))),
-                       cef=Replaceable(self.cef), clients=ClientAddresses(self.http_settings.trusted_proxies))
+                       cef=Replaceable(self.cef), clients=ClientAddresses(self.http_settings.trusted_proxies),
+                       deliveries=DeliveryRecorder(self.deliveries, self.clock))
         self.http = serving(inbox_site(build_root_resource(deps), self.http_settings, self.metrics, self.clock))
         self.admin = TokenAdmin(self.store, self.clock, catalog().allowed,  # type: ignore[arg-type]
                                 self.cache.invalidate)

@@ -13,7 +13,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from prometheus_client.registry import Collector
 from twisted.application.service import Service
@@ -26,6 +26,7 @@ from aisoc_inboxd import systemd
 from aisoc_inboxd.activity import EventRates, RecentErrors
 from aisoc_inboxd.catalog import TemplateCatalog
 from aisoc_inboxd.config import CefSettings, Settings, SyslogListenerSettings, load_settings, per_process
+from aisoc_inboxd.deliveries import DeliveryLog
 from aisoc_inboxd.hec_acks import AckChannels, LocalAcks, RemoteAcks
 from aisoc_inboxd.imap import ImapPoller
 from aisoc_inboxd.inflight import InFlight
@@ -45,14 +46,17 @@ from aisoc_inboxd.store import Store
 from aisoc_inboxd.store.health import StoreHealth
 from aisoc_inboxd.store.secrets import SecretBox
 from aisoc_inboxd.syslog.protocol import SyslogDatagramProtocol, SyslogIntake, SyslogStreamFactory
+from aisoc_inboxd.deliveries import FrameSamples
 from aisoc_inboxd.tokens import LookupBudget, TokenAdmin, TokenCache, TokenResolver
 from aisoc_inboxd.vendors import VendorGate, build_vendor_gate
 from aisoc_inboxd.web.clients import ClientAddresses
+from aisoc_inboxd.web.delivery_desk import DeliveryPeer
 from aisoc_inboxd.web.hec import HecDeps
+from aisoc_inboxd.web.recorder import DeliveryRecorder
 from aisoc_inboxd.web.routes import OnReply
 from aisoc_inboxd.web.site import InboxSite, channel_limits, inbox_site
 from aisoc_inboxd.web.status import StatusSources, TokenStoreView
-from aisoc_inboxd.web.tree import WebDeps, build_admin_resource, build_root_resource
+from aisoc_inboxd.web.tree import WebDeps, build_admin_resource, build_root_resource, delivery_desk
 from aisoc_inboxd.workers.role import WorkerRole
 from aisoc_inboxd.workers.supervisor import WorkerSupervisor, snapshot_path, write_snapshot
 
@@ -88,15 +92,19 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
     recent_errors = RecentErrors(reactor)
     cef = Replaceable(settings.cef)
     ack_channels = AckChannels.build(settings.hec, reactor)
+    deliveries = DeliveryRecorder(role.deliveries if role else DeliveryLog(settings.deliveries), reactor)
+    supervisor: WorkerSupervisor | None = None  # built below, once the listeners it serves are
     web = build_web(settings, intake.intake, metrics, inflight, (push_stats.replied, recent_errors.replied),
-                    cef, vendors or build_vendor_gate(settings.vendors, reactor), ack_channels, reactor, role)
-    served = [*web.listeners, *build_syslog(settings, intake.intake, metrics, inflight, sink, reactor, role)]
+                    cef, vendors or build_vendor_gate(settings.vendors, reactor), ack_channels, reactor, role,
+                    deliveries, lambda: supervisor.serving() if supervisor else ())
+    served = [*web.listeners,
+              *build_syslog(settings, intake.intake, metrics, inflight, sink, reactor, role, deliveries.log)]
     supervisor = build_supervisor(settings, served, intake.limiter, ack_channels, config, reactor, role)
     exposed = MergedMetrics(metrics.registry, supervisor.snapshots) if supervisor else metrics.registry
     listeners: list[AnyListener] = [*served, *build_metrics(settings, exposed, reactor, role)]
     status = StatusSources(lambda: listeners, sink, store, intake.rates, recent_errors, reactor, exposed,
                            lambda: reloads.last if reloads else None,
-                           TokenStoreView(health, metrics.token_store, intake.cache))
+                           TokenStoreView(health, metrics.token_store, intake.cache), delivery_desk(web.deps, store))
     listeners += build_admin(settings, catalog, store, intake.cache, web.deps, status, reactor, role)
     reloader = build_reloader(settings, catalog, listeners, cef, intake.limiter, reactor,
                               read_settings or (lambda: load_settings(config)))
@@ -210,7 +218,9 @@ class Web:
 
 def build_web(settings: Settings, intake: Intake, metrics: Metrics, inflight: InFlight,
               observers: Sequence[OnReply], cef: Replaceable[CefSettings], vendors: VendorGate,
-              ack_channels: AckChannels, reactor: Any, role: WorkerRole | None) -> Web:
+              ack_channels: AckChannels, reactor: Any, role: WorkerRole | None,
+              deliveries: DeliveryRecorder | None = None,
+              delivery_peers: Callable[[], Iterable[DeliveryPeer]] = tuple) -> Web:
     """
     One HTTP listener per C{http.listen} entry, all serving one site; a worker serves the daemon's
     sockets, and its HEC routes ask the daemon's C{ack_channels} across the control channel.
@@ -218,6 +228,8 @@ def build_web(settings: Settings, intake: Intake, metrics: Metrics, inflight: In
     @param observers: told of every inbox route's reply (push stats, the status page's recent errors).
     @param cef: the token-less CEF route's settings, which a reload replaces.
     @param ack_channels: the daemon's HEC indexer acks, kept for every process.
+    @param deliveries: keeps this process's recent deliveries; C{delivery_peers} are the worker
+        processes whose own the admin API reads with them.
     """
     http = settings.http
     acks = (RemoteAcks(reactor, settings.hec.channel_idle_timeout, role.acks) if role
@@ -225,7 +237,8 @@ def build_web(settings: Settings, intake: Intake, metrics: Metrics, inflight: In
     deps = WebDeps(intake=intake, metrics=metrics, inflight=inflight, max_body_bytes=http.max_body_bytes,
                    max_events=http.max_events_per_request,
                    observers=tuple(observers), vendors=vendors, hec=HecDeps(settings.hec, acks), cef=cef,
-                   clients=ClientAddresses(http.trusted_proxies))
+                   clients=ClientAddresses(http.trusted_proxies),
+                   deliveries=deliveries, delivery_peers=delivery_peers)
     site = inbox_site(build_root_resource(deps), http, metrics, reactor)
     names = [numbered("http", i) for i in range(len(http.listen))]
     return Web([Listener(description, site, reactor, name, inherited_fd=role and role.socket(name))
@@ -233,18 +246,20 @@ def build_web(settings: Settings, intake: Intake, metrics: Metrics, inflight: In
 
 
 def build_syslog(settings: Settings, intake: Intake, metrics: Metrics, inflight: InFlight, sink: EventSink,
-                 reactor: Any, role: WorkerRole | None) -> list[AnyListener]:
+                 reactor: Any, role: WorkerRole | None, deliveries: DeliveryLog | None = None) -> list[AnyListener]:
     """
     One listener per C{syslog.listeners} entry (their templates were checked with the catalog's
     L{TemplateCatalog.check_in_use}); a worker serves the daemon's sockets. A sink that can be
-    saturated (L{ISaturating}: the Kafka sink) pauses TCP reading too.
+    saturated (L{ISaturating}: the Kafka sink) pauses TCP reading too. Each keeps its last frames
+    in C{deliveries}, when given.
     """
     saturation = ISaturating(sink, None)
     built: list[AnyListener] = []
     for entry in settings.syslog.listeners:
+        samples = FrameSamples(deliveries, entry.name, entry.tenant) if deliveries else None
         listener = SyslogIntake(entry, intake, metrics.syslog, inflight,
                                 per_process(settings.syslog.max_in_flight_events, settings.workers),
-                                saturation, settings.syslog.idle_timeout_of(entry))
+                                saturation, settings.syslog.idle_timeout_of(entry), samples)
         name = f"syslog-{entry.name}"
         built.append(_syslog_listener(entry, listener, reactor, name, role and role.socket(name),
                                       settings.syslog.receive_buffer_of(entry)))

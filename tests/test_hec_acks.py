@@ -148,7 +148,8 @@ class Daemon:
         """
         lost: Deferred[None] = Deferred()
         ours, theirs = socket_pair()
-        daemon_end = DaemonSide(RateLimiter(self.clock, 60), self.channels, lambda: None, _any_configuration)
+        daemon_end = DaemonSide(RateLimiter(self.clock, 60), self.channels, lambda: None, _any_configuration,
+                                self.clock)
         worker_end = WorkerSide(lambda: lost.callback(None), self.clock)
         adopt(self.reactor, ours.fileno(), daemon_end)
         adopt(self.reactor, theirs.fileno(), worker_end)

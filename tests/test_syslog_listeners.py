@@ -39,6 +39,7 @@ from aisoc_inboxd.intake.refusals import sink_unavailable
 from aisoc_inboxd.metrics import SYSLOG_DROP_REASONS, SyslogMetrics
 from aisoc_inboxd.syslog.framing import MAX_SKIPPED_FRAME
 from aisoc_inboxd.syslog.protocol import SyslogDatagramProtocol, SyslogIntake, SyslogStreamFactory, SyslogStreamProtocol
+from aisoc_inboxd.deliveries import FrameSamples
 from tests.support.daemon import RunningDaemon, daemon_settings, start_daemon, wait_for
 from tests.support.ocsf import assert_valid_ocsf
 from tests.support.rsyslog import Forward, start_rsyslog
@@ -96,12 +97,13 @@ class FakeSink:
 
 
 def make_listener(max_in_flight: int = 100, sink: FakeSink | None = None, max_frame_bytes: int = 1024,
-                  idle_timeout: float | None = None) -> tuple[SyslogIntake, FakeIntake, SyslogMetrics]:
+                  idle_timeout: float | None = None, samples: FrameSamples | None = None
+                  ) -> tuple[SyslogIntake, FakeIntake, SyslogMetrics]:
     intake = FakeIntake()
     metrics = SyslogMetrics(CollectorRegistry())
     settings = SyslogListenerSettings(name="t", endpoint="tcp:0", tenant="acme", max_frame_bytes=max_frame_bytes)
     listener = SyslogIntake(settings, intake, metrics, InFlight(Clock()), max_in_flight, sink,  # type: ignore[arg-type]
-                            idle_timeout)
+                            idle_timeout, samples)
     return listener, intake, metrics
 
 

@@ -23,6 +23,7 @@ from aisoc_inboxd.sinks import IEventLog, IKafkaDestination, ISaturating, ISpool
 from aisoc_inboxd.sinks.file import FileSink
 from aisoc_inboxd.catalog import TemplateCatalog
 from aisoc_inboxd.config import Settings, load_settings
+from aisoc_inboxd.deliveries import DeliveryLog
 from aisoc_inboxd.inflight import InFlight
 from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.service import InboxDaemon
@@ -68,7 +69,8 @@ def test_a_worker_is_the_same_composition_given_its_role(tmp_path: Path) -> None
     """With a role the process serves the daemon's HTTP and syslog sockets only, keeps its event log
     in worker-N/, snapshots its metrics, and has no supervisor, reloads, sweeper or IMAP poller."""
     settings = settings_with_syslog(tmp_path, workers=2)
-    worker = build(settings, WorkerRole(1, {"http": 7, "syslog-tcp": 8}, no_lease, acks=None))  # type: ignore[arg-type]
+    worker = build(settings, WorkerRole(1, {"http": 7, "syslog-tcp": 8}, no_lease, acks=None,  # type: ignore[arg-type]
+                                        deliveries=DeliveryLog(settings.deliveries, 1)))
     assert [listener.name for listener in worker.listeners] == ["http", "syslog-tcp"]
     assert worker.supervisor is None and worker.reloads is None
     assert "metrics-snapshot" in services(worker)

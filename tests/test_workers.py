@@ -25,6 +25,7 @@ from twisted.logger import capturedLogs, formatEvent
 
 from aisoc_inboxd.catalog import TemplateCatalog
 from aisoc_inboxd.config import load_settings
+from aisoc_inboxd.deliveries import WORKER_NUMBERS
 from aisoc_inboxd.hec_acks import AckChannels
 from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.intake.ratelimit import RateLimiter
@@ -48,14 +49,15 @@ class Tree:
         self.state = tmp_path / "state"
         self.templates = tmp_path / "templates"
         self.templates.mkdir()
-        self.http_port, self.metrics_port, self.tcp_port, self.udp_port = (free_port() for _ in range(4))
+        self.http_port, self.metrics_port, self.tcp_port, self.udp_port, self.admin_port = (
+            free_port() for _ in range(5))
         self.config = tmp_path / "inboxd.yaml"
         self.config.write_text(json.dumps({
             "state_dir": str(self.state),
             "workers": 2,
             "http": {"listen": [f"tcp:{self.http_port}:interface=127.0.0.1"], "rate_limit_per_min": rate_limit_per_min},
             "metrics": {"listen": [f"tcp:{self.metrics_port}:interface=127.0.0.1"]},
-            "admin": {"listen": []},
+            "admin": {"listen": [f"tcp:{self.admin_port}:interface=127.0.0.1"]},
             "sink": sink or {"type": "file"},
             "templates": {"directories": [str(self.templates)]},
             "syslog": {"listeners": [
@@ -238,6 +240,31 @@ class Firehose:
     def poll(self, ack_ids: list[int]) -> tuple[dict[str, bool], str]:
         reply, answerer = self.send("/services/collector/ack", json.dumps({"acks": ack_ids}).encode())
         return reply["acks"], answerer
+
+
+def test_recent_deliveries_of_every_process_are_read_and_redelivered_through_the_daemon(tree: Tree) -> None:
+    """Each process keeps the deliveries it served, numbered in its own range; the admin API (here
+    through the CLI) reads every process's, and one a worker kept is redelivered by the daemon."""
+    bodies = {json.dumps({"seq": i}) for i in range(40)}
+    for body in bodies:
+        assert tree.post(body.encode()) == 200
+    served = {name for name, events in tree.events_by_process().items() if events}
+    listed = json.loads(tree.cli("token", "deliveries", "--tenant", "acme", tree.token, "--json").stdout)
+    assert {d["request"]["body"]["text"] for d in listed} == bodies
+    assert len({d["n"] for d in listed}) == 40
+    ranges = {"daemon" if d["n"] < WORKER_NUMBERS else f"worker-{d['n'] // WORKER_NUMBERS}" for d in listed}
+    assert ranges == served
+    chosen = max(listed, key=lambda d: d["n"])
+    conn = http.client.HTTPConnection("127.0.0.1", tree.admin_port, timeout=30)
+    key = (tree.state / "admin.key").read_text().strip()
+    conn.request("POST", f"/v1/admin/tenants/acme/tokens/{chosen['key']}/deliveries/{chosen['n']}/redeliver",
+                 headers={"Authorization": f"Bearer {key}"})
+    response = conn.getresponse()
+    reply = json.loads(response.read())
+    conn.close()
+    assert response.status == 200 and reply["accepted"] == 1 and reply["redelivered"] == chosen["n"]
+    again = json.loads(tree.cli("token", "deliveries", "--tenant", "acme", tree.token, "--json").stdout)
+    assert len(again) == 41 and reply["n"] in {d["n"] for d in again}
 
 
 def test_hec_acks_issued_by_one_process_are_answered_by_the_other(tree: Tree) -> None:

@@ -31,6 +31,7 @@ from aisoc_inboxd.inflight import InFlight
 from aisoc_inboxd.intake.intake import Intake
 from aisoc_inboxd.intake.refusals import Refused
 from aisoc_inboxd.metrics import SyslogMetrics
+from aisoc_inboxd.deliveries import FrameSamples
 
 #: frames and their receive time → their records, CEF apart from the rest, malformed ones counted
 Decode = Callable[[Sequence[bytes], float], Split]
@@ -61,11 +62,13 @@ class ListenerIntake:
 
     def __init__(self, name: str, route: str, tenant: str, template_id: str, cef_template_id: str,
                  decode: Decode, intake: Intake, metrics: SyslogMetrics, inflight: InFlight, max_in_flight: int,
-                 sink: Saturation | None = None) -> None:
+                 sink: Saturation | None = None, samples: FrameSamples | None = None) -> None:
         """
         @param route: what events are published under (C{metadata.log_source}).
         @param inflight: the daemon's count of work to finish before it stops.
+        @param samples: keeps the last frames and malformed frames read (recent deliveries).
         """
+        self._samples = samples
         self.name = name
         self._route = route
         self._tenant = tenant
@@ -121,18 +124,25 @@ class ListenerIntake:
         self.count("frames", count)
         self.count("dropped", count, reason)
 
-    def submit(self, frames: Sequence[bytes]) -> Deferred[None]:
+    def submit(self, frames: Sequence[bytes], peer: str | None = None) -> Deferred[None]:
         """
-        Decode C{frames} and publish them, one batch per template; fires when they are durable or
-        dropped (never fails). A frame whose CEF is malformed is dropped and counted.
+        Decode C{frames} (from C{peer}, when they came from one) and publish them, one batch per
+        template; fires when they are durable or dropped (never fails). A frame whose CEF is
+        malformed is dropped and counted.
         """
         received_at = self._intake.now()
         self.count("frames", len(frames))
         split = self._decode(frames, received_at)
+        if self._samples is not None:
+            self._samples.frames(frames, received_at, peer)
         if split.malformed:
             self.count("dropped", split.malformed, "malformed")
             self._log.debug("{listener}: {count} malformed CEF frame(s) dropped", listener=self.name,
                             count=split.malformed)
+            if self._samples is not None:  # which ones: decoded again one by one, on this rare path only
+                for frame in frames:
+                    if self._decode([frame], received_at).malformed:
+                        self._samples.malformed(frame, received_at, peer, "malformed CEF")
         publishes = [self._publish(template_id, records, received_at)
                      for template_id, records in split.batches(self._template_id, self._cef_template_id)]
         if not publishes:

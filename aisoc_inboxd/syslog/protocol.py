@@ -36,6 +36,7 @@ from aisoc_inboxd.formats.syslog_records import frame_records
 from aisoc_inboxd.inflight import InFlight
 from aisoc_inboxd.intake.intake import Intake
 from aisoc_inboxd.intake.listener import ListenerIntake, Saturation
+from aisoc_inboxd.deliveries import FrameSamples
 from aisoc_inboxd.metrics import SyslogMetrics
 from aisoc_inboxd.syslog.framing import FrameDecoder
 
@@ -46,21 +47,22 @@ ROUTE = "syslog"
 class SyslogIntake(ListenerIntake):
     """
     A syslog listener's intake (L{ListenerIntake}): its frames decoded by
-    L{aisoc_inboxd.formats.syslog_records} (one pass for RFC 5424 CEF frames) in the listener's time zone, and the frame size limit and
-    idle timeout its protocols apply.
+    L{aisoc_inboxd.formats.syslog_records} (one pass for RFC 5424 CEF frames) in the listener's
+    time zone, and the frame size limit and idle timeout its protocols apply.
     """
 
     def __init__(self, settings: SyslogListenerSettings, intake: Intake, metrics: SyslogMetrics,
                  inflight: InFlight, max_in_flight: int, sink: Saturation | None = None,
-                 idle_timeout: float | None = None) -> None:
+                 idle_timeout: float | None = None, samples: FrameSamples | None = None) -> None:
         """
         @param idle_timeout: seconds a stream connection may send nothing before it is closed; None
             for never.
+        @param samples: keeps the last frames and malformed frames read (recent deliveries).
         """
         zone = ZoneInfo(settings.timezone)
         super().__init__(settings.name, ROUTE, settings.tenant, settings.template, settings.cef_template,
                          lambda frames, now: frame_records(frames, now, zone, read_frame), intake, metrics, inflight,
-                         max_in_flight, sink)
+                         max_in_flight, sink, samples)
         self.max_frame_bytes = settings.max_frame_bytes
         self.idle_timeout = idle_timeout
 
@@ -121,7 +123,7 @@ class SyslogStreamProtocol(Protocol, TimeoutMixin):
                                            "connection stays open (later ones from it are only counted)",
                               limit=self._listener.max_frame_bytes)
         if frames:
-            self._listener.submit(frames)
+            self._listener.submit(frames, self._peer)
 
     def _abandon(self, claimed: int) -> None:
         self._reported.add("oversized")  # this line says more than the oversized one would

@@ -6,6 +6,12 @@ The admin API, on its own listener (127.0.0.1 by default), for the console and o
     POST   /v1/admin/tenants/{tenant}/tokens/{fingerprint}/rotate rotate {"signing_secret"?}
     POST   /v1/admin/tenants/{tenant}/tokens/{fingerprint}/revoke revoke
     GET    /v1/admin/tenants/{tenant}/tokens/stats                push stats over 24 h (the Push tab)
+    GET    /v1/admin/tenants/{tenant}/tokens/{fingerprint}/deliveries  recent deliveries (every
+           process's), newest first; C{…/tenants/{tenant}/cef/deliveries} the CEF route's
+    GET    /v1/admin/tenants/{tenant}/syslog/{listener}/deliveries   a syslog listener's last frames
+    GET    /v1/admin/tenants/{tenant}/syslog/{listener}/malformed    … and its last malformed ones
+    POST   /v1/admin/tenants/{tenant}/tokens/{fingerprint}/deliveries/{n}/redeliver  publish delivery n's
+           body again through the token's current template (C{X-AiSOC-Idempotency-Key} optional)
     POST   /v1/admin/invalidate                                   {"token"} or {"fingerprint"}: the
            rotation flow's Invalidate(), reaching every instance sharing the store
 
@@ -25,6 +31,7 @@ from twisted.internet.defer import Deferred
 from twisted.web.server import Request
 
 from aisoc_inboxd import fastjson
+from aisoc_inboxd.intake.idempotency import HEADER as IDEMPOTENCY_HEADER, check_key
 from aisoc_inboxd.inflight import InFlight
 from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.tenants import InvalidTenant
@@ -37,6 +44,8 @@ from aisoc_inboxd.tokens import (
     token_row,
 )
 from aisoc_inboxd.store import StoreError
+from aisoc_inboxd.web.delivery_desk import DeliveryDesk
+from aisoc_inboxd.web.recorder import CEF_KEY
 from aisoc_inboxd.intake.refusals import bad_request, store_unavailable
 from aisoc_inboxd.web.errors import HttpError
 from aisoc_inboxd.web.routes import Exchange, JsonRoute, Reply
@@ -50,11 +59,12 @@ class AdminRoute(JsonRoute):
     methods = frozenset({b"GET", b"POST"})
 
     def __init__(self, admin: TokenAdmin, invalidate: Invalidate, api_key: bytes,
-                 metrics: Metrics, inflight: InFlight) -> None:
+                 metrics: Metrics, inflight: InFlight, deliveries: DeliveryDesk | None = None) -> None:
         super().__init__(metrics, inflight)
         self._admin = admin
         self._invalidate = invalidate
         self._api_key = api_key
+        self._desk = deliveries
 
     async def handle(self, request: Request, exchange: Exchange) -> Reply:
         self._authenticate(request)
@@ -68,6 +78,15 @@ class AdminRoute(JsonRoute):
         method = request.method
         if path == ["invalidate"] and method == b"POST":
             return await self._invalidate_one(_json_body(request))
+        if path[2:] == ["cef", "deliveries"] and path[0] == "tenants" and method == b"GET":
+            return await self._list_deliveries(path[1], CEF_KEY)
+        if (len(path) == 5 and path[0] == "tenants" and path[2] == "syslog" and path[4] in ("deliveries", "malformed")
+                and method == b"GET"):
+            return Reply(200, await self._delivery_desk().syslog_listing(path[1], path[3], path[4] == "malformed"),
+                         None)
+        if (len(path) == 7 and path[0] == "tenants" and path[2] == "tokens" and path[4] == "deliveries"
+                and path[6] == "redeliver" and method == b"POST"):
+            return await self._redeliver(request, path[1], path[3], path[5])
         if len(path) >= 3 and path[0] == "tenants" and path[2] == "tokens":
             tenant = path[1]
             rest = path[3:]
@@ -80,6 +99,8 @@ class AdminRoute(JsonRoute):
                 return Reply(200, {"tokens": await self._admin.stats(tenant)}, None)
             if len(rest) == 2 and rest[1] in ("rotate", "revoke") and method == b"POST":
                 return await self._retire(tenant, rest[0], rest[1], _json_body(request))
+            if len(rest) == 2 and rest[1] == "deliveries" and method == b"GET":
+                return await self._list_deliveries(tenant, rest[0])
         raise HttpError(404, "no such admin route", "not_found")
 
     def _authenticate(self, request: Request) -> None:
@@ -110,6 +131,23 @@ class AdminRoute(JsonRoute):
             return Reply(200, {"revoked": old.fingerprint}, old.template_id)
         except UnknownToken as e:
             raise HttpError(404, str(e), "not_found") from None
+
+    def _delivery_desk(self) -> DeliveryDesk:
+        if self._desk is None:
+            raise HttpError(404, "recent deliveries are not kept by this daemon", "not_found")
+        return self._desk
+
+    async def _list_deliveries(self, tenant: str, key_or_prefix: str) -> Reply:
+        """
+        The deliveries kept for a token of C{tenant}, newest first.
+        """
+        return Reply(200, await self._delivery_desk().listing(tenant, key_or_prefix), None)
+
+    async def _redeliver(self, request: Request, tenant: str, key_or_prefix: str, number: str) -> Reply:
+        if not number.isdigit():
+            raise bad_request(f"delivery number: expected a whole number, got {number!r}")
+        key = check_key(request.getHeader(IDEMPOTENCY_HEADER.encode("ascii")))
+        return await self._delivery_desk().redeliver(tenant, key_or_prefix, int(number), key)
 
     async def _invalidate_one(self, body: dict[str, Any]) -> Reply:
         token = _string(body, "token")

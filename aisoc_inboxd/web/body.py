@@ -9,20 +9,27 @@ from twisted.web.server import Request
 
 from aisoc_inboxd.web.errors import HttpError, too_large, unsupported_media
 
+#: an HTML form's body (GitHub's form-encoded deliveries)
+FORM = "application/x-www-form-urlencoded"
 #: media types that can carry JSON; anything else on a JSON route is 415 (a missing type is fine)
 JSON_CARRIERS = frozenset({
     "application/json", "application/x-ndjson", "application/ndjson", "application/jsonlines",
-    "application/x-json-stream", "text/json", "text/plain", "application/octet-stream",
-    "application/x-www-form-urlencoded",
+    "application/x-json-stream", "text/json", "text/plain", "application/octet-stream", FORM,
 })
+
+
+def media_type_of(content_type: str) -> str:
+    """
+    A Content-Type value without parameters, lowercase.
+    """
+    return content_type.split(";", 1)[0].strip().lower()
 
 
 def media_type(request: Request) -> str:
     """
     The Content-Type without parameters, lowercase; empty when the header is missing.
     """
-    value = request.getHeader(b"content-type") or b""
-    return value.split(b";", 1)[0].strip().lower().decode("latin-1")
+    return media_type_of((request.getHeader(b"content-type") or b"").decode("latin-1"))
 
 
 def require_json_carrier(request: Request) -> str:

@@ -32,6 +32,7 @@ from aisoc_inboxd.web.body import decode_content, raw_body
 from aisoc_inboxd.web.clients import ClientAddresses, client_address, forwarded_for, inside, networks, peer_host
 from aisoc_inboxd.web.errors import HttpError, too_many_events
 from aisoc_inboxd.reload import Replaceable
+from aisoc_inboxd.web.recorder import DeliveryRecorder
 from aisoc_inboxd.web.routes import Exchange, JsonRoute, OnReply, Reply
 
 
@@ -41,20 +42,21 @@ class CefRoute(JsonRoute):
     def __init__(self, settings: Replaceable[CefSettings], intake: Intake, metrics: Metrics, inflight: InFlight,
                  max_body_bytes: int, observers: Sequence[OnReply] = (),
                  max_events: int = HttpSettings.max_events_per_request,
-                 clients: ClientAddresses = ClientAddresses()) -> None:
+                 clients: ClientAddresses = ClientAddresses(),
+                 deliveries: DeliveryRecorder | None = None) -> None:
         """
         @param settings: read at each request: a reload replaces them.
         @param max_events: the most lines one request may carry (C{http.max_events_per_request}),
             malformed ones included; a body with more is refused before any line is parsed.
         """
-        super().__init__(metrics, inflight, observers, clients)
+        super().__init__(metrics, inflight, observers, clients, deliveries)
         self._settings = settings
         self._intake = intake
         self._max_body_bytes = max_body_bytes
         self._max_events = max_events
 
     async def handle(self, request: Request, exchange: Exchange) -> Reply:
-        received_at = self._intake.now()
+        received_at = exchange.received_at = self._intake.now()
         settings = self._settings.value
         if settings.tenant is None:
             raise HttpError(404, "the CEF route is disabled: set cef.tenant in the config to enable it", "disabled")
@@ -63,7 +65,8 @@ class CefRoute(JsonRoute):
         await self._intake.admit(binding)
         template_id = binding.template.id
         try:
-            body = decode_content(request, raw_body(request), self._max_body_bytes)
+            body = exchange.body = raw_body(request)
+            body = exchange.body = decode_content(request, body, self._max_body_bytes)
         except Refused as e:
             e.template = template_id
             raise
@@ -75,10 +78,15 @@ class CefRoute(JsonRoute):
         split = split_cef_lines((line for _, line in lines), received_at)
         if split.malformed:
             self._metrics.request(self.route, template_id, "malformed", split.malformed)
+        exchange.records = (*split.cef, *split.rest)
         accepted = exchange.count_published(
             await self._intake.deliver_split(binding, template_id, self.route, split, received_at))
         return Reply(200, {"accepted": accepted, "malformed": split.malformed, "template": template_id},
                      template_id)
+
+    def secret_headers(self) -> Sequence[str]:
+        header = self._settings.value.shared_secret_header
+        return () if header is None else (header,)
 
 
 def _check_client(request: Request, settings: CefSettings) -> None:

@@ -38,6 +38,7 @@ from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.vendors import VendorGate
 from aisoc_inboxd.web.clients import ClientAddresses
 from aisoc_inboxd.web.errors import HttpError, http_headers
+from aisoc_inboxd.web.recorder import DeliveryRecorder
 from aisoc_inboxd.web.routes import Exchange, JsonRoute, OnReply, Reply
 from aisoc_inboxd.web.token_route import Decoded, TokenRoute
 
@@ -204,8 +205,9 @@ class _HecIntakeRoute(SplunkReplies, TokenRoute):
     def __init__(self, intake: Intake, metrics: Metrics, inflight: InFlight, max_body_bytes: int,
                  vendors: VendorGate, deps: HecDeps, observers: Sequence[OnReply] = (),
                  max_events: int = HttpSettings.max_events_per_request,
-                 clients: ClientAddresses = ClientAddresses()) -> None:
-        super().__init__(intake, metrics, inflight, max_body_bytes, vendors, observers, max_events, clients)
+                 clients: ClientAddresses = ClientAddresses(),
+                 deliveries: DeliveryRecorder | None = None) -> None:
+        super().__init__(intake, metrics, inflight, max_body_bytes, vendors, observers, max_events, clients, deliveries)
         self._hec = deps
 
     async def handle(self, request: Request, exchange: Exchange) -> Reply:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -15,6 +15,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from aisoc_inboxd.formats.json_body import Record
 from aisoc_inboxd.inflight import InFlight
 from aisoc_inboxd.intake.intake import Binding
 from aisoc_inboxd.intake.refusals import Refused
@@ -54,6 +55,12 @@ class Exchange:
     token: TokenRecord | None = None
     #: events this request made durable (replays and refusals: none)
     published: int = 0
+    #: for its delivery record: when it arrived, its body as the sender meant it (gzip undone, else
+    #: as received), the records decoded from it and its headers by lowercase name
+    received_at: float | None = None
+    body: bytes | None = None
+    records: Sequence[Record] = ()
+    headers: dict[str, str] = field(default_factory=dict)
 
     def bound(self, binding: Binding) -> Binding:
         """
@@ -76,6 +83,15 @@ def write_json(request: Request, status: int, body: dict[str, Any],
     return json.dumps(body).encode("utf-8") + b"\n"
 
 
+class DeliveryRecording(Protocol):
+    """
+    Keeps a served request as a recent delivery (L{aisoc_inboxd.web.recorder.DeliveryRecorder}).
+    """
+
+    def record(self, route: str, request: Request, exchange: Exchange, reply: Reply, response_body: bytes,
+               duration: float, client: str | None, secret_headers: Sequence[str] = ()) -> None: ...
+
+
 class JsonRoute(Resource):
     """
     Subclasses set C{route} and C{methods} and implement C{handle}; any other method is 405 (there
@@ -89,16 +105,18 @@ class JsonRoute(Resource):
     _log = Logger()
 
     def __init__(self, metrics: Metrics, inflight: InFlight, observers: Sequence[OnReply] = (),
-                 clients: ClientAddresses = ClientAddresses()) -> None:
+                 clients: ClientAddresses = ClientAddresses(), deliveries: DeliveryRecording | None = None) -> None:
         """
         @param clients: tells where a request comes from (the peer, or behind a trusted proxy the
             client it forwarded).
+        @param deliveries: keeps each request as a recent delivery, after its reply is written.
         """
         super().__init__()
         self._metrics = metrics
         self._inflight = inflight
         self._observers = observers
         self._clients = clients
+        self._recorder = deliveries
 
     def client_of(self, request: Request) -> str | None:
         """
@@ -151,10 +169,21 @@ class JsonRoute(Resource):
         self._log_request(request, exchange, reply, time.monotonic() - started)
         for observe in self._observers:
             observe(self.route, exchange.token, reply.outcome, reply.status, reply.body.get("error"))
-        if gone or request.finished:
-            return
-        request.write(self.write_reply(request, reply))
-        request.finish()
+        body = b""  # a client gone before its reply gets none
+        if not (gone or request.finished):
+            body = self.write_reply(request, reply)
+            request.write(body)
+            request.finish()
+        if self._recorder is not None:
+            self._recorder.record(self.route, request, exchange, reply, body, time.monotonic() - started,
+                                  self.client_of(request), self.secret_headers())
+
+    def secret_headers(self) -> Sequence[str]:
+        """
+        Names of the request headers that carry this route's own secrets, beyond those every
+        delivery record redacts (the CEF route's shared-secret header).
+        """
+        return ()
 
     def _log_request(self, request: Request, exchange: Exchange, reply: Reply, duration: float) -> None:
         """

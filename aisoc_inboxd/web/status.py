@@ -3,7 +3,7 @@ C{GET /status} on the admin listener: one read-only HTML page for an operator at
 listeners, the requests the HTTP channel refused before any route, what each syslog listener
 received and lost, the last reload, the sink (where its events go) and its spool, the token store
 (answering or down, lookups, unknown-token floods), event rates per template, every live token with
-its push stats, and the last error replies. Rendered on the
+its push stats (each linking to its recent deliveries), and the last error replies. Rendered on the
 server with L{twisted.web.template} (which escapes every value), inline CSS, no script and no
 external asset; the admin key is asked for with an HTTP Basic challenge (any user name, the key as
 the password) or taken as a Bearer token.
@@ -32,6 +32,8 @@ from aisoc_inboxd.store.health import StoreHealth
 from aisoc_inboxd.tokens import TokenCache, log_id
 from aisoc_inboxd.web.admin import carries_admin_key
 from aisoc_inboxd.web.channel import REFUSALS
+from aisoc_inboxd.web.delivery_desk import DeliveryDesk
+from aisoc_inboxd.web.status_deliveries import CSS as DELIVERIES_CSS, deliveries_link, deliveries_section
 
 #: most token rows listed (the newest tokens); past it a note says so
 MAX_TOKENS = 500
@@ -144,6 +146,8 @@ class StatusSources:
     metrics: Collector
     last_reload: Callable[[], ReloadOutcome | None]
     tokens: TokenStoreView | None = None
+    #: the recent deliveries, shown per token (C{?deliveries=FINGERPRINT})
+    deliveries: DeliveryDesk | None = None
 
 
 class StatusPage(Resource):
@@ -172,6 +176,7 @@ class StatusPage(Resource):
         s = self._sources
         now = s.clock.seconds()
         selected = request.args.get(b"tenant", [b""])[0].decode("utf-8", "replace")
+        token = request.args.get(b"deliveries", [b""])[0].decode("utf-8", "replace").lower()
         try:
             # every tenant's tokens, for the selector and the page without a tenant; then the tenant's
             everyone = await s.store.status_tokens(now - PUSH_WINDOW, None, MAX_TOKENS + 1)
@@ -179,11 +184,13 @@ class StatusPage(Resource):
             totals, stats_error = await s.store.all_push_totals(now - PUSH_WINDOW), None
         except StoreError as e:
             everyone, tokens, totals, stats_error = [], [], [], str(e)
+        listing = await s.deliveries.listing(selected, token) if s.deliveries and token and selected else None
         page = tags.html(lang="en")(
-            tags.head(tags.meta(charset="utf-8"), tags.title("aisoc-inboxd status"), tags.style(_CSS)),
+            tags.head(tags.meta(charset="utf-8"), tags.title("aisoc-inboxd status"), tags.style(_CSS + DELIVERIES_CSS)),
             tags.body(
                 tags.h1("aisoc-inboxd status"),
                 tags.p(f"Generated {_utc(now)}.", class_="note"),
+                *(deliveries_section(listing) if listing is not None else ()),
                 tags.h2("Listeners"), _listeners(s.listeners()),
                 tags.h2("HTTP requests refused before a route (since start, all processes)"), _http_refused(s.metrics),
                 tags.h2("Syslog listeners (since start, all processes)"), _syslog(s.metrics),
@@ -394,7 +401,9 @@ def _tokens(everyone: list[TokenRecord], tokens: list[TokenRecord], totals: list
 def _token_row(record: TokenRecord, totals: PushTotals | None, now: float) -> tuple[Tag, ...]:
     requests, errors = (totals.requests, totals.errors) if totals else (0, 0)
     seen = f"{_utc(totals.last_seen)} ({_ago(now - totals.last_seen)} ago)" if totals else "never"
-    return (tags.td(tags.code(log_id(record.fingerprint))), tags.td(record.tenant_id), tags.td(record.template_id),
+    link = tags.a(tags.code(log_id(record.fingerprint)), href=deliveries_link(record.tenant_id, record.fingerprint),
+                  title="recent deliveries")
+    return (tags.td(link), tags.td(record.tenant_id), tags.td(record.template_id),
             tags.td(record.label or "—"), tags.td(record.state), _num(requests), tags.td(seen),
             _num(f"{100 * errors / requests:.1f} %" if requests else "—"))
 

@@ -23,6 +23,7 @@ from aisoc_inboxd.vendors import VendorGate
 from aisoc_inboxd.web.body import decode_content, raw_body
 from aisoc_inboxd.web.clients import ClientAddresses
 from aisoc_inboxd.web.errors import too_many_events
+from aisoc_inboxd.web.recorder import DeliveryRecorder
 from aisoc_inboxd.web.routes import Exchange, JsonRoute, OnReply, Reply
 
 REPLAY_HEADER = "X-AiSOC-Idempotent-Replay"
@@ -83,12 +84,13 @@ class TokenRoute(JsonRoute):
     def __init__(self, intake: Intake, metrics: Metrics, inflight: InFlight, max_body_bytes: int,
                  vendors: VendorGate | None = None, observers: Sequence[OnReply] = (),
                  max_events: int = HttpSettings.max_events_per_request,
-                 clients: ClientAddresses = ClientAddresses()) -> None:
+                 clients: ClientAddresses = ClientAddresses(),
+                 deliveries: DeliveryRecorder | None = None) -> None:
         """
         @param max_events: the most events one request may carry (C{http.max_events_per_request});
             C{decode} refuses a body with more before building its records.
         """
-        super().__init__(metrics, inflight, observers, clients)
+        super().__init__(metrics, inflight, observers, clients, deliveries)
         self._intake = intake
         self._max_body_bytes = max_body_bytes
         self._max_events = max_events
@@ -130,14 +132,16 @@ class TokenRoute(JsonRoute):
         return binding.token.fingerprint
 
     async def handle(self, request: Request, exchange: Exchange) -> Reply:
-        received_at = self._intake.now()
+        received_at = exchange.received_at = self._intake.now()
         binding = exchange.bound(await self.bind(request))
         template_id = binding.template.id
         try:
             key = check_key(request.getHeader(IDEMPOTENCY_HEADER.encode("ascii")))
-            raw = raw_body(request)
+            raw = exchange.body = raw_body(request)
             self._intake.verify_signature(binding, raw, header_values(request))
-            decoded = self.decode(request, decode_content(request, raw, self._max_body_bytes))
+            exchange.body = decode_content(request, raw, self._max_body_bytes)
+            decoded = self.decode(request, exchange.body)
+            exchange.records = decoded.records
             await self.screen(binding, decoded)
         except BodyError as e:
             raise bad_request(f"bad body: {e}", template_id) from None
@@ -150,7 +154,7 @@ class TokenRoute(JsonRoute):
         records, rejection = decoded.records, decoded.rejection
         if rejection is not None:
             rejection.template = rejection.template or template_id
-        headers = request_headers(request)
+        headers = exchange.headers = request_headers(request)
         explicit = key is not None
         key = key or natural_key(binding, records, headers)
 

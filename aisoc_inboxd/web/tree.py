@@ -4,6 +4,7 @@ The HTTP resource tree: C{/v1/inbox/…} routes, C{/healthz} and C{/readyz}.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable, Iterable
 
 from twisted.internet.defer import Deferred
 from twisted.web.resource import Resource
@@ -20,8 +21,10 @@ from aisoc_inboxd.tokens import TokenAdmin, TokenCache
 from aisoc_inboxd.vendors import VendorGate
 from aisoc_inboxd.web.admin import AdminRoute
 from aisoc_inboxd.web.cef import CefRoute
+from aisoc_inboxd.web.delivery_desk import DeliveryDesk, DeliveryPeer
 from aisoc_inboxd.web.clients import ClientAddresses
 from aisoc_inboxd.web.hec import HecAckRoute, HecDeps, HecEventRoute, HecHealth, HecRawRoute
+from aisoc_inboxd.web.recorder import DeliveryRecorder
 from aisoc_inboxd.web.routes import OnReply, write_json
 from aisoc_inboxd.web.status import StatusPage, StatusSources
 from aisoc_inboxd.web.webhook import WebhookRoute
@@ -45,6 +48,10 @@ class WebDeps:
     cef: Replaceable[CefSettings] = field(default_factory=lambda: Replaceable(CefSettings()))
     #: where requests come from (C{http.trusted_proxies})
     clients: ClientAddresses = field(default_factory=ClientAddresses)
+    #: keeps every token's recent deliveries (and the CEF route's); without it none are kept
+    deliveries: DeliveryRecorder | None = None
+    #: the worker processes whose recent deliveries the admin API reads with the daemon's
+    delivery_peers: Callable[[], Iterable[DeliveryPeer]] = tuple
 
 
 class NotFound(Resource):
@@ -63,11 +70,11 @@ class InboxResource(Resource):
     def __init__(self, deps: WebDeps, hec_events: HecEventRoute | None) -> None:
         super().__init__()
         self._webhook = WebhookRoute(deps.intake, deps.metrics, deps.inflight, deps.max_body_bytes, deps.vendors,
-                                     deps.observers, deps.max_events, deps.clients)
+                                     deps.observers, deps.max_events, deps.clients, deliveries=deps.deliveries)
         self._email = EmailRoute(deps.intake, deps.metrics, deps.inflight, deps.max_body_bytes, deps.vendors,
-                                 deps.observers, clients=deps.clients)
+                                 deps.observers, clients=deps.clients, deliveries=deps.deliveries)
         self._cef = CefRoute(deps.cef, deps.intake, deps.metrics, deps.inflight, deps.max_body_bytes,
-                             deps.observers, deps.max_events, deps.clients)
+                             deps.observers, deps.max_events, deps.clients, deliveries=deps.deliveries)
         self._hec_events = hec_events
 
     def getChild(self, path: bytes, request: Request) -> Resource:
@@ -95,7 +102,7 @@ class CollectorResource(Resource):
         self._children: dict[bytes, Resource] = {
             b"event": events,
             b"raw": HecRawRoute(deps.intake, deps.metrics, deps.inflight, deps.max_body_bytes, deps.vendors, hec,
-                                deps.observers, deps.max_events, deps.clients),
+                                deps.observers, deps.max_events, deps.clients, deliveries=deps.deliveries),
             b"ack": HecAckRoute(deps.intake, deps.metrics, deps.inflight, hec, deps.observers, deps.clients),
             b"health": HecHealth(deps.intake),
         }
@@ -147,12 +154,22 @@ def build_admin_resource(admin: TokenAdmin, store: Store, cache: TokenCache, api
     v1 = Root()
     root.putChild(b"v1", v1)
     v1.putChild(b"admin", AdminRoute(admin, lambda fp: Deferred.fromCoroutine(invalidate(fp)), api_key,
-                                     deps.metrics, deps.inflight))
+                                     deps.metrics, deps.inflight,
+                                     delivery_desk(deps, store)))
     root.putChild(b"healthz", Health(None))
     root.putChild(b"readyz", Health(deps.intake))
     if status is not None:
         root.putChild(b"status", StatusPage(status, api_key))
     return root
+
+
+def delivery_desk(deps: WebDeps, store: Store) -> DeliveryDesk | None:
+    """
+    What the admin API and the status page read recent deliveries through (none when none are kept).
+    """
+    if deps.deliveries is None:
+        return None
+    return DeliveryDesk(deps.deliveries, deps.intake, store, deps.delivery_peers, deps.max_events)
 
 
 def route_of(path: bytes) -> str:
@@ -175,7 +192,7 @@ def build_root_resource(deps: WebDeps) -> Resource:
     """
     hec_events = None if deps.hec is None else HecEventRoute(
         deps.intake, deps.metrics, deps.inflight, deps.max_body_bytes, deps.vendors, deps.hec, deps.observers,
-        deps.max_events, deps.clients)
+        deps.max_events, deps.clients, deliveries=deps.deliveries)
     root = Root()
     v1 = Root()
     root.putChild(b"v1", v1)

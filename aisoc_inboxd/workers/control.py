@@ -4,8 +4,8 @@ the worker inherits. The worker joins with the fingerprint of the configuration 
 daemon refuses one it does not serve), says when it serves, leases rate-limit tokens from the
 daemon, which holds the one bucket per tenant, and asks it about HEC indexer acks, which it holds
 for every process (L{aisoc_inboxd.hec_acks}); the daemon runs its reloads in two phases over it
-(L{PrepareReload}, then L{CommitReload} or L{AbortReload}). The worker sees the daemon die as the
-channel closing.
+(L{PrepareReload}, then L{CommitReload} or L{AbortReload}) and reads the worker's recent
+deliveries (L{ReadDeliveries}). The worker sees the daemon die as the channel closing.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
+from aisoc_inboxd.deliveries import DeliveryLog
 from aisoc_inboxd.hec_acks import AckChannels, ChannelsFull
 from aisoc_inboxd.intake.ratelimit import RateLimiter
 from aisoc_inboxd.reload import Loaded, Reloader, ReloadRejected
@@ -32,6 +33,8 @@ WORKER_FD = 3
 LEASE_TIMEOUT = 10.0
 #: seconds a worker waits for the daemon to answer about acks, before it answers the request 503
 ACK_TIMEOUT = 5.0
+#: seconds the daemon waits for a worker's recent deliveries before it shows those of the others
+DELIVERIES_TIMEOUT = 5.0
 #: ack ids asked in one L{QueryAcks}: each id is below L{_ACK_ID_LIMIT} (at most 19 digits and a
 #: 2-byte length), so the list stays within AMP's 64 KiB value
 _QUERY_IDS = 3000
@@ -127,17 +130,48 @@ class QueryAcks(amp.Command):
     response = [(b"acked", amp.ListOf(amp.Integer()))]
 
 
+class LongText(amp.Argument):
+    """
+    Text of any length: AMP holds each value under 64 KiB, so this one is sent as a count of
+    chunks under its name and the chunks under C{name.0}, C{name.1}, ….
+    """
+
+    CHUNK = amp.MAX_VALUE_LENGTH
+
+    def toBox(self, name: bytes, strings: dict[bytes, bytes], objects: dict[str, Any], proto: Any) -> None:
+        value = objects[name.decode("ascii")].encode("utf-8")
+        chunks = [value[start:start + self.CHUNK] for start in range(0, len(value), self.CHUNK)]
+        strings[name] = str(len(chunks)).encode("ascii")
+        for index, chunk in enumerate(chunks):
+            strings[b"%s.%d" % (name, index)] = chunk
+
+    def fromBox(self, name: bytes, strings: dict[bytes, bytes], objects: dict[str, Any], proto: Any) -> None:
+        count = int(strings.pop(name))
+        objects[name.decode("ascii")] = b"".join(strings.pop(b"%s.%d" % (name, index))
+                                                 for index in range(count)).decode("utf-8")
+
+
+class ReadDeliveries(amp.Command):
+    """
+    Daemon to worker: L{DeliveryLog.read} of the worker's recent deliveries, as a JSON list.
+    """
+
+    arguments = [(b"kind", amp.Unicode()), (b"tenant", amp.Unicode()), (b"key", amp.Unicode())]
+    response = [(b"deliveries", LongText())]
+
+
 class DaemonSide(amp.AMP):
     """
     The daemon's end of one worker's channel.
     """
 
     def __init__(self, limiter: RateLimiter, acks: AckChannels, on_ready: Callable[[], None],
-                 on_join: Callable[[Mapping[str, str]], Awaitable[None]]) -> None:
+                 on_join: Callable[[Mapping[str, str]], Awaitable[None]], clock: IReactorTime) -> None:
         """
         @param on_join: checks a joining worker's fingerprint; raises L{Refused} to keep it from serving.
         """
         super().__init__()
+        self._clock = clock
         self._limiter = limiter
         self._acks = acks
         self._on_ready = on_ready
@@ -181,6 +215,15 @@ class DaemonSide(amp.AMP):
     def query_acks(self, fingerprint: str, channel: str, ack_ids: list[int]) -> dict[str, Any]:
         return {"acked": [ack_id for ack_id, done in self._acks.query(fingerprint, channel, ack_ids).items() if done]}
 
+    def read_deliveries(self, kind: str, tenant: str, key: str) -> Deferred[list[dict[str, Any]]]:
+        """
+        The worker's recent deliveries of C{kind} (L{DeliveryLog.read}), as dicts; fails after
+        L{DELIVERIES_TIMEOUT}.
+        """
+        d = self.callRemote(ReadDeliveries, kind=kind, tenant=tenant, key=key)
+        d.addTimeout(DELIVERIES_TIMEOUT, self._clock)
+        return d.addCallback(lambda reply: json.loads(reply["deliveries"]))
+
 
 class WorkerSide(amp.AMP):
     """
@@ -195,6 +238,8 @@ class WorkerSide(amp.AMP):
         self._clock = clock
         self.reloader: Reloader | None = None
         self._prepared: tuple[int, Loaded] | None = None
+        #: this worker's recent deliveries, which the daemon reads
+        self.deliveries: DeliveryLog | None = None
 
     def join(self, fingerprint: Mapping[str, str]) -> Deferred[Any]:
         return self.callRemote(Join, fingerprint=json.dumps(fingerprint))
@@ -226,6 +271,11 @@ class WorkerSide(amp.AMP):
         if self._prepared is not None and self._prepared[0] == generation:
             self._prepared = None
         return {}
+
+    @ReadDeliveries.responder
+    def read_deliveries(self, kind: str, tenant: str, key: str) -> dict[str, Any]:
+        kept = self.deliveries.read(kind, tenant, key) if self.deliveries is not None else []
+        return {"deliveries": json.dumps([d.as_dict() for d in kept])}
 
     def lease(self, tenant: str, want: int) -> Deferred[tuple[int, float]]:
         """

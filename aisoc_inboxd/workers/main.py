@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     from twisted.internet import reactor
 
     from aisoc_inboxd.config import load_settings
+    from aisoc_inboxd.deliveries import DeliveryLog
     from aisoc_inboxd.tap import prepare
     from aisoc_inboxd.wiring import build_daemon
     from aisoc_inboxd.workers.control import WORKER_FD, WorkerSide, adopt
@@ -59,10 +60,12 @@ def main(argv: list[str] | None = None) -> None:
             reactor.stop()  # type: ignore[attr-defined]
 
     control = WorkerSide(daemon_gone, reactor)  # type: ignore[arg-type]
+    control.deliveries = DeliveryLog(settings.deliveries, args.index)
     adopt(reactor, WORKER_FD, control)  # type: ignore[arg-type]
     os.close(WORKER_FD)
     daemon = build_daemon(settings, catalog, reactor, config=args.config,
-                          role=WorkerRole(args.index, dict(args.sockets), control.lease, control))
+                          role=WorkerRole(args.index, dict(args.sockets), control.lease, control,
+                                          control.deliveries))
     control.reloader = daemon.reloader
 
     def refused(failure: Failure) -> None:

@@ -11,6 +11,7 @@ from typing import Callable, Mapping
 from twisted.internet.defer import Deferred
 
 from aisoc_inboxd.config import ConfigError
+from aisoc_inboxd.deliveries import DeliveryLog
 from aisoc_inboxd.hec_acks import AckDaemon
 
 
@@ -25,12 +26,14 @@ class WorkerRole:
     @ivar sockets: listener name → the inherited listening socket's file descriptor.
     @ivar lease: the daemon's L{RateLimiter.lease}, across the control channel.
     @ivar acks: the daemon's L{AckChannels}, across the control channel.
+    @ivar deliveries: the worker's recent deliveries, which the daemon reads across the control channel.
     """
 
     index: int
     sockets: Mapping[str, int]
     lease: Callable[[str, int], Deferred[tuple[int, float]]]
     acks: AckDaemon
+    deliveries: DeliveryLog
 
     def socket(self, name: str) -> int:
         try:

@@ -193,6 +193,12 @@ class WorkerSupervisor(Service):
             except (OSError, ValueError):
                 continue  # not written yet, or a worker being replaced
 
+    def serving(self) -> list[DaemonSide]:
+        """
+        The control channels of the workers that serve now (to read their recent deliveries).
+        """
+        return [process.control for process in self._processes.values() if process.served]
+
     async def spawn_all(self, fingerprint: Callable[[], Mapping[str, str]]) -> None:
         """
         Start every worker and wait until each serves; a worker that exits first fails start-up.
@@ -221,7 +227,7 @@ class WorkerSupervisor(Service):
         snapshot_path(self._state_dir, index).unlink(missing_ok=True)  # its counters restart at 0
         ours, theirs = socket_pair()
         control = DaemonSide(self._limiter, self._acks, lambda: self._served(process),
-                             lambda fingerprint: self._join(process, fingerprint))
+                             lambda fingerprint: self._join(process, fingerprint), self._reactor)
         process = WorkerProcess(index, control)
         adopt(self._reactor, ours.fileno(), control)
         ours.close()

@@ -1,0 +1,97 @@
+"""
+Turning a served inbox request into a L{Delivery} of the L{DeliveryLog}, once its reply was written
+to the connection: the route, the redacted headers, the body prefix, the reply, and the first OCSF
+event the body became (rendered again from the first decoded record, so the publish path carries
+nothing extra; its C{metadata.uid} is therefore not the published event's).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterable
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.web.server import Request
+
+from aisoc_inboxd.deliveries import Delivery, DeliveryLog, header_pairs, redact_headers
+from aisoc_inboxd.fastjson import dumps_compact
+from aisoc_inboxd.normalizer import IngestContext, normalize_record
+
+if TYPE_CHECKING:
+    from aisoc_inboxd.web.routes import Exchange, Reply
+
+#: the key of the token-less CEF route's ring
+CEF_KEY = "cef"
+
+
+class DeliveryRecorder:
+    _log = Logger()
+
+    def __init__(self, log: DeliveryLog, clock: IReactorTime) -> None:
+        self.log = log
+        self._clock = clock
+
+    def record(self, route: str, request: Request, exchange: Exchange, reply: Reply, response_body: bytes,
+               duration: float, client: str | None, secret_headers: Iterable[str] = ()) -> None:
+        """
+        Keep what C{request} sent and got back, under its token's fingerprint (or L{CEF_KEY});
+        nothing for a request that presented no token that resolved.
+        """
+        self.keep(route, request.method.decode("latin-1"), header_pairs(request.requestHeaders.getAllRawHeaders()),
+                  header_pairs(request.responseHeaders.getAllRawHeaders()), exchange, reply, response_body,
+                  duration, client, secret_headers)
+
+    def keep(self, route: str, method: str, request_headers: list[tuple[str, str]],
+             response_headers: list[tuple[str, str]], exchange: Exchange, reply: Reply, response_body: bytes,
+             duration: float, client: str | None, secret_headers: Iterable[str] = ()) -> Delivery | None:
+        """
+        L{record} of a delivery made without a request of its own (a redelivery); the record kept,
+        if any. Never raises: a record must not cost the daemon anything but memory.
+        """
+        key = exchange.token.fingerprint if exchange.token is not None else CEF_KEY if route == "cef" else None
+        if key is None or self.log.settings.per_token == 0:
+            return None
+        binding, token = exchange.binding, exchange.token
+        tenant = binding.tenant_id if binding else token.tenant_id if token else None
+        try:
+            keep = self.log.keeps_body(tenant) and exchange.body is not None
+            limit = self.log.settings.body_bytes
+            body = exchange.body[:limit] if keep and exchange.body is not None else None
+            ocsf, ocsf_error = self._first_event(exchange, route, limit) if keep else (None, None)
+            error = reply.body.get("error", reply.body.get("text")) if reply.status >= 400 else None
+            delivery = Delivery(
+                key=key, number=self.log.next_number(key), tenant_id=tenant,
+                received_at=self._clock.seconds() if exchange.received_at is None else exchange.received_at,
+                client=client, route=route, method=method, status=reply.status,
+                outcome=reply.outcome, template=reply.template, events=exchange.published,
+                error=str(error) if error is not None else None, duration_ms=round(duration * 1000, 1),
+                request_headers=redact_headers(request_headers, (name.lower() for name in secret_headers)),
+                response_headers=redact_headers(response_headers),
+                response_body=response_body.decode("utf-8", "replace"),
+                body=body, body_size=len(exchange.body or b""), ocsf=ocsf, ocsf_error=ocsf_error)
+            self.log.add(delivery)
+            return delivery
+        except Exception:
+            self._log.failure("could not record a delivery of route {route}", route=route)
+            return None
+
+    @staticmethod
+    def _first_event(exchange: Exchange, route: str, limit: int) -> tuple[str | None, str | None]:
+        """
+        The first OCSF event of the request's first record, as JSON text, or why there is none.
+        """
+        binding = exchange.binding
+        if binding is None or not exchange.records:
+            return None, None
+        first = exchange.records[0]
+        context = IngestContext(tenant_id=binding.tenant_id, route=route, received_at=exchange.received_at or 0.0,
+                                raw=first.raw, headers=exchange.headers)
+        try:
+            events = normalize_record(binding.template, first.data, context)
+        except Exception as e:  # a template that cannot map the record: show why, as the publish did
+            return None, f"{type(e).__name__}: {e}"
+        if not events:
+            return None, "the first record became no event (a control message the template acknowledges)"
+        text = dumps_compact(events[0])
+        if len(text) > 4 * limit + 4096:
+            return None, f"the first event is {len(text)} bytes, more than a delivery record keeps"
+        return text, None

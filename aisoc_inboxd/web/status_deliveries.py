@@ -1,0 +1,85 @@
+"""
+The status page's recent deliveries of one token (C{/status?tenant=T&deliveries=FINGERPRINT}):
+one row per delivery, each opening (HTML C{<details>}, no script) to the request, the reply and
+the first OCSF event side by side. Everything shown is tenant data and hostile: it goes into the
+page only through L{twisted.web.template}, which escapes it.
+"""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+from urllib.parse import urlencode
+
+from twisted.web.template import Tag, tags
+
+from aisoc_inboxd.tokens import log_id
+
+CSS = """
+details.delivery { border-top: 1px solid #ddd; padding: .3em 0; }
+details.delivery summary { cursor: pointer; font-family: ui-monospace, monospace; }
+.sides { display: grid; grid-template-columns: repeat(3, minmax(0, 1fr)); gap: 1em; margin-top: .5em; }
+.sides pre { white-space: pre-wrap; word-break: break-all; background: #fff; border: 1px solid #ddd;
+             padding: .5em; max-height: 30em; overflow: auto; font-size: 12px; }
+"""
+
+
+def deliveries_link(tenant: str, fingerprint: str) -> str:
+    """
+    The status page URL that shows the deliveries of a token (relative to C{/status}).
+    """
+    return "status?" + urlencode({"tenant": tenant, "deliveries": fingerprint}) + "#deliveries"
+
+
+def deliveries_section(listing: dict[str, Any]) -> list[Tag]:
+    """
+    The heading and the deliveries of a token's L{DeliveryDesk.listing}, newest first.
+    """
+    tenant, key, kept = listing["tenant"], listing["key"], listing["deliveries"]
+    heading = tags.h2(f"Recent deliveries of token {log_id(key)} ({tenant})", id="deliveries")
+    if not kept:
+        return [heading, tags.p("No delivery kept for this token: none since the daemon started, or another "
+                                "tenant's token.", class_="note")]
+    note = tags.p(f"The last {listing['per_token']} per token (and process), newest first; redeliver one with "
+                  f"POST /v1/admin/tenants/{tenant}/tokens/{key}/deliveries/N/redeliver.", class_="note")
+    return [heading, note, *(_delivery(d) for d in kept)]
+
+
+def _delivery(d: dict[str, Any]) -> Tag:
+    received = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(d["received_at"]))
+    summary = (f"#{d['n']}  {received}  {d['client'] or '-'}  {d['route']}  {d['status']} {d['outcome']}  "
+               f"events={d['events']}" + (f"  {d['error']}" if d["error"] else ""))
+    status_class = "ok" if d["status"] < 400 else "bad"
+    return tags.details(class_="delivery")(
+        tags.summary(tags.span(summary, class_=status_class)),
+        tags.div(class_="sides")(
+            tags.div(tags.h3("Request"), tags.pre(_request(d))),
+            tags.div(tags.h3("Response"), tags.pre(_response(d))),
+            tags.div(tags.h3("OCSF (first event)"), tags.pre(_ocsf(d)))))
+
+
+def _headers(pairs: list[list[str]]) -> str:
+    return "".join(f"{name}: {value}\n" for name, value in pairs)
+
+
+def _request(d: dict[str, Any]) -> str:
+    body = d["request"]["body"]
+    if not body["kept"]:
+        shown = f"(body of {body['size']} bytes not kept: deliveries.keep_bodies)"
+    else:
+        shown = body["text"] + (f"\n… (first {len(body['text'])} of {body['size']} bytes)" if body["truncated"] else "")
+        if body["encoding"] == "base64":
+            shown = "(not UTF-8; base64)\n" + shown
+    return f"{d['method']} ({d['route']} route)\n{_headers(d['request']['headers'])}\n{shown}"
+
+
+def _response(d: dict[str, Any]) -> str:
+    response = d["response"]
+    return (f"{response['status']} ({d['outcome']}, {d['duration_ms']} ms)\n{_headers(response['headers'])}\n"
+            f"{response['body'] or '(the client was gone before the reply)'}")
+
+
+def _ocsf(d: dict[str, Any]) -> str:
+    if d["ocsf"] is not None:
+        return json.dumps(d["ocsf"], indent=2, ensure_ascii=False)
+    return d["ocsf_error"] or (d["error"] or "no event: the body was not kept or not published")

@@ -1,0 +1,289 @@
+"""
+Recent deliveries (issue 18): what each token's sender sent, what it got back and the first OCSF
+event it became, kept in bounded memory and read through the admin API; in memory over the real
+resource trees (L{aisoc_inboxd.testing.MemoryInbox}).
+"""
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+import yaml
+
+from aisoc_inboxd.config import CefSettings, ConfigError, DeliverySettings, load_settings
+from aisoc_inboxd.deliveries import RECORD_OVERHEAD, REDACTED, Delivery, DeliveryLog, redact_headers
+from aisoc_inboxd.deliveries import FrameSamples
+from aisoc_inboxd.testing import FakeStore, MemoryInbox
+from aisoc_inboxd.tokens import fingerprint
+
+
+@pytest.fixture
+def inbox() -> MemoryInbox:
+    return MemoryInbox(FakeStore())
+
+
+async def deliveries(inbox: MemoryInbox, tenant: str, key: str) -> list[dict]:
+    status, body, _ = await inbox.call_admin("GET", f"/v1/admin/tenants/{tenant}/tokens/{key}/deliveries")
+    assert status == 200, body
+    return body["deliveries"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_accepted_delivery_keeps_request_reply_and_first_event(inbox: MemoryInbox) -> None:
+    """An accepted request is kept with its client, route, status, events, the body as sent, the
+    exact reply and the first OCSF event it became."""
+    token = await inbox.mint()
+    body = b'{"id": "a1", "title": "disk full", "severity": "high"}\n{"id": "a2"}\n'
+    status, reply, _ = await inbox.post(f"/v1/inbox/{token}", body, {"Content-Type": "application/x-ndjson",
+                                                                      "X-Vendor-Event": "alert"})
+    assert status == 200
+    [kept] = await deliveries(inbox, "acme", fingerprint(token))
+    assert kept["n"] == 1 and kept["route"] == "webhook" and kept["method"] == "POST"
+    assert (kept["status"], kept["outcome"], kept["events"], kept["error"]) == (200, "ok", 2, None)
+    assert kept["template"] == "generic-json" and kept["client"]
+    assert kept["request"]["body"] == {"kept": True, "size": len(body), "truncated": False,
+                                       "encoding": "utf-8", "text": body.decode()}
+    assert ["X-Vendor-Event", "alert"] in kept["request"]["headers"]
+    assert json.loads(kept["response"]["body"]) == reply
+    assert "disk full" in json.dumps(kept["ocsf"])
+    assert json.loads(kept["ocsf"]["raw_data"])["id"] == "a1"
+
+
+@pytest_twisted.ensureDeferred
+async def test_bad_body_is_kept_with_the_reply_and_the_parse_error(inbox: MemoryInbox) -> None:
+    """A 400 for a body that is not JSON is kept with the body the sender posted and the error
+    naming the line and column: what the user needs to see why the sender got a 400."""
+    token = await inbox.mint()
+    status, reply, _ = await inbox.post(f"/v1/inbox/{token}", b'{"id": 1,\n "title": oops}')
+    assert status == 400
+    [kept] = await deliveries(inbox, "acme", fingerprint(token))
+    assert (kept["status"], kept["outcome"]) == (400, "bad_request")
+    assert "line 2 column" in kept["error"] and kept["error"] == reply["error"]
+    assert kept["request"]["body"]["text"] == '{"id": 1,\n "title": oops}'
+    assert kept["ocsf"] is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_gzip_body_is_kept_decompressed_and_prefix_marked_truncated() -> None:
+    """The body is kept as the sender meant it (gzip undone), only its first body_bytes, marked
+    truncated with its full size."""
+    inbox = MemoryInbox(FakeStore(), deliveries_settings=DeliverySettings(body_bytes=16))
+    token = await inbox.mint()
+    body = json.dumps({"title": "x" * 100}).encode()
+    await inbox.post(f"/v1/inbox/{token}", gzip.compress(body), {"Content-Encoding": "gzip"})
+    [kept] = await deliveries(inbox, "acme", fingerprint(token))
+    assert kept["request"]["body"] == {"kept": True, "size": len(body), "truncated": True, "encoding": "utf-8",
+                                       "text": body[:16].decode()}
+
+
+@pytest.mark.parametrize("settings, tenant", [
+    (DeliverySettings(keep_bodies=False), "acme"),
+    (DeliverySettings(without_bodies=["acme"]), "acme"),
+])
+@pytest_twisted.ensureDeferred
+async def test_keep_bodies_off_keeps_only_metadata(settings: DeliverySettings, tenant: str) -> None:
+    """deliveries.keep_bodies: false (or the tenant in deliveries.without_bodies) keeps the status,
+    outcome and headers but neither the body nor the OCSF event made of it."""
+    inbox = MemoryInbox(FakeStore(), deliveries_settings=settings)
+    token = await inbox.mint(tenant)
+    await inbox.post(f"/v1/inbox/{token}", b'{"title": "tenant data"}')
+    [kept] = await deliveries(inbox, tenant, fingerprint(token))
+    assert kept["status"] == 200 and kept["events"] == 1
+    assert kept["request"]["body"] == {"kept": False, "size": 24, "truncated": False}
+    assert kept["ocsf"] is None and "tenant data" not in json.dumps(kept)
+
+
+@pytest_twisted.ensureDeferred
+async def test_deliveries_are_tenant_scoped_and_newest_first(inbox: MemoryInbox) -> None:
+    """Another tenant reads no deliveries of this tenant's token; they list newest first, and a
+    fingerprint prefix finds them."""
+    token = await inbox.mint("acme")
+    for i in range(3):
+        await inbox.post(f"/v1/inbox/{token}", json.dumps({"i": i}).encode())
+    fp = fingerprint(token)
+    assert [d["n"] for d in await deliveries(inbox, "acme", fp)] == [3, 2, 1]
+    assert [d["n"] for d in await deliveries(inbox, "acme", fp[:12])] == [3, 2, 1]
+    assert await deliveries(inbox, "other", fp) == []
+    assert await deliveries(inbox, "other", fp[:12]) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_unknown_token_is_not_recorded(inbox: MemoryInbox) -> None:
+    """A request whose token does not resolve belongs to no token: nothing is kept."""
+    await inbox.post("/v1/inbox/aisoc_inbox_" + "a" * 52, b"{}")
+    assert inbox.deliveries.count() == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_cef_route_keeps_its_own_ring() -> None:
+    """The token-less CEF route keeps its deliveries under the CEF tenant, its shared-secret header
+    redacted."""
+    inbox = MemoryInbox(FakeStore(), cef=CefSettings(tenant="acme", shared_secret_header="X-Cef-Pass",
+                                                     shared_secret="cef-shared-secret-value"))
+    line = b"CEF:0|Acme|IDS|1.0|100|Port scan|5|src=10.0.0.1\nnot cef\n"
+    status, reply, _ = await inbox.post("/v1/inbox/cef", line, {"X-Cef-Pass": "cef-shared-secret-value"})
+    assert status == 200 and reply["malformed"] == 1
+    status, body, _ = await inbox.call_admin("GET", "/v1/admin/tenants/acme/cef/deliveries")
+    [kept] = body["deliveries"]
+    assert kept["route"] == "cef" and kept["events"] == 1
+    assert ["X-Cef-Pass", REDACTED] in kept["request"]["headers"]
+    assert kept["ocsf"]["metadata"]["product"]["name"] == "IDS"
+    assert "cef-shared-secret-value" not in json.dumps(body)
+
+
+def test_credential_headers_are_redacted() -> None:
+    """Every header that may carry a credential or its proof is redacted, by name or by holding a
+    token-shaped value; the idempotency key and ordinary headers are kept."""
+    headers = [("Authorization", "Splunk x"), ("Cookie", "s=1"), ("X-Hub-Signature-256", "sha256=ab"),
+               ("X-Splunk-Token", "t"), ("X-Api-Key", "k"), ("X-Vendor-Secret", "s"),
+               ("Proxy-Authorization", "Basic x"), ("X-Anything", "aisoc_inbox_abc"),
+               ("X-AiSOC-Idempotency-Key", "k1"), ("Content-Type", "application/json"),
+               ("X-GitHub-Delivery", "d1")]
+    assert redact_headers(headers) == [(n, REDACTED) for n, _ in headers[:8]] + headers[8:]
+
+
+def _delivery(key: str, number: int, body_size: int) -> Delivery:
+    return Delivery(key=key, number=number, tenant_id="acme", received_at=0.0, client=None, route="webhook",
+                    method="POST", status=200, outcome="ok", template="generic-json", events=1, error=None,
+                    duration_ms=1.0, request_headers=[], response_headers=[], response_body="{}",
+                    body=b"x" * body_size, body_size=body_size, ocsf=None, ocsf_error=None)
+
+
+def test_ring_keeps_the_last_per_token() -> None:
+    """Each token keeps its last per_token deliveries, numbered on."""
+    log = DeliveryLog(DeliverySettings(per_token=3))
+    for n in range(1, 8):
+        log.add(_delivery("a", n, 10))
+    log.add(_delivery("b", 1, 10))
+    assert [d.number for d in log.of("a", "acme")] == [7, 6, 5]
+    assert log.count() == 4
+    assert log.bytes == sum(d.size() for key in "ab" for d in log.of(key, "acme"))
+
+
+def test_total_bytes_evict_the_oldest_of_any_token() -> None:
+    """Past max_bytes the oldest delivery of any token goes first, and the total stays under it,
+    however many tokens deliver."""
+    one = _delivery("t", 1, 1000).size()
+    log = DeliveryLog(DeliverySettings(per_token=50, max_bytes=10 * one))
+    for n in range(1, 4):
+        log.add(_delivery("old", n, 1000))
+    for token in range(200):
+        log.add(_delivery(f"t{token}", 1, 1000))
+        assert log.bytes <= 10 * one
+    assert log.of("old", "acme") == []
+    assert log.count() == 10
+    assert [k for k in (f"t{t}" for t in range(200)) if log.of(k, "acme")] == [f"t{t}" for t in range(190, 200)]
+
+
+def redeliver_path(tenant: str, key: str, n: int) -> str:
+    return f"/v1/admin/tenants/{tenant}/tokens/{key}/deliveries/{n}/redeliver"
+
+
+@pytest_twisted.ensureDeferred
+async def test_redeliver_publishes_the_body_again_with_its_own_idempotency_key(inbox: MemoryInbox) -> None:
+    """A delivery the sender sent with an idempotency key is published again under a key of its own
+    (not a replay of the sender's), kept as a new delivery naming the one it repeats; the same
+    redelivery key again is a replay that publishes nothing."""
+    token = await inbox.mint()
+    fp = fingerprint(token)
+    body = b'{"id": "a1", "title": "disk full"}'
+    await inbox.post(f"/v1/inbox/{token}", body, {"X-AiSOC-Idempotency-Key": "sender-key"})
+    status, reply, _ = await inbox.call_admin("POST", redeliver_path("acme", fp[:12], 1))
+    assert status == 200, reply
+    assert reply["redelivered"] == 1 and reply["n"] == 2 and reply["replay"] is False
+    assert reply["accepted"] == 1 and reply["template"] == "generic-json"
+    assert reply["idempotency_key"] != "sender-key"
+    assert [json.loads(e["raw_data"]) for e in inbox.events()] == [json.loads(body)] * 2
+    newest = (await deliveries(inbox, "acme", fp))[0]
+    assert newest["n"] == 2 and newest["events"] == 1 and newest["client"] == "redelivered by the admin API"
+    assert ["X-AiSOC-Redelivery-Of", "1"] in newest["request"]["headers"]
+    assert "disk full" in json.dumps(newest["ocsf"])
+
+    response = await inbox.admin_http.request(
+        "POST", "http://admin" + redeliver_path("acme", fp, 1),
+        headers={"Authorization": [b"Bearer admin-key-for-tests"], "X-AiSOC-Idempotency-Key": [reply["idempotency_key"]]})
+    again = json.loads(await response.content())
+    assert response.code == 200 and again["replay"] is True
+    assert len(inbox.events()) == 2
+
+
+@pytest.mark.parametrize("settings, body, status, message", [
+    (DeliverySettings(keep_bodies=False), b'{"a": 1}', 409, "the body of delivery 1 was not kept"),
+    (DeliverySettings(body_bytes=4), b'{"a": 1}', 409, "only the first 4 of the 8 bytes of delivery 1's body"),
+])
+@pytest_twisted.ensureDeferred
+async def test_redeliver_refuses_a_body_not_kept_whole(settings: DeliverySettings, body: bytes, status: int,
+                                                       message: str) -> None:
+    """A delivery whose body was not kept, or kept only in part, is not redelivered: 409 saying why."""
+    inbox = MemoryInbox(FakeStore(), deliveries_settings=settings)
+    token = await inbox.mint()
+    await inbox.post(f"/v1/inbox/{token}", body)
+    code, reply, _ = await inbox.call_admin("POST", redeliver_path("acme", fingerprint(token), 1))
+    assert code == status and message in reply["error"]
+    assert len(inbox.events()) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_redeliver_refuses_unknown_deliveries_other_tenants_and_retired_tokens(inbox: MemoryInbox) -> None:
+    """A delivery not kept is 404 (also when asked as another tenant); a revoked token's is 409."""
+    token = await inbox.mint()
+    fp = fingerprint(token)
+    await inbox.post(f"/v1/inbox/{token}", b'{"a": 1}')
+    assert (await inbox.call_admin("POST", redeliver_path("acme", fp, 9)))[0] == 404
+    assert (await inbox.call_admin("POST", redeliver_path("other", fp, 1)))[0] == 404
+    assert (await inbox.call_admin("POST", redeliver_path("acme", fp, "x")))[0] == 400  # type: ignore[arg-type]
+    await inbox.admin.revoke("acme", fp)
+    code, reply, _ = await inbox.call_admin("POST", redeliver_path("acme", fp, 1))
+    assert code == 409 and "no longer active" in reply["error"]
+    assert len(inbox.events()) == 1
+
+
+def test_syslog_listener_samples_its_last_frames_and_malformed_ones() -> None:
+    """A syslog listener keeps its last per_token frames (with the peer) and, apart, its last
+    malformed ones with the reason; their memory is reserved in max_bytes up front."""
+    from tests.test_syslog_listeners import connect, make_listener
+
+    log = DeliveryLog(DeliverySettings(per_token=3, body_bytes=64))
+    samples = FrameSamples(log, "t", "acme")
+    listener, _, _ = make_listener(samples=samples)
+    protocol, _ = connect(listener)
+    protocol.dataReceived(b"".join(f"<13>Oct 11 22:14:15 host app: line {i}\n".encode() for i in range(5)))
+    protocol.dataReceived(b"<13>Oct 11 22:14:15 host CEF:0|broken\n")
+    frames = samples.deliveries(malformed=False)
+    assert [d.body for d in frames] == [b"<13>Oct 11 22:14:15 host CEF:0|broken",
+                                        b"<13>Oct 11 22:14:15 host app: line 4",
+                                        b"<13>Oct 11 22:14:15 host app: line 3"]
+    assert {d.client for d in frames} == {"192.0.2.7"}
+    [malformed] = samples.deliveries(malformed=True)
+    assert malformed.outcome == "malformed" and malformed.error and malformed.body.endswith(b"CEF:0|broken")
+    assert log.reserved == 2 * 3 * (RECORD_OVERHEAD + 64)
+
+
+@pytest_twisted.ensureDeferred
+async def test_syslog_samples_are_read_through_the_admin_api_of_their_tenant(inbox: MemoryInbox) -> None:
+    """GET …/syslog/{listener}/deliveries and …/malformed answer the listener's tenant only."""
+    samples = FrameSamples(inbox.deliveries, "tcp", "acme")
+    samples.frames([b"<13>hello"], 1.0, "192.0.2.7")
+    status, body, _ = await inbox.call_admin("GET", "/v1/admin/tenants/acme/syslog/tcp/deliveries")
+    assert status == 200 and [d["request"]["body"]["text"] for d in body["deliveries"]] == ["<13>hello"]
+    status, body, _ = await inbox.call_admin("GET", "/v1/admin/tenants/acme/syslog/tcp/malformed")
+    assert status == 200 and body["deliveries"] == []
+    status, body, _ = await inbox.call_admin("GET", "/v1/admin/tenants/other/syslog/tcp/deliveries")
+    assert status == 404 and body == {"error": "tenant other has no syslog listener named 'tcp'"}
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"deliveries": {"per_token": -1}}, "deliveries.per_token: must be 0 or more, got -1"),
+    ({"deliveries": {"max_bytes": 0}}, "deliveries.max_bytes: must be greater than 0, got 0"),
+    ({"deliveries": {"keep_bodies": "no"}}, "deliveries.keep_bodies: expected bool"),
+])
+def test_delivery_settings_are_checked(tmp_path: Path, raw: dict, message: str) -> None:
+    """A bad deliveries setting stops start-up naming the key."""
+    path = tmp_path / "inboxd.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError) as error:
+        load_settings(path, {})
+    assert message in str(error.value)
