@@ -133,6 +133,21 @@ async def test_the_admin_api_takes_the_key_as_basic_password_too(inboxd: Running
     assert await response.json() == {"tokens": []}
 
 
+@pytest_twisted.ensureDeferred
+async def test_the_admin_api_refuses_changes_sent_with_basic_credentials(inboxd: RunningDaemon) -> None:
+    """A browser logged in to the status page sends its Basic credentials with any site's form post:
+    so a change (mint, revoke, redeliver, invalidate) needs the Bearer header, and mints nothing."""
+    for path in ("/v1/admin/tenants/acme/tokens", "/v1/admin/invalidate"):
+        response = await treq.post(f"{inboxd.admin_url}{path}", data=b'{"template": "generic-json"}',
+                                   headers={"Authorization": [basic("ops", inboxd.admin_key)],
+                                            "Content-Type": ["application/x-www-form-urlencoded"]})
+        assert response.code == 401
+        assert "Basic auth is accepted for reads only" in (await response.json())["error"]
+    listed = await treq.get(f"{inboxd.admin_url}/v1/admin/tenants/acme/tokens",
+                            headers={"Authorization": [basic("ops", inboxd.admin_key)]})
+    assert await listed.json() == {"tokens": []}
+
+
 # -- what it shows --------------------------------------------------------------------------------
 
 @pytest_twisted.ensureDeferred

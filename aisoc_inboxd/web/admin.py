@@ -15,8 +15,10 @@ The admin API, on its own listener (127.0.0.1 by default), for the console and o
     POST   /v1/admin/invalidate                                   {"token"} or {"fingerprint"}: the
            rotation flow's Invalidate(), reaching every instance sharing the store
 
-Every request carries the admin key: C{Authorization: Bearer <admin key>}, or HTTP Basic with the key
-as the password (any user name), as a browser sends it for the status page. The same L{TokenAdmin}
+Every request carries the admin key: C{Authorization: Bearer <admin key>}. A read (GET) may also
+carry it as the HTTP Basic password (any user name), as a browser does after the status page's login;
+a change may not, because a browser sends cached Basic credentials with any site's form post too
+(cross-site request forgery), never a Bearer header. The same L{TokenAdmin}
 serves the CLI. While the token store does not answer, every call is
 C{503 {"error": "token store unavailable"}} with C{Retry-After}, as on the token routes.
 """
@@ -104,8 +106,10 @@ class AdminRoute(JsonRoute):
         raise HttpError(404, "no such admin route", "not_found")
 
     def _authenticate(self, request: Request) -> None:
-        if not carries_admin_key(request, self._api_key):
-            raise HttpError(401, "admin API key required: Authorization: Bearer <key from the admin key file>",
+        reading = request.method in (b"GET", b"HEAD")
+        if not carries_admin_key(request, self._api_key, basic=reading):
+            raise HttpError(401, "admin API key required: Authorization: Bearer <key from the admin key file>"
+                            + ("" if reading else " (Basic auth is accepted for reads only)"),
                             "unauthorized", {"WWW-Authenticate": "Bearer"})
 
     async def _mint(self, tenant: str, body: dict[str, Any]) -> Reply:
@@ -158,13 +162,14 @@ class AdminRoute(JsonRoute):
         return Reply(200, {"invalidated": target}, None)
 
 
-def carries_admin_key(request: Request, api_key: bytes) -> bool:
+def carries_admin_key(request: Request, api_key: bytes, basic: bool = True) -> bool:
     """
-    Whether the request presents the admin key, as a Bearer token or as the HTTP Basic password.
+    Whether the request presents the admin key, as a Bearer token or (if C{basic}) as the HTTP Basic
+    password.
     """
     scheme, _, presented = (request.getHeader(b"authorization") or b"").partition(b" ")
     scheme = scheme.lower()
-    if scheme == b"basic":
+    if scheme == b"basic" and basic:
         try:
             presented = base64.b64decode(presented.strip(), validate=True).partition(b":")[2]
         except binascii.Error:
