@@ -308,9 +308,13 @@ def test_rate_limit_holds_across_processes(tmp_path: Path) -> None:
     gets (nearly) all of it."""
     tree = Tree(tmp_path, rate_limit_per_min=60)
     try:
-        statuses = [tree.post(b'{"a": 1}') for _ in range(150)]
+        started, statuses = time.monotonic(), []
+        for _ in range(150):
+            time.sleep(0.05)  # both processes idle when the connection comes, so either may accept it
+            statuses.append(tree.post(b'{"a": 1}'))
+        refilled = int(time.monotonic() - started)  # the bucket refills at 60/min: one a second
         assert set(statuses) <= {200, 429}
-        assert 60 <= statuses.count(200) <= 62, statuses.count(200)
+        assert 60 <= statuses.count(200) <= 62 + refilled, (statuses.count(200), refilled)
         assert tree.stop() == 0
     finally:
         if tree.process.poll() is None:
