@@ -18,7 +18,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
-from aisoc_inboxd.config import DeliverySettings
+from aisoc_inboxd.config import DeliverySettings, per_process
 from aisoc_inboxd.tokens import TOKEN_PREFIX
 
 REDACTED = "<redacted>"
@@ -127,11 +127,14 @@ class DeliveryLog:
     The rings of every key in this process, bounded in count per key and in bytes overall.
     """
 
-    def __init__(self, settings: DeliverySettings, worker: int = 0) -> None:
+    def __init__(self, settings: DeliverySettings, worker: int = 0, processes: int = 1) -> None:
         """
         @param worker: the worker process's index (0: the daemon), which sets where numbers start.
+        @param processes: how many processes (C{workers:}) share C{deliveries.max_bytes}: each keeps
+            its share, so the whole daemon holds no more than the setting says.
         """
         self.settings = settings
+        self.max_bytes = per_process(settings.max_bytes, processes)
         self.first_number = worker * WORKER_NUMBERS + 1
         self._rings: dict[str, _Ring] = {}
         #: (arrival, key) of every record, oldest first; entries whose record its ring already
@@ -182,7 +185,7 @@ class DeliveryLog:
             self._arrivals = deque(sorted((a, key) for key, r in self._rings.items() for a, _, _ in r.records))
 
     def _evict_to_cap(self) -> None:
-        while self.bytes + self.reserved > self.settings.max_bytes and self._arrivals:
+        while self.bytes + self.reserved > self.max_bytes and self._arrivals:
             self._evict_oldest()
 
     def _drop_oldest(self, ring: _Ring) -> None:

@@ -92,7 +92,7 @@ def build_daemon(settings: Settings, catalog: TemplateCatalog, reactor: Any,
     recent_errors = RecentErrors(reactor)
     cef = Replaceable(settings.cef)
     ack_channels = AckChannels.build(settings.hec, reactor)
-    deliveries = DeliveryRecorder(role.deliveries if role else DeliveryLog(settings.deliveries), reactor)
+    deliveries = DeliveryRecorder(role.deliveries if role else DeliveryLog(settings.deliveries, processes=settings.workers), reactor)
     supervisor: WorkerSupervisor | None = None  # built below, once the listeners it serves are
     web = build_web(settings, intake.intake, metrics, inflight, (push_stats.replied, recent_errors.replied),
                     cef, vendors or build_vendor_gate(settings.vendors, reactor), ack_channels, reactor, role,

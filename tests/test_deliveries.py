@@ -178,6 +178,17 @@ def test_total_bytes_evict_the_oldest_of_any_token() -> None:
     assert [k for k in (f"t{t}" for t in range(200)) if log.of(k, "acme")] == [f"t{t}" for t in range(190, 200)]
 
 
+def test_with_workers_each_process_keeps_its_share_of_max_bytes() -> None:
+    """With C{workers: N} every process keeps 1/N of C{max_bytes}, so the daemon's processes together
+    hold no more than the setting."""
+    one = _delivery("t", 1, 1000).size()
+    log = DeliveryLog(DeliverySettings(per_token=50, max_bytes=10 * one), worker=1, processes=2)
+    for token in range(20):
+        log.add(_delivery(f"t{token}", 1, 1000))
+        assert log.bytes <= 5 * one
+    assert log.count() == 5
+
+
 def redeliver_path(tenant: str, key: str, n: int) -> str:
     return f"/v1/admin/tenants/{tenant}/tokens/{key}/deliveries/{n}/redeliver"
 

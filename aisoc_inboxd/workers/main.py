@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
             reactor.stop()  # type: ignore[attr-defined]
 
     control = WorkerSide(daemon_gone, reactor)  # type: ignore[arg-type]
-    control.deliveries = DeliveryLog(settings.deliveries, args.index)
+    control.deliveries = DeliveryLog(settings.deliveries, args.index, settings.workers)
     adopt(reactor, WORKER_FD, control)  # type: ignore[arg-type]
     os.close(WORKER_FD)
     daemon = build_daemon(settings, catalog, reactor, config=args.config,
