@@ -220,8 +220,7 @@ class DaemonSide(amp.AMP):
         The worker's recent deliveries of C{kind} (L{DeliveryLog.read}), as dicts; fails after
         L{DELIVERIES_TIMEOUT}.
         """
-        d = self.callRemote(ReadDeliveries, kind=kind, tenant=tenant, key=key)
-        d.addTimeout(DELIVERIES_TIMEOUT, self._clock)
+        d = _ask(self, self._clock, DELIVERIES_TIMEOUT, ReadDeliveries, kind=kind, tenant=tenant, key=key)
         return d.addCallback(lambda reply: json.loads(reply["deliveries"]))
 
 
@@ -282,8 +281,7 @@ class WorkerSide(amp.AMP):
         Fails after L{LEASE_TIMEOUT}: a daemon that cannot answer that long is treated as gone, so
         requests do not hang on it (the worker's limiter then counts on its own).
         """
-        d = self.callRemote(LeaseRate, tenant=tenant, want=want)
-        d.addTimeout(LEASE_TIMEOUT, self._clock)
+        d = _ask(self, self._clock, LEASE_TIMEOUT, LeaseRate, tenant=tenant, want=want)
         return d.addCallback(lambda reply: (reply["granted"], reply["wait"]))
 
     def open_ack_channel(self, fingerprint: str, channel: str) -> Deferred[None]:
@@ -311,7 +309,7 @@ class WorkerSide(amp.AMP):
         return d.addCallback(lambda replies: {ack_id for reply in replies for ack_id in reply["acked"]})
 
     def _ask_acks(self, command: type[amp.Command], **arguments: Any) -> Deferred[dict[str, Any]]:
-        return self.callRemote(command, **arguments).addTimeout(ACK_TIMEOUT, self._clock)
+        return _ask(self, self._clock, ACK_TIMEOUT, command, **arguments)
 
     def ready(self) -> Deferred[Any]:
         return self.callRemote(Ready)
@@ -339,3 +337,12 @@ def adopt(reactor: IReactorSocket, fd: int, protocol: Protocol) -> None:
     factory = Factory()
     factory.buildProtocol = lambda address: protocol  # type: ignore[method-assign]
     reactor.adoptStreamConnection(fd, socket.AF_UNIX, factory)
+
+
+def _ask(side: amp.AMP, clock: IReactorTime, timeout: float, command: type[amp.Command],
+         **arguments: Any) -> Deferred[dict[str, Any]]:
+    """
+    C{command} asked of the other end, failing after C{timeout} seconds: a process that does not
+    answer is treated as gone rather than waited on.
+    """
+    return side.callRemote(command, **arguments).addTimeout(timeout, clock)
