@@ -12,6 +12,11 @@ Twisted's C{textFileLogObserver} writes, byte for byte, without its general mach
 predicate per namespace, a L{string.Formatter} with call wrappers, a timezone computed per event),
 and serialises JSON with orjson. Anything unusual (a failure's traceback, a format string with
 C{{f()}} calls, one that does not format) goes through Twisted's own formatting.
+
+While the reactor runs (L{LogOutput.flush_per_turn}), lines are flushed once per reactor turn
+rather than one write per line: a turn that serves many requests writes their lines at once, in
+order. A line at C{error} or above is flushed at once, with those before it. A process killed
+outright loses at most the lines of its last turn, never events.
 """
 from __future__ import annotations
 
@@ -19,9 +24,10 @@ import functools
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any, Callable
 
+from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.logger import LogLevel, formatEvent, formatEventAsClassicLogText, formatTime, globalLogBeginner
 
 from aisoc_inboxd.fastjson import dumps_compact
@@ -126,13 +132,38 @@ class LogOutput:
     level: str
     #: the C{log_system} of every line (a worker's C{worker-N}), else each event's own
     system: str | None = None
+    #: while the reactor runs, the clock that flushes the lines at the end of the turn (else each
+    #: line is flushed as it is written)
+    _clock: IReactorTime | None = field(default=None, init=False, repr=False)
+    _flush_pending = False
 
-    def write_through(self, lines: str) -> None:
+    def write_through(self, lines: str, urgent: bool = False) -> None:
         """
-        Write whole lines, already formatted, as they are.
+        Write whole lines, already formatted, as they are: flushed now when C{urgent} or when no
+        reactor runs, else at the end of this reactor turn.
         """
         self.out.write(lines)
+        if urgent or self._clock is None:
+            self.flush()
+        elif not self._flush_pending:
+            self._flush_pending = True
+            self._clock.callLater(0, self.flush)
+
+    def flush(self) -> None:
+        self._flush_pending = False
         self.out.flush()
+
+    def flush_per_turn(self, reactor: IReactorCore) -> None:
+        """
+        Flush once per turn of C{reactor} from now on until it shuts down, then flush every line
+        as it is written again (whatever is logged during and after the shutdown).
+        """
+        self._clock = reactor  # type: ignore[assignment]
+        reactor.addSystemEventTrigger("after", "shutdown", self.flush_each_line)
+
+    def flush_each_line(self) -> None:
+        self._clock = None
+        self.flush()
 
 
 class LineObserver:
@@ -142,21 +173,21 @@ class LineObserver:
     """
 
     def __init__(self, output: LogOutput) -> None:
-        self._out = output.out
+        self._output = output
         self._system = output.system
         self._format_line = FORMATTERS[output.format]
         least = LogLevel.levelWithName(output.level)
         self._levels = frozenset(level for level in LogLevel.iterconstants() if level >= least)
 
     def __call__(self, event: dict[str, Any]) -> None:
-        if event.get("log_level") not in self._levels:
+        level = event.get("log_level")
+        if level not in self._levels:
             return
         if self._system is not None:
             event["log_system"] = self._system
         line = self._format_line(event)
         if line:
-            self._out.write(line)
-            self._out.flush()
+            self._output.write_through(line, urgent=level >= LogLevel.error)
 
 
 def observer(out: IO[str], format: str = "text", level: str = "info") -> LineObserver:

@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
+import textwrap
 
+from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import Logger, LogLevel, textFileLogObserver
 
 from aisoc_inboxd.logs import LineObserver, LogOutput, json_line
@@ -71,3 +75,50 @@ def test_lines_below_the_level_or_without_one_are_dropped() -> None:
     log.warn("loud {n}", n=1)
     observer({"log_format": "no level", "log_time": 1.0})
     assert [json.loads(line)["message"] for line in out.getvalue().splitlines()] == ["loud 1"]
+
+
+def test_lines_are_flushed_once_per_reactor_turn_in_order(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """While a reactor runs, lines wait in the file's buffer until the end of the turn, then all
+    reach the file in the order logged; a line at error or above is flushed at once, with those
+    before it."""
+    path = tmp_path / "log"
+    reactor = MemoryReactorClock()
+    with path.open("w") as out:
+        output = LogOutput(out, "text", "info")
+        output.flush_per_turn(reactor)
+        log = Logger(namespace="aisoc_inboxd.test", observer=LineObserver(output))
+        for n in range(5):
+            log.info("line {n}", n=n)
+        assert path.read_text() == ""
+        reactor.advance(0)
+        assert [line.split("] ")[1] for line in path.read_text().splitlines()] == [f"line {n}" for n in range(5)]
+        log.info("before the error")
+        log.error("the error")
+        assert path.read_text().splitlines()[-2:][0].endswith("before the error")
+        assert path.read_text().endswith("the error\n")
+
+
+def test_buffered_lines_are_all_written_at_shutdown_in_order(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Lines logged in the reactor's last turns, and while and after it shuts down, all reach the
+    log in order when the process exits."""
+    script = textwrap.dedent("""
+        import sys
+        from twisted.internet import reactor
+        from twisted.logger import Logger
+        from aisoc_inboxd import logs
+
+        logs.begin(sys.stdout, "json", "info").flush_per_turn(reactor)
+        log = Logger(namespace="test")
+
+        def many():
+            for n in range(3000):
+                log.info("line {n}", n=n)
+            reactor.stop()
+        reactor.addSystemEventTrigger("during", "shutdown", lambda: log.info("line 3000"))
+        reactor.callWhenRunning(many)
+        reactor.run()
+        log.info("line 3001")
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60, check=True)
+    messages = [json.loads(line)["message"] for line in done.stdout.decode().splitlines()]
+    assert [m for m in messages if m.startswith("line ")] == [f"line {n}" for n in range(3002)]
