@@ -11,6 +11,7 @@ path (which carries the token), and every header that may carry a credential is 
 from __future__ import annotations
 
 import base64
+import functools
 import itertools
 import json
 import re
@@ -40,10 +41,19 @@ def redact_headers(headers: Iterable[tuple[str, str]], secret_names: Iterable[st
     extra = frozenset(secret_names)
     redacted = []
     for name, value in headers:
-        lower = name.lower()
-        secret = lower not in _PLAIN_HEADERS and (bool(_SECRET_HEADER.search(lower)) or lower in extra)
+        secret = _secret_name(name) or (bool(extra) and name.lower() in extra and name.lower() not in _PLAIN_HEADERS)
         redacted.append((name, REDACTED if secret or TOKEN_PREFIX in value else value))
     return redacted
+
+
+@functools.lru_cache(maxsize=1024)
+def _secret_name(name: str) -> bool:
+    """
+    Whether a header so named may carry a credential; decided once per name (every request
+    repeats the same few).
+    """
+    lower = name.lower()
+    return lower not in _PLAIN_HEADERS and bool(_SECRET_HEADER.search(lower))
 
 
 class FirstEvent:
