@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, Callable
 
 from twisted.internet.interfaces import IReactorCore, IReactorTime
-from twisted.logger import LogLevel, formatEvent, formatEventAsClassicLogText, formatTime, globalLogBeginner
+from twisted.logger import LogLevel, Logger, formatEvent, formatEventAsClassicLogText, formatTime, globalLogBeginner
 
 from aisoc_inboxd.fastjson import dumps_compact
 
@@ -118,6 +118,26 @@ def text_line(event: dict[str, Any]) -> str | None:
 
 
 FORMATTERS: dict[str, Callable[[dict[str, Any]], str | None]] = {"text": text_line, "json": json_line}
+
+_LEVELS = frozenset(LogLevel.iterconstants())
+
+
+class RequestLogger(Logger):
+    """
+    Twisted's L{Logger}, for a line per request: it emits the same event, but checks the level
+    against a set where Twisted's builds the list of every L{LogLevel} per event. An invalid level
+    goes to Twisted's, which logs the failure.
+    """
+
+    def emit(self, level: LogLevel, format: str | None = None, **kwargs: object) -> None:
+        if level not in _LEVELS:
+            super().emit(level, format, **kwargs)
+            return
+        kwargs.update(log_logger=self, log_level=level, log_namespace=self.namespace, log_source=self.source,
+                      log_format=format, log_time=time.time())
+        if "log_trace" in kwargs:
+            kwargs["log_trace"].append((self, self.observer))  # type: ignore[attr-defined]
+        self.observer(kwargs)
 
 
 @dataclass

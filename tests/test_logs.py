@@ -10,10 +10,11 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import Logger, LogLevel, textFileLogObserver
 
-from aisoc_inboxd.logs import LineObserver, LogOutput, json_line
+from aisoc_inboxd.logs import LineObserver, LogOutput, RequestLogger, json_line
 
 
 def test_a_json_line_is_the_message_and_the_plain_structured_keys() -> None:
@@ -122,3 +123,27 @@ def test_buffered_lines_are_all_written_at_shutdown_in_order(tmp_path) -> None: 
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60, check=True)
     messages = [json.loads(line)["message"] for line in done.stdout.decode().splitlines()]
     assert [m for m in messages if m.startswith("line ")] == [f"line {n}" for n in range(3002)]
+
+
+@pytest.mark.parametrize("level", list(LogLevel.iterconstants()), ids=lambda level: level.name)
+def test_the_request_logger_emits_twisteds_event(level: LogLevel) -> None:
+    """RequestLogger emits the event Twisted's Logger emits, key for key (the time and the logger
+    object aside), at every level; an invalid level is refused as Twisted refuses it."""
+    class Route:
+        twisteds = Logger()
+        ours = RequestLogger()
+    route = Route()
+    theirs: list[dict] = []
+    mine: list[dict] = []
+    Logger(route.twisteds.namespace, route, observer=theirs.append).emit(level, "{a} {b}", a=1, b="x")
+    RequestLogger(route.ours.namespace, route, observer=mine.append).emit(level, "{a} {b}", a=1, b="x")
+    [theirs_event], [mine_event] = theirs, mine
+    assert route.ours.namespace == route.twisteds.namespace and isinstance(route.ours, RequestLogger)
+    assert type(mine_event["log_time"]) is float
+    for event in (theirs_event, mine_event):
+        del event["log_time"], event["log_logger"]
+    assert mine_event == theirs_event
+    refused: list[dict] = []
+    RequestLogger(observer=refused.append).emit("not a level", "x")  # type: ignore[arg-type]
+    [failure] = refused
+    assert failure["log_level"] == LogLevel.critical and "invalid log level" in failure["log_format"]
