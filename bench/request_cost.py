@@ -3,9 +3,10 @@ Instructions per single-event webhook request, counted by callgrind: a figure th
 on the machine do not move, for before/after comparisons of the per-request path (issue 14.4).
 
 Starts the daemon (file sink, one process) under C{valgrind --tool=callgrind} with instrumentation
-off, turns it on once the daemon is ready, drives it with wrk for a warm-up, zeroes the counters,
-drives it again for C{--seconds}, dumps the counters and prints the instructions (Ir) of the whole
-process (every thread: the reactor and the sink's fsync thread) divided by the requests served.
+off, turns it on once the daemon is ready, drives it with wrk for a warm-up, counts C{--seconds}
+idle (timers), then C{--seconds} under wrk, and prints the instructions (Ir) of the whole process
+(every thread: the reactor and the sink's fsync thread) per request served, with and without the
+idle count (under valgrind the daemon is ~50x slower, so its timers weigh more than natively).
 Point C{PYTHONPATH} at the tree to measure.
 
 Run: C{.venv/bin/python bench/request_cost.py [--seconds S] [--connections C]}
@@ -18,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from procs import Processes, wait_until
@@ -56,16 +58,23 @@ def main() -> None:
         url = daemon.url(f"/v1/inbox/{token}")
         wrk(url, inputs.single, "application/json", None, args.connections, 5)
         control("--zero", pid)
+        time.sleep(args.seconds)
+        control("--dump", pid)
+        control("--zero", pid)
         result = wrk(url, inputs.single, "application/json", None, args.connections, args.seconds)
         control("--dump", pid)
         processes.stop(daemon.pid, timeout=120)
-    counted = _TOTALS.search((work / "callgrind.out.1").read_bytes())
+    idle, loaded = (_instructions(work / f"callgrind.out.{n}") for n in (1, 2))
     shutil.rmtree(work)
-    assert counted is not None
-    instructions = int(counted.group(1))
     requests = result["requests"]
-    print(f"requests {requests:.0f} (non-2xx {result['non_2xx']:.0f}), "
-          f"instructions {instructions:,}, per request {instructions / requests:,.0f}")
+    print(f"requests {requests:.0f} (non-2xx {result['non_2xx']:.0f}); instructions idle {idle:,}, loaded "
+          f"{loaded:,}; per request {loaded / requests:,.0f}, less idle {(loaded - idle) / requests:,.0f}")
+
+
+def _instructions(dump: Path) -> int:
+    counted = _TOTALS.search(dump.read_bytes())
+    assert counted is not None, dump
+    return int(counted.group(1))
 
 
 if __name__ == "__main__":
