@@ -152,31 +152,38 @@ class LogOutput:
     level: str
     #: the C{log_system} of every line (a worker's C{worker-N}), else each event's own
     system: str | None = None
-    #: while the reactor runs, the clock that flushes the lines at the end of the turn (else each
-    #: line is flushed as it is written)
+    #: while the reactor runs, the clock that writes the lines at the end of the turn (else each
+    #: line is written and flushed as it comes)
     _clock: IReactorTime | None = field(default=None, init=False, repr=False)
-    _flush_pending = False
+    #: the lines of this turn not written yet (held here, not in C{out}'s buffer, which
+    #: C{PYTHONUNBUFFERED} turns off)
+    _pending: list[str] = field(default_factory=list, init=False, repr=False)
 
     def write_through(self, lines: str, urgent: bool = False) -> None:
         """
-        Write whole lines, already formatted, as they are: flushed now when C{urgent} or when no
-        reactor runs, else at the end of this reactor turn.
+        Write whole lines, already formatted, as they are: now when C{urgent} or when no reactor
+        runs, else at the end of this reactor turn.
         """
-        self.out.write(lines)
+        self._pending.append(lines)
         if urgent or self._clock is None:
             self.flush()
-        elif not self._flush_pending:
-            self._flush_pending = True
+        elif len(self._pending) == 1:
             self._clock.callLater(0, self.flush)
 
     def flush(self) -> None:
-        self._flush_pending = False
+        """
+        Write the lines held, in order, in one write.
+        """
+        if self._pending:
+            text = "".join(self._pending)
+            self._pending.clear()
+            self.out.write(text)
         self.out.flush()
 
     def flush_per_turn(self, reactor: IReactorCore) -> None:
         """
-        Flush once per turn of C{reactor} from now on until it shuts down, then flush every line
-        as it is written again (whatever is logged during and after the shutdown).
+        Write once per turn of C{reactor} from now on until it shuts down, then each line as it is
+        written again (whatever is logged during and after the shutdown).
         """
         self._clock = reactor  # type: ignore[assignment]
         reactor.addSystemEventTrigger("after", "shutdown", self.flush_each_line)
