@@ -29,6 +29,7 @@ from typing import IO, Any, Callable
 
 from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.logger import LogLevel, Logger, formatEvent, formatEventAsClassicLogText, formatTime, globalLogBeginner
+from twisted.python.threadable import isInIOThread
 
 from aisoc_inboxd.fastjson import dumps_compact
 
@@ -161,11 +162,16 @@ class LogOutput:
 
     def write_through(self, lines: str, urgent: bool = False) -> None:
         """
-        Write whole lines, already formatted, as they are: now when C{urgent} or when no reactor
-        runs, else at the end of this reactor turn.
+        Write whole lines, already formatted, as they are: at the end of this reactor turn, or now
+        when C{urgent}, when no reactor runs, or from another thread (the turn's lines belong to
+        the reactor's thread alone, and C{callLater} is not thread-safe).
         """
+        if self._clock is None or not isInIOThread():
+            self.out.write(lines)
+            self.out.flush()
+            return
         self._pending.append(lines)
-        if urgent or self._clock is None:
+        if urgent:
             self.flush()
         elif len(self._pending) == 1:
             self._clock.callLater(0, self.flush)
@@ -174,10 +180,9 @@ class LogOutput:
         """
         Write the lines held, in order, in one write.
         """
-        if self._pending:
-            text = "".join(self._pending)
-            self._pending.clear()
-            self.out.write(text)
+        pending, self._pending = self._pending, []
+        if pending:
+            self.out.write("".join(pending))
         self.out.flush()
 
     def flush_per_turn(self, reactor: IReactorCore) -> None:

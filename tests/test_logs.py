@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 from twisted.internet.testing import MemoryReactorClock
@@ -79,9 +80,9 @@ def test_lines_below_the_level_or_without_one_are_dropped() -> None:
 
 
 def test_lines_are_flushed_once_per_reactor_turn_in_order(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """While a reactor runs, lines wait in the file's buffer until the end of the turn, then all
-    reach the file in the order logged; a line at error or above is flushed at once, with those
-    before it."""
+    """While a reactor runs, lines are held until the end of the turn, then all reach the file in
+    the order logged; a line at error or above is written at once, with those before it; a line
+    logged from another thread is written at once, never scheduled from that thread."""
     path = tmp_path / "log"
     reactor = MemoryReactorClock()
     with path.open("w") as out:
@@ -97,6 +98,11 @@ def test_lines_are_flushed_once_per_reactor_turn_in_order(tmp_path) -> None:  # 
         log.error("the error")
         assert path.read_text().splitlines()[-2:][0].endswith("before the error")
         assert path.read_text().endswith("the error\n")
+        reactor.advance(0)
+        from_thread = threading.Thread(target=log.info, args=("from another thread",))
+        from_thread.start()
+        from_thread.join()
+        assert path.read_text().endswith("from another thread\n") and not reactor.getDelayedCalls()
 
 
 def test_buffered_lines_are_all_written_at_shutdown_in_order(tmp_path) -> None:  # type: ignore[no-untyped-def]
