@@ -114,7 +114,7 @@ class ListenerIntake:
                 await self._sink.unsaturated()
 
     def count(self, metric: str, amount: int = 1, *labels: str) -> None:
-        getattr(self._metrics, metric).labels(self.name, *labels).inc(amount)
+        self._metrics.child(metric, self.name, *labels).inc(amount)
 
     def discard(self, reason: str, count: int = 1) -> None:
         """
