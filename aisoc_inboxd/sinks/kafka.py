@@ -208,7 +208,7 @@ class _Send:
         else:
             self._failures.append((error, message.key(), message.value()))
 
-    def take_reports(self) -> tuple[_Send, int, list[tuple[KafkaError, bytes, bytes]]]:
+    def take_reports(self) -> _Reports:
         """
         The acknowledgements counted and the failures kept since the last call (on the poll thread).
         """
