@@ -161,7 +161,7 @@ def _run_daemon(config: Path | None, args: argparse.Namespace) -> None:
     from aisoc_inboxd import logs, tap
 
     daemon = tap.compose(tap.settings_or_exit(config), config, reactor)
-    logs.begin(sys.stdout, args.log_format, args.log_level)
+    logs.begin(sys.stdout, args.log_format, args.log_level).flush_per_turn(reactor)  # type: ignore[arg-type]
     reactor.callWhenRunning(daemon.startService)  # type: ignore[attr-defined]
     reactor.addSystemEventTrigger("before", "shutdown", daemon.stopService)  # type: ignore[attr-defined]
     reactor.run()  # type: ignore[attr-defined]

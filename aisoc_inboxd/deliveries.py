@@ -11,12 +11,14 @@ path (which carries the token), and every header that may carry a credential is 
 from __future__ import annotations
 
 import base64
+import functools
 import itertools
 import json
 import re
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from aisoc_inboxd.config import DeliverySettings, per_process
 from aisoc_inboxd.tokens import TOKEN_PREFIX
@@ -40,18 +42,61 @@ def redact_headers(headers: Iterable[tuple[str, str]], secret_names: Iterable[st
     extra = frozenset(secret_names)
     redacted = []
     for name, value in headers:
-        lower = name.lower()
-        secret = lower not in _PLAIN_HEADERS and (bool(_SECRET_HEADER.search(lower)) or lower in extra)
+        secret = _secret_name(name) or (bool(extra) and name.lower() in extra and name.lower() not in _PLAIN_HEADERS)
         redacted.append((name, REDACTED if secret or TOKEN_PREFIX in value else value))
     return redacted
 
 
-@dataclass(frozen=True)
+@functools.lru_cache(maxsize=1024)
+def _secret_name(name: str) -> bool:
+    """
+    Whether a header so named may carry a credential; decided once per name (every request
+    repeats the same few).
+    """
+    lower = name.lower()
+    return lower not in _PLAIN_HEADERS and bool(_SECRET_HEADER.search(lower))
+
+
+class FirstEvent:
+    """
+    The first OCSF event a delivery's body became, as JSON text, or why there is none. Rendering it
+    costs as much as normalizing the record again, so a record small enough to hold is kept and
+    rendered the first time someone reads the delivery (the admin API, the CLI, the status page);
+    most deliveries are never read. The template the record was published under is held with it,
+    so a reload before the read does not change what is shown.
+    """
+
+    __slots__ = ("_render", "_result", "size")
+
+    def __init__(self, render: Callable[[], tuple[str | None, str | None]], size: int) -> None:
+        """
+        @param render: makes C{(text, error)}; called at most once.
+        @param size: the bytes counted for it against C{deliveries.max_bytes} (L{Delivery.size}).
+        """
+        self._render: Callable[[], tuple[str | None, str | None]] | None = render
+        self._result: tuple[str | None, str | None] = (None, None)
+        self.size = size
+
+    @classmethod
+    def rendered(cls, text: str | None, error: str | None) -> FirstEvent:
+        event = cls(lambda: (text, error), len(text or "") + len(error or ""))
+        event.result()
+        return event
+
+    def result(self) -> tuple[str | None, str | None]:
+        if self._render is not None:
+            self._result, self._render = self._render(), None
+        return self._result
+
+
+@dataclass
 class Delivery:
     """
     One recorded request. C{number} counts the deliveries of its key from 1 (the C{n} of
     C{…/deliveries/{n}}); C{body} is the first C{deliveries.body_bytes} of the body as the
     sender meant it (gzip undone), C{None} when bodies are not kept or the request had none read.
+    Never changed once made; not declared frozen because one is made per request, and a frozen
+    dataclass sets each of its fields through C{object.__setattr__} (3x the cost).
     """
 
     key: str
@@ -72,8 +117,16 @@ class Delivery:
     response_body: str
     body: bytes | None
     body_size: int
-    ocsf: str | None
-    ocsf_error: str | None
+    #: the first OCSF event of the body (None: no body kept, or not a token route's delivery)
+    first_event: FirstEvent | None = None
+
+    @property
+    def ocsf(self) -> str | None:
+        return self.first_event.result()[0] if self.first_event is not None else None
+
+    @property
+    def ocsf_error(self) -> str | None:
+        return self.first_event.result()[1] if self.first_event is not None else None
 
     @property
     def truncated(self) -> bool:
@@ -85,7 +138,7 @@ class Delivery:
         """
         headers = sum(len(n) + len(v) for n, v in itertools.chain(self.request_headers, self.response_headers))
         return (RECORD_OVERHEAD + headers + len(self.response_body) + len(self.body or b"")
-                + len(self.ocsf or "") + len(self.error or "") + len(self.ocsf_error or ""))
+                + len(self.error or "") + (self.first_event.size if self.first_event is not None else 0))
 
     def as_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {"kept": self.body is not None, "size": self.body_size, "truncated": self.truncated}
@@ -308,5 +361,5 @@ class FrameSamples:
                          received_at=received_at, client=peer, route=SAMPLES_ROUTE, method="frame", status=0,
                          outcome="malformed" if reason else "read", template=None, events=0, error=reason,
                          duration_ms=0.0, request_headers=[], response_headers=[], response_body="",
-                         body=body if self._limit else None, body_size=size, ocsf=None, ocsf_error=None)
+                         body=body if self._limit else None, body_size=size)
                 for number, received_at, peer, body, size, reason in reversed(kept)]

@@ -12,6 +12,11 @@ Twisted's C{textFileLogObserver} writes, byte for byte, without its general mach
 predicate per namespace, a L{string.Formatter} with call wrappers, a timezone computed per event),
 and serialises JSON with orjson. Anything unusual (a failure's traceback, a format string with
 C{{f()}} calls, one that does not format) goes through Twisted's own formatting.
+
+While the reactor runs (L{LogOutput.flush_per_turn}), lines are flushed once per reactor turn
+rather than one write per line: a turn that serves many requests writes their lines at once, in
+order. A line at C{error} or above is flushed at once, with those before it. A process killed
+outright loses at most the lines of its last turn, never events.
 """
 from __future__ import annotations
 
@@ -19,10 +24,12 @@ import functools
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any, Callable
 
-from twisted.logger import LogLevel, formatEvent, formatEventAsClassicLogText, formatTime, globalLogBeginner
+from twisted.internet.interfaces import IReactorCore, IReactorTime
+from twisted.logger import LogLevel, Logger, formatEvent, formatEventAsClassicLogText, formatTime, globalLogBeginner
+from twisted.python.threadable import isInIOThread
 
 from aisoc_inboxd.fastjson import dumps_compact
 
@@ -113,6 +120,26 @@ def text_line(event: dict[str, Any]) -> str | None:
 
 FORMATTERS: dict[str, Callable[[dict[str, Any]], str | None]] = {"text": text_line, "json": json_line}
 
+_LEVELS = frozenset(LogLevel.iterconstants())
+
+
+class RequestLogger(Logger):
+    """
+    Twisted's L{Logger}, for a line per request: it emits the same event, but checks the level
+    against a set where Twisted's builds the list of every L{LogLevel} per event. An invalid level
+    goes to Twisted's, which logs the failure.
+    """
+
+    def emit(self, level: LogLevel, format: str | None = None, **kwargs: object) -> None:
+        if level not in _LEVELS:
+            super().emit(level, format, **kwargs)
+            return
+        kwargs.update(log_logger=self, log_level=level, log_namespace=self.namespace, log_source=self.source,
+                      log_format=format, log_time=time.time())
+        if "log_trace" in kwargs:
+            kwargs["log_trace"].append((self, self.observer))  # type: ignore[attr-defined]
+        self.observer(kwargs)
+
 
 @dataclass
 class LogOutput:
@@ -126,13 +153,49 @@ class LogOutput:
     level: str
     #: the C{log_system} of every line (a worker's C{worker-N}), else each event's own
     system: str | None = None
+    #: while the reactor runs, the clock that writes the lines at the end of the turn (else each
+    #: line is written and flushed as it comes)
+    _clock: IReactorTime | None = field(default=None, init=False, repr=False)
+    #: the lines of this turn not written yet (held here, not in C{out}'s buffer, which
+    #: C{PYTHONUNBUFFERED} turns off)
+    _pending: list[str] = field(default_factory=list, init=False, repr=False)
 
-    def write_through(self, lines: str) -> None:
+    def write_through(self, lines: str, urgent: bool = False) -> None:
         """
-        Write whole lines, already formatted, as they are.
+        Write whole lines, already formatted, as they are: at the end of this reactor turn, or now
+        when C{urgent}, when no reactor runs, or from another thread (the turn's lines belong to
+        the reactor's thread alone, and C{callLater} is not thread-safe).
         """
-        self.out.write(lines)
+        if self._clock is None or not isInIOThread():
+            self.out.write(lines)
+            self.out.flush()
+            return
+        self._pending.append(lines)
+        if urgent:
+            self.flush()
+        elif len(self._pending) == 1:
+            self._clock.callLater(0, self.flush)
+
+    def flush(self) -> None:
+        """
+        Write the lines held, in order, in one write.
+        """
+        pending, self._pending = self._pending, []
+        if pending:
+            self.out.write("".join(pending))
         self.out.flush()
+
+    def flush_per_turn(self, reactor: IReactorCore) -> None:
+        """
+        Write once per turn of C{reactor} from now on until it shuts down, then each line as it is
+        written again (whatever is logged during and after the shutdown).
+        """
+        self._clock = reactor  # type: ignore[assignment]
+        reactor.addSystemEventTrigger("after", "shutdown", self.flush_each_line)
+
+    def flush_each_line(self) -> None:
+        self._clock = None
+        self.flush()
 
 
 class LineObserver:
@@ -142,21 +205,21 @@ class LineObserver:
     """
 
     def __init__(self, output: LogOutput) -> None:
-        self._out = output.out
+        self._output = output
         self._system = output.system
         self._format_line = FORMATTERS[output.format]
         least = LogLevel.levelWithName(output.level)
         self._levels = frozenset(level for level in LogLevel.iterconstants() if level >= least)
 
     def __call__(self, event: dict[str, Any]) -> None:
-        if event.get("log_level") not in self._levels:
+        level = event.get("log_level")
+        if level not in self._levels:
             return
         if self._system is not None:
             event["log_system"] = self._system
         line = self._format_line(event)
         if line:
-            self._out.write(line)
-            self._out.flush()
+            self._output.write_through(line, urgent=level >= LogLevel.error)
 
 
 def observer(out: IO[str], format: str = "text", level: str = "info") -> LineObserver:

@@ -5,6 +5,7 @@ resource trees (L{aisoc_inboxd.testing.MemoryInbox}).
 """
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest_twisted
 import yaml
 
 from aisoc_inboxd.config import CefSettings, ConfigError, DeliverySettings, load_settings
-from aisoc_inboxd.deliveries import RECORD_OVERHEAD, REDACTED, Delivery, DeliveryLog, redact_headers
+from aisoc_inboxd.deliveries import RECORD_OVERHEAD, REDACTED, Delivery, DeliveryLog, FirstEvent, redact_headers
 from aisoc_inboxd.deliveries import FrameSamples
 from aisoc_inboxd.testing import FakeStore, MemoryInbox
 from aisoc_inboxd.tokens import fingerprint
@@ -50,6 +51,41 @@ async def test_accepted_delivery_keeps_request_reply_and_first_event(inbox: Memo
     assert json.loads(kept["response"]["body"]) == reply
     assert "disk full" in json.dumps(kept["ocsf"])
     assert json.loads(kept["ocsf"]["raw_data"])["id"] == "a1"
+
+
+@pytest.mark.parametrize("body_bytes", [4096, 8], ids=["rendered-when-read", "rendered-at-once"])
+@pytest_twisted.ensureDeferred
+async def test_first_event_is_the_published_event_rendered_once(body_bytes: int) -> None:
+    """The first event a delivery shows is the event that was published (all but its own
+    metadata.uid), whether it is rendered when the delivery is first read (a record that fits in
+    body_bytes) or when the delivery is kept (a larger one), and every read shows the same event."""
+    inbox = MemoryInbox(FakeStore(), deliveries_settings=DeliverySettings(body_bytes=body_bytes))
+    token = await inbox.mint()
+    body = b'{"id": "a1", "title": "disk full", "severity": "high", "time": "2026-01-02T03:04:05Z"}'
+    status, _, _ = await inbox.post(f"/v1/inbox/{token}", body)
+    assert status == 200
+    [published] = inbox.events()
+    [first] = await deliveries(inbox, "acme", fingerprint(token))
+    [again] = await deliveries(inbox, "acme", fingerprint(token))
+    assert first["ocsf"] == again["ocsf"]
+    for event in (first["ocsf"], published):
+        del event["metadata"]["uid"]
+    assert first["ocsf"] == published
+
+
+def test_a_first_event_held_for_later_is_counted_by_its_record_and_rendered_once() -> None:
+    """A first event rendered when read counts its bound against max_bytes from the start, and is
+    rendered at most once."""
+    renders = []
+
+    def render() -> tuple[str | None, str | None]:
+        renders.append(1)
+        return '{"class_uid": 2004}', None
+    event = FirstEvent(render, 400)
+    delivery = dataclasses.replace(_delivery("a", 1, 10), first_event=event)
+    assert delivery.size() == _delivery("a", 1, 10).size() + 400 and renders == []
+    assert delivery.ocsf == '{"class_uid": 2004}' and delivery.ocsf_error is None
+    assert delivery.as_dict()["ocsf"] == {"class_uid": 2004} and renders == [1]
 
 
 @pytest_twisted.ensureDeferred
@@ -149,7 +185,7 @@ def _delivery(key: str, number: int, body_size: int) -> Delivery:
     return Delivery(key=key, number=number, tenant_id="acme", received_at=0.0, client=None, route="webhook",
                     method="POST", status=200, outcome="ok", template="generic-json", events=1, error=None,
                     duration_ms=1.0, request_headers=[], response_headers=[], response_body="{}",
-                    body=b"x" * body_size, body_size=body_size, ocsf=None, ocsf_error=None)
+                    body=b"x" * body_size, body_size=body_size)
 
 
 def test_ring_keeps_the_last_per_token() -> None:

@@ -236,7 +236,7 @@ async def test_a_workers_deliveries_cross_the_control_channel_whatever_their_siz
         log.add(Delivery(key="f" * 64, number=log.next_number("f" * 64), tenant_id="acme", received_at=1.0,
                          client=None, route="webhook", method="POST", status=200, outcome="ok", template=None,
                          events=1, error=None, duration_ms=1.0, request_headers=[], response_headers=[],
-                         response_body="{}", body=body, body_size=len(body), ocsf=None, ocsf_error=None))
+                         response_body="{}", body=body, body_size=len(body)))
     lost: list[Any] = []
     ours, theirs = socket_pair()
     daemon_end = DaemonSide(RateLimiter(reactor, 60), AckChannels.build(HecSettings(), reactor), lambda: None,

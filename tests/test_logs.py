@@ -6,10 +6,16 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
+import textwrap
+import threading
 
+import pytest
+from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import Logger, LogLevel, textFileLogObserver
 
-from aisoc_inboxd.logs import LineObserver, LogOutput, json_line
+from aisoc_inboxd.logs import LineObserver, LogOutput, RequestLogger, json_line
 
 
 def test_a_json_line_is_the_message_and_the_plain_structured_keys() -> None:
@@ -71,3 +77,81 @@ def test_lines_below_the_level_or_without_one_are_dropped() -> None:
     log.warn("loud {n}", n=1)
     observer({"log_format": "no level", "log_time": 1.0})
     assert [json.loads(line)["message"] for line in out.getvalue().splitlines()] == ["loud 1"]
+
+
+def test_lines_are_flushed_once_per_reactor_turn_in_order(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """While a reactor runs, lines are held until the end of the turn, then all reach the file in
+    the order logged; a line at error or above is written at once, with those before it; a line
+    logged from another thread is written at once, never scheduled from that thread."""
+    path = tmp_path / "log"
+    reactor = MemoryReactorClock()
+    with path.open("w") as out:
+        output = LogOutput(out, "text", "info")
+        output.flush_per_turn(reactor)
+        log = Logger(namespace="aisoc_inboxd.test", observer=LineObserver(output))
+        for n in range(5):
+            log.info("line {n}", n=n)
+        assert path.read_text() == ""
+        reactor.advance(0)
+        assert [line.split("] ")[1] for line in path.read_text().splitlines()] == [f"line {n}" for n in range(5)]
+        log.info("before the error")
+        log.error("the error")
+        assert path.read_text().splitlines()[-2:][0].endswith("before the error")
+        assert path.read_text().endswith("the error\n")
+        reactor.advance(0)
+        from_thread = threading.Thread(target=log.info, args=("from another thread",))
+        from_thread.start()
+        from_thread.join()
+        assert path.read_text().endswith("from another thread\n") and not reactor.getDelayedCalls()
+
+
+def test_buffered_lines_are_all_written_at_shutdown_in_order(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Lines logged in the reactor's last turns, and while and after it shuts down, all reach the
+    log in order, without the interpreter's own flush at exit (the process leaves by os._exit)."""
+    script = textwrap.dedent("""
+        import os
+        import sys
+        from twisted.internet import reactor
+        from twisted.logger import Logger
+        from aisoc_inboxd import logs
+
+        logs.begin(sys.stdout, "json", "info").flush_per_turn(reactor)
+        log = Logger(namespace="test")
+
+        def many():
+            for n in range(3000):
+                log.info("line {n}", n=n)
+            reactor.stop()
+        reactor.addSystemEventTrigger("during", "shutdown", lambda: log.info("line 3000"))
+        reactor.callWhenRunning(many)
+        reactor.run()
+        log.info("line 3001")
+        os._exit(0)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60, check=True)
+    messages = [json.loads(line)["message"] for line in done.stdout.decode().splitlines()]
+    assert [m for m in messages if m.startswith("line ")] == [f"line {n}" for n in range(3002)]
+
+
+@pytest.mark.parametrize("level", list(LogLevel.iterconstants()), ids=lambda level: level.name)
+def test_the_request_logger_emits_twisteds_event(level: LogLevel) -> None:
+    """RequestLogger emits the event Twisted's Logger emits, key for key (the time and the logger
+    object aside), at every level; an invalid level is refused as Twisted refuses it."""
+    class Route:
+        twisteds = Logger()
+        ours = RequestLogger()
+    route = Route()
+    theirs: list[dict] = []
+    mine: list[dict] = []
+    Logger(route.twisteds.namespace, route, observer=theirs.append).emit(level, "{a} {b}", a=1, b="x")
+    RequestLogger(route.ours.namespace, route, observer=mine.append).emit(level, "{a} {b}", a=1, b="x")
+    [theirs_event], [mine_event] = theirs, mine
+    assert route.ours.namespace == route.twisteds.namespace and isinstance(route.ours, RequestLogger)
+    assert type(mine_event["log_time"]) is float
+    for event in (theirs_event, mine_event):
+        del event["log_time"], event["log_logger"]
+    assert mine_event == theirs_event
+    refused: list[dict] = []
+    RequestLogger(observer=refused.append).emit("not a level", "x")  # type: ignore[arg-type]
+    [failure] = refused
+    assert failure["log_level"] == LogLevel.critical and "invalid log level" in failure["log_format"]

@@ -10,6 +10,8 @@ Both are an L{Admission}: C{await limiter.take(tenant_id)}.
 """
 from __future__ import annotations
 
+import itertools
+
 import math
 from collections import OrderedDict
 from typing import Callable, Protocol
@@ -98,8 +100,9 @@ class RateLimiter:
     def _evict(self, now: float) -> None:
         while len(self._buckets) > self._max_tenants:
             self._buckets.popitem(last=False)
-        # the oldest entry, if refilled by now, is indistinguishable from a fresh bucket
-        for tenant_id, (tokens, stamp) in list(self._buckets.items())[:2]:
+        # the oldest entry, if refilled by now, is indistinguishable from a fresh bucket (the two
+        # oldest are copied out, not every bucket: this runs per request)
+        for tenant_id, (tokens, stamp) in list(itertools.islice(self._buckets.items(), 2)):
             if tokens + (now - stamp) * self._per_second >= self._capacity:
                 del self._buckets[tenant_id]
 

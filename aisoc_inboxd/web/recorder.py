@@ -2,25 +2,30 @@
 Turning a served inbox request into a L{Delivery} of the L{DeliveryLog}, once its reply was written
 to the connection: the route, the redacted headers, the body prefix, the reply, and the first OCSF
 event the body became (rendered again from the first decoded record, so the publish path carries
-nothing extra; its C{metadata.uid} is therefore not the published event's).
+nothing extra; its C{metadata.uid} is therefore not the published event's). A first record that
+fits in C{deliveries.body_bytes} is rendered only when the delivery is read (L{FirstEvent}).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.server import Request
 
-from aisoc_inboxd.deliveries import Delivery, DeliveryLog, header_pairs, redact_headers
+from aisoc_inboxd.deliveries import Delivery, DeliveryLog, FirstEvent, header_pairs, redact_headers
 from aisoc_inboxd.fastjson import dumps_compact
-from aisoc_inboxd.normalizer import IngestContext, normalize_record
+from aisoc_inboxd.normalizer import IngestContext, Template, normalize_record
 
 if TYPE_CHECKING:
     from aisoc_inboxd.web.routes import Exchange, Reply
 
 #: the key of the token-less CEF route's ring
 CEF_KEY = "cef"
+#: what a first record held for rendering later is counted as, per byte of its text: the parsed
+#: record while it waits, then the event (which carries the text as C{raw_data}, and the mapped
+#: and unmapped fields beside it)
+PENDING_BYTES_PER_RAW_BYTE = 4
 
 
 class DeliveryRecorder:
@@ -56,7 +61,7 @@ class DeliveryRecorder:
             keep = self.log.keeps_body(tenant) and exchange.body is not None
             limit = self.log.settings.body_bytes
             body = exchange.body[:limit] if keep and exchange.body is not None else None
-            ocsf, ocsf_error = self._first_event(exchange, route, limit) if keep else (None, None)
+            first_event = self._first_event(exchange, route, limit) if keep else None
             error = reply.body.get("error", reply.body.get("text")) if reply.status >= 400 else None
             delivery = Delivery(
                 key=key, number=self.log.next_number(key), tenant_id=tenant,
@@ -67,7 +72,7 @@ class DeliveryRecorder:
                 request_headers=redact_headers(request_headers, (name.lower() for name in secret_headers)),
                 response_headers=redact_headers(response_headers),
                 response_body=response_body.decode("utf-8", "replace"),
-                body=body, body_size=len(exchange.body or b""), ocsf=ocsf, ocsf_error=ocsf_error)
+                body=body, body_size=len(exchange.body or b""), first_event=first_event)
             self.log.add(delivery)
             return delivery
         except Exception:
@@ -75,23 +80,38 @@ class DeliveryRecorder:
             return None
 
     @staticmethod
-    def _first_event(exchange: Exchange, route: str, limit: int) -> tuple[str | None, str | None]:
+    def _first_event(exchange: Exchange, route: str, limit: int) -> FirstEvent | None:
         """
-        The first OCSF event of the request's first record, as JSON text, or why there is none.
+        The first OCSF event of the request's first record: rendered when the delivery is read if
+        the record's text fits in C{limit}, else now (a large record is not held).
         """
         binding = exchange.binding
         if binding is None or not exchange.records:
-            return None, None
+            return None
         first = exchange.records[0]
         context = IngestContext(tenant_id=binding.tenant_id, route=route, received_at=exchange.received_at or 0.0,
                                 raw=first.raw, headers=exchange.headers)
-        try:
-            events = normalize_record(binding.template, first.data, context)
-        except Exception as e:  # a template that cannot map the record: show why, as the publish did
-            return None, f"{type(e).__name__}: {e}"
-        if not events:
-            return None, "the first record became no event (a control message the template acknowledges)"
-        text = dumps_compact(events[0])
-        if len(text) > 4 * limit + 4096:
-            return None, f"the first event is {len(text)} bytes, more than a delivery record keeps"
-        return text, None
+        template = binding.template
+
+        def render() -> tuple[str | None, str | None]:
+            return first_event_text(template, first.data, context, limit)
+        if len(first.raw) <= limit:
+            return FirstEvent(render, PENDING_BYTES_PER_RAW_BYTE * len(first.raw))
+        return FirstEvent.rendered(*render())
+
+
+def first_event_text(template: Template, data: dict[str, Any], context: IngestContext,
+                     limit: int) -> tuple[str | None, str | None]:
+    """
+    The first OCSF event C{template} makes of C{data}, as JSON text, or why there is none.
+    """
+    try:
+        events = normalize_record(template, data, context)
+    except Exception as e:  # a template that cannot map the record: show why, as the publish did
+        return None, f"{type(e).__name__}: {e}"
+    if not events:
+        return None, "the first record became no event (a control message the template acknowledges)"
+    text = dumps_compact(events[0])
+    if len(text) > 4 * limit + 4096:
+        return None, f"the first event is {len(text)} bytes, more than a delivery record keeps"
+    return text, None

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
@@ -19,6 +18,7 @@ from aisoc_inboxd.formats.json_body import Record
 from aisoc_inboxd.inflight import InFlight
 from aisoc_inboxd.intake.intake import Binding
 from aisoc_inboxd.intake.refusals import Refused
+from aisoc_inboxd.logs import RequestLogger
 from aisoc_inboxd.tokens import log_id
 from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.store import TokenRecord
@@ -102,7 +102,7 @@ class JsonRoute(Resource):
     isLeaf = True
     route = "unknown"
     methods: frozenset[bytes] = frozenset({b"POST"})
-    _log = Logger()
+    _log = RequestLogger()
 
     def __init__(self, metrics: Metrics, inflight: InFlight, observers: Sequence[OnReply] = (),
                  clients: ClientAddresses = ClientAddresses(), deliveries: DeliveryRecording | None = None) -> None:
@@ -117,6 +117,8 @@ class JsonRoute(Resource):
         self._observers = observers
         self._clients = clients
         self._recorder = deliveries
+        #: bound once: a L{Logger} read from the class makes a new one for its instance every time
+        self._request_log = self._log
 
     def client_of(self, request: Request) -> str | None:
         """
@@ -193,7 +195,7 @@ class JsonRoute(Resource):
         binding, token = exchange.binding, exchange.token
         tenant = binding.tenant_id if binding else token.tenant_id if token else "-"
         request.route_logged = True  # type: ignore[attr-defined]
-        self._log.info(
+        self._request_log.info(
             "{route} {status} {outcome} template={template} tenant={tenant} token={token} "
             "events={events} bytes={bytes} duration_ms={duration_ms}",
             route=self.route, status=reply.status, outcome=reply.outcome, template=reply.template or "-",

@@ -40,9 +40,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log-format", choices=logs.FORMATS, default="json")
     parser.add_argument("--log-level", choices=logs.LEVELS, default="info")
     args = parser.parse_args(argv)
-    logs.begin(sys.stdout, args.log_format, args.log_level, system=f"worker-{args.index}")
+    output = logs.begin(sys.stdout, args.log_format, args.log_level, system=f"worker-{args.index}")
 
     from twisted.internet import reactor
+
+    output.flush_per_turn(reactor)  # type: ignore[arg-type]
 
     from aisoc_inboxd.config import load_settings
     from aisoc_inboxd.deliveries import DeliveryLog
