@@ -81,7 +81,7 @@ def prepare(settings: Settings) -> Any:
 
     try:
         check_reachable(settings)
-        catalog = TemplateCatalog.load(settings.templates.directories, settings.templates.allowed)
+        catalog = TemplateCatalog.load_to_serve(settings.templates.directories, settings.templates.allowed)
         catalog.check_in_use(settings)
         if settings.sink.type == "kafka":
             from aisoc_inboxd.sinks.kafka import check_producer_config
