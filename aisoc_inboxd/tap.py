@@ -102,9 +102,11 @@ def compose(settings: Settings, config: Path | None, reactor: Any) -> Any:
     cannot be created).
     """
     from aisoc_inboxd.keyfiles import KeyFileError
+    from aisoc_inboxd.memory import bound_malloc_heap
     from aisoc_inboxd.wiring import build_daemon
     from aisoc_inboxd.store import StoreError
 
+    bound_malloc_heap()
     catalog = prepare(settings)
     try:
         daemon = build_daemon(settings, catalog, reactor, config=config)
