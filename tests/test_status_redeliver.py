@@ -214,9 +214,6 @@ def test_a_form_token_is_good_for_an_hour_of_this_process_and_admin_key() -> Non
         def getHeader(self, name: bytes) -> bytes | None:
             return self.headers.get(name)
 
-        def isSecure(self) -> bool:
-            return False
-
     posted: Any = Posted()
     token = guard.token()
     assert guard.refusal(posted, token) is None
@@ -227,6 +224,8 @@ def test_a_form_token_is_good_for_an_hour_of_this_process_and_admin_key() -> Non
     assert "missing or wrong" in str(guard.refusal(posted, guard.token()[:-1]))
     assert "missing or wrong" in str(guard.refusal(posted, FormGuard(b"key", clock).token()))
     assert "missing or wrong" in str(guard.refusal(posted, FormGuard(b"other", clock, b"s").token()))
-    posted.headers[b"origin"] = b"https://127.0.0.1:9109"
-    assert "another site" in str(guard.refusal(posted, guard.token()))
+    posted.headers[b"origin"] = b"https://127.0.0.1:9109"  # through a TLS proxy: the same host
+    assert guard.refusal(posted, guard.token()) is None
+    posted.headers[b"origin"] = b"http://127.0.0.1:9110"
+    assert "another site (Origin)" in str(guard.refusal(posted, guard.token()))
 

@@ -13,9 +13,10 @@ verifying the request's origin with standard headers as defence in depth. Its st
   time and the admin key: another site cannot read the page, so it cannot know one; the daemon
   accepts one it made for this admin key within the last L{TOKEN_LIFETIME} seconds, compared with
   L{hmac.compare_digest} (a restart or a new admin key makes older pages' tokens stale);
-- the POST's C{Origin} (without one, its C{Referer}) must be this listener's own origin; a request
-  with neither is refused too. The page's C{Referrer-Policy: same-origin} lets the browser send them
-  to itself.
+- the POST's C{Origin} (without one, its C{Referer}) must name the host (and port) the request was
+  sent to, its C{Host}; a request with neither is refused too. The scheme is not compared, so a TLS
+  proxy in front (which must pass C{Host} on) does not refuse the page's own forms. The page's
+  C{Referrer-Policy: same-origin} lets the browser send them to itself.
 """
 from __future__ import annotations
 
@@ -55,18 +56,15 @@ class FormGuard:
         Why the form C{request} posted with C{token} is not from this daemon's own page, or C{None}
         when it is.
         """
-        origin = _own_origin(request)
-        sent = request.getHeader(b"origin")
-        if sent is not None:
-            if sent.decode("latin-1").lower() != origin:
-                return "the form was posted from another site (Origin)"
+        host = (request.getHeader(b"host") or b"").decode("latin-1").lower()
+        for header in ("Origin", "Referer"):
+            sent = request.getHeader(header.lower().encode("ascii"))
+            if sent is not None:
+                if urlsplit(sent.decode("latin-1")).netloc.lower() != host or not host:
+                    return f"the form was posted from another site ({header})"
+                break
         else:
-            referer = (request.getHeader(b"referer") or b"").decode("latin-1")
-            if not referer:
-                return "the request names no Origin or Referer"
-            parts = urlsplit(referer)
-            if f"{parts.scheme}://{parts.netloc}".lower() != origin:
-                return "the form was posted from another site (Referer)"
+            return "the request names no Origin or Referer"
         issued, _, mac = token.partition(".")
         if not issued.isdigit() or not hmac.compare_digest(mac.encode("ascii", "replace"),
                                                            self._mac(issued).encode("ascii")):
@@ -77,11 +75,3 @@ class FormGuard:
 
     def _mac(self, issued: str) -> str:
         return hmac.new(self._secret, issued.encode("ascii") + b"\0" + self._api_key, hashlib.sha256).hexdigest()
-
-
-def _own_origin(request: Request) -> str:
-    """
-    The origin a browser names for a page of this listener: scheme and the Host it asked for.
-    """
-    host = (request.getHeader(b"host") or b"").decode("latin-1").lower()
-    return f"{'https' if request.isSecure() else 'http'}://{host}"
