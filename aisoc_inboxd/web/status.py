@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from urllib.parse import parse_qs
 from typing import Any, Callable, Iterable, Protocol, Sequence
+from urllib.parse import parse_qs
 
 from prometheus_client.registry import Collector
 from twisted.internet.defer import Deferred
@@ -202,8 +202,8 @@ class StatusPage(Resource):
             return await _message(request, 403, f"Refused: {refusal}. Nothing was redelivered.", None)
         back = deliveries_link(tenant, fingerprint)
         if desk is None or not number.isdigit():
-            return await _message(request, 400, "Nothing to redeliver: recent deliveries are not kept, or the form is "
-                                          "not the status page's.", back)
+            return await _message(request, 400, "Nothing to redeliver: recent deliveries are not kept, or the form "
+                                                "names no delivery number.", back)
         try:
             reply = await desk.redeliver(tenant, fingerprint, int(number), None, "the status page")
         except Refused as e:
