@@ -100,8 +100,9 @@ async def test_a_user_fixes_the_template_and_redelivers_from_the_status_page_in_
     try:
         await threads.deferToThread(browser.open, f"{base}/status?tenant=acme")
         await threads.deferToThread(browser.click, f'a[href*="deliveries={fp}"]')
+        await threads.deferToThread(browser.text_showing, "Recent deliveries of token")
         await threads.deferToThread(browser.click, "#delivery-1 summary")
-        shown = await threads.deferToThread(browser.text)
+        shown = await threads.deferToThread(browser.text_showing, "POST (webhook route)")
         pages.append(await threads.deferToThread(browser.page))
         assert BODY.decode() in shown, shown[shown.find("Request"):][:3000]
         assert "400 (unknown_template" in shown and json.dumps(reply) in shown
@@ -116,8 +117,8 @@ async def test_a_user_fixes_the_template_and_redelivers_from_the_status_page_in_
         await reload(inboxd)
 
         await threads.deferToThread(browser.click, "#delivery-1 form.redeliver button")
+        shown = await threads.deferToThread(browser.text_showing, "redelivered by the status page")
         after = await threads.deferToThread(browser.url)
-        shown = await threads.deferToThread(browser.text)
         pages.append(await threads.deferToThread(browser.page))
         assert after.endswith("opened=2#delivery-2"), after
         assert re.search(r"#2 .* redelivered by the status page .* 200 ok +events=1", shown), shown
@@ -134,7 +135,7 @@ async def test_a_user_fixes_the_template_and_redelivers_from_the_status_page_in_
         try:
             await threads.deferToThread(browser.open, f"http://localhost:{listening.getHost().port}/")
             await threads.deferToThread(browser.click, "button")
-            refused = await threads.deferToThread(browser.text)
+            refused = await threads.deferToThread(browser.text_showing, "Refused")
         finally:
             await listening.stopListening()
         assert "Refused: the form was posted from another site (Origin). Nothing was redelivered." in refused

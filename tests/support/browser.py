@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,23 @@ class Browser:
         """
         element = self._call("POST", f"{self._session}/element", {"using": "css selector", "value": "body"})
         return str(self._call("GET", f"{self._session}/element/{element[_ELEMENT]}/text"))
+
+    def text_showing(self, expected: str, timeout: float = 30.0) -> str:
+        """
+        L{text} once it shows C{expected}: a click that posts a form may return before the next
+        page is in; C{expected} missing after C{timeout} seconds fails with the text shown.
+        """
+        deadline = time.monotonic() + timeout
+        shown = ""
+        while time.monotonic() < deadline:
+            try:
+                shown = self.text()
+            except urllib.error.HTTPError:  # no body yet: the next page is loading
+                shown = ""
+            if expected in shown:
+                return shown
+            time.sleep(0.2)
+        raise AssertionError(f"the page did not show {expected!r} within {timeout} s:\n{shown}")
 
     def url(self) -> str:
         return str(self._call("GET", f"{self._session}/url"))
