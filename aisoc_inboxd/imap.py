@@ -253,7 +253,6 @@ class ConnectorWorker:
                 await self._intake.deliver(binding, ROUTE, [as_record(record)], self._clock.seconds())
                 await self._blocking(self._session.mark_seen, uid)
                 delivered += 1
-                self._metrics.imap_messages.labels(c.uid).inc()
         except Exception as error:
             outcome = error_outcome(error)
             self._log.warn("IMAP connector {uid} (tenant {tenant}, {user}@{host}:{port}) poll failed "
@@ -263,6 +262,11 @@ class ConnectorWorker:
         return self._count(delivered, "ok")
 
     def _count(self, delivered: int, outcome: str) -> PollResult:
+        """
+        Count the poll and the messages it delivered (once per poll, not per message).
+        """
+        if delivered:
+            self._metrics.imap_messages.labels(self.connector.uid).inc(delivered)
         self._metrics.imap_polls.labels(self.connector.uid, outcome).inc()
         return PollResult(delivered, outcome)
 

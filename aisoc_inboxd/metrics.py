@@ -24,6 +24,24 @@ _log = Logger()
 NO_TEMPLATE = "none"
 
 
+class Children:
+    """
+    The children of a labelled metric, each label set looked up once: C{labels()} (validating and
+    hashing the labels under a lock) costs several times the C{inc()} a batch then makes. Holds as
+    many children as the metric itself (whose children are never removed).
+    """
+
+    def __init__(self, metric: Counter | Gauge) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *labels: str) -> Any:
+        child = self._children.get(labels)
+        if child is None:
+            child = self._children[labels] = self._metric.labels(*labels)
+        return child
+
+
 class Metrics:
     """
     The collectors every intake shares.
@@ -34,10 +52,11 @@ class Metrics:
         self.requests = Counter(
             "aisoc_ingest_inbox_requests", "Inbox requests (and malformed CEF lines) by route, template and outcome",
             ["route", "template", "outcome"], registry=self.registry)
-        #: the C{requests} child of each label set seen (as many as the counter itself has)
-        self._request_children: dict[tuple[str, str, str], Any] = {}
+        self._requests = Children(self.requests)
         self.events = Counter(
             "aisoc_ingest_inbox_events", "Events made durable, by template", ["template"], registry=self.registry)
+        #: C{events} by template, each child looked up once
+        self.events_of = Children(self.events)
         self.http_refused = Counter(
             "aisoc_ingest_http_connections_closed", "HTTP connections closed with a refusal before a request was "
             "read whole (slow head or body, oversized head, malformed request), by reason", ["reason"],
@@ -61,11 +80,7 @@ class Metrics:
             registry=self.registry)
 
     def request(self, route: str, template: str | None, outcome: str, count: int = 1) -> None:
-        labels = (route, template or NO_TEMPLATE, outcome)
-        child = self._request_children.get(labels)
-        if child is None:  # once per label set: labels() costs more than the increment
-            child = self._request_children[labels] = self.requests.labels(*labels)
-        child.inc(count)
+        self._requests(route, template or NO_TEMPLATE, outcome).inc(count)
 
     def http_refusal(self, reason: str) -> None:
         self.http_refused.labels(reason).inc()
@@ -139,6 +154,17 @@ class SyslogMetrics:
             "while the pipeline is full), unavailable (the sink refused them: Kafka down and the spool full), "
             "shutdown (the sink had stopped), error (an unexpected failure, logged)", "reason")
         self.paused = counter("paused", "Times a TCP connection stopped reading because the pipeline was full")
+        self._children: dict[str, Children] = {}
+
+    def child(self, metric: str, *labels: str) -> Any:
+        """
+        The child of counter C{metric} (its attribute name: C{"frames"}, C{"dropped"}, ...) for
+        C{labels} (the listener first), looked up once.
+        """
+        children = self._children.get(metric)
+        if children is None:
+            children = self._children[metric] = Children(getattr(self, metric))
+        return children(*labels)
 
     def listener(self, name: str) -> None:
         """

@@ -51,6 +51,6 @@ class Pipeline:
         return d
 
     def _published(self, _: None, template_id: str, count: int) -> int:
-        self._metrics.events.labels(template_id).inc(count)
+        self._metrics.events_of(template_id).inc(count)
         self._on_published(template_id, count)
         return count

@@ -238,18 +238,21 @@ class FakeStore:
 
 class FakeSink:
     """
-    Keeps every record it is given; while C{failing} is set (the reason), refuses writes and is not
-    ready, as a sink that cannot make events durable; while C{holding}, keeps each write waiting in
-    C{held} until L{release} (so a test can interleave requests).
+    Keeps every record it is given, and the size of each write in C{writes} (so a test sees how an
+    intake batches); while C{failing} is set (the reason), refuses writes and is not ready, as a
+    sink that cannot make events durable; while C{holding}, keeps each write waiting in C{held}
+    until L{release} (so a test can interleave requests).
     """
 
     def __init__(self) -> None:
         self.records: list[SinkRecord] = []
+        self.writes: list[int] = []
         self.failing: str | None = None
         self.holding = False
         self.held: list[tuple[Sequence[SinkRecord], Deferred[None]]] = []
 
     def write(self, records: Sequence[SinkRecord]) -> Deferred[None]:
+        self.writes.append(len(records))
         if self.failing is not None:
             return fail(SinkUnavailable(self.failing))
         if self.holding:

@@ -24,6 +24,7 @@ import contextlib
 import json
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -151,22 +152,26 @@ PROFILES: Path | None = None
 
 
 @contextlib.contextmanager
-def profiled(daemon: Daemon, intake: str, seconds: float) -> Iterator[None]:
+def profiled(pid: int, label: str, intake: str, seconds: float | None = None) -> Iterator[None]:
     """
-    With C{--profile DIR}, record the daemon and its workers with py-spy while the row runs (raw
-    collapsed stacks, one file per row and sink; C{flamegraph.pl} or speedscope read them).
+    With C{--profile DIR}, record the daemon (C{pid}) and its workers with py-spy while the row runs
+    (raw collapsed stacks, one file per row and sink; C{flamegraph.pl} or speedscope read them): for
+    C{seconds}, or until the row ends when None (py-spy writes its file on SIGINT).
     """
     if PROFILES is None:
         yield
         return
-    name = re.sub(r"[^a-z0-9]+", "-", f"{daemon.label} {intake}".lower()).strip("-")
-    spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(daemon.pid),
-                            "--subprocesses", "--rate", "250", "--duration", str(round(seconds)), "--format", "raw",
+    name = re.sub(r"[^a-z0-9]+", "-", f"{label} {intake}".lower()).strip("-")
+    duration = ["--duration", str(round(seconds))] if seconds is not None else []
+    spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid),
+                            "--subprocesses", "--rate", "250", *duration, "--format", "raw",
                             "--output", str(PROFILES / f"{name}.txt")],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         yield
     finally:
+        if seconds is None:
+            spy.send_signal(signal.SIGINT)
         spy.wait()
 
 
@@ -174,7 +179,7 @@ def http_row(daemon: Daemon, durable: DurableCount, intake: str, path: str, body
              authorization: str | None, per_request: int, seconds: float, connections: int,
              delay_ms: int | None = None) -> tuple[Row, dict[str, float]]:
     row = Row(intake, daemon.label)
-    with Window(daemon.pid, durable) as window, profiled(daemon, intake, seconds):
+    with Window(daemon.pid, durable) as window, profiled(daemon.pid, daemon.label, intake, seconds):
         result = wrk(daemon.url(path), body, content_type, authorization, connections, seconds, delay_ms)
         window.settle(quiet=0.5)
         window.finish(row, result["duration_us"] / 1e6)
@@ -222,7 +227,9 @@ def tcp_row(receiver: Receiver, durable: DurableCount, inputs: Inputs, connectio
     expected = inputs.tcp_events // connections * connections
     accounting = receiver.accounting("tcp") if receiver.accounting else None
     before = accounting() if accounting else {}
-    with Processes(logs) as senders, Window(receiver.pid, durable) as window:
+    # syslog-ng is no Python process: only the daemon (which has accounting) is profiled
+    profile = profiled(receiver.pid, receiver.sink, row.intake) if accounting else contextlib.nullcontext()
+    with Processes(logs) as senders, Window(receiver.pid, durable) as window, profile:
         for n in range(connections):
             senders.start(f"socat-{receiver.name}-{n}", ["socat", "-u", f"FILE:{inputs.tcp_frames[connections]}",
                                                          f"TCP:127.0.0.1:{receiver.tcp_port}"])
@@ -399,7 +406,7 @@ def main() -> None:
                              "(issue 8: 600; default 0: no soak)")
     parser.add_argument("--markdown", type=Path, help="also write the table to this file")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, outputs)")
-    parser.add_argument("--profile", type=Path, help="record each HTTP row with py-spy into this directory")
+    parser.add_argument("--profile", type=Path, help="record each HTTP and TCP row of the daemon with py-spy into this directory")
     args = parser.parse_args()
     if min(args.workers) < 1:
         parser.error("--workers: counts are 1 or more")

@@ -212,6 +212,28 @@ async def test_stop_spools_in_flight_and_next_run_drains(
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_send_that_times_out_is_spooled_record_for_record(
+        reactor: Any, kafka: KafkaEnv, harnesses: Callable[..., Harness]) -> None:
+    """
+    The delivery reports of a send come back through one callback per send and are matched to
+    their records by key and value: when they all fail, the spool gets every record once, in order,
+    records equal in key and value (a sender repeating itself) and tenants spread over partitions
+    included.
+    """
+    harness = harnesses()
+    kafka.relay.cut()
+    batch = make_batch(30)
+    records = batch + batch[:5] + [make_record("tenant-a", 99)] * 3
+    await harness.sink.write(records)
+    await harness.sink.stopService()
+    spooled = [record for segment in sorted(harness.spool.directory.glob("*.seg"))
+               for record in decode_records(segment.read_bytes())[0]]
+    assert spooled == records
+    assert harness.metric("aisoc_ingest_kafka_delivery_errors_total") == len(records)
+    assert not harness.metric("aisoc_ingest_kafka_events_produced_total")
+
+
+@pytest_twisted.ensureDeferred
 async def test_stop_flushes_what_is_in_flight(reactor: Any, kafka: KafkaEnv,
                                               harnesses: Callable[..., Harness]) -> None:
     """stopService waits for Kafka to acknowledge the events in flight, so they arrive and nothing is spooled."""

@@ -114,7 +114,7 @@ class ListenerIntake:
                 await self._sink.unsaturated()
 
     def count(self, metric: str, amount: int = 1, *labels: str) -> None:
-        getattr(self._metrics, metric).labels(self.name, *labels).inc(amount)
+        self._metrics.child(metric, self.name, *labels).inc(amount)
 
     def discard(self, reason: str, count: int = 1) -> None:
         """
@@ -145,6 +145,8 @@ class ListenerIntake:
                         self._samples.malformed(frame, received_at, peer, alone.problems[0])
         publishes = [self._publish(template_id, records, received_at)
                      for template_id, records in split.batches(self._template_id, self._cef_template_id)]
+        if len(publishes) == 1:  # the usual case: every frame under one template
+            return publishes[0]
         if not publishes:
             return succeed(None)
         return gatherResults(publishes).addCallback(lambda _: None)

@@ -12,6 +12,7 @@ C{/readyz}, the status page and C{/metrics} when the disk is full or failing.
 """
 from __future__ import annotations
 
+import operator
 import os
 import time
 from pathlib import Path
@@ -30,6 +31,8 @@ from aisoc_inboxd.sinks.group_commit import GroupCommitWriter
 from aisoc_inboxd.sinks.health import DiskHealth
 
 LIVE_NAME = "events.ndjson"
+
+_value = operator.attrgetter("value")
 
 #: bytes read at a time, from the end, looking for the last newline of a torn log
 _TAIL_CHUNK = 64 * 1024
@@ -87,7 +90,8 @@ class FileSink(Service):
         return self.disk.problem()
 
     def write(self, records: Sequence[SinkRecord]) -> Deferred[None]:
-        d = self._writer.write([r.value + b"\n" for r in records])
+        # one chunk of lines per write, joined in one C loop, rather than one bytes per event
+        d = self._writer.write([b"\n".join([*map(_value, records), b""])] if records else [])
         d.addCallbacks(self._written, self._failed)
         return d
 
@@ -103,12 +107,13 @@ class FileSink(Service):
             self._file.close()
             self._file = None
 
-    def _append(self, lines: Sequence[bytes]) -> None:
+    def _append(self, chunks: Sequence[bytes]) -> None:
         """
-        Runs on the writer thread: one all-or-nothing write and fsync, then rotate if the file grew too big.
+        Runs on the writer thread: the chunks of lines of the writes queued meanwhile in one
+        all-or-nothing write and fsync, then rotate if the file grew too big.
         """
         assert self._file is not None
-        self._file.append(b"".join(lines))
+        self._file.append(chunks[0] if len(chunks) == 1 else b"".join(chunks))
         if self._file.size >= self._max_bytes:
             try:
                 self._rotate(self._file)

@@ -59,10 +59,6 @@ class GroupCommitWriter(Generic[Line]):
             d.callback(None)
         return d
 
-    @property
-    def queued_lines(self) -> int:
-        return sum(len(lines) for lines, _ in self._queued)
-
     def call(self, f: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> Deferred[R]:
         """
         Run C{f} on the writer's thread, so it never overlaps a flush (reading or deleting the files

@@ -18,8 +18,9 @@ run), or (3) messages already sent are purged, at C{stopService} or when a stuck
 replaced. Every event carries C{metadata.uid}, so consumers dedupe on it.
 
 Threads: librdkafka's C{produce()} does not block and is called on the reactor thread; one dedicated
-thread, C{kafka-poll}, owns C{poll()} and C{flush()}, so delivery callbacks run there; the reports
-one C{poll()} served hop to the reactor together, in one C{callFromThread} (not one per event).
+thread, C{kafka-poll}, owns C{poll()} and C{flush()}, so delivery callbacks run there (one callback
+per send, which counts); the reports one C{poll()} served hop to the reactor together, per send, in
+one C{callFromThread} (not one per event).
 The reachability probe (a metadata request, which blocks) runs on
 the reactor's thread pool; spool I/O runs on the spool's writer thread.
 """
@@ -28,8 +29,8 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import datetime, timezone
-from functools import lru_cache, partial
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from functools import lru_cache
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 from prometheus_client import CollectorRegistry
@@ -175,24 +176,75 @@ def _log_level(level: int) -> LogLevel:
 class _Send:
     """
     The delivery reports of one L{_DeliveryProducer.send}: fires with the records not acknowledged.
+
+    Its L{report} is the one C{on_delivery} callback of all its records (not one closure per
+    event): on the poll thread it only counts acknowledgements and keeps the failed messages,
+    which L{_DeliveryProducer} hands to the reactor per send, once per C{poll()}. A failed message
+    is matched back to its record by key and value: records equal in both are the same message,
+    so whichever of them is taken for it, the records spooled again are the right ones.
     """
 
-    def __init__(self, records: Sequence[SinkRecord]) -> None:
+    def __init__(self, records: Sequence[SinkRecord], reported: list[_Send]) -> None:
         self.records = records
+        #: reactor thread: records not yet settled, records handed to librdkafka, indexes failed
         self.pending = len(records)
-        self.failed: list[int] = []
+        self.produced = 0
+        self.failed: set[int] = set()
         self.done: Deferred[list[SinkRecord]] = Deferred()
+        self._by_message: dict[tuple[bytes, bytes], list[int]] | None = None
+        #: poll thread: the producer's sends with reports since its last hand-over, and this one's
+        self._reported = reported
+        self._acknowledged = 0
+        self._failures: list[tuple[KafkaError, bytes, bytes]] = []
 
-    def settle(self, index: int, ok: bool) -> None:
-        if not ok:
-            self.failed.append(index)
-        self.pending -= 1
+    def report(self, error: KafkaError | None, message: Any) -> None:
+        """
+        librdkafka's delivery report of one of the records (on the poll thread).
+        """
+        if not self._acknowledged and not self._failures:
+            self._reported.append(self)
+        if error is None:
+            self._acknowledged += 1
+        else:
+            self._failures.append((error, message.key(), message.value()))
+
+    def take_reports(self) -> _Reports:
+        """
+        The acknowledgements counted and the failures kept since the last call (on the poll thread).
+        """
+        taken = (self, self._acknowledged, self._failures)
+        self._acknowledged, self._failures = 0, []
+        return taken
+
+    def fail(self, indexes: Iterable[int]) -> None:
+        """
+        Count the records at C{indexes} as not acknowledged (reactor thread).
+        """
+        self.failed.update(indexes)
+
+    def fail_message(self, key: bytes, value: bytes) -> None:
+        """
+        Count as not acknowledged a record handed to librdkafka with this key and value, one not
+        counted yet (reactor thread).
+        """
+        if self._by_message is None:
+            self._by_message = {}
+            for index, record in enumerate(self.records):
+                self._by_message.setdefault((record.tenant_id.encode(), record.value), []).append(index)
+        self.failed.add(next(i for i in self._by_message[key, value] if i < self.produced and i not in self.failed))
+
+    def settle(self, acknowledged: int, failed: int) -> None:
+        """
+        C{acknowledged} and C{failed} more records have their report; fire once all have.
+        """
+        self.pending -= acknowledged + failed
         if self.pending == 0:
             self.done.callback([self.records[i] for i in sorted(self.failed)])
 
 
-#: one delivery report: the send it belongs to, the record's index in it, and the error if any
-_Report = tuple[_Send, int, "KafkaError | None"]
+#: the reports of one send since the last hand-over: the send, its acknowledgements, its failures
+#: (the error, the message's key and value)
+_Reports = tuple[_Send, int, list[tuple[KafkaError, bytes, bytes]]]
 
 
 class _DeliveryProducer:
@@ -216,8 +268,9 @@ class _DeliveryProducer:
         self._stopping = threading.Event()
         self._stopped: Deferred[int] = Deferred()
         self._flush_timeout = 0.0
-        #: delivery reports served by the current poll(), kept on the poll thread until handed over
-        self._reports: list[_Report] = []
+        #: sends with delivery reports served by the current poll(), kept on the poll thread until
+        #: handed over
+        self._reported: list[_Send] = []
         #: poll() or flush() raised (on the poll thread)
         self._raised = False
         #: sends (and the index to resume at) that found librdkafka's queue full, oldest first
@@ -253,7 +306,7 @@ class _DeliveryProducer:
         broker: the rest of the send waits for the next delivery reports to make room and is then
         produced, behind any send already waiting, so events keep their order.
         """
-        send = _Send(records)
+        send = _Send(records, self._reported)
         if not records:
             send.done.callback([])
         elif self._waiting_for_room:
@@ -267,28 +320,34 @@ class _DeliveryProducer:
     def _produce(self, send: _Send, start: int) -> int | None:
         """
         Hand C{send}'s records from C{start} on to librdkafka; returns the index of the first one
-        its full queue had no room for, or None when none is left to hand over.
+        its full queue had no room for, or None when none is left to hand over. The records of one
+        batch share their key and headers, made once per run of records with equal ones.
         """
-        for index in range(start, len(send.records)):
-            if self._producer is None or self._stopping.is_set():
-                self._fail_rest(send, index, "the producer is stopping")
-                return None
-            record = send.records[index]
+        records = send.records
+        if self._producer is None or self._stopping.is_set():
+            self._fail_rest(send, start, "the producer is stopping")
+            return None
+        producer, topic, report = self._producer, self._topic, send.report
+        batch: tuple[str, str, str, float] | None = None
+        for index in range(start, len(records)):
+            record = records[index]
+            if record[:4] != batch:
+                batch, key, headers = record[:4], record.tenant_id.encode(), message_headers(record)
             try:
-                self._producer.produce(
-                    self._topic, value=record.value, key=record.tenant_id.encode(),
-                    headers=message_headers(record),
-                    on_delivery=partial(self._delivered_in_thread, send, index))
+                producer.produce(topic, record.value, key, headers=headers, on_delivery=report)
             except BufferError as e:
-                if not len(self._producer):  # nothing queued whose report would make room
+                send.produced = index
+                if not len(producer):  # nothing queued whose report would make room
                     self._fail_rest(send, index, str(e))
                     return None
                 self._metrics.queue_full.inc()
                 return index
             except KafkaException as e:
                 # Whatever was not handed over is failed now, so the caller spools it.
+                send.produced = index
                 self._fail_rest(send, index, str(e))
                 return None
+        send.produced = len(records)
         return None
 
     def _room_made(self) -> None:
@@ -312,37 +371,37 @@ class _DeliveryProducer:
                                  self._probe_in_thread, timeout)
 
     def _fail_rest(self, send: _Send, start: int, reason: str) -> None:
-        self._log.warn("Kafka producer refused {count} events: {reason}",
-                       count=len(send.records) - start, reason=reason)
-        for index in range(start, len(send.records)):
-            self._settle(send, index, ok=False)
+        count = len(send.records) - start
+        self._log.warn("Kafka producer refused {count} events: {reason}", count=count, reason=reason)
+        self._metrics.delivery_errors.inc(count)
+        send.fail(range(start, len(send.records)))
+        send.settle(0, count)
 
-    def _settle(self, send: _Send, index: int, ok: bool) -> None:
-        (self._metrics.events_produced if ok else self._metrics.delivery_errors).inc()
-        send.settle(index, ok)
-
-    def _delivered(self, reports: list[_Report]) -> None:
-        acknowledged = sum(1 for _, _, error in reports if error is None)
+    def _delivered(self, reports: list[_Reports]) -> None:
+        """
+        The delivery reports one C{poll()} served, per send: settle each send.
+        """
+        acknowledged = sum(count for _, count, _ in reports)
         self._metrics.events_produced.inc(acknowledged)
-        self._metrics.delivery_errors.inc(len(reports) - acknowledged)
-        for send, index, error in reports:
-            if error is not None and not send.failed:
-                self._log.debug("Kafka delivery failed: {error}", error=error.str())
-            send.settle(index, ok=error is None)
+        for send, count, failures in reports:
+            if failures:
+                self._metrics.delivery_errors.inc(len(failures))
+                if not send.failed:
+                    self._log.debug("Kafka delivery failed: {error}", error=failures[0][0].str())
+                for _, key, value in failures:
+                    send.fail_message(key, value)
+            send.settle(count, len(failures))
         self._room_made()
 
     # The methods below run on the kafka-poll thread (or, for the probe, a pool thread).
-
-    def _delivered_in_thread(self, send: _Send, index: int, error: KafkaError | None,
-                             message: object) -> None:
-        self._reports.append((send, index, error))
 
     def _hand_over(self) -> None:
         """
         Pass the reports the last C{poll()} or C{flush()} served to the reactor, in one hop.
         """
-        if self._reports:
-            reports, self._reports = self._reports, []
+        if self._reported:
+            reports = [send.take_reports() for send in self._reported]
+            self._reported.clear()
             self._reactor.callFromThread(self._delivered, reports)
 
     def _error_in_thread(self, error: KafkaError) -> None:

@@ -84,15 +84,34 @@ class _Segment:
     flushed: list[Deferred[None]] = field(default_factory=list)
 
 
-def encode_record(record: SinkRecord) -> bytes:
+def encode_record(record: SinkRecord, header: bytes | None = None) -> bytes:
     """
-    One framed record: the header line, the event bytes, a length and a checksum over both.
+    One framed record: the header line (C{header} when the caller already has it), the event
+    bytes, a length and a checksum over both.
     """
-    header = json.dumps({"tenant": record.tenant_id, "template": record.template_id,
-                         "route": record.route, "received_at": record.received_at},
-                        separators=(",", ":")).encode()
-    payload = header + b"\n" + record.value
+    payload = (header or _header(record)) + b"\n" + record.value
     return _FRAME.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
+
+
+def encode_records(records: Sequence[SinkRecord]) -> bytes:
+    """
+    C{records} framed back to back; the records of one batch share their header line (tenant,
+    template, route, intake time), which is serialised once per run of equal ones.
+    """
+    frames = []
+    meta: tuple[str, str, str, float] | None = None
+    header = b""
+    for record in records:
+        if record[:4] != meta:
+            meta, header = record[:4], _header(record)
+        frames.append(encode_record(record, header))
+    return b"".join(frames)
+
+
+def _header(record: SinkRecord) -> bytes:
+    return json.dumps({"tenant": record.tenant_id, "template": record.template_id,
+                       "route": record.route, "received_at": record.received_at},
+                      separators=(",", ":")).encode()
 
 
 def decode_records(data: bytes) -> tuple[list[SinkRecord], int]:
@@ -231,8 +250,8 @@ class Spool:
         """
         if not records:
             return succeed(None)
-        frames = [encode_record(r) for r in records]
-        size = sum(len(f) for f in frames)
+        data = encode_records(records)
+        size = len(data)
         if self._bytes + size > self._max_bytes:
             self._refused_full = True
             raise SpoolFull(f"the spool is full ({self._bytes} of {self._max_bytes} bytes)")
@@ -241,7 +260,7 @@ class Spool:
         segment.size += size
         segment.unflushed += 1
         self._bytes += size
-        d = self._writer.write([(segment.path, f) for f in frames])
+        d = self._writer.write([(segment.path, data)])
         d.addBoth(self._appended, segment, size)
         return d
 
