@@ -8,6 +8,7 @@ from pathlib import Path
 
 from aisoc_inboxd.config import ConfigError, Settings
 from aisoc_inboxd.normalizer import Template, TemplateSet, load_templates
+from aisoc_inboxd.normalizer.ocsf import ocsf_schema
 
 #: the templates shipped with the daemon: the repository's C{templates/} in a checkout, or the copy
 #: installed under C{share/aisoc-inboxd/templates}
@@ -42,6 +43,17 @@ class TemplateCatalog:
             raise ConfigError(f"templates.allowed: unknown template id{'s' if len(unknown) > 1 else ''} "
                               f"{', '.join(map(repr, unknown))} (not bundled nor in templates.directories)")
         return cls(templates, allowed)
+
+    @classmethod
+    def load_to_serve(cls, directories: list[str], allowed: list[str] | None) -> "TemplateCatalog":
+        """
+        L{load} in a daemon process, which then lets the OCSF schema go: compiling the templates
+        needs it (10 MiB of parsed JSON), running them does not, and each of the daemon's processes
+        would hold its own copy for good. A reload reads it again, and lets it go again.
+        """
+        catalog = cls.load(directories, allowed)
+        ocsf_schema.cache_clear()
+        return catalog
 
     def check_in_use(self, settings: Settings) -> None:
         """

@@ -174,7 +174,7 @@ class Reloader:
             raise ReloadRejected("config", str(e)) from None
         settings = with_reloadable(self.settings, new)
         try:
-            catalog = TemplateCatalog.load(settings.templates.directories, settings.templates.allowed)
+            catalog = TemplateCatalog.load_to_serve(settings.templates.directories, settings.templates.allowed)
         except (TemplateError, ConfigError) as e:
             raise ReloadRejected("templates", str(e)) from None
         try:

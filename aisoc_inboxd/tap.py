@@ -81,7 +81,7 @@ def prepare(settings: Settings) -> Any:
 
     try:
         check_reachable(settings)
-        catalog = TemplateCatalog.load(settings.templates.directories, settings.templates.allowed)
+        catalog = TemplateCatalog.load_to_serve(settings.templates.directories, settings.templates.allowed)
         catalog.check_in_use(settings)
         if settings.sink.type == "kafka":
             from aisoc_inboxd.sinks.kafka import check_producer_config
@@ -102,9 +102,11 @@ def compose(settings: Settings, config: Path | None, reactor: Any) -> Any:
     cannot be created).
     """
     from aisoc_inboxd.keyfiles import KeyFileError
+    from aisoc_inboxd.memory import bound_malloc_heap
     from aisoc_inboxd.wiring import build_daemon
     from aisoc_inboxd.store import StoreError
 
+    bound_malloc_heap()
     catalog = prepare(settings)
     try:
         daemon = build_daemon(settings, catalog, reactor, config=config)

@@ -309,6 +309,31 @@ def test_syslog_listener_samples_its_last_frames_and_malformed_ones() -> None:
     assert log.reserved == 2 * 3 * (RECORD_OVERHEAD + 64)
 
 
+@pytest.mark.parametrize("frame, problem", [
+    (b"<13>Oct 11 22:14:15 host CEF:0|broken",
+     "malformed CEF: CEF header has 2 of 7 '|'-separated fields (CEF header at column 26)"),
+    (b"<13>Oct 11 22:14:15 host CEF:7|Acme|IDS|1|100|Port scan|5|src=10.0.0.1",
+     "malformed CEF: unsupported CEF version 7 (only 0 and 1) (CEF header at column 26)"),
+    (b"<13>Oct 11 22:14:15 host CEF:0|Acme|IDS|1|100|Port scan|5|scan from 10.0.0.1 src=10.0.0.1",
+     "malformed CEF: extension does not start with key=value (extension at column 59)"),
+    (b"<13>Oct 11 22:14:15 host CEF:0|Acme|IDS|1|100|Port scan|5\\",
+     "malformed CEF: CEF header ends in a lone backslash (CEF header at column 26)"),
+])
+def test_a_malformed_frame_names_its_problem_and_where(frame: bytes, problem: str) -> None:
+    """A syslog listener's malformed frame is kept with what the CEF parser says is wrong and the
+    column of the part it is about (the CEF header, or the extension once the header was read)."""
+    from tests.test_syslog_listeners import connect, make_listener
+
+    samples = FrameSamples(DeliveryLog(DeliverySettings()), "t", "acme")
+    listener, _, _ = make_listener(samples=samples)
+    protocol, _ = connect(listener)
+    protocol.dataReceived(frame + b"\n")
+    [malformed] = samples.deliveries(malformed=True)
+    assert malformed.error == problem
+    column = int(problem.rsplit(" ", 1)[1].rstrip(")"))
+    assert frame[column - 1:].startswith(b"scan from" if "extension" in problem else b"CEF:")
+
+
 @pytest_twisted.ensureDeferred
 async def test_syslog_samples_are_read_through_the_admin_api_of_their_tenant(inbox: MemoryInbox) -> None:
     """GET …/syslog/{listener}/deliveries and …/malformed answer the listener's tenant only."""

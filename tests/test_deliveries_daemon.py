@@ -116,7 +116,7 @@ async def test_status_page_shows_request_reply_and_ocsf_escaped(daemon: RunningD
     overview = await status_page(daemon, "?tenant=acme")
     assert f'href="status?tenant=acme&amp;deliveries={fp}#deliveries"' in overview
     page = await status_page(daemon, f"?tenant=acme&deliveries={fp}")
-    assert page.count('<details class="delivery">') == 2
+    assert page.count('<details class="delivery" id="delivery-') == 2
     assert "<script>alert(1)</script>" not in page and "<b>bold</b>" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt; Impossible travel" in page
     assert "X-Vendor: &lt;b&gt;bold&lt;/b&gt;" in page
@@ -219,7 +219,7 @@ async def test_an_operator_reads_a_400_and_a_redelivery_in_chromium(daemon: Runn
     link = re.search(r'href="(status\?tenant=acme&amp;deliveries=[0-9a-f]{64}#deliveries)"', overview)
     assert link is not None and fp in link.group(1)
     dom = await threads.deferToThread(dump_dom, f"{base}/{html.unescape(link.group(1))}", tmp_path / "profile")
-    assert dom.count('<details class="delivery">') == 3
+    assert dom.count('<details class="delivery" id="delivery-') == 3
     assert "#1 " in dom and "400 bad_request" in dom and "invalid JSON at line 1 column" in dom
     assert '{"event": {"data": oops}}' in dom
     assert "#3 " in dom and "X-AiSOC-Redelivery-Of: 2" in dom and "Database CPU &gt; 90%" in dom

@@ -392,3 +392,20 @@ async def test_a_daemon_keeps_serving_its_certificate_and_templates_through_a_re
     assert (await running.post(f"/v1/inbox/{fresh}", body))[0] == 200
     assert await cef_status(running, NEW_SECRET) == 200 and await cef_status(running, OLD_SECRET) == 401
     assert 'aisoc_reload_total{result="rejected"} 1.0' in await running.metrics()
+
+
+def test_a_serving_catalog_lets_the_ocsf_schema_go() -> None:
+    """A daemon process's templates (at start and at each reload) are loaded without keeping the OCSF
+    schema they were compiled against (10 MiB a process, for good); they map events all the same, and
+    what needs the schema later (validation) reads it again."""
+    from aisoc_inboxd.normalizer import IngestContext, normalize_record, validate_event
+    from aisoc_inboxd.normalizer.ocsf import ocsf_schema
+
+    ocsf_schema()
+    catalog = TemplateCatalog.load_to_serve([], None)
+    assert ocsf_schema.cache_info().currsize == 0
+    template = catalog.get("generic-json")
+    assert template is not None
+    [event] = normalize_record(template, {"id": "a1", "title": "disk full", "severity": "high"},
+                               IngestContext(tenant_id="acme", route="webhook", received_at=1_700_000_000.0))
+    assert event["finding_info"]["title"] == "disk full" and validate_event(event) == []

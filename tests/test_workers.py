@@ -408,11 +408,16 @@ def test_a_reload_is_applied_by_every_process_or_by_none(tree: Tree) -> None:
 
 
 def test_each_process_produces_to_kafka(tmp_path: Path, kafka: KafkaEnv) -> None:
-    """With the Kafka sink every process has its own producer (and spool under worker-N/); every
+    """With the Kafka sink every process has its own producer (and spool under worker-N/), holding half
+    of the daemon's memory bounds (in-flight events, librdkafka's queue), as each says in its log; every
     accepted event arrives once, and the daemon's /metrics counts what both had acknowledged."""
     tree = Tree(tmp_path, sink={"type": "kafka", "kafka": {
         "topic": kafka.topic, "config": {"bootstrap.servers": kafka.bootstrap}}})
     try:
+        bounds = [line for line in tree.log_text().splitlines() if "Kafka sink: at most" in line]
+        assert len(bounds) == 2 and sum("[worker-1]" in line for line in bounds) == 1, bounds
+        assert all(line.endswith("Kafka sink: at most 5000 events in flight, librdkafka queue of 32768 KiB and "
+                                 "50000 messages in this process") for line in bounds), bounds
         for i in range(200):
             assert tree.post(json.dumps({"seq": i}).encode()) == 200
         messages = kafka.consume(lambda got: len(got) >= 200, timeout=60)

@@ -255,6 +255,8 @@ class Split:
     cef: tuple[Record, ...] = ()
     rest: tuple[Record, ...] = ()
     malformed: int = 0
+    #: what is wrong with each malformed frame, in order, where the reader says (syslog frames)
+    problems: tuple[str, ...] = ()
 
     def batches(self, template_id: str, cef_template_id: str) -> list[tuple[str, tuple[Record, ...]]]:
         """

@@ -12,13 +12,14 @@ from dataclasses import dataclass
 from datetime import UTC, tzinfo
 from typing import Any, Callable, Sequence
 
-from aisoc_inboxd.formats.cef import CefError
+from aisoc_inboxd.formats.cef import HEADER_PATTERN, CefError
 from aisoc_inboxd.formats.cef_records import Split, read_cef, syslog_fields
 from aisoc_inboxd.formats.json_body import Record
 from aisoc_inboxd.formats.syslog import parse_syslog
 
 #: a message is CEF when it holds a CEF version marker (anywhere: relays put tags before it)
 _CEF_MARKER = re.compile(r"CEF:\d+\|")
+_CEF_HEADER = re.compile(HEADER_PATTERN, re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,20 +54,36 @@ def frame_record(frame: bytes, now: float, local_tz: tzinfo = UTC) -> FrameRecor
 def frame_records(frames: Sequence[bytes], now: float, local_tz: tzinfo = UTC,
                   read: Callable[[bytes, float, tzinfo], FrameRecord] = frame_record) -> Split:
     """
-    The records of some frames, CEF apart from the rest; a frame whose CEF is malformed is counted,
-    not kept.
+    The records of some frames, CEF apart from the rest; a frame whose CEF is malformed is counted
+    and its problem named (L{cef_problem}), not kept.
 
     @param read: reads one frame: L{frame_record} (the reference) or a reader that gives the same
         records, such as the listeners' one-pass L{aisoc_inboxd.formats.syslog_cef.read_frame}.
     """
     cef: list[Record] = []
     rest: list[Record] = []
-    malformed = 0
+    problems: list[str] = []
     for frame in frames:
         try:
             parsed = read(frame, now, local_tz)
-        except CefError:
-            malformed += 1
+        except CefError as e:
+            problems.append(cef_problem(frame, e))
             continue
         (cef if parsed.is_cef else rest).append(parsed.record)
-    return Split(tuple(cef), tuple(rest), malformed)
+    return Split(tuple(cef), tuple(rest), len(problems), tuple(problems))
+
+
+def cef_problem(frame: bytes, error: CefError) -> str:
+    """
+    What is wrong with a frame's CEF, for its delivery record: the parser's reason and the column
+    (1-based, in the frame as text) of the part it is about: the extension when the header was
+    read, else the CEF header.
+    """
+    text = frame.decode("utf-8", "replace").rstrip("\r\n\x00")
+    marker = _CEF_MARKER.search(text)
+    if marker is None:
+        return f"malformed CEF: {error}"
+    header = _CEF_HEADER.match(text, marker.start())
+    if header is not None and int(header.group(1)) <= 1 and header.group(8) is not None:
+        return f"malformed CEF: {error} (extension at column {header.start(8) + 1})"
+    return f"malformed CEF: {error} (CEF header at column {marker.start() + 1})"

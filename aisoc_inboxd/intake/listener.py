@@ -141,8 +141,8 @@ class ListenerIntake:
                             count=split.malformed)
             if self._samples is not None:  # which ones: decoded again one by one, on this rare path only
                 for frame in frames:
-                    if self._decode([frame], received_at).malformed:
-                        self._samples.malformed(frame, received_at, peer, "malformed CEF")
+                    if (alone := self._decode([frame], received_at)).malformed:
+                        self._samples.malformed(frame, received_at, peer, alone.problems[0])
         publishes = [self._publish(template_id, records, received_at)
                      for template_id, records in split.batches(self._template_id, self._cef_template_id)]
         if len(publishes) == 1:  # the usual case: every frame under one template

@@ -559,6 +559,10 @@ class KafkaSink(Service):
         self._spool.open()
         self._producer.start()
         super().startService()
+        config = self._producer_config
+        self._log.info("Kafka sink: at most {in_flight} events in flight, librdkafka queue of {kbytes} KiB and "
+                       "{messages} messages in this process", in_flight=self._max_in_flight,
+                       kbytes=config["queue.buffering.max.kbytes"], messages=config["queue.buffering.max.messages"])
         self._kick()
 
     def stopService(self) -> Deferred[None]:

@@ -99,11 +99,14 @@ class DeliveryDesk:
                 "per_listener": self.settings.per_token,
                 "deliveries": await self.read(MALFORMED if malformed else FRAMES, tenant, listener)}
 
-    async def redeliver(self, tenant: str, key_or_prefix: str, number: int, idempotency_key: str | None) -> Reply:
+    async def redeliver(self, tenant: str, key_or_prefix: str, number: int, idempotency_key: str | None,
+                        by: str = "the admin API") -> Reply:
         """
         Publish delivery C{number} of a token again; 404 when it is not kept, 409 when its body was
         not kept or only in part, or the token is no longer active, 400 for a route other than the
         webhook's or a body the current template's route cannot read.
+
+        @param by: who asked (the admin API, the status page), shown as the new delivery's client.
         """
         original = next((d for d in await self.read(TOKENS, tenant, key_or_prefix) if d["n"] == number), None)
         if original is None:
@@ -144,7 +147,7 @@ class DeliveryDesk:
             WebhookRoute.route, original["method"],
             [*recorded_headers, (REDELIVERY_HEADER, str(number)), (IDEMPOTENCY_HEADER, key)],
             [("Content-Type", "application/json")], exchange, reply, json.dumps(stored.body).encode(),
-            time.monotonic() - started, "redelivered by the admin API")
+            time.monotonic() - started, f"redelivered by {by}")
         return Reply(200, {"redelivered": number, "n": kept.number if kept else None, "idempotency_key": key,
                            "replay": replay, **stored.body}, template.id)
 

@@ -16,6 +16,8 @@ from twisted.web.server import Request
 from aisoc_inboxd.deliveries import Delivery, DeliveryLog, FirstEvent, header_pairs, redact_headers
 from aisoc_inboxd.fastjson import dumps_compact
 from aisoc_inboxd.normalizer import IngestContext, Template, normalize_record
+from aisoc_inboxd.web.body import decode_content, raw_body
+from aisoc_inboxd.web.errors import HttpError
 
 if TYPE_CHECKING:
     from aisoc_inboxd.web.routes import Exchange, Reply
@@ -44,6 +46,19 @@ class DeliveryRecorder:
         self.keep(route, request.method.decode("latin-1"), header_pairs(request.requestHeaders.getAllRawHeaders()),
                   header_pairs(request.responseHeaders.getAllRawHeaders()), exchange, reply, response_body,
                   duration, client, secret_headers)
+
+    def hold_body(self, request: Request, exchange: Exchange) -> None:
+        """
+        Before the reply ends C{request} (and twisted.web drops its body): the body of a request
+        refused before its route read it (its token's template is gone, its tenant is over the rate
+        limit), so it is kept like any other, what the user needs to redeliver it once mended.
+        """
+        if exchange.body is None and exchange.token is not None and request.content is not None:
+            raw = raw_body(request)
+            try:
+                exchange.body = decode_content(request, raw, request.channel.site.max_body_bytes)
+            except HttpError:  # gzip that does not inflate: kept as received
+                exchange.body = raw
 
     def keep(self, route: str, method: str, request_headers: list[tuple[str, str]],
              response_headers: list[tuple[str, str]], exchange: Exchange, reply: Reply, response_body: bytes,

@@ -172,6 +172,8 @@ class JsonRoute(Resource):
         for observe in self._observers:
             observe(self.route, exchange.token, reply.outcome, reply.status, reply.body.get("error"))
         body = b""  # a client gone before its reply gets none
+        if self._recorder is not None:
+            self._recorder.hold_body(request, exchange)
         if not (gone or request.finished):
             body = self.write_reply(request, reply)
             request.write(body)

@@ -7,12 +7,17 @@ its push stats (each linking to its recent deliveries), and the last error repli
 server with L{twisted.web.template} (which escapes every value), inline CSS, no script and no
 external asset; the admin key is asked for with an HTTP Basic challenge (any user name, the key as
 the password) or taken as a Bearer token.
+
+Its one change is redelivering a recent delivery: a form posted to C{/status}, refused unless
+L{FormGuard} finds it came from this daemon's own page (the browser re-sends Basic credentials
+with any site's forms), then answered with a redirect to the token's deliveries, the new one open.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Protocol, Sequence
+from urllib.parse import parse_qs
 
 from prometheus_client.registry import Collector
 from twisted.internet.defer import Deferred
@@ -24,6 +29,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from twisted.web.template import Tag, flattenString, tags
 
 from aisoc_inboxd.activity import EventRates, RecentErrors
+from aisoc_inboxd.intake.refusals import Refused
 from aisoc_inboxd.metrics import SYSLOG_DROP_REASONS, TokenStoreMetrics, count
 from aisoc_inboxd.reload import ReloadOutcome
 from aisoc_inboxd.sinks import EventSink, IEventLog, IKafkaDestination, ISpooling
@@ -33,7 +39,9 @@ from aisoc_inboxd.tokens import TokenCache, log_id
 from aisoc_inboxd.web.admin import carries_admin_key
 from aisoc_inboxd.web.channel import REFUSALS
 from aisoc_inboxd.web.delivery_desk import DeliveryDesk
+from aisoc_inboxd.web.errors import http_status
 from aisoc_inboxd.web.status_deliveries import CSS as DELIVERIES_CSS, deliveries_link, deliveries_section
+from aisoc_inboxd.web.status_forms import TOKEN_FIELD, FormGuard
 
 #: most token rows listed (the newest tokens); past it a note says so
 MAX_TOKENS = 500
@@ -79,7 +87,9 @@ _HEADERS = {
     b"Cache-Control": b"no-store",
     b"Content-Security-Policy": b"default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
                                 b"frame-ancestors 'none'",
-    b"Referrer-Policy": b"no-referrer",
+    # same-origin, not no-referrer: with no-referrer a browser sends "Origin: null" with the page's
+    # own forms, and FormGuard could not tell them from another site's
+    b"Referrer-Policy": b"same-origin",
     b"X-Content-Type-Options": b"nosniff",
 }
 
@@ -158,19 +168,49 @@ class StatusPage(Resource):
         super().__init__()
         self._sources = sources
         self._api_key = api_key
+        self._guard = FormGuard(api_key, sources.clock)
 
     def render_GET(self, request: Request) -> object:
         if not carries_admin_key(request, self._api_key):
-            request.setResponseCode(401)
-            request.setHeader(b"WWW-Authenticate", b'Basic realm="aisoc-inboxd admin", charset="UTF-8"')
-            request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
-            return (b"<!DOCTYPE html><title>401</title><p>The admin key is required: any user name, "
-                    b"the key from the admin key file as the password.</p>\n")
+            return _challenge(request)
+        return self._answer(request, self._page(request))
+
+    def render_POST(self, request: Request) -> object:
+        """
+        A redeliver form: refused (403, nothing published) unless it came from this daemon's own page.
+        """
+        if not carries_admin_key(request, self._api_key):
+            return _challenge(request)
+        return self._answer(request, self._redeliver(request))
+
+    def _answer(self, request: Request, page: Any) -> object:
         gone: list[Failure] = []
         request.notifyFinish().addErrback(gone.append)
-        d = Deferred.fromCoroutine(self._page(request))
+        d = Deferred.fromCoroutine(page)
         d.addCallbacks(self._send, self._failed, callbackArgs=(request, gone), errbackArgs=(request, gone))
         return NOT_DONE_YET
+
+    async def _redeliver(self, request: Request) -> bytes:
+        assert request.content is not None
+        request.content.seek(0)
+        fields = parse_qs(request.content.read().decode("utf-8", "replace"))
+        tenant, fingerprint, number, token = (fields.get(name, [""])[0]
+                                              for name in ("tenant", "fingerprint", "n", TOKEN_FIELD))
+        desk = self._sources.deliveries
+        refusal = self._guard.refusal(request, token)
+        if refusal is not None:
+            return await _message(request, 403, f"Refused: {refusal}. Nothing was redelivered.", None)
+        back = deliveries_link(tenant, fingerprint)
+        if desk is None or not number.isdigit():
+            return await _message(request, 400, "Nothing to redeliver: recent deliveries are not kept, or the form "
+                                                "names no delivery number.", back)
+        try:
+            reply = await desk.redeliver(tenant, fingerprint, int(number), None, "the status page")
+        except Refused as e:
+            return await _message(request, http_status(e), f"Delivery {number} was not redelivered: {e.message}", back)
+        request.setResponseCode(303)
+        request.setHeader(b"Location", deliveries_link(tenant, fingerprint, reply.body["n"]).encode("utf-8"))
+        return b""
 
     async def _page(self, request: Request) -> bytes:
         s = self._sources
@@ -185,12 +225,14 @@ class StatusPage(Resource):
         except StoreError as e:
             everyone, tokens, totals, stats_error = [], [], [], str(e)
         listing = await s.deliveries.listing(selected, token) if s.deliveries and token and selected else None
+        opened = request.args.get(b"opened", [b""])[0]
         page = tags.html(lang="en")(
             tags.head(tags.meta(charset="utf-8"), tags.title("aisoc-inboxd status"), tags.style(_CSS + DELIVERIES_CSS)),
             tags.body(
                 tags.h1("aisoc-inboxd status"),
                 tags.p(f"Generated {_utc(now)}.", class_="note"),
-                *(deliveries_section(listing) if listing is not None else ()),
+                *(deliveries_section(listing, self._guard.token(), int(opened) if opened.isdigit() else None)
+                  if listing is not None else ()),
                 tags.h2("Listeners"), _listeners(s.listeners()),
                 tags.h2("HTTP requests refused before a route (since start, all processes)"), _http_refused(s.metrics),
                 tags.h2("Syslog listeners (since start, all processes)"), _syslog(s.metrics),
@@ -219,6 +261,26 @@ class StatusPage(Resource):
         request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
         request.write(b"the status page could not be rendered; see the daemon's log\n")
         request.finish()
+
+
+def _challenge(request: Request) -> bytes:
+    request.setResponseCode(401)
+    request.setHeader(b"WWW-Authenticate", b'Basic realm="aisoc-inboxd admin", charset="UTF-8"')
+    request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
+    return (b"<!DOCTYPE html><title>401</title><p>The admin key is required: any user name, "
+            b"the key from the admin key file as the password.</p>\n")
+
+
+async def _message(request: Request, status: int, text: str, back: str | None) -> bytes:
+    """
+    A page of one message (why a form was refused), with a link back to the deliveries when given.
+    """
+    request.setResponseCode(status)
+    page = tags.html(lang="en")(
+        tags.head(tags.meta(charset="utf-8"), tags.title("aisoc-inboxd status"), tags.style(_CSS)),
+        tags.body(tags.h1("aisoc-inboxd status"), tags.p(text, class_="bad"),
+                  *((tags.p(tags.a("Back to the deliveries", href=back)),) if back else ())))
+    return b"<!DOCTYPE html>\n" + await flattenString(None, page)
 
 
 def _table(head: Sequence[str], rows: Iterable[Sequence[Any]]) -> Tag:

@@ -48,12 +48,14 @@ def main(argv: list[str] | None = None) -> None:
 
     from aisoc_inboxd.config import load_settings
     from aisoc_inboxd.deliveries import DeliveryLog
+    from aisoc_inboxd.memory import bound_malloc_heap
     from aisoc_inboxd.tap import prepare
     from aisoc_inboxd.wiring import build_daemon
     from aisoc_inboxd.workers.control import WORKER_FD, WorkerSide, adopt
     from aisoc_inboxd.workers.role import WorkerRole
 
     settings = load_settings(args.config)
+    bound_malloc_heap()
     catalog = prepare(settings)
 
     def daemon_gone() -> None:
