@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, tzinfo
+from functools import partial
 
 from aisoc_inboxd.formats.cef import HEADER_PATTERN, CefEvent, normalize_severity, parse_extension
 from aisoc_inboxd.formats.cef_records import carried_cef_record, header_fields
@@ -43,16 +44,15 @@ def read_frame(frame: bytes, now: float, local_tz: tzinfo = UTC) -> FrameRecord:
     if int(pri) > 191 or int(version) > 1 or "\\" in text[match.start(16):match.end(22)]:
         return frame_record(frame, now, local_tz)
     facility, syslog_severity = divmod(int(pri), 8)
-    if stamp_text == "-":
-        stamp = stamp_text = None
-    else:
-        stamp = rfc3339_millis(year, month, day, hour, minute, second, fraction, offset)
+    stamp = None if stamp_text == "-" else partial(rfc3339_millis, year, month, day, hour, minute, second, fraction,
+                                                   offset)
     structured_data = {} if sd == "-" else parse_structured_data(sd, 0)[0]
     hostname = None if host == "-" else host
     event = CefEvent(int(version), vendor, product, device_version, class_id, name, normalize_severity(severity),
                      severity, parse_extension(extension) if extension else {})
     syslog = header_fields(facility, syslog_severity, hostname, None if app_name == "-" else app_name,
-                           None if procid == "-" else procid, None if msgid == "-" else msgid, stamp_text,
+                           None if procid == "-" else procid, None if msgid == "-" else msgid,
+                           None if stamp is None else stamp_text,
                            "rfc5424", structured_data)
     return FrameRecord(carried_cef_record(event, text, now, local_tz, syslog, hostname is not None, stamp,
                                           stamp_text), True)

@@ -38,7 +38,7 @@ from aisoc_inboxd.normalizer.apply import (
     merge_missing,
 )
 from aisoc_inboxd.normalizer.coerce import INVALID, _to_string
-from aisoc_inboxd.normalizer.extract import EXTRACTED, Extraction, first_match
+from aisoc_inboxd.normalizer.extract import EXTRACTED, Extraction, Matches, first_match
 from aisoc_inboxd.normalizer.model import Template
 from aisoc_inboxd.normalizer.ocsf import SCHEMA_VERSION
 from aisoc_inboxd.normalizer.paths import MISSING, Step, get_source, is_header
@@ -163,24 +163,21 @@ class _Code:
     def extract(self, extractions: tuple[Extraction, ...]) -> None:
         """
         L{with_extracted<aisoc_inboxd.normalizer.extract.with_extracted>}, inlined: per extraction
-        the first source whose text matches (a list source through L{first_match}), then the record
-        copied with the values under C{extracted}. Extractions read the record only, never headers.
+        the first source whose text matches (a text looked up in the extraction's L{Matches}, a
+        list source through L{first_match}), then the record copied with the values under
+        C{extracted}. Extractions read the record only, never headers.
         """
         self.line("found = {}")
         untransformed = Reader()
         for extraction in extractions:
-            pattern = self.const(extraction.pattern)
+            pattern, matches = self.const(extraction.pattern), self.const(Matches(extraction.pattern))
             self.line("value = None")
             for keys in (keys for keys in extraction.paths if not is_header(keys)):
                 self.line("if value is None:")
                 self.indent += 1
                 self.read(keys, untransformed, "text")
                 self.line("if type(text) is str:")
-                self.line(f"    match = {pattern}.search(text)")
-                self.line("    if match is not None:")
-                self.line("        value = match['value']")
-                self.line("        if value is not None:")
-                self.line("            value = value.strip() or None")
+                self.line(f"    value = {matches}[text]")
                 self.line("elif text is not MISSING and text is not None:")
                 self.line(f"    value = first_match({pattern}, text)")
                 self.indent -= 1

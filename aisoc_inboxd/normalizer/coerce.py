@@ -136,6 +136,8 @@ def _string_coercer(attribute: Attribute) -> Coercer:
 
 
 def _to_integer(value: Any) -> Any:
+    if type(value) is str and value.isdigit() and value.isascii():  # a port, a count: no regex needed
+        return int(value)
     if isinstance(value, bool):
         return INVALID
     if isinstance(value, int):

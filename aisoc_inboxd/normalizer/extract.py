@@ -18,6 +18,10 @@ from aisoc_inboxd.normalizer.paths import SourceGetter, compile_source, parse_so
 
 #: the record key derived values appear under
 EXTRACTED = "extracted"
+#: L{Matches}: texts longer than this are searched every time (the cache is for short field values)
+CACHED_TEXT_LENGTH = 256
+#: L{Matches}: how many texts one extraction remembers before it starts over
+CACHED_TEXTS = 1024
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _KEYS = frozenset({"from", "pattern"})
 
@@ -85,11 +89,42 @@ def first_match(pattern: re.Pattern[str], value: Any) -> str | None:
     return next(_matches(pattern, value), None)
 
 
+def search(pattern: re.Pattern[str], text: str) -> str | None:
+    """
+    The C{value} group C{pattern} finds in C{text}, stripped; None when none or blank.
+    """
+    match = pattern.search(text)
+    if match is None:
+        return None
+    value = match["value"]
+    return None if value is None else value.strip() or None
+
+
 def _matches(pattern: re.Pattern[str], value: Any) -> Iterator[str]:
     """
     The non-blank C{value} groups C{pattern} finds in a text, or in each text item of a list.
     """
     for text in value if isinstance(value, list) else [value]:
-        if isinstance(text, str) and (match := pattern.search(text)) is not None:
-            if match["value"] is not None and match["value"].strip():
-                yield match["value"].strip()
+        if isinstance(text, str) and (found := search(pattern, text)) is not None:
+            yield found
+
+
+class Matches(dict[str, str | None]):
+    """
+    L{search} of one pattern, remembered per text: C{matches[text]}. The fields extractions read
+    in the hot path (CEF's act, outcome, proto, an event name) take few distinct values, so each is
+    searched once rather than per event. Bounded: texts longer than L{CACHED_TEXT_LENGTH} are not
+    kept, and the cache starts over when it holds L{CACHED_TEXTS}.
+    """
+
+    def __init__(self, pattern: re.Pattern[str]) -> None:
+        super().__init__()
+        self.pattern = pattern
+
+    def __missing__(self, text: str) -> str | None:
+        value = search(self.pattern, text)
+        if len(text) <= CACHED_TEXT_LENGTH:
+            if len(self) >= CACHED_TEXTS:
+                self.clear()
+            self[text] = value
+        return value

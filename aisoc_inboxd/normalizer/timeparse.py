@@ -48,6 +48,8 @@ def to_epoch_ms(value: Any, formats: Sequence[str] = ()) -> int | None:
         except ValueError:
             continue
         return _plausible(_datetime_to_ms(_as_utc(moment)))
+    if text.isdigit() and text.isascii():  # epoch digits, the common case: what _NUMERIC reads, without it
+        return _plausible(_epoch_number_to_ms(int(text)))
     if _NUMERIC.match(text):
         number: int | float = float(text) if "." in text else int(text)
         return _plausible(_epoch_number_to_ms(number))
