@@ -103,7 +103,7 @@ def event_kind(event: CefEvent, has_host: bool = False) -> str:
         return "dns"
     if ("request" in ext or "requestMethod" in ext) and (words.http or "requestMethod" in ext):
         return "http"
-    if words.malware or _av_signature(event):
+    if words.malware or _av_signature(event.device_vendor, event.device_product, event.device_event_class_id):
         return "finding"
     if (words.file and ("fname" in ext or "filePath" in ext) and "suser" in ext
             and ("dvchost" in ext or "dvc" in ext or has_host)):
@@ -143,16 +143,18 @@ def _keywords(name: str, class_id: str, category: str) -> Keywords:
                     _MALWARE.search(" ".join((class_id, name, category)).lower()) is not None)
 
 
-def _av_signature(event: CefEvent) -> bool:
+@lru_cache(maxsize=4096)
+def _av_signature(vendor: str, product: str, class_id: str) -> bool:
     """
-    Whether C{event}'s signature id is one that one of L{_AV_SIGNATURE_IDS}'s products uses for
+    Whether an event's signature id is one that one of L{_AV_SIGNATURE_IDS}'s products uses for
     its anti-malware events: with a malware word (L{Keywords.malware}), what makes an event an
     anti-virus detection (C{Trojan.Gen}, C{Infected file deleted}, C{AV:File quarantined}, C{EICAR}).
+    Remembered per vendor, product and signature id (a source sends few).
     """
-    class_id = event.device_event_class_id.strip()
+    class_id = class_id.strip()
     if not class_id.isdigit():
         return False
-    vendor, product = event.device_vendor.lower(), event.device_product.lower()
+    vendor, product = vendor.lower(), product.lower()
     return any(vendor.startswith(v) and product.startswith(p) and int(class_id) in ids
                for v, p, ids in _AV_SIGNATURE_IDS)
 

@@ -41,7 +41,7 @@ from aisoc_inboxd.normalizer.coerce import INVALID, _to_string
 from aisoc_inboxd.normalizer.extract import EXTRACTED, Extraction, Matches, first_match
 from aisoc_inboxd.normalizer.model import Template
 from aisoc_inboxd.normalizer.ocsf import SCHEMA_VERSION
-from aisoc_inboxd.normalizer.paths import MISSING, Step, get_source, is_header
+from aisoc_inboxd.normalizer.paths import MISSING, Step, element_at, get_source, is_header
 from aisoc_inboxd.normalizer.severity import fold_severity
 from aisoc_inboxd.normalizer.timeparse import to_epoch_ms
 from aisoc_inboxd.normalizer.transforms import Reader
@@ -56,7 +56,7 @@ _HELPERS = {
     "MISSING": MISSING, "INVALID": INVALID, "EMPTY": MappingProxyType({}), "get_source": get_source,
     "fold": fold_severity, "to_epoch_ms": to_epoch_ms, "copy_json": copy_json,
     "leftovers": leftovers, "merge_missing": merge_missing, "first_match": first_match,
-    "new_uid": new_uid, "dumps": json.dumps, "SCHEMA_VERSION": SCHEMA_VERSION, "LOG_PROVIDER": LOG_PROVIDER,
+    "new_uid": new_uid, "element_at": element_at, "dumps": json.dumps, "SCHEMA_VERSION": SCHEMA_VERSION, "LOG_PROVIDER": LOG_PROVIDER,
 }
 
 
@@ -187,18 +187,22 @@ class _Code:
 
     def write(self, steps: tuple[Step, ...], writer: Callable[..., None], value: str) -> None:
         """
-        C{writer(event, value)}: a chain of C{setdefault} for a path of plain keys, else the writer.
+        C{writer(event, value)}: a chain of C{setdefault} (and L{element_at} for C{[N]} steps) for a
+        path without C{[]} or C{[*]} steps, else the writer.
         """
-        if any(step.index is not None or step.append or step.aligned for step in steps):
+        if any(step.append or step.aligned for step in steps):
             self.line(f"{self.const(writer)}(event, {value})")
             return
-        *parents, last = (step.key for step in steps)
+        *parents, last = steps
         container = "event"
-        if parents and parents[0] == "metadata":  # the same object as event["metadata"]
+        if parents and parents[0] == Step("metadata"):  # the same object as event["metadata"]
             container, parents = "metadata", parents[1:]
-        for key in parents:
-            container += f".setdefault({key!r}, {{}})"
-        self.line(f"{container}[{last!r}] = {value}")
+        for step in parents:
+            if step.index is None:
+                container += f".setdefault({step.key!r}, {{}})"
+            else:
+                container = f"element_at({container}.setdefault({step.key!r}, []), {step.index!r})"
+        self.line(f"{container}[{last.key!r}] = {value}")  # (set_target too writes a last [N] as its key)
 
     def function(self, name: str, template_id: str) -> Callable[..., Any]:
         source = "\n".join(self.lines) + "\n"
