@@ -27,6 +27,7 @@ _LONG_FRACTION = re.compile(r"(\.\d{6})\d+")
 _SECONDS_BELOW = 100_000_000_000
 _MILLIS_BELOW = 100_000_000_000_000
 _MICROS_BELOW = 100_000_000_000_000_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def to_epoch_ms(value: Any, formats: Sequence[str] = ()) -> int | None:
@@ -94,7 +95,7 @@ def _epoch_number_to_ms(number: int | float) -> int | None:
 
 def _parse_iso(text: str) -> datetime | None:
     try:
-        return datetime.fromisoformat(_LONG_FRACTION.sub(r"\1", text))
+        return datetime.fromisoformat(_LONG_FRACTION.sub(r"\1", text) if "." in text else text)
     except ValueError:
         return None
 
@@ -108,7 +109,7 @@ def _parse_rfc1123(text: str) -> datetime | None:
 
 def _datetime_to_ms(moment: datetime) -> int | None:
     try:
-        delta = moment - datetime(1970, 1, 1, tzinfo=timezone.utc)
+        delta = moment - _EPOCH
     except OverflowError:
         return None
     return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
