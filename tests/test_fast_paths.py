@@ -7,17 +7,20 @@ C{tests/test_one_pass_cef.py}).
   - L{Matches}, an extraction's results remembered per text, against L{search};
   - the dotted-quad shortcut of C{ip_t} attributes against the OCSF pattern alone;
   - the digit shortcuts of the integer coercer and of L{to_epoch_ms} against their general readings;
-  - the CEF frame's header stamp, now computed only when C{rt} and C{end} give no time.
+  - the CEF frame's header stamp, now computed only when C{rt} and C{end} give no time, and the
+    severity band, no longer read by the one-pass reader.
 """
 from __future__ import annotations
 
 import re
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aisoc_inboxd.formats.syslog_cef import read_frame
+from aisoc_inboxd.formats.syslog_records import frame_record
 from aisoc_inboxd.normalizer.coerce import _INTEGER_TEXT, INVALID, _to_integer, coercer_for
 from aisoc_inboxd.normalizer.extract import CACHED_TEXT_LENGTH, CACHED_TEXTS, Matches, search
 from aisoc_inboxd.normalizer.ocsf import ocsf_schema
@@ -96,3 +99,12 @@ def test_header_stamp_is_the_time_only_without_rt_or_end() -> None:
     assert _record(header + "rt=never end=1778230800123")["time"] == 1778230800123
     impossible = "<134>1 2026-02-31T09:00:01Z fw CEF - - - CEF:0|A|B|1|100|n|5|src=10.0.0.1"
     assert "time" not in _record(impossible) and _record(impossible)["syslog"]["timestamp"] == "2026-02-31T09:00:01Z"
+
+
+def test_severity_of_thousands_of_digits_fails_as_in_the_reference() -> None:
+    """The one-pass reader no longer reads the severity band; such a frame goes to the reference, which raises."""
+    frame = ("<134>1 - h a - - - CEF:0|A|B|1|100|n|" + "9" * 5000 + "|src=10.0.0.1").encode()
+    with pytest.raises(ValueError):
+        frame_record(frame, NOW)
+    with pytest.raises(ValueError):
+        read_frame(frame, NOW)

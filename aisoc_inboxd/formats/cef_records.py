@@ -74,6 +74,8 @@ _HASH_KEYS = {"fileHash": None, "TrendMicroDsFileMD5": "md5", "TrendMicroDsFileS
 _HASH_BY_LENGTH = {32: "md5", 40: "sha1", 64: "sha256", 128: "sha512"}
 _HEX = re.compile(r"[0-9a-fA-F]+")
 _FILE_KINDS = frozenset({"finding", "file"})
+#: the record's names of the CEF header fields after the version (C{cef.deviceVendor} …)
+_HEADER_NAMES = ("deviceVendor", "deviceProduct", "deviceVersion", "deviceEventClassId", "name", "severity")
 
 
 #: an endpoint's detail keys and the keys that identify it (OCSF: an address or a host name)
@@ -84,31 +86,36 @@ _OWNED_ENDPOINT_SIDES = (_SOURCE_SIDE, (("dpt", "dmac", "duser"), ("dst", "dhost
 _OWNED_KINDS = frozenset({"network", "dns", "http"})
 
 
-def event_kind(event: CefEvent, has_host: bool = False) -> str:
+#: a CEF header as L{carried_cef_record} reads it: version, device vendor, product and version,
+#: signature id, name, severity as sent (the one-pass reader has it from its match, no L{CefEvent})
+CefHeader = tuple[int, str, str, str, str, str, str]
+
+
+def event_kind(header: CefHeader, ext: dict[str, str], has_host: bool = False) -> str:
     """
-    The class family of C{event}: a keyword in its name, signature id or C{cat} picks the family,
+    The class family of an event (its L{CefHeader} and extension): a keyword in its name, signature id or C{cat} picks the family,
     but only when the event carries what that OCSF class requires (a login needs a user and a
     service or destination, HTTP a request, a file event a file, a user and a device, an API call a
     user and a source); a network event needs a source or destination; else C{other}.
 
     @param has_host: the syslog header named the sending host (a device for file events).
     """
-    ext = event.extensions
-    words = _keywords(event.name, event.device_event_class_id, ext.get("cat", ""))
+    _, vendor, product, _, class_id, name, _ = header
+    words = _keywords(name, class_id, ext.get("cat", ""))
     endpoint = "src" in ext or "dst" in ext or "shost" in ext or "dhost" in ext
     user = "suser" in ext or "duser" in ext
-    if words.authentication and user and (event.device_product or "dst" in ext or "dhost" in ext):
+    if words.authentication and user and (product or "dst" in ext or "dhost" in ext):
         return "authentication"
     if words.dns and endpoint:
         return "dns"
     if ("request" in ext or "requestMethod" in ext) and (words.http or "requestMethod" in ext):
         return "http"
-    if words.malware or _av_signature(event.device_vendor, event.device_product, event.device_event_class_id):
+    if words.malware or _av_signature(vendor, product, class_id):
         return "finding"
     if (words.file and ("fname" in ext or "filePath" in ext) and "suser" in ext
             and ("dvchost" in ext or "dvc" in ext or has_host)):
         return "file"
-    if words.api and "suser" in ext and "src" in ext and event.name:
+    if words.api and "suser" in ext and "src" in ext and name:
         return "api"
     if words.finding:
         return "finding"
@@ -205,37 +212,38 @@ def cef_record(event: CefEvent, raw: str, now: float, syslog: SyslogMessage | No
     """
     if syslog is None and event.prefix:
         syslog = parse_syslog(event.prefix, now, local_tz)
+    header = (event.version, event.device_vendor, event.device_product, event.device_version,
+              event.device_event_class_id, event.name, event.severity_raw)
     if syslog is None:
-        return carried_cef_record(event, raw, now, local_tz)
-    return carried_cef_record(event, raw, now, local_tz, syslog_fields(syslog), bool(syslog.hostname),
-                              lambda: syslog.timestamp, syslog.timestamp_text)
+        return carried_cef_record(header, event.extensions, raw, now, local_tz)
+    return carried_cef_record(header, event.extensions, raw, now, local_tz, syslog_fields(syslog),
+                              bool(syslog.hostname), lambda: syslog.timestamp, syslog.timestamp_text)
 
 
-def carried_cef_record(event: CefEvent, raw: str, now: float, local_tz: tzinfo = UTC,
+def carried_cef_record(header: CefHeader, ext: dict[str, str], raw: str, now: float, local_tz: tzinfo = UTC,
                        syslog: dict[str, Any] | None = None, has_host: bool = False,
                        stamp: Callable[[], int | None] | None = None, stamp_text: str | None = None) -> Record:
     """
-    L{cef_record} given what it needs of the carrying syslog header rather than the header itself,
-    so that the one-pass frame reader (L{aisoc_inboxd.formats.syslog_cef}) builds no L{SyslogMessage}.
+    L{cef_record} given the event's header and extension rather than a L{CefEvent}, and what it
+    needs of the carrying syslog header rather than the header itself, so that the one-pass frame
+    reader (L{aisoc_inboxd.formats.syslog_cef}) builds neither.
 
-    @param syslog: the header's L{syslog_fields}, or None when no syslog header carried C{event}.
+    @param syslog: the header's L{syslog_fields}, or None when no syslog header carried the event.
     @param has_host: the header named the sending host.
     @param stamp: gives the header's stamp, epoch ms (the fallback for C{time}; called only when
         neither C{rt} nor C{end} gives the time), and C{stamp_text} is the stamp as sent.
     """
-    cef: dict[str, Any] = {"version": event.version}
-    for key, value in (("deviceVendor", event.device_vendor), ("deviceProduct", event.device_product),
-                       ("deviceVersion", event.device_version), ("deviceEventClassId", event.device_event_class_id),
-                       ("name", event.name), ("severity", event.severity_raw.strip())):
+    version, *fields, severity = header
+    cef: dict[str, Any] = {"version": version}
+    for key, value in zip(_HEADER_NAMES, (*fields, severity.strip())):
         if value:
             cef[key] = value
-    ext = event.extensions
     if cef.keys().isdisjoint(ext):
         cef.update(ext)
     else:  # an extension key that repeats a header name cannot replace the header field
         for key, value in ext.items():
             cef.setdefault(key, value)
-    kind = event_kind(event, has_host)
+    kind = event_kind(header, ext, has_host)
     data: dict[str, Any] = {"kind": kind, "cef": cef}
     unpaired = {}
     for details, identities in _OWNED_ENDPOINT_SIDES if kind in _OWNED_KINDS else _ENDPOINT_SIDES:
@@ -333,10 +341,12 @@ def header_fields(facility: int | None, severity: int | None, hostname: str | No
     """
     L{syslog_fields} from the header's fields one by one (the one-pass reader has no L{SyslogMessage}).
     """
-    fields: dict[str, Any] = {
-        "facility": facility, "severity": severity, "hostname": hostname, "app_name": app_name,
-        "procid": procid, "msgid": msgid, "timestamp": timestamp, "format": format,
-    }
+    fields: dict[str, Any] = {}
+    for key, value in (("facility", facility), ("severity", severity), ("hostname", hostname),
+                       ("app_name", app_name), ("procid", procid), ("msgid", msgid), ("timestamp", timestamp),
+                       ("format", format)):
+        if value is not None:
+            fields[key] = value
     if structured_data:
         fields["structured_data"] = structured_data
-    return {k: v for k, v in fields.items() if v is not None}
+    return fields
