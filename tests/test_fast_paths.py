@@ -24,7 +24,7 @@ from aisoc_inboxd.formats.syslog_records import frame_record
 from aisoc_inboxd.normalizer.coerce import _INTEGER_TEXT, INVALID, _to_integer, coercer_for
 from aisoc_inboxd.normalizer.extract import CACHED_TEXT_LENGTH, CACHED_TEXTS, Matches, search
 from aisoc_inboxd.normalizer.ocsf import ocsf_schema
-from aisoc_inboxd.normalizer.timeparse import to_epoch_ms
+from aisoc_inboxd.normalizer.timeparse import _NUMERIC, to_epoch_ms
 
 NOW = 1778230800.0
 IP = ocsf_schema().attribute(4001, "src_endpoint.ip")
@@ -108,3 +108,12 @@ def test_severity_of_thousands_of_digits_fails_as_in_the_reference() -> None:
         frame_record(frame, NOW)
     with pytest.raises(ValueError):
         read_frame(frame, NOW)
+
+
+@settings(max_examples=1000)
+@given(st.text(alphabet="0123456789+-.:TZ ", max_size=26) | st.sampled_from(
+    ["2026-05-08T09:00:00Z", "2026-05-08", "-1234-5", "+123-", "1778230800000", "1778230800.5"]))
+def test_number_pattern_never_matches_a_dash_after_four_characters(text: str) -> None:
+    """L{to_epoch_ms} skips the number pattern for a text whose fifth character is "-": it could not match."""
+    if text[4:5] == "-":
+        assert _NUMERIC.match(text) is None

@@ -51,7 +51,7 @@ def to_epoch_ms(value: Any, formats: Sequence[str] = ()) -> int | None:
         return _plausible(_datetime_to_ms(_as_utc(moment)))
     if text.isdigit() and text.isascii():  # epoch digits, the common case: what _NUMERIC reads, without it
         return _plausible(_epoch_number_to_ms(int(text)))
-    if _NUMERIC.match(text):
+    if text[4:5] != "-" and _NUMERIC.match(text):  # (a "-" after 4 characters: an ISO date, never a number)
         number: int | float = float(text) if "." in text else int(text)
         return _plausible(_epoch_number_to_ms(number))
     moment = _parse_iso(text) if _ISO_START.match(text) else _parse_rfc1123(text)
