@@ -4,7 +4,8 @@ each must give exactly what the slower code gives (the whole events are compared
 interpreted, in C{tests/test_compiled_templates.py}; the records, one-pass against two-stage, in
 C{tests/test_one_pass_cef.py}).
 
-  - L{Matches}, an extraction's results remembered per text, against L{search};
+  - L{TextMemo}, an extraction's search or a source's transforms remembered per text, against
+    calling them;
   - the dotted-quad shortcut of C{ip_t} attributes against the OCSF pattern alone;
   - the digit shortcuts of the integer coercer and of L{to_epoch_ms} against their general readings;
   - the CEF frame's header stamp, now computed only when C{rt} and C{end} give no time, and the
@@ -13,6 +14,7 @@ C{tests/test_one_pass_cef.py}).
 from __future__ import annotations
 
 import re
+from functools import partial
 from typing import Any
 
 import pytest
@@ -22,8 +24,11 @@ from hypothesis import strategies as st
 from aisoc_inboxd.formats.syslog_cef import read_frame
 from aisoc_inboxd.formats.syslog_records import frame_record
 from aisoc_inboxd.normalizer.coerce import _INTEGER_TEXT, INVALID, _to_integer, coercer_for
-from aisoc_inboxd.normalizer.extract import CACHED_TEXT_LENGTH, CACHED_TEXTS, Matches, search
+from aisoc_inboxd.normalizer.extract import search
+from aisoc_inboxd.normalizer.memo import KEPT_TEXT_LENGTH, KEPT_TEXTS, TextMemo
+from aisoc_inboxd.normalizer.transforms import compile_steps
 from aisoc_inboxd.normalizer.ocsf import ocsf_schema
+from aisoc_inboxd.normalizer.paths import MISSING
 from aisoc_inboxd.normalizer.timeparse import _NUMERIC, to_epoch_ms
 
 NOW = 1778230800.0
@@ -72,19 +77,30 @@ names = st.sampled_from(["Login succeeded", "Logon failed", "denied", "x", " ", 
 
 
 @given(st.lists(names, max_size=30))
-def test_matches_give_what_the_search_gives(texts: list[str]) -> None:
-    matches = Matches(OUTCOME)
-    for text in texts + texts:  # the second time from what was remembered
+def test_memo_of_a_search_gives_what_the_search_gives(texts: list[str]) -> None:
+    matches = TextMemo(partial(search, OUTCOME))
+    for text in texts + texts:  # the second time from what was kept
         assert matches[text] == search(OUTCOME, text)
 
 
-def test_matches_are_bounded() -> None:
-    matches = Matches(OUTCOME)
-    long_text = "failed " * CACHED_TEXT_LENGTH
+@given(st.lists(names, max_size=30))
+def test_memo_of_transforms_gives_what_they_give_and_never_shares_a_list(texts: list[str]) -> None:
+    for steps in (["trim", "lowercase", {"map": {"failed": 2, "*": 99}}], [{"split": " "}]):
+        transform = compile_steps(steps)
+        memo = TextMemo(transform, MISSING)
+        for text in texts + texts:
+            assert memo[text] == transform(text)
+            if isinstance(memo[text], list):
+                assert memo[text] is not memo[text]
+
+
+def test_memo_is_bounded() -> None:
+    matches = TextMemo(partial(search, OUTCOME))
+    long_text = "failed " * KEPT_TEXT_LENGTH
     assert matches[long_text] == "failed" and long_text not in matches
-    for number in range(CACHED_TEXTS + 10):
+    for number in range(KEPT_TEXTS + 10):
         assert matches[f"{number} failed"] == "failed"
-    assert 0 < len(matches) <= CACHED_TEXTS
+    assert 0 < len(matches) <= KEPT_TEXTS
 
 
 def _record(frame: str) -> dict[str, Any]:

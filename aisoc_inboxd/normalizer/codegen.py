@@ -17,9 +17,9 @@ supplies (constants, captions, lookups, coercers, transforms) is a name in the f
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import lru_cache, partial
 from types import MappingProxyType
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from aisoc_inboxd.normalizer.apply import (
     ACTIVITY_CLOSE,
@@ -38,7 +38,8 @@ from aisoc_inboxd.normalizer.apply import (
     merge_missing,
 )
 from aisoc_inboxd.normalizer.coerce import INVALID, _to_string
-from aisoc_inboxd.normalizer.extract import EXTRACTED, Extraction, Matches, first_match
+from aisoc_inboxd.normalizer.extract import EXTRACTED, Extraction, first_match, search
+from aisoc_inboxd.normalizer.memo import TextMemo
 from aisoc_inboxd.normalizer.model import Template
 from aisoc_inboxd.normalizer.ocsf import SCHEMA_VERSION
 from aisoc_inboxd.normalizer.paths import MISSING, Step, element_at, get_source, is_header
@@ -157,20 +158,36 @@ class _Code:
                 self.line(f"    {into} = MISSING")
         transform = reader.transforms.get(keys)
         if transform is not None:
-            self.line(f"if {into} is not MISSING and {into} is not None:")
+            memo = self.const(TextMemo(transform, MISSING))
+            self.line(f"if type({into}) is str:")
+            self.line(f"    {into} = {memo}[{into}]")
+            self.line(f"elif {into} is not MISSING and {into} is not None:")
             self.line(f"    {into} = {self.const(transform)}({into})")
+
+    def hoist(self, paths: Iterable[tuple[str, ...]]) -> None:
+        """
+        Read once each top-level key that two or more of the nested source C{paths} walk through.
+        """
+        nested = [keys for keys in dict.fromkeys(paths) if len(keys) > 1 and not is_header(keys)]
+        shared = [key for key in dict.fromkeys(keys[0] for keys in nested)
+                  if sum(keys[0] == key for keys in nested) > 1]
+        for number, key in enumerate(shared):
+            self.read((key,), Reader(), f"top_{number}")
+        self.hoisted = {key: f"top_{number}" for number, key in enumerate(shared)}
 
     def extract(self, extractions: tuple[Extraction, ...]) -> None:
         """
         L{with_extracted<aisoc_inboxd.normalizer.extract.with_extracted>}, inlined: per extraction
-        the first source whose text matches (a text looked up in the extraction's L{Matches}, a
+        the first source whose text matches (a text looked up in the extraction's L{TextMemo}, a
         list source through L{first_match}), then the record copied with the values under
         C{extracted}. Extractions read the record only, never headers.
         """
         self.line("found = {}")
+        self.hoist(keys for extraction in extractions for keys in extraction.paths)
         untransformed = Reader()
         for extraction in extractions:
-            pattern, matches = self.const(extraction.pattern), self.const(Matches(extraction.pattern))
+            pattern = self.const(extraction.pattern)
+            matches = self.const(TextMemo(partial(search, extraction.pattern)))
             self.line("value = None")
             for keys in (keys for keys in extraction.paths if not is_header(keys)):
                 self.line("if value is None:")
@@ -184,6 +201,7 @@ class _Code:
             self.line("if value is not None:")
             self.line(f"    found[{extraction.name!r}] = value")
         self.line(f"record = {{**record, {EXTRACTED!r}: found}}")
+        self.hoisted = {}  # (the record changed)
 
     def write(self, steps: tuple[Step, ...], writer: Callable[..., None], value: str) -> None:
         """
@@ -273,18 +291,10 @@ class _Body(_Code):
         return super().function("body", self.template.id)
 
     def _hoist(self) -> None:
-        """
-        Read once each top-level key that two or more nested source paths walk through.
-        """
         compiled = self.compiled
-        nested = [keys for keys in dict.fromkeys(source.keys for source in (
-            *(rule.source for rule in compiled.field_rules), *compiled.severity_sources,
-            *compiled.time_sources, *compiled.activity_sources)) if len(keys) > 1 and not is_header(keys)]
-        shared = [key for key in dict.fromkeys(keys[0] for keys in nested)
-                  if sum(keys[0] == key for keys in nested) > 1]
-        for number, key in enumerate(shared):
-            self.read((key,), Reader(), f"top_{number}")
-        self.hoisted = {key: f"top_{number}" for number, key in enumerate(shared)}
+        self.hoist(source.keys for source in (*(rule.source for rule in compiled.field_rules),
+                                              *compiled.severity_sources, *compiled.time_sources,
+                                              *compiled.activity_sources))
 
     def _candidate(self, found: str, keys: tuple[str, ...], reader: Reader) -> None:
         """

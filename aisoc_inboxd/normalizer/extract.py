@@ -18,10 +18,6 @@ from aisoc_inboxd.normalizer.paths import SourceGetter, compile_source, parse_so
 
 #: the record key derived values appear under
 EXTRACTED = "extracted"
-#: L{Matches}: texts longer than this are searched every time (the cache is for short field values)
-CACHED_TEXT_LENGTH = 256
-#: L{Matches}: how many texts one extraction remembers before it starts over
-CACHED_TEXTS = 1024
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _KEYS = frozenset({"from", "pattern"})
 
@@ -107,24 +103,3 @@ def _matches(pattern: re.Pattern[str], value: Any) -> Iterator[str]:
     for text in value if isinstance(value, list) else [value]:
         if isinstance(text, str) and (found := search(pattern, text)) is not None:
             yield found
-
-
-class Matches(dict[str, str | None]):
-    """
-    L{search} of one pattern, remembered per text: C{matches[text]}. The fields extractions read
-    in the hot path (CEF's act, outcome, proto, an event name) take few distinct values, so each is
-    searched once rather than per event. Bounded: texts longer than L{CACHED_TEXT_LENGTH} are not
-    kept, and the cache starts over when it holds L{CACHED_TEXTS}.
-    """
-
-    def __init__(self, pattern: re.Pattern[str]) -> None:
-        super().__init__()
-        self.pattern = pattern
-
-    def __missing__(self, text: str) -> str | None:
-        value = search(self.pattern, text)
-        if len(text) <= CACHED_TEXT_LENGTH:
-            if len(self) >= CACHED_TEXTS:
-                self.clear()
-            self[text] = value
-        return value
