@@ -246,8 +246,8 @@ def carried_cef_record(header: CefHeader, ext: dict[str, str], raw: str, now: fl
     kind = event_kind(header, ext, has_host)
     data: dict[str, Any] = {"kind": kind, "cef": cef}
     unpaired = {}
-    for details, identities in _OWNED_ENDPOINT_SIDES if kind in _OWNED_KINDS else _ENDPOINT_SIDES:
-        if not any(identity in ext for identity in identities):
+    for details, (address, host) in _OWNED_ENDPOINT_SIDES if kind in _OWNED_KINDS else _ENDPOINT_SIDES:
+        if address not in ext and host not in ext:
             for key in details:
                 if key in cef:
                     unpaired[key] = cef.pop(key)

@@ -488,7 +488,10 @@ class _Body(_Code):
 
         self.line(f"left = leftovers(original, {self.const(tree_of)}(consumed))")
         self.line("if left is not INVALID and left:")
-        self.line("    merge_missing(event.setdefault('unmapped', {}), left)")
+        self.line("    if 'unmapped' in event:")
+        self.line("        merge_missing(event['unmapped'], left)")
+        self.line("    else:  # (left is a fresh copy: it can be the object itself)")
+        self.line("        event['unmapped'] = left")
 
 
 def _steps(writer: Callable[..., None]) -> tuple[Step, ...]:
