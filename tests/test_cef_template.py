@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from aisoc_inboxd.formats.cef import parse_cef_line
-from aisoc_inboxd.formats.cef_records import cef_record, cef_time, event_kind
+from aisoc_inboxd.formats.cef_records import cef_record, cef_time
 from aisoc_inboxd.normalizer import IngestContext, TemplateError, load_template_file, normalize_record
 from aisoc_inboxd.formats.syslog_records import frame_record
 from tests.support.cef import parse_batch
@@ -268,8 +268,9 @@ def test_logoff_is_activity_two() -> None:
 
 def test_event_kind_needs_what_the_class_requires() -> None:
     """A login without a user is not Authentication; an alert-like name is a finding."""
-    assert event_kind(parse_cef_line("CEF:0|A|B|1|x|Login failed|1|src=10.0.0.1")) == "network"
-    assert event_kind(parse_cef_line("CEF:0|A|B|1|x|Login failed|1|")) == "other"
+    for line, kind in (("CEF:0|A|B|1|x|Login failed|1|src=10.0.0.1", "network"),
+                       ("CEF:0|A|B|1|x|Login failed|1|", "other")):
+        assert cef_record(parse_cef_line(line), line, NOW).data["kind"] == kind
 
 
 def test_cef_time_reads_no_year_stamps_closest_to_now() -> None:

@@ -25,7 +25,7 @@ L{read_cef} (one line) or L{split_cef_lines} (a batch, told apart from what is n
     the one closest to the receive time, as for syslog stamps); ISO 8601 is read too.
   - B{kind}: the event's class family from its name, signature id, category and the keys it
     carries (L{event_kind}); the template's C{classes} maps each kind to an OCSF class. Anti-virus
-    detections are findings (L{is_av_detection}), even when they name a file.
+    detections are findings (a malware word, or L{_AV_SIGNATURE_IDS}), even when they name a file.
   - B{file}: in the kinds that carry a file (findings and file events), C{fname}, C{filePath},
     C{fsize} and C{fileHash} (and Deep Security's C{TrendMicroDsFile*} hashes) are moved from
     C{cef} into one C{file} object — name (C{fname}, else the last part of C{filePath}), path,
@@ -37,8 +37,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import UTC, tzinfo
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
 from aisoc_inboxd.formats.cef import CefError, CefEvent, parse_cef_line
 from aisoc_inboxd.formats.json_body import Record
@@ -73,6 +74,8 @@ _HASH_KEYS = {"fileHash": None, "TrendMicroDsFileMD5": "md5", "TrendMicroDsFileS
 _HASH_BY_LENGTH = {32: "md5", 40: "sha1", 64: "sha256", 128: "sha512"}
 _HEX = re.compile(r"[0-9a-fA-F]+")
 _FILE_KINDS = frozenset({"finding", "file"})
+#: the record's names of the CEF header fields after the version (C{cef.deviceVendor} …)
+_HEADER_NAMES = ("deviceVendor", "deviceProduct", "deviceVersion", "deviceEventClassId", "name", "severity")
 
 
 #: an endpoint's detail keys and the keys that identify it (OCSF: an address or a host name)
@@ -83,52 +86,84 @@ _OWNED_ENDPOINT_SIDES = (_SOURCE_SIDE, (("dpt", "dmac", "duser"), ("dst", "dhost
 _OWNED_KINDS = frozenset({"network", "dns", "http"})
 
 
-def event_kind(event: CefEvent, has_host: bool = False) -> str:
+#: a CEF header as L{carried_cef_record} reads it: version, device vendor, product and version,
+#: signature id, name, severity as sent (the one-pass reader has it from its match, no L{CefEvent})
+CefHeader = tuple[int, str, str, str, str, str, str]
+
+
+def event_kind(header: CefHeader, ext: dict[str, str], has_host: bool = False) -> str:
     """
-    The class family of C{event}: a keyword in its name, signature id or C{cat} picks the family,
+    The class family of an event (its L{CefHeader} and extension): a keyword in its name, signature id or C{cat} picks the family,
     but only when the event carries what that OCSF class requires (a login needs a user and a
     service or destination, HTTP a request, a file event a file, a user and a device, an API call a
     user and a source); a network event needs a source or destination; else C{other}.
 
     @param has_host: the syslog header named the sending host (a device for file events).
     """
-    ext = event.extensions
-    text = " ".join((event.name, event.device_event_class_id, ext.get("cat", ""))).lower()
+    _, vendor, product, _, class_id, name, _ = header
+    words = _keywords(name, class_id, ext.get("cat", ""))
     endpoint = "src" in ext or "dst" in ext or "shost" in ext or "dhost" in ext
     user = "suser" in ext or "duser" in ext
-    if _AUTHENTICATION.search(text) and user and (event.device_product or "dst" in ext or "dhost" in ext):
+    if words.authentication and user and (product or "dst" in ext or "dhost" in ext):
         return "authentication"
-    if _DNS.search(text) and endpoint:
+    if words.dns and endpoint:
         return "dns"
-    if ("request" in ext or "requestMethod" in ext) and (_HTTP.search(text) or "requestMethod" in ext):
+    if ("request" in ext or "requestMethod" in ext) and (words.http or "requestMethod" in ext):
         return "http"
-    if is_av_detection(event):
+    if words.malware or _av_signature(vendor, product, class_id):
         return "finding"
-    if (_FILE.search(text) and ("fname" in ext or "filePath" in ext) and "suser" in ext
+    if (words.file and ("fname" in ext or "filePath" in ext) and "suser" in ext
             and ("dvchost" in ext or "dvc" in ext or has_host)):
         return "file"
-    if _API.search(text) and "suser" in ext and "src" in ext and event.name:
+    if words.api and "suser" in ext and "src" in ext and name:
         return "api"
-    if _FINDING.search(text):
+    if words.finding:
         return "finding"
     if endpoint:
         return "network"
     return "other"
 
 
-def is_av_detection(event: CefEvent) -> bool:
+class Keywords(NamedTuple):
     """
-    Whether C{event} is an anti-virus detection: a malware word in its name, signature id or
-    category (C{Trojan.Gen}, C{Infected file deleted}, C{AV:File quarantined}, C{EICAR}), or a
-    signature id that one of L{_AV_SIGNATURE_IDS}'s products uses for its anti-malware events.
+    Which families' words an event's name, signature id and category hold (L{_keywords}).
     """
-    text = " ".join((event.device_event_class_id, event.name, event.extensions.get("cat", ""))).lower()
-    if _MALWARE.search(text):
-        return True
-    vendor, product = event.device_vendor.lower(), event.device_product.lower()
-    class_id = event.device_event_class_id.strip()
-    return class_id.isdigit() and any(
-        vendor.startswith(v) and product.startswith(p) and int(class_id) in ids for v, p, ids in _AV_SIGNATURE_IDS)
+
+    authentication: bool
+    dns: bool
+    http: bool
+    file: bool
+    api: bool
+    finding: bool
+    malware: bool
+
+
+@lru_cache(maxsize=4096)
+def _keywords(name: str, class_id: str, category: str) -> Keywords:
+    """
+    The family words in an event's name, signature id and category. Remembered: a source sends few
+    distinct names and signatures, so the regexes run once per combination rather than per event.
+    """
+    text = " ".join((name, class_id, category)).lower()
+    return Keywords(*(pattern.search(text) is not None for pattern in (_AUTHENTICATION, _DNS, _HTTP, _FILE, _API,
+                                                                        _FINDING)),
+                    _MALWARE.search(" ".join((class_id, name, category)).lower()) is not None)
+
+
+@lru_cache(maxsize=4096)
+def _av_signature(vendor: str, product: str, class_id: str) -> bool:
+    """
+    Whether an event's signature id is one that one of L{_AV_SIGNATURE_IDS}'s products uses for
+    its anti-malware events: with a malware word (L{Keywords.malware}), what makes an event an
+    anti-virus detection (C{Trojan.Gen}, C{Infected file deleted}, C{AV:File quarantined}, C{EICAR}).
+    Remembered per vendor, product and signature id (a source sends few).
+    """
+    class_id = class_id.strip()
+    if not class_id.isdigit():
+        return False
+    vendor, product = vendor.lower(), product.lower()
+    return any(vendor.startswith(v) and product.startswith(p) and int(class_id) in ids
+               for v, p, ids in _AV_SIGNATURE_IDS)
 
 
 def file_object(cef: dict[str, Any]) -> dict[str, Any] | None:
@@ -177,37 +212,45 @@ def cef_record(event: CefEvent, raw: str, now: float, syslog: SyslogMessage | No
     """
     if syslog is None and event.prefix:
         syslog = parse_syslog(event.prefix, now, local_tz)
+    header = (event.version, event.device_vendor, event.device_product, event.device_version,
+              event.device_event_class_id, event.name, event.severity_raw)
     if syslog is None:
-        return carried_cef_record(event, raw, now, local_tz)
-    return carried_cef_record(event, raw, now, local_tz, syslog_fields(syslog), bool(syslog.hostname),
-                              syslog.timestamp, syslog.timestamp_text)
+        return carried_cef_record(header, event.extensions, raw, now, local_tz)
+    return carried_cef_record(header, event.extensions, raw, now, local_tz, syslog_fields(syslog),
+                              bool(syslog.hostname), lambda: syslog.timestamp, syslog.timestamp_text)
 
 
-def carried_cef_record(event: CefEvent, raw: str, now: float, local_tz: tzinfo = UTC,
+def carried_cef_record(header: CefHeader, ext: dict[str, str], raw: str, now: float, local_tz: tzinfo = UTC,
                        syslog: dict[str, Any] | None = None, has_host: bool = False,
-                       stamp: int | None = None, stamp_text: str | None = None) -> Record:
+                       stamp: Callable[[], int | None] | None = None, stamp_text: str | None = None) -> Record:
     """
-    L{cef_record} given what it needs of the carrying syslog header rather than the header itself,
-    so that the one-pass frame reader (L{aisoc_inboxd.formats.syslog_cef}) builds no L{SyslogMessage}.
+    L{cef_record} given the event's header and extension rather than a L{CefEvent}, and what it
+    needs of the carrying syslog header rather than the header itself, so that the one-pass frame
+    reader (L{aisoc_inboxd.formats.syslog_cef}) builds neither.
 
-    @param syslog: the header's L{syslog_fields}, or None when no syslog header carried C{event}.
+    @param syslog: the header's L{syslog_fields}, or None when no syslog header carried the event.
     @param has_host: the header named the sending host.
-    @param stamp: the header's stamp, epoch ms (the fallback for C{time}), and C{stamp_text} as sent.
+    @param stamp: gives the header's stamp, epoch ms (the fallback for C{time}; called only when
+        neither C{rt} nor C{end} gives the time), and C{stamp_text} is the stamp as sent.
     """
-    header = {
-        "deviceVendor": event.device_vendor, "deviceProduct": event.device_product,
-        "deviceVersion": event.device_version, "deviceEventClassId": event.device_event_class_id,
-        "name": event.name, "severity": event.severity_raw.strip(),
-    }
-    cef: dict[str, Any] = {"version": event.version, **{k: v for k, v in header.items() if v}}
-    for key, value in event.extensions.items():
-        cef.setdefault(key, value)
-    kind = event_kind(event, has_host)
+    version, *fields, severity = header
+    cef: dict[str, Any] = {"version": version}
+    for key, value in zip(_HEADER_NAMES, (*fields, severity.strip())):
+        if value:
+            cef[key] = value
+    if cef.keys().isdisjoint(ext):
+        cef.update(ext)
+    else:  # an extension key that repeats a header name cannot replace the header field
+        for key, value in ext.items():
+            cef.setdefault(key, value)
+    kind = event_kind(header, ext, has_host)
     data: dict[str, Any] = {"kind": kind, "cef": cef}
-    ext = event.extensions
-    sides = _OWNED_ENDPOINT_SIDES if kind in _OWNED_KINDS else _ENDPOINT_SIDES
-    unpaired = {key: cef.pop(key) for details, identities in sides for key in details
-                if key in cef and not any(identity in ext for identity in identities)}
+    unpaired = {}
+    for details, (address, host) in _OWNED_ENDPOINT_SIDES if kind in _OWNED_KINDS else _ENDPOINT_SIDES:
+        if address not in ext and host not in ext:
+            for key in details:
+                if key in cef:
+                    unpaired[key] = cef.pop(key)
     if unpaired:
         data["unpaired"] = unpaired
     if kind == "authentication" and "duser" in cef and "suser" in cef:
@@ -219,8 +262,8 @@ def carried_cef_record(event: CefEvent, raw: str, now: float, local_tz: tzinfo =
             data["time"], data["original_time"] = millis, ext[key]
             break
     else:
-        if stamp is not None:
-            data["time"], data["original_time"] = stamp, stamp_text
+        if stamp is not None and (millis := stamp()) is not None:
+            data["time"], data["original_time"] = millis, stamp_text
     for key, target in (("start", "start_time"), ("end", "end_time")):
         if key in ext and (millis := cef_time(ext[key], now, local_tz)) is not None:
             data[target] = millis
@@ -300,10 +343,12 @@ def header_fields(facility: int | None, severity: int | None, hostname: str | No
     """
     L{syslog_fields} from the header's fields one by one (the one-pass reader has no L{SyslogMessage}).
     """
-    fields: dict[str, Any] = {
-        "facility": facility, "severity": severity, "hostname": hostname, "app_name": app_name,
-        "procid": procid, "msgid": msgid, "timestamp": timestamp, "format": format,
-    }
+    fields: dict[str, Any] = {}
+    for key, value in (("facility", facility), ("severity", severity), ("hostname", hostname),
+                       ("app_name", app_name), ("procid", procid), ("msgid", msgid), ("timestamp", timestamp),
+                       ("format", format)):
+        if value is not None:
+            fields[key] = value
     if structured_data:
         fields["structured_data"] = structured_data
-    return {k: v for k, v in fields.items() if v is not None}
+    return fields

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, tzinfo
+from functools import partial
 
-from aisoc_inboxd.formats.cef import HEADER_PATTERN, CefEvent, normalize_severity, parse_extension
+from aisoc_inboxd.formats.cef import HEADER_PATTERN, parse_extension
 from aisoc_inboxd.formats.cef_records import carried_cef_record, header_fields
 from aisoc_inboxd.formats.syslog import RFC3339_PATTERN, SD_ELEMENTS_PATTERN, parse_structured_data, rfc3339_millis
 from aisoc_inboxd.formats.syslog_records import FrameRecord, frame_record
@@ -39,20 +40,19 @@ def read_frame(frame: bytes, now: float, local_tz: tzinfo = UTC) -> FrameRecord:
         return frame_record(frame, now, local_tz)
     (pri, stamp_text, year, month, day, hour, minute, second, fraction, offset, host, app_name, procid, msgid,
      sd, version, vendor, product, device_version, class_id, name, severity, extension) = match.groups()
-    # the reference reads these; they are rare enough not to be worth a second copy here
-    if int(pri) > 191 or int(version) > 1 or "\\" in text[match.start(16):match.end(22)]:
+    # the reference reads these (and raises for a severity of thousands of digits, as CefEvent's
+    # severity band is read); they are rare enough not to be worth a second copy here
+    if int(pri) > 191 or int(version) > 1 or "\\" in text[match.start(16):match.end(22)] or len(severity) > 64:
         return frame_record(frame, now, local_tz)
     facility, syslog_severity = divmod(int(pri), 8)
-    if stamp_text == "-":
-        stamp = stamp_text = None
-    else:
-        stamp = rfc3339_millis(year, month, day, hour, minute, second, fraction, offset)
+    stamp = None if stamp_text == "-" else partial(rfc3339_millis, year, month, day, hour, minute, second, fraction,
+                                                   offset)
     structured_data = {} if sd == "-" else parse_structured_data(sd, 0)[0]
     hostname = None if host == "-" else host
-    event = CefEvent(int(version), vendor, product, device_version, class_id, name, normalize_severity(severity),
-                     severity, parse_extension(extension) if extension else {})
     syslog = header_fields(facility, syslog_severity, hostname, None if app_name == "-" else app_name,
-                           None if procid == "-" else procid, None if msgid == "-" else msgid, stamp_text,
+                           None if procid == "-" else procid, None if msgid == "-" else msgid,
+                           None if stamp is None else stamp_text,
                            "rfc5424", structured_data)
-    return FrameRecord(carried_cef_record(event, text, now, local_tz, syslog, hostname is not None, stamp,
-                                          stamp_text), True)
+    header = (int(version), vendor, product, device_version, class_id, name, severity)
+    return FrameRecord(carried_cef_record(header, parse_extension(extension) if extension else {}, text, now,
+                                          local_tz, syslog, hostname is not None, stamp, stamp_text), True)

@@ -17,9 +17,9 @@ supplies (constants, captions, lookups, coercers, transforms) is a name in the f
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import lru_cache, partial
 from types import MappingProxyType
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from aisoc_inboxd.normalizer.apply import (
     ACTIVITY_CLOSE,
@@ -38,10 +38,11 @@ from aisoc_inboxd.normalizer.apply import (
     merge_missing,
 )
 from aisoc_inboxd.normalizer.coerce import INVALID, _to_string
-from aisoc_inboxd.normalizer.extract import EXTRACTED, Extraction, first_match
+from aisoc_inboxd.normalizer.extract import EXTRACTED, Extraction, first_match, search
+from aisoc_inboxd.normalizer.memo import TextMemo
 from aisoc_inboxd.normalizer.model import Template
 from aisoc_inboxd.normalizer.ocsf import SCHEMA_VERSION
-from aisoc_inboxd.normalizer.paths import MISSING, Step, get_source, is_header
+from aisoc_inboxd.normalizer.paths import MISSING, Step, element_at, get_source, is_header
 from aisoc_inboxd.normalizer.severity import fold_severity
 from aisoc_inboxd.normalizer.timeparse import to_epoch_ms
 from aisoc_inboxd.normalizer.transforms import Reader
@@ -56,7 +57,7 @@ _HELPERS = {
     "MISSING": MISSING, "INVALID": INVALID, "EMPTY": MappingProxyType({}), "get_source": get_source,
     "fold": fold_severity, "to_epoch_ms": to_epoch_ms, "copy_json": copy_json,
     "leftovers": leftovers, "merge_missing": merge_missing, "first_match": first_match,
-    "new_uid": new_uid, "dumps": json.dumps, "SCHEMA_VERSION": SCHEMA_VERSION, "LOG_PROVIDER": LOG_PROVIDER,
+    "new_uid": new_uid, "element_at": element_at, "dumps": json.dumps, "SCHEMA_VERSION": SCHEMA_VERSION, "LOG_PROVIDER": LOG_PROVIDER,
 }
 
 
@@ -157,51 +158,69 @@ class _Code:
                 self.line(f"    {into} = MISSING")
         transform = reader.transforms.get(keys)
         if transform is not None:
-            self.line(f"if {into} is not MISSING and {into} is not None:")
+            memo = self.const(TextMemo(transform, MISSING))
+            self.line(f"if type({into}) is str:")
+            self.line(f"    {into} = {memo}[{into}]")
+            self.line(f"elif {into} is not MISSING and {into} is not None:")
             self.line(f"    {into} = {self.const(transform)}({into})")
+
+    def hoist(self, paths: Iterable[tuple[str, ...]]) -> None:
+        """
+        Read once each top-level key that two or more of the nested source C{paths} walk through.
+        """
+        nested = [keys for keys in dict.fromkeys(paths) if len(keys) > 1 and not is_header(keys)]
+        shared = [key for key in dict.fromkeys(keys[0] for keys in nested)
+                  if sum(keys[0] == key for keys in nested) > 1]
+        for number, key in enumerate(shared):
+            self.read((key,), Reader(), f"top_{number}")
+        self.hoisted = {key: f"top_{number}" for number, key in enumerate(shared)}
 
     def extract(self, extractions: tuple[Extraction, ...]) -> None:
         """
         L{with_extracted<aisoc_inboxd.normalizer.extract.with_extracted>}, inlined: per extraction
-        the first source whose text matches (a list source through L{first_match}), then the record
-        copied with the values under C{extracted}. Extractions read the record only, never headers.
+        the first source whose text matches (a text looked up in the extraction's L{TextMemo}, a
+        list source through L{first_match}), then the record copied with the values under
+        C{extracted}. Extractions read the record only, never headers.
         """
         self.line("found = {}")
+        self.hoist(keys for extraction in extractions for keys in extraction.paths)
         untransformed = Reader()
         for extraction in extractions:
             pattern = self.const(extraction.pattern)
+            matches = self.const(TextMemo(partial(search, extraction.pattern)))
             self.line("value = None")
             for keys in (keys for keys in extraction.paths if not is_header(keys)):
                 self.line("if value is None:")
                 self.indent += 1
                 self.read(keys, untransformed, "text")
                 self.line("if type(text) is str:")
-                self.line(f"    match = {pattern}.search(text)")
-                self.line("    if match is not None:")
-                self.line("        value = match['value']")
-                self.line("        if value is not None:")
-                self.line("            value = value.strip() or None")
+                self.line(f"    value = {matches}[text]")
                 self.line("elif text is not MISSING and text is not None:")
                 self.line(f"    value = first_match({pattern}, text)")
                 self.indent -= 1
             self.line("if value is not None:")
             self.line(f"    found[{extraction.name!r}] = value")
         self.line(f"record = {{**record, {EXTRACTED!r}: found}}")
+        self.hoisted = {}  # (the record changed)
 
     def write(self, steps: tuple[Step, ...], writer: Callable[..., None], value: str) -> None:
         """
-        C{writer(event, value)}: a chain of C{setdefault} for a path of plain keys, else the writer.
+        C{writer(event, value)}: a chain of C{setdefault} (and L{element_at} for C{[N]} steps) for a
+        path without C{[]} or C{[*]} steps, else the writer.
         """
-        if any(step.index is not None or step.append or step.aligned for step in steps):
+        if any(step.append or step.aligned for step in steps):
             self.line(f"{self.const(writer)}(event, {value})")
             return
-        *parents, last = (step.key for step in steps)
+        *parents, last = steps
         container = "event"
-        if parents and parents[0] == "metadata":  # the same object as event["metadata"]
+        if parents and parents[0] == Step("metadata"):  # the same object as event["metadata"]
             container, parents = "metadata", parents[1:]
-        for key in parents:
-            container += f".setdefault({key!r}, {{}})"
-        self.line(f"{container}[{last!r}] = {value}")
+        for step in parents:
+            if step.index is None:
+                container += f".setdefault({step.key!r}, {{}})"
+            else:
+                container = f"element_at({container}.setdefault({step.key!r}, []), {step.index!r})"
+        self.line(f"{container}[{last.key!r}] = {value}")  # (set_target too writes a last [N] as its key)
 
     def function(self, name: str, template_id: str) -> Callable[..., Any]:
         source = "\n".join(self.lines) + "\n"
@@ -272,18 +291,10 @@ class _Body(_Code):
         return super().function("body", self.template.id)
 
     def _hoist(self) -> None:
-        """
-        Read once each top-level key that two or more nested source paths walk through.
-        """
         compiled = self.compiled
-        nested = [keys for keys in dict.fromkeys(source.keys for source in (
-            *(rule.source for rule in compiled.field_rules), *compiled.severity_sources,
-            *compiled.time_sources, *compiled.activity_sources)) if len(keys) > 1 and not is_header(keys)]
-        shared = [key for key in dict.fromkeys(keys[0] for keys in nested)
-                  if sum(keys[0] == key for keys in nested) > 1]
-        for number, key in enumerate(shared):
-            self.read((key,), Reader(), f"top_{number}")
-        self.hoisted = {key: f"top_{number}" for number, key in enumerate(shared)}
+        self.hoist(source.keys for source in (*(rule.source for rule in compiled.field_rules),
+                                              *compiled.severity_sources, *compiled.time_sources,
+                                              *compiled.activity_sources))
 
     def _candidate(self, found: str, keys: tuple[str, ...], reader: Reader) -> None:
         """
@@ -477,7 +488,10 @@ class _Body(_Code):
 
         self.line(f"left = leftovers(original, {self.const(tree_of)}(consumed))")
         self.line("if left is not INVALID and left:")
-        self.line("    merge_missing(event.setdefault('unmapped', {}), left)")
+        self.line("    if 'unmapped' in event:")
+        self.line("        merge_missing(event['unmapped'], left)")
+        self.line("    else:  # (left is a fresh copy: it can be the object itself)")
+        self.line("        event['unmapped'] = left")
 
 
 def _steps(writer: Callable[..., None]) -> tuple[Step, ...]:

@@ -83,7 +83,8 @@ def acknowledges(envelope: Envelope, reader: Reader, record: dict[str, Any],
     """
     Whether C{record} (already decoded) is a control message to answer without publishing.
     """
-    return any(_holds(condition, reader, record, headers) for condition in envelope.acknowledge_when)
+    conditions = envelope.acknowledge_when
+    return bool(conditions) and any(_holds(condition, reader, record, headers) for condition in conditions)
 
 
 def _holds(condition: Condition, reader: Reader, record: dict[str, Any], headers: Mapping[str, str]) -> bool:

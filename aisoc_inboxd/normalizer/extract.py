@@ -85,11 +85,21 @@ def first_match(pattern: re.Pattern[str], value: Any) -> str | None:
     return next(_matches(pattern, value), None)
 
 
+def search(pattern: re.Pattern[str], text: str) -> str | None:
+    """
+    The C{value} group C{pattern} finds in C{text}, stripped; None when none or blank.
+    """
+    match = pattern.search(text)
+    if match is None:
+        return None
+    value = match["value"]
+    return None if value is None else value.strip() or None
+
+
 def _matches(pattern: re.Pattern[str], value: Any) -> Iterator[str]:
     """
     The non-blank C{value} groups C{pattern} finds in a text, or in each text item of a list.
     """
     for text in value if isinstance(value, list) else [value]:
-        if isinstance(text, str) and (match := pattern.search(text)) is not None:
-            if match["value"] is not None and match["value"].strip():
-                yield match["value"].strip()
+        if isinstance(text, str) and (found := search(pattern, text)) is not None:
+            yield found

@@ -191,10 +191,7 @@ def set_target(event: dict[str, Any], steps: tuple[Step, ...], value: Any) -> No
         if step.index is None:
             container = container.setdefault(step.key, {})
             continue
-        array = container.setdefault(step.key, [])
-        while len(array) <= step.index:
-            array.append({})
-        container = array[step.index]
+        container = element_at(container.setdefault(step.key, []), step.index)
     last = steps[-1]
     if last.append:
         array = container.setdefault(last.key, [])
@@ -202,6 +199,14 @@ def set_target(event: dict[str, Any], steps: tuple[Step, ...], value: Any) -> No
     else:
         container[last.key] = value
 
+
+def element_at(array: list[Any], index: int) -> Any:
+    """
+    Item C{index} of C{array}, empty objects appended up to it first.
+    """
+    while len(array) <= index:
+        array.append({})
+    return array[index]
 
 
 def compile_target(steps: tuple[Step, ...]) -> TargetWriter:

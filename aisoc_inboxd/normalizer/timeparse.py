@@ -27,6 +27,7 @@ _LONG_FRACTION = re.compile(r"(\.\d{6})\d+")
 _SECONDS_BELOW = 100_000_000_000
 _MILLIS_BELOW = 100_000_000_000_000
 _MICROS_BELOW = 100_000_000_000_000_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def to_epoch_ms(value: Any, formats: Sequence[str] = ()) -> int | None:
@@ -48,7 +49,9 @@ def to_epoch_ms(value: Any, formats: Sequence[str] = ()) -> int | None:
         except ValueError:
             continue
         return _plausible(_datetime_to_ms(_as_utc(moment)))
-    if _NUMERIC.match(text):
+    if text.isdigit() and text.isascii():  # epoch digits, the common case: what _NUMERIC reads, without it
+        return _plausible(_epoch_number_to_ms(int(text)))
+    if text[4:5] != "-" and _NUMERIC.match(text):  # (a "-" after 4 characters: an ISO date, never a number)
         number: int | float = float(text) if "." in text else int(text)
         return _plausible(_epoch_number_to_ms(number))
     moment = _parse_iso(text) if _ISO_START.match(text) else _parse_rfc1123(text)
@@ -92,7 +95,7 @@ def _epoch_number_to_ms(number: int | float) -> int | None:
 
 def _parse_iso(text: str) -> datetime | None:
     try:
-        return datetime.fromisoformat(_LONG_FRACTION.sub(r"\1", text))
+        return datetime.fromisoformat(_LONG_FRACTION.sub(r"\1", text) if "." in text else text)
     except ValueError:
         return None
 
@@ -106,7 +109,7 @@ def _parse_rfc1123(text: str) -> datetime | None:
 
 def _datetime_to_ms(moment: datetime) -> int | None:
     try:
-        delta = moment - datetime(1970, 1, 1, tzinfo=timezone.utc)
+        delta = moment - _EPOCH
     except OverflowError:
         return None
     return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
