@@ -322,3 +322,4 @@ def test_a_worker_that_cannot_start_is_one_line_not_an_unhandled_error(tmp_path:
     [daemon] = [line for line in output.splitlines() if "[aisoc_inboxd.service#critical] cannot start:" in line]
     assert re.search(r"cannot start: worker-\d exited before serving \(exit status 1\); its own lines above say why",
                      daemon), output
+    assert "a new one starts" not in output, output  # the daemon stops: no worker is respawned

@@ -178,6 +178,8 @@ class WorkerSupervisor(Service):
         self._reactor = reactor
         self._processes: dict[int, WorkerProcess] = {}
         self._delays: dict[int, float] = {}
+        #: every worker of the first start served: from then on a worker that ends is replaced
+        self._started = False
         self._fingerprint: Callable[[], Mapping[str, str]] = dict
         #: held while a reload runs: a worker joining meanwhile waits for its outcome
         self._reloading = DeferredLock()
@@ -216,6 +218,7 @@ class WorkerSupervisor(Service):
         finally:
             if timeout.active():
                 timeout.cancel()
+        self._started = True
         _log.info("{count} worker processes serving beside the daemon", count=self._count)
 
     def _not_ready(self, starting: list[WorkerProcess]) -> None:
@@ -270,8 +273,8 @@ class WorkerSupervisor(Service):
     def _ended(self, reason: BaseException, process: WorkerProcess) -> None:
         if self._processes.get(process.index) is process:
             del self._processes[process.index]
-        if not self.running:
-            return
+        if not self.running or not self._started:
+            return  # before all served, a worker's end fails the daemon's start: nothing is respawned
         first, last = RESPAWN_DELAYS  # a worker that never served backs off: it will likely fail again
         delay = first if process.served else min(last, self._delays.get(process.index, first / 2) * 2)
         self._delays[process.index] = delay
