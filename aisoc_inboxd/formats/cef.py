@@ -70,7 +70,8 @@ _SEVERITY_NUMBERS = (
 _FIELD = r"([^\\|]*+(?:\\.[^\\|]*+)*+)"
 #: a CEF record from its marker to the end: version, the six header fields, the extension (DOTALL)
 HEADER_PATTERN = r"CEF:(\d+)\|" + (_FIELD + r"\|") * 5 + _FIELD + r"(?:\|(.*))?\Z"
-_HEADER = re.compile(HEADER_PATTERN, re.DOTALL)
+#: L{HEADER_PATTERN} compiled: matched from the marker on
+HEADER = re.compile(HEADER_PATTERN, re.DOTALL)
 _HEADER_ESCAPES = (("\\|", "|"),)
 _HEADER_PIPE_OR_ESCAPE = re.compile(r"\\.|\|", re.DOTALL)
 
@@ -137,7 +138,7 @@ def parse_cef_line(line: str) -> CefEvent:
     start = line.find("CEF:")
     if start < 0:
         raise CefError("no 'CEF:' marker")
-    match = _HEADER.match(line, start)
+    match = HEADER.match(line, start)
     if match is None:
         raise CefError(_header_problem(line[start:]))
     version_text, *header, extension = match.groups()

@@ -12,14 +12,13 @@ from dataclasses import dataclass
 from datetime import UTC, tzinfo
 from typing import Any, Callable, Sequence
 
-from aisoc_inboxd.formats.cef import HEADER_PATTERN, CefError
+from aisoc_inboxd.formats.cef import HEADER as CEF_HEADER, CefError
 from aisoc_inboxd.formats.cef_records import Split, read_cef, syslog_fields
 from aisoc_inboxd.formats.json_body import Record
 from aisoc_inboxd.formats.syslog import parse_syslog
 
 #: a message is CEF when it holds a CEF version marker (anywhere: relays put tags before it)
 _CEF_MARKER = re.compile(r"CEF:\d+\|")
-_CEF_HEADER = re.compile(HEADER_PATTERN, re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +82,7 @@ def cef_problem(frame: bytes, error: CefError) -> str:
     marker = _CEF_MARKER.search(text)
     if marker is None:
         return f"malformed CEF: {error}"
-    header = _CEF_HEADER.match(text, marker.start())
+    header = CEF_HEADER.match(text, marker.start())
     if header is not None and int(header.group(1)) <= 1 and header.group(8) is not None:
         return f"malformed CEF: {error} (extension at column {header.start(8) + 1})"
     return f"malformed CEF: {error} (CEF header at column {marker.start() + 1})"

@@ -11,7 +11,6 @@ Both are an L{Admission}: C{await limiter.take(tenant_id)}.
 from __future__ import annotations
 
 import itertools
-
 import math
 from collections import OrderedDict
 from typing import Callable, Protocol

@@ -29,7 +29,6 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import datetime, timezone
-from functools import lru_cache
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -129,21 +128,14 @@ def check_producer_config(config: Mapping[str, str]) -> None:
 
 def message_headers(record: SinkRecord) -> list[tuple[str, bytes]]:
     """
-    Kafka headers that let a consumer route an event without parsing it.
+    Kafka headers that let a consumer route an event without parsing it: the same for every record
+    of a batch, so the producer makes them once per run of records that share them.
     """
-    return _headers(record.tenant_id, record.template_id, record.route, record.received_at)
-
-
-@lru_cache(maxsize=256)
-def _headers(tenant_id: str, template_id: str, route: str, received_at: float) -> list[tuple[str, bytes]]:
-    # The events of one request or frame batch share all four, so the date is formatted once per
-    # batch rather than once per event; the list is only read by produce().
-    intake = datetime.fromtimestamp(received_at, timezone.utc)
-    return [("tenant", tenant_id.encode()),
-            ("template", template_id.encode()),
-            ("route", route.encode()),
-            ("intake_time", intake.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-             .encode())]
+    intake = datetime.fromtimestamp(record.received_at, timezone.utc)
+    return [("tenant", record.tenant_id.encode()),
+            ("template", record.template_id.encode()),
+            ("route", record.route.encode()),
+            ("intake_time", intake.isoformat(timespec="milliseconds").replace("+00:00", "Z").encode())]
 
 
 class _LibrdkafkaLog:

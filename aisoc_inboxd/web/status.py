@@ -226,24 +226,21 @@ class StatusPage(Resource):
             everyone, tokens, totals, stats_error = [], [], [], str(e)
         listing = await s.deliveries.listing(selected, token) if s.deliveries and token and selected else None
         opened = request.args.get(b"opened", [b""])[0]
-        page = tags.html(lang="en")(
-            tags.head(tags.meta(charset="utf-8"), tags.title("aisoc-inboxd status"), tags.style(_CSS + DELIVERIES_CSS)),
-            tags.body(
-                tags.h1("aisoc-inboxd status"),
-                tags.p(f"Generated {_utc(now)}.", class_="note"),
-                *(deliveries_section(listing, self._guard.token(), int(opened) if opened.isdigit() else None)
-                  if listing is not None else ()),
-                tags.h2("Listeners"), _listeners(s.listeners()),
-                tags.h2("HTTP requests refused before a route (since start, all processes)"), _http_refused(s.metrics),
-                tags.h2("Syslog listeners (since start, all processes)"), _syslog(s.metrics),
-                tags.h2("Last reload"), _last_reload(s.last_reload(), now),
-                tags.h2("Sink"), _sink(s.sink, now),
-                *((tags.h2("Token store (this instance)"), _token_store(s.tokens, now)) if s.tokens else ()),
-                tags.h2("Event rates (this instance)"), _rates(s.rates.rates()),
-                tags.h2("Tokens and their push stats (last 24 h, all instances)"),
-                _tokens(everyone, tokens, totals, selected, stats_error, now),
-                tags.h2("Recent errors (this instance)"), _errors(s.errors, now)))
-        return b"<!DOCTYPE html>\n" + await flattenString(None, page)
+        return await _document(
+            _CSS + DELIVERIES_CSS,
+            tags.p(f"Generated {_utc(now)}.", class_="note"),
+            *(deliveries_section(listing, self._guard.token(), int(opened) if opened.isdigit() else None)
+              if listing is not None else ()),
+            tags.h2("Listeners"), _listeners(s.listeners()),
+            tags.h2("HTTP requests refused before a route (since start, all processes)"), _http_refused(s.metrics),
+            tags.h2("Syslog listeners (since start, all processes)"), _syslog(s.metrics),
+            tags.h2("Last reload"), _last_reload(s.last_reload(), now),
+            tags.h2("Sink"), _sink(s.sink, now),
+            *((tags.h2("Token store (this instance)"), _token_store(s.tokens, now)) if s.tokens else ()),
+            tags.h2("Event rates (this instance)"), _rates(s.rates.rates()),
+            tags.h2("Tokens and their push stats (last 24 h, all instances)"),
+            _tokens(everyone, tokens, totals, selected, stats_error, now),
+            tags.h2("Recent errors (this instance)"), _errors(s.errors, now))
 
     def _send(self, body: bytes, request: Request, gone: list[Failure]) -> None:
         if gone or request.finished:
@@ -276,10 +273,17 @@ async def _message(request: Request, status: int, text: str, back: str | None) -
     A page of one message (why a form was refused), with a link back to the deliveries when given.
     """
     request.setResponseCode(status)
+    return await _document(_CSS, tags.p(text, class_="bad"),
+                           *((tags.p(tags.a("Back to the deliveries", href=back)),) if back else ()))
+
+
+async def _document(css: str, *body: Any) -> bytes:
+    """
+    A page of the status page's: its head and heading, then C{body}.
+    """
     page = tags.html(lang="en")(
-        tags.head(tags.meta(charset="utf-8"), tags.title("aisoc-inboxd status"), tags.style(_CSS)),
-        tags.body(tags.h1("aisoc-inboxd status"), tags.p(text, class_="bad"),
-                  *((tags.p(tags.a("Back to the deliveries", href=back)),) if back else ())))
+        tags.head(tags.meta(charset="utf-8"), tags.title("aisoc-inboxd status"), tags.style(css)),
+        tags.body(tags.h1("aisoc-inboxd status"), *body))
     return b"<!DOCTYPE html>\n" + await flattenString(None, page)
 
 

@@ -33,10 +33,10 @@ def deliveries_link(tenant: str, fingerprint: str, opened: int | None = None) ->
     The status page URL that shows the deliveries of a token (relative to C{/status}), with
     delivery C{opened} open and scrolled to when given.
     """
+    query: dict[str, Any] = {"tenant": tenant, "deliveries": fingerprint}
     if opened is None:
-        return "status?" + urlencode({"tenant": tenant, "deliveries": fingerprint}) + "#deliveries"
-    return ("status?" + urlencode({"tenant": tenant, "deliveries": fingerprint, "opened": opened})
-            + f"#delivery-{opened}")
+        return f"status?{urlencode(query)}#deliveries"
+    return f"status?{urlencode({**query, 'opened': opened})}#delivery-{opened}"
 
 
 def deliveries_section(listing: dict[str, Any], form_token: str, opened: int | None = None) -> list[Tag]:
