@@ -94,10 +94,14 @@ def json_reply(body: dict[str, Any]) -> bytes:
     keeps answering (a token's C{{"accepted": 1, "template": …}}) rather than per request.
     """
     try:
-        # each value's type is part of the key: 1, 1.0 and True are equal but encode differently
-        return _encoded_reply(tuple((key, type(value), value) for key, value in body.items()))
-    except TypeError:  # a list or dict among the values is not hashable: encoded each time
+        # each value's type is part of the key: 1 and True are equal but encode differently
+        return _encoded_reply(tuple((key, _KEPT_TYPES[type(value)], value) for key, value in body.items()))
+    except KeyError:  # a float (0.0 == -0.0), a list or a dict among the values: encoded each time
         return encode_reply(body)
+
+
+#: the types of the values a kept reply body may hold: those whose equal values encode alike
+_KEPT_TYPES = {str: str, int: int, bool: bool, type(None): None}
 
 
 def encode_reply(body: dict[str, Any]) -> bytes:
