@@ -28,6 +28,7 @@ from twisted.python.failure import Failure
 
 from aisoc_inboxd.config import HttpSettings
 from aisoc_inboxd.testing import FakeStore, MemoryInbox
+from aisoc_inboxd.tokens import fingerprint
 from aisoc_inboxd.web.routes import encode_reply, json_reply
 
 FIXTURE = Path(__file__).parent / "fixtures" / "raw_replies.json"
@@ -95,6 +96,26 @@ async def test_replies_are_the_same_bytes_as_before() -> None:
     assert got.keys() == expected.keys()
     for name in expected:
         assert got[name] == expected[name], name
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_gone_before_its_reply_gets_none_and_the_request_is_still_accounted() -> None:
+    """The events of a request whose client left while they were made durable stay published; no
+    reply is written to the lost connection, and its delivery record says none went out."""
+    inbox = MemoryInbox(FakeStore())
+    token = await inbox.mint()
+    site = inbox.http._agent._serverFactory
+    channel = site.buildProtocol(IPv4Address("TCP", "192.0.2.7", 40000))
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    inbox.sink.holding = True
+    channel.dataReceived(_post(f"/v1/inbox/{token}", b'{"a": 1}'))
+    channel.connectionLost(Failure(ConnectionDone()))
+    inbox.sink.release(0)
+    assert transport.value() == b"" and len(inbox.events()) == 1
+    assert inbox.requests("webhook", "generic-json", "ok") == 1
+    [delivery] = inbox.deliveries.of(fingerprint(token), "acme")
+    assert (delivery.status, delivery.events, delivery.response_body) == (200, 1, "")
 
 
 values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
