@@ -101,7 +101,8 @@ async def test_replies_are_the_same_bytes_as_before() -> None:
 @pytest_twisted.ensureDeferred
 async def test_a_client_gone_before_its_reply_gets_none_and_the_request_is_still_accounted() -> None:
     """The events of a request whose client left while they were made durable stay published; no
-    reply is written to the lost connection, and its delivery record says none went out."""
+    reply is written to the lost connection, and its delivery record says none went out (a reply
+    finished on a lost connection would raise instead)."""
     inbox = MemoryInbox(FakeStore())
     token = await inbox.mint()
     site = inbox.http._agent._serverFactory

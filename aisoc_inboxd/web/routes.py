@@ -8,7 +8,7 @@ import functools
 import json
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 from twisted.internet.defer import Deferred
 from twisted.logger import LogLevel
@@ -26,9 +26,6 @@ from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.store import TokenRecord
 from aisoc_inboxd.web.clients import ClientAddresses
 from aisoc_inboxd.web.errors import http_headers, http_status
-
-if TYPE_CHECKING:
-    from aisoc_inboxd.web.site import InboxRequest
 
 
 @dataclass
@@ -170,9 +167,11 @@ class JsonRoute(Resource):
                                                       f"this route accepts {allow}"}, {"Allow": allow})
         started = time.monotonic()
         exchange = Exchange()
+        gone: list[Failure] = []
+        request.notifyFinish().addErrback(gone.append)
         d = self._inflight.track(Deferred.fromCoroutine(self.handle(request, exchange)))
         d.addErrback(self._failure_reply, exchange)
-        d.addCallback(self._send, request, exchange, started)
+        d.addCallback(self._send, request, exchange, gone, started)
         return NOT_DONE_YET
 
     def _failure_reply(self, failure: Failure, exchange: Exchange) -> Reply:
@@ -196,7 +195,8 @@ class JsonRoute(Resource):
         """
         return write_json(request, reply.status, reply.body, reply.headers)
 
-    def _send(self, reply: Reply, request: InboxRequest, exchange: Exchange, started: float) -> None:
+    def _send(self, reply: Reply, request: Request, exchange: Exchange, gone: list[Failure],
+              started: float) -> None:
         self._metrics.request(self.route, reply.template, reply.outcome)
         self._log_request(request, exchange, reply, time.monotonic() - started)
         for observe in self._observers:
@@ -204,7 +204,7 @@ class JsonRoute(Resource):
         body = b""  # a client gone before its reply gets none
         if self._recorder is not None:
             self._recorder.hold_body(request, exchange)
-        if not (request.gone or request.finished):
+        if not (gone or request.finished):
             body = self.write_reply(request, reply)
             request.write(body)
             request.finish()

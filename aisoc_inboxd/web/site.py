@@ -13,7 +13,6 @@ from typing import Callable
 from urllib.parse import quote, unquote_to_bytes
 
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
@@ -58,12 +57,6 @@ class InboxRequest(Request):
     received_bytes = 0
     #: set when a route wrote this request's log line, so the site does not log it twice
     route_logged = False
-    #: set when the connection was lost before the reply finished: the reply has nowhere to go
-    gone = False
-
-    def connectionLost(self, reason: Failure) -> None:
-        self.gone = True
-        super().connectionLost(reason)
 
     def gotLength(self, length: int | None) -> None:
         self._refused = False
