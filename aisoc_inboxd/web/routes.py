@@ -167,11 +167,9 @@ class JsonRoute(Resource):
                                                       f"this route accepts {allow}"}, {"Allow": allow})
         started = time.monotonic()
         exchange = Exchange()
-        gone: list[Failure] = []
-        request.notifyFinish().addErrback(gone.append)
         d = self._inflight.track(Deferred.fromCoroutine(self.handle(request, exchange)))
         d.addErrback(self._failure_reply, exchange)
-        d.addCallback(self._send, request, exchange, gone, started)
+        d.addCallback(self._send, request, exchange, started)
         return NOT_DONE_YET
 
     def _failure_reply(self, failure: Failure, exchange: Exchange) -> Reply:
@@ -195,8 +193,7 @@ class JsonRoute(Resource):
         """
         return write_json(request, reply.status, reply.body, reply.headers)
 
-    def _send(self, reply: Reply, request: Request, exchange: Exchange, gone: list[Failure],
-              started: float) -> None:
+    def _send(self, reply: Reply, request: Request, exchange: Exchange, started: float) -> None:
         self._metrics.request(self.route, reply.template, reply.outcome)
         self._log_request(request, exchange, reply, time.monotonic() - started)
         for observe in self._observers:
@@ -204,7 +201,9 @@ class JsonRoute(Resource):
         body = b""  # a client gone before its reply gets none
         if self._recorder is not None:
             self._recorder.hold_body(request, exchange)
-        if not (gone or request.finished):
+        # twisted.web drops a request's channel when its connection is lost (Request.connectionLost):
+        # read here rather than through a notifyFinish Deferred made for every request
+        if not (request.finished or request.channel is None):
             body = self.write_reply(request, reply)
             request.write(body)
             request.finish()
