@@ -1,9 +1,12 @@
 """
-bench/targets.py's /metrics scrape: a daemon slow to answer under load costs the run a retry, not
-the run (a real HTTP server on loopback that stalls its first answers).
+The bench's own measuring parts: bench/targets.py's /metrics scrape (a daemon slow to answer under
+load costs the run a retry, not the run: a real HTTP server on loopback that stalls its first
+answers), and bench/run.py's count of the datagrams the kernel dropped (a real UDP socket).
 """
 from __future__ import annotations
 
+import contextlib
+import socket
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,6 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
+from run import udp_drops  # noqa: E402
 from targets import scrape  # noqa: E402
 
 STALL = 1.0
@@ -72,3 +76,25 @@ def test_the_retries_are_bounded(metrics: ThreadingHTTPServer) -> None:
     with pytest.raises(OSError):
         scrape(url(metrics), timeout=0.2, attempts=2)
     assert metrics.asked == 2  # type: ignore[attr-defined]
+
+
+def test_the_kernel_drops_of_a_full_receive_buffer_are_counted() -> None:
+    """1,000 datagrams sent to a socket with a tiny receive buffer that reads none until the end: what
+    it reads and what the count says the kernel dropped add up to what was sent."""
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with receiver, sender:
+        receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        receiver.bind(("127.0.0.1", 0))
+        port = receiver.getsockname()[1]
+        before = udp_drops(port)
+        for _ in range(1000):
+            sender.sendto(b"x" * 300, ("127.0.0.1", port))
+        receiver.setblocking(False)
+        read = 0
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                receiver.recv(65535)
+                read += 1
+        dropped = udp_drops(port) - before
+    assert dropped > 0 and read + dropped == 1000
