@@ -7,7 +7,8 @@ not the daemon's code (wrk with bench/post.lua for HTTP, socat blasting a pre-fr
 file over TCP, syslog-ng's loggen pacing UDP datagrams), and prints intake x sink -> durable
 events/s, daemon CPU-us per event, HTTP p50/p99, peak RSS and UDP loss, with our ratio to syslog-ng
 on the syslog rows, and in their notes the daemon's accounting of the listener over the row (frames
-read = durable + in flight + dropped by reason), so a shortfall is explained. CPU and peak RSS
+read = durable + in flight + dropped by reason) and, on the UDP rows, the datagrams the kernel
+dropped unread, so a shortfall is explained. CPU and peak RSS
 cover the measured process and its live descendants (the daemon's worker processes): CPU summed,
 and peak RSS the sum of each process's own peak. Loopback only; every process and the temp
 directory are removed at the end, on an error or on Ctrl-C.
