@@ -4,7 +4,8 @@ body, for a set of requests covering each way a reply is made (a route's JSON, a
 a refusal, twisted.web's own 404, the channel's 413/400 before a route is reached, HTTP/1.0,
 chunked and pipelined requests). The expected bytes in C{fixtures/raw_replies.json} were captured
 from main before the per-request path was made leaner (branch perf-http), so a sender sees nothing
-change; only the C{Date} header's value, which is the clock's, is left out of the comparison.
+change; only the C{Date} header's value (the clock's) and the twisted.web version in C{Server} are
+left out of the comparison.
 The reply bodies a route keeps (L{json_reply}) are checked against their plain encoding too.
 
 Refresh the fixture only for a change a sender is meant to see:
@@ -33,6 +34,8 @@ from aisoc_inboxd.web.routes import encode_reply, json_reply
 
 FIXTURE = Path(__file__).parent / "fixtures" / "raw_replies.json"
 _DATE = re.compile(rb"\r\nDate: [^\r]*\r\n")
+#: the version of twisted.web in the Server header, which an upgrade changes
+_SERVER_VERSION = re.compile(rb"\r\nServer: TwistedWeb/[^\r]*\r\n")
 
 
 def _post(path: str, body: bytes, *headers: str, version: str = "1.1") -> bytes:
@@ -43,7 +46,7 @@ def _post(path: str, body: bytes, *headers: str, version: str = "1.1") -> bytes:
 async def raw_replies() -> dict[str, str]:
     """
     Each case's request, sent on a connection of its own to the listener's site; the bytes written
-    back (Date's value blanked), as latin-1 text.
+    back (Date's value and twisted.web's version blanked), as latin-1 text.
     """
     inbox = MemoryInbox(FakeStore(), http_settings=HttpSettings(max_body_bytes=4096))
     token = await inbox.mint()
@@ -83,7 +86,8 @@ async def raw_replies() -> dict[str, str]:
                                     hostAddress=IPv4Address("TCP", "127.0.0.1", 8080))
         channel.makeConnection(transport)
         channel.dataReceived(request)
-        replies[name] = _DATE.sub(b"\r\nDate: -\r\n", transport.value()).decode("latin-1")
+        reply = _SERVER_VERSION.sub(b"\r\nServer: TwistedWeb/-\r\n", transport.value())
+        replies[name] = _DATE.sub(b"\r\nDate: -\r\n", reply).decode("latin-1")
         channel.connectionLost(Failure(ConnectionDone()))
     return replies
 
