@@ -6,15 +6,22 @@ resource trees (L{aisoc_inboxd.testing.MemoryInbox}).
 from __future__ import annotations
 
 import dataclasses
+import gc
 import gzip
 import json
+import socket
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 import pytest_twisted
 import yaml
+from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.protocols.policies import WrappingFactory
 
-from aisoc_inboxd.config import CefSettings, ConfigError, DeliverySettings, load_settings
+from aisoc_inboxd.config import CefSettings, ConfigError, DeliverySettings, HttpSettings, load_settings
 from aisoc_inboxd.deliveries import RECORD_OVERHEAD, REDACTED, Delivery, DeliveryLog, FirstEvent, redact_headers
 from aisoc_inboxd.deliveries import FrameSamples
 from aisoc_inboxd.testing import FakeStore, MemoryInbox
@@ -359,3 +366,73 @@ def test_delivery_settings_are_checked(tmp_path: Path, raw: dict, message: str) 
     with pytest.raises(ConfigError) as error:
         load_settings(path, {})
     assert message in str(error.value)
+
+
+class HeldLookups(FakeStore):
+    """
+    A store whose token lookups answer only when the test says so, so a client can leave while its
+    request waits on one.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting: list[tuple[Deferred, str]] = []
+
+    def resolve(self, fingerprint: str) -> Deferred:
+        held: Deferred = Deferred()
+        self.waiting.append((held, fingerprint))
+        return held
+
+    def answer(self) -> None:
+        for held, key in self.waiting:
+            FakeStore.resolve(self, key).chainDeferred(held)
+        self.waiting.clear()
+
+
+async def _until(reactor: Any, condition: Callable[[], bool]) -> None:
+    for _ in range(500):
+        if condition():
+            return
+        await deferLater(reactor, 0.01)
+    raise AssertionError("the condition did not come true within 5 s")
+
+
+@pytest.mark.parametrize("refusal", ["unknown template", "rate limited"])
+@pytest_twisted.ensureDeferred
+async def test_a_refused_request_whose_client_left_is_still_recorded(reactor: Any, refusal: str) -> None:
+    """A request refused before its body was read (its template is gone, its tenant is over the rate
+    limit) whose client closed its socket while the token was being looked up is recorded like any
+    other refusal, with no reply and no body (twisted.web dropped it with the connection), and
+    nothing is logged as an error."""
+    store = HeldLookups()
+    inbox = MemoryInbox(store, http_settings=HttpSettings(rate_limit_per_min=1))
+    token = await inbox.mint()
+    if refusal == "unknown template":
+        key = fingerprint(token)
+        store.tokens[key] = dataclasses.replace(store.tokens[key], template_id="retired-template")
+    else:  # the tenant's one request of the minute is spent by another of its tokens
+        spender = Deferred.fromCoroutine(inbox.intake.authorize(await inbox.mint()))
+        store.answer()
+        await spender
+    site = WrappingFactory(inbox.http._agent._serverFactory)  # the listener's own site, on a real socket
+    port = reactor.listenTCP(0, site, interface="127.0.0.1")
+    errors: list[dict] = []
+    observer = (lambda event: errors.append(event) if event.get("log_level") == LogLevel.critical
+                or event.get("isError") or "log_failure" in event else None)
+    globalLogPublisher.addObserver(observer)
+    try:
+        client = socket.create_connection(("127.0.0.1", port.getHost().port))
+        client.sendall(f"POST /v1/inbox/{token} HTTP/1.1\r\nHost: inbox\r\nContent-Length: 8\r\n\r\n"
+                       '{"a": 1}'.encode())
+        await _until(reactor, lambda: bool(store.waiting))
+        client.close()
+        await _until(reactor, lambda: not site.protocols)  # the server saw the client leave
+        store.answer()
+        gc.collect()  # a Deferred that failed unhandled is logged when collected
+    finally:
+        globalLogPublisher.removeObserver(observer)
+        await port.stopListening()
+    assert [formatEvent(e) for e in errors] == []
+    [delivery] = inbox.deliveries.of(fingerprint(token), "acme")
+    assert (delivery.status, delivery.response_body, delivery.body) == (
+        400 if refusal == "unknown template" else 429, "", None)

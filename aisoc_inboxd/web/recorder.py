@@ -51,9 +51,12 @@ class DeliveryRecorder:
         """
         Before the reply ends C{request} (and twisted.web drops its body): the body of a request
         refused before its route read it (its token's template is gone, its tenant is over the rate
-        limit), so it is kept like any other, what the user needs to redeliver it once mended.
+        limit), so it is kept like any other, what the user needs to redeliver it once mended. Not
+        once its client left: twisted.web closed the body with the connection (and dropped the
+        channel), and the record says no body was kept.
         """
-        if exchange.body is None and exchange.token is not None and request.content is not None:
+        if (exchange.body is None and exchange.token is not None and request.content is not None
+                and request.channel is not None):
             raw = raw_body(request)
             try:
                 exchange.body = decode_content(request, raw, request.channel.site.max_body_bytes)
