@@ -16,6 +16,8 @@ from typing import Any, Callable
 import pytest
 import pytest_twisted
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
@@ -23,7 +25,7 @@ from twisted.protocols.policies import WrappingFactory
 
 from aisoc_inboxd.config import CefSettings, ConfigError, DeliverySettings, HttpSettings, load_settings
 from aisoc_inboxd.deliveries import RECORD_OVERHEAD, REDACTED, Delivery, DeliveryLog, FirstEvent, redact_headers
-from aisoc_inboxd.deliveries import FrameSamples
+from aisoc_inboxd.deliveries import FrameSamples, header_pairs, redacted_header_pairs
 from aisoc_inboxd.testing import FakeStore, MemoryInbox
 from aisoc_inboxd.tokens import fingerprint
 
@@ -186,6 +188,24 @@ def test_credential_headers_are_redacted() -> None:
                ("X-AiSOC-Idempotency-Key", "k1"), ("Content-Type", "application/json"),
                ("X-GitHub-Delivery", "d1")]
     assert redact_headers(headers) == [(n, REDACTED) for n, _ in headers[:8]] + headers[8:]
+
+
+#: raw header names and values as twisted.web hands them over, credential-shaped ones among them
+_NAMES = st.sampled_from([b"Authorization", b"Cookie", b"X-Hub-Signature-256", b"X-Api-Key", b"X-Cef-Pass",
+                          b"X-Aisoc-Idempotency-Key", b"Content-Type", b"User-Agent", b"X-Vendor-Key",
+                          b"X-\xc9v\xe9nement-Token", b"Host"]) | st.binary(min_size=1, max_size=12)
+_VALUES = (st.binary(max_size=24) | st.sampled_from([b"aisoc_inbox_" + b"a" * 52, b"Bearer aisoc_inbox_x", b"caf\xe9",
+                                                     b"AISOC_INBOX_upper", b"aisoc_inbo"]))
+
+
+@settings(max_examples=500)
+@given(st.lists(st.tuples(_NAMES, st.lists(_VALUES, min_size=1, max_size=3)), max_size=8),
+       st.sets(st.sampled_from(["x-cef-pass", "host", "x-aisoc-idempotency-key", "x-other"]), max_size=2))
+def test_one_pass_redaction_is_the_reference(raw: list[tuple[bytes, list[bytes]]], secret_names: set[str]) -> None:
+    """The recorder's one pass over raw headers gives exactly the reference: every value decoded
+    (header_pairs), then redacted by name, by the route's secret names or by a token-shaped value."""
+    assert (redacted_header_pairs(raw, frozenset(secret_names))
+            == redact_headers(header_pairs(raw), secret_names))
 
 
 def _delivery(key: str, number: int, body_size: int) -> Delivery:

@@ -76,7 +76,7 @@ async def recorded() -> dict[str, Any]:
         _post(inbox_path, EVENT, "X-AiSOC-Idempotency-Key: k1"),
         _post(inbox_path, EVENT, "X-AiSOC-Idempotency-Key: k1"),
         _post(inbox_path, EVENT, "Authorization: Bearer hunter2", "Cookie: s=1", "X-Api-Key: k",
-              f"X-Forwarded-Token-Copy: {token}", "X-Hub-Signature-256: sha256=00", "X-Note: caf\xe9"),
+              f"Referer: https://inbox/v1/inbox/{token}", "X-Hub-Signature-256: sha256=00", "X-Note: caf\xe9"),
         _post(f"/v1/inbox/{signed}", EVENT),
         _post("/services/collector/event", b'{"event": "hello"}', f"Authorization: Splunk {hec}"),
         _post("/v1/inbox/cef", b"CEF:0|Acme|IDS|1.0|100|Port scan|5|src=10.0.0.1\nnot cef\n",
