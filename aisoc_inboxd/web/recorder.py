@@ -45,12 +45,11 @@ class DeliveryRecorder:
         """
         if self._key(route, exchange) is None:
             return
-        self.keep(route, request.method.decode("latin-1"),
-                  redacted_header_pairs(request.requestHeaders.getAllRawHeaders(),
-                                        frozenset(name.lower() for name in secret_headers) if secret_headers
-                                        else frozenset()),
-                  redacted_header_pairs(request.responseHeaders.getAllRawHeaders()), exchange, reply,
-                  response_body, duration, client, redacted=True)
+        secret_names = frozenset(name.lower() for name in secret_headers) if secret_headers else frozenset()
+        self._kept(route, request.method.decode("latin-1"),
+                   redacted_header_pairs(request.requestHeaders.getAllRawHeaders(), secret_names),
+                   redacted_header_pairs(request.responseHeaders.getAllRawHeaders()), exchange, reply,
+                   response_body, duration, client)
 
     def hold_body(self, request: Request, exchange: Exchange) -> None:
         """
@@ -70,13 +69,19 @@ class DeliveryRecorder:
 
     def keep(self, route: str, method: str, request_headers: list[tuple[str, str]],
              response_headers: list[tuple[str, str]], exchange: Exchange, reply: Reply, response_body: bytes,
-             duration: float, client: str | None, secret_headers: Iterable[str] = (),
-             redacted: bool = False) -> Delivery | None:
+             duration: float, client: str | None, secret_headers: Iterable[str] = ()) -> Delivery | None:
         """
         L{record} of a delivery made without a request of its own (a redelivery); the record kept,
         if any. Never raises: a record must not cost the daemon anything but memory.
+        """
+        return self._kept(route, method, redact_headers(request_headers, (name.lower() for name in secret_headers)),
+                          redact_headers(response_headers), exchange, reply, response_body, duration, client)
 
-        @param redacted: the headers were redacted already (L{record}'s, by L{redacted_header_pairs}).
+    def _kept(self, route: str, method: str, request_headers: list[tuple[str, str]],
+              response_headers: list[tuple[str, str]], exchange: Exchange, reply: Reply, response_body: bytes,
+              duration: float, client: str | None) -> Delivery | None:
+        """
+        L{keep} of headers already redacted.
         """
         key = self._key(route, exchange)
         if key is None:
@@ -95,9 +100,7 @@ class DeliveryRecorder:
                 client=client, route=route, method=method, status=reply.status,
                 outcome=reply.outcome, template=reply.template, events=exchange.published,
                 error=str(error) if error is not None else None, duration_ms=round(duration * 1000, 1),
-                request_headers=request_headers if redacted else
-                redact_headers(request_headers, (name.lower() for name in secret_headers)),
-                response_headers=response_headers if redacted else redact_headers(response_headers),
+                request_headers=request_headers, response_headers=response_headers,
                 response_body=response_body.decode("utf-8", "replace"),
                 body=body, body_size=len(exchange.body or b""), first_event=first_event)
             self.log.add(delivery)
