@@ -1,10 +1,11 @@
 """
-The fast paths of the HTTP batch decoders against the readers they stand in for: NDJSON read in one
-go (C{decode_json_records}) against the whole-document-then-line-by-line reader
-(C{read_json_records}), and concatenated HEC envelopes cut and read in one go
-(C{parse_event_body}) against the envelope-by-envelope reader (C{read_event_body}). Each must give
-the same records (data and raw text) or the same refusal (type, words, event number), over every
-fixture under tests/, batches made of them, and hypothesis-generated bodies.
+The fast paths of the HTTP batch path against what they stand in for: NDJSON read in one go
+(C{decode_json_records}) against the whole-document-then-line-by-line reader (C{read_json_records}),
+and concatenated HEC envelopes cut and read in one go (C{parse_event_body}) against the
+envelope-by-envelope reader (C{read_event_body}), each giving the same records (data and raw text)
+or the same refusal (type, words, event number); and C{normalize_record} skipping C{unwrap} for a
+template without an envelope, where unwrap gives the record back whole. Over every fixture under
+tests/, batches made of them, and hypothesis-generated bodies and records.
 """
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from hypothesis import strategies as st
 from aisoc_inboxd.formats.hec import _BETWEEN_OBJECTS, HecError, concatenated_objects, parse_event_body, read_event_body
 from aisoc_inboxd.formats.json_body import (
     BodyError, TooManyEvents, _ndjson_objects, decode_json_records, decode_text, read_json_records, utf8_prefix)
+from aisoc_inboxd.normalizer import load_templates
+from aisoc_inboxd.normalizer.envelope import Unwrapped
 
 FIXTURES = sorted(path for path in (Path(__file__).parent / "fixtures").rglob("*") if path.is_file())
 JSON_FIXTURES = [path for path in FIXTURES if path.suffix == ".json"]
@@ -128,3 +131,42 @@ def test_generated_bodies_read_alike(body: bytes, limit: int | None) -> None:
     """Generated bodies (objects, envelopes, other JSON values, hostile texts, cut by whitespace JSON
     allows and whitespace it does not) give the same records or refusal by both paths."""
     assert_same(body, limit)
+
+
+# -- the normalizer's entry: a template that unwraps nothing ------------------------------------
+
+TEMPLATES = load_templates([Path(__file__).parents[1] / "templates"])
+PLAIN = [template for template in TEMPLATES.values() if template.compiled.envelope.unwraps_nothing]
+
+
+def assert_unwrapped_whole(record: dict[str, Any]) -> None:
+    for template in PLAIN:
+        for headers in ({}, {"x-github-event": "ping", "content-type": "application/json"}):
+            assert template.unwrap(record, headers) == [Unwrapped(record, True)], template.id
+
+
+def test_templates_that_unwrap_nothing_are_the_plain_ones() -> None:
+    """The shortcut is taken for the templates without an envelope (the bench's generic-json,
+    splunk-hec and cef-syslog among them) and not for those with one."""
+    assert {"generic-json", "splunk-hec", "cef-syslog"} <= {template.id for template in PLAIN}
+    assert {"aws-sns", "cloudflare-logpush", "github-security-advisory"}.isdisjoint(
+        template.id for template in PLAIN)
+
+
+@pytest.mark.parametrize("path", JSON_FIXTURES, ids=lambda path: str(path.relative_to(path.parents[2])))
+def test_unwrap_of_a_plain_template_gives_every_fixture_whole(path: Path) -> None:
+    """normalize_record skips unwrap for a template that unwraps nothing: unwrap would have given
+    each fixture record back whole and unchanged, under every such template."""
+    document = json.loads(path.read_text())
+    for record in document if isinstance(document, list) else [document]:
+        if isinstance(record, dict):
+            assert_unwrapped_whole(record)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["Message", "Records", "records", "zen", "hook", "event", "x"]), values,
+                       max_size=5))
+def test_unwrap_of_a_plain_template_gives_generated_records_whole(record: dict[str, Any]) -> None:
+    """The same over generated records, with the keys envelopes read (SNS's Message, S3's Records,
+    GitHub's ping) holding any JSON value."""
+    assert_unwrapped_whole(record)

@@ -90,6 +90,8 @@ def normalize_record(template: Template, record: dict[str, Any], context: Ingest
     to_event = partial(normalize, template) if interpret else template.to_event
     # the whole record keeps its own text even when decode_json changed it; a batch item gets its own
     whole = context if context.raw is not None else context._replace(raw=json.dumps(record, ensure_ascii=False))
+    if template.compiled.envelope.unwraps_nothing:
+        return [to_event(record, whole)]
     return [to_event(item.data, whole if item.whole else context._replace(raw=None))
             for item in template.unwrap(record, context.headers)]
 
