@@ -106,7 +106,9 @@ values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)
 envelope_like = st.fixed_dictionaries({}, optional={"event": values, "time": values, "fields": values, "host": values})
 #: texts the parsers must refuse or read by their own rules
 hostile = st.sampled_from(["NaN", "1e999", "9" * 25, "-" + "9" * 19, '"\\ud800"', '"\\ud83d\\ude00"', "{", "}", "[",
-                           "]", "", "\ufeff", '{"a":1}{"b":', "null", '"}{"', "1,2", "[1", "2]"])
+                           "]", "", "\ufeff", '{"a":1}{"b":', "null", '"}{"', "1,2", "[1", "2]", '{"event":"a\tb"}',
+                           '{"event":"\x01"}', '{"event":01}', '{"event":1.}', '{"event":.5}', '{"event":+1}',
+                           '{"event":-0.0}', '{"event":1E2}', '{"event":"\\x"}'])
 
 
 @st.composite
