@@ -88,6 +88,8 @@ def normalize_record(template: Template, record: dict[str, Any], context: Ingest
     # the whole record keeps its own text even when decode_json changed it; a batch item gets its own
     whole = context if context.raw is not None else dataclasses.replace(
         context, raw=json.dumps(record, ensure_ascii=False))
+    if template.compiled.envelope.plain:
+        return [to_event(record, whole)]
     return [to_event(item.data, whole if item.whole else dataclasses.replace(context, raw=None))
             for item in template.unwrap(record, context.headers)]
 

@@ -11,6 +11,7 @@ C{acknowledge_when}) and names where a delivery's natural idempotency key lives
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Mapping, NamedTuple
 
 from aisoc_inboxd import fastjson
@@ -37,6 +38,14 @@ class Envelope:
     records: tuple[str, ...] | None = None
     acknowledge_when: tuple[Condition, ...] = ()
     idempotency_key: tuple[tuple[str, ...], ...] = ()
+
+    @cached_property
+    def plain(self) -> bool:
+        """
+        Whether L{unwrap} gives every record back as it is, alone (no C{decode_json}, C{records}
+        or C{acknowledge_when}): most templates, whose callers can then skip it.
+        """
+        return not self.decode_json and self.records is None and not self.acknowledge_when
 
 
 def decoded(envelope: Envelope, record: dict[str, Any]) -> dict[str, Any]:
