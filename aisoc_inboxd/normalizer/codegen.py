@@ -364,11 +364,7 @@ class _Body(_Code):
             self.read(rule.source.keys, self.compiled.reader, "value")
             self.line("if value is not MISSING and value is not None:")
             self.indent += 1
-            coerce = self.const(rule.coerce)
-            if rule.coerce is _to_string:
-                self.line(f"value = value if type(value) is str else {coerce}(value)")
-            else:
-                self.line(f"value = {coerce}(value)")
+            self.coerce(rule.coerce)
             self.line("if value is not INVALID:")
             self.indent += 1
             self.write(_steps(rule.write), rule.write, "value")
@@ -380,6 +376,36 @@ class _Body(_Code):
                 self.line(f"{flag} = True")
             self.consume(rule.source.keys)
             self.indent -= 2 if flag is None else 3
+
+    def coerce(self, coercer: Callable[[Any], Any]) -> None:
+        """
+        C{value = coercer(value)}, with the coercer's own shortcut for the texts vendors nearly
+        always send inlined: text as it is for plain strings, digits for integers (then the
+        attribute's enum and range), a dotted quad for IP addresses (then its length).
+        """
+        coerce = self.const(coercer)
+        integer = getattr(coercer, "integer", None)
+        dotted_quad = getattr(coercer, "dotted_quad", None)
+        if coercer is _to_string:
+            self.line(f"value = value if type(value) is str else {coerce}(value)")
+        elif integer is not None:
+            allowed, low, high = integer
+            self.line("if type(value) is str and value.isdigit() and value.isascii():")
+            self.line("    value = int(value)")
+            self.line("elif type(value) is not int:  # (the coercer checks what it returns)")
+            self.line(f"    value = {coerce}(value)")
+            checks = ([f"value not in {self.const(allowed)}"] if allowed is not None else []) + (
+                [f"not {self.const(low)} <= value <= {self.const(high)}"] if low is not None else [])
+            if checks:
+                self.line(f"if value is not INVALID and ({' or '.join(checks)}):")
+                self.line("    value = INVALID")
+        elif dotted_quad is not None:
+            accepted, max_len = dotted_quad
+            fits = "" if max_len is None else f" and len(value) <= {self.const(max_len)}"
+            self.line(f"if not (type(value) is str and {self.const(accepted)}(value){fits}):")
+            self.line(f"    value = {coerce}(value)")
+        else:
+            self.line(f"value = {coerce}(value)")
 
     def _constants(self) -> None:
         for constant in self.compiled.constants:
