@@ -12,7 +12,8 @@ C{tests/test_one_pass_cef.py}).
     severity band, no longer read by the one-pass reader;
   - the epoch-ms range the generated functions take an C{int} time from without L{to_epoch_ms};
   - L{leftovers} of an object whose values are all plain scalars (copied and the consumed keys
-    deleted, in C) against the comprehension it skips.
+    deleted, in C) against the comprehension it skips;
+  - the epoch-ms digits of a CEF time against the general reading.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aisoc_inboxd.formats.cef_records import cef_time
 from aisoc_inboxd.formats.syslog_cef import read_frame
 from aisoc_inboxd.formats.syslog_records import frame_record
 from aisoc_inboxd.normalizer.apply import leftovers
@@ -164,3 +166,9 @@ def test_leftovers_of_flat_objects_as_the_comprehension(record: dict[str, Any], 
     left = leftovers(record, consumed)
     assert left == expected and (left is INVALID or list(left.items()) == list(expected.items()))
     assert all(type(left[key]) is type(expected[key]) for key in ([] if left is INVALID else left))
+
+
+@settings(max_examples=1000)
+@given(st.integers(0, 10**18).map(str) | st.sampled_from(["١٢٣", "0", "99999999999", "100000000000"]))
+def test_cef_time_of_digits_as_the_general_reading(text: str) -> None:
+    assert cef_time(text, NOW) == to_epoch_ms(text)
