@@ -22,7 +22,9 @@ from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Callable
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
 
 from aisoc_inboxd.metrics import TokenStoreMetrics
 from aisoc_inboxd.intake.ratelimit import RateLimiter
@@ -207,6 +209,11 @@ class TokenResolver:
     """
     Presented token → active L{TokenRecord}, through the cache, asking the store only on a miss
     (and only within the client's L{LookupBudget}, when there is one).
+
+    Concurrent misses for one fingerprint share a single store lookup: the requests that arrive
+    while it is out wait for its answer and spend no budget. Otherwise a burst of requests with one
+    valid token on a cold cache (at start, or when its entry expires) would each pay for a lookup
+    before the first refund, and all but the first few would be refused as a flood of unknown tokens.
     """
 
     def __init__(self, store: Store, cache: TokenCache, budget: LookupBudget | None = None,
@@ -215,6 +222,8 @@ class TokenResolver:
         self._cache = cache
         self._budget = budget
         self._metrics = metrics
+        #: fingerprint → the requests waiting for its store lookup, which is out
+        self._lookups: dict[str, list[Deferred[TokenRecord | None]]] = {}
 
     async def resolve(self, token: str, client: str | None = None) -> TokenRecord | None:
         """
@@ -228,6 +237,11 @@ class TokenResolver:
         hit, record = self._cache.get(fp)
         if hit:
             return record
+        answer: Deferred[TokenRecord | None] = Deferred()
+        waiting = self._lookups.get(fp)
+        if waiting is not None:
+            waiting.append(answer)
+            return await answer
         if self._budget is not None and client is not None:
             try:
                 self._budget.spend(client)
@@ -235,13 +249,30 @@ class TokenResolver:
                 if self._metrics is not None:
                     self._metrics.lookups_refused.inc()
                 raise
+        self._lookups[fp] = [answer]
+        Deferred.fromCoroutine(self._look_up(fp, client))
+        return await answer
+
+    async def _look_up(self, fp: str, client: str | None) -> None:
+        """
+        Ask the store for C{fp} once and answer every request waiting for it; a valid token gives
+        C{client}'s lookup back. Not the first request's own coroutine, so that request going away
+        does not take the answer from the others.
+        """
         if self._metrics is not None:
             self._metrics.lookups.inc()
-        record = await self._store.resolve(fp)
+        try:
+            record = await self._store.resolve(fp)
+        except Exception:
+            failure = Failure()
+            for waiter in self._lookups.pop(fp):
+                waiter.errback(failure)
+            return
         self._cache.put(fp, record)
         if record is not None and self._budget is not None and client is not None:
             self._budget.refund(client)
-        return record
+        for waiter in self._lookups.pop(fp):
+            waiter.callback(record)
 
 
 @dataclass(frozen=True)

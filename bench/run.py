@@ -7,7 +7,8 @@ not the daemon's code (wrk with bench/post.lua for HTTP, socat blasting a pre-fr
 file over TCP, syslog-ng's loggen pacing UDP datagrams), and prints intake x sink -> durable
 events/s, daemon CPU-us per event, HTTP p50/p99, peak RSS and UDP loss, with our ratio to syslog-ng
 on the syslog rows, and in their notes the daemon's accounting of the listener over the row (frames
-read = durable + in flight + dropped by reason), so a shortfall is explained. CPU and peak RSS
+read = durable + in flight + dropped by reason) and, on the UDP rows, the datagrams the kernel
+dropped unread, so a shortfall is explained. CPU and peak RSS
 cover the measured process and its live descendants (the daemon's worker processes): CPU summed,
 and peak RSS the sum of each process's own peak. Loopback only; every process and the temp
 directory are removed at the end, on an error or on Ctrl-C.
@@ -249,17 +250,35 @@ def udp_row(receiver: Receiver, durable: DurableCount, inputs: Inputs, rate: int
     row = Row(f"syslog UDP, {rate // 1000} k/s offered", receiver.sink)
     accounting = receiver.accounting("udp") if receiver.accounting else None
     before = accounting() if accounting else {}
-    with Window(receiver.pid, durable) as window:
+    profile = profiled(receiver.pid, receiver.sink, row.intake) if accounting else contextlib.nullcontext()
+    kernel_drops = udp_drops(receiver.udp_port)
+    with Window(receiver.pid, durable) as window, profile:
         out = subprocess.run(loggen_argv(inputs, receiver.udp_port, rate, seconds), capture_output=True).stderr
         (logs / f"loggen-{receiver.name}-{rate}.log").write_bytes(out)
         sent_match = _LOGGEN_SENT.search(out)
         window.settle(quiet=1.0)
         window.finish(row, float(sent_match.group(2)) if sent_match else seconds)
+    kernel_drops = udp_drops(receiver.udp_port) - kernel_drops
     sent = int(sent_match.group(1)) if sent_match else 0
     row.udp_loss = 1 - row.events / sent if sent else None
     sent_rate = f"{sent / row.seconds:,.0f}/s sent"
-    row.note = "; ".join(filter(None, [sent_rate, accounting and accounting.note(before)]))
+    dropped = f"{kernel_drops:,} dropped by the kernel (receive buffer full)"
+    row.note = "; ".join(filter(None, [sent_rate, dropped, accounting and accounting.note(before)]))
     return row
+
+
+def udp_drops(port: int) -> int:
+    """
+    Datagrams the kernel dropped on the UDP sockets bound to C{port} (its receive buffer full: never
+    read, so in no count of the receiver's), from the C{drops} column of /proc/net/udp and udp6.
+    """
+    drops = 0
+    for table in (Path("/proc/net/udp"), Path("/proc/net/udp6")):
+        for line in table.read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                drops += int(fields[-1])
+    return drops
 
 
 def loggen_argv(inputs: Inputs, udp_port: int, rate: int, seconds: float) -> list[str]:
@@ -406,7 +425,7 @@ def main() -> None:
                              "(issue 8: 600; default 0: no soak)")
     parser.add_argument("--markdown", type=Path, help="also write the table to this file")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, outputs)")
-    parser.add_argument("--profile", type=Path, help="record each HTTP and TCP row of the daemon with py-spy into this directory")
+    parser.add_argument("--profile", type=Path, help="record each HTTP, TCP and UDP row of the daemon with py-spy into this directory")
     args = parser.parse_args()
     if min(args.workers) < 1:
         parser.error("--workers: counts are 1 or more")

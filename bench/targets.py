@@ -33,6 +33,29 @@ _DELIVERY_ERRORS = re.compile(rb"^aisoc_ingest_kafka_delivery_errors_total (\S+)
 #: seconds a worker's counters take to reach the daemon's /metrics at most (its metrics snapshot
 #: interval, C{aisoc_inboxd.wiring.METRICS_SNAPSHOT_INTERVAL})
 WORKER_METRICS_LAG = 2.0
+#: a /metrics scrape: seconds to wait for each answer, and attempts before the run gives up (under
+#: overload the daemon may take longer than one timeout to answer, which need not end the run)
+SCRAPE_TIMEOUT = 5.0
+SCRAPE_ATTEMPTS = 3
+
+
+def scrape(url: str, timeout: float = SCRAPE_TIMEOUT, attempts: int = SCRAPE_ATTEMPTS) -> bytes:
+    """
+    The body of C{url} (the daemon's /metrics), asked again up to C{attempts} times in all when it
+    does not answer within C{timeout} seconds; the last attempt's error when none did.
+    """
+    for attempt in range(2, attempts + 1):
+        try:
+            return _get(url, timeout)
+        except OSError as e:
+            print(f"bench: {url} did not answer ({e}); asking again ({attempt} of {attempts})", file=sys.stderr)
+    return _get(url, timeout)
+
+
+def _get(url: str, timeout: float) -> bytes:
+    with urllib.request.urlopen(url, timeout=timeout) as reply:
+        body: bytes = reply.read()
+    return body
 
 
 @dataclass(frozen=True)
@@ -245,8 +268,7 @@ class KafkaAcked:
         self.delivery_errors = 0.0
 
     def __call__(self) -> int:
-        with urllib.request.urlopen(self._url, timeout=5) as reply:
-            text = reply.read()
+        text = scrape(self._url)
         produced, errors = _PRODUCED.search(text), _DELIVERY_ERRORS.search(text)
         self.delivery_errors = float(errors.group(1)) if errors else 0.0
         return int(float(produced.group(1))) if produced else 0
@@ -278,8 +300,7 @@ class SyslogAccounting:
         """
         from prometheus_client.parser import text_string_to_metric_families
 
-        with urllib.request.urlopen(self._url, timeout=5) as reply:
-            text = reply.read().decode()
+        text = scrape(self._url).decode()
         terms: dict[str, float] = {}
         for family in text_string_to_metric_families(text):
             for sample in family.samples:

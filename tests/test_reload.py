@@ -409,3 +409,22 @@ def test_a_serving_catalog_lets_the_ocsf_schema_go() -> None:
     [event] = normalize_record(template, {"id": "a1", "title": "disk full", "severity": "high"},
                                IngestContext(tenant_id="acme", route="webhook", received_at=1_700_000_000.0))
     assert event["finding_info"]["title"] == "disk full" and validate_event(event) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_token_whose_template_left_the_allowed_list_works_again_once_it_is_restored_and_reloaded(
+        running: RunningDaemon, deployment: Deployment) -> None:
+    """What the unknown-template refusal tells the sender: a template taken out of templates.allowed (and
+    reloaded) refuses its token with 400; put back and reloaded, the same token is served again, with
+    no re-mint."""
+    token = await running.mint("acme", "acme-custom")
+    body = b'{"alert": {"id": "x1", "name": "n"}}'
+    assert (await running.post(f"/v1/inbox/{token}", body))[0] == 200
+    _set("templates", "allowed", value=["generic-json", "syslog", "cef-syslog"])(deployment, deployment.tls)
+    assert (await running.daemon.reloads.reload()).applied
+    status, reply, _ = await running.post(f"/v1/inbox/{token}", body)
+    assert status == 400 and reply["error"].startswith("unknown template: 'acme-custom' is not an allowed template; "
+                                                       "restore it")
+    _set("templates", "allowed", value=None)(deployment, deployment.tls)
+    assert (await running.daemon.reloads.reload()).applied
+    assert (await running.post(f"/v1/inbox/{token}", body))[0] == 200

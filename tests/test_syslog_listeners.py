@@ -32,6 +32,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 from twisted.internet.threads import deferToThread
 from twisted.logger import capturedLogs, formatEvent, globalLogPublisher
+from zope.interface import implementer
 
 from aisoc_inboxd.config import ConfigError, SyslogListenerSettings, SyslogSettings, load_settings
 from aisoc_inboxd.inflight import InFlight
@@ -40,6 +41,7 @@ from aisoc_inboxd.metrics import SYSLOG_DROP_REASONS, SyslogMetrics
 from aisoc_inboxd.syslog.framing import MAX_SKIPPED_FRAME
 from aisoc_inboxd.syslog.protocol import SyslogDatagramProtocol, SyslogIntake, SyslogStreamFactory, SyslogStreamProtocol
 from aisoc_inboxd.deliveries import FrameSamples
+from aisoc_inboxd.sinks import ISaturating
 from tests.support.daemon import RunningDaemon, daemon_settings, start_daemon, wait_for
 from tests.support.ocsf import assert_valid_ocsf
 from tests.support.rsyslog import Forward, start_rsyslog
@@ -72,6 +74,7 @@ class FakeIntake:
         return d
 
 
+@implementer(ISaturating)
 class FakeSink:
     """
     What a SyslogIntake uses of the Kafka sink: whether it is saturated or stopped, and a wait for room.

@@ -15,7 +15,7 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
 from aisoc_inboxd.metrics import Metrics, count
-from aisoc_inboxd.store import TokenRecord
+from aisoc_inboxd.store import StoreError, TokenRecord
 from aisoc_inboxd.tenants import InvalidTenant, check_tenant_id
 from aisoc_inboxd.tokens import (LookupBudget, LookupBudgetSpent, TokenCache, TokenResolver, fingerprint,
                                  looks_like_token, mint_token)
@@ -241,3 +241,39 @@ def test_concurrent_lookups_cannot_overdraw_the_budget() -> None:
     assert store.lookups == 5
     assert sum(isinstance(o, Failure) and o.check(LookupBudgetSpent) is not None for o in outcomes) == 45
     assert outcomes.count(None) == 5
+
+
+def test_concurrent_misses_for_one_valid_token_share_one_lookup() -> None:
+    """32 requests with one valid token on a cold cache while the store is slow (a burst at start, or
+    when the entry expires): one store lookup, every request gets the record, none is refused as a
+    flood of unknown tokens though the address may make only one lookup a second."""
+    clock = Clock()
+    token = mint_token()
+    store = CountingStore(frozenset([fingerprint(token)]), hold=True)
+    resolver = TokenResolver(store, TokenCache(clock), LookupBudget(clock, 1))  # type: ignore[arg-type]
+    outcomes: list[Any] = []
+    for _ in range(32):
+        ensureDeferred(resolver.resolve(token, "192.0.2.1")).addBoth(outcomes.append)
+    assert outcomes == [] and store.lookups == 1
+    store.release()
+    assert outcomes == [record(fingerprint(token))] * 32
+    store.hold = False
+    assert resolved(resolver.resolve(mint_token(), "192.0.2.1")) is None  # the lookup was given back
+
+
+def test_a_failed_shared_lookup_fails_every_request_waiting_for_it() -> None:
+    """When the one store lookup fails, every request that waited for it fails with the store's
+    error; the next request asks the store again."""
+    clock = Clock()
+    token = mint_token()
+    store = CountingStore(frozenset([fingerprint(token)]), hold=True)
+    resolver = TokenResolver(store, TokenCache(clock), LookupBudget(clock, 5))  # type: ignore[arg-type]
+    outcomes: list[Any] = []
+    for _ in range(3):
+        ensureDeferred(resolver.resolve(token, "192.0.2.1")).addBoth(outcomes.append)
+    (held, _), = store.held
+    held.errback(StoreError("the database went away"))
+    assert [o.check(StoreError) for o in outcomes] == [StoreError] * 3
+    store.hold = False
+    assert resolved(resolver.resolve(token, "192.0.2.1")) == record(fingerprint(token))
+    assert store.lookups == 2

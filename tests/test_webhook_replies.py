@@ -139,7 +139,9 @@ async def test_template_no_longer_allowed_is_400_unknown_template(inbox: MemoryI
     await inbox.store.insert_token(TokenRecord(fingerprint(token), "acme", "retired-template", created_at=1.0))
     status, body, _ = await inbox.post(f"/v1/inbox/{token}", b'{"a": 1}')
     assert status == 400
-    assert body["error"].startswith("unknown template: 'retired-template'")
+    assert body["error"] == ("unknown template: 'retired-template' is not an allowed template; restore it (its file "
+                             "in a templates directory, its id in templates.allowed) and reload the daemon, and this "
+                             "token works again; or revoke the token and mint one for an allowed template")
     assert outcome_count(inbox.metrics_text(), "webhook", "retired-template", "unknown_template") == 1
     assert inbox.events() == []
 

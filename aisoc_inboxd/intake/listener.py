@@ -19,7 +19,7 @@ through L{ListenerIntake.discard}, the rest through L{ListenerIntake.submit}.
 """
 from __future__ import annotations
 
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Sequence
 
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.logger import Logger
@@ -31,25 +31,11 @@ from aisoc_inboxd.inflight import InFlight
 from aisoc_inboxd.intake.intake import Intake
 from aisoc_inboxd.intake.refusals import Refused
 from aisoc_inboxd.metrics import SyslogMetrics
+from aisoc_inboxd.sinks import ISaturating
 from aisoc_inboxd.deliveries import FrameSamples
 
 #: frames and their receive time → their records, CEF apart from the rest, malformed ones counted
 Decode = Callable[[Sequence[bytes], float], Split]
-
-
-class Saturation(Protocol):
-    """
-    A sink that can say it is full (the Kafka sink): a listener stops reading while it is, and a
-    batch that finds it full waits for room rather than be refused.
-    """
-
-    @property
-    def saturated(self) -> bool: ...
-
-    @property
-    def running(self) -> bool: ...
-
-    def unsaturated(self) -> Deferred[None]: ...
 
 
 class ListenerIntake:
@@ -62,9 +48,11 @@ class ListenerIntake:
 
     def __init__(self, name: str, route: str, tenant: str, template_id: str, cef_template_id: str,
                  decode: Decode, intake: Intake, metrics: SyslogMetrics, inflight: InFlight, max_in_flight: int,
-                 sink: Saturation | None = None, samples: FrameSamples | None = None) -> None:
+                 sink: ISaturating | None = None, samples: FrameSamples | None = None) -> None:
         """
         @param route: what events are published under (C{metadata.log_source}).
+        @param sink: the sink, when it can say it is full (a listener stops reading while it is, and a
+            batch that finds it full waits for room rather than be refused).
         @param inflight: the daemon's count of work to finish before it stops.
         @param samples: keeps the last frames and malformed frames read (recent deliveries).
         """

@@ -39,8 +39,10 @@ def invalid_token() -> Refused:
 
 
 def unknown_template(template_id: str, token: TokenRecord | None = None) -> Refused:
-    return Refused("unknown_template", f"unknown template: {template_id!r} is not an allowed template; "
-                                       "revoke and re-mint the token", template=template_id, token=token)
+    return Refused("unknown_template", f"unknown template: {template_id!r} is not an allowed template; restore it "
+                                       "(its file in a templates directory, its id in templates.allowed) and reload "
+                                       "the daemon, and this token works again; or revoke the token and mint one for "
+                                       "an allowed template", template=template_id, token=token)
 
 
 def bad_request(message: str, template: str | None = None) -> Refused:

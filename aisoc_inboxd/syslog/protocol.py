@@ -35,9 +35,10 @@ from aisoc_inboxd.formats.syslog_cef import read_frame
 from aisoc_inboxd.formats.syslog_records import frame_records
 from aisoc_inboxd.inflight import InFlight
 from aisoc_inboxd.intake.intake import Intake
-from aisoc_inboxd.intake.listener import ListenerIntake, Saturation
+from aisoc_inboxd.intake.listener import ListenerIntake
 from aisoc_inboxd.deliveries import FrameSamples
 from aisoc_inboxd.metrics import SyslogMetrics
+from aisoc_inboxd.sinks import ISaturating
 from aisoc_inboxd.syslog.framing import FrameDecoder
 
 #: the route events of syslog listeners are published under (C{metadata.log_source})
@@ -52,7 +53,7 @@ class SyslogIntake(ListenerIntake):
     """
 
     def __init__(self, settings: SyslogListenerSettings, intake: Intake, metrics: SyslogMetrics,
-                 inflight: InFlight, max_in_flight: int, sink: Saturation | None = None,
+                 inflight: InFlight, max_in_flight: int, sink: ISaturating | None = None,
                  idle_timeout: float | None = None, samples: FrameSamples | None = None) -> None:
         """
         @param idle_timeout: seconds a stream connection may send nothing before it is closed; None

@@ -10,6 +10,9 @@ within C{header_timeout} of its first byte and the body within C{body_timeout} o
 with more than C{maxHeaders} (500) headers 431, anything twisted.web finds malformed 400. Each reply
 is C{{"error": "…"}} and counted by reason.
 
+A deadline is armed (a C{callLater}) only when a chunk of bytes leaves a head or body unfinished: a
+small request that arrives whole in one read, the usual webhook, costs no timer to set and cancel.
+
 After such a reply the connection is half-closed: the reply and a FIN go out while what the client
 is still sending is read and dropped, so a client that has not finished sending still gets the reply
 (closing with unread bytes would send a reset, which can destroy the reply in flight). The client
@@ -22,7 +25,7 @@ import json
 from dataclasses import dataclass
 from typing import Callable
 
-from twisted.internet.interfaces import IDelayedCall, ISSLTransport, ITCPTransport
+from twisted.internet.interfaces import IAddress, IDelayedCall, ISSLTransport, ITCPTransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
@@ -65,9 +68,13 @@ class InboxChannel(HTTPChannel):
     """
 
     _log = Logger()
-    #: the head or body deadline of the request being read, if one is being read
+    #: the head or body deadline of the request being read, once armed
     _deadline: IDelayedCall | None = None
+    #: the reason of the deadline the request being read is under, until it is armed at the end of
+    #: the read that started it (the head's at its first byte, the body's at the head's end)
+    _due: str | None = None
     _linger: IDelayedCall | None = None
+    _host: IAddress | None = None
     #: set once a reply closed the connection: nothing more is read
     _closing = False
     #: lines of the current request's head received so far, and their bytes
@@ -82,11 +89,31 @@ class InboxChannel(HTTPChannel):
         self.MAX_LENGTH = self.totalHeadersSize = self._limits.max_header_bytes
         super().connectionMade()
 
+    def getHost(self) -> IAddress:
+        """
+        The connection's local address, asked of the socket once: twisted.web asks for every request
+        (C{getsockname}, a system call) and it cannot change while the connection lasts.
+        """
+        if self._host is None:
+            self._host = self.transport.getHost()
+        return self._host
+
     def dataReceived(self, data: bytes) -> None:
-        if self._deadline is None and not self._handlingRequest and data.lstrip(b"\r\n"):
+        if self._due is None and self._deadline is None and not self._handlingRequest and data.lstrip(b"\r\n"):
             self._head_lines = self._head_bytes = 0
-            self._deadline = self.callLater(self._limits.header_timeout, self.refuse, "header_timeout")
+            self._due = "header_timeout"
         super().dataReceived(data)
+        self._arm_deadline()
+
+    def _arm_deadline(self) -> None:
+        """
+        Start the timer of the deadline due, if the read that made it due left its head or body
+        unfinished (a finished one cleared it).
+        """
+        reason, self._due = self._due, None
+        if reason is not None and not self._closing:
+            limit = self._limits.header_timeout if reason == "header_timeout" else self._limits.body_timeout
+            self._deadline = self.callLater(limit, self.refuse, reason)
 
     def lineReceived(self, line: bytes) -> None:
         if self._closing:
@@ -109,7 +136,7 @@ class InboxChannel(HTTPChannel):
         self._cancel_deadline()
         super().allHeadersReceived()
         if self.length != 0 and not self._closing:
-            self._deadline = self.callLater(self._limits.body_timeout, self.refuse, "body_timeout")
+            self._due = "body_timeout"
 
     def allContentReceived(self) -> None:
         self._cancel_deadline()
@@ -156,6 +183,7 @@ class InboxChannel(HTTPChannel):
             self.transport.loseConnection()
 
     def _cancel_deadline(self) -> None:
+        self._due = None
         if self._deadline is not None and self._deadline.active():
             self._deadline.cancel()
         self._deadline = None

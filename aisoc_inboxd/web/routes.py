@@ -4,12 +4,14 @@ exactly one response (JSON), one metric increment and nothing else.
 """
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 
 from twisted.internet.defer import Deferred
+from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
@@ -80,7 +82,35 @@ def write_json(request: Request, status: int, body: dict[str, Any],
     request.setHeader(b"Content-Type", b"application/json")
     for name, value in (headers or {}).items():
         request.setHeader(name.encode("latin-1"), value.encode("latin-1"))
+    return json_reply(body)
+
+
+def json_reply(body: dict[str, Any]) -> bytes:
+    """
+    C{body} as a reply's bytes (C{json.dumps} and a newline), encoded once for each body a route
+    keeps answering (a token's C{{"accepted": 1, "template": …}}) rather than per request.
+    """
+    try:
+        # each value's type is part of the key: 1 and True are equal but encode differently
+        return _encoded_reply(tuple((key, _KEPT_TYPES[type(value)], value) for key, value in body.items()))
+    except KeyError:  # a float (0.0 == -0.0), a list or a dict among the values: encoded each time
+        return encode_reply(body)
+
+
+#: the types of the values a kept reply body may hold: those whose equal values encode alike
+_KEPT_TYPES = {str: str, int: int, bool: bool, type(None): None}
+
+
+def encode_reply(body: dict[str, Any]) -> bytes:
+    """
+    The plain encoding of a reply body, which L{json_reply} keeps.
+    """
     return json.dumps(body).encode("utf-8") + b"\n"
+
+
+@functools.lru_cache(maxsize=256)
+def _encoded_reply(items: tuple[tuple[str, type, Any], ...]) -> bytes:
+    return encode_reply({key: value for key, _, value in items})
 
 
 class DeliveryRecording(Protocol):
@@ -137,11 +167,9 @@ class JsonRoute(Resource):
                                                       f"this route accepts {allow}"}, {"Allow": allow})
         started = time.monotonic()
         exchange = Exchange()
-        gone: list[Failure] = []
-        request.notifyFinish().addErrback(gone.append)
         d = self._inflight.track(Deferred.fromCoroutine(self.handle(request, exchange)))
         d.addErrback(self._failure_reply, exchange)
-        d.addCallback(self._send, request, exchange, gone, started)
+        d.addCallback(self._send, request, exchange, started)
         return NOT_DONE_YET
 
     def _failure_reply(self, failure: Failure, exchange: Exchange) -> Reply:
@@ -165,8 +193,7 @@ class JsonRoute(Resource):
         """
         return write_json(request, reply.status, reply.body, reply.headers)
 
-    def _send(self, reply: Reply, request: Request, exchange: Exchange, gone: list[Failure],
-              started: float) -> None:
+    def _send(self, reply: Reply, request: Request, exchange: Exchange, started: float) -> None:
         self._metrics.request(self.route, reply.template, reply.outcome)
         self._log_request(request, exchange, reply, time.monotonic() - started)
         for observe in self._observers:
@@ -174,7 +201,9 @@ class JsonRoute(Resource):
         body = b""  # a client gone before its reply gets none
         if self._recorder is not None:
             self._recorder.hold_body(request, exchange)
-        if not (gone or request.finished):
+        # twisted.web drops a request's channel when its connection is lost (Request.connectionLost):
+        # read here rather than through a notifyFinish Deferred made for every request
+        if not (request.finished or request.channel is None):
             body = self.write_reply(request, reply)
             request.write(body)
             request.finish()
@@ -197,8 +226,8 @@ class JsonRoute(Resource):
         binding, token = exchange.binding, exchange.token
         tenant = binding.tenant_id if binding else token.tenant_id if token else "-"
         request.route_logged = True  # type: ignore[attr-defined]
-        self._request_log.info(
-            "{route} {status} {outcome} template={template} tenant={tenant} token={token} "
+        self._request_log.emit(
+            LogLevel.info, "{route} {status} {outcome} template={template} tenant={tenant} token={token} "
             "events={events} bytes={bytes} duration_ms={duration_ms}",
             route=self.route, status=reply.status, outcome=reply.outcome, template=reply.template or "-",
             tenant=tenant, token=log_id(token.fingerprint) if token else "-",
