@@ -308,6 +308,10 @@ def _key_sets(tree: dict[str, Any]) -> ConsumedTree:
     return frozenset(nodes) if all(sub is True for sub in nodes.values()) else nodes
 
 
+#: the types of the values L{leftovers} keeps as they are (exactly these: a subclass is not JSON's)
+_SCALAR_TYPES = frozenset({str, int, float, bool})
+
+
 def leftovers(value: Any, consumed: ConsumedTree | None) -> Any:
     """
     C{value} minus the consumed subtrees and nulls; L{INVALID} when nothing is left of it.
@@ -320,6 +324,11 @@ def leftovers(value: Any, consumed: ConsumedTree | None) -> Any:
         return drop_nulls(value)
     if type(consumed) is frozenset:
         if isinstance(value, dict):
+            if _SCALAR_TYPES.issuperset(map(type, value.values())):  # no nulls, nothing to copy: in C
+                kept = value.copy()
+                for key in consumed.intersection(value):
+                    del kept[key]
+                return kept or INVALID
             kept = {key: drop_nulls(item) if isinstance(item, (dict, list)) else item
                     for key, item in value.items() if item is not None and key not in consumed}
             return kept or INVALID
