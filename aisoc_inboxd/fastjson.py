@@ -29,7 +29,7 @@ import math
 import re
 import sys
 from json.decoder import WHITESPACE
-from typing import Any
+from typing import Any, Sequence
 
 import orjson
 
@@ -80,6 +80,27 @@ def loads(text: str) -> Any:
     if end != len(text):
         raise json.JSONDecodeError("Extra data", text, end)
     return value
+
+
+def loads_each(texts: Sequence[str]) -> list[Any] | None:
+    """
+    The value of each of C{texts} (the lines or envelopes of one body) as L{loads} reads it, or
+    C{None} when one of them is not a JSON text orjson reads within the rules above (malformed, a
+    refusal, an integer past 64 bits): the caller then reads them one by one with L{loads}, which
+    places the error. The check for long integers is one scan over all of them, not one per text.
+    """
+    scan = "\n".join(texts).encode("utf-8", "surrogatepass").translate(_DIGITS_AND_BRACKETS)
+    if _may_hold_integers_past_64_bits(scan):
+        return None
+    values = []
+    try:
+        for text in texts:
+            value = orjson.loads(text)
+            _check_depth(value, text.count("{") + text.count("["), text, 0)
+            values.append(value)
+    except (orjson.JSONDecodeError, RefusedJson):
+        return None
+    return values
 
 
 def raw_decode(text: str, start: int) -> tuple[Any, int]:

@@ -12,6 +12,7 @@ from aisoc_inboxd.fastjson import dumps_compact
 from aisoc_inboxd.formats.json_body import Record
 from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.normalizer import IngestContext, Template, normalize_record
+from aisoc_inboxd.normalizer.apply import NO_HEADERS
 from aisoc_inboxd.sinks import EventSink, SinkRecord
 
 
@@ -37,13 +38,12 @@ class Pipeline:
         the template acknowledges) or several (a batch envelope); C{headers} (lowercase names) feed
         the template's C{header:} sources.
         """
-        sink_records = []
-        for record in records:
-            context = IngestContext(tenant_id=tenant_id, route=route, received_at=received_at, raw=record.raw,
-                                    headers=headers or {})
-            for event in normalize_record(template, record.data, context):
-                value = dumps_compact(event)
-                sink_records.append(SinkRecord(tenant_id, template.id, route, received_at, value))
+        headers = headers or NO_HEADERS
+        template_id = template.id
+        sink_records = [SinkRecord(tenant_id, template_id, route, received_at, dumps_compact(event))
+                        for data, raw in records
+                        for event in normalize_record(template, data,
+                                                      IngestContext(tenant_id, route, received_at, raw, headers))]
         if not sink_records:
             return succeed(0)  # only control messages: nothing to make durable
         d = self._sink.write(sink_records)

@@ -9,7 +9,11 @@ C{tests/test_one_pass_cef.py}).
   - the dotted-quad shortcut of C{ip_t} attributes against the OCSF pattern alone;
   - the digit shortcuts of the integer coercer and of L{to_epoch_ms} against their general readings;
   - the CEF frame's header stamp, now computed only when C{rt} and C{end} give no time, and the
-    severity band, no longer read by the one-pass reader.
+    severity band, no longer read by the one-pass reader;
+  - the epoch-ms range the generated functions take an C{int} time from without L{to_epoch_ms};
+  - L{leftovers} of an object whose values are all plain scalars (copied and the consumed keys
+    deleted, in C) against the comprehension it skips;
+  - the epoch-ms digits of a CEF time against the general reading.
 """
 from __future__ import annotations
 
@@ -21,15 +25,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aisoc_inboxd.formats.cef_records import cef_time
 from aisoc_inboxd.formats.syslog_cef import read_frame
 from aisoc_inboxd.formats.syslog_records import frame_record
-from aisoc_inboxd.normalizer.coerce import _INTEGER_TEXT, INVALID, _to_integer, coercer_for
+from aisoc_inboxd.normalizer.apply import leftovers
+from aisoc_inboxd.normalizer.coerce import _INTEGER_TEXT, INVALID, _to_integer, coercer_for, drop_nulls
 from aisoc_inboxd.normalizer.extract import search
 from aisoc_inboxd.normalizer.memo import KEPT_TEXT_LENGTH, KEPT_TEXTS, TextMemo
 from aisoc_inboxd.normalizer.transforms import compile_steps
 from aisoc_inboxd.normalizer.ocsf import ocsf_schema
 from aisoc_inboxd.normalizer.paths import MISSING
-from aisoc_inboxd.normalizer.timeparse import _NUMERIC, to_epoch_ms
+from aisoc_inboxd.normalizer.timeparse import _NUMERIC, EPOCH_MS, to_epoch_ms
 
 NOW = 1778230800.0
 IP = ocsf_schema().attribute(4001, "src_endpoint.ip")
@@ -133,3 +139,36 @@ def test_number_pattern_never_matches_a_dash_after_four_characters(text: str) ->
     """L{to_epoch_ms} skips the number pattern for a text whose fifth character is "-": it could not match."""
     if text[4:5] == "-":
         assert _NUMERIC.match(text) is None
+
+
+@settings(max_examples=1000)
+@given(st.integers(-10**20, 10**20) | st.sampled_from([EPOCH_MS[0] - 1, *EPOCH_MS, EPOCH_MS[1] - 1]))
+def test_int_in_the_epoch_ms_range_is_its_own_time(number: int) -> None:
+    """The generated functions take an int in C{EPOCH_MS} as the time: exactly where to_epoch_ms gives it back."""
+    assert (EPOCH_MS[0] <= number < EPOCH_MS[1]) == (to_epoch_ms(number) == number)
+
+
+class _Dict(dict):  # type: ignore[type-arg]
+    """A dict subclass: not one of the plain scalars the fast path of leftovers copies as they are."""
+
+
+values = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=3) | st.lists(
+    st.none() | st.integers(), max_size=2) | st.dictionaries(st.text(max_size=2), st.none() | st.integers(),
+                                                            max_size=2) | st.builds(_Dict, st.just({"a": None}))
+
+
+@settings(max_examples=1000)
+@given(st.dictionaries(st.sampled_from("abcdef"), values, max_size=6), st.frozensets(st.sampled_from("abcdefg")))
+def test_leftovers_of_flat_objects_as_the_comprehension(record: dict[str, Any], consumed: frozenset[str]) -> None:
+    """Keys consumed and nulls out, containers without their nulls, the rest as it is, in the record's order."""
+    expected = {key: drop_nulls(item) if isinstance(item, (dict, list)) else item
+                for key, item in record.items() if item is not None and key not in consumed} or INVALID
+    left = leftovers(record, consumed)
+    assert left == expected and (left is INVALID or list(left.items()) == list(expected.items()))
+    assert all(type(left[key]) is type(expected[key]) for key in ([] if left is INVALID else left))
+
+
+@settings(max_examples=1000)
+@given(st.integers(0, 10**18).map(str) | st.sampled_from(["١٢٣", "0", "99999999999", "100000000000"]))
+def test_cef_time_of_digits_as_the_general_reading(text: str) -> None:
+    assert cef_time(text, NOW) == to_epoch_ms(text)

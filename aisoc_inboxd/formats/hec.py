@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
@@ -114,6 +115,19 @@ def parse_event_body(body: bytes, max_events: int | None = None) -> HecBatch:
     """
     text, invalid_at = utf8_prefix(body)
     text = text.removeprefix("\ufeff")
+    if invalid_at is None:
+        batch = concatenated_objects(text, max_events)
+        if batch is not None:
+            return batch
+    return read_event_body(text, invalid_at, max_events)
+
+
+def read_event_body(text: str, invalid_at: int | None, max_events: int | None = None) -> HecBatch:
+    """
+    L{parse_event_body} envelope by envelope, the reference its fast path is held to: C{text} is
+    the body's UTF-8 prefix without a BOM, C{invalid_at} the offset of its first byte that is not
+    UTF-8 (C{None}: none).
+    """
     records: list[Record] = []
     position = _skip_space(text, 0)
     if position == len(text) and invalid_at is None:
@@ -137,6 +151,38 @@ def parse_event_body(body: bytes, max_events: int | None = None) -> HecBatch:
         return HecBatch(tuple(records), HecError(INVALID_DATA_FORMAT, len(records)))
     if not records:
         raise HecError(NO_DATA)  # e.g. a lone []
+    return HecBatch(tuple(records))
+
+
+#: where one envelope of a body of concatenated objects may end and the next begin; it may also
+#: match inside a string, which L{_objects} finds out
+_BETWEEN_OBJECTS = re.compile(r"\}[ \t\r\n]*\{")
+
+
+def concatenated_objects(text: str, max_events: int | None) -> HecBatch | None:
+    """
+    The batch of a body of concatenated JSON objects, read in one go (L{fastjson.loads_each}), or
+    C{None} for any other body, which L{read_event_body} then reads envelope by envelope. The body
+    is cut wherever a C{}} and a C{{} meet across JSON whitespace only: when every piece is a JSON
+    object, the pieces are the envelopes a parser reading from the start finds (each piece is a
+    whole object, so the parser ends it where the piece ends); when a cut fell inside a string, a
+    piece is no JSON text and L{read_event_body} reads the body.
+    """
+    body = text.strip(_JSON_SPACE)
+    cuts = [(match.start() + 1, match.end() - 1) for match in _BETWEEN_OBJECTS.finditer(body)]
+    if max_events is not None and len(cuts) >= max_events:
+        return None
+    ends, starts = [*(end for end, _ in cuts), len(body)], [0, *(start for _, start in cuts)]
+    pieces = [body[start:end] for start, end in zip(starts, ends)]
+    envelopes = fastjson.loads_each(pieces)
+    if envelopes is None or not all(type(envelope) is dict for envelope in envelopes):
+        return None
+    records: list[Record] = []
+    for envelope, piece in zip(envelopes, pieces):
+        problem = envelope_problem(envelope)
+        if problem is not None:
+            return HecBatch(tuple(records), HecError(problem, len(records)))
+        records.append(Record(envelope, piece))
     return HecBatch(tuple(records))
 
 
@@ -171,8 +217,12 @@ def _is_epoch_seconds(value: Any) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value) and value >= 0
 
 
+#: the whitespace JSON allows between values
+_JSON_SPACE = " \t\r\n"
+
+
 def _skip_space(text: str, position: int) -> int:
-    while position < len(text) and text[position] in " \t\r\n":
+    while position < len(text) and text[position] in _JSON_SPACE:
         position += 1
     return position
 

@@ -8,10 +8,9 @@ name the line (and column) so the sender can find what is wrong. JSON is read by
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
-from aisoc_inboxd.fastjson import dumps_compact, loads
+from aisoc_inboxd.fastjson import dumps_compact, loads, loads_each
 
 
 class BodyError(ValueError):
@@ -40,10 +39,10 @@ def check_event_count(count: int, limit: int | None) -> None:
         raise TooManyEvents(limit)
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(NamedTuple):
     """
-    One decoded record and the exact text it came from (kept as the OCSF C{raw_data}).
+    One decoded record and the exact text it came from (kept as the OCSF C{raw_data}). A named
+    tuple: one is made per event, at half the cost of a frozen dataclass.
     """
 
     data: dict[str, Any]
@@ -85,6 +84,15 @@ def decode_json_records(body: bytes, max_events: int | None = None) -> list[Reco
     L{TooManyEvents} past C{max_events} of them.
     """
     text = decode_text(body)
+    records = _ndjson_objects(text, max_events)
+    return read_json_records(text, max_events) if records is None else records
+
+
+def read_json_records(text: str, max_events: int | None = None) -> list[Record]:
+    """
+    L{decode_json_records} of a body decoded to C{text}, a whole document first, else line by line:
+    the reference its NDJSON fast path is held to, and what names the error in a bad body.
+    """
     stripped = text.strip()
     if not stripped:
         raise BodyError("empty body: expected a JSON object or NDJSON lines")
@@ -115,6 +123,22 @@ def _first_line_is_object(text: str) -> bool:
         return isinstance(loads(first), dict)
     except json.JSONDecodeError:
         return False
+
+
+def _ndjson_objects(text: str, max_events: int | None) -> list[Record] | None:
+    """
+    The records of an NDJSON body of two or more lines, all of them JSON objects within
+    C{max_events}, read in one go (L{loads_each}); C{None} for any other body, which
+    L{read_json_records} then reads and, when it is bad, names what is wrong. Two or more objects,
+    one per line, are never one JSON document, so both read such a body alike.
+    """
+    lines = [stripped for line in text.split("\n") if (stripped := line.strip())]
+    if len(lines) < 2 or (max_events is not None and len(lines) > max_events):
+        return None
+    items = loads_each(lines)
+    if items is None or not all(type(item) is dict for item in items):
+        return None
+    return list(map(Record, items, lines))
 
 
 def _ndjson(text: str, max_events: int | None) -> list[Record]:

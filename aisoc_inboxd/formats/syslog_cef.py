@@ -42,9 +42,11 @@ def read_frame(frame: bytes, now: float, local_tz: tzinfo = UTC) -> FrameRecord:
      sd, version, vendor, product, device_version, class_id, name, severity, extension) = match.groups()
     # the reference reads these (and raises for a severity of thousands of digits, as CefEvent's
     # severity band is read); they are rare enough not to be worth a second copy here
-    if int(pri) > 191 or int(version) > 1 or "\\" in text[match.start(16):match.end(22)] or len(severity) > 64:
+    priority = int(pri)
+    if (priority > 191 or int(version) > 1 or len(severity) > 64
+            or "\\" in text and "\\" in text[match.start(16):match.end(22)]):
         return frame_record(frame, now, local_tz)
-    facility, syslog_severity = divmod(int(pri), 8)
+    facility, syslog_severity = divmod(priority, 8)
     stamp = None if stamp_text == "-" else partial(rfc3339_millis, year, month, day, hour, minute, second, fraction,
                                                    offset)
     structured_data = {} if sd == "-" else parse_structured_data(sd, 0)[0]

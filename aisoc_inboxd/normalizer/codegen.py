@@ -44,7 +44,7 @@ from aisoc_inboxd.normalizer.model import Template
 from aisoc_inboxd.normalizer.ocsf import SCHEMA_VERSION
 from aisoc_inboxd.normalizer.paths import MISSING, Step, element_at, get_source, is_header
 from aisoc_inboxd.normalizer.severity import fold_severity
-from aisoc_inboxd.normalizer.timeparse import to_epoch_ms
+from aisoc_inboxd.normalizer.timeparse import EPOCH_MS, to_epoch_ms
 from aisoc_inboxd.normalizer.transforms import Reader
 from aisoc_inboxd.normalizer.uids import new_uid
 
@@ -140,9 +140,9 @@ class _Code:
             if start is None:  # the record is an object
                 self.line(f"{into} = record.get({keys[0]!r}, MISSING)")
                 walk, depth = keys[1:], 0
-            else:
-                self.line(f"if type({start}) is dict:")
-                self.line(f"    {into} = {start}.get({keys[1]!r}, MISSING)")
+            else:  # an absent key (most of a template's keys, in any one record) costs one C{in}
+                self.line(f"if {keys[1]!r} in {start}_keys:")
+                self.line(f"    {into} = {start}_keys[{keys[1]!r}]")
                 walk, depth = keys[2:], 1
             for key in walk:
                 self.line("    " * depth + f"if type({into}) is dict:")
@@ -152,7 +152,7 @@ class _Code:
                 self.line("    " * level + f"elif {into} is not MISSING:")
                 self.line("    " * level + f"    {fallback}")
             if start is not None:
-                self.line(f"elif {start} is not MISSING:")
+                self.line(f"elif {start}_odd:")
                 self.line(f"    {fallback}")
                 self.line("else:")
                 self.line(f"    {into} = MISSING")
@@ -173,6 +173,12 @@ class _Code:
                   if sum(keys[0] == key for keys in nested) > 1]
         for number, key in enumerate(shared):
             self.read((key,), Reader(), f"top_{number}")
+            # C{top_N_keys}: the object to look keys up in (empty unless it is one); C{top_N_odd}: a
+            # value that is not an object, walked by L{get_source} (a list of objects)
+            self.line(f"if type(top_{number}) is dict:")
+            self.line(f"    top_{number}_keys, top_{number}_odd = top_{number}, False")
+            self.line("else:")
+            self.line(f"    top_{number}_keys, top_{number}_odd = EMPTY, top_{number} is not MISSING")
         self.hoisted = {key: f"top_{number}" for number, key in enumerate(shared)}
 
     def extract(self, extractions: tuple[Extraction, ...]) -> None:
@@ -358,11 +364,7 @@ class _Body(_Code):
             self.read(rule.source.keys, self.compiled.reader, "value")
             self.line("if value is not MISSING and value is not None:")
             self.indent += 1
-            coerce = self.const(rule.coerce)
-            if rule.coerce is _to_string:
-                self.line(f"value = value if type(value) is str else {coerce}(value)")
-            else:
-                self.line(f"value = {coerce}(value)")
+            self.coerce(rule.coerce)
             self.line("if value is not INVALID:")
             self.indent += 1
             self.write(_steps(rule.write), rule.write, "value")
@@ -375,11 +377,44 @@ class _Body(_Code):
             self.consume(rule.source.keys)
             self.indent -= 2 if flag is None else 3
 
+    def coerce(self, coercer: Callable[[Any], Any]) -> None:
+        """
+        C{value = coercer(value)}, with the coercer's own shortcut for the texts vendors nearly
+        always send inlined: text as it is for plain strings, digits for integers (then the
+        attribute's enum and range), a dotted quad for IP addresses (then its length).
+        """
+        coerce = self.const(coercer)
+        integer = getattr(coercer, "integer", None)
+        dotted_quad = getattr(coercer, "dotted_quad", None)
+        if coercer is _to_string:
+            self.line(f"value = value if type(value) is str else {coerce}(value)")
+        elif integer is not None:
+            allowed, low, high = integer
+            self.line("if type(value) is str and value.isdigit() and value.isascii():")
+            self.line("    value = int(value)")
+            self.line("elif type(value) is not int:  # (the coercer checks what it returns)")
+            self.line(f"    value = {coerce}(value)")
+            checks = ([f"value not in {self.const(allowed)}"] if allowed is not None else []) + (
+                [f"not {self.const(low)} <= value <= {self.const(high)}"] if low is not None else [])
+            if checks:
+                self.line(f"if value is not INVALID and ({' or '.join(checks)}):")
+                self.line("    value = INVALID")
+        elif dotted_quad is not None:
+            accepted, max_len = dotted_quad
+            fits = "" if max_len is None else f" and len(value) <= {self.const(max_len)}"
+            self.line(f"if not (type(value) is str and {self.const(accepted)}(value){fits}):")
+            self.line(f"    value = {coerce}(value)")
+        else:
+            self.line(f"value = {coerce}(value)")
+
     def _constants(self) -> None:
         for constant in self.compiled.constants:
             value = self.const(constant.value)
             if isinstance(constant.value, (dict, list)):
-                value = f"copy_json({value})"
+                # what copy_json gives for a list or object of scalars (most constants): a shallow copy
+                flat = not any(isinstance(item, (dict, list)) for item in
+                               (constant.value.values() if isinstance(constant.value, dict) else constant.value))
+                value = f"{value}.copy()" if flat else f"copy_json({value})"
             self.write(_steps(constant.write), constant.write, value)
             if constant.caption is not None:
                 write_caption, caption = constant.caption
@@ -430,7 +465,9 @@ class _Body(_Code):
             self._candidate("ms", source.keys, compiled.reader)
             self.line("if first_time is None:")
             self.line("    first_time = raw")
-            self.line(f"ms = to_epoch_ms(raw, {formats})")
+            # epoch ms as an int (CEF records' time) is its own value: to_epoch_ms returns it
+            self.line(f"ms = raw if type(raw) is int and {EPOCH_MS[0]} <= raw < {EPOCH_MS[1]} "
+                      f"else to_epoch_ms(raw, {formats})")
             self.line("if ms is not None:")
             self.indent += 1
             self.consume(source.keys)

@@ -116,6 +116,7 @@ def _integer_coercer(attribute: Attribute) -> Coercer:
             return INVALID
         return number
 
+    coerce.integer = (allowed, low, high)  # type: ignore[attr-defined]  # (inlined for digit texts by codegen)
     return coerce
 
 
@@ -139,6 +140,8 @@ def _string_coercer(attribute: Attribute) -> Coercer:
             return INVALID
         return text
 
+    if accepted is not None:  # (codegen inlines the shortcut)
+        coerce.dotted_quad = (accepted, max_len)  # type: ignore[attr-defined]
     return coerce
 
 

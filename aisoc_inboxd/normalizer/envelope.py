@@ -11,6 +11,7 @@ C{acknowledge_when}) and names where a delivery's natural idempotency key lives
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Mapping, NamedTuple
 
 from aisoc_inboxd import fastjson
@@ -37,6 +38,14 @@ class Envelope:
     records: tuple[str, ...] | None = None
     acknowledge_when: tuple[Condition, ...] = ()
     idempotency_key: tuple[tuple[str, ...], ...] = ()
+
+    @cached_property
+    def unwraps_nothing(self) -> bool:
+        """
+        Whether L{unwrap} gives every record back whole, as it is (no C{decode_json}, no
+        C{acknowledge_when}, no C{records}): the normalizer then skips it, one call less per event.
+        """
+        return not self.decode_json and not self.acknowledge_when and self.records is None
 
 
 def decoded(envelope: Envelope, record: dict[str, Any]) -> dict[str, Any]:

@@ -28,6 +28,9 @@ _SECONDS_BELOW = 100_000_000_000
 _MILLIS_BELOW = 100_000_000_000_000
 _MICROS_BELOW = 100_000_000_000_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+#: an C{int} in C{range(*EPOCH_MS)} is read as epoch milliseconds and is plausible: L{to_epoch_ms}
+#: returns it as it is (the generated template functions take it without the call)
+EPOCH_MS = (max(_SECONDS_BELOW, TIMESTAMP_MIN_MS), min(_MILLIS_BELOW, TIMESTAMP_MAX_MS))
 
 
 def to_epoch_ms(value: Any, formats: Sequence[str] = ()) -> int | None:

@@ -1,0 +1,174 @@
+"""
+The fast paths of the HTTP batch path against what they stand in for: NDJSON read in one go
+(C{decode_json_records}) against the whole-document-then-line-by-line reader (C{read_json_records}),
+and concatenated HEC envelopes cut and read in one go (C{parse_event_body}) against the
+envelope-by-envelope reader (C{read_event_body}), each giving the same records (data and raw text)
+or the same refusal (type, words, event number); and C{normalize_record} skipping C{unwrap} for a
+template without an envelope, where unwrap gives the record back whole. Over every fixture under
+tests/, batches made of them, and hypothesis-generated bodies and records.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from aisoc_inboxd.formats.hec import _BETWEEN_OBJECTS, HecError, concatenated_objects, parse_event_body, read_event_body
+from aisoc_inboxd.formats.json_body import (
+    BodyError, TooManyEvents, _ndjson_objects, decode_json_records, decode_text, read_json_records, utf8_prefix)
+from aisoc_inboxd.normalizer import load_templates
+from aisoc_inboxd.normalizer.envelope import Unwrapped
+
+FIXTURES = sorted(path for path in (Path(__file__).parent / "fixtures").rglob("*") if path.is_file())
+JSON_FIXTURES = [path for path in FIXTURES if path.suffix == ".json"]
+LIMITS = [None, 1, 2, 3, 100]
+
+
+def outcome(decode: Callable[[], Any]) -> Any:
+    """
+    What a decoder gives, comparable: its records, or its refusal's type, words and numbers.
+    """
+    try:
+        result = decode()
+    except (BodyError, TooManyEvents) as e:
+        return type(e).__name__, str(e)
+    except HecError as e:
+        return "HecError", e.status, e.event_number
+    if isinstance(result, list):
+        return [tuple(record) for record in result]
+    rejection = result.rejection
+    return ([tuple(record) for record in result.records],
+            None if rejection is None else (rejection.status, rejection.event_number))
+
+
+def json_reference(body: bytes, limit: int | None) -> Any:
+    return read_json_records(decode_text(body), limit)
+
+
+def hec_reference(body: bytes, limit: int | None) -> Any:
+    text, invalid_at = utf8_prefix(body)
+    return read_event_body(text.removeprefix("\ufeff"), invalid_at, limit)
+
+
+def assert_same(body: bytes, limit: int | None = None) -> None:
+    assert outcome(lambda: decode_json_records(body, limit)) == outcome(lambda: json_reference(body, limit))
+    assert outcome(lambda: parse_event_body(body, limit)) == outcome(lambda: hec_reference(body, limit))
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=lambda path: str(path.relative_to(path.parents[2])))
+def test_every_fixture_reads_alike(path: Path) -> None:
+    """Every fixture file, as a body, gives the same records or refusal by both paths, at every limit."""
+    body = path.read_bytes()
+    for limit in LIMITS:
+        assert_same(body, limit)
+
+
+def _compact(path: Path) -> str:
+    return json.dumps(json.loads(path.read_text()), ensure_ascii=False)
+
+
+@pytest.mark.parametrize("separator", ["\n", "\r\n", "\n\n  \n", " ", "", "\t\n"])
+def test_batches_of_the_json_fixtures_read_alike(separator: str) -> None:
+    """The JSON fixtures as one batch (NDJSON, concatenated HEC envelopes, envelopes around each), cut
+    by every separator, give the same records by both paths; the fast path is taken for these."""
+    lines = [_compact(path) for path in JSON_FIXTURES]
+    envelopes = [json.dumps({"time": 1778230800 + n, "event": json.loads(line)}) for n, line in enumerate(lines)]
+    for parts in (lines, envelopes):
+        body = separator.join(parts).encode()
+        for limit in LIMITS:
+            assert_same(body, limit)
+        assert_same(body + b"\n" + body, None)
+
+
+def test_fast_paths_are_taken_for_batches_of_objects() -> None:
+    """Batches of the fixture objects take the fast paths, so the tests above compare them with the
+    references (a fast path that always declined would pass them): NDJSON always, HEC envelopes
+    unless a string holds a C{}} and a C{{} with only whitespace between (GitHub's URL templates
+    do: C{{/owner}{/repo}}), where the body is read envelope by envelope."""
+    lines = [line for line in map(_compact, JSON_FIXTURES) if line.startswith("{")]
+    assert _ndjson_objects("\n".join(lines), None) is not None
+    envelopes = [json.dumps({"event": json.loads(line)}) for line in lines]
+    cut_in_a_string = [envelope for envelope in envelopes if _BETWEEN_OBJECTS.search(envelope)]
+    assert concatenated_objects("".join(e for e in envelopes if e not in cut_in_a_string), None) is not None
+    assert concatenated_objects("".join(envelopes), None) is None and cut_in_a_string
+
+
+# -- hypothesis ---------------------------------------------------------------------------------
+
+scalars = (st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False)
+           | st.text(alphabet=st.sampled_from('ab}{"\\\n é\u2028'), max_size=6))
+values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)
+                      | st.dictionaries(st.text(alphabet="ek}{\"\n", max_size=4), inner, max_size=3), max_leaves=8)
+envelope_like = st.fixed_dictionaries({}, optional={"event": values, "time": values, "fields": values, "host": values})
+#: texts the parsers must refuse or read by their own rules
+hostile = st.sampled_from(["NaN", "1e999", "9" * 25, "-" + "9" * 19, '"\\ud800"', '"\\ud83d\\ude00"', "{", "}", "[",
+                           "]", "", "\ufeff", '{"a":1}{"b":', "null", '"}{"', "1,2", "[1", "2]", '{"event":"a\tb"}',
+                           '{"event":"\x01"}', '{"event":01}', '{"event":1.}', '{"event":.5}', '{"event":+1}',
+                           '{"event":-0.0}', '{"event":1E2}', '{"event":"\\x"}'])
+
+
+@st.composite
+def bodies(draw: st.DrawFn) -> bytes:
+    parts = draw(st.lists(envelope_like.map(json.dumps) | values.map(json.dumps) | hostile, max_size=8))
+    separators = draw(st.lists(st.sampled_from(["\n", "", " ", "\r\n", "\n\n", "\x0b", "\u00a0", "\n \n"]),
+                               min_size=len(parts), max_size=len(parts)))
+    text = "".join(part + separator for part, separator in zip(parts, separators))
+    return text.encode("utf-8") + draw(st.sampled_from([b"", b"\n", b"\xff", b" \xc3"]))
+
+
+@settings(max_examples=1500, deadline=None)
+@given(bodies(), st.sampled_from(LIMITS))
+@example(b'{"event":"a"}xyz', None)
+@example(b' [{"event":"a"}]', None)
+@example(b'{"event":12345678901234567890123}\n{"event":-1234567890123456789}', None)
+@example(b'{"event":"}{"}\n{"event":"x"}', None)
+@example(b'{"a":1}\n{"a":2}\n{"a":3}', 2)
+@example(b'{"event":1}{"event":2}{"event":3}', 2)
+@example(b'{"event":1} {"event":[]} {"event":3}', None)
+def test_generated_bodies_read_alike(body: bytes, limit: int | None) -> None:
+    """Generated bodies (objects, envelopes, other JSON values, hostile texts, cut by whitespace JSON
+    allows and whitespace it does not) give the same records or refusal by both paths."""
+    assert_same(body, limit)
+
+
+# -- the normalizer's entry: a template that unwraps nothing ------------------------------------
+
+TEMPLATES = load_templates([Path(__file__).parents[1] / "templates"])
+PLAIN = [template for template in TEMPLATES.values() if template.compiled.envelope.unwraps_nothing]
+
+
+def assert_unwrapped_whole(record: dict[str, Any]) -> None:
+    for template in PLAIN:
+        for headers in ({}, {"x-github-event": "ping", "content-type": "application/json"}):
+            assert template.unwrap(record, headers) == [Unwrapped(record, True)], template.id
+
+
+def test_templates_that_unwrap_nothing_are_the_plain_ones() -> None:
+    """The shortcut is taken for the templates without an envelope (the bench's generic-json,
+    splunk-hec and cef-syslog among them) and not for those with one."""
+    assert {"generic-json", "splunk-hec", "cef-syslog"} <= {template.id for template in PLAIN}
+    assert {"aws-sns", "cloudflare-logpush", "github-security-advisory"}.isdisjoint(
+        template.id for template in PLAIN)
+
+
+@pytest.mark.parametrize("path", JSON_FIXTURES, ids=lambda path: str(path.relative_to(path.parents[2])))
+def test_unwrap_of_a_plain_template_gives_every_fixture_whole(path: Path) -> None:
+    """normalize_record skips unwrap for a template that unwraps nothing: unwrap would have given
+    each fixture record back whole and unchanged, under every such template."""
+    document = json.loads(path.read_text())
+    for record in document if isinstance(document, list) else [document]:
+        if isinstance(record, dict):
+            assert_unwrapped_whole(record)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["Message", "Records", "records", "zen", "hook", "event", "x"]), values,
+                       max_size=5))
+def test_unwrap_of_a_plain_template_gives_generated_records_whole(record: dict[str, Any]) -> None:
+    """The same over generated records, with the keys envelopes read (SNS's Message, S3's Records,
+    GitHub's ping) holding any JSON value."""
+    assert_unwrapped_whole(record)
