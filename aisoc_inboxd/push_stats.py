@@ -92,8 +92,10 @@ class PushStatsRecorder(MultiService):
         if token is None:
             return
         now = self._clock.seconds()
-        counts = self._pending.setdefault((token.tenant_id, token.fingerprint, now - now % BUCKET),
-                                          _Counts(token.template_id))
+        key = (token.tenant_id, token.fingerprint, now - now % BUCKET)
+        counts = self._pending.get(key)
+        if counts is None:  # not setdefault: that would build a _Counts on every request
+            counts = self._pending[key] = _Counts(token.template_id)
         counts.requests += 1
         counts.errors += is_error(outcome, status)
         counts.last_seen = now
