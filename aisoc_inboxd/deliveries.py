@@ -47,6 +47,36 @@ def redact_headers(headers: Iterable[tuple[str, str]], secret_names: Iterable[st
     return redacted
 
 
+def redacted_header_pairs(raw: Iterable[tuple[bytes, Sequence[bytes]]],
+                          secret_names: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
+    """
+    L{redact_headers} of L{header_pairs} (the reference, which this must equal), in one pass over
+    Twisted's raw headers: a name is decoded and judged once per process, a value is decoded only
+    when it is kept (latin-1 maps byte to character, so the token shape is looked for in the bytes).
+    """
+    pairs = []
+    for name, values in raw:
+        text, secret = _header_name(name)
+        if secret_names and not secret:
+            lower = text.lower()
+            secret = lower in secret_names and lower not in _PLAIN_HEADERS
+        for value in values:
+            pairs.append((text, REDACTED if secret or _TOKEN_PREFIX_BYTES in value else value.decode("latin-1")))
+    return pairs
+
+
+_TOKEN_PREFIX_BYTES = TOKEN_PREFIX.encode("ascii")
+
+
+@functools.lru_cache(maxsize=1024)
+def _header_name(name: bytes) -> tuple[str, bool]:
+    """
+    A raw header name as text, and whether it may carry a credential (L{_secret_name}).
+    """
+    text = name.decode("latin-1")
+    return text, _secret_name(text)
+
+
 @functools.lru_cache(maxsize=1024)
 def _secret_name(name: str) -> bool:
     """

@@ -6,17 +6,26 @@ resource trees (L{aisoc_inboxd.testing.MemoryInbox}).
 from __future__ import annotations
 
 import dataclasses
+import gc
 import gzip
 import json
+import socket
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 import pytest_twisted
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.protocols.policies import WrappingFactory
 
-from aisoc_inboxd.config import CefSettings, ConfigError, DeliverySettings, load_settings
+from aisoc_inboxd.config import CefSettings, ConfigError, DeliverySettings, HttpSettings, load_settings
 from aisoc_inboxd.deliveries import RECORD_OVERHEAD, REDACTED, Delivery, DeliveryLog, FirstEvent, redact_headers
-from aisoc_inboxd.deliveries import FrameSamples
+from aisoc_inboxd.deliveries import FrameSamples, header_pairs, redacted_header_pairs
 from aisoc_inboxd.testing import FakeStore, MemoryInbox
 from aisoc_inboxd.tokens import fingerprint
 
@@ -179,6 +188,24 @@ def test_credential_headers_are_redacted() -> None:
                ("X-AiSOC-Idempotency-Key", "k1"), ("Content-Type", "application/json"),
                ("X-GitHub-Delivery", "d1")]
     assert redact_headers(headers) == [(n, REDACTED) for n, _ in headers[:8]] + headers[8:]
+
+
+#: raw header names and values as twisted.web hands them over, credential-shaped ones among them
+_NAMES = st.sampled_from([b"Authorization", b"Cookie", b"X-Hub-Signature-256", b"X-Api-Key", b"X-Cef-Pass",
+                          b"X-Aisoc-Idempotency-Key", b"Content-Type", b"User-Agent", b"X-Vendor-Key",
+                          b"X-\xc9v\xe9nement-Token", b"Host"]) | st.binary(min_size=1, max_size=12)
+_VALUES = (st.binary(max_size=24) | st.sampled_from([b"aisoc_inbox_" + b"a" * 52, b"Bearer aisoc_inbox_x", b"caf\xe9",
+                                                     b"AISOC_INBOX_upper", b"aisoc_inbo"]))
+
+
+@settings(max_examples=500)
+@given(st.lists(st.tuples(_NAMES, st.lists(_VALUES, min_size=1, max_size=3)), max_size=8),
+       st.sets(st.sampled_from(["x-cef-pass", "host", "x-aisoc-idempotency-key", "x-other"]), max_size=2))
+def test_one_pass_redaction_is_the_reference(raw: list[tuple[bytes, list[bytes]]], secret_names: set[str]) -> None:
+    """The recorder's one pass over raw headers gives exactly the reference: every value decoded
+    (header_pairs), then redacted by name, by the route's secret names or by a token-shaped value."""
+    assert (redacted_header_pairs(raw, frozenset(secret_names))
+            == redact_headers(header_pairs(raw), secret_names))
 
 
 def _delivery(key: str, number: int, body_size: int) -> Delivery:
@@ -359,3 +386,73 @@ def test_delivery_settings_are_checked(tmp_path: Path, raw: dict, message: str) 
     with pytest.raises(ConfigError) as error:
         load_settings(path, {})
     assert message in str(error.value)
+
+
+class HeldLookups(FakeStore):
+    """
+    A store whose token lookups answer only when the test says so, so a client can leave while its
+    request waits on one.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting: list[tuple[Deferred, str]] = []
+
+    def resolve(self, fingerprint: str) -> Deferred:
+        held: Deferred = Deferred()
+        self.waiting.append((held, fingerprint))
+        return held
+
+    def answer(self) -> None:
+        for held, key in self.waiting:
+            FakeStore.resolve(self, key).chainDeferred(held)
+        self.waiting.clear()
+
+
+async def _until(reactor: Any, condition: Callable[[], bool]) -> None:
+    for _ in range(500):
+        if condition():
+            return
+        await deferLater(reactor, 0.01)
+    raise AssertionError("the condition did not come true within 5 s")
+
+
+@pytest.mark.parametrize("refusal", ["unknown template", "rate limited"])
+@pytest_twisted.ensureDeferred
+async def test_a_refused_request_whose_client_left_is_still_recorded(reactor: Any, refusal: str) -> None:
+    """A request refused before its body was read (its template is gone, its tenant is over the rate
+    limit) whose client closed its socket while the token was being looked up is recorded like any
+    other refusal, with no reply and no body (twisted.web dropped it with the connection), and
+    nothing is logged as an error."""
+    store = HeldLookups()
+    inbox = MemoryInbox(store, http_settings=HttpSettings(rate_limit_per_min=1))
+    token = await inbox.mint()
+    if refusal == "unknown template":
+        key = fingerprint(token)
+        store.tokens[key] = dataclasses.replace(store.tokens[key], template_id="retired-template")
+    else:  # the tenant's one request of the minute is spent by another of its tokens
+        spender = Deferred.fromCoroutine(inbox.intake.authorize(await inbox.mint()))
+        store.answer()
+        await spender
+    site = WrappingFactory(inbox.http._agent._serverFactory)  # the listener's own site, on a real socket
+    port = reactor.listenTCP(0, site, interface="127.0.0.1")
+    errors: list[dict] = []
+    observer = (lambda event: errors.append(event) if event.get("log_level") == LogLevel.critical
+                or event.get("isError") or "log_failure" in event else None)
+    globalLogPublisher.addObserver(observer)
+    try:
+        client = socket.create_connection(("127.0.0.1", port.getHost().port))
+        client.sendall(f"POST /v1/inbox/{token} HTTP/1.1\r\nHost: inbox\r\nContent-Length: 8\r\n\r\n"
+                       '{"a": 1}'.encode())
+        await _until(reactor, lambda: bool(store.waiting))
+        client.close()
+        await _until(reactor, lambda: not site.protocols)  # the server saw the client leave
+        store.answer()
+        gc.collect()  # a Deferred that failed unhandled is logged when collected
+    finally:
+        globalLogPublisher.removeObserver(observer)
+        await port.stopListening()
+    assert [formatEvent(e) for e in errors] == []
+    [delivery] = inbox.deliveries.of(fingerprint(token), "acme")
+    assert (delivery.status, delivery.response_body, delivery.body) == (
+        400 if refusal == "unknown template" else 429, "", None)

@@ -13,7 +13,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.server import Request
 
-from aisoc_inboxd.deliveries import Delivery, DeliveryLog, FirstEvent, header_pairs, redact_headers
+from aisoc_inboxd.deliveries import Delivery, DeliveryLog, FirstEvent, redact_headers, redacted_header_pairs
 from aisoc_inboxd.fastjson import dumps_compact
 from aisoc_inboxd.normalizer import IngestContext, Template, normalize_record
 from aisoc_inboxd.web.body import decode_content, raw_body
@@ -43,17 +43,24 @@ class DeliveryRecorder:
         Keep what C{request} sent and got back, under its token's fingerprint (or L{CEF_KEY});
         nothing for a request that presented no token that resolved.
         """
-        self.keep(route, request.method.decode("latin-1"), header_pairs(request.requestHeaders.getAllRawHeaders()),
-                  header_pairs(request.responseHeaders.getAllRawHeaders()), exchange, reply, response_body,
-                  duration, client, secret_headers)
+        if self._key(route, exchange) is None:
+            return
+        secret_names = frozenset(name.lower() for name in secret_headers) if secret_headers else frozenset()
+        self._kept(route, request.method.decode("latin-1"),
+                   redacted_header_pairs(request.requestHeaders.getAllRawHeaders(), secret_names),
+                   redacted_header_pairs(request.responseHeaders.getAllRawHeaders()), exchange, reply,
+                   response_body, duration, client)
 
     def hold_body(self, request: Request, exchange: Exchange) -> None:
         """
         Before the reply ends C{request} (and twisted.web drops its body): the body of a request
         refused before its route read it (its token's template is gone, its tenant is over the rate
-        limit), so it is kept like any other, what the user needs to redeliver it once mended.
+        limit), so it is kept like any other, what the user needs to redeliver it once mended. Not
+        once its client left: twisted.web closed the body with the connection (and dropped the
+        channel), and the record says no body was kept.
         """
-        if exchange.body is None and exchange.token is not None and request.content is not None:
+        if (exchange.body is None and exchange.token is not None and request.content is not None
+                and request.channel is not None):
             raw = raw_body(request)
             try:
                 exchange.body = decode_content(request, raw, request.channel.site.max_body_bytes)
@@ -67,8 +74,17 @@ class DeliveryRecorder:
         L{record} of a delivery made without a request of its own (a redelivery); the record kept,
         if any. Never raises: a record must not cost the daemon anything but memory.
         """
-        key = exchange.token.fingerprint if exchange.token is not None else CEF_KEY if route == "cef" else None
-        if key is None or self.log.settings.per_token == 0:
+        return self._kept(route, method, redact_headers(request_headers, (name.lower() for name in secret_headers)),
+                          redact_headers(response_headers), exchange, reply, response_body, duration, client)
+
+    def _kept(self, route: str, method: str, request_headers: list[tuple[str, str]],
+              response_headers: list[tuple[str, str]], exchange: Exchange, reply: Reply, response_body: bytes,
+              duration: float, client: str | None) -> Delivery | None:
+        """
+        L{keep} of headers already redacted.
+        """
+        key = self._key(route, exchange)
+        if key is None:
             return None
         binding, token = exchange.binding, exchange.token
         tenant = binding.tenant_id if binding else token.tenant_id if token else None
@@ -84,8 +100,7 @@ class DeliveryRecorder:
                 client=client, route=route, method=method, status=reply.status,
                 outcome=reply.outcome, template=reply.template, events=exchange.published,
                 error=str(error) if error is not None else None, duration_ms=round(duration * 1000, 1),
-                request_headers=redact_headers(request_headers, (name.lower() for name in secret_headers)),
-                response_headers=redact_headers(response_headers),
+                request_headers=request_headers, response_headers=response_headers,
                 response_body=response_body.decode("utf-8", "replace"),
                 body=body, body_size=len(exchange.body or b""), first_event=first_event)
             self.log.add(delivery)
@@ -93,6 +108,15 @@ class DeliveryRecorder:
         except Exception:
             self._log.failure("could not record a delivery of route {route}", route=route)
             return None
+
+    def _key(self, route: str, exchange: Exchange) -> str | None:
+        """
+        The ring a delivery of C{route} is kept in: its token's fingerprint, L{CEF_KEY}, or none (no
+        token resolved, or no delivery is kept: C{deliveries.per_token} is 0).
+        """
+        if self.log.settings.per_token == 0:
+            return None
+        return exchange.token.fingerprint if exchange.token is not None else CEF_KEY if route == "cef" else None
 
     @staticmethod
     def _first_event(exchange: Exchange, route: str, limit: int) -> FirstEvent | None:
@@ -103,12 +127,12 @@ class DeliveryRecorder:
         binding = exchange.binding
         if binding is None or not exchange.records:
             return None
-        first = exchange.records[0]
-        context = IngestContext(tenant_id=binding.tenant_id, route=route, received_at=exchange.received_at or 0.0,
-                                raw=first.raw, headers=exchange.headers)
-        template = binding.template
+        first, template, tenant, received_at, headers = (exchange.records[0], binding.template, binding.tenant_id,
+                                                         exchange.received_at or 0.0, exchange.headers)
 
         def render() -> tuple[str | None, str | None]:
+            context = IngestContext(tenant_id=tenant, route=route, received_at=received_at, raw=first.raw,
+                                    headers=headers)
             return first_event_text(template, first.data, context, limit)
         if len(first.raw) <= limit:
             return FirstEvent(render, PENDING_BYTES_PER_RAW_BYTE * len(first.raw))
