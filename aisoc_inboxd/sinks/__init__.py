@@ -66,7 +66,8 @@ class EventSink(Protocol):
 class ISaturating(Interface):
     """
     A sink with a ceiling of events in flight (the Kafka sink): intakes that can stop reading (TCP
-    syslog) wait for room instead of reading events the sink would refuse.
+    syslog) wait for room instead of reading events the sink would refuse; those that cannot (UDP
+    syslog) drop and count what arrives meanwhile (C{reason="saturated"}).
     """
 
     saturated = Attribute("bool: whether a write would be refused now for being over the ceiling")
