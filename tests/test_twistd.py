@@ -15,14 +15,9 @@ from pathlib import Path
 import pytest
 
 from tests.support.shared import PROJECT
+from tests.support.ports import free_port
 
 TWISTD = str(Path(sys.executable).with_name("twistd"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def twistd(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from tests.support.ocsf import assert_valid_ocsf
+from tests.support.ports import free_port
 from tests.support.shared import PROJECT
 
 
@@ -34,12 +35,6 @@ def wait_for_port(port: int, process: subprocess.Popen, seconds: float = 60) -> 
         except OSError:
             time.sleep(0.2)
     raise AssertionError(f"nothing listened on 127.0.0.1:{port} within {seconds}s")
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_walkthrough_works_verbatim(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -17,14 +16,10 @@ from typing import Any
 
 import pytest
 
+from tests.support.ports import free_port
+
 #: the W3C key of an element reference
 _ELEMENT = "element-6066-11e4-a52e-4f735466cecf"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Browser:
@@ -36,7 +31,7 @@ class Browser:
         driver, chromium = shutil.which("chromedriver"), shutil.which("chromium")
         if driver is None or chromium is None:
             pytest.fail("chromium and chromedriver are not installed: run scripts/test-services")
-        port = _free_port()
+        port = free_port()
         self._driver = subprocess.Popen([driver, f"--port={port}"], stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
         self._base = f"http://127.0.0.1:{port}"

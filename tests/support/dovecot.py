@@ -25,6 +25,7 @@ import pytest
 from imapclient import IMAPClient
 
 from tests.support.tls import TlsFiles, make_tls_files
+from tests.support.ports import free_port
 
 DOVECOT = "/usr/sbin/dovecot"
 USER = "alerts@example.test"
@@ -70,12 +71,6 @@ class Dovecot:
         finally:
             client.logout()
         return {uid: b"\\Seen" in found for uid, found in flags.items()}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _config(root: Path, port: int, tls: TlsFiles, owner: pwd.struct_passwd) -> str:
@@ -140,7 +135,7 @@ def dovecot(tmp_path: Path) -> Iterator[Dovecot]:
     root = Path(tempfile.mkdtemp(prefix="aisoc-dovecot-"))
     root.chmod(0o755)
     tls = make_tls_files(tmp_path / "imap-tls")
-    port = _free_port()
+    port = free_port()
     (root / "passwd").write_text(f"{USER}:{{PLAIN}}{PASSWORD}\n")
     (root / "mail").mkdir()
     os.chown(root / "mail", owner.pw_uid, owner.pw_gid)

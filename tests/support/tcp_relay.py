@@ -15,13 +15,9 @@ import socket
 import threading
 import time
 
+from tests.support.ports import free_port
+
 __all__ = ["Relay", "free_port", "wait_for_port"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for_port(port: int, timeout: float = 10.0) -> None:
