@@ -43,10 +43,11 @@ class DeliveryRecorder:
         Keep what C{request} sent and got back, under its token's fingerprint (or L{CEF_KEY});
         nothing for a request that presented no token that resolved.
         """
-        if self._key(route, exchange) is None:
+        key = self._key(route, exchange)
+        if key is None:
             return
         secret_names = frozenset(name.lower() for name in secret_headers) if secret_headers else frozenset()
-        self._kept(route, request.method.decode("latin-1"),
+        self._kept(key, route, request.method.decode("latin-1"),
                    redacted_header_pairs(request.requestHeaders.getAllRawHeaders(), secret_names),
                    redacted_header_pairs(request.responseHeaders.getAllRawHeaders()), exchange, reply,
                    response_body, duration, client)
@@ -74,18 +75,19 @@ class DeliveryRecorder:
         L{record} of a delivery made without a request of its own (a redelivery); the record kept,
         if any. Never raises: a record must not cost the daemon anything but memory.
         """
-        return self._kept(route, method, redact_headers(request_headers, (name.lower() for name in secret_headers)),
-                          redact_headers(response_headers), exchange, reply, response_body, duration, client)
-
-    def _kept(self, route: str, method: str, request_headers: list[tuple[str, str]],
-              response_headers: list[tuple[str, str]], exchange: Exchange, reply: Reply, response_body: bytes,
-              duration: float, client: str | None) -> Delivery | None:
-        """
-        L{keep} of headers already redacted.
-        """
         key = self._key(route, exchange)
         if key is None:
             return None
+        return self._kept(key, route, method,
+                          redact_headers(request_headers, (name.lower() for name in secret_headers)),
+                          redact_headers(response_headers), exchange, reply, response_body, duration, client)
+
+    def _kept(self, key: str, route: str, method: str, request_headers: list[tuple[str, str]],
+              response_headers: list[tuple[str, str]], exchange: Exchange, reply: Reply, response_body: bytes,
+              duration: float, client: str | None) -> Delivery | None:
+        """
+        L{keep} under C{key} (L{_key}, not C{None}) of headers already redacted.
+        """
         binding, token = exchange.binding, exchange.token
         tenant = binding.tenant_id if binding else token.tenant_id if token else None
         try:
