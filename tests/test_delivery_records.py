@@ -17,7 +17,6 @@ from __future__ import annotations
 import gzip
 import json
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from aisoc_inboxd.config import CefSettings, DeliverySettings
 from aisoc_inboxd.testing import FakeStore, MemoryInbox
 from aisoc_inboxd.tokens import fingerprint
 from aisoc_inboxd.web.status_deliveries import deliveries_section
+from tests.support.golden import assert_as_captured, print_capture
 
 FIXTURE = Path(__file__).parent / "fixtures" / "delivery_records.json"
 #: what the clock and uuid4 set, blanked in the listing's JSON and the page's HTML alike
@@ -108,18 +108,8 @@ async def recorded() -> dict[str, Any]:
 @pytest_twisted.ensureDeferred
 async def test_deliveries_show_what_they_showed_before() -> None:
     """Every kept delivery lists (admin API, CLI) and shows (status page) exactly as on main."""
-    expected = json.loads(FIXTURE.read_text())
-    got = await recorded()
-    assert got.keys() == expected.keys()
-    for key in expected:
-        assert got[key] == expected[key], key
+    assert_as_captured(await recorded(), FIXTURE)
 
 
 if __name__ == "__main__":
-    from twisted.internet.defer import Deferred
-    from twisted.internet.task import react
-
-    async def capture(reactor: Any) -> None:
-        json.dump(await recorded(), sys.stdout, indent=1, sort_keys=True)
-        print()
-    react(lambda reactor: Deferred.fromCoroutine(capture(reactor)))
+    print_capture(recorded)

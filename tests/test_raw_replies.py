@@ -14,9 +14,7 @@ C{PYTHONPATH=. .venv/bin/python tests/test_raw_replies.py > tests/fixtures/raw_r
 from __future__ import annotations
 
 import gzip
-import json
 import re
-import sys
 from pathlib import Path
 
 import pytest_twisted
@@ -31,6 +29,7 @@ from aisoc_inboxd.config import HttpSettings
 from aisoc_inboxd.testing import FakeStore, MemoryInbox
 from aisoc_inboxd.tokens import fingerprint
 from aisoc_inboxd.web.routes import encode_reply, json_reply
+from tests.support.golden import assert_as_captured, print_capture
 
 FIXTURE = Path(__file__).parent / "fixtures" / "raw_replies.json"
 _DATE = re.compile(rb"\r\nDate: [^\r]*\r\n")
@@ -95,11 +94,7 @@ async def raw_replies() -> dict[str, str]:
 @pytest_twisted.ensureDeferred
 async def test_replies_are_the_same_bytes_as_before() -> None:
     """Every case's reply is byte for byte what main sent before the per-request path changed."""
-    expected = json.loads(FIXTURE.read_text())
-    got = await raw_replies()
-    assert got.keys() == expected.keys()
-    for name in expected:
-        assert got[name] == expected[name], name
+    assert_as_captured(await raw_replies(), FIXTURE)
 
 
 @pytest_twisted.ensureDeferred
@@ -146,9 +141,4 @@ def test_equal_values_of_other_types_are_kept_apart() -> None:
 
 
 if __name__ == "__main__":
-    from twisted.internet.defer import ensureDeferred
-    from twisted.internet.task import react
-
-    async def _write(reactor: object) -> None:
-        sys.stdout.write(json.dumps(await raw_replies(), indent=1) + "\n")
-    react(lambda reactor: ensureDeferred(_write(reactor)))
+    print_capture(raw_replies)
