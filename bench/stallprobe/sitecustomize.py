@@ -9,7 +9,8 @@ C{PYTHONPATH}; Python imports C{sitecustomize} at start-up): what stops the reac
   L{STALL_MS} while the stall lasts, so each stall of the loop is counted with the code that held it
   and whether a gen-2 collection ended in it.
 
-Every second it writes C{$AISOC_STALLPROBE_DIR/PID.json}. Bench only: nothing here is the daemon's.
+Every second it writes C{$AISOC_STALLPROBE_DIR/PID.json}. C{AISOC_STALLPROBE_GC_THRESHOLD=7000,10,10}
+tries other collector thresholds. Bench only: nothing here is the daemon's.
 """
 from __future__ import annotations
 
@@ -114,5 +115,7 @@ def _write() -> None:
 
 
 if _OUT and ("aisoc" in " ".join(sys.argv) or "inboxd" in " ".join(sys.argv)):
+    if os.environ.get("AISOC_STALLPROBE_GC_THRESHOLD"):  # e.g. "7000,10,10": try other thresholds
+        gc.set_threshold(*map(int, os.environ["AISOC_STALLPROBE_GC_THRESHOLD"].split(",")))
     gc.callbacks.append(_on_gc)
     threading.Thread(target=_watch, name="stallprobe", daemon=True).start()
