@@ -370,10 +370,11 @@ def ratio_notes(rows: list[Row]) -> None:
     """
     peers = [(k, row) for k, row in enumerate(rows) if row.sink.startswith("syslog-ng") and row.rate]
     for n, row in enumerate(rows):
-        nearest = sorted((abs(k - n), k) for k, peer in peers if peer.intake == row.intake and k != n)
+        # the nearest; of two as near, the one after it (--interleave runs syslog-ng's row right after)
+        nearest = sorted((abs(k - n), k < n, k) for k, peer in peers if peer.intake == row.intake and k != n)
         if row.sink.startswith("syslog-ng") or not nearest:
             continue
-        peer = rows[nearest[0][1]]
+        peer = rows[nearest[0][2]]
         if row.udp_loss is not None and peer.udp_loss is not None:
             ratio = f"loss {row.udp_loss:.1%} vs syslog-ng {peer.udp_loss:.1%}"
         else:
