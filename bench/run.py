@@ -195,6 +195,13 @@ def http_row(daemon: Daemon, durable: DurableCount, intake: str, path: str, body
     return row, result
 
 
+def paced_delay_ms(rate: float, connections: int, p50_ms: float) -> int:
+    """
+    How long each of C{connections} waits after a reply so that together they offer C{rate} requests/s.
+    """
+    return max(1, round(connections / rate * 1000 - p50_ms))
+
+
 def http_rows(daemon: Daemon, inputs: Inputs, seconds: float, wanted: Callable[[str], bool]) -> list[Row]:
     rows: list[Row] = []
     durable = daemon.durable_counter()
@@ -205,7 +212,7 @@ def http_rows(daemon: Daemon, inputs: Inputs, seconds: float, wanted: Callable[[
         rows.append(row)
         # p99 at 80 % of the saturated rate: each of 50 connections waits between requests
         rate = 0.8 * result["requests"] / (result["duration_us"] / 1e6)
-        delay = max(1, round(50 / rate * 1000 - result["p50_us"] / 1000))
+        delay = paced_delay_ms(rate, 50, result["p50_us"] / 1000)
         paced, _ = http_row(daemon, durable, "webhook, 1 event/request, ~80 % rate", webhook, inputs.single,
                             "application/json", None, 1, seconds, connections=50, delay_ms=delay)
         rows.append(paced)

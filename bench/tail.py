@@ -24,17 +24,10 @@ from typing import Any
 
 from inputs import write_inputs
 from procs import Processes
-from run import TCP_CONNECTIONS, start_daemon, wrk
+from run import TCP_CONNECTIONS, paced_delay_ms, start_daemon, wrk
 from targets import PROJECT, Daemon, Tansu
 
 PROBE = PROJECT / "bench" / "stallprobe"
-
-
-def paced_delay_ms(rate: float, connections: int, p50_ms: float) -> int:
-    """
-    bench/run.py's pacing: each of C{connections} waits this long after a reply, so they offer C{rate}.
-    """
-    return max(1, round(connections / rate * 1000 - p50_ms))
 
 
 def load() -> str:
