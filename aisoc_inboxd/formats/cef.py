@@ -42,6 +42,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Iterator
 
+from aisoc_inboxd.formats.json_body import each_line
+
 
 class CefError(ValueError):
     """
@@ -168,7 +170,7 @@ def cef_lines(data: bytes | str) -> Iterator[tuple[int, str]]:
     leading BOM dropped, split on LF only, a CR before it removed.
     """
     text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
-    for number, line in enumerate(text.removeprefix("\ufeff").split("\n"), 1):
+    for number, line in enumerate(each_line(text.removeprefix("\ufeff")), 1):
         line = line.removesuffix("\r")
         if line and not line.isspace():
             yield number, line
