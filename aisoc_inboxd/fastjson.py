@@ -145,15 +145,16 @@ def array_holds_more_than(text: str, start: int, limit: int) -> bool:
     if window.count(",") < limit:
         return False  # n items need n - 1 commas
     position, end = WHITESPACE.match(window, 1).end(), 0
-    for _ in range(limit + 1):
+    for index in range(limit + 1):
+        if index:
+            if not window.startswith(",", position):
+                return False  # no more items than read (or a malformed array)
+            position = WHITESPACE.match(window, position + 1).end()
         try:
             _, end = _DECODER.raw_decode(window, position)  # only where the item ends; its rules below
         except (ValueError, RecursionError):
             return False  # malformed, or cut by the window's end
         position = WHITESPACE.match(window, end).end()
-        if not window.startswith(",", position):
-            return False  # no more items than read (or a malformed array)
-        position = WHITESPACE.match(window, position + 1).end()
     try:
         loads(window[:end] + "]")
     except json.JSONDecodeError:
