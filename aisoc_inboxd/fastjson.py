@@ -123,10 +123,11 @@ def raw_decode(text: str, start: int) -> tuple[Any, int]:
     return value, end
 
 
-#: how far (in characters) L{array_holds_more_than} reads looking for the items past a limit: far enough for a body
-#: of many tiny items (the costly kind to read whole), not so far that a large array within the
-#: limit is read twice
-ITEM_COUNT_WINDOW = 1 << 20
+#: how far L{array_holds_more_than} reads for each item it looks for: far enough for arrays of many
+#: tiny items (the costly kind to read whole: an array of larger ones holds fewer, each built and
+#: walked at a smaller share of the body's cost), and too near for most arrays within the limit to
+#: hold the commas that would make it read them twice (an alert has about one per 30 characters)
+CHARS_PER_COUNTED_ITEM = 32
 
 
 def array_holds_more_than(text: str, start: int, limit: int) -> bool:
@@ -134,16 +135,16 @@ def array_holds_more_than(text: str, start: int, limit: int) -> bool:
     Whether the JSON array that opens at C{start} in C{text} has more than C{limit} items, found by
     reading only its first C{limit + 1} items, each a JSON text by the rules above (the array's own
     level counted in their nesting). C{False} when that is not known within the first
-    L{ITEM_COUNT_WINDOW} (or not an array, fewer items, a malformed one among them): the caller
-    then reads the whole text, which places any error. A body of millions of C{{}}s is so refused
+    L{CHARS_PER_COUNTED_ITEM} characters per item (or not an array, fewer items, a malformed one
+    among them): the caller then reads the whole text, which places any error. A body of millions of C{{}}s is so refused
     for its count at the cost of ten thousand, where reading it whole builds and walks millions of
     objects.
     """
     if not text.startswith("[", start):
         return False
-    window = text[start:start + ITEM_COUNT_WINDOW]
-    if window.count(",") < limit:
-        return False  # n items need n - 1 commas
+    window = text[start:start + CHARS_PER_COUNTED_ITEM * (limit + 1)]
+    if len(window) == len(text) - start or window.count(",") < limit:
+        return False  # all of it within the window: as cheap to read whole; n items need n - 1 commas
     position, end = WHITESPACE.match(window, 1).end(), 0
     for index in range(limit + 1):
         if index:

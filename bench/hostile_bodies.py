@@ -40,7 +40,7 @@ def _cef(body: bytes) -> None:
     except ImportError:
         check_event_count(len(list(cef_lines(body))), MAX_EVENTS)
     else:
-        within_event_limit(cef_lines(body), MAX_EVENTS)
+        within_event_limit(cef_lines(body, MAX_EVENTS), MAX_EVENTS)
 
 
 def _email(body: bytes) -> object:

@@ -16,7 +16,7 @@ import pytest_twisted
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aisoc_inboxd.fastjson import array_holds_more_than, loads
+from aisoc_inboxd.fastjson import CHARS_PER_COUNTED_ITEM, array_holds_more_than, loads
 from aisoc_inboxd.config import CefSettings, ConfigError, HttpSettings, load_settings
 from aisoc_inboxd.formats.json_body import TooManyEvents, decode_json_records
 from aisoc_inboxd.testing import FakeStore, MemoryInbox
@@ -145,14 +145,19 @@ async def test_email_route_over_the_limit_is_413(inbox: MemoryInbox) -> None:
 
 
 def malformed_after(body: bytes) -> bytes:
-    """C{body} (an array) with a malformed item after its last: invalid JSON as a whole."""
+    """C{body} (an array) with a malformed item after its last: invalid JSON as a whole, and longer
+    than L{array_holds_more_than} reads for the limit (a body within that is as cheap to read whole)."""
     assert body.endswith(b"]")
-    return body[:-1] + b", {not json]"
+    return body[:-1] + b", {not json" + b" " * CHARS_PER_COUNTED_ITEM * (LIMIT + 1) + b"]"
+
+
+def short_emails(n: int) -> bytes:
+    return json.dumps([{"text": f"e{i}"} for i in range(n)]).encode()
 
 
 @pytest.mark.parametrize(("path", "body", "template"), [
     ("/v1/inbox/{token}", array, "generic-json"),
-    ("/v1/inbox/email/{token}", email_array, "email-forwarded"),
+    ("/v1/inbox/email/{token}", short_emails, "email-forwarded"),
     ("/services/collector/event", hec_array, "splunk-hec"),
 ], ids=["webhook", "email", "hec"])
 @pytest_twisted.ensureDeferred
@@ -177,9 +182,13 @@ async def test_an_array_past_the_limit_is_refused_without_reading_the_rest(
 def test_counting_an_array_agrees_with_reading_it_whole(items: list[object], limit: int, tail: str,
                                                          comma: str) -> None:
     """L{array_holds_more_than} (the first C{limit + 1} items read) says what reading the whole
-    array and counting its items says, whatever follows the array."""
-    text = "[" + comma.join(json.dumps(item, ensure_ascii=False) for item in items) + "]" + tail
-    assert array_holds_more_than(text, 0, limit) == (len(items) > limit)
+    array and counting its items says, whatever follows the array, when those items are within the
+    characters it reads; else it leaves the array to be read whole."""
+    texts = [json.dumps(item, ensure_ascii=False) for item in items]
+    window = CHARS_PER_COUNTED_ITEM * (limit + 1)
+    text = "[" + comma.join(texts) + "]" + tail + " " * window
+    within = len("[" + comma.join(texts[:limit + 1])) <= window
+    assert array_holds_more_than(text, 0, limit) == (len(items) > limit and within)
 
 
 @pytest.mark.parametrize("item", ["NaN", "1e999", "9" * 25, '"\\ud800"', "[" * 64 + "]" * 64, '{"a":}', "01"])
@@ -187,7 +196,7 @@ def test_counting_holds_the_items_read_to_the_json_rules(item: str) -> None:
     """An item the rules refuse (too deep with the array's level, a lone surrogate) or that is not
     JSON, among those read, leaves the body to be read whole (which names the error); one the rules
     take (NaN, a long integer) counts."""
-    text = "[" + ",".join(["{}", item, "{}", "{}"]) + "]"
+    text = "[" + ",".join(["{}", item, "{}", "{}"]) + "]" + " " * CHARS_PER_COUNTED_ITEM * 3
     try:
         loads(text)
     except json.JSONDecodeError:

@@ -247,7 +247,7 @@ def parse_raw_body(body: bytes, metadata: Mapping[str, str], parse_cef: bool, no
     if invalid_at is not None:  # the last line holds it: refused by its event number, nothing published
         raise HecError(INVALID_DATA_FORMAT, sum(1 for line in decoded.removeprefix("\ufeff").split("\n")[:-1]
                                                 if line.strip()))
-    lines = within_event_limit((line for _, line in cef_lines(decoded)), max_events)
+    lines = within_event_limit((line for _, line in cef_lines(decoded, max_events)), max_events)
 
     def text(line: str) -> Record:
         return Record({"event": line, **envelope}, line)

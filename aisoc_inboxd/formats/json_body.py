@@ -148,8 +148,7 @@ def _ndjson_objects(text: str, max_events: int | None) -> list[Record] | None:
     names what is wrong. Two or more objects, one per line, are never one JSON document, so both
     read such a body alike; the lines past the limit are not stripped, as the reference reads none.
     """
-    many = max_events is not None and text.count("\n") >= max_events
-    non_blank = (stripped for line in (each_line(text) if many else text.split("\n")) if (stripped := line.strip()))
+    non_blank = (stripped for line in lines_of(text, max_events) if (stripped := line.strip()))
     lines = list(non_blank if max_events is None else islice(non_blank, max_events + 1))
     if len(lines) < 2:
         return None
@@ -164,11 +163,16 @@ def _ndjson_objects(text: str, max_events: int | None) -> list[Record] | None:
     return list(map(Record, items, lines))
 
 
-def each_line(text: str) -> Iterator[str]:
+def lines_of(text: str, max_events: int | None) -> Iterable[str]:
     """
-    C{text.split("\\n")}, one line at a time: for a body of more lines than may be read (its
-    events counted up to one past the limit), without splitting all of them first.
+    C{text.split("\\n")}; one line at a time for a body of more lines than C{max_events}, whose
+    events are read only up to one past the limit (splitting millions of lines first would cost
+    more than refusing them).
     """
+    return _each_line(text) if max_events is not None and text.count("\n") >= max_events else text.split("\n")
+
+
+def _each_line(text: str) -> Iterator[str]:
     start = 0
     while (end := text.find("\n", start)) >= 0:
         yield text[start:end]

@@ -71,7 +71,7 @@ class CefRoute(JsonRoute):
             e.template = template_id
             raise
         try:
-            lines = within_event_limit(cef_lines(body), self._max_events)
+            lines = within_event_limit(cef_lines(body, self._max_events), self._max_events)
         except TooManyEvents as e:
             raise too_many_events(e.limit, template_id) from None
         split = split_cef_lines((line for _, line in lines), received_at)
