@@ -156,6 +156,8 @@ def array_holds_more_than(text: str, start: int, limit: int) -> bool:
         except (ValueError, RecursionError):
             return False  # malformed, or cut by the window's end
         position = WHITESPACE.match(window, end).end()
+    if not window.startswith((",", "]"), position):
+        return False  # a number the window's end cut short reads as a shorter one: its end unknown
     try:
         loads(window[:end] + "]")
     except json.JSONDecodeError:

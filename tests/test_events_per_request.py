@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import pytest
 import pytest_twisted
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from aisoc_inboxd.fastjson import CHARS_PER_COUNTED_ITEM, array_holds_more_than, loads
@@ -179,6 +179,8 @@ async def test_an_array_past_the_limit_is_refused_without_reading_the_rest(
 @settings(max_examples=800, deadline=None)
 @given(st.lists(values, max_size=8), st.integers(0, 6), st.sampled_from(["", " ", "\n", "garbage", ",{"]),
        st.sampled_from([", ", ",", " ,\n "]))
+@example([{'ee"': None, 'ee""': None}, {"ee": None, "": 1.0000000000000002e+16}, 1.0000000000000002e+16], 2, "",
+         ", ")  # the last number cut short by the window's end
 def test_counting_an_array_agrees_with_reading_it_whole(items: list[object], limit: int, tail: str,
                                                          comma: str) -> None:
     """L{array_holds_more_than} (the first C{limit + 1} items read) says what reading the whole
@@ -187,7 +189,8 @@ def test_counting_an_array_agrees_with_reading_it_whole(items: list[object], lim
     texts = [json.dumps(item, ensure_ascii=False) for item in items]
     window = CHARS_PER_COUNTED_ITEM * (limit + 1)
     text = "[" + comma.join(texts) + "]" + tail + " " * window
-    within = len("[" + comma.join(texts[:limit + 1])) <= window
+    following = comma if len(items) > limit + 1 else "]"  # what must show the last item read ended
+    within = len("[" + comma.join(texts[:limit + 1])) + len(following) - len(following.lstrip()) + 1 <= window
     assert array_holds_more_than(text, 0, limit) == (len(items) > limit and within)
 
 
