@@ -183,6 +183,36 @@ async def test_cef_route_keeps_its_own_ring() -> None:
     assert "cef-shared-secret-value" not in json.dumps(body)
 
 
+@pytest_twisted.ensureDeferred
+async def test_cef_route_keeps_a_refusal_made_before_its_body_was_read() -> None:
+    """A CEF request refused before its body was read (its tenant over the rate limit) is kept with
+    its status, its client having had the reply: its body is not said to be lost, which is only for
+    a client that left."""
+    inbox = MemoryInbox(FakeStore(), http_settings=HttpSettings(rate_limit_per_min=1),
+                        cef=CefSettings(tenant="acme", shared_secret_header="X-Cef-Pass",
+                                        shared_secret="cef-shared-secret-value"))
+    line = b"CEF:0|Acme|IDS|1.0|100|Port scan|5|src=10.0.0.1\n"
+    statuses = [(await inbox.post("/v1/inbox/cef", line, {"X-Cef-Pass": "cef-shared-secret-value"}))[0]
+                for _ in range(2)]
+    assert statuses == [200, 429]
+    status, body, _ = await inbox.call_admin("GET", "/v1/admin/tenants/acme/cef/deliveries")
+    assert [(d["status"], d["request"]["body"]["lost"]) for d in body["deliveries"]] == [(429, False), (200, False)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_cef_request_without_the_shared_secret_is_not_kept() -> None:
+    """Like a token that does not resolve, a CEF request without the shared secret belongs to no
+    tenant: it is not kept, and does not hide the tenant's CEF deliveries."""
+    inbox = MemoryInbox(FakeStore(), cef=CefSettings(tenant="acme", shared_secret_header="X-Cef-Pass",
+                                                     shared_secret="cef-shared-secret-value"))
+    line = b"CEF:0|Acme|IDS|1.0|100|Port scan|5|src=10.0.0.1\n"
+    assert (await inbox.post("/v1/inbox/cef", line, {"X-Cef-Pass": "cef-shared-secret-value"}))[0] == 200
+    assert (await inbox.post("/v1/inbox/cef", line, {"X-Cef-Pass": "not-the-secret"}))[0] == 401
+    status, body, _ = await inbox.call_admin("GET", "/v1/admin/tenants/acme/cef/deliveries")
+    assert [d["status"] for d in body["deliveries"]] == [200]
+    assert inbox.deliveries.count() == 1
+
+
 def test_credential_headers_are_redacted() -> None:
     """Every header that may carry a credential or its proof is redacted, by name or by holding a
     token-shaped value; the idempotency key and ordinary headers are kept."""

@@ -16,7 +16,7 @@ from twisted.web.server import Request
 from aisoc_inboxd.deliveries import Delivery, DeliveryLog, FirstEvent, redact_headers, redacted_header_pairs
 from aisoc_inboxd.fastjson import dumps_compact
 from aisoc_inboxd.normalizer import IngestContext, Template, normalize_record
-from aisoc_inboxd.web.body import client_left, decode_content, raw_body
+from aisoc_inboxd.web.body import decode_content, raw_body
 from aisoc_inboxd.web.errors import HttpError
 
 if TYPE_CHECKING:
@@ -38,10 +38,12 @@ class DeliveryRecorder:
         self._clock = clock
 
     def record(self, route: str, request: Request, exchange: Exchange, reply: Reply, response_body: bytes,
-               duration: float, client: str | None, secret_headers: Iterable[str] = ()) -> None:
+               duration: float, client: str | None, secret_headers: Iterable[str] = (),
+               client_gone: bool = False) -> None:
         """
         Keep what C{request} sent and got back, under its token's fingerprint (or L{CEF_KEY});
-        nothing for a request that presented no token that resolved.
+        nothing for a request that presented no token that resolved. C{client_gone}: its client
+        left before the reply (read before the reply ended the request, which drops its channel).
         """
         key = self._key(route, exchange)
         if key is None:
@@ -50,9 +52,9 @@ class DeliveryRecorder:
         self._kept(key, route, request.method.decode("latin-1"),
                    redacted_header_pairs(request.requestHeaders.getAllRawHeaders(), secret_names),
                    redacted_header_pairs(request.responseHeaders.getAllRawHeaders()), exchange, reply,
-                   response_body, duration, client, body_lost=exchange.body is None and client_left(request))
+                   response_body, duration, client, body_lost=client_gone and exchange.body is None)
 
-    def hold_body(self, request: Request, exchange: Exchange) -> None:
+    def hold_body(self, request: Request, exchange: Exchange, client_gone: bool) -> None:
         """
         Before the reply ends C{request} (and twisted.web drops its body): the body of a request
         refused before its route read it (its token's template is gone, its tenant is over the rate
@@ -60,7 +62,7 @@ class DeliveryRecorder:
         once its client left: the body was lost with the connection, and the record says so.
         """
         if (exchange.body is None and exchange.token is not None and request.content is not None
-                and not client_left(request)):
+                and not client_gone):
             raw = raw_body(request)
             try:
                 exchange.body = decode_content(request, raw, request.channel.site.max_body_bytes)
@@ -113,12 +115,15 @@ class DeliveryRecorder:
 
     def _key(self, route: str, exchange: Exchange) -> str | None:
         """
-        The ring a delivery of C{route} is kept in: its token's fingerprint, L{CEF_KEY}, or none (no
-        token resolved, or no delivery is kept: C{deliveries.per_token} is 0).
+        The ring a delivery of C{route} is kept in: its token's fingerprint, L{CEF_KEY} once the CEF
+        route let the client in (bound it to the CEF tenant), or none (no token resolved, a CEF
+        client refused, or no delivery is kept: C{deliveries.per_token} is 0).
         """
         if self.log.settings.per_token == 0:
             return None
-        return exchange.token.fingerprint if exchange.token is not None else CEF_KEY if route == "cef" else None
+        if exchange.token is not None:
+            return exchange.token.fingerprint
+        return CEF_KEY if route == "cef" and exchange.binding is not None else None
 
     @staticmethod
     def _first_event(exchange: Exchange, route: str, limit: int) -> FirstEvent | None:

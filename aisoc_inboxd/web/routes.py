@@ -200,15 +200,17 @@ class JsonRoute(Resource):
         for observe in self._observers:
             observe(self.route, exchange.token, reply.outcome, reply.status, reply.body.get("error"))
         body = b""  # a client gone before its reply gets none
+        # read before the reply: finishing a request drops its channel as the client leaving does
+        gone = not request.finished and client_left(request)
         if self._recorder is not None:
-            self._recorder.hold_body(request, exchange)
-        if not (request.finished or client_left(request)):
+            self._recorder.hold_body(request, exchange, gone)
+        if not (request.finished or gone):
             body = self.write_reply(request, reply)
             request.write(body)
             request.finish()
         if self._recorder is not None:
             self._recorder.record(self.route, request, exchange, reply, body, time.monotonic() - started,
-                                  self.client_of(request), self.secret_headers())
+                                  self.client_of(request), self.secret_headers(), client_gone=gone)
 
     def secret_headers(self) -> Sequence[str]:
         """
