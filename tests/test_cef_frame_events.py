@@ -10,7 +10,6 @@ aside), or the same problem for the frame's delivery record.
 from __future__ import annotations
 
 from datetime import UTC
-from pathlib import Path
 from typing import Any
 
 import pytest
