@@ -66,37 +66,23 @@ def compile_template(template: Template) -> EventFunction:
     The generated C{to_event} for C{template}: extraction, the class variant, then its body.
     """
     compiled = template.compiled
+    top = _Code()
     prefix: tuple[tuple[str, ...], ...] = ((EXTRACTED,),) if compiled.extractions else ()
-    variants = [(source, {value: _compile_body(variant, prefix + (source.keys,))
-                          for value, variant in compiled.variants.items()}) for source in compiled.class_sources]
-    otherwise = _compile_body(template, prefix)
-    general = _to_event(template, variants, otherwise, None)
-    return _to_event(template, variants, otherwise, general) if compiled.extractions else general
-
-
-def _to_event(template: Template, variants: list[tuple[Any, dict[str, Callable[..., dict[str, Any]]]]],
-              otherwise: Callable[..., dict[str, Any]], general: EventFunction | None) -> EventFunction:
-    """
-    C{to_event} choosing among the class C{variants}' bodies (else C{otherwise}); with C{general}
-    (the same function compiled without it), one that reads the extractions' top-level keys as
-    objects and hands any other record over to C{general} (L{_Code.hoist}).
-    """
-    compiled = template.compiled
-    top = _Code(general, "record, context")
     top.line("def to_event(record, context):")
     top.indent += 1
     top.line("headers = context.headers or EMPTY")
     top.line("original = record")
     if compiled.extractions:
         top.extract(compiled.extractions)
-    for source, bodies in variants:  # the first candidate whose value names a variant decides
-        opened = top.read(source.keys, compiled.reader, "raw")
+    for source in compiled.class_sources:  # the first candidate whose value names a variant decides
+        bodies = {value: _compile_body(variant, prefix + (source.keys,))
+                  for value, variant in compiled.variants.items()}
+        top.read(source.keys, compiled.reader, "raw")
         top.line("if raw is not MISSING and raw is not None and not isinstance(raw, (dict, list)):")
         top.line(f"    body = {top.const(bodies)}.get({top.fold('raw')})")
         top.line("    if body is not None:")
         top.line("        return body(original, record, context, headers)")
-        top.indent -= opened
-    top.line(f"return {top.const(otherwise)}(original, record, context, headers)")
+    top.line(f"return {top.const(_compile_body(template, prefix))}(original, record, context, headers)")
     return top.function("to_event", template.id)
 
 
@@ -105,10 +91,7 @@ def _compile_body(template: Template, consumed: tuple[tuple[str, ...], ...]) -> 
     C{body(original, record, context, headers)} for one class variant, C{consumed} naming what
     was consumed before it ran (the extracted values, the class field that chose it).
     """
-    general = _Body(template, consumed).function()
-    fast = _Body(template, consumed, general)
-    function = fast.function()
-    return function if fast.hoisted else general
+    return _Body(template, consumed).function()
 
 
 class _Code:
@@ -116,15 +99,10 @@ class _Code:
     Generated source text and the namespace its names refer to.
     """
 
-    def __init__(self, general: Callable[..., Any] | None = None, arguments: str = "") -> None:
-        """
-        @param general: the same function generated without C{general}, called with C{arguments}
-            when a hoisted key holds something other than an object (L{hoist}).
-        """
+    def __init__(self) -> None:
         self.lines: list[str] = []
         self.indent = 0
         self.namespace: dict[str, Any] = dict(_HELPERS)
-        self.general = None if general is None else f"{self.const(general)}({arguments})"
 
     def line(self, text: str) -> None:
         self.lines.append("    " * self.indent + text)
@@ -147,18 +125,13 @@ class _Code:
     #: top-level keys whose value a body reads once into a local (C{record["cef"]} for CEF)
     hoisted: dict[str, str] = {}
 
-    def read(self, keys: tuple[str, ...], reader: Reader, into: str) -> int:
+    def read(self, keys: tuple[str, ...], reader: Reader, into: str) -> None:
         """
         C{into = reader.bind(keys).read(record, headers)}, inlined: a walk through plain objects,
         falling back to L{get_source} (lists, dead ends) where one is not an object. The record
         is an object (every intake's records are, and batch items are made objects by unwrap); a
         walk under a hoisted top-level key starts from its local (the record does not change).
-
-        Where the function has a C{general} one, a key under a hoisted key opens a block that runs
-        only when the key is there (an absent key costs one C{in} and a jump); returns the number
-        of blocks opened, for the caller to close after its use of C{into}.
         """
-        opened = 0
         if is_header(keys):
             self.line(f"{into} = headers.get({keys[1]!r}, MISSING)")
         else:
@@ -167,12 +140,6 @@ class _Code:
             if start is None:  # the record is an object
                 self.line(f"{into} = record.get({keys[0]!r}, MISSING)")
                 walk, depth = keys[1:], 0
-            elif self.general is not None:  # the hoisted key holds an object (or nothing)
-                self.line(f"if {keys[1]!r} in {start}_keys:")
-                self.indent += 1
-                opened = 1
-                self.line(f"{into} = {start}_keys[{keys[1]!r}]")
-                walk, depth, start = keys[2:], 0, None
             else:  # an absent key (most of a template's keys, in any one record) costs one C{in}
                 self.line(f"if {keys[1]!r} in {start}_keys:")
                 self.line(f"    {into} = {start}_keys[{keys[1]!r}]")
@@ -196,7 +163,6 @@ class _Code:
             self.line(f"    {into} = {memo}[{into}]")
             self.line(f"elif {into} is not MISSING and {into} is not None:")
             self.line(f"    {into} = {self.const(transform)}({into})")
-        return opened
 
     def hoist(self, paths: Iterable[tuple[str, ...]]) -> None:
         """
@@ -207,14 +173,6 @@ class _Code:
                   if sum(keys[0] == key for keys in nested) > 1]
         for number, key in enumerate(shared):
             self.read((key,), Reader(), f"top_{number}")
-            if self.general is not None:  # anything but an object (or nothing) goes the general way
-                self.line(f"if type(top_{number}) is dict:")
-                self.line(f"    top_{number}_keys = top_{number}")
-                self.line(f"elif top_{number} is MISSING:")
-                self.line(f"    top_{number}_keys = EMPTY")
-                self.line("else:")
-                self.line(f"    return {self.general}")
-                continue
             # C{top_N_keys}: the object to look keys up in (empty unless it is one); C{top_N_odd}: a
             # value that is not an object, walked by L{get_source} (a list of objects)
             self.line(f"if type(top_{number}) is dict:")
@@ -240,12 +198,12 @@ class _Code:
             for keys in (keys for keys in extraction.paths if not is_header(keys)):
                 self.line("if value is None:")
                 self.indent += 1
-                opened = self.read(keys, untransformed, "text")
+                self.read(keys, untransformed, "text")
                 self.line("if type(text) is str:")
                 self.line(f"    value = {matches}[text]")
                 self.line("elif text is not MISSING and text is not None:")
                 self.line(f"    value = first_match({pattern}, text)")
-                self.indent -= 1 + opened
+                self.indent -= 1
             self.line("if value is not None:")
             self.line(f"    found[{extraction.name!r}] = value")
         self.line(f"record = {{**record, {EXTRACTED!r}: found}}")
@@ -283,9 +241,8 @@ class _Body(_Code):
     The generated body of one class variant.
     """
 
-    def __init__(self, template: Template, consumed: tuple[tuple[str, ...], ...],
-                 general: Callable[..., Any] | None = None) -> None:
-        super().__init__(general, "original, record, context, headers")
+    def __init__(self, template: Template, consumed: tuple[tuple[str, ...], ...]) -> None:
+        super().__init__()
         self.template = template
         self.compiled = template.compiled
         self.extracted = any(keys == (EXTRACTED,) for keys in consumed)
@@ -345,19 +302,17 @@ class _Body(_Code):
                                               *compiled.severity_sources, *compiled.time_sources,
                                               *compiled.activity_sources))
 
-    def _candidate(self, found: str, keys: tuple[str, ...], reader: Reader) -> int:
+    def _candidate(self, found: str, keys: tuple[str, ...], reader: Reader) -> None:
         """
         Open the blocks of one candidate source (class, activity, severity, time): while C{found}
         is still C{None}, read C{raw}, and go on if it holds a scalar (absent, null, object and
-        array values name nothing). The caller closes the two blocks and those L{read} opened
-        (the number returned).
+        array values name nothing). The caller closes the two blocks.
         """
         self.line(f"if {found} is None:")
         self.indent += 1
-        opened = self.read(keys, reader, "raw")
+        self.read(keys, reader, "raw")
         self.line("if raw is not MISSING and raw is not None and not isinstance(raw, (dict, list)):")
         self.indent += 1
-        return opened
 
 
     def _stamp(self) -> None:
@@ -367,9 +322,9 @@ class _Body(_Code):
             self.line("activity_id = None")
             lookup = self.const(compiled.activity_lookup)
             for source in compiled.activity_sources:
-                opened = self._candidate("activity_id", source.keys, compiled.reader)
+                self._candidate("activity_id", source.keys, compiled.reader)
                 self.line(f"activity_id = {lookup}.get({self.fold('raw')})")
-                self.indent -= 2 + opened
+                self.indent -= 2
             self.line("if activity_id is None:")
             self.line(f"    activity_id = {template.activity_id!r}")
             table = {activity_id: (name, ocsf_class.uid * 100 + activity_id, f"{ocsf_class.caption}: {name}")
@@ -406,7 +361,7 @@ class _Body(_Code):
             if flag is not None:
                 self.line(f"if not {flag}:")
                 self.indent += 1
-            opened = self.read(rule.source.keys, self.compiled.reader, "value")
+            self.read(rule.source.keys, self.compiled.reader, "value")
             self.line("if value is not MISSING and value is not None:")
             self.indent += 1
             self.coerce(rule.coerce)
@@ -420,7 +375,7 @@ class _Body(_Code):
             if flag is not None:
                 self.line(f"{flag} = True")
             self.consume(rule.source.keys)
-            self.indent -= (2 if flag is None else 3) + opened
+            self.indent -= 2 if flag is None else 3
 
     def coerce(self, coercer: Callable[[Any], Any]) -> None:
         """
@@ -479,7 +434,7 @@ class _Body(_Code):
         self.line("severity_id = None")
         self.line("first_raw = first_bit = None")
         for source in compiled.severity_sources:
-            opened = self._candidate("severity_id", source.keys, compiled.reader)
+            self._candidate("severity_id", source.keys, compiled.reader)
             self.line(f"severity_id = {lookup}.get({self.fold('raw')}, {otherwise})")
             self.line("if severity_id is not None:")
             self.indent += 1
@@ -489,7 +444,7 @@ class _Body(_Code):
             self.indent -= 1
             self.line("elif first_raw is None:")
             self.line(f"    first_raw, first_bit = raw, {self.bit(source.keys)}")
-            self.indent -= 2 + opened
+            self.indent -= 2
         self.line("if severity_id is None:")
         self.line("    if first_raw is None:")
         self.line(f"        event['severity_id'] = {SEVERITY_UNKNOWN}")
@@ -507,7 +462,7 @@ class _Body(_Code):
         formats = self.const(compiled.time_formats)
         self.line("ms = first_time = None")
         for source in compiled.time_sources:
-            opened = self._candidate("ms", source.keys, compiled.reader)
+            self._candidate("ms", source.keys, compiled.reader)
             self.line("if first_time is None:")
             self.line("    first_time = raw")
             # epoch ms as an int (CEF records' time) is its own value: to_epoch_ms returns it
@@ -518,7 +473,7 @@ class _Body(_Code):
             self.consume(source.keys)
             self.line("event['time'] = ms")
             self.line("metadata.setdefault('original_time', str(raw))")
-            self.indent -= 3 + opened
+            self.indent -= 3
         self.line("if ms is None:")
         self.line("    event['time'] = int(context.received_at * 1000)")
         self.line("    if first_time is not None:")
