@@ -1,0 +1,91 @@
+"""
+Instructions per RFC 5424 CEF frame, stage by stage, counted by callgrind: a figure other processes
+on the machine do not move (µs do, on a shared 2-core machine). Runs itself under
+C{valgrind --tool=callgrind}, counting only inside C{builtins.any}, which drives each stage's loop
+over C{--frames} bench frames (C{bench/inputs.py}) after a warm-up pass; prints instructions per frame.
+
+Stages: C{read_frame} alone, the compiled C{cef-syslog} on prebuilt records, the two together (what
+a listener does per frame), and the plain reference (C{bench/reference.py}). Run it against two trees
+(C{PYTHONPATH} naming the one measured, as for C{bench/batch_path.py}).
+
+Run: C{.venv/bin/python bench/cef_frame_cost.py [--frames N]}
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+BENCH = Path(__file__).resolve().parent
+PROJECT = BENCH.parent
+NOW = 1778230800.0
+STAGES = ("read_frame", "normalize", "frame → OCSF dict", "reference")
+
+
+def _steps() -> tuple[dict[str, Callable[[Any], Any]], dict[str, list[Any]]]:
+    sys.path.insert(0, str(PROJECT))
+    from aisoc_inboxd.formats.syslog_cef import read_frame
+    from aisoc_inboxd.normalizer import IngestContext, load_templates, normalize_record
+    from bench import reference
+    from bench.inputs import _cef, _syslog
+
+    template = load_templates([PROJECT / "templates"])["cef-syslog"]
+    rng = random.Random(8)
+    frames = [_syslog(_cef(rng, n), n).encode() for n in range(100)]
+    records = [read_frame(frame, NOW).record for frame in frames]
+
+    def normalize(record: Any) -> Any:
+        return normalize_record(template, record.data, IngestContext("t", "bench", NOW, raw=record.raw))
+
+    steps = {"read_frame": lambda frame: read_frame(frame, NOW), "normalize": normalize,
+             "frame → OCSF dict": lambda frame: normalize(read_frame(frame, NOW).record),
+             "reference": lambda frame: reference.cef_frame(frame, NOW)}
+    items = {stage: records if stage == "normalize" else frames for stage in STAGES}
+    return steps, items
+
+
+def _run(stage: str, frames: int) -> None:
+    """The measured loop: C{stage} over C{frames} items inside C{any} (its steps never stop it)."""
+    steps, items = _steps()
+    step, work = steps[stage], items[stage]
+    work = (work * (frames // len(work) + 1))[:frames]
+    for item in work[:100]:  # warm: regexes compiled, caches filled
+        step(item)
+    any(step(item) is None for item in work)
+
+
+def _instructions(stage: str, frames: int) -> int:
+    with tempfile.TemporaryDirectory() as work:
+        out = Path(work) / "callgrind.out"
+        subprocess.run(["valgrind", "--tool=callgrind", "--collect-atstart=no", "--toggle-collect=builtin_any",
+                        f"--callgrind-out-file={out}", sys.executable, __file__, "--stage", stage,
+                        "--frames", str(frames)], check=True, capture_output=True, env=os.environ)
+        totals = re.search(r"^totals: (\d+)", out.read_text(), re.MULTILINE) or re.search(
+            r"^summary: (\d+)", out.read_text(), re.MULTILINE)
+        assert totals is not None, "callgrind wrote no totals"
+        return int(totals.group(1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser.add_argument("--frames", type=int, default=1000, help="frames counted per stage")
+    parser.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)  # the run under callgrind
+    args = parser.parse_args()
+    if args.stage:
+        _run(args.stage, args.frames)
+        return
+    print("| stage | instructions per frame |\n|---|---:|")
+    for stage in STAGES:
+        print(f"| {stage} | {_instructions(stage, args.frames) / args.frames:,.0f} |")
+    import aisoc_inboxd
+    print(f"\n{Path(aisoc_inboxd.__file__).parents[1]}")
+
+
+if __name__ == "__main__":
+    main()
