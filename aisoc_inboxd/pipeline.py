@@ -61,16 +61,17 @@ def event_values(template: Template, tenant_id: str, route: str, records: Sequen
     The events of C{records} as compact JSON, in order: what L{event_values_one_by_one} gives, in
     fewer Python calls per event where the template has no envelope: each record is one event, made
     by the generated function at once (which serialises a record without its own text for
-    C{raw_data} as L{normalize_record} would), and one C{map} serialises them all.
+    C{raw_data} as L{normalize_record} would) and serialised by orjson at once, so no event outlives
+    its turn (a batch of live events would wake the garbage collector).
     """
     if not template.compiled.envelope.unwraps_nothing:
         return event_values_one_by_one(template, tenant_id, route, records, received_at, headers)
-    to_event = template.to_event
-    events = [to_event(data, IngestContext(tenant_id, route, received_at, raw, headers)) for data, raw in records]
+    to_event, dumps = template.to_event, orjson.dumps
     try:
-        return list(map(orjson.dumps, events))
-    except TypeError:  # an integer past 64 bits or a key that is not text somewhere: the stdlib's
-        return list(map(dumps_compact, events))
+        return [dumps(to_event(data, IngestContext(tenant_id, route, received_at, raw, headers)))
+                for data, raw in records]
+    except TypeError:  # orjson refused an event (an integer past 64 bits, a key that is not text)
+        return event_values_one_by_one(template, tenant_id, route, records, received_at, headers)
 
 
 def event_values_one_by_one(template: Template, tenant_id: str, route: str, records: Sequence[Record],

@@ -22,29 +22,21 @@ _SCALAR_TYPES = frozenset({str, int, float, bool})
 
 def fast_leftovers(value: Any, consumed: ConsumedTree | None) -> Any:
     """
-    L{leftovers} of an object: a copy (C{dict.copy}, in C) with the consumed keys taken out, nulls
-    dropped, and its objects and lists copied, each in one C{copy} when it holds only scalars;
-    instead of a comprehension over every key and one over every nested container.
+    L{leftovers} of an object of which only whole top-level keys were consumed (a JSON webhook's
+    record under C{generic-json}): a copy (C{dict.copy}, in C) with the consumed keys taken out,
+    nulls dropped, and its objects and lists copied, each in one C{copy} when it holds only
+    scalars; instead of a comprehension over every key and one over every nested container.
     """
-    if type(value) is not dict or consumed is None:
+    if type(value) is not dict or type(consumed) is not frozenset:
         return leftovers(value, consumed)
     kept = value.copy()
-    if type(consumed) is frozenset:
-        for key in consumed.intersection(kept):
-            del kept[key]
-    else:
-        for key in consumed.keys() & kept.keys():
-            sub = consumed[key]
-            left = INVALID if sub is True else fast_leftovers(kept[key], sub)
-            if left is INVALID:
-                del kept[key]
-            else:
-                kept[key] = left
+    for key in consumed.intersection(kept):
+        del kept[key]
     if not _SCALAR_TYPES.issuperset(map(type, kept.values())):
         for key, item in list(kept.items()):
             if item is None:
                 del kept[key]
-            elif isinstance(item, (dict, list)) and key not in consumed:  # (a consumed one is a fresh copy)
+            elif isinstance(item, (dict, list)):
                 kept[key] = _copy_without_nulls(item)
     return kept or INVALID
 
