@@ -149,6 +149,9 @@ class Delivery:
     body_size: int
     #: the first OCSF event of the body (None: no body kept, or not a token route's delivery)
     first_event: FirstEvent | None = None
+    #: its client left before the body was read, which was lost with the connection (whatever
+    #: C{deliveries.keep_bodies} says)
+    body_lost: bool = False
 
     @property
     def ocsf(self) -> str | None:
@@ -171,7 +174,8 @@ class Delivery:
                 + len(self.error or "") + (self.first_event.size if self.first_event is not None else 0))
 
     def as_dict(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"kept": self.body is not None, "size": self.body_size, "truncated": self.truncated}
+        body: dict[str, Any] = {"kept": self.body is not None, "lost": self.body_lost, "size": self.body_size,
+                                "truncated": self.truncated}
         if self.body is not None:
             try:
                 body.update(encoding="utf-8", text=self.body.decode("utf-8"))
@@ -320,6 +324,15 @@ class DeliveryLog:
         return samples.deliveries(kind == MALFORMED)
 
 
+def not_kept_because(body: Mapping[str, Any]) -> str:
+    """
+    Why a delivery's body (its C{request.body} in L{Delivery.as_dict}) was not kept.
+    """
+    if body.get("lost"):  # .get: a daemon from before it said so
+        return "lost: its client left before it was read"
+    return "not kept (deliveries.keep_bodies)"
+
+
 def body_of(delivery: Mapping[str, Any]) -> bytes:
     """
     The body of a delivery as L{Delivery.as_dict} gives it; C{ValueError} saying why when it was
@@ -327,7 +340,7 @@ def body_of(delivery: Mapping[str, Any]) -> bytes:
     """
     body = delivery["request"]["body"]
     if not body["kept"]:
-        raise ValueError(f"the body of delivery {delivery['n']} was not kept (deliveries.keep_bodies)")
+        raise ValueError(f"the body of delivery {delivery['n']} was {not_kept_because(body)}")
     raw = base64.b64decode(body["text"]) if body["encoding"] == "base64" else body["text"].encode("utf-8")
     if body["truncated"]:
         raise ValueError(f"only the first {len(raw)} of the {body['size']} bytes of delivery {delivery['n']}'s "

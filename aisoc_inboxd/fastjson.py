@@ -123,6 +123,48 @@ def raw_decode(text: str, start: int) -> tuple[Any, int]:
     return value, end
 
 
+#: how far L{array_holds_more_than} reads for each item it looks for: far enough for arrays of many
+#: tiny items (the costly kind to read whole: an array of larger ones holds fewer, each built and
+#: walked at a smaller share of the body's cost), and too near for most arrays within the limit to
+#: hold the commas that would make it read them twice (an alert has about one per 30 characters)
+CHARS_PER_COUNTED_ITEM = 32
+
+
+def array_holds_more_than(text: str, start: int, limit: int) -> bool:
+    """
+    Whether the JSON array that opens at C{start} in C{text} has more than C{limit} items, found by
+    reading only its first C{limit + 1} items, each a JSON text by the rules above (the array's own
+    level counted in their nesting). C{False} when that is not known within the first
+    L{CHARS_PER_COUNTED_ITEM} characters per item (or not an array, fewer items, a malformed one
+    among them): the caller then reads the whole text, which places any error. A body of millions of C{{}}s is so refused
+    for its count at the cost of ten thousand, where reading it whole builds and walks millions of
+    objects.
+    """
+    if not text.startswith("[", start):
+        return False
+    window = text[start:start + CHARS_PER_COUNTED_ITEM * (limit + 1)]
+    if len(window) == len(text) - start or window.count(",") < limit:
+        return False  # all of it within the window: as cheap to read whole; n items need n - 1 commas
+    position, end = WHITESPACE.match(window, 1).end(), 0
+    for index in range(limit + 1):
+        if index:
+            if not window.startswith(",", position):
+                return False  # no more items than read (or a malformed array)
+            position = WHITESPACE.match(window, position + 1).end()
+        try:
+            _, end = _DECODER.raw_decode(window, position)  # only where the item ends; its rules below
+        except (ValueError, RecursionError):
+            return False  # malformed, or cut by the window's end
+        position = WHITESPACE.match(window, end).end()
+    if not window.startswith((",", "]"), position):
+        return False  # a number the window's end cut short reads as a shorter one: its end unknown
+    try:
+        loads(window[:end] + "]")
+    except json.JSONDecodeError:
+        return False
+    return True
+
+
 def dumps_compact(value: Any) -> bytes:
     """
     C{json.dumps(value, separators=(",", ":"), ensure_ascii=False)} as UTF-8.

@@ -15,14 +15,18 @@ C{{f()}} calls, one that does not format) goes through Twisted's own formatting.
 
 While the reactor runs (L{LogOutput.flush_per_turn}), lines are flushed once per reactor turn
 rather than one write per line: a turn that serves many requests writes their lines at once, in
-order. A line at C{error} or above is flushed at once, with those before it. A process killed
-outright loses at most the lines of its last turn, never events.
+order, and the write is made by a thread of its own (L{LineWriter}), so a write that waits on a busy
+disk or a slow pipe holds that thread, not the reactor. A line at C{error} or above is written
+before its call returns, with those before it. At shutdown every line held is written before the
+reactor stops. A process killed outright loses at most the lines of its last turns, never events.
 """
 from __future__ import annotations
 
 import functools
 import math
+import queue
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import IO, Any, Callable
@@ -141,6 +145,81 @@ class RequestLogger(Logger):
         self.observer(kwargs)
 
 
+class LineWriter:
+    """
+    Writes the text it is given to C{out}, in the order given, from a thread of its own; each batch
+    of what is waiting is written in one write and flushed.
+    """
+
+    def __init__(self, out: IO[str]) -> None:
+        self._out = out
+        #: text to write; an Event to set once what came before it is written; None to stop
+        self._queue: queue.SimpleQueue[str | threading.Event | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
+        self._thread.start()
+
+    def write(self, text: str) -> None:
+        """
+        Queue C{text} (from any thread).
+        """
+        self._queue.put(text)
+
+    def wait(self) -> None:
+        """
+        Return once everything queued before this call is written.
+        """
+        written = threading.Event()
+        self._queue.put(written)
+        written.wait()
+
+    def stop(self) -> None:
+        """
+        Write everything queued, then end the thread; what another thread queues meanwhile is written
+        here.
+        """
+        self._queue.put(None)
+        self._thread.join()
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, str):
+                self._write([item])
+            elif item is not None:
+                item.set()
+
+    def _run(self) -> None:
+        while True:
+            batch, waiting, stopping = [], [], False
+            item = self._queue.get()
+            while True:
+                if item is None:
+                    stopping = True
+                    break
+                if isinstance(item, str):
+                    batch.append(item)
+                else:
+                    waiting.append(item)
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            self._write(batch)
+            for written in waiting:
+                written.set()
+            if stopping:
+                return
+
+    def _write(self, batch: list[str]) -> None:
+        try:
+            if batch:
+                self._out.write("".join(batch))
+            self._out.flush()
+        except (OSError, ValueError):  # stdout closed or gone: nowhere to say so, and the daemon goes on
+            pass
+
+
 @dataclass
 class LogOutput:
     """
@@ -153,49 +232,67 @@ class LogOutput:
     level: str
     #: the C{log_system} of every line (a worker's C{worker-N}), else each event's own
     system: str | None = None
-    #: while the reactor runs, the clock that writes the lines at the end of the turn (else each
-    #: line is written and flushed as it comes)
+    #: while the reactor runs, the clock that hands the lines over at the end of the turn, and the
+    #: thread that writes them (else each line is written and flushed as it comes)
     _clock: IReactorTime | None = field(default=None, init=False, repr=False)
+    _writer: LineWriter | None = field(default=None, init=False, repr=False)
     #: the lines of this turn not written yet (held here, not in C{out}'s buffer, which
     #: C{PYTHONUNBUFFERED} turns off)
     _pending: list[str] = field(default_factory=list, init=False, repr=False)
 
     def write_through(self, lines: str, urgent: bool = False) -> None:
         """
-        Write whole lines, already formatted, as they are: at the end of this reactor turn, or now
-        when C{urgent}, when no reactor runs, or from another thread (the turn's lines belong to
-        the reactor's thread alone, and C{callLater} is not thread-safe).
+        Write whole lines, already formatted, as they are: handed to the writer thread at the end
+        of this reactor turn, or now when C{urgent} (and written before this returns), or from
+        another thread (the turn's lines belong to the reactor's thread alone, and C{callLater} is
+        not thread-safe); written at once when no reactor runs.
         """
-        if self._clock is None or not isInIOThread():
+        writer = self._writer
+        if writer is None:
             self.out.write(lines)
             self.out.flush()
-            return
-        self._pending.append(lines)
-        if urgent:
-            self.flush()
-        elif len(self._pending) == 1:
-            self._clock.callLater(0, self.flush)
+        elif not isInIOThread():
+            writer.write(lines)
+        else:
+            self._pending.append(lines)
+            if urgent:
+                self.flush()
+                self.wait_written()
+            elif len(self._pending) == 1:
+                self._clock.callLater(0, self.flush)  # type: ignore[union-attr]
 
     def flush(self) -> None:
         """
-        Write the lines held, in order, in one write.
+        Hand the lines held, in order, to the writer thread as one write.
         """
         pending, self._pending = self._pending, []
         if pending:
-            self.out.write("".join(pending))
-        self.out.flush()
+            self._writer.write("".join(pending))  # type: ignore[union-attr]
+
+    def wait_written(self) -> None:
+        """
+        Return once every line handed to the writer thread is written.
+        """
+        if self._writer is not None:
+            self._writer.wait()
 
     def flush_per_turn(self, reactor: IReactorCore) -> None:
         """
-        Write once per turn of C{reactor} from now on until it shuts down, then each line as it is
-        written again (whatever is logged during and after the shutdown).
+        Write once per turn of C{reactor}, from a thread of its own, from now on until it shuts
+        down; then each line as it is logged again (whatever is logged during and after the
+        shutdown), once every line before is written.
         """
         self._clock = reactor  # type: ignore[assignment]
+        self._writer = LineWriter(self.out)
         reactor.addSystemEventTrigger("after", "shutdown", self.flush_each_line)
 
     def flush_each_line(self) -> None:
-        self._clock = None
+        writer = self._writer
+        if writer is None:
+            return
         self.flush()
+        writer.stop()
+        self._writer = self._clock = None
 
 
 class LineObserver:

@@ -38,6 +38,7 @@ from twisted.logger import LogLevel, Logger
 from aisoc_inboxd import systemd
 from aisoc_inboxd.catalog import TemplateCatalog
 from aisoc_inboxd.config import CefSettings, ConfigError, Settings
+from aisoc_inboxd.gc_pauses import refreeze
 from aisoc_inboxd.normalizer import TemplateError
 from aisoc_inboxd.tls import ReloadableTLS, TlsConfigError, TlsMaterial
 
@@ -191,7 +192,8 @@ class Reloader:
 
     def apply(self, loaded: Loaded) -> None:
         """
-        Put C{loaded} in force: plain assignments, so nothing can fail half-way.
+        Put C{loaded} in force: plain assignments, so nothing can fail half-way; then let the replaced
+        catalog be collected (L{refreeze}).
         """
         self.settings = loaded.settings
         self._catalog.replace_with(loaded.catalog)
@@ -204,6 +206,7 @@ class Reloader:
                   listeners=", ".join(self._tls) or "no listener",
                   rate=loaded.settings.http.rate_limit_per_min,
                   cef=f"for tenant {loaded.settings.cef.tenant}" if loaded.settings.cef.tenant else "disabled")
+        refreeze()
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,7 @@ def compose(settings: Settings, config: Path | None, reactor: Any) -> Any:
     reason when it cannot be built (an unreadable certificate or key file, a state directory that
     cannot be created).
     """
+    from aisoc_inboxd.gc_pauses import freeze_startup_heap
     from aisoc_inboxd.keyfiles import KeyFileError
     from aisoc_inboxd.memory import bound_malloc_heap
     from aisoc_inboxd.wiring import build_daemon
@@ -114,7 +115,7 @@ def compose(settings: Settings, config: Path | None, reactor: Any) -> Any:
         raise cannot_start(e) from None
     # a start that fails is logged (one line) by the daemon, which stops the reactor: the process
     # exits with that line, and no "Unhandled error in Deferred" after it
-    daemon.started.addErrback(lambda failure: None)
+    daemon.started.addCallbacks(lambda _: freeze_startup_heap(), lambda failure: None)
     return daemon
 
 

@@ -9,7 +9,7 @@ idle (timers), then C{--seconds} under wrk, and prints the instructions (Ir) of 
 idle count (under valgrind the daemon is ~50x slower, so its timers weigh more than natively).
 Point C{PYTHONPATH} at the tree to measure.
 
-Run: C{.venv/bin/python bench/request_cost.py [--seconds S] [--connections C]}
+Run: C{.venv/bin/python bench/request_cost.py [--seconds S] [--connections C] [--keep FILE]}
 """
 from __future__ import annotations
 
@@ -39,6 +39,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the counted load")
     parser.add_argument("--connections", type=int, default=8, help="wrk connections")
+    parser.add_argument("--keep", type=Path, help="copy the loaded run's callgrind dump here (for callgrind_annotate)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="aisoc-request-cost-"))
     (work / "logs").mkdir()
@@ -65,6 +66,8 @@ def main() -> None:
         control("--dump", pid)
         processes.stop(daemon.pid, timeout=120)
     idle, loaded = (_instructions(work / f"callgrind.out.{n}") for n in (1, 2))
+    if args.keep is not None:
+        shutil.copyfile(work / "callgrind.out.2", args.keep)
     shutil.rmtree(work)
     requests = result["requests"]
     print(f"requests {requests:.0f} (non-2xx {result['non_2xx']:.0f}); instructions idle {idle:,}, loaded "

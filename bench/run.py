@@ -16,7 +16,8 @@ directory are removed at the end, on an error or on Ctrl-C.
 C{--soak SECONDS} (issue 8 asks 600) adds, per sink and workers count, a fresh daemon overloaded that
 long by every intake at once, its process tree's RSS sampled every 10 s: flat, or grows.
 
-Run: C{.venv/bin/python bench/run.py [--seconds S] [--workers N...] [--only ROW...] [--soak S] [--markdown FILE]}
+Run: C{.venv/bin/python bench/run.py [--seconds S] [--workers N...] [--only ROW...] [--soak S] [--interleave]
+[--markdown FILE]}
 """
 from __future__ import annotations
 
@@ -194,6 +195,13 @@ def http_row(daemon: Daemon, durable: DurableCount, intake: str, path: str, body
     return row, result
 
 
+def paced_delay_ms(rate: float, connections: int, p50_ms: float) -> int:
+    """
+    How long each of C{connections} waits after a reply so that together they offer C{rate} requests/s.
+    """
+    return max(1, round(connections / rate * 1000 - p50_ms))
+
+
 def http_rows(daemon: Daemon, inputs: Inputs, seconds: float, wanted: Callable[[str], bool]) -> list[Row]:
     rows: list[Row] = []
     durable = daemon.durable_counter()
@@ -204,7 +212,7 @@ def http_rows(daemon: Daemon, inputs: Inputs, seconds: float, wanted: Callable[[
         rows.append(row)
         # p99 at 80 % of the saturated rate: each of 50 connections waits between requests
         rate = 0.8 * result["requests"] / (result["duration_us"] / 1e6)
-        delay = max(1, round(50 / rate * 1000 - result["p50_us"] / 1000))
+        delay = paced_delay_ms(rate, 50, result["p50_us"] / 1000)
         paced, _ = http_row(daemon, durable, "webhook, 1 event/request, ~80 % rate", webhook, inputs.single,
                             "application/json", None, 1, seconds, connections=50, delay_ms=delay)
         rows.append(paced)
@@ -289,15 +297,21 @@ def loggen_argv(inputs: Inputs, udp_port: int, rate: int, seconds: float) -> lis
             "--rate", str(rate), "--interval", str(int(seconds)), "127.0.0.1", str(udp_port)]
 
 
-def syslog_rows(receiver: Receiver, inputs: Inputs, seconds: float, wanted: Callable[[str], bool],
+def syslog_rows(receivers: list[Receiver], inputs: Inputs, seconds: float, wanted: Callable[[str], bool],
                 logs: Path) -> list[Row]:
+    """
+    The TCP and UDP rows of each receiver, row by row: with the daemon and syslog-ng (C{--interleave})
+    each of syslog-ng's rows runs right after the daemon's same row, under the same neighbours' load.
+    """
     rows: list[Row] = []
     if wanted("tcp"):
-        durable = receiver.durable("tcp")
-        rows += [tcp_row(receiver, durable, inputs, connections, logs) for connections in TCP_CONNECTIONS]
+        durables = [receiver.durable("tcp") for receiver in receivers]
+        rows += [tcp_row(receiver, durable, inputs, connections, logs) for connections in TCP_CONNECTIONS
+                 for receiver, durable in zip(receivers, durables)]
     if wanted("udp"):
-        durable = receiver.durable("udp")
-        rows += [udp_row(receiver, durable, inputs, rate, seconds * 2, logs) for rate in UDP_RATES]
+        durables = [receiver.durable("udp") for receiver in receivers]
+        rows += [udp_row(receiver, durable, inputs, rate, seconds * 2, logs) for rate in UDP_RATES
+                 for receiver, durable in zip(receivers, durables)]
     return rows
 
 
@@ -358,13 +372,16 @@ def soak_row(daemon: Daemon, inputs: Inputs, seconds: float, logs: Path) -> Row:
 
 def ratio_notes(rows: list[Row]) -> None:
     """
-    Put each of our syslog rows' ratio to syslog-ng's same row in its note.
+    Put each of our syslog rows' ratio to syslog-ng's same row in its note (the nearest in the run,
+    the one right after it with C{--interleave}).
     """
-    peers = {row.intake: row for row in rows if row.sink.startswith("syslog-ng")}
-    for row in rows:
-        peer = peers.get(row.intake)
-        if peer is None or row is peer or not peer.rate:
+    peers = [(k, row) for k, row in enumerate(rows) if row.sink.startswith("syslog-ng") and row.rate]
+    for n, row in enumerate(rows):
+        # the nearest; of two as near, the one after it (--interleave runs syslog-ng's row right after)
+        nearest = sorted((abs(k - n), k < n, k) for k, peer in peers if peer.intake == row.intake and k != n)
+        if row.sink.startswith("syslog-ng") or not nearest:
             continue
+        peer = rows[nearest[0][2]]
         if row.udp_loss is not None and peer.udp_loss is not None:
             ratio = f"loss {row.udp_loss:.1%} vs syslog-ng {peer.udp_loss:.1%}"
         else:
@@ -423,6 +440,9 @@ def main() -> None:
     parser.add_argument("--soak", type=float, default=0.0, metavar="SECONDS",
                         help="also overload a fresh daemon per sink and workers count this long, sampling its RSS "
                              "(issue 8: 600; default 0: no soak)")
+    parser.add_argument("--interleave", action="store_true",
+                        help="run each of syslog-ng's syslog rows right after the daemon's same row (syslog-ng "
+                             "running beside each daemon), rather than all of them after the daemons")
     parser.add_argument("--markdown", type=Path, help="also write the table to this file")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, outputs)")
     parser.add_argument("--profile", type=Path, help="record each HTTP, TCP and UDP row of the daemon with py-spy into this directory")
@@ -460,12 +480,19 @@ def main() -> None:
                 tansu = Tansu(work)
                 tansu.start()
             runs = [(w, s) for w in dict.fromkeys(args.workers) for s in sinks]
+            syslog_ng: SyslogNg | None = None
+            if wanted("tcp") or wanted("udp"):
+                syslog_ng = SyslogNg(work / "syslog-ng")
+            beside = [syslog_ng.receiver] if args.interleave and syslog_ng else []
+            if beside and runs:
+                syslog_ng.start(processes)
             for workers, sink in (runs if any(map(wanted, ROW_KINDS)) else []):
                 daemon = Daemon(work / f"inboxd-{sink}-w{workers}", sink, tansu.bootstrap if tansu else None,
                                 workers=workers)
                 start_daemon(daemon, processes)
                 rows += http_rows(daemon, inputs, args.seconds, wanted)
-                rows += syslog_rows(daemon.receiver(), inputs, args.seconds, wanted, logs)
+                rows += syslog_rows([daemon.receiver(), *(receiver() for receiver in beside)], inputs, args.seconds,
+                                    wanted, logs)
                 processes.stop(daemon.pid)
                 if wanted("cef-https"):
                     tls = Daemon(work / f"{daemon.name}-tls", sink, daemon.bootstrap, tls=True, workers=workers)
@@ -473,10 +500,9 @@ def main() -> None:
                     tls.start(processes)
                     rows.append(cef_https_row(tls, inputs, args.seconds))
                     processes.stop(tls.pid)
-            if wanted("tcp") or wanted("udp"):
-                syslog_ng = SyslogNg(work / "syslog-ng")
+            if syslog_ng and not (beside and runs):
                 syslog_ng.start(processes)
-                rows += syslog_rows(syslog_ng.receiver(), inputs, args.seconds, wanted, logs)
+                rows += syslog_rows([syslog_ng.receiver()], inputs, args.seconds, wanted, logs)
             for workers, sink in (runs if soak else []):
                 if tansu is not None and sink == "kafka":  # a fresh in-memory broker holds one soak's events
                     tansu.stop()

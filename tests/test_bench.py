@@ -1,7 +1,8 @@
 """
 The bench's own measuring parts: bench/targets.py's /metrics scrape (a daemon slow to answer under
 load costs the run a retry, not the run: a real HTTP server on loopback that stalls its first
-answers), and bench/run.py's count of the datagrams the kernel dropped (a real UDP socket).
+answers), bench/run.py's count of the datagrams the kernel dropped (a real UDP socket), and which
+syslog-ng row each of the daemon's rows is compared with.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
-from run import udp_drops  # noqa: E402
+from run import Row, ratio_notes, udp_drops  # noqa: E402
 from targets import scrape  # noqa: E402
 
 STALL = 1.0
@@ -98,3 +99,14 @@ def test_the_kernel_drops_of_a_full_receive_buffer_are_counted() -> None:
                 read += 1
         dropped = udp_drops(port) - before
     assert dropped > 0 and read + dropped == 1000
+
+
+def test_each_row_is_compared_with_the_nearest_syslog_ng_row() -> None:
+    """With --interleave syslog-ng runs the same row after each daemon: each daemon row's ratio is to
+    the syslog-ng row beside it (the same neighbours' load), not to the last one of the run."""
+    rows = [Row("syslog TCP octet-counted, 4 conn", "file, 2 workers", events=8_000, seconds=1.0),
+            Row("syslog TCP octet-counted, 4 conn", "syslog-ng (JSON file)", events=16_000, seconds=1.0),
+            Row("syslog TCP octet-counted, 4 conn", "kafka, 2 workers", events=7_000, seconds=1.0),
+            Row("syslog TCP octet-counted, 4 conn", "syslog-ng (JSON file)", events=10_000, seconds=1.0)]
+    ratio_notes(rows)
+    assert [row.note for row in rows] == ["0.50x syslog-ng", "", "0.70x syslog-ng", ""]

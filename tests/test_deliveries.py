@@ -22,12 +22,14 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.protocols.policies import WrappingFactory
+from twisted.web.template import flattenString
 
 from aisoc_inboxd.config import CefSettings, ConfigError, DeliverySettings, HttpSettings, load_settings
 from aisoc_inboxd.deliveries import RECORD_OVERHEAD, REDACTED, Delivery, DeliveryLog, FirstEvent, redact_headers
 from aisoc_inboxd.deliveries import FrameSamples, header_pairs, redacted_header_pairs
 from aisoc_inboxd.testing import FakeStore, MemoryInbox
 from aisoc_inboxd.tokens import fingerprint
+from aisoc_inboxd.web.status_deliveries import deliveries_section
 
 
 @pytest.fixture
@@ -54,7 +56,7 @@ async def test_accepted_delivery_keeps_request_reply_and_first_event(inbox: Memo
     assert kept["n"] == 1 and kept["route"] == "webhook" and kept["method"] == "POST"
     assert (kept["status"], kept["outcome"], kept["events"], kept["error"]) == (200, "ok", 2, None)
     assert kept["template"] == "generic-json" and kept["client"]
-    assert kept["request"]["body"] == {"kept": True, "size": len(body), "truncated": False,
+    assert kept["request"]["body"] == {"kept": True, "lost": False, "size": len(body), "truncated": False,
                                        "encoding": "utf-8", "text": body.decode()}
     assert ["X-Vendor-Event", "alert"] in kept["request"]["headers"]
     assert json.loads(kept["response"]["body"]) == reply
@@ -120,7 +122,8 @@ async def test_gzip_body_is_kept_decompressed_and_prefix_marked_truncated() -> N
     body = json.dumps({"title": "x" * 100}).encode()
     await inbox.post(f"/v1/inbox/{token}", gzip.compress(body), {"Content-Encoding": "gzip"})
     [kept] = await deliveries(inbox, "acme", fingerprint(token))
-    assert kept["request"]["body"] == {"kept": True, "size": len(body), "truncated": True, "encoding": "utf-8",
+    assert kept["request"]["body"] == {"kept": True, "lost": False, "size": len(body), "truncated": True,
+                                       "encoding": "utf-8",
                                        "text": body[:16].decode()}
 
 
@@ -137,8 +140,9 @@ async def test_keep_bodies_off_keeps_only_metadata(settings: DeliverySettings, t
     await inbox.post(f"/v1/inbox/{token}", b'{"title": "tenant data"}')
     [kept] = await deliveries(inbox, tenant, fingerprint(token))
     assert kept["status"] == 200 and kept["events"] == 1
-    assert kept["request"]["body"] == {"kept": False, "size": 24, "truncated": False}
+    assert kept["request"]["body"] == {"kept": False, "lost": False, "size": 24, "truncated": False}
     assert kept["ocsf"] is None and "tenant data" not in json.dumps(kept)
+    assert "(body of 24 bytes not kept: deliveries.keep_bodies)" in await shown(kept)
 
 
 @pytest_twisted.ensureDeferred
@@ -388,6 +392,12 @@ def test_delivery_settings_are_checked(tmp_path: Path, raw: dict, message: str) 
     assert message in str(error.value)
 
 
+async def shown(delivery: dict[str, Any]) -> str:
+    """The status page's text of one listed delivery (its request, reply and event side by side)."""
+    listing = {"tenant": "acme", "key": delivery["key"], "per_token": 50, "deliveries": [delivery]}
+    return (await flattenString(None, deliveries_section(listing, "form-token"))).decode("utf-8")
+
+
 class HeldLookups(FakeStore):
     """
     A store whose token lookups answer only when the test says so, so a client can leave while its
@@ -456,3 +466,10 @@ async def test_a_refused_request_whose_client_left_is_still_recorded(reactor: An
     [delivery] = inbox.deliveries.of(fingerprint(token), "acme")
     assert (delivery.status, delivery.response_body, delivery.body) == (
         400 if refusal == "unknown template" else 429, "", None)
+    [listed] = await deliveries(inbox, "acme", fingerprint(token))
+    assert listed["request"]["body"] == {"kept": False, "lost": True, "size": 0, "truncated": False}
+    page = await shown(listed)
+    assert "(body lost: the client left before it was read)" in page and "keep_bodies" not in page
+    code, reply, _ = await inbox.call_admin("POST", redeliver_path("acme", fingerprint(token), 1))
+    assert (code, reply["error"]) == (409, "the body of delivery 1 was lost: its client left before it was read: "
+                                         "there is nothing whole to redeliver")

@@ -308,3 +308,44 @@ def test_a_slow_reply_is_not_a_slow_request() -> None:
     request.finish()
     assert transport.value().startswith(b"HTTP/1.1 200 OK\r\n")
     assert not transport.disconnecting
+
+
+def test_the_idle_timeout_runs_from_the_last_read_or_the_last_reply() -> None:
+    """http.timeout (60 s here) is cut short by neither a read nor a reply, counts from the later of
+    them, and is paused while a request is being answered, however long that takes."""
+    resource = Pending()
+    clock, channel, transport, refused = channel_on_a_clock(resource)
+    clock.advance(59)
+    channel.dataReceived(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n{}")
+    clock.advance(100)
+    assert not transport.disconnecting
+    resource.requests.pop().finish()
+    clock.advance(59)
+    channel.dataReceived(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n{}")
+    resource.requests.pop().finish()
+    clock.advance(59.9)
+    assert not transport.disconnecting
+    clock.advance(0.2)
+    assert transport.disconnecting and refused == []
+
+
+def test_an_idle_connection_is_timed_out_once_the_period_passes() -> None:
+    """A connection that never sends a byte is cut http.timeout after it was made."""
+    clock, channel, transport, refused = channel_on_a_clock(Pending())
+    clock.advance(59.9)
+    assert not transport.disconnecting
+    clock.advance(0.2)
+    assert transport.disconnecting
+
+
+def test_requests_on_a_connection_make_no_new_timers() -> None:
+    """A small request read whole and answered at once costs no timer: the connection's idle timer is
+    the same one after each request (twisted.web cancels it and makes a new one per request)."""
+    resource = Pending()
+    clock, channel, transport, refused = channel_on_a_clock(resource)
+    timers = [id(timer) for timer in clock.getDelayedCalls()]
+    for _ in range(3):
+        channel.dataReceived(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n{}")
+        resource.requests.pop().finish()
+        assert [id(timer) for timer in clock.getDelayedCalls()] == timers
+    assert transport.value().count(b"HTTP/1.1 200 OK\r\n") == 3

@@ -81,8 +81,8 @@ def test_lines_below_the_level_or_without_one_are_dropped() -> None:
 
 def test_lines_are_flushed_once_per_reactor_turn_in_order(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """While a reactor runs, lines are held until the end of the turn, then all reach the file in
-    the order logged; a line at error or above is written at once, with those before it; a line
-    logged from another thread is written at once, never scheduled from that thread."""
+    the order logged; a line at error or above is written before its call returns, with those
+    before it; a line logged from another thread is written, never scheduled from that thread."""
     path = tmp_path / "log"
     reactor = MemoryReactorClock()
     with path.open("w") as out:
@@ -93,6 +93,7 @@ def test_lines_are_flushed_once_per_reactor_turn_in_order(tmp_path) -> None:  # 
             log.info("line {n}", n=n)
         assert path.read_text() == ""
         reactor.advance(0)
+        output.wait_written()
         assert [line.split("] ")[1] for line in path.read_text().splitlines()] == [f"line {n}" for n in range(5)]
         log.info("before the error")
         log.error("the error")
@@ -102,7 +103,40 @@ def test_lines_are_flushed_once_per_reactor_turn_in_order(tmp_path) -> None:  # 
         from_thread = threading.Thread(target=log.info, args=("from another thread",))
         from_thread.start()
         from_thread.join()
+        output.wait_written()
         assert path.read_text().endswith("from another thread\n") and not reactor.getDelayedCalls()
+
+
+class SlowOut(io.StringIO):
+    """A log file whose writes wait until the test lets them through, noting the thread of each."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.go_on = threading.Event()
+        self.writers: set[str] = set()
+
+    def write(self, text: str) -> int:
+        self.writers.add(threading.current_thread().name)
+        self.go_on.wait(timeout=10)
+        return super().write(text)
+
+
+def test_a_write_waiting_on_the_disk_does_not_hold_the_reactor() -> None:
+    """While the reactor runs, lines are written by a thread of their own: the reactor's turn ends
+    while their write waits, and they are written in order once it goes on."""
+    out, reactor = SlowOut(), MemoryReactorClock()
+    output = LogOutput(out, "text", "info")
+    output.flush_per_turn(reactor)
+    log = Logger(namespace="aisoc_inboxd.test", observer=LineObserver(output))
+    for turn in range(3):
+        log.info("line {n}", n=turn)
+        reactor.advance(0)
+    assert not out.go_on.is_set() and threading.current_thread().name not in out.writers
+    out.go_on.set()
+    output.flush_each_line()
+    assert [line.split("] ")[1] for line in out.getvalue().splitlines()] == [f"line {n}" for n in range(3)]
+    log.info("after the reactor")
+    assert out.getvalue().endswith("after the reactor\n") and threading.current_thread().name in out.writers
 
 
 def test_buffered_lines_are_all_written_at_shutdown_in_order(tmp_path) -> None:  # type: ignore[no-untyped-def]

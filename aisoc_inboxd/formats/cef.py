@@ -42,6 +42,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Iterator
 
+from aisoc_inboxd.formats.json_body import lines_of
+
 
 class CefError(ValueError):
     """
@@ -162,13 +164,14 @@ def parse_cef_line(line: str) -> CefEvent:
     )
 
 
-def cef_lines(data: bytes | str) -> Iterator[tuple[int, str]]:
+def cef_lines(data: bytes | str, max_events: int | None = None) -> Iterator[tuple[int, str]]:
     """
     The non-blank lines of a batch with their 1-based numbers: UTF-8 (invalid bytes replaced), a
-    leading BOM dropped, split on LF only, a CR before it removed.
+    leading BOM dropped, split on LF only, a CR before it removed; split as they are read when
+    there are more than C{max_events} (L{lines_of}), for a caller that reads one past that.
     """
     text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
-    for number, line in enumerate(text.removeprefix("\ufeff").split("\n"), 1):
+    for number, line in enumerate(lines_of(text.removeprefix("\ufeff"), max_events), 1):
         line = line.removesuffix("\r")
         if line and not line.isspace():
             yield number, line

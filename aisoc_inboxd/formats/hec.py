@@ -30,13 +30,14 @@ from __future__ import annotations
 import json
 import math
 import re
+from itertools import islice
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from aisoc_inboxd import fastjson
 from aisoc_inboxd.formats.cef import CefError, cef_lines
 from aisoc_inboxd.formats.cef_records import Split, read_cef, split_cef_lines
-from aisoc_inboxd.formats.json_body import Record, check_event_count, utf8_prefix
+from aisoc_inboxd.formats.json_body import Record, TooManyEvents, check_event_count, utf8_prefix, within_event_limit
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,8 @@ def read_event_body(text: str, invalid_at: int | None, max_events: int | None = 
         raise HecError(NO_DATA)
     while position < len(text):
         number = len(records)
+        if max_events is not None and fastjson.array_holds_more_than(text, position, max_events - number):
+            raise TooManyEvents(max_events)  # its first events read, the rest is not: not worth building
         try:
             document, end = fastjson.raw_decode(text, position)
         except json.JSONDecodeError:
@@ -169,7 +172,10 @@ def concatenated_objects(text: str, max_events: int | None) -> HecBatch | None:
     piece is no JSON text and L{read_event_body} reads the body.
     """
     body = text.strip(_JSON_SPACE)
-    cuts = [(match.start() + 1, match.end() - 1) for match in _BETWEEN_OBJECTS.finditer(body)]
+    if body.startswith("["):
+        return None  # an array, no object: read whole here it would be built and walked to no end
+    matches = _BETWEEN_OBJECTS.finditer(body)
+    cuts = [(match.start() + 1, match.end() - 1) for match in islice(matches, max_events)]
     if max_events is not None and len(cuts) >= max_events:
         return None
     ends, starts = [*(end for end, _ in cuts), len(body)], [0, *(start for _, start in cuts)]
@@ -241,8 +247,7 @@ def parse_raw_body(body: bytes, metadata: Mapping[str, str], parse_cef: bool, no
     if invalid_at is not None:  # the last line holds it: refused by its event number, nothing published
         raise HecError(INVALID_DATA_FORMAT, sum(1 for line in decoded.removeprefix("\ufeff").split("\n")[:-1]
                                                 if line.strip()))
-    lines = [line for _, line in cef_lines(decoded)]
-    check_event_count(len(lines), max_events)
+    lines = within_event_limit((line for _, line in cef_lines(decoded, max_events)), max_events)
 
     def text(line: str) -> Record:
         return Record({"event": line, **envelope}, line)

@@ -8,9 +8,12 @@ name the line (and column) so the sender can find what is wrong. JSON is read by
 from __future__ import annotations
 
 import json
-from typing import Any, NamedTuple
+from itertools import islice
+from typing import Any, Iterable, Iterator, NamedTuple, TypeVar
 
-from aisoc_inboxd.fastjson import dumps_compact, loads, loads_each
+from aisoc_inboxd.fastjson import array_holds_more_than, dumps_compact, loads, loads_each
+
+_Event = TypeVar("_Event")
 
 
 class BodyError(ValueError):
@@ -37,6 +40,16 @@ def check_event_count(count: int, limit: int | None) -> None:
     """
     if limit is not None and count > limit:
         raise TooManyEvents(limit)
+
+
+def within_event_limit(events: Iterable[_Event], limit: int | None) -> list[_Event]:
+    """
+    C{events} as a list, or L{TooManyEvents} past C{limit} of them, found having taken only one
+    more than the limit (a body of millions of lines is not split whole to be refused).
+    """
+    taken = list(events if limit is None else islice(events, limit + 1))
+    check_event_count(len(taken), limit)
+    return taken
 
 
 class Record(NamedTuple):
@@ -96,6 +109,8 @@ def read_json_records(text: str, max_events: int | None = None) -> list[Record]:
     stripped = text.strip()
     if not stripped:
         raise BodyError("empty body: expected a JSON object or NDJSON lines")
+    if max_events is not None and array_holds_more_than(stripped, 0, max_events):
+        raise TooManyEvents(max_events)  # its first events read, the rest is not: not worth building
     try:
         document = loads(stripped)
     except json.JSONDecodeError as whole:
@@ -127,18 +142,42 @@ def _first_line_is_object(text: str) -> bool:
 
 def _ndjson_objects(text: str, max_events: int | None) -> list[Record] | None:
     """
-    The records of an NDJSON body of two or more lines, all of them JSON objects within
-    C{max_events}, read in one go (L{loads_each}); C{None} for any other body, which
-    L{read_json_records} then reads and, when it is bad, names what is wrong. Two or more objects,
-    one per line, are never one JSON document, so both read such a body alike.
+    The records of an NDJSON body of two or more lines, all of them JSON objects, read in one go
+    (L{loads_each}), or L{TooManyEvents} when its first C{max_events} lines are such and more
+    follow; C{None} for any other body, which L{read_json_records} then reads and, when it is bad,
+    names what is wrong. Two or more objects, one per line, are never one JSON document, so both
+    read such a body alike; the lines past the limit are not stripped, as the reference reads none.
     """
-    lines = [stripped for line in text.split("\n") if (stripped := line.strip())]
-    if len(lines) < 2 or (max_events is not None and len(lines) > max_events):
+    non_blank = (stripped for line in lines_of(text, max_events) if (stripped := line.strip()))
+    lines = list(non_blank if max_events is None else islice(non_blank, max_events + 1))
+    if len(lines) < 2:
         return None
+    past_limit = max_events is not None and len(lines) > max_events
+    if past_limit:
+        del lines[max_events:]
     items = loads_each(lines)
     if items is None or not all(type(item) is dict for item in items):
         return None
+    if past_limit:
+        raise TooManyEvents(max_events)
     return list(map(Record, items, lines))
+
+
+def lines_of(text: str, max_events: int | None) -> Iterable[str]:
+    """
+    C{text.split("\\n")}; one line at a time for a body of more lines than C{max_events}, whose
+    events are read only up to one past the limit (splitting millions of lines first would cost
+    more than refusing them).
+    """
+    return _each_line(text) if max_events is not None and text.count("\n") >= max_events else text.split("\n")
+
+
+def _each_line(text: str) -> Iterator[str]:
+    start = 0
+    while (end := text.find("\n", start)) >= 0:
+        yield text[start:end]
+        start = end + 1
+    yield text[start:]
 
 
 def _ndjson(text: str, max_events: int | None) -> list[Record]:

@@ -39,6 +39,15 @@ def require_json_carrier(request: Request) -> str:
     return kind
 
 
+def client_left(request: Request) -> bool:
+    """
+    Whether C{request}'s client closed its connection before the reply: twisted.web then closed the
+    body with it and dropped the channel (C{Request.connectionLost}), so neither can be read and no
+    reply written. Read off the request, where a C{notifyFinish} Deferred would be made per request.
+    """
+    return request.channel is None
+
+
 def raw_body(request: Request) -> bytes:
     """
     The body exactly as received on the wire (what signatures cover).

@@ -23,7 +23,7 @@ from twisted.web.server import Request
 from aisoc_inboxd.config import CefSettings, HttpSettings
 from aisoc_inboxd.formats.cef import cef_lines
 from aisoc_inboxd.formats.cef_records import split_cef_lines
-from aisoc_inboxd.formats.json_body import TooManyEvents, check_event_count
+from aisoc_inboxd.formats.json_body import TooManyEvents, within_event_limit
 from aisoc_inboxd.inflight import InFlight
 from aisoc_inboxd.intake.intake import Intake
 from aisoc_inboxd.intake.refusals import Refused
@@ -70,9 +70,8 @@ class CefRoute(JsonRoute):
         except Refused as e:
             e.template = template_id
             raise
-        lines = list(cef_lines(body))
         try:
-            check_event_count(len(lines), self._max_events)
+            lines = within_event_limit(cef_lines(body, self._max_events), self._max_events)
         except TooManyEvents as e:
             raise too_many_events(e.limit, template_id) from None
         split = split_cef_lines((line for _, line in lines), received_at)

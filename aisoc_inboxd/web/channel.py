@@ -12,6 +12,10 @@ is C{{"error": "…"}} and counted by reason.
 
 A deadline is armed (a C{callLater}) only when a chunk of bytes leaves a head or body unfinished: a
 small request that arrives whole in one read, the usual webhook, costs no timer to set and cancel.
+The idle timeout (C{http.timeout}) is kept the same way: twisted.web cancels its timer when a
+request is read whole, makes a new one when the reply is done, and moves it at every read; here one
+timer per connection notes the time of the last activity, and when it fires it either times the
+connection out or waits again for what is left of the period.
 
 After such a reply the connection is half-closed: the reply and a FIN go out while what the client
 is still sending is read and dropped, so a client that has not finished sending still gets the reply
@@ -77,6 +81,9 @@ class InboxChannel(HTTPChannel):
     _host: IAddress | None = None
     #: set once a reply closed the connection: nothing more is read
     _closing = False
+    #: the idle timer, and when the idle period started (the last read, or the last reply done)
+    _idle_timer: IDelayedCall | None = None
+    _idle_since = 0.0
     #: lines of the current request's head received so far, and their bytes
     _head_lines = 0
     _head_bytes = 0
@@ -97,6 +104,35 @@ class InboxChannel(HTTPChannel):
         if self._host is None:
             self._host = self.transport.getHost()
         return self._host
+
+    def setTimeout(self, period: float | None) -> float | None:
+        """
+        L{TimeoutMixin.setTimeout} (C{None} pauses the idle timeout while a request is being
+        answered), without cancelling the timer: it finds the period off, or restarted, when it fires.
+        """
+        previous, self.timeOut = self.timeOut, period
+        if period is not None:
+            self._idle_since = self.site.reactor.seconds()
+            timer = self._idle_timer
+            if timer is None:
+                self._idle_timer = self.callLater(period, self._idle_timer_fired)
+            elif timer.getTime() > self._idle_since + period:  # a shorter period than the timer's
+                timer.reset(period)
+        return previous
+
+    def resetTimeout(self) -> None:
+        if self.timeOut is not None:
+            self._idle_since = self.site.reactor.seconds()
+
+    def _idle_timer_fired(self) -> None:
+        self._idle_timer = None
+        if self.timeOut is None:
+            return  # paused or off: L{setTimeout} starts a timer again
+        left = self._idle_since + self.timeOut - self.site.reactor.seconds()
+        if left > 0:
+            self._idle_timer = self.callLater(left, self._idle_timer_fired)
+        else:
+            self.timeoutConnection()
 
     def dataReceived(self, data: bytes) -> None:
         if self._due is None and self._deadline is None and not self._handlingRequest and data.lstrip(b"\r\n"):
@@ -190,6 +226,9 @@ class InboxChannel(HTTPChannel):
 
     def connectionLost(self, reason: Failure) -> None:
         self._cancel_deadline()
+        if self._idle_timer is not None and self._idle_timer.active():
+            self._idle_timer.cancel()
+        self._idle_timer = None
         if self._linger is not None and self._linger.active():
             self._linger.cancel()
         super().connectionLost(reason)

@@ -31,7 +31,7 @@ class EmailRoute(TokenRoute):
                 f"unsupported Content-Type {kind!r}: send relay JSON, multipart/form-data, "
                 f"application/x-www-form-urlencoded or message/rfc822")
         header = (request.getHeader(b"content-type") or b"").decode("latin-1")
-        email = decode_email_body(kind, header, body)
+        email = decode_email_body(kind, header, body, max_events=self._max_events)
         return Decoded(email.records, email.sns_envelope)
 
     async def screen(self, binding: Binding, decoded: Decoded) -> None:

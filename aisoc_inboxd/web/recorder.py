@@ -16,7 +16,7 @@ from twisted.web.server import Request
 from aisoc_inboxd.deliveries import Delivery, DeliveryLog, FirstEvent, redact_headers, redacted_header_pairs
 from aisoc_inboxd.fastjson import dumps_compact
 from aisoc_inboxd.normalizer import IngestContext, Template, normalize_record
-from aisoc_inboxd.web.body import decode_content, raw_body
+from aisoc_inboxd.web.body import client_left, decode_content, raw_body
 from aisoc_inboxd.web.errors import HttpError
 
 if TYPE_CHECKING:
@@ -50,18 +50,17 @@ class DeliveryRecorder:
         self._kept(key, route, request.method.decode("latin-1"),
                    redacted_header_pairs(request.requestHeaders.getAllRawHeaders(), secret_names),
                    redacted_header_pairs(request.responseHeaders.getAllRawHeaders()), exchange, reply,
-                   response_body, duration, client)
+                   response_body, duration, client, body_lost=exchange.body is None and client_left(request))
 
     def hold_body(self, request: Request, exchange: Exchange) -> None:
         """
         Before the reply ends C{request} (and twisted.web drops its body): the body of a request
         refused before its route read it (its token's template is gone, its tenant is over the rate
         limit), so it is kept like any other, what the user needs to redeliver it once mended. Not
-        once its client left: twisted.web closed the body with the connection (and dropped the
-        channel), and the record says no body was kept.
+        once its client left: the body was lost with the connection, and the record says so.
         """
         if (exchange.body is None and exchange.token is not None and request.content is not None
-                and request.channel is not None):
+                and not client_left(request)):
             raw = raw_body(request)
             try:
                 exchange.body = decode_content(request, raw, request.channel.site.max_body_bytes)
@@ -84,9 +83,10 @@ class DeliveryRecorder:
 
     def _kept(self, key: str, route: str, method: str, request_headers: list[tuple[str, str]],
               response_headers: list[tuple[str, str]], exchange: Exchange, reply: Reply, response_body: bytes,
-              duration: float, client: str | None) -> Delivery | None:
+              duration: float, client: str | None, body_lost: bool = False) -> Delivery | None:
         """
-        L{keep} under C{key} (L{_key}, not C{None}) of headers already redacted.
+        L{keep} under C{key} (L{_key}, not C{None}) of headers already redacted; C{body_lost}: its
+        client left before the body was read (L{hold_body}).
         """
         binding, token = exchange.binding, exchange.token
         tenant = binding.tenant_id if binding else token.tenant_id if token else None
@@ -104,7 +104,7 @@ class DeliveryRecorder:
                 error=str(error) if error is not None else None, duration_ms=round(duration * 1000, 1),
                 request_headers=request_headers, response_headers=response_headers,
                 response_body=response_body.decode("utf-8", "replace"),
-                body=body, body_size=len(exchange.body or b""), first_event=first_event)
+                body=body, body_size=len(exchange.body or b""), first_event=first_event, body_lost=body_lost)
             self.log.add(delivery)
             return delivery
         except Exception:

@@ -24,6 +24,7 @@ from aisoc_inboxd.logs import RequestLogger
 from aisoc_inboxd.tokens import log_id
 from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.store import TokenRecord
+from aisoc_inboxd.web.body import client_left
 from aisoc_inboxd.web.clients import ClientAddresses
 from aisoc_inboxd.web.errors import http_headers, http_status
 
@@ -201,9 +202,7 @@ class JsonRoute(Resource):
         body = b""  # a client gone before its reply gets none
         if self._recorder is not None:
             self._recorder.hold_body(request, exchange)
-        # twisted.web drops a request's channel when its connection is lost (Request.connectionLost):
-        # read here rather than through a notifyFinish Deferred made for every request
-        if not (request.finished or request.channel is None):
+        if not (request.finished or client_left(request)):
             body = self.write_reply(request, reply)
             request.write(body)
             request.finish()

@@ -93,7 +93,8 @@ def _headers(pairs: list[list[str]]) -> str:
 def _request(d: dict[str, Any]) -> str:
     body = d["request"]["body"]
     if not body["kept"]:
-        shown = f"(body of {body['size']} bytes not kept: deliveries.keep_bodies)"
+        shown = ("(body lost: the client left before it was read)" if body.get("lost")
+                 else f"(body of {body['size']} bytes not kept: deliveries.keep_bodies)")
     else:
         shown = body["text"] + (f"\n… (first {len(body['text'])} of {body['size']} bytes)" if body["truncated"] else "")
         if body["encoding"] == "base64":

@@ -72,7 +72,7 @@ class InboxResource(Resource):
         self._webhook = WebhookRoute(deps.intake, deps.metrics, deps.inflight, deps.max_body_bytes, deps.vendors,
                                      deps.observers, deps.max_events, deps.clients, deliveries=deps.deliveries)
         self._email = EmailRoute(deps.intake, deps.metrics, deps.inflight, deps.max_body_bytes, deps.vendors,
-                                 deps.observers, clients=deps.clients, deliveries=deps.deliveries)
+                                 deps.observers, deps.max_events, deps.clients, deliveries=deps.deliveries)
         self._cef = CefRoute(deps.cef, deps.intake, deps.metrics, deps.inflight, deps.max_body_bytes,
                              deps.observers, deps.max_events, deps.clients, deliveries=deps.deliveries)
         self._hec_events = hec_events

@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from aisoc_inboxd.config import load_settings
     from aisoc_inboxd.deliveries import DeliveryLog
+    from aisoc_inboxd.gc_pauses import freeze_startup_heap
     from aisoc_inboxd.memory import bound_malloc_heap
     from aisoc_inboxd.tap import prepare
     from aisoc_inboxd.wiring import build_daemon
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
 
     # a start that fails is one line already (the daemon logs it and stops the reactor): consumed
     # here, else it comes again as "Unhandled error in Deferred" with a traceback
-    daemon.started.addCallbacks(lambda _: control.ready(), lambda failure: None)
+    daemon.started.addCallbacks(lambda _: (freeze_startup_heap(), control.ready()), lambda failure: None)
     reactor.callWhenRunning(_ignore_interrupts)  # type: ignore[attr-defined]
     reactor.callWhenRunning(join)  # type: ignore[attr-defined]
     reactor.addSystemEventTrigger("before", "shutdown", daemon.stopService)  # type: ignore[attr-defined]

@@ -21,7 +21,7 @@ from aisoc_inboxd.formats.email.record import (
     originating_ips,
 )
 from aisoc_inboxd.formats.email.values import clean, first
-from aisoc_inboxd.formats.json_body import BodyError, Record, invalid_json
+from aisoc_inboxd.formats.json_body import BodyError, Record, TooManyEvents, check_event_count, invalid_json
 
 Fields = dict[str, str]
 
@@ -54,12 +54,13 @@ _MAILGUN_KEYS = frozenset({"body-plain", "body-mime", "message-headers", "recipi
 
 
 def decode_email_body(media_type: str, content_type: str, body: bytes,
-                      limits: EmailLimits = DEFAULT_LIMITS) -> EmailBody:
+                      limits: EmailLimits = DEFAULT_LIMITS, max_events: int | None = None) -> EmailBody:
     """
     The e-mail records of one relay POST, recognised from C{media_type} (lower-case, no
     parameters) and the content; C{content_type} is the full header (its boundary is needed).
 
     @raise BodyError: when the body is none of the shapes a relay sends.
+    @raise TooManyEvents: when a JSON array holds more than C{max_events} e-mails.
     """
     if media_type == "multipart/form-data":
         fields, files = parse_form_data(content_type, body)
@@ -72,7 +73,7 @@ def decode_email_body(media_type: str, content_type: str, body: bytes,
         return EmailBody([as_record(parse_mime(body, limits))], "mime")
     stripped = body.lstrip(b"\xef\xbb\xbf \t\r\n")
     if stripped[:1] in (b"{", b"["):
-        return _from_json(_json(stripped), limits)
+        return _from_json(_json(stripped, max_events), limits)
     if not stripped:
         raise BodyError("empty body: expected an e-mail (relay JSON, form fields or a MIME message)")
     if _looks_like_headers(stripped):
@@ -80,13 +81,24 @@ def decode_email_body(media_type: str, content_type: str, body: bytes,
     return EmailBody([as_record(_from_plain_text(stripped.decode("utf-8", "replace"), limits))], "text")
 
 
-def _json(body: bytes) -> Any:
+def _json(body: bytes, max_events: int | None) -> Any:
+    """
+    The JSON document of C{body}; L{TooManyEvents} for an array of more than C{max_events} items,
+    found before building them all when its first ones are JSON.
+    """
     try:
-        return fastjson.loads(body.decode("utf-8"))
+        text = body.decode("utf-8")
     except UnicodeDecodeError as e:
         raise BodyError(f"body is not valid UTF-8 (byte {e.start})") from None
+    if max_events is not None and fastjson.array_holds_more_than(text, 0, max_events):
+        raise TooManyEvents(max_events)
+    try:
+        document = fastjson.loads(text)
     except json.JSONDecodeError as e:
         raise BodyError(invalid_json(e)) from None
+    if isinstance(document, list):
+        check_event_count(len(document), max_events)
+    return document
 
 
 def _looks_like_headers(body: bytes) -> bool:
