@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Callable, Mapping, Sequence
 
+import orjson
 from twisted.internet.defer import Deferred, succeed
 
 from aisoc_inboxd.fastjson import dumps_compact
@@ -38,12 +39,10 @@ class Pipeline:
         the template acknowledges) or several (a batch envelope); C{headers} (lowercase names) feed
         the template's C{header:} sources.
         """
-        headers = headers or NO_HEADERS
         template_id = template.id
-        sink_records = [SinkRecord(tenant_id, template_id, route, received_at, dumps_compact(event))
-                        for data, raw in records
-                        for event in normalize_record(template, data,
-                                                      IngestContext(tenant_id, route, received_at, raw, headers))]
+        sink_records = [SinkRecord(tenant_id, template_id, route, received_at, value)
+                        for value in event_values(template, tenant_id, route, records, received_at,
+                                                  headers or NO_HEADERS)]
         if not sink_records:
             return succeed(0)  # only control messages: nothing to make durable
         d = self._sink.write(sink_records)
@@ -54,3 +53,33 @@ class Pipeline:
         self._metrics.events_of(template_id).inc(count)
         self._on_published(template_id, count)
         return count
+
+
+def event_values(template: Template, tenant_id: str, route: str, records: Sequence[Record],
+                 received_at: float, headers: Mapping[str, str]) -> list[bytes]:
+    """
+    The events of C{records} as compact JSON, in order: what L{event_values_one_by_one} gives, in
+    fewer Python calls per event where the template has no envelope: each record is one event, made
+    by the generated function at once (which serialises a record without its own text for
+    C{raw_data} as L{normalize_record} would) and serialised by orjson at once, so no event outlives
+    its turn (a batch of live events would wake the garbage collector).
+    """
+    if not template.compiled.envelope.unwraps_nothing:
+        return event_values_one_by_one(template, tenant_id, route, records, received_at, headers)
+    to_event, dumps = template.to_event, orjson.dumps
+    try:
+        return [dumps(to_event(data, IngestContext(tenant_id, route, received_at, raw, headers)))
+                for data, raw in records]
+    except TypeError:  # orjson refused an event (an integer past 64 bits, a key that is not text)
+        return event_values_one_by_one(template, tenant_id, route, records, received_at, headers)
+
+
+def event_values_one_by_one(template: Template, tenant_id: str, route: str, records: Sequence[Record],
+                            received_at: float, headers: Mapping[str, str]) -> list[bytes]:
+    """
+    The reference for L{event_values}: each record through L{normalize_record}, each event through
+    L{dumps_compact}.
+    """
+    return [dumps_compact(event)
+            for data, raw in records
+            for event in normalize_record(template, data, IngestContext(tenant_id, route, received_at, raw, headers))]

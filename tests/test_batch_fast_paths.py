@@ -4,8 +4,10 @@ The fast paths of the HTTP batch path against what they stand in for: NDJSON rea
 and concatenated HEC envelopes cut and read in one go (C{parse_event_body}) against the
 envelope-by-envelope reader (C{read_event_body}), each giving the same records (data and raw text)
 or the same refusal (type, words, event number); and C{normalize_record} skipping C{unwrap} for a
-template without an envelope, where unwrap gives the record back whole. Over every fixture under
-tests/, batches made of them, and hypothesis-generated bodies and records.
+template without an envelope, where unwrap gives the record back whole; and the pipeline's events
+of a batch made and serialised in one go (C{event_values}) against record by record
+(C{event_values_one_by_one}). Over every fixture under tests/, batches made of them, and
+hypothesis-generated bodies and records.
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ from aisoc_inboxd.formats.json_body import (
     BodyError, TooManyEvents, _ndjson_objects, decode_json_records, decode_text, read_json_records, utf8_prefix)
 from aisoc_inboxd.normalizer import load_templates
 from aisoc_inboxd.normalizer.envelope import Unwrapped
+from aisoc_inboxd.pipeline import event_values, event_values_one_by_one
+from tests.test_compiled_templates import FIXTURE_RECORDS, comparable, templates
 
 FIXTURES = sorted(path for path in (Path(__file__).parent / "fixtures").rglob("*") if path.is_file())
 JSON_FIXTURES = [path for path in FIXTURES if path.suffix == ".json"]
@@ -172,3 +176,43 @@ def test_unwrap_of_a_plain_template_gives_generated_records_whole(record: dict[s
     """The same over generated records, with the keys envelopes read (SNS's Message, S3's Records,
     GitHub's ping) holding any JSON value."""
     assert_unwrapped_whole(record)
+
+
+def batch_outcome(make: Callable[..., list[bytes]], template_id: str, records: list[tuple[Any, Any]],
+                  headers: dict[str, str]) -> Any:
+    """
+    The events one way of making them gives, comparable (each event's uid as C{UID}), or its error.
+    """
+    try:
+        values = make(templates()[template_id], "tenant", "webhook", records, 1778230800.0, headers)
+    except Exception as e:  # noqa: BLE001 - the fast path must fail the same way
+        return "raised", type(e).__name__, str(e)
+    return [comparable(json.loads(value)) for value in values]
+
+
+def assert_same_events(template_id: str, records: list[tuple[Any, Any]], headers: dict[str, str]) -> None:
+    fast = batch_outcome(event_values, template_id, records, headers)
+    assert fast == batch_outcome(event_values_one_by_one, template_id, records, headers), template_id
+
+
+@pytest.mark.parametrize("template_id", sorted(templates()))
+def test_events_of_every_fixture_batch_made_alike(template_id: str) -> None:
+    """Every fixture record in one batch, with its text and (then) without, under every template of
+    the compiled-templates test: the same events, in the same order, byte for byte but the uid."""
+    records = [(data, raw) for _, data, raw in FIXTURE_RECORDS]
+    assert len(records) > 100
+    headers = {"x-github-event": "push", "content-type": "application/json"}
+    assert_same_events(template_id, records, headers)
+    assert_same_events(template_id, [(data, None) for data, _ in records], headers)
+    assert_same_events(template_id, [(data, raw if n % 2 else None) for n, (data, raw) in enumerate(records)], {})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(sorted(templates())),
+       st.lists(st.tuples(st.dictionaries(st.sampled_from(["id", "title", "time", "event", "severity", "x", "big"]),
+                                          values | st.integers(2**64, 2**70), max_size=5),
+                          st.none() | st.text(max_size=8)), max_size=6))
+def test_events_of_generated_batches_made_alike(template_id: str, records: list[tuple[Any, Any]]) -> None:
+    """Generated records (any JSON value, integers past 64 bits that orjson refuses, records with
+    and without their own text) under every template."""
+    assert_same_events(template_id, records, {})

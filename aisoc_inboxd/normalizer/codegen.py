@@ -34,17 +34,17 @@ from aisoc_inboxd.normalizer.apply import (
     IngestContext,
     consumed_tree,
     copy_json,
-    leftovers,
     merge_missing,
 )
 from aisoc_inboxd.normalizer.coerce import INVALID, _to_string
 from aisoc_inboxd.normalizer.extract import EXTRACTED, Extraction, first_match, search
+from aisoc_inboxd.normalizer.fastpaths import fast_leftovers, fast_to_epoch_ms
 from aisoc_inboxd.normalizer.memo import TextMemo
 from aisoc_inboxd.normalizer.model import Template
 from aisoc_inboxd.normalizer.ocsf import SCHEMA_VERSION
 from aisoc_inboxd.normalizer.paths import MISSING, Step, element_at, get_source, is_header
 from aisoc_inboxd.normalizer.severity import fold_severity
-from aisoc_inboxd.normalizer.timeparse import EPOCH_MS, to_epoch_ms
+from aisoc_inboxd.normalizer.timeparse import EPOCH_MS
 from aisoc_inboxd.normalizer.transforms import Reader
 from aisoc_inboxd.normalizer.uids import new_uid
 
@@ -55,8 +55,8 @@ _TREES_CACHED = 1024
 
 _HELPERS = {
     "MISSING": MISSING, "INVALID": INVALID, "EMPTY": MappingProxyType({}), "get_source": get_source,
-    "fold": fold_severity, "to_epoch_ms": to_epoch_ms, "copy_json": copy_json,
-    "leftovers": leftovers, "merge_missing": merge_missing, "first_match": first_match,
+    "fold": fold_severity, "fast_to_epoch_ms": fast_to_epoch_ms, "copy_json": copy_json,
+    "fast_leftovers": fast_leftovers, "merge_missing": merge_missing, "first_match": first_match,
     "new_uid": new_uid, "element_at": element_at, "dumps": json.dumps, "SCHEMA_VERSION": SCHEMA_VERSION, "LOG_PROVIDER": LOG_PROVIDER,
 }
 
@@ -467,7 +467,7 @@ class _Body(_Code):
             self.line("    first_time = raw")
             # epoch ms as an int (CEF records' time) is its own value: to_epoch_ms returns it
             self.line(f"ms = raw if type(raw) is int and {EPOCH_MS[0]} <= raw < {EPOCH_MS[1]} "
-                      f"else to_epoch_ms(raw, {formats})")
+                      f"else fast_to_epoch_ms(raw, {formats})")
             self.line("if ms is not None:")
             self.indent += 1
             self.consume(source.keys)
@@ -513,7 +513,7 @@ class _Body(_Code):
 
     def _unmapped(self) -> None:
         """
-        Everything of the record not consumed: L{leftovers} over the tree of the paths consumed,
+        Everything of the record not consumed: L{leftovers} (its fast path) over the tree of the paths consumed,
         made once per combination (C{consumed} is an int of bits): one comprehension when only
         top-level keys were consumed, else a walk of the consumed parts only.
         """
@@ -523,7 +523,7 @@ class _Body(_Code):
         def tree_of(mask: int) -> ConsumedTree:
             return consumed_tree(tuple(keys for position, keys in enumerate(paths) if mask >> position & 1))
 
-        self.line(f"left = leftovers(original, {self.const(tree_of)}(consumed))")
+        self.line(f"left = fast_leftovers(original, {self.const(tree_of)}(consumed))")
         self.line("if left is not INVALID and left:")
         self.line("    if 'unmapped' in event:")
         self.line("        merge_missing(event['unmapped'], left)")

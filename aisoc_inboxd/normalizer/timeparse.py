@@ -51,7 +51,7 @@ def to_epoch_ms(value: Any, formats: Sequence[str] = ()) -> int | None:
             moment = datetime.strptime(text, time_format)
         except ValueError:
             continue
-        return _plausible(_datetime_to_ms(_as_utc(moment)))
+        return plausible_ms(_as_utc(moment))
     if text.isdigit() and text.isascii():  # epoch digits, the common case: what _NUMERIC reads, without it
         return _plausible(_epoch_number_to_ms(int(text)))
     if text[4:5] != "-" and _NUMERIC.match(text):  # (a "-" after 4 characters: an ISO date, never a number)
@@ -60,7 +60,7 @@ def to_epoch_ms(value: Any, formats: Sequence[str] = ()) -> int | None:
     moment = _parse_iso(text) if _ISO_START.match(text) else _parse_rfc1123(text)
     if moment is None:
         return None
-    return _plausible(_datetime_to_ms(_as_utc(moment)))
+    return plausible_ms(_as_utc(moment))
 
 
 def check_format(time_format: str) -> None:
@@ -116,6 +116,13 @@ def _datetime_to_ms(moment: datetime) -> int | None:
     except OverflowError:
         return None
     return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+def plausible_ms(moment: datetime) -> int | None:
+    """
+    An aware C{moment} as epoch milliseconds, or C{None} when it is not a plausible timestamp.
+    """
+    return _plausible(_datetime_to_ms(moment))
 
 
 def _plausible(ms: int | None) -> int | None:

@@ -1,0 +1,71 @@
+"""
+Faster equivalents of two helpers the generated template functions call per event, for the records
+that are common (a JSON object of scalars and small scalar objects and lists, an ISO 8601 time in
+UTC); anything else goes to the reference helper, which the interpreter
+(L{aisoc_inboxd.normalizer.apply.normalize}) keeps calling. Each returns exactly what its reference
+returns: C{tests/test_normalizer_fast_paths.py} holds them equal over every fixture and hypothesis
+values, and C{tests/test_compiled_templates.py} holds the generated functions equal to the
+interpreter.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Sequence
+
+from aisoc_inboxd.normalizer.apply import ConsumedTree, leftovers
+from aisoc_inboxd.normalizer.coerce import INVALID, drop_nulls
+from aisoc_inboxd.normalizer.timeparse import plausible_ms, to_epoch_ms
+
+#: the value types copied as they are (exactly these: a subclass goes to the reference)
+_SCALAR_TYPES = frozenset({str, int, float, bool})
+
+
+def fast_leftovers(value: Any, consumed: ConsumedTree | None) -> Any:
+    """
+    L{leftovers} of an object of which only whole top-level keys were consumed (a JSON webhook's
+    record under C{generic-json}): a copy (C{dict.copy}, in C) with the consumed keys taken out,
+    nulls dropped, and its objects and lists copied, each in one C{copy} when it holds only
+    scalars; instead of a comprehension over every key and one over every nested container.
+    """
+    if type(value) is not dict or type(consumed) is not frozenset:
+        return leftovers(value, consumed)
+    kept = value.copy()
+    for key in consumed.intersection(kept):
+        del kept[key]
+    if not _SCALAR_TYPES.issuperset(map(type, kept.values())):
+        for key, item in list(kept.items()):
+            if item is None:
+                del kept[key]
+            elif isinstance(item, (dict, list)):
+                kept[key] = _copy_without_nulls(item)
+    return kept or INVALID
+
+
+def _copy_without_nulls(value: dict[str, Any] | list[Any]) -> Any:
+    """
+    L{drop_nulls} of an object or list: one C{copy} when it holds only scalars.
+    """
+    kind = type(value)
+    if (kind is dict and _SCALAR_TYPES.issuperset(map(type, value.values()))  # type: ignore[union-attr]
+            or kind is list and _SCALAR_TYPES.issuperset(map(type, value))):
+        return value.copy()
+    return drop_nulls(value)
+
+
+def fast_to_epoch_ms(value: Any, formats: Sequence[str] = ()) -> int | None:
+    """
+    L{to_epoch_ms} of an ISO 8601 text with a UTC offset or C{Z} and no fraction
+    (C{2026-05-08T09:12:34Z}): read by C{datetime.fromisoformat} at once, which is what the
+    reference ends with for it after its checks for C{strptime} formats, epoch digits, numbers and
+    the shape of a date (C{YYYY-MM-DD}, which also keeps ISO week dates out).
+    """
+    if (formats or type(value) is not str or value[4:5] != "-" or value[7:8] != "-"
+            or not value[:4].isdigit() or not value[-1:].isalnum() or "." in value):
+        return to_epoch_ms(value, formats)
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return to_epoch_ms(value, formats)
+    if moment.tzinfo is None:
+        return to_epoch_ms(value, formats)
+    return plausible_ms(moment)
