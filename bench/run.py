@@ -453,6 +453,9 @@ def main() -> None:
         parser.error("--soak: 60 seconds or more (the RSS at 1 minute is what the end is compared with)")
     if "soak" in args.only and not args.soak:
         parser.error("--only soak: give the soak's length with --soak SECONDS")
+    if args.profile and not (Path(sys.executable).parent / "py-spy").exists():
+        parser.error(f"--profile: py-spy is not installed beside {sys.executable}; "
+                     f"install it with {Path(sys.executable).parent / 'pip'} install py-spy")
     check_tools()
     global PROFILES
     if args.profile:
