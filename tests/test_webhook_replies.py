@@ -162,15 +162,17 @@ async def test_bad_json_is_400_saying_which_line(inbox: MemoryInbox, body: bytes
     assert outcome_count(inbox.metrics_text(), "webhook", "generic-json", "bad_request") == 1
 
 
-def readme_errors_table() -> list[tuple[int, str, list[re.Pattern[str]]]]:
+def readme_errors_table(after: str = "") -> list[tuple[int, str, list[re.Pattern[str]]]]:
     """
-    The README's "Errors" table (the first of the section: the HTTP channel's own refusals, which
-    never reach a route, follow in a table of their own and are pinned by test_http_limits): each
-    row's status, outcome and the error bodies it documents (the code spans before any "(+ header)"
-    note), as patterns: C{…} is any text, C{N} and C{C} numbers, C{'X'} a quoted name.
+    The README's "Errors" table (the first of the section, or the first after the text C{after}:
+    the CEF route's own refusals, then the HTTP channel's, which never reach a route and are pinned
+    by test_http_limits): each row's status, outcome and the error bodies it documents (the code
+    spans before any "(+ header)" note), as patterns: C{…} is any text, C{N} and C{C} numbers,
+    C{'X'} a quoted name, C{X} (alone, not C{X-…}) a header's name.
     """
     section = (PROJECT / "README.md").read_text().split("\n## Errors\n", 1)[1].split("\n## ", 1)[0]
-    placeholders = {"…": ".*", "'X'": "'[^']+'", "N": r"\d+", "C": r"\d+"}
+    section = section.split(after, 1)[1] if after else section
+    placeholders = {"…": ".*", "'X'": "'[^']+'", "N": r"\d+", "C": r"\d+", "X": r"[A-Za-z0-9-]+"}
     rows = []
     for line in section.split("\n|", 1)[1].split("\n\n", 1)[0].splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
@@ -178,7 +180,7 @@ def readme_errors_table() -> list[tuple[int, str, list[re.Pattern[str]]]]:
             continue
         documented = re.findall(r"`([^`]+)`", cells[1].split("(+")[0])
         patterns = [re.compile("".join(placeholders.get(part, re.escape(part))
-                                       for part in re.split(r"(…|'X'|\bN\b|\bC\b)", text)))
+                                       for part in re.split(r"(…|'X'|\bN\b|\bC\b|\bX\b(?!-))", text)))
                     for text in documented]
         rows.append((int(cells[0]), cells[2].strip("`"), patterns))
     return rows
@@ -250,6 +252,28 @@ async def test_every_errors_table_row_is_what_the_daemon_sends() -> None:
                 f"no reply matched the README row {status} {pattern.pattern!r}"
         if outcome != "—":
             assert f'outcome="{outcome}",route="webhook"' in metrics, f"outcome {outcome} was not counted"
+
+
+@pytest_twisted.ensureDeferred
+async def test_every_cef_route_refusal_row_is_what_the_daemon_sends() -> None:
+    """Each row of the README's table of the CEF route's own refusals is what the route answers, word
+    for word, and is counted under its outcome; nothing of a refused request is published."""
+    line = b"CEF:0|Acme|IDS|1.0|100|Port scan|5|src=10.0.0.1\n"
+    settings = [CefSettings(tenant=None), CefSettings(tenant="acme", allow_cidrs=["192.0.2.0/24"]),
+                CefSettings(tenant="acme", shared_secret_header="X-Cef-Pass", shared_secret="cef-secret")]
+    replies, counted = [], ""
+    for cef in settings:
+        inbox = MemoryInbox(FakeStore(), cef=cef)
+        status, reply, _ = await inbox.post("/v1/inbox/cef", line, {"X-Cef-Pass": "not-the-secret"})
+        replies.append((status, reply["error"]))
+        assert inbox.events() == []
+        counted += inbox.metrics_text()
+    table = readme_errors_table(after="The token-less CEF route")
+    assert sorted(status for status, _, _ in table) == sorted(status for status, _ in replies)
+    for status, outcome, [pattern] in table:
+        assert any(s == status and pattern.fullmatch(e) for s, e in replies), \
+            f"no reply matched the README row {status} {pattern.pattern!r}: {replies}"
+        assert f'outcome="{outcome}",route="cef"' in counted, f"outcome {outcome} was not counted"
 
 
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH"])
