@@ -15,12 +15,13 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import re
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
+
+from procs import callgrind_instructions
 
 BENCH = Path(__file__).resolve().parent
 PROJECT = BENCH.parent
@@ -66,10 +67,7 @@ def _instructions(stage: str, frames: int) -> int:
         subprocess.run(["valgrind", "--tool=callgrind", "--collect-atstart=no", "--toggle-collect=builtin_any",
                         f"--callgrind-out-file={out}", sys.executable, __file__, "--stage", stage,
                         "--frames", str(frames)], check=True, capture_output=True, env=os.environ)
-        totals = re.search(r"^totals: (\d+)", out.read_text(), re.MULTILINE) or re.search(
-            r"^summary: (\d+)", out.read_text(), re.MULTILINE)
-        assert totals is not None, "callgrind wrote no totals"
-        return int(totals.group(1))
+        return callgrind_instructions(out)
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ process's whole tree: it and its live descendants.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -153,3 +154,16 @@ def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 
             return False
         time.sleep(interval)
     return True
+
+
+#: the instructions of every thread since the counters were zeroed, in a callgrind dump
+_CALLGRIND_SUMMARY = re.compile(rb"^summary: (\d+)", re.MULTILINE)
+
+
+def callgrind_instructions(dump: Path) -> int:
+    """
+    The instructions a callgrind dump counted (its C{summary:} line).
+    """
+    counted = _CALLGRIND_SUMMARY.search(dump.read_bytes())
+    assert counted is not None, f"callgrind wrote no summary in {dump}"
+    return int(counted.group(1))

@@ -14,7 +14,6 @@ Run: C{.venv/bin/python bench/request_cost.py [--seconds S] [--connections C] [-
 from __future__ import annotations
 
 import argparse
-import re
 import shutil
 import subprocess
 import sys
@@ -22,14 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from procs import Processes, wait_until
+from procs import Processes, callgrind_instructions, wait_until
 from run import wrk
 from targets import INBOXD, PROJECT, Daemon
 from inputs import write_inputs
-
-#: the instructions of every thread since the counters were zeroed, in the dump
-_TOTALS = re.compile(rb"^summary: (\d+)", re.MULTILINE)
-
 
 def control(*args: str) -> None:
     subprocess.run(["callgrind_control", *args], check=True, capture_output=True, timeout=120)
@@ -65,19 +60,13 @@ def main() -> None:
         result = wrk(url, inputs.single, "application/json", None, args.connections, args.seconds)
         control("--dump", pid)
         processes.stop(daemon.pid, timeout=120)
-    idle, loaded = (_instructions(work / f"callgrind.out.{n}") for n in (1, 2))
+    idle, loaded = (callgrind_instructions(work / f"callgrind.out.{n}") for n in (1, 2))
     if args.keep is not None:
         shutil.copyfile(work / "callgrind.out.2", args.keep)
     shutil.rmtree(work)
     requests = result["requests"]
     print(f"requests {requests:.0f} (non-2xx {result['non_2xx']:.0f}); instructions idle {idle:,}, loaded "
           f"{loaded:,}; per request {loaded / requests:,.0f}, less idle {(loaded - idle) / requests:,.0f}")
-
-
-def _instructions(dump: Path) -> int:
-    counted = _TOTALS.search(dump.read_bytes())
-    assert counted is not None, dump
-    return int(counted.group(1))
 
 
 if __name__ == "__main__":
