@@ -43,7 +43,8 @@ def client_left(request: Request) -> bool:
     """
     Whether C{request}'s client closed its connection before the reply: twisted.web then closed the
     body with it and dropped the channel (C{Request.connectionLost}), so neither can be read and no
-    reply written. Read off the request, where a C{notifyFinish} Deferred would be made per request.
+    reply written. Read off the request, where a C{notifyFinish} Deferred would be made per request;
+    only before the reply, as finishing a request deletes its channel too.
     """
     return request.channel is None
 

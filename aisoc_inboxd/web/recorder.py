@@ -38,8 +38,7 @@ class DeliveryRecorder:
         self._clock = clock
 
     def record(self, route: str, request: Request, exchange: Exchange, reply: Reply, response_body: bytes,
-               duration: float, client: str | None, secret_headers: Iterable[str] = (),
-               client_gone: bool = False) -> None:
+               duration: float, client: str | None, secret_headers: Iterable[str], client_gone: bool) -> None:
         """
         Keep what C{request} sent and got back, under its token's fingerprint (or L{CEF_KEY});
         nothing for a request that presented no token that resolved. C{client_gone}: its client
