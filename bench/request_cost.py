@@ -39,6 +39,7 @@ from inputs import write_inputs
 
 BENCH = Path(__file__).resolve().parent
 
+
 def control(*args: str) -> None:
     subprocess.run(["callgrind_control", *args], check=True, capture_output=True, timeout=120)
 
@@ -104,7 +105,7 @@ def build_stages(work: Path) -> Path:
 
 
 #: C functions the reactor's system calls run in, counted beside the stages
-SYSTEM_CALLS = ("select_epoll_poll_impl", "sock_recv_impl", "sock_send_impl", "os_fsync_impl", "os_write_impl")
+SYSTEM_CALLS = ("select_epoll_poll", "select_epoll_modify", "sock_recv", "sock_send", "os_fsync", "os_write")
 
 
 def stage_instructions(dump: Path) -> dict[str, int]:
