@@ -236,10 +236,10 @@ def warm_up(daemon: Daemon, inputs: Inputs, seconds: float) -> None:
 
     Why: the Kafka sink's idempotent producer gets its producer id from the broker ~0.5-1 s after the
     daemon starts, and until then every event waits; the first request of each connection did. wrk's
-    coordinated-omission correction (C{stats_correct}: a latency L adds samples L - i, L - 2i, ... down
-    to i, the mean interval between one connection's requests) turns those 32 waits of ~750 ms into
-    ~1,600 samples of a 10 s saturated row, which were its p99 (bench/RESULTS.md, "The Kafka rows'
-    saturated p99").
+    coordinated-omission correction (C{stats_correct}: a latency L adds samples L - i, L - 2i, ...
+    while they exceed i, the mean interval between one connection's requests) turns those 32 waits
+    of ~750 ms into ~1,600 samples of a 10 s saturated row, which were its p99 (bench/RESULTS.md,
+    "The Kafka rows' saturated p99").
     """
     if seconds <= 0:
         return
