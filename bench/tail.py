@@ -1,14 +1,15 @@
 """
 The single-event webhook's tail latency (issue 14: p99 <= 20 ms at 80 % of the measured maximum).
 
-Starts one daemon (file or Kafka sink), measures its saturated rate once with wrk (32 connections),
-then runs the paced row of bench/run.py (50 connections, each waiting between requests so the whole
-offers ~80 % of that rate) C{--rounds} times and prints p50/p99/p99.9 per round, with the load
-average. C{--daemon-path DIR} puts DIR first on the daemon's C{PYTHONPATH} (another worktree's code,
-for before/after runs); C{--probe DIR} also loads bench/stallprobe into the daemon and prints what
-stopped its reactor thread (garbage collections timed, stalls with the stacks that held them).
+Starts one daemon (file or Kafka sink), loads it C{--warm-up} seconds unmeasured (as bench/run.py),
+measures its saturated rate once with wrk (32 connections), then runs the paced row of bench/run.py
+(50 connections, each waiting between requests so the whole offers ~80 % of that rate) C{--rounds}
+times and prints p50/p99/p99.9 per round, with the load average. C{--daemon-path DIR} puts DIR
+first on the daemon's C{PYTHONPATH} (another worktree's code, for before/after runs); C{--probe DIR}
+also loads bench/stallprobe into the daemon and prints what stopped its reactor thread (garbage
+collections timed, stalls with the stacks that held them).
 
-Run: C{.venv/bin/python bench/tail.py [--sink file|kafka] [--seconds S] [--rounds N] [--rate R]
+Run: C{.venv/bin/python bench/tail.py [--sink file|kafka] [--seconds S] [--warm-up S] [--rounds N] [--rate R]
 [--daemon-path DIR] [--probe DIR]}
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 
 from inputs import write_inputs
 from procs import Processes
-from run import TCP_CONNECTIONS, check_tools, paced_delay_ms, start_daemon, wrk
+from run import TCP_CONNECTIONS, check_tools, paced_delay_ms, start_daemon, warm_up, wrk
 from targets import PROJECT, Daemon, Tansu
 
 PROBE = PROJECT / "bench" / "stallprobe"
@@ -39,6 +40,8 @@ def main() -> None:
     parser.add_argument("--sink", choices=("file", "kafka"), default="file")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each wrk run")
+    parser.add_argument("--warm-up", type=float, default=3.0, metavar="SECONDS",
+                        help="unmeasured load before the first run (default 3; 0: none)")
     parser.add_argument("--rounds", type=int, default=2, help="paced runs after the saturated one")
     parser.add_argument("--rate", type=float, help="offer 80 %% of this req/s instead of measuring it")
     parser.add_argument("--daemon-path", type=Path, help="put this first on the daemon's PYTHONPATH")
@@ -64,6 +67,7 @@ def main() -> None:
                 tansu.start()
             daemon = Daemon(work / "inboxd", args.sink, tansu.bootstrap if tansu else None, workers=args.workers)
             start_daemon(daemon, processes)
+            warm_up(daemon, inputs, args.warm_up)
             url = daemon.url(f"/v1/inbox/{daemon.tokens['generic-json']}")
             rate = args.rate
             p50_ms = 2.0
