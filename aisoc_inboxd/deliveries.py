@@ -52,7 +52,9 @@ def redacted_header_pairs(raw: Iterable[tuple[bytes, Sequence[bytes]]],
     """
     L{redact_headers} of L{header_pairs} (the reference, which this must equal), in one pass over
     Twisted's raw headers: a name is decoded and judged once per process, a value is decoded only
-    when it is kept (latin-1 maps byte to character, so the token shape is looked for in the bytes).
+    when its name is not a secret's. The token shape is looked for in the decoded text (latin-1 maps
+    byte to character), not the bytes: C{bytes in bytes} first tries its operand as an integer and
+    raises and clears a TypeError each time.
     """
     pairs = []
     for name, values in raw:
@@ -61,11 +63,9 @@ def redacted_header_pairs(raw: Iterable[tuple[bytes, Sequence[bytes]]],
             lower = text.lower()
             secret = lower in secret_names and lower not in _PLAIN_HEADERS
         for value in values:
-            pairs.append((text, REDACTED if secret or _TOKEN_PREFIX_BYTES in value else value.decode("latin-1")))
+            kept = None if secret else value.decode("latin-1")
+            pairs.append((text, REDACTED if kept is None or TOKEN_PREFIX in kept else kept))
     return pairs
-
-
-_TOKEN_PREFIX_BYTES = TOKEN_PREFIX.encode("ascii")
 
 
 @functools.lru_cache(maxsize=1024)
@@ -169,7 +169,8 @@ class Delivery:
         """
         The bytes this record holds (what C{deliveries.max_bytes} counts).
         """
-        headers = sum(len(n) + len(v) for n, v in itertools.chain(self.request_headers, self.response_headers))
+        headers = sum(map(len, itertools.chain.from_iterable(itertools.chain(self.request_headers,
+                                                                             self.response_headers))))
         return (RECORD_OVERHEAD + headers + len(self.response_body) + len(self.body or b"")
                 + len(self.error or "") + (self.first_event.size if self.first_event is not None else 0))
 

@@ -196,7 +196,8 @@ class JsonRoute(Resource):
 
     def _send(self, reply: Reply, request: Request, exchange: Exchange, started: float) -> None:
         self._metrics.request(self.route, reply.template, reply.outcome)
-        self._log_request(request, exchange, reply, time.monotonic() - started)
+        client = self.client_of(request)
+        self._log_request(request, exchange, reply, time.monotonic() - started, client)
         for observe in self._observers:
             observe(self.route, exchange.token, reply.outcome, reply.status, reply.body.get("error"))
         body = b""  # a client gone before its reply gets none
@@ -210,7 +211,7 @@ class JsonRoute(Resource):
             request.finish()
         if self._recorder is not None:
             self._recorder.record(self.route, request, exchange, reply, body, time.monotonic() - started,
-                                  self.client_of(request), self.secret_headers(), client_gone=gone)
+                                  client, self.secret_headers(), client_gone=gone)
 
     def secret_headers(self) -> Sequence[str]:
         """
@@ -219,10 +220,11 @@ class JsonRoute(Resource):
         """
         return ()
 
-    def _log_request(self, request: Request, exchange: Exchange, reply: Reply, duration: float) -> None:
+    def _log_request(self, request: Request, exchange: Exchange, reply: Reply, duration: float,
+                     client: str | None) -> None:
         """
-        The request's one log line: who (tenant, token fingerprint prefix), what, and how it ended;
-        never the token, a secret or the body.
+        The request's one log line: who (tenant, token fingerprint prefix, C{client}: L{client_of}),
+        what, and how it ended; never the token, a secret or the body.
         """
         binding, token = exchange.binding, exchange.token
         tenant = binding.tenant_id if binding else token.tenant_id if token else "-"
@@ -234,5 +236,5 @@ class JsonRoute(Resource):
             tenant=tenant, token=log_id(token.fingerprint) if token else "-",
             events=exchange.published, bytes=getattr(request, "received_bytes", 0),
             duration_ms=round(duration * 1000, 1),
-            client=self.client_of(request) or "-")
+            client=client or "-")
 
