@@ -124,8 +124,6 @@ class _Code:
 
     #: top-level keys whose value a body reads once into a local (C{record["cef"]} for CEF)
     hoisted: dict[str, str] = {}
-    #: the parent objects of targets that L{write} holds in a local once walked (see L{_Body.hold})
-    held: dict[tuple[Step, ...], str] = {}
 
     def read(self, keys: tuple[str, ...], reader: Reader, into: str) -> None:
         """
@@ -228,11 +226,6 @@ class _Code:
                 container += f".setdefault({step.key!r}, {{}})"
             else:
                 container = f"element_at({container}.setdefault({step.key!r}, []), {step.index!r})"
-        held = self.held.get(steps[:-1])
-        if held is not None:  # walked once, at the first write that runs
-            self.line(f"if {held} is None:")
-            self.line(f"    {held} = {container}")
-            container = held
         self.line(f"{container}[{last.key!r}] = {value}")  # (set_target too writes a last [N] as its key)
 
     def function(self, name: str, template_id: str) -> Callable[..., Any]:
@@ -363,7 +356,6 @@ class _Body(_Code):
         flags = {target: f"filled_{number}" for number, target in enumerate(sorted(shared))}
         for flag in flags.values():
             self.line(f"{flag} = False")
-        self.hold()
         for rule in rules:
             flag = flags.get(rule.target)
             if flag is not None:
@@ -384,26 +376,6 @@ class _Body(_Code):
                 self.line(f"{flag} = True")
             self.consume(rule.source.keys)
             self.indent -= 2 if flag is None else 3
-        self.held = {}
-
-    def hold(self) -> None:
-        """
-        Choose the parent objects the field rules' writes hold in locals (C{parent_N}, walked by
-        the first write that runs, then written straight): those two or more plain writes fill
-        (C{src_endpoint}, C{evidences[0].src_endpoint}), not C{metadata} (already a local), and
-        only when no rule writes through an array writer (which could make a parent itself) or
-        writes a parent or one of its ancestors whole, which would replace the held object.
-        """
-        writers = [writer for rule in self.compiled.field_rules for writer in (rule.write, rule.sibling) if writer]
-        targets = [_steps(writer) for writer in writers]
-        if any(step.append or step.aligned for steps in targets for step in steps):
-            return
-        parents = [steps[:-1] for steps in targets if steps[:-1] and steps[:-1] != (Step("metadata"),)]
-        kept = [parent for parent in dict.fromkeys(parents) if parents.count(parent) > 1
-                and not any(parent[:len(steps)] == steps for steps in targets)]
-        self.held = {parent: f"parent_{number}" for number, parent in enumerate(kept)}
-        for name in self.held.values():
-            self.line(f"{name} = None")
 
     def coerce(self, coercer: Callable[[Any], Any]) -> None:
         """
