@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aisoc_inboxd.normalizer.apply import consumed_tree, leftovers
-from aisoc_inboxd.normalizer.fastpaths import fast_leftovers, fast_to_epoch_ms
+from aisoc_inboxd.normalizer.fastpaths import fast_leftovers, fast_to_epoch_ms, leftovers_for, shallow_leftovers
 from aisoc_inboxd.normalizer.timeparse import to_epoch_ms
 from tests.test_compiled_templates import FIXTURE_RECORDS, _source_paths, templates
 
@@ -59,9 +59,9 @@ def test_leftovers_of_every_fixture_as_the_reference(template_id: str) -> None:
     trees = [consumed_tree(tuple(paths)), *(consumed_tree((path,)) for path in paths), consumed_tree(())]
     for name, record, _ in FIXTURE_RECORDS:
         for tree in trees:
-            fast = fast_leftovers(record, tree)
-            assert same(fast, leftovers(record, tree)), (name, tree)
-            assert _unshared(fast, record), (name, tree)
+            for fast in (fast_leftovers(record, tree), leftovers_for(tree)(record, tree)):
+                assert same(fast, leftovers(record, tree)), (name, tree)
+                assert _unshared(fast, record), (name, tree)
 
 
 keys = st.sampled_from(["a", "b", "c", "0", "1", "x y"])
@@ -77,7 +77,24 @@ paths = st.lists(st.lists(keys, min_size=1, max_size=3).map(tuple), max_size=5)
 @given(st.dictionaries(keys, values, max_size=6) | values, paths)
 def test_leftovers_of_generated_values_as_the_reference(record: Any, consumed: list[tuple[str, ...]]) -> None:
     tree = consumed_tree(tuple(consumed))
-    fast = fast_leftovers(record, tree)
+    for fast in (fast_leftovers(record, tree), leftovers_for(tree)(record, tree)):
+        assert same(fast, leftovers(record, tree))
+        assert _unshared(fast, record)
+
+
+shallow_paths = st.lists(st.lists(keys, min_size=1, max_size=2).map(tuple), min_size=1, max_size=6)
+
+
+@settings(max_examples=2000)
+@given(st.dictionaries(keys, values, max_size=6) | values, shallow_paths)
+def test_shallow_leftovers_as_the_reference(record: Any, consumed: list[tuple[str, ...]]) -> None:
+    """
+    Trees one level deep (a CEF record's), which L{leftovers_for} gives to L{shallow_leftovers}.
+    """
+    tree = consumed_tree(tuple(consumed))
+    if type(tree) is dict:
+        assert leftovers_for(tree) is shallow_leftovers
+    fast = shallow_leftovers(record, tree) if type(tree) is dict else leftovers_for(tree)(record, tree)
     assert same(fast, leftovers(record, tree))
     assert _unshared(fast, record)
 

@@ -38,7 +38,7 @@ from aisoc_inboxd.normalizer.apply import (
 )
 from aisoc_inboxd.normalizer.coerce import INVALID, _to_string
 from aisoc_inboxd.normalizer.extract import EXTRACTED, Extraction, first_match, search
-from aisoc_inboxd.normalizer.fastpaths import fast_leftovers, fast_to_epoch_ms
+from aisoc_inboxd.normalizer.fastpaths import fast_to_epoch_ms, leftovers_for
 from aisoc_inboxd.normalizer.memo import TextMemo
 from aisoc_inboxd.normalizer.model import Template
 from aisoc_inboxd.normalizer.ocsf import SCHEMA_VERSION
@@ -56,7 +56,7 @@ _TREES_CACHED = 1024
 _HELPERS = {
     "MISSING": MISSING, "INVALID": INVALID, "EMPTY": MappingProxyType({}), "get_source": get_source,
     "fold": fold_severity, "fast_to_epoch_ms": fast_to_epoch_ms, "copy_json": copy_json,
-    "fast_leftovers": fast_leftovers, "merge_missing": merge_missing, "first_match": first_match,
+    "merge_missing": merge_missing, "first_match": first_match,
     "new_uid": new_uid, "element_at": element_at, "dumps": json.dumps, "SCHEMA_VERSION": SCHEMA_VERSION, "LOG_PROVIDER": LOG_PROVIDER,
 }
 
@@ -513,17 +513,20 @@ class _Body(_Code):
 
     def _unmapped(self) -> None:
         """
-        Everything of the record not consumed: L{leftovers} (its fast path) over the tree of the paths consumed,
-        made once per combination (C{consumed} is an int of bits): one comprehension when only
-        top-level keys were consumed, else a walk of the consumed parts only.
+        Everything of the record not consumed: L{leftovers} (the fast path L{leftovers_for} picks for
+        the tree) over the tree of the paths consumed, made once per combination (C{consumed} is an
+        int of bits): one comprehension when only top-level keys were consumed, the nested objects
+        inlined when the tree is one level deep (CEF records), else a walk of the consumed parts only.
         """
         paths = self.paths
 
         @lru_cache(maxsize=_TREES_CACHED)
-        def tree_of(mask: int) -> ConsumedTree:
-            return consumed_tree(tuple(keys for position, keys in enumerate(paths) if mask >> position & 1))
+        def tree_of(mask: int) -> tuple[Callable[[Any, ConsumedTree], Any], ConsumedTree]:
+            tree = consumed_tree(tuple(keys for position, keys in enumerate(paths) if mask >> position & 1))
+            return leftovers_for(tree), tree
 
-        self.line(f"left = fast_leftovers(original, {self.const(tree_of)}(consumed))")
+        self.line(f"leave, tree = {self.const(tree_of)}(consumed)")
+        self.line("left = leave(original, tree)")
         self.line("if left is not INVALID and left:")
         self.line("    if 'unmapped' in event:")
         self.line("        merge_missing(event['unmapped'], left)")

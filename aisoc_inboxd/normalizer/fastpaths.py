@@ -10,7 +10,7 @@ interpreter.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from aisoc_inboxd.normalizer.apply import ConsumedTree, leftovers
 from aisoc_inboxd.normalizer.coerce import INVALID, drop_nulls
@@ -39,6 +39,42 @@ def fast_leftovers(value: Any, consumed: ConsumedTree | None) -> Any:
             elif isinstance(item, (dict, list)):
                 kept[key] = _copy_without_nulls(item)
     return kept or INVALID
+
+
+def shallow_leftovers(value: Any, consumed: dict[str, Any]) -> Any:
+    """
+    L{leftovers} under a consumed tree one level deep (each key consumed whole or some keys of the
+    object under it), as a CEF record's is (C{cef.src} …, C{syslog.hostname}, C{kind}, C{time}): the
+    reference's walk with its calls for the nested objects inlined, a flat one copied in C.
+    """
+    if type(value) is not dict:
+        return leftovers(value, consumed)
+    kept = {}
+    for key, item in value.items():
+        sub = consumed.get(key)
+        if sub is None:  # not read from: kept as it is, without nulls
+            if item is not None:
+                kept[key] = drop_nulls(item) if isinstance(item, (dict, list)) else item
+        elif sub is not True:
+            if type(item) is dict and _SCALAR_TYPES.issuperset(map(type, item.values())):
+                left = item.copy()
+                for name in sub.intersection(item):
+                    del left[name]
+                if left:
+                    kept[key] = left
+            elif (left := leftovers(item, sub)) is not INVALID:
+                kept[key] = left
+    return kept or INVALID
+
+
+def leftovers_for(consumed: ConsumedTree | None) -> Callable[[Any, Any], Any]:
+    """
+    The fastest of L{fast_leftovers} and L{shallow_leftovers} that gives L{leftovers} under
+    C{consumed}: chosen once per consumed tree, not per record.
+    """
+    if type(consumed) is dict and all(sub is True or type(sub) is frozenset for sub in consumed.values()):
+        return shallow_leftovers
+    return fast_leftovers
 
 
 def _copy_without_nulls(value: dict[str, Any] | list[Any]) -> Any:
