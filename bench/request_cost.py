@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from procs import Processes, callgrind_instructions, wait_until
-from run import wrk
+from run import check_tools, wrk
 from targets import INBOXD, PROJECT, Daemon
 from inputs import write_inputs
 
@@ -36,6 +36,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8, help="wrk connections")
     parser.add_argument("--keep", type=Path, help="copy the loaded run's callgrind dump here (for callgrind_annotate)")
     args = parser.parse_args()
+    check_tools({"wrk": "wrk", "valgrind": "valgrind", "callgrind_control": "valgrind"})
     work = Path(tempfile.mkdtemp(prefix="aisoc-request-cost-"))
     (work / "logs").mkdir()
     inputs = write_inputs(work, 10, (1,))

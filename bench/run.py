@@ -421,8 +421,12 @@ def start_daemon(daemon: Daemon, processes: Processes) -> None:
     print(f"bench: daemon ({daemon.label}) up, pid {daemon.pid}", file=sys.stderr)
 
 
-def check_tools() -> None:
-    missing = sorted({package for tool, package in TOOLS.items() if shutil.which(tool) is None})
+def check_tools(tools: dict[str, str] = TOOLS) -> None:
+    """
+    Exit naming the Debian packages to install when a tool the bench runs (name -> package) is missing,
+    before anything starts rather than at the first row.
+    """
+    missing = sorted({package for tool, package in tools.items() if shutil.which(tool) is None})
     if missing:
         sys.exit(f"bench: missing load generators or peers; install them with\n"
                  f"  sudo apt-get install {' '.join(missing)}")

@@ -24,7 +24,7 @@ from typing import Any
 
 from inputs import write_inputs
 from procs import Processes
-from run import TCP_CONNECTIONS, paced_delay_ms, start_daemon, wrk
+from run import TCP_CONNECTIONS, check_tools, paced_delay_ms, start_daemon, wrk
 from targets import PROJECT, Daemon, Tansu
 
 PROBE = PROJECT / "bench" / "stallprobe"
@@ -44,6 +44,7 @@ def main() -> None:
     parser.add_argument("--daemon-path", type=Path, help="put this first on the daemon's PYTHONPATH")
     parser.add_argument("--probe", type=Path, help="load bench/stallprobe into the daemon, write its reports here")
     args = parser.parse_args()
+    check_tools({"wrk": "wrk"})
     paths = [str(p) for p in (args.probe and PROBE, args.daemon_path) if p]
     if paths:
         os.environ["PYTHONPATH"] = os.pathsep.join([*paths, *filter(None, [os.environ.get("PYTHONPATH")])])
