@@ -270,9 +270,9 @@ def _source_paths(template: Template) -> list[tuple[str, ...]]:
 
 def test_nested_candidates_under_every_top_level_key() -> None:
     """
-    The generated body tries the nested candidates under a top-level key (C{alert.id},
-    C{event.time}) only when the record has that key: the same events as interpreted whether the
-    key is absent, null, text, an empty object, or an object or a list of objects holding the
+    The nested candidates under a top-level key (C{alert.id}, C{event.time}, read through the
+    hoisted key's local in the generated body) give the same events as interpreted whether the key
+    is absent, null, text, an empty object, or an object or a list of objects holding the
     candidate, alone or beside every top-level source of the template.
     """
     for template in templates().values():

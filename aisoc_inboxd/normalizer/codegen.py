@@ -302,30 +302,6 @@ class _Body(_Code):
                                               *compiled.severity_sources, *compiled.time_sources,
                                               *compiled.activity_sources))
 
-    #: the hoisted top-level key's local the open L{guard} block tests, if any
-    guarded: str | None = None
-
-    def guard(self, keys: tuple[str, ...]) -> None:
-        """
-        Before a candidate's block (which reads C{keys} and does nothing when the read finds
-        nothing): have it run only when the hoisted top-level key C{keys} walks through is in the
-        record. Consecutive candidates under one key share one test, so a record without the key
-        (most records, for each of a template's nested candidates) skips them all at once; the
-        order of the candidates, hence which one wins, is unchanged. L{unguard} closes the block.
-        """
-        top = self.hoisted.get(keys[0]) if len(keys) > 1 and not is_header(keys) else None
-        if top != self.guarded:
-            self.unguard()
-            if top is not None:
-                self.line(f"if {top} is not MISSING:")
-                self.indent += 1
-            self.guarded = top
-
-    def unguard(self) -> None:
-        if self.guarded is not None:
-            self.indent -= 1
-            self.guarded = None
-
     def _candidate(self, found: str, keys: tuple[str, ...], reader: Reader) -> None:
         """
         Open the blocks of one candidate source (class, activity, severity, time): while C{found}
@@ -346,11 +322,9 @@ class _Body(_Code):
             self.line("activity_id = None")
             lookup = self.const(compiled.activity_lookup)
             for source in compiled.activity_sources:
-                self.guard(source.keys)
                 self._candidate("activity_id", source.keys, compiled.reader)
                 self.line(f"activity_id = {lookup}.get({self.fold('raw')})")
                 self.indent -= 2
-            self.unguard()
             self.line("if activity_id is None:")
             self.line(f"    activity_id = {template.activity_id!r}")
             table = {activity_id: (name, ocsf_class.uid * 100 + activity_id, f"{ocsf_class.caption}: {name}")
@@ -383,7 +357,6 @@ class _Body(_Code):
         for flag in flags.values():
             self.line(f"{flag} = False")
         for rule in rules:
-            self.guard(rule.source.keys)
             flag = flags.get(rule.target)
             if flag is not None:
                 self.line(f"if not {flag}:")
@@ -403,7 +376,6 @@ class _Body(_Code):
                 self.line(f"{flag} = True")
             self.consume(rule.source.keys)
             self.indent -= 2 if flag is None else 3
-        self.unguard()
 
     def coerce(self, coercer: Callable[[Any], Any]) -> None:
         """
@@ -462,7 +434,6 @@ class _Body(_Code):
         self.line("severity_id = None")
         self.line("first_raw = first_bit = None")
         for source in compiled.severity_sources:
-            self.guard(source.keys)
             self._candidate("severity_id", source.keys, compiled.reader)
             self.line(f"severity_id = {lookup}.get({self.fold('raw')}, {otherwise})")
             self.line("if severity_id is not None:")
@@ -474,7 +445,6 @@ class _Body(_Code):
             self.line("elif first_raw is None:")
             self.line(f"    first_raw, first_bit = raw, {self.bit(source.keys)}")
             self.indent -= 2
-        self.unguard()
         self.line("if severity_id is None:")
         self.line("    if first_raw is None:")
         self.line(f"        event['severity_id'] = {SEVERITY_UNKNOWN}")
@@ -492,7 +462,6 @@ class _Body(_Code):
         formats = self.const(compiled.time_formats)
         self.line("ms = first_time = None")
         for source in compiled.time_sources:
-            self.guard(source.keys)
             self._candidate("ms", source.keys, compiled.reader)
             self.line("if first_time is None:")
             self.line("    first_time = raw")
@@ -505,7 +474,6 @@ class _Body(_Code):
             self.line("event['time'] = ms")
             self.line("metadata.setdefault('original_time', str(raw))")
             self.indent -= 3
-        self.unguard()
         self.line("if ms is None:")
         self.line("    event['time'] = int(context.received_at * 1000)")
         self.line("    if first_time is not None:")
