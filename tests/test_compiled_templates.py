@@ -268,6 +268,26 @@ def _source_paths(template: Template) -> list[tuple[str, ...]]:
     return [keys for keys in dict.fromkeys(sources) if keys[0] != ""]
 
 
+def test_nested_candidates_under_every_top_level_key() -> None:
+    """
+    The nested candidates under a top-level key (C{alert.id}, C{event.time}, read through the
+    hoisted key's local in the generated body) give the same events as interpreted whether the key
+    is absent, null, text, an empty object, or an object or a list of objects holding the
+    candidate, alone or beside every top-level source of the template.
+    """
+    for template in templates().values():
+        paths = _source_paths(template)
+        top_level = [keys[0] for keys in paths if len(keys) == 1]
+        for keys in (keys for keys in paths if len(keys) > 1):
+            for value in ("high", "2026-05-08T09:00:00Z", 7):
+                holding: Any = value
+                for key in reversed(keys[1:]):
+                    holding = {key: holding}
+                for under in (None, "x", {}, holding, [None, holding]):
+                    assert_same(template, {keys[0]: under})
+                    assert_same(template, {**{key: value for key in top_level}, keys[0]: under})
+
+
 def _words(template: Template) -> list[str]:
     compiled = template.compiled
     words = [*WORDS, *compiled.severity_lookup, *compiled.activity_lookup, *compiled.variants, *COMMON_WORDS]
