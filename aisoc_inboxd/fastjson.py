@@ -87,21 +87,16 @@ def loads_each(texts: Sequence[str]) -> list[Any] | None:
     The value of each of C{texts} (the lines or envelopes of one body) as L{loads} reads it, or
     C{None} when one of them is not a JSON text orjson reads within the rules above (malformed, a
     refusal, an integer past 64 bits): the caller then reads them one by one with L{loads}, which
-    places the error. The check for long integers is one scan over all of them, not one per text,
-    and each text's opening brackets (its depth bound) are counted once, on its line of that scan
-    (one per text when none holds a newline, as no NDJSON line does).
+    places the error. The check for long integers is one scan over all of them, not one per text.
     """
     scan = "\n".join(texts).encode("utf-8", "surrogatepass").translate(_DIGITS_AND_BRACKETS)
     if _may_hold_integers_past_64_bits(scan):
         return None
-    scans = scan.split(b"\n")
-    if len(scans) != len(texts):  # a newline inside a text (whitespace between an envelope's tokens)
-        scans = [text.encode("utf-8", "surrogatepass").translate(_DIGITS_AND_BRACKETS) for text in texts]
     values = []
     try:
-        for text, text_scan in zip(texts, scans):
+        for text in texts:
             value = orjson.loads(text)
-            _check_depth(value, text_scan.count(b"{"), text, 0)
+            _check_depth(value, text.count("{") + text.count("["), text, 0)
             values.append(value)
     except (orjson.JSONDecodeError, RefusedJson):
         return None
