@@ -39,8 +39,8 @@ class Pipeline:
         the template acknowledges) or several (a batch envelope); C{headers} (lowercase names) feed
         the template's C{header:} sources.
         """
-        template_id = template.id
-        sink_records = [SinkRecord(tenant_id, template_id, route, received_at, value)
+        template_id, new = template.id, tuple.__new__  # named tuples without a Python frame each
+        sink_records = [new(SinkRecord, (tenant_id, template_id, route, received_at, value))
                         for value in event_values(template, tenant_id, route, records, received_at,
                                                   headers or NO_HEADERS)]
         if not sink_records:
@@ -66,9 +66,9 @@ def event_values(template: Template, tenant_id: str, route: str, records: Sequen
     """
     if not template.compiled.envelope.unwraps_nothing:
         return event_values_one_by_one(template, tenant_id, route, records, received_at, headers)
-    to_event, dumps = template.to_event, orjson.dumps
-    try:
-        return [dumps(to_event(data, IngestContext(tenant_id, route, received_at, raw, headers)))
+    to_event, dumps, new = template.to_event, orjson.dumps, tuple.__new__
+    try:  # tuple.__new__(IngestContext, (…)) is what its generated __new__ does, without the frame
+        return [dumps(to_event(data, new(IngestContext, (tenant_id, route, received_at, raw, headers))))
                 for data, raw in records]
     except TypeError:  # orjson refused an event (an integer past 64 bits, a key that is not text)
         return event_values_one_by_one(template, tenant_id, route, records, received_at, headers)

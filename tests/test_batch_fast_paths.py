@@ -13,18 +13,23 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from twisted.internet.defer import Deferred, succeed
 
+from aisoc_inboxd import fastjson
+from aisoc_inboxd.fastjson import MAX_DEPTH
 from aisoc_inboxd.formats.hec import _BETWEEN_OBJECTS, HecError, concatenated_objects, parse_event_body, read_event_body
 from aisoc_inboxd.formats.json_body import (
-    BodyError, TooManyEvents, _ndjson_objects, decode_json_records, decode_text, read_json_records, utf8_prefix)
+    BodyError, Record, TooManyEvents, _ndjson_objects, decode_json_records, decode_text, read_json_records, utf8_prefix)
+from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.normalizer import load_templates
 from aisoc_inboxd.normalizer.envelope import Unwrapped
-from aisoc_inboxd.pipeline import event_values, event_values_one_by_one
+from aisoc_inboxd.pipeline import Pipeline, event_values, event_values_one_by_one
+from aisoc_inboxd.sinks import SinkRecord
 from tests.test_compiled_templates import FIXTURE_RECORDS, comparable, templates
 
 FIXTURES = sorted(path for path in (Path(__file__).parent / "fixtures").rglob("*") if path.is_file())
@@ -43,9 +48,9 @@ def outcome(decode: Callable[[], Any]) -> Any:
     except HecError as e:
         return "HecError", e.status, e.event_number
     if isinstance(result, list):
-        return [tuple(record) for record in result]
+        return [(type(record), *record) for record in result]
     rejection = result.rejection
-    return ([tuple(record) for record in result.records],
+    return ([(type(record), *record) for record in result.records],
             None if rejection is None else (rejection.status, rejection.event_number))
 
 
@@ -139,6 +144,57 @@ def test_generated_bodies_read_alike(body: bytes, limit: int | None) -> None:
     assert_same(body, limit)
 
 
+# -- loads_each: each text held to the depth limit as loads holds it ---------------------------
+
+def loads_one_by_one(texts: list[str]) -> list[Any] | None:
+    """The reference for L{fastjson.loads_each}: each text through L{fastjson.loads}, C{None} when
+    one of them is refused."""
+    try:
+        return [fastjson.loads(text) for text in texts]
+    except json.JSONDecodeError:
+        return None
+
+
+def fixture_texts(indent: int | None) -> list[str]:
+    return [json.dumps(json.loads(path.read_text()), ensure_ascii=False, indent=indent) for path in JSON_FIXTURES]
+
+
+@pytest.mark.parametrize("indent", [None, 1], ids=["one-line", "indented"])
+def test_loads_each_reads_every_fixture_as_loads_does(indent: int | None) -> None:
+    """The JSON fixtures as one batch, one line each (NDJSON lines) and indented (newlines inside
+    texts, as between an envelope's tokens), and each of them past the limit inside a batch of the
+    others: read alike, and refused alike."""
+    texts = fixture_texts(indent)
+    assert fastjson.loads_each(texts) == loads_one_by_one(texts) is not None
+    for index, text in enumerate(texts):
+        deep = [*texts[:index], "[" * MAX_DEPTH + text + "]" * MAX_DEPTH, *texts[index + 1:]]
+        assert loads_one_by_one(deep) is None
+        assert fastjson.loads_each(deep) is None, JSON_FIXTURES[index]
+
+
+leaves = st.none() | st.integers(-1000, 1000) | st.text(alphabet='[]{}"\\aé\u2028\n', max_size=8)
+
+
+@st.composite
+def nested_texts(draw: st.DrawFn, indent: st.SearchStrategy[int | None]) -> str:
+    """A JSON text nested up to a few levels past L{MAX_DEPTH} (arrays and objects mixed), its
+    strings full of brackets (text, not structure) or not."""
+    value = draw(st.recursive(leaves, lambda inner: st.lists(inner, max_size=2)
+                              | st.dictionaries(st.text(alphabet="k[{", max_size=2), inner, max_size=2), max_leaves=4))
+    for kind in draw(st.lists(st.sampled_from("[{"), min_size=MAX_DEPTH - 4, max_size=MAX_DEPTH + 2)):
+        value = [value] if kind == "[" else {"k": value}
+    return json.dumps(value, ensure_ascii=False, indent=draw(indent))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.lists(nested_texts(st.none()), max_size=6),
+                 st.lists(nested_texts(st.sampled_from([None, 0, 1])), max_size=6)))
+def test_loads_each_reads_generated_batches_as_loads_does(texts: list[str]) -> None:
+    """Batches of texts up to a few levels past the limit, one line each or some with newlines
+    inside: each read, or the batch refused, as L{fastjson.loads} reads or refuses them one by one."""
+    assert fastjson.loads_each(texts) == loads_one_by_one(texts)
+
+
 # -- the normalizer's entry: a template that unwraps nothing ------------------------------------
 
 TEMPLATES = load_templates([Path(__file__).parents[1] / "templates"])
@@ -216,3 +272,31 @@ def test_events_of_generated_batches_made_alike(template_id: str, records: list[
     """Generated records (any JSON value, integers past 64 bits that orjson refuses, records with
     and without their own text) under every template."""
     assert_same_events(template_id, records, {})
+
+
+class RecordingSink:
+    """A sink that keeps what it is handed, durable at once."""
+
+    def __init__(self) -> None:
+        self.records: list[SinkRecord] = []
+
+    def write(self, records: Sequence[SinkRecord]) -> Deferred[None]:
+        self.records.extend(records)
+        return succeed(None)
+
+
+@pytest.mark.parametrize("template_id", ["generic-json", "splunk-hec", "aws-sns"])
+def test_published_records_are_the_sink_records_of_the_events(template_id: str) -> None:
+    """What the pipeline hands the sink for every fixture record (plain templates and one with an
+    envelope) is a L{SinkRecord} per event, its fields those a plain C{SinkRecord(…)} takes."""
+    sink, template = RecordingSink(), templates()[template_id]
+    records = [Record(data, raw) for _, data, raw in FIXTURE_RECORDS]
+    headers = {"x-github-event": "push"}
+    published = []
+    Pipeline(sink, Metrics()).publish(template, "tenant", "webhook", records, 1778230800.0, headers) \
+        .addCallback(published.append)
+    values = event_values_one_by_one(template, "tenant", "webhook", records, 1778230800.0, headers)
+    assert published == [len(values)]
+    plain = [SinkRecord("tenant", template_id, "webhook", 1778230800.0, value) for value in values]
+    assert [(type(record), *record[:4], comparable(json.loads(record.value))) for record in sink.records] == \
+        [(SinkRecord, *record[:4], comparable(json.loads(record.value))) for record in plain]

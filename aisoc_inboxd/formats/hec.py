@@ -184,11 +184,12 @@ def concatenated_objects(text: str, max_events: int | None) -> HecBatch | None:
     if envelopes is None or not all(type(envelope) is dict for envelope in envelopes):
         return None
     records: list[Record] = []
+    new = tuple.__new__  # Record without its Python-level __new__ (see L{Record})
     for envelope, piece in zip(envelopes, pieces):
         problem = envelope_problem(envelope)
         if problem is not None:
             return HecBatch(tuple(records), HecError(problem, len(records)))
-        records.append(Record(envelope, piece))
+        records.append(new(Record, (envelope, piece)))
     return HecBatch(tuple(records))
 
 
