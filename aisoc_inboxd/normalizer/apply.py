@@ -308,8 +308,9 @@ def _key_sets(tree: dict[str, Any]) -> ConsumedTree:
     return frozenset(nodes) if all(sub is True for sub in nodes.values()) else nodes
 
 
-#: the types of the values L{leftovers} keeps as they are (exactly these: a subclass is not JSON's)
-_SCALAR_TYPES = frozenset({str, int, float, bool})
+#: the types of the values L{leftovers} (and its fast paths) keep as they are (exactly these: a
+#: subclass is not JSON's, and goes to the general walk)
+SCALAR_TYPES = frozenset({str, int, float, bool})
 
 
 def leftovers(value: Any, consumed: ConsumedTree | None) -> Any:
@@ -324,7 +325,7 @@ def leftovers(value: Any, consumed: ConsumedTree | None) -> Any:
         return drop_nulls(value)
     if type(consumed) is frozenset:
         if isinstance(value, dict):
-            if _SCALAR_TYPES.issuperset(map(type, value.values())):  # no nulls, nothing to copy: in C
+            if SCALAR_TYPES.issuperset(map(type, value.values())):  # no nulls, nothing to copy: in C
                 kept = value.copy()
                 for key in consumed.intersection(value):
                     del kept[key]

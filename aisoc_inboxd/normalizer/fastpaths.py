@@ -12,12 +12,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Callable, Sequence
 
-from aisoc_inboxd.normalizer.apply import ConsumedTree, leftovers
+from aisoc_inboxd.normalizer.apply import SCALAR_TYPES, ConsumedTree, leftovers
 from aisoc_inboxd.normalizer.coerce import INVALID, drop_nulls
 from aisoc_inboxd.normalizer.timeparse import plausible_ms, to_epoch_ms
-
-#: the value types copied as they are (exactly these: a subclass goes to the reference)
-_SCALAR_TYPES = frozenset({str, int, float, bool})
 
 
 def fast_leftovers(value: Any, consumed: ConsumedTree | None) -> Any:
@@ -32,7 +29,7 @@ def fast_leftovers(value: Any, consumed: ConsumedTree | None) -> Any:
     kept = value.copy()
     for key in consumed.intersection(kept):
         del kept[key]
-    if not _SCALAR_TYPES.issuperset(map(type, kept.values())):
+    if not SCALAR_TYPES.issuperset(map(type, kept.values())):
         for key, item in list(kept.items()):
             if item is None:
                 del kept[key]
@@ -56,7 +53,7 @@ def shallow_leftovers(value: Any, consumed: dict[str, Any]) -> Any:
             if item is not None:
                 kept[key] = drop_nulls(item) if isinstance(item, (dict, list)) else item
         elif sub is not True:
-            if type(item) is dict and _SCALAR_TYPES.issuperset(map(type, item.values())):
+            if type(item) is dict and SCALAR_TYPES.issuperset(map(type, item.values())):
                 left = item.copy()
                 for name in sub.intersection(item):
                     del left[name]
@@ -82,8 +79,8 @@ def _copy_without_nulls(value: dict[str, Any] | list[Any]) -> Any:
     L{drop_nulls} of an object or list: one C{copy} when it holds only scalars.
     """
     kind = type(value)
-    if (kind is dict and _SCALAR_TYPES.issuperset(map(type, value.values()))  # type: ignore[union-attr]
-            or kind is list and _SCALAR_TYPES.issuperset(map(type, value))):
+    if (kind is dict and SCALAR_TYPES.issuperset(map(type, value.values()))  # type: ignore[union-attr]
+            or kind is list and SCALAR_TYPES.issuperset(map(type, value))):
         return value.copy()
     return drop_nulls(value)
 
