@@ -87,17 +87,22 @@ def loads_each(texts: Sequence[str]) -> list[Any] | None:
     The value of each of C{texts} (the lines or envelopes of one body) as L{loads} reads it, or
     C{None} when one of them is not a JSON text orjson reads within the rules above (malformed, a
     refusal, an integer past 64 bits): the caller then reads them one by one with L{loads}, which
-    places the error. The check for long integers is one scan over all of them, not one per text.
+    places the error. The check for long integers is one scan over all of them, not one per text;
+    for an ASCII body (a byte per character) each text's opening brackets are counted on that scan
+    at the text's offsets (one count, not one per bracket kind).
     """
-    scan = "\n".join(texts).encode("utf-8", "surrogatepass").translate(_DIGITS_AND_BRACKETS)
+    joined = "\n".join(texts)
+    scan = joined.encode("utf-8", "surrogatepass").translate(_DIGITS_AND_BRACKETS)
     if _may_hold_integers_past_64_bits(scan):
         return None
-    values = []
+    values, count, ascii, start = [], scan.count, len(scan) == len(joined), 0
     try:
         for text in texts:
             value = orjson.loads(text)
-            _check_depth(value, text.count("{") + text.count("["), text, 0)
+            end = start + len(text)
+            _check_depth(value, count(b"{", start, end) if ascii else text.count("{") + text.count("["), text, 0)
             values.append(value)
+            start = end + 1
     except (orjson.JSONDecodeError, RefusedJson):
         return None
     return values

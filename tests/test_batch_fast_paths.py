@@ -155,16 +155,20 @@ def loads_one_by_one(texts: list[str]) -> list[Any] | None:
         return None
 
 
-def fixture_texts(indent: int | None) -> list[str]:
-    return [json.dumps(json.loads(path.read_text()), ensure_ascii=False, indent=indent) for path in JSON_FIXTURES]
+def fixture_texts(indent: int | None, ensure_ascii: bool = False) -> list[str]:
+    return [json.dumps(json.loads(path.read_text()), ensure_ascii=ensure_ascii, indent=indent)
+            for path in JSON_FIXTURES]
 
 
+@pytest.mark.parametrize("ensure_ascii", [False, True], ids=["utf-8", "ascii"])
 @pytest.mark.parametrize("indent", [None, 1], ids=["one-line", "indented"])
-def test_loads_each_reads_every_fixture_as_loads_does(indent: int | None) -> None:
+def test_loads_each_reads_every_fixture_as_loads_does(indent: int | None, ensure_ascii: bool) -> None:
     """The JSON fixtures as one batch, one line each (NDJSON lines) and indented (newlines inside
-    texts, as between an envelope's tokens), and each of them past the limit inside a batch of the
+    texts, as between an envelope's tokens), non-ASCII characters as they are or escaped (so the
+    batch is ASCII, counted at offsets), and each of them past the limit inside a batch of the
     others: read alike, and refused alike."""
-    texts = fixture_texts(indent)
+    texts = fixture_texts(indent, ensure_ascii)
+    assert ensure_ascii or any(not text.isascii() for text in texts)
     assert fastjson.loads_each(texts) == loads_one_by_one(texts) is not None
     for index, text in enumerate(texts):
         deep = [*texts[:index], "[" * MAX_DEPTH + text + "]" * MAX_DEPTH, *texts[index + 1:]]

@@ -138,6 +138,22 @@ def message_headers(record: SinkRecord) -> list[tuple[str, bytes]]:
             ("intake_time", intake.isoformat(timespec="milliseconds").replace("+00:00", "Z").encode())]
 
 
+#: C{produce()}'s partition for "let the partitioner choose by key" (librdkafka's
+#: C{RD_KAFKA_PARTITION_UA}), and its timestamp for "now"
+_ANY_PARTITION, _NOW = -1, 0
+
+
+def produce_message(producer: Producer, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]],
+                    on_delivery: Callable[[KafkaError | None, Any], None]) -> None:
+    """
+    The reference for L{_DeliveryProducer}'s C{produce()} call: one message by keyword, as
+    confluent-kafka documents it. The sink passes the same arguments by position, in the order of
+    the C signature (topic, value, key, partition, callback, on_delivery, timestamp, headers),
+    which spares C{PyArg_ParseTupleAndKeywords} matching keywords per event.
+    """
+    producer.produce(topic, value, key, headers=headers, on_delivery=on_delivery)
+
+
 class _LibrdkafkaLog:
     """
     Routes librdkafka's log lines (served by C{poll()} on the poll thread) to C{twisted.logger}
@@ -320,13 +336,14 @@ class _DeliveryProducer:
             self._fail_rest(send, start, "the producer is stopping")
             return None
         producer, topic, report = self._producer, self._topic, send.report
+        produce = producer.produce  # positionally: see produce_message
         batch: tuple[str, str, str, float] | None = None
         for index in range(start, len(records)):
             record = records[index]
             if record[:4] != batch:
                 batch, key, headers = record[:4], record.tenant_id.encode(), message_headers(record)
             try:
-                producer.produce(topic, record.value, key, headers=headers, on_delivery=report)
+                produce(topic, record.value, key, _ANY_PARTITION, report, None, _NOW, headers)
             except BufferError as e:
                 send.produced = index
                 if not len(producer):  # nothing queued whose report would make room
