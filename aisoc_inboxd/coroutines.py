@@ -17,6 +17,9 @@ from twisted.python.failure import Failure
 
 T = TypeVar("T")
 
+#: the coroutine awaits: it has neither returned nor raised
+_AWAITING = object()
+
 
 def drive(coro: Coroutine[Deferred[Any], Any, T], done: Callable[..., None], *args: Any) -> None:
     """
@@ -37,10 +40,13 @@ def _step(result: object, coro: Coroutine[Deferred[Any], Any, T], done: Callable
             else:
                 awaited = coro.send(result)
         except StopIteration as e:
-            done(e.value, *args)
-            return
+            outcome: object = e.value
         except BaseException:
-            done(Failure(), *args)
+            outcome = Failure()
+        else:
+            outcome = _AWAITING
+        if outcome is not _AWAITING:  # called outside the handler, so what it raises has no context
+            done(outcome, *args)
             return
         if not isinstance(awaited, Deferred):  # as twisted's driver: what is not a Deferred is sent back
             result = awaited

@@ -108,3 +108,27 @@ def test_done_gets_extra_arguments() -> None:
 
     drive(coroutine(), lambda *a: calls.append(a), "x", 3)
     assert calls == [(2, "x", 3)]
+
+
+def test_done_called_outside_the_coroutine_s_end() -> None:
+    """
+    C{done} runs once the coroutine's end is handled, as after C{fromCoroutine}: an exception it
+    raises and logs carries no C{StopIteration} (or the coroutine's own error) as its context.
+    """
+    contexts: list[Any] = []
+
+    def done(outcome: object) -> None:
+        try:
+            raise ValueError(outcome)
+        except ValueError as e:
+            contexts.append(e.__context__)
+
+    async def returns() -> int:
+        return await succeed(1)
+
+    async def raises() -> int:
+        raise Boom(await succeed(1))
+
+    drive(returns(), done)
+    drive(raises(), done)
+    assert contexts == [None, None]
