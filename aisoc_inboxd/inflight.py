@@ -24,15 +24,24 @@ class InFlight:
         """
         Count C{d} until it fires, whichever way.
         """
-        self._count += 1
+        self.started()
         return d.addBoth(self._done)
 
-    def _done(self, result: T) -> T:
+    def started(self) -> None:
+        """
+        Count one piece of work until L{ended} is called for it (work without a Deferred).
+        """
+        self._count += 1
+
+    def ended(self) -> None:
         self._count -= 1
         if self._count == 0:
             waiters, self._waiters = self._waiters, []
             for waiter in waiters:
                 waiter.callback(None)
+
+    def _done(self, result: T) -> T:
+        self.ended()
         return result
 
     def drained(self, timeout: float) -> Deferred[None]:

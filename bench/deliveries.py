@@ -61,9 +61,9 @@ def recorded_call(inbox: MemoryInbox, request: bytes) -> tuple[DeliveryRecorder,
     calls: list[tuple[DeliveryRecorder, tuple[Any, ...]]] = []
     original = DeliveryRecorder.record
 
-    def capture(self: DeliveryRecorder, *args: Any) -> None:
-        calls.append((self, args))
-        original(self, *args)
+    def capture(self: DeliveryRecorder, *args: Any, client_gone: bool) -> None:
+        calls.append((self, (*args, client_gone)))
+        original(self, *args, client_gone=client_gone)
     DeliveryRecorder.record = capture  # type: ignore[method-assign]
     try:
         serve(inbox, request, 1)

@@ -10,12 +10,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 
-from twisted.internet.defer import Deferred
 from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from aisoc_inboxd.coroutines import drive
 from aisoc_inboxd.formats.json_body import Record
 from aisoc_inboxd.inflight import InFlight
 from aisoc_inboxd.intake.intake import Binding
@@ -168,10 +168,20 @@ class JsonRoute(Resource):
                                                       f"this route accepts {allow}"}, {"Allow": allow})
         started = time.monotonic()
         exchange = Exchange()
-        d = self._inflight.track(Deferred.fromCoroutine(self.handle(request, exchange)))
-        d.addErrback(self._failure_reply, exchange)
-        d.addCallback(self._send, request, exchange, started)
+        self._inflight.started()
+        drive(self.handle(request, exchange), self._answer, request, exchange, started)
         return NOT_DONE_YET
+
+    def _answer(self, outcome: Reply | Failure, request: Request, exchange: Exchange, started: float) -> None:
+        """
+        The end of L{handle}'s coroutine: no longer in flight, then its reply (or the failure's) sent.
+        """
+        self._inflight.ended()
+        try:
+            self._send(self._failure_reply(outcome, exchange) if isinstance(outcome, Failure) else outcome,
+                       request, exchange, started)
+        except Exception:
+            self._log.failure("unexpected error answering on route {route}", route=self.route)
 
     def _failure_reply(self, failure: Failure, exchange: Exchange) -> Reply:
         if failure.check(Refused):
