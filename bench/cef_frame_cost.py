@@ -74,7 +74,7 @@ def _fused(template: Any, one_pass: Callable[[bytes], Any]) -> Callable[[bytes],
 
     def fused(frame: bytes) -> Any:
         parts = frame_parts(frame, NOW, UTC)
-        made = None if parts is None else events.event(parts, NOW, UTC, "t", "bench", NOW)
+        made = None if parts is None else events.event(parts, "t", "bench", NOW)
         return one_pass(frame) if made is None else made
     return fused
 

@@ -72,7 +72,7 @@ def _fused(frame: bytes, zone: Any) -> dict[str, Any] | None:
     The fused path's event of C{frame}, or None where it leaves the frame to the record path.
     """
     parts = frame_parts(frame, NOW, zone)
-    return None if parts is None else FUSED.event(parts, NOW, zone, "tenant-a", "syslog", NOW)
+    return None if parts is None else FUSED.event(parts, "tenant-a", "syslog", NOW)
 
 
 def _masked(event: dict[str, Any]) -> bytes:

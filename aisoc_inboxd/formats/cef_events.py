@@ -16,13 +16,12 @@ those.
 """
 from __future__ import annotations
 
-from datetime import tzinfo
 from functools import lru_cache
 from typing import Any, Callable
 
 from aisoc_inboxd.formats.cef_records import HEADER_NAMES, HEADER_KEYS, KINDS, carry, event_kind
 from aisoc_inboxd.formats.syslog_cef import FrameParts
-from aisoc_inboxd.normalizer.apply import IngestContext, consumed_tree
+from aisoc_inboxd.normalizer.apply import NO_HEADERS, IngestContext, consumed_tree
 from aisoc_inboxd.normalizer.codegen import TREES_CACHED, Body
 from aisoc_inboxd.normalizer.extract import EXTRACTED
 from aisoc_inboxd.normalizer.fastpaths import leftovers_for
@@ -34,6 +33,7 @@ from aisoc_inboxd.normalizer.transforms import Reader
 _LOCALS = {key: f"h_{key}" for key in ("version", *HEADER_NAMES)}
 _KIND = ("kind",)
 _CEF = "cef"
+_new = tuple.__new__  # (a named tuple without its generated __new__'s frame)
 
 
 class FusedEvents:
@@ -52,19 +52,19 @@ class FusedEvents:
             self._bodies[kind] = base if variant is None else _FusedBody(
                 variant, template, prefix + (_KIND,)).function()
 
-    def event(self, parts: FrameParts, now: float, local_tz: tzinfo, tenant_id: str, route: str,
-              received_at: float) -> dict[str, Any] | None:
+    def event(self, parts: FrameParts, tenant_id: str, route: str, received_at: float) -> dict[str, Any] | None:
         """
         The event of a frame's L{FrameParts}, as the template maps the frame's record; None when
         the extension repeats a header name (the record path keeps the header field then).
         """
-        header, ext, text, syslog, has_host, stamp, stamp_text = parts
+        header, ext, text, now, local_tz, syslog, has_host, stamp, stamp_text = parts
         if not HEADER_KEYS.isdisjoint(ext):
             return None
         kind = event_kind(header, ext, has_host)
         data = {"kind": kind}
         carry(data, ext, ext, now, local_tz, syslog, stamp, stamp_text)
-        return self._bodies[kind](header, ext, data, IngestContext(tenant_id, route, received_at, text))
+        context = _new(IngestContext, (tenant_id, route, received_at, text, NO_HEADERS))
+        return self._bodies[kind](header, ext, data, context)
 
 
 _FUSED: dict[int, tuple[Template, FusedEvents | None]] = {}

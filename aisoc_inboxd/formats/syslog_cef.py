@@ -38,19 +38,20 @@ def read_frame(frame: bytes, now: float, local_tz: tzinfo = UTC) -> FrameRecord:
     parts = frame_parts(frame, now, local_tz)
     if parts is None:
         return frame_record(frame, now, local_tz)
-    header, ext, text, syslog, has_host, stamp, stamp_text = parts
-    return FrameRecord(carried_cef_record(header, ext, text, now, local_tz, syslog, has_host, stamp, stamp_text), True)
+    return FrameRecord(carried_cef_record(*parts), True)
 
 
-#: what L{frame_parts} reads of a frame: the CEF header and extension, the frame as text, the
-#: syslog header's fields, whether it named the host, its stamp (epoch ms, on demand) and its text
-FrameParts = tuple[CefHeader, dict[str, str], str, dict[str, Any], bool, Callable[[], int | None] | None, str]
+#: what L{frame_parts} reads of a frame, L{carried_cef_record}'s arguments: the CEF header and
+#: extension, the frame as text, the receive time and time zone, the syslog header's fields, whether
+#: it named the host, its stamp (epoch ms, on demand) and its text
+FrameParts = tuple[CefHeader, dict[str, str], str, float, tzinfo, dict[str, Any], bool,
+                   Callable[[], int | None] | None, str]
 
 
 def frame_parts(frame: bytes, now: float, local_tz: tzinfo = UTC) -> FrameParts | None:
     """
-    What L{carried_cef_record} is given for a frame the one-pass regex reads (the arguments after
-    C{now} and C{local_tz} aside); None for every other frame, which L{frame_record} reads.
+    What L{carried_cef_record} is given for a frame the one-pass regex reads (L{FrameParts}); None
+    for every other frame, which L{frame_record} reads.
 
     @raise CefError: the extension is malformed.
     """
@@ -76,4 +77,5 @@ def frame_parts(frame: bytes, now: float, local_tz: tzinfo = UTC) -> FrameParts 
                            None if stamp is None else stamp_text,
                            "rfc5424", structured_data)
     header = (int(version), vendor, product, device_version, class_id, name, severity)
-    return header, parse_extension(extension) if extension else {}, text, syslog, hostname is not None, stamp, stamp_text
+    return (header, parse_extension(extension) if extension else {}, text, now, local_tz, syslog, hostname is not None,
+            stamp, stamp_text)
