@@ -24,12 +24,10 @@ from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredLock, gatherResults
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorFromThreads, IReactorTime
 from twisted.internet.task import LoopingCall
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
 
 from aisoc_inboxd.config import ImapSettings
 from aisoc_inboxd.episode import FailureLog
@@ -38,6 +36,7 @@ from aisoc_inboxd.formats.email.record import as_record
 from aisoc_inboxd.intake.intake import Intake
 from aisoc_inboxd.intake.refusals import Refused
 from aisoc_inboxd.metrics import Metrics
+from aisoc_inboxd.serial_thread import SerialThread
 from aisoc_inboxd.store import ImapConnectorRecord, Store
 
 T = TypeVar("T")
@@ -168,14 +167,13 @@ class ConnectorWorker:
     _log = Logger()
 
     def __init__(self, connector: ImapConnectorRecord, settings: ImapSettings, intake: Intake,
-                 metrics: Metrics, reactor: Any, clock: IReactorTime) -> None:
+                 metrics: Metrics, reactor: IReactorFromThreads, clock: IReactorTime) -> None:
         self.connector = connector
         self._settings = settings
         self._intake = intake
         self._metrics = metrics
-        self._reactor = reactor
         self._clock = clock
-        self._pool = ThreadPool(minthreads=1, maxthreads=1, name=f"imap-{connector.uid}")
+        self._thread = SerialThread(reactor, f"imap-{connector.uid}")
         self._session = ImapSession(connector, settings)
         self._lock = DeferredLock()
         self._next: IDelayedCall | None = None
@@ -183,7 +181,7 @@ class ConnectorWorker:
         self._stopping = False
 
     def start(self) -> None:
-        self._pool.start()
+        self._thread.start()
         self._schedule(0)
 
     def stop(self) -> Deferred[None]:
@@ -204,7 +202,7 @@ class ConnectorWorker:
             self._log.failure("closing IMAP connector {uid}", uid=self.connector.uid)
         finally:
             self._lock.release()
-            self._pool.stop()
+            self._thread.stop()
 
     def poll(self) -> Deferred[PollResult]:
         return self._lock.run(lambda: Deferred.fromCoroutine(self._poll()))
@@ -271,7 +269,7 @@ class ConnectorWorker:
         return PollResult(delivered, outcome)
 
     def _blocking(self, work: Callable[..., T], *args: Any) -> Deferred[T]:
-        return deferToThreadPool(self._reactor, self._pool, work, *args)
+        return self._thread.run(work, *args)
 
 
 def _describe(error: BaseException) -> str:

@@ -12,7 +12,7 @@ import pytest
 import pytest_twisted
 from twisted.internet.defer import gatherResults
 
-from aisoc_inboxd.sinks.group_commit import SerialThread
+from aisoc_inboxd.serial_thread import SerialThread
 
 
 @pytest_twisted.ensureDeferred
