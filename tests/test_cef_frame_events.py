@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from aisoc_inboxd.fastjson import dumps_compact
 from aisoc_inboxd.formats.cef import CefError
-from aisoc_inboxd.formats.syslog_cef import read_frame
+from aisoc_inboxd.formats.cef_events import fused_events
+from aisoc_inboxd.formats.syslog_cef import frame_parts, read_frame
 from aisoc_inboxd.formats.syslog_records import cef_problem, frame_record
 from aisoc_inboxd.normalizer import IngestContext, load_templates, normalize_record
 from tests.support.shared import CORPUS as SHARED_CORPUS
@@ -26,6 +27,7 @@ from tests.support.shared import PROJECT
 from tests.test_one_pass_cef import CORPUS, NOW, ZONES, _CEF, _FRAME, _SD, _STAMP, _framed
 
 TEMPLATES = load_templates([PROJECT / "templates"])
+FUSED = fused_events(TEMPLATES["cef-syslog"])
 
 
 def _shared_lines() -> list[bytes]:
@@ -39,22 +41,38 @@ def _shared_lines() -> list[bytes]:
 LINES = sorted(set(CORPUS) | set(_shared_lines()))
 
 
-def events(frame: bytes, fast: bool, zone: Any = UTC) -> tuple[Any, ...]:
+#: how a frame is read: the reference (L{frame_record} and the interpreter), the record path the
+#: listeners take today (L{read_frame} and the generated C{to_event}), and the fused path
+#: (L{frame_parts} and the template's L{fused_events}, the record path for what it leaves)
+PATHS = ("reference", "records", "fused")
+
+
+def events(frame: bytes, path: str, zone: Any = UTC) -> tuple[Any, ...]:
     """
     What a listener makes of C{frame}: the event's bytes as the sink gets them (uid masked) under
     the template the frame goes to (C{cef-syslog} or C{syslog}), or the malformed frame's problem.
     """
     try:
-        parsed = (read_frame if fast else frame_record)(frame, NOW, zone)
+        if path == "fused" and (made := _fused(frame, zone)) is not None:
+            return (_masked(made),)
+        parsed = (frame_record if path == "reference" else read_frame)(frame, NOW, zone)
     except CefError as error:
         return ("malformed", cef_problem(frame, error))
     template = TEMPLATES["cef-syslog" if parsed.is_cef else "syslog"]
     context = IngestContext("tenant-a", "syslog", NOW, raw=parsed.record.raw)
     try:
-        made = normalize_record(template, parsed.record.data, context, interpret=not fast)
+        made = normalize_record(template, parsed.record.data, context, interpret=path == "reference")
     except Exception as error:  # noqa: BLE001 - any error must be the reference's too
         return ("error", type(error).__name__, str(error))
     return tuple(_masked(event) for event in made)
+
+
+def _fused(frame: bytes, zone: Any) -> dict[str, Any] | None:
+    """
+    The fused path's event of C{frame}, or None where it leaves the frame to the record path.
+    """
+    parts = frame_parts(frame, NOW, zone)
+    return None if parts is None else FUSED.event(parts, "tenant-a", "syslog", NOW)
 
 
 def _masked(event: dict[str, Any]) -> bytes:
@@ -64,7 +82,9 @@ def _masked(event: dict[str, Any]) -> bytes:
 
 def assert_same(frame: bytes) -> None:
     for zone in ZONES:
-        assert events(frame, True, zone) == events(frame, False, zone), frame
+        expected = events(frame, "reference", zone)
+        for path in PATHS[1:]:
+            assert events(frame, path, zone) == expected, (path, frame)
 
 
 @pytest.mark.parametrize("line", LINES, ids=range(len(LINES)))
@@ -77,7 +97,7 @@ def test_corpus_makes_events_and_problems() -> None:
     """
     The corpus reaches both ends: events of several classes from the fast path, and malformed frames.
     """
-    outcomes = [events(frame, True) for line in LINES for frame in _framed(line)]
+    outcomes = [events(frame, "fused") for line in LINES for frame in _framed(line)]
     classes = {event.split(b'"class_uid":', 1)[1].split(b",", 1)[0] for made in outcomes
                if made and made[0] not in ("malformed", "error") for event in made}
     assert {b"3002", b"4001", b"2004", b"0"} <= classes
@@ -119,3 +139,19 @@ def test_generated_cef(stamp: str, sd: str, cef: str) -> None:
 @given(_FRAME)
 def test_generated_frames(frame: bytes) -> None:
     assert_same(frame)
+
+
+def test_corpus_takes_the_fused_path() -> None:
+    """
+    The fused path makes the events of most corpus frames itself, of every class the template has.
+    """
+    made = []
+    for line in LINES:
+        for frame in _framed(line):
+            try:
+                made.append(_fused(frame, UTC))
+            except CefError:
+                pass
+    fused = [event for event in made if event is not None]
+    assert {event["class_uid"] for event in fused} == {0, 1001, 2004, 3002, 4001, 4002, 4003, 6003}
+    assert len(fused) > len(made) / 2

@@ -76,7 +76,9 @@ _HEX = re.compile(r"[0-9a-fA-F]+")
 _PATH_SEPARATOR = re.compile(r"[\\/]")
 _FILE_KINDS = frozenset({"finding", "file"})
 #: the record's names of the CEF header fields after the version (C{cef.deviceVendor} …)
-_HEADER_NAMES = ("deviceVendor", "deviceProduct", "deviceVersion", "deviceEventClassId", "name", "severity")
+HEADER_NAMES = ("deviceVendor", "deviceProduct", "deviceVersion", "deviceEventClassId", "name", "severity")
+#: every name a header field can have in C{cef}, the version's too
+HEADER_KEYS = frozenset(("version", *HEADER_NAMES))
 
 
 #: an endpoint's detail keys and the keys that identify it (OCSF: an address or a host name)
@@ -241,7 +243,7 @@ def carried_cef_record(header: CefHeader, ext: dict[str, str], raw: str, now: fl
     """
     version, *fields, severity = header
     cef: dict[str, Any] = {"version": version}
-    for key, value in zip(_HEADER_NAMES, (*fields, severity.strip())):
+    for key, value in zip(HEADER_NAMES, (*fields, severity.strip())):
         if value:
             cef[key] = value
     if cef.keys().isdisjoint(ext):
@@ -251,6 +253,18 @@ def carried_cef_record(header: CefHeader, ext: dict[str, str], raw: str, now: fl
             cef.setdefault(key, value)
     kind = event_kind(header, ext, has_host)
     data: dict[str, Any] = {"kind": kind, "cef": cef}
+    carry(data, cef, ext, now, local_tz, syslog, stamp, stamp_text)
+    return Record(data, raw)
+
+
+def carry(data: dict[str, Any], cef: dict[str, Any], ext: Mapping[str, str], now: float, local_tz: tzinfo,
+          syslog: dict[str, Any] | None, stamp: Callable[[], int | None] | None, stamp_text: str | None) -> None:
+    """
+    What L{carried_cef_record} adds to C{data} (which holds the C{kind}) beside C{cef}: the unpaired
+    keys, the initiator and the file moved out of C{cef}, the times read from C{ext}, the syslog
+    header's fields. The fused path (L{aisoc_inboxd.formats.cef_events}) gives C{ext} as C{cef}.
+    """
+    kind = data["kind"]
     unpaired = {}
     for details, (address, host) in _OWNED_ENDPOINT_SIDES if kind in _OWNED_KINDS else _ENDPOINT_SIDES:
         if address not in ext and host not in ext:
@@ -275,7 +289,6 @@ def carried_cef_record(header: CefHeader, ext: dict[str, str], raw: str, now: fl
             data[target] = millis
     if syslog is not None:
         data["syslog"] = syslog
-    return Record(data, raw)
 
 
 def read_cef(line: str, now: float, raw: str | None = None, hec: Mapping[str, Any] | None = None,

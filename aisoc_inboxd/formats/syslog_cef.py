@@ -13,9 +13,10 @@ from __future__ import annotations
 import re
 from datetime import UTC, tzinfo
 from functools import partial
+from typing import Any, Callable
 
 from aisoc_inboxd.formats.cef import HEADER_PATTERN, parse_extension
-from aisoc_inboxd.formats.cef_records import carried_cef_record, header_fields
+from aisoc_inboxd.formats.cef_records import CefHeader, carried_cef_record, header_fields
 from aisoc_inboxd.formats.syslog import RFC3339_PATTERN, SD_ELEMENTS_PATTERN, parse_structured_data, rfc3339_millis
 from aisoc_inboxd.formats.syslog_records import FrameRecord, frame_record
 
@@ -34,10 +35,30 @@ def read_frame(frame: bytes, now: float, local_tz: tzinfo = UTC) -> FrameRecord:
 
     @raise CefError: the message is CEF but malformed.
     """
+    parts = frame_parts(frame, now, local_tz)
+    if parts is None:
+        return frame_record(frame, now, local_tz)
+    return FrameRecord(carried_cef_record(*parts), True)
+
+
+#: what L{frame_parts} reads of a frame, L{carried_cef_record}'s arguments: the CEF header and
+#: extension, the frame as text, the receive time and time zone, the syslog header's fields, whether
+#: it named the host, its stamp (epoch ms, on demand) and its text
+FrameParts = tuple[CefHeader, dict[str, str], str, float, tzinfo, dict[str, Any], bool,
+                   Callable[[], int | None] | None, str]
+
+
+def frame_parts(frame: bytes, now: float, local_tz: tzinfo = UTC) -> FrameParts | None:
+    """
+    What L{carried_cef_record} is given for a frame the one-pass regex reads (L{FrameParts}); None
+    for every other frame, which L{frame_record} reads.
+
+    @raise CefError: the extension is malformed.
+    """
     text = frame.decode("utf-8", "replace").rstrip("\r\n\x00")
     match = _FRAME.match(text)
     if match is None:
-        return frame_record(frame, now, local_tz)
+        return None
     (pri, stamp_text, year, month, day, hour, minute, second, fraction, offset, host, app_name, procid, msgid,
      sd, version, vendor, product, device_version, class_id, name, severity, extension) = match.groups()
     # the reference reads these (and raises for a severity of thousands of digits, as CefEvent's
@@ -45,7 +66,7 @@ def read_frame(frame: bytes, now: float, local_tz: tzinfo = UTC) -> FrameRecord:
     priority = int(pri)
     if (priority > 191 or int(version) > 1 or len(severity) > 64
             or "\\" in text and "\\" in text[match.start(16):match.end(22)]):
-        return frame_record(frame, now, local_tz)
+        return None
     facility, syslog_severity = divmod(priority, 8)
     stamp = None if stamp_text == "-" else partial(rfc3339_millis, year, month, day, hour, minute, second, fraction,
                                                    offset)
@@ -56,5 +77,5 @@ def read_frame(frame: bytes, now: float, local_tz: tzinfo = UTC) -> FrameRecord:
                            None if stamp is None else stamp_text,
                            "rfc5424", structured_data)
     header = (int(version), vendor, product, device_version, class_id, name, severity)
-    return FrameRecord(carried_cef_record(header, parse_extension(extension) if extension else {}, text, now,
-                                          local_tz, syslog, hostname is not None, stamp, stamp_text), True)
+    return (header, parse_extension(extension) if extension else {}, text, now, local_tz, syslog, hostname is not None,
+            stamp, stamp_text)

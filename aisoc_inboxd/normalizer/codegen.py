@@ -51,7 +51,7 @@ from aisoc_inboxd.normalizer.uids import new_uid
 #: C{to_event(record, context)}: the OCSF event for one unwrapped record
 EventFunction = Callable[[dict[str, Any], IngestContext], dict[str, Any]]
 #: how many consumed-path combinations a class variant keeps the tree of
-_TREES_CACHED = 1024
+TREES_CACHED = 1024
 
 _HELPERS = {
     "MISSING": MISSING, "INVALID": INVALID, "EMPTY": MappingProxyType({}), "get_source": get_source,
@@ -91,7 +91,7 @@ def _compile_body(template: Template, consumed: tuple[tuple[str, ...], ...]) -> 
     C{body(original, record, context, headers)} for one class variant, C{consumed} naming what
     was consumed before it ran (the extracted values, the class field that chose it).
     """
-    return _Body(template, consumed).function()
+    return Body(template, consumed).function()
 
 
 class _Code:
@@ -156,6 +156,12 @@ class _Code:
                 self.line(f"    {fallback}")
                 self.line("else:")
                 self.line(f"    {into} = MISSING")
+        self.transform(keys, reader, into)
+
+    def transform(self, keys: tuple[str, ...], reader: Reader, into: str) -> None:
+        """
+        C{into} read through the transform C{reader} has for C{keys}, if any (text by its memo).
+        """
         transform = reader.transforms.get(keys)
         if transform is not None:
             memo = self.const(TextMemo(transform, MISSING))
@@ -206,8 +212,14 @@ class _Code:
                 self.indent -= 1
             self.line("if value is not None:")
             self.line(f"    found[{extraction.name!r}] = value")
-        self.line(f"record = {{**record, {EXTRACTED!r}: found}}")
+        self.bind_extracted()
         self.hoisted = {}  # (the record changed)
+
+    def bind_extracted(self) -> None:
+        """
+        The record the rules read: a copy with the extracted values (the caller's is not changed).
+        """
+        self.line(f"record = {{**record, {EXTRACTED!r}: found}}")
 
     def write(self, steps: tuple[Step, ...], writer: Callable[..., None], value: str) -> None:
         """
@@ -236,7 +248,7 @@ class _Code:
         return function
 
 
-class _Body(_Code):
+class Body(_Code):
     """
     The generated body of one class variant.
     """
@@ -274,8 +286,7 @@ class _Body(_Code):
         return 1 << self.paths.index(keys) if self._tracked(keys) else 0
 
     def function(self) -> Callable[..., Any]:  # type: ignore[override]
-        self.line("def body(original, record, context, headers):")
-        self.indent += 1
+        self.prelude()
         self.line(f"consumed = {sum(map(self.bit, self.initial))}")
         self._hoist()
         self._stamp()
@@ -295,6 +306,13 @@ class _Body(_Code):
         self.line("event['raw_data'] = raw if raw is not None else dumps(original, ensure_ascii=False)")
         self.line("return event")
         return super().function("body", self.template.id)
+
+    def prelude(self) -> None:
+        """
+        The body's C{def} line and what it does before the rules (a subclass reads other arguments).
+        """
+        self.line("def body(original, record, context, headers):")
+        self.indent += 1
 
     def _hoist(self) -> None:
         compiled = self.compiled
@@ -520,7 +538,7 @@ class _Body(_Code):
         """
         paths = self.paths
 
-        @lru_cache(maxsize=_TREES_CACHED)
+        @lru_cache(maxsize=TREES_CACHED)
         def tree_of(mask: int) -> tuple[Callable[[Any, ConsumedTree], Any], ConsumedTree]:
             tree = consumed_tree(tuple(keys for position, keys in enumerate(paths) if mask >> position & 1))
             return leftovers_for(tree), tree
