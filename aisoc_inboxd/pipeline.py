@@ -10,7 +10,9 @@ import orjson
 from twisted.internet.defer import Deferred, succeed
 
 from aisoc_inboxd.fastjson import dumps_compact
+from aisoc_inboxd.formats.cef_events import fused_events
 from aisoc_inboxd.formats.json_body import Record
+from aisoc_inboxd.formats.syslog_cef import CefFrames, FrameParts
 from aisoc_inboxd.metrics import Metrics
 from aisoc_inboxd.normalizer import IngestContext, Template, normalize_record
 from aisoc_inboxd.normalizer.apply import NO_HEADERS
@@ -64,6 +66,8 @@ def event_values(template: Template, tenant_id: str, route: str, records: Sequen
     C{raw_data} as L{normalize_record} would) and serialised by orjson at once, so no event outlives
     its turn (a batch of live events would wake the garbage collector).
     """
+    if type(records) is CefFrames:
+        return cef_frame_values(template, tenant_id, route, records, received_at, headers)
     if not template.compiled.envelope.unwraps_nothing:
         return event_values_one_by_one(template, tenant_id, route, records, received_at, headers)
     to_event, dumps, new = template.to_event, orjson.dumps, tuple.__new__
@@ -74,12 +78,42 @@ def event_values(template: Template, tenant_id: str, route: str, records: Sequen
         return event_values_one_by_one(template, tenant_id, route, records, received_at, headers)
 
 
+def cef_frame_values(template: Template, tenant_id: str, route: str, frames: CefFrames, received_at: float,
+                     headers: Mapping[str, str]) -> list[bytes]:
+    """
+    L{event_values} of a syslog listener's CEF frames: a frame kept as its L{FrameParts} made
+    straight into its event by the template's fused function (L{fused_events}), without its record;
+    the record path for the rest, and for every frame when the template has no fused functions.
+    C{tests/test_cef_frame_events.py} holds both equal.
+    """
+    fused = fused_events(template)
+    if fused is None or headers:
+        return event_values(template, tenant_id, route, frames.records(), received_at, headers)
+    event_of, to_event, dumps, new = fused.event, template.to_event, orjson.dumps, tuple.__new__
+    values = []
+    try:
+        for item in frames:
+            if type(item) is FrameParts:
+                event = event_of(item, tenant_id, route, received_at)
+                if event is not None:
+                    values.append(dumps(event))
+                    continue
+                item = item.record()
+            data, raw = item
+            values.append(dumps(to_event(data, new(IngestContext, (tenant_id, route, received_at, raw, headers)))))
+    except TypeError:  # orjson refused an event (an integer past 64 bits, a key that is not text)
+        return event_values_one_by_one(template, tenant_id, route, frames, received_at, headers)
+    return values
+
+
 def event_values_one_by_one(template: Template, tenant_id: str, route: str, records: Sequence[Record],
                             received_at: float, headers: Mapping[str, str]) -> list[bytes]:
     """
     The reference for L{event_values}: each record through L{normalize_record}, each event through
     L{dumps_compact}.
     """
+    if type(records) is CefFrames:
+        records = records.records()
     return [dumps_compact(event)
             for data, raw in records
             for event in normalize_record(template, data, IngestContext(tenant_id, route, received_at, raw, headers))]

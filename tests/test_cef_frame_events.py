@@ -12,6 +12,7 @@ from __future__ import annotations
 from datetime import UTC
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -19,9 +20,11 @@ from hypothesis import strategies as st
 from aisoc_inboxd.fastjson import dumps_compact
 from aisoc_inboxd.formats.cef import CefError
 from aisoc_inboxd.formats.cef_events import fused_events
-from aisoc_inboxd.formats.syslog_cef import frame_parts, read_frame
+from aisoc_inboxd.formats.syslog_cef import CefFrames, FrameParts, frame_items, frame_parts, read_frame
 from aisoc_inboxd.formats.syslog_records import cef_problem, frame_record
 from aisoc_inboxd.normalizer import IngestContext, load_templates, normalize_record
+from aisoc_inboxd.normalizer.apply import NO_HEADERS
+from aisoc_inboxd.pipeline import event_values
 from tests.support.shared import CORPUS as SHARED_CORPUS
 from tests.support.shared import PROJECT
 from tests.test_one_pass_cef import CORPUS, NOW, ZONES, _CEF, _FRAME, _SD, _STAMP, _framed
@@ -41,10 +44,11 @@ def _shared_lines() -> list[bytes]:
 LINES = sorted(set(CORPUS) | set(_shared_lines()))
 
 
-#: how a frame is read: the reference (L{frame_record} and the interpreter), the record path the
-#: listeners take today (L{read_frame} and the generated C{to_event}), and the fused path
-#: (L{frame_parts} and the template's L{fused_events}, the record path for what it leaves)
-PATHS = ("reference", "records", "fused")
+#: how a frame is read: the reference (L{frame_record} and the interpreter), the record path
+#: (L{read_frame} and the generated C{to_event}), the fused path (L{frame_parts} and the template's
+#: L{fused_events}, the record path for what it leaves), and what the listeners run: their decode
+#: (L{frame_items}) and the pipeline's L{event_values}, which picks between the last two
+PATHS = ("reference", "records", "fused", "listener")
 
 
 def events(frame: bytes, path: str, zone: Any = UTC) -> tuple[Any, ...]:
@@ -52,6 +56,8 @@ def events(frame: bytes, path: str, zone: Any = UTC) -> tuple[Any, ...]:
     What a listener makes of C{frame}: the event's bytes as the sink gets them (uid masked) under
     the template the frame goes to (C{cef-syslog} or C{syslog}), or the malformed frame's problem.
     """
+    if path == "listener":
+        return _listened(frame, zone)
     try:
         if path == "fused" and (made := _fused(frame, zone)) is not None:
             return (_masked(made),)
@@ -73,6 +79,22 @@ def _fused(frame: bytes, zone: Any) -> dict[str, Any] | None:
     """
     parts = frame_parts(frame, NOW, zone)
     return None if parts is None else FUSED.event(parts, "tenant-a", "syslog", NOW)
+
+
+def _listened(frame: bytes, zone: Any) -> tuple[Any, ...]:
+    """
+    What a syslog listener makes of C{frame}: its decode, then the pipeline's events of each batch.
+    """
+    split = frame_items([frame], NOW, zone)
+    if split.malformed:
+        return ("malformed", *split.problems)
+    made: list[bytes] = []
+    try:
+        for template_id, records in split.batches("syslog", "cef-syslog"):
+            made += event_values(TEMPLATES[template_id], "tenant-a", "syslog", records, NOW, NO_HEADERS)
+    except Exception as error:  # noqa: BLE001 - any error must be the reference's too
+        return ("error", type(error).__name__, str(error))
+    return tuple(value.replace(orjson.loads(value)["metadata"]["uid"].encode(), b"UID") for value in made)
 
 
 def _masked(event: dict[str, Any]) -> bytes:
@@ -155,3 +177,25 @@ def test_corpus_takes_the_fused_path() -> None:
     fused = [event for event in made if event is not None]
     assert {event["class_uid"] for event in fused} == {0, 1001, 2004, 3002, 4001, 4002, 4003, 6003}
     assert len(fused) > len(made) / 2
+
+
+def test_listeners_take_the_fused_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    The listeners' decode keeps the corpus's one-pass CEF frames as their parts, and the pipeline
+    makes each of their events with the template's fused function, not from a record.
+    """
+    frames = [frame for line in LINES for frame in _framed(line)]
+    split = frame_items(frames, NOW, UTC)
+    assert type(split.cef) is CefFrames
+    kept_as_parts = sum(type(item) is FrameParts for item in split.cef)
+    assert kept_as_parts > len(split.cef) / 2
+    fused_calls = []
+    made_by = FUSED.event
+
+    def counted(parts: FrameParts, *args: Any) -> Any:
+        fused_calls.append(parts)
+        return made_by(parts, *args)
+
+    monkeypatch.setattr(FUSED, "event", counted)
+    values = event_values(TEMPLATES["cef-syslog"], "tenant-a", "syslog", split.cef, NOW, NO_HEADERS)
+    assert len(fused_calls) == kept_as_parts and len(values) == len(split.cef)

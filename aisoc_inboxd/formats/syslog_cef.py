@@ -6,19 +6,22 @@ record is built straight from the groups (L{carried_cef_record}), with no L{Sysl
 Every other frame (RFC 3164, a header vendors broke, a PRI above 191, a CEF header with escapes or
 a version above 1, text or a second BOM before C{CEF:}, no CEF at all) is read by the reference,
 L{frame_record}, so both give the same record or the same L{CefError} for every frame;
-C{tests/test_one_pass_cef.py} holds them equal. The syslog listeners decode with L{read_frame}.
+C{tests/test_one_pass_cef.py} holds them equal. The syslog listeners decode with L{frame_items}:
+L{read_frame}'s parse, whose CEF frames stay parts until the pipeline makes their events.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from datetime import UTC, tzinfo
 from functools import partial
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple, Sequence
 
 from aisoc_inboxd.formats.cef import HEADER_PATTERN, parse_extension
-from aisoc_inboxd.formats.cef_records import CefHeader, carried_cef_record, header_fields
+from aisoc_inboxd.formats.cef_records import CefHeader, Split, carried_cef_record, header_fields
+from aisoc_inboxd.formats.json_body import Record
 from aisoc_inboxd.formats.syslog import RFC3339_PATTERN, SD_ELEMENTS_PATTERN, parse_structured_data, rfc3339_millis
-from aisoc_inboxd.formats.syslog_records import FrameRecord, frame_record
+from aisoc_inboxd.formats.syslog_records import FrameRecord, frame_record, frame_records
 
 #: C{<PRI>1 STAMP HOST APP PROCID MSGID SD [BOM]CEF:...}; groups: 1 PRI, 2 stamp (3-10 its parts),
 #: 11 host, 12-14 app, procid, msgid, 15 SD, 16 CEF version, 17-22 CEF header, 23 extension
@@ -27,6 +30,7 @@ _FRAME = re.compile(
     r"(-|" + SD_ELEMENTS_PATTERN + r") \ufeff?" + HEADER_PATTERN,
     re.DOTALL,
 )
+_new = tuple.__new__  # (a named tuple without its generated __new__'s frame)
 
 
 def read_frame(frame: bytes, now: float, local_tz: tzinfo = UTC) -> FrameRecord:
@@ -38,14 +42,64 @@ def read_frame(frame: bytes, now: float, local_tz: tzinfo = UTC) -> FrameRecord:
     parts = frame_parts(frame, now, local_tz)
     if parts is None:
         return frame_record(frame, now, local_tz)
-    return FrameRecord(carried_cef_record(*parts), True)
+    return FrameRecord(parts.record(), True)
 
 
-#: what L{frame_parts} reads of a frame, L{carried_cef_record}'s arguments: the CEF header and
-#: extension, the frame as text, the receive time and time zone, the syslog header's fields, whether
-#: it named the host, its stamp (epoch ms, on demand) and its text
-FrameParts = tuple[CefHeader, dict[str, str], str, float, tzinfo, dict[str, Any], bool,
-                   Callable[[], int | None] | None, str]
+class FrameParts(NamedTuple):
+    """
+    What L{frame_parts} reads of a frame, L{carried_cef_record}'s arguments in its order.
+    """
+
+    header: CefHeader
+    ext: dict[str, str]
+    #: the frame as text
+    text: str
+    #: the receive time and the listener's time zone
+    now: float
+    local_tz: tzinfo
+    #: the syslog header's fields, and whether it named the host
+    syslog: dict[str, Any]
+    has_host: bool
+    #: the header's stamp (epoch ms, on demand) and its text
+    stamp: Callable[[], int | None] | None
+    stamp_text: str
+
+    def record(self) -> Record:
+        """
+        The frame's record, as L{read_frame} gives it.
+        """
+        return carried_cef_record(*self)
+
+
+class CefFrames(tuple[FrameParts | Record, ...]):
+    """
+    The CEF part of a syslog listener's batch (L{frame_items}): a frame the one-pass regex read
+    kept as its L{FrameParts} until the template that maps it is known, so that the pipeline makes
+    its event straight from them (L{aisoc_inboxd.formats.cef_events}); any other CEF frame as its
+    record.
+    """
+
+    def records(self) -> tuple[Record, ...]:
+        """
+        Each frame's record, as L{read_frame} gives it (for a template without fused functions).
+        """
+        return tuple(item.record() if type(item) is FrameParts else item for item in self)
+
+
+def frame_items(frames: Sequence[bytes], now: float, local_tz: tzinfo = UTC) -> Split:
+    """
+    What the syslog listeners decode a batch into: L{frame_records} with L{read_frame}, except that
+    the CEF part is L{CefFrames}, its one-pass frames not yet made into records.
+    """
+    split = frame_records(frames, now, local_tz, _read_item)
+    return dataclasses.replace(split, cef=CefFrames(split.cef)) if split.cef else split
+
+
+def _read_item(frame: bytes, now: float, local_tz: tzinfo) -> FrameRecord:
+    parts = frame_parts(frame, now, local_tz)
+    if parts is None:
+        return frame_record(frame, now, local_tz)
+    return FrameRecord(parts, True)  # type: ignore[arg-type]  (a CefFrames item, see there)
 
 
 def frame_parts(frame: bytes, now: float, local_tz: tzinfo = UTC) -> FrameParts | None:
@@ -77,5 +131,5 @@ def frame_parts(frame: bytes, now: float, local_tz: tzinfo = UTC) -> FrameParts 
                            None if stamp is None else stamp_text,
                            "rfc5424", structured_data)
     header = (int(version), vendor, product, device_version, class_id, name, severity)
-    return (header, parse_extension(extension) if extension else {}, text, now, local_tz, syslog, hostname is not None,
-            stamp, stamp_text)
+    return _new(FrameParts, (header, parse_extension(extension) if extension else {}, text, now, local_tz, syslog,
+                             hostname is not None, stamp, stamp_text))

@@ -31,8 +31,7 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
 from aisoc_inboxd.config import SyslogListenerSettings
-from aisoc_inboxd.formats.syslog_cef import read_frame
-from aisoc_inboxd.formats.syslog_records import frame_records
+from aisoc_inboxd.formats.syslog_cef import frame_items
 from aisoc_inboxd.inflight import InFlight
 from aisoc_inboxd.intake.intake import Intake
 from aisoc_inboxd.intake.listener import ListenerIntake
@@ -48,7 +47,8 @@ ROUTE = "syslog"
 class SyslogIntake(ListenerIntake):
     """
     A syslog listener's intake (L{ListenerIntake}): its frames decoded by
-    L{aisoc_inboxd.formats.syslog_records} (one pass for RFC 5424 CEF frames) in the listener's
+    L{aisoc_inboxd.formats.syslog_cef.frame_items} (RFC 5424 CEF frames in one pass, their events made
+    by the fused path) in the listener's
     time zone, and the frame size limit and idle timeout its protocols apply.
     """
 
@@ -62,7 +62,7 @@ class SyslogIntake(ListenerIntake):
         """
         zone = ZoneInfo(settings.timezone)
         super().__init__(settings.name, ROUTE, settings.tenant, settings.template, settings.cef_template,
-                         lambda frames, now: frame_records(frames, now, zone, read_frame), intake, metrics, inflight,
+                         lambda frames, now: frame_items(frames, now, zone), intake, metrics, inflight,
                          max_in_flight, sink, samples)
         self.max_frame_bytes = settings.max_frame_bytes
         self.idle_timeout = idle_timeout
