@@ -8,7 +8,8 @@ and HEC rows), the bench's CEF lines (cef-syslog, the CEF over HTTPS row) and it
 (cef-syslog, the syslog rows), the latter two split into stages: the parsers alone, the parsers
 and the record built from them, the normalizer alone on prebuilt records, and the whole frame →
 OCSF dict, the frame stages both through the two-stage reference (C{frame_record}) and the one-pass
-reader the listeners use (C{read_frame}). Every normalizing stage is timed twice in the same run: with the template interpreter
+reader (C{read_frame}), and the frame through the fused path the listeners run (C{frame_parts} and
+the template's fused function, no record between). Every normalizing stage is timed twice in the same run: with the template interpreter
 (C{normalize_record(..., interpret=True)}, the code before compiled templates) and with the
 function generated for the template at load. The JSON alert and the frame are also timed through
 L{bench.reference}: the same events written straight in plain Python (checked equal at start), the
@@ -34,7 +35,8 @@ from aisoc_inboxd.formats.cef import parse_cef_line
 from aisoc_inboxd.formats.cef_records import read_cef
 from aisoc_inboxd.normalizer import IngestContext, load_templates, normalize_record
 from aisoc_inboxd.formats.syslog import parse_syslog
-from aisoc_inboxd.formats.syslog_cef import read_frame
+from aisoc_inboxd.formats.cef_events import fused_events
+from aisoc_inboxd.formats.syslog_cef import frame_parts, read_frame
 from aisoc_inboxd.formats.syslog_records import frame_record
 from bench import reference
 from bench.inputs import _alert, _cef, _syslog
@@ -92,7 +94,16 @@ def main() -> None:
         run = normalize("cef-syslog", interpret)
         return lambda frame: run(read(frame, NOW).record)
 
+    fused = fused_events(templates["cef-syslog"])
+
+    def fused_frame_to_event(interpret: bool) -> Callable[[bytes], Any]:
+        """The listeners' path: the one-pass parse's parts straight to the event (interpreted: its records)."""
+        if interpret:
+            return frame_to_event(True, read_frame)
+        return lambda frame: (fused.event(frame_parts(frame, NOW), "t", "bench", NOW),)
+
     _check_reference(json_record("generic-json", False), reference.json_alert, alerts)
+    _check_reference(fused_frame_to_event(False), reference.cef_frame, frames)
     _check_reference(frame_to_event(False), reference.cef_frame, frames)
     _check_reference(frame_to_event(False, read_frame), reference.cef_frame, frames)
     rows: list[tuple[str, str, Callable[[bool], Callable[[Any], Any]], Callable[[Any], Any] | None, list[Any]]] = [
@@ -111,6 +122,7 @@ def main() -> None:
         ("", "frame → OCSF dict", frame_to_event, partial(reference.cef_frame, now=NOW), frames),
         ("", "frame → OCSF dict, one pass", partial(frame_to_event, read=read_frame),
          partial(reference.cef_frame, now=NOW), frames),
+        ("", "frame → OCSF dict, fused", fused_frame_to_event, partial(reference.cef_frame, now=NOW), frames),
     ]
     print(f"{'path':<32} {'stage':<28} {'interpreted':>11} {'compiled':>9} {'reference':>9}  µs/event")
     for path, stage, step, plain, items in rows:
