@@ -122,10 +122,10 @@ class Intake:
         (Kafka's acknowledgement), so that a caller that lets them go too (a syslog listener) holds
         no decoded records for its events in flight, only their JSON.
         """
-        published = self._pipeline.publish(binding.template, binding.tenant_id, route, records, received_at,
-                                           headers)
-        del records
         try:
+            published = self._pipeline.publish(binding.template, binding.tenant_id, route, records, received_at,
+                                               headers)
+            del records
             return await published
         except SinkUnavailable as e:
             raise sink_unavailable(str(e), binding.template.id) from None
