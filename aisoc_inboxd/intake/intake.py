@@ -117,10 +117,16 @@ class Intake:
         """
         Publish and wait until durable; refused (C{unavailable}) when the sink cannot make them
         durable. C{headers} (lowercase names) feed the template's C{header:} sources.
+
+        Once published, C{records} are events in the sink: this frame lets them go before the wait
+        (Kafka's acknowledgement), so that a caller that lets them go too (a syslog listener) holds
+        no decoded records for its events in flight, only their JSON.
         """
         try:
-            return await self._pipeline.publish(binding.template, binding.tenant_id, route,
-                                                records, received_at, headers)
+            published = self._pipeline.publish(binding.template, binding.tenant_id, route, records, received_at,
+                                               headers)
+            del records
+            return await published
         except SinkUnavailable as e:
             raise sink_unavailable(str(e), binding.template.id) from None
 
