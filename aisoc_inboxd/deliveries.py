@@ -169,8 +169,8 @@ class Delivery:
         """
         The bytes this record holds (what C{deliveries.max_bytes} counts).
         """
-        headers = sum(map(len, itertools.chain.from_iterable(itertools.chain(self.request_headers,
-                                                                             self.response_headers))))
+        headers = sum([len(name) + len(value) for pairs in (self.request_headers, self.response_headers)
+                       for name, value in pairs])
         return (RECORD_OVERHEAD + headers + len(self.response_body) + len(self.body or b"")
                 + len(self.error or "") + (self.first_event.size if self.first_event is not None else 0))
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import math
 import queue
+import string
 import sys
 import threading
 import time
@@ -51,10 +52,37 @@ def message(event: dict[str, Any]) -> str:
     format = event.get("log_format")
     if type(format) is str and "log_flattened" not in event:
         try:
-            return format.format_map(event)
+            formatter = _formatter(format)
+            return formatter(event) if formatter is not None else format.format_map(event)
         except Exception:  # a {call()}, a positional field, a missing key: Twisted says what failed
             pass
     return formatEvent(event)
+
+
+@functools.lru_cache(maxsize=256)
+def _formatter(format: str) -> Callable[[dict[str, Any]], str] | None:
+    """
+    C{format.format_map} as an f-string of the event's values, made once per format string (a
+    daemon logs a few dozen): half the cost of parsing the format on every line. Only for a format
+    whose fields are all bare names (no attribute, index, conversion or spec; each value goes
+    through C{format(value, "")} as C{format_map} does); C{None} for any other, and for one that
+    does not parse.
+    """
+    try:
+        parsed = list(string.Formatter().parse(format))
+    except ValueError:
+        return None
+    template, names = [], {}
+    for literal, name, spec, conversion in parsed:
+        template.append(literal.replace("{", "{{").replace("}", "}}"))
+        if name is None:
+            continue
+        if not name.isidentifier() or spec or conversion is not None:
+            return None
+        names.setdefault(name, f"_{len(names)}")
+        template.append(f"{{event[{names[name]}]}}")
+    # the names are globals of the lambda, so no quote or backslash is ever inside an expression
+    return eval("lambda event: f" + repr("".join(template)), {slot: name for name, slot in names.items()})
 
 
 @functools.lru_cache(maxsize=4)
@@ -79,11 +107,24 @@ def json_line(event: dict[str, Any]) -> str:
     if "log_system" in event:
         record["system"] = event["log_system"]
     for key, value in event.items():
-        if not key.startswith("log_") and key not in _LEGACY_KEYS and key not in record and _plain(value):
+        if _field_key(key) and key not in record and (type(value) in _SCALARS or _plain(value)):
             record[key] = value
     if "log_failure" in event:
         record["traceback"] = event["log_failure"].getTraceback()
     return dumps_compact(record).decode("utf-8") + "\n"
+
+
+@functools.lru_cache(maxsize=1024)
+def _field_key(key: str) -> bool:
+    """
+    Whether an event's key may be one of its JSON line's own fields: not Twisted's (C{log_…}) nor
+    the legacy log's. Decided once per key (every line of a kind repeats the same few).
+    """
+    return not key.startswith("log_") and key not in _LEGACY_KEYS
+
+
+#: values written as they are, without a call to L{_plain}
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 def _plain(value: Any) -> bool:
@@ -307,6 +348,8 @@ class LineObserver:
         self._format_line = FORMATTERS[output.format]
         least = LogLevel.levelWithName(output.level)
         self._levels = frozenset(level for level in LogLevel.iterconstants() if level >= least)
+        #: written before the call returns (a set: a level's C{>=} is a Python call)
+        self._urgent = frozenset(level for level in LogLevel.iterconstants() if level >= LogLevel.error)
 
     def __call__(self, event: dict[str, Any]) -> None:
         level = event.get("log_level")
@@ -316,7 +359,7 @@ class LineObserver:
             event["log_system"] = self._system
         line = self._format_line(event)
         if line:
-            self._output.write_through(line, urgent=level >= LogLevel.error)
+            self._output.write_through(line, urgent=level in self._urgent)
 
 
 def observer(out: IO[str], format: str = "text", level: str = "info") -> LineObserver:

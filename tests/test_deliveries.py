@@ -242,6 +242,27 @@ def test_one_pass_redaction_is_the_reference(raw: list[tuple[bytes, list[bytes]]
             == redact_headers(header_pairs(raw), secret_names))
 
 
+_TEXTS = st.text(max_size=12) | st.sampled_from([REDACTED, "caf\xe9", "\U0001f600"])
+
+
+@settings(max_examples=500)
+@given(st.lists(st.tuples(_TEXTS, _TEXTS), max_size=8), st.lists(st.tuples(_TEXTS, _TEXTS), max_size=5),
+       _TEXTS, st.binary(max_size=20) | st.none(), _TEXTS | st.none(), st.integers(0, 5000) | st.none())
+def test_a_records_size_is_the_reference(request_headers: list[tuple[str, str]],
+                                         response_headers: list[tuple[str, str]], response_body: str,
+                                         body: bytes | None, error: str | None, first_event: int | None) -> None:
+    """What a record counts against deliveries.max_bytes is the reference sum: the overhead, every
+    character of every redacted header name and value, the reply, the kept body, the error and the
+    first event's bound."""
+    delivery = dataclasses.replace(
+        _delivery("a", 1, 0), request_headers=request_headers, response_headers=response_headers,
+        response_body=response_body, body=body, error=error,
+        first_event=FirstEvent.rendered("x" * first_event, None) if first_event is not None else None)
+    reference = (RECORD_OVERHEAD + sum(len(text) for pair in request_headers + response_headers for text in pair)
+                 + len(response_body) + len(body or b"") + len(error or "") + (first_event or 0))
+    assert delivery.size() == reference
+
+
 def _delivery(key: str, number: int, body_size: int) -> Delivery:
     return Delivery(key=key, number=number, tenant_id="acme", received_at=0.0, client=None, route="webhook",
                     method="POST", status=200, outcome="ok", template="generic-json", events=1, error=None,

@@ -11,11 +11,20 @@ import sys
 import textwrap
 import threading
 
-import pytest
-from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import Logger, LogLevel, textFileLogObserver
+import enum
+import math
+import time
+from typing import Any, Callable
 
-from aisoc_inboxd.logs import LineObserver, LogOutput, RequestLogger, json_line
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import Logger, LogLevel, formatEvent, textFileLogObserver
+from twisted.python.failure import Failure
+
+from aisoc_inboxd.fastjson import dumps_compact
+from aisoc_inboxd.logs import _LEGACY_KEYS, LineObserver, LogOutput, RequestLogger, _utc_second, json_line, message
 
 
 def test_a_json_line_is_the_message_and_the_plain_structured_keys() -> None:
@@ -189,3 +198,123 @@ def test_the_request_logger_emits_twisteds_event(level: LogLevel) -> None:
     RequestLogger(observer=refused.append).emit("not a level", "x")  # type: ignore[arg-type]
     [failure] = refused
     assert failure["log_level"] == LogLevel.critical and "invalid log level" in failure["log_format"]
+
+
+# -- the message and the JSON line against their plain references -----------------------------------
+
+def reference_message(event: dict[str, Any]) -> str:
+    """
+    L{message} as it was written first: the format parsed on every line by C{format_map}.
+    """
+    format = event.get("log_format")
+    if type(format) is str and "log_flattened" not in event:
+        try:
+            return format.format_map(event)
+        except Exception:
+            pass
+    return formatEvent(event)
+
+
+def reference_json_line(event: dict[str, Any]) -> str:
+    """
+    L{json_line} as it was written first: every key judged and every value looked into per line.
+    """
+    stamp = event.get("log_time", time.time())
+    record: dict[str, Any] = {
+        "time": f"{_utc_second(math.floor(stamp))}.{int(stamp % 1 * 1000):03d}Z",
+        "level": getattr(event.get("log_level"), "name", "info"),
+        "namespace": event.get("log_namespace", "-"),
+        "message": reference_message(event),
+    }
+    if "log_system" in event:
+        record["system"] = event["log_system"]
+    for key, value in event.items():
+        if not key.startswith("log_") and key not in _LEGACY_KEYS and key not in record and _reference_plain(value):
+            record[key] = value
+    if "log_failure" in event:
+        record["traceback"] = event["log_failure"].getTraceback()
+    return dumps_compact(record).decode("utf-8") + "\n"
+
+
+def _reference_plain(value: Any) -> bool:
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_reference_plain(item) for item in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _reference_plain(v) for k, v in value.items())
+    return False
+
+
+class _Colour(enum.IntEnum):
+    red = 1
+
+
+class _Shouting(str):
+    def __format__(self, spec: str) -> str:
+        return self.upper()
+
+
+#: event keys: ours, Twisted's, the legacy log's, the JSON line's own, odd ones
+_KEYS = st.sampled_from(["route", "status", "tenant", "a", "b", "é", "log_system", "log_flattened", "log_x",
+                         "system", "message", "time", "level", "namespace", "traceback", "format", "isError",
+                         "why", "printed", "failure", "class", "0"]) | st.text(max_size=6)
+_SCALAR_VALUES = (st.none() | st.booleans() | st.integers(min_value=-2**70, max_value=2**70)
+                  | st.floats(allow_nan=False) | st.text(max_size=8) | st.just(_Colour.red)
+                  | st.builds(_Shouting, st.text(max_size=4)))
+_VALUES = st.recursive(_SCALAR_VALUES | st.builds(object) | st.just(b"bytes"),
+                       lambda inner: st.lists(inner, max_size=3) | st.tuples(inner, inner)
+                       | st.dictionaries(st.text(max_size=3) | st.integers(), inner, max_size=3), max_leaves=6)
+#: format strings: literal text, escaped braces, bare fields and every other kind of field
+_FIELDS = st.sampled_from(["a", "b", "route", "status", "é", "class", "missing", "a.real", "a[0]", "a!r", "a!s",
+                           "a:>5", "a:{b}", "", "0", "f()", "log_x"])
+_FORMATS = st.lists(st.text(alphabet="ab '\"\\\n{}é", max_size=4) | st.sampled_from(["{{", "}}"])
+                    | _FIELDS.map(lambda field: "{" + field + "}"), max_size=6).map("".join)
+
+
+@st.composite
+def _events(draw: st.DrawFn) -> dict[str, Any]:
+    event: dict[str, Any] = draw(st.dictionaries(_KEYS, _VALUES, max_size=6))
+    event.update(draw(st.fixed_dictionaries({}, optional={name: _VALUES for name in ["a", "b", "route", "é", "class"]})))
+    event.update(log_format=draw(_FORMATS | st.none()), log_time=draw(st.floats(0, 4e9)),
+                 log_namespace="aisoc_inboxd.test", log_level=draw(st.sampled_from(list(LogLevel.iterconstants()))))
+    if draw(st.booleans()):
+        event["f"] = lambda: "called"
+    if draw(st.booleans()):
+        event["log_failure"] = Failure(ZeroDivisionError("x"))
+    return event
+
+
+@settings(max_examples=1000)
+@given(_events())
+def test_message_and_json_line_are_the_references(event: dict[str, Any]) -> None:
+    """The message made by a format's compiled f-string, and the JSON line whose keys are judged once
+    per key, are byte for byte what the plain references make: every kind of field, escaped braces,
+    quotes and backslashes, missing keys, values of every type (subclasses with a format of their
+    own, values not plain JSON), keys Twisted's, the legacy log's or the line's own, a failure."""
+    assert _outcome(message, event) == _outcome(reference_message, event)
+    assert _outcome(json_line, event) == _outcome(reference_json_line, event)
+
+
+def _outcome(line: Callable[[dict[str, Any]], str], event: dict[str, Any]) -> tuple[str, object]:
+    """
+    What C{line} makes of C{event}, or the type of what it raised (a value JSON cannot hold).
+    """
+    try:
+        return "made", line(event)
+    except Exception as e:
+        return "raised", type(e)
+
+
+def test_the_request_line_is_the_references() -> None:
+    """The access-log line of a real request, in both formats, is what the references make."""
+    events: list[dict[str, Any]] = []
+    RequestLogger(namespace="aisoc_inboxd.web.webhook.WebhookRoute", observer=events.append).emit(
+        LogLevel.info, "{route} {status} {outcome} template={template} tenant={tenant} token={token} "
+        "events={events} bytes={bytes} duration_ms={duration_ms}", route="webhook", status=200, outcome="ok",
+        template="generic-json", tenant="acme", token="86149f9d", events=1, bytes=71, duration_ms=0.7,
+        client="192.0.2.7")
+    [event] = events
+    assert message(event) == reference_message(event) == ("webhook 200 ok template=generic-json tenant=acme "
+                                                          "token=86149f9d events=1 bytes=71 duration_ms=0.7")
+    assert json_line(event) == reference_json_line(event)

@@ -28,6 +28,8 @@ CEF_KEY = "cef"
 #: record while it waits, then the event (which carries the text as C{raw_data}, and the mapped
 #: and unmapped fields beside it)
 PENDING_BYTES_PER_RAW_BYTE = 4
+#: the secret header names of a route without any of its own
+_NO_NAMES: frozenset[str] = frozenset()
 
 
 class DeliveryRecorder:
@@ -47,7 +49,7 @@ class DeliveryRecorder:
         key = self._key(route, exchange)
         if key is None:
             return
-        secret_names = frozenset(name.lower() for name in secret_headers) if secret_headers else frozenset()
+        secret_names = frozenset(name.lower() for name in secret_headers) if secret_headers else _NO_NAMES
         self._kept(key, route, request.method.decode("latin-1"),
                    redacted_header_pairs(request.requestHeaders.getAllRawHeaders(), secret_names),
                    redacted_header_pairs(request.responseHeaders.getAllRawHeaders()), exchange, reply,
