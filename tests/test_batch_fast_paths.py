@@ -22,7 +22,9 @@ from twisted.internet.defer import Deferred, succeed
 
 from aisoc_inboxd import fastjson
 from aisoc_inboxd.fastjson import MAX_DEPTH
-from aisoc_inboxd.formats.hec import _BETWEEN_OBJECTS, HecError, concatenated_objects, parse_event_body, read_event_body
+from aisoc_inboxd.formats.hec import (
+    _BETWEEN_OBJECTS, HecError, _adjacent_pieces, _objects, _pieces_between, concatenated_objects, parse_event_body,
+    read_event_body)
 from aisoc_inboxd.formats.json_body import (
     BodyError, Record, TooManyEvents, _ndjson_objects, decode_json_records, decode_text, read_json_records, utf8_prefix)
 from aisoc_inboxd.metrics import Metrics
@@ -106,6 +108,17 @@ def test_fast_paths_are_taken_for_batches_of_objects() -> None:
     assert concatenated_objects("".join(envelopes), None) is None and cut_in_a_string
 
 
+def test_compact_bodies_are_cut_at_each_adjacent_pair() -> None:
+    """A compact batch of the fixture envelopes (no whitespace between them) is cut by C{str.split}
+    into the pieces the regular expression cuts, and those are read (so the tests here compare the
+    split with the reference: a split whose pieces were never objects would fall back unseen)."""
+    envelopes = [json.dumps({"event": json.loads(line)}, ensure_ascii=False) for line in map(_compact, JSON_FIXTURES)]
+    body = "".join(envelope for envelope in envelopes if not _BETWEEN_OBJECTS.search(envelope))
+    pieces = _adjacent_pieces(body, None)
+    assert pieces == _pieces_between(body, 0, None) and len(pieces) > 20
+    assert _objects(pieces) is not None
+
+
 # -- hypothesis ---------------------------------------------------------------------------------
 
 scalars = (st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False)
@@ -141,6 +154,36 @@ def bodies(draw: st.DrawFn) -> bytes:
 def test_generated_bodies_read_alike(body: bytes, limit: int | None) -> None:
     """Generated bodies (objects, envelopes, other JSON values, hostile texts, cut by whitespace JSON
     allows and whitespace it does not) give the same records or refusal by both paths."""
+    assert_same(body, limit)
+
+
+#: strings that hold what looks like a cut (and is text), and values around them
+cut_like = st.sampled_from(["}{", "} {", "}\n{", "{", "}", "a}{b", "}}{{"])
+compact_envelopes = st.fixed_dictionaries({"event": values | cut_like}, optional={"host": cut_like, "time": values})
+
+
+@st.composite
+def compact_bodies(draw: st.DrawFn) -> bytes:
+    """Envelopes (and now and then another JSON value or a hostile text) mostly side by side, now and
+    then with whitespace, before or after the first cut."""
+    parts = draw(st.lists(compact_envelopes.map(json.dumps) | values.map(json.dumps) | hostile, min_size=1, max_size=8)
+                 .filter(lambda parts: sum(part.startswith("{") for part in parts) >= len(parts) - 1))
+    separators = draw(st.lists(st.sampled_from(["", "", "", "", "\n", " ", "\r\n"]),
+                               min_size=len(parts), max_size=len(parts)))
+    return "".join(part + separator for part, separator in zip(parts, separators)).encode()
+
+
+@settings(max_examples=1000, deadline=None)
+@given(compact_bodies(), st.sampled_from(LIMITS + [4, 5]))
+@example(b'{"event":1}{"event":"}{"}{"event":3}', None)
+@example(b'{"event":1}{"event":2}\n{"event":3}', None)
+@example(b'{"event":1}{"event":2}{"event":3}', 3)
+@example(b'{"event":1}{"event":2}{"event":3}{"event":4}', 3)
+@example(b'{"event":1} {"event":2}{"event":3}', 2)
+def test_generated_compact_bodies_read_alike(body: bytes, limit: int | None) -> None:
+    """Compact bodies (the cut by C{str.split} first), with cut-like text in strings, whitespace
+    between some envelopes, limits at and around their count: the same records or refusal as the
+    envelope-by-envelope reader."""
     assert_same(body, limit)
 
 

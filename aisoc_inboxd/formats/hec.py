@@ -158,8 +158,10 @@ def read_event_body(text: str, invalid_at: int | None, max_events: int | None = 
 
 
 #: where one envelope of a body of concatenated objects may end and the next begin; it may also
-#: match inside a string, which L{_objects} finds out
+#: match inside a string, which L{concatenated_objects} finds out
 _BETWEEN_OBJECTS = re.compile(r"\}[ \t\r\n]*\{")
+#: the cut of a compact body (no whitespace between its envelopes)
+_ADJACENT = "}{"
 
 
 def concatenated_objects(text: str, max_events: int | None) -> HecBatch | None:
@@ -170,19 +172,27 @@ def concatenated_objects(text: str, max_events: int | None) -> HecBatch | None:
     object, the pieces are the envelopes a parser reading from the start finds (each piece is a
     whole object, so the parser ends it where the piece ends); when a cut fell inside a string, a
     piece is no JSON text and L{read_event_body} reads the body.
+
+    That holds for any cuts whose pieces are all objects, so a compact body (its first cut a bare
+    C{}{}}) is first cut at each C{}{}} by C{str.split}, half the instructions of the regular
+    expression's matches; only when a piece is then no object (whitespace between some envelopes,
+    a C{}{}} in a string) is it cut by L{_BETWEEN_OBJECTS}, as a body with whitespace is at once.
     """
     body = text.strip(_JSON_SPACE)
     if body.startswith("["):
         return None  # an array, no object: read whole here it would be built and walked to no end
-    matches = _BETWEEN_OBJECTS.finditer(body)
-    cuts = [(match.start() + 1, match.end() - 1) for match in islice(matches, max_events)]
-    if max_events is not None and len(cuts) >= max_events:
-        return None
-    ends, starts = [*(end for end, _ in cuts), len(body)], [0, *(start for _, start in cuts)]
-    pieces = [body[start:end] for start, end in zip(starts, ends)]
-    envelopes = fastjson.loads_each(pieces)
-    if envelopes is None or not all(type(envelope) is dict for envelope in envelopes):
-        return None
+    first = _BETWEEN_OBJECTS.search(body)
+    envelopes = None
+    if first is not None and first.group() == _ADJACENT:
+        pieces = _adjacent_pieces(body, max_events)
+        if pieces is None:
+            return None
+        envelopes = _objects(pieces)
+    if envelopes is None:
+        pieces = _pieces_between(body, len(body) if first is None else first.start(), max_events)
+        envelopes = None if pieces is None else _objects(pieces)
+        if envelopes is None:
+            return None
     records: list[Record] = []
     new = tuple.__new__  # Record without its Python-level __new__ (see L{Record})
     for envelope, piece in zip(envelopes, pieces):
@@ -191,6 +201,41 @@ def concatenated_objects(text: str, max_events: int | None) -> HecBatch | None:
             return HecBatch(tuple(records), HecError(problem, len(records)))
         records.append(new(Record, (envelope, piece)))
     return HecBatch(tuple(records))
+
+
+def _objects(pieces: list[str]) -> list[dict[str, Any]] | None:
+    """
+    Each piece's object, or C{None} when one of them is no JSON object (by L{fastjson}'s rules).
+    """
+    envelopes = fastjson.loads_each(pieces)
+    if envelopes is None or not all(type(envelope) is dict for envelope in envelopes):
+        return None
+    return envelopes
+
+
+def _pieces_between(body: str, first: int, max_events: int | None) -> list[str] | None:
+    """
+    C{body} cut at each match of L{_BETWEEN_OBJECTS} (the first at or after C{first}, where the
+    caller found it), the whitespace between pieces left out; C{None} past C{max_events} pieces.
+    """
+    matches = _BETWEEN_OBJECTS.finditer(body, first)
+    cuts = [(match.start() + 1, match.end() - 1) for match in islice(matches, max_events)]
+    if max_events is not None and len(cuts) >= max_events:
+        return None
+    ends, starts = [*(end for end, _ in cuts), len(body)], [0, *(start for _, start in cuts)]
+    return [body[start:end] for start, end in zip(starts, ends)]
+
+
+def _adjacent_pieces(body: str, max_events: int | None) -> list[str] | None:
+    """
+    C{body} cut at each C{}{}}, each piece given back its braces; C{None} past C{max_events}
+    pieces, as L{_pieces_between} (every C{}{}} is one of its matches).
+    """
+    parts = body.split(_ADJACENT, -1 if max_events is None else max_events)
+    if max_events is not None and len(parts) > max_events:
+        return None
+    last = len(parts) - 1
+    return [f"{parts[0]}}}", *[f"{{{part}}}" for part in parts[1:last]], f"{{{parts[last]}"]
 
 
 def envelope_problem(envelope: Any) -> HecStatus | None:
