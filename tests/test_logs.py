@@ -24,7 +24,8 @@ from twisted.logger import Logger, LogLevel, formatEvent, textFileLogObserver
 from twisted.python.failure import Failure
 
 from aisoc_inboxd.fastjson import dumps_compact
-from aisoc_inboxd.logs import _LEGACY_KEYS, LineObserver, LogOutput, RequestLogger, _utc_second, json_line, message
+from aisoc_inboxd.logs import (_LEGACY_KEYS, LineObserver, LogOutput, RequestLogger, _plain, _utc_second, json_line,
+                               message)
 
 
 def test_a_json_line_is_the_message_and_the_plain_structured_keys() -> None:
@@ -229,21 +230,11 @@ def reference_json_line(event: dict[str, Any]) -> str:
     if "log_system" in event:
         record["system"] = event["log_system"]
     for key, value in event.items():
-        if not key.startswith("log_") and key not in _LEGACY_KEYS and key not in record and _reference_plain(value):
+        if not key.startswith("log_") and key not in _LEGACY_KEYS and key not in record and _plain(value):
             record[key] = value
     if "log_failure" in event:
         record["traceback"] = event["log_failure"].getTraceback()
     return dumps_compact(record).decode("utf-8") + "\n"
-
-
-def _reference_plain(value: Any) -> bool:
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return True
-    if isinstance(value, (list, tuple)):
-        return all(_reference_plain(item) for item in value)
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and _reference_plain(v) for k, v in value.items())
-    return False
 
 
 class _Colour(enum.IntEnum):
