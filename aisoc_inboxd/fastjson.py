@@ -100,7 +100,9 @@ def loads_each(texts: Sequence[str]) -> list[Any] | None:
         for text in texts:
             value = orjson.loads(text)
             end = start + len(text)
-            _check_depth(value, count(b"{", start, end) if ascii else text.count("{") + text.count("["), text, 0)
+            brackets = count(b"{", start, end) if ascii else text.count("{") + text.count("[")
+            if brackets > MAX_DEPTH:  # (L{_check_depth}'s own first test, without its call for every text)
+                _check_depth(value, brackets, text, 0)
             values.append(value)
             start = end + 1
     except (orjson.JSONDecodeError, RefusedJson):

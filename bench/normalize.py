@@ -13,7 +13,10 @@ the template's fused function, no record between). Every normalizing stage is ti
 (C{normalize_record(..., interpret=True)}, the code before compiled templates) and with the
 function generated for the template at load. The JSON alert and the frame are also timed through
 L{bench.reference}: the same events written straight in plain Python (checked equal at start), the
-floor the ratio is read against.
+floor the ratio is read against. The JSON rows are timed twice: decoded by the stdlib's C{json.loads}
+(the figure earlier RESULTS rows give) and by the daemon's own decoder, L{fastjson.loads} (orjson
+under the daemon's rules: what every JSON intake runs), the reference given the same decoder on
+each row.
 
 Run: C{.venv/bin/python bench/normalize.py [--events N] [--runs R]}
 """
@@ -31,6 +34,7 @@ from typing import Any, Callable
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
+from aisoc_inboxd import fastjson
 from aisoc_inboxd.formats.cef import parse_cef_line
 from aisoc_inboxd.formats.cef_records import read_cef
 from aisoc_inboxd.normalizer import IngestContext, load_templates, normalize_record
@@ -85,9 +89,9 @@ def main() -> None:
 
         return run
 
-    def json_record(template_id: str, interpret: bool) -> Callable[[str], Any]:
+    def json_record(template_id: str, interpret: bool, loads: Callable[[str], Any] = json.loads) -> Callable[[str], Any]:
         template = templates[template_id]
-        return lambda text: normalize_record(template, json.loads(text), IngestContext("t", "bench", NOW, raw=text),
+        return lambda text: normalize_record(template, loads(text), IngestContext("t", "bench", NOW, raw=text),
                                              interpret=interpret)
 
     def frame_to_event(interpret: bool, read: Callable[[bytes, float], Any] = frame_record) -> Callable[[bytes], Any]:
@@ -103,14 +107,20 @@ def main() -> None:
         return lambda frame: (fused.event(frame_parts(frame, NOW), "t", "bench", NOW),)
 
     _check_reference(json_record("generic-json", False), reference.json_alert, alerts)
+    _check_reference(json_record("generic-json", False, fastjson.loads),
+                     partial(reference.json_alert, loads=fastjson.loads), alerts)
     _check_reference(fused_frame_to_event(False), reference.cef_frame, frames)
     _check_reference(frame_to_event(False), reference.cef_frame, frames)
     _check_reference(frame_to_event(False, read_frame), reference.cef_frame, frames)
     rows: list[tuple[str, str, Callable[[bool], Callable[[Any], Any]], Callable[[Any], Any] | None, list[Any]]] = [
         ("pagerduty v3 incident (2.5 KB)", "json.loads + normalize", partial(json_record, "pagerduty"), None,
          [pagerduty_text]),
+        ("", "fastjson.loads + normalize", partial(json_record, "pagerduty", loads=fastjson.loads), None,
+         [pagerduty_text]),
         ("generic-json bench alert", "json.loads + normalize", partial(json_record, "generic-json"),
          partial(reference.json_alert, now=NOW), alerts),
+        ("", "fastjson.loads + normalize", partial(json_record, "generic-json", loads=fastjson.loads),
+         partial(reference.json_alert, now=NOW, loads=fastjson.loads), alerts),
         ("CEF line (HTTPS route)", "parse_cef_line", lambda _: parse_cef_line, None, lines),
         ("", "read_cef (parse + record)", lambda _: lambda line: read_cef(line, NOW), None, lines),
         ("", "normalize", partial(normalize, "cef-syslog"), None, cef_records),

@@ -10,7 +10,7 @@ import json
 import re
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Callable
 
 _EXTENSION = re.compile(r"(\w+)=(.*?)(?=\s\w+=|$)")
 _SEVERITY = {"low": (2, "Low"), "medium": (3, "Medium"), "high": (4, "High"), "critical": (5, "Critical")}
@@ -85,11 +85,12 @@ def cef_frame(frame: bytes, now: float) -> dict[str, Any]:
     return event
 
 
-def json_alert(text: str, now: float) -> dict[str, Any]:
+def json_alert(text: str, now: float, loads: Callable[[str], Any] = json.loads) -> dict[str, Any]:
     """
-    The bench's JSON alert → its 2004 Detection Finding (as the generic-json template maps it).
+    The bench's JSON alert → its 2004 Detection Finding (as the generic-json template maps it),
+    decoded by C{loads} (the decoder of the row it is the floor of).
     """
-    alert = json.loads(text)
+    alert = loads(text)
     severity_id, severity = _SEVERITY[alert.pop("severity")]
     uid = str(uuid.uuid4())
     return {

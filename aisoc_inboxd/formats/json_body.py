@@ -169,9 +169,13 @@ def lines_of(text: str, max_events: int | None) -> Iterable[str]:
     """
     C{text.split("\\n")}; one line at a time for a body of more lines than C{max_events}, whose
     events are read only up to one past the limit (splitting millions of lines first would cost
-    more than refusing them).
+    more than refusing them). Which of the two is known from a split of at most C{max_events}
+    cuts, not from a count of the body's newlines first.
     """
-    return _each_line(text) if max_events is not None and text.count("\n") >= max_events else text.split("\n")
+    if max_events is None:
+        return text.split("\n")
+    lines = text.split("\n", max_events)
+    return lines if len(lines) <= max_events else _each_line(text)
 
 
 def _each_line(text: str) -> Iterator[str]:

@@ -54,7 +54,8 @@ EventFunction = Callable[[dict[str, Any], IngestContext], dict[str, Any]]
 TREES_CACHED = 1024
 
 _HELPERS = {
-    "MISSING": MISSING, "INVALID": INVALID, "EMPTY": MappingProxyType({}), "get_source": get_source,
+    "MISSING": MISSING, "INVALID": INVALID, "EMPTY": MappingProxyType({}), "TEXT": frozenset({str}),
+    "get_source": get_source,
     "fold": fold_severity, "fast_to_epoch_ms": fast_to_epoch_ms, "copy_json": copy_json,
     "merge_missing": merge_missing, "first_match": first_match,
     "new_uid": new_uid, "element_at": element_at, "dumps": json.dumps, "SCHEMA_VERSION": SCHEMA_VERSION, "LOG_PROVIDER": LOG_PROVIDER,
@@ -66,6 +67,8 @@ def compile_template(template: Template) -> EventFunction:
     The generated C{to_event} for C{template}: extraction, the class variant, then its body.
     """
     compiled = template.compiled
+    if not compiled.extractions and not compiled.class_sources:
+        return _EntryBody(template, ()).function()
     top = _Code()
     prefix: tuple[tuple[str, ...], ...] = ((EXTRACTED,),) if compiled.extractions else ()
     top.line("def to_event(record, context):")
@@ -406,6 +409,9 @@ class Body(_Code):
         dotted_quad = getattr(coercer, "dotted_quad", None)
         if coercer is _to_string:
             self.line(f"value = value if type(value) is str else {coerce}(value)")
+        elif getattr(coercer, "items", None) is _to_string:  # an array of text: a list of texts kept as it is
+            self.line(f"value = value.copy() if type(value) is list and value and TEXT.issuperset(map(type, value)) "
+                      f"else {coerce}(value)")
         elif integer is not None:
             allowed, low, high = integer
             self.line("if type(value) is str and value.isdigit() and value.isascii():")
@@ -550,6 +556,19 @@ class Body(_Code):
         self.line("        merge_missing(event['unmapped'], left)")
         self.line("    else:  # (left is a fresh copy: it can be the object itself)")
         self.line("        event['unmapped'] = left")
+
+
+class _EntryBody(Body):
+    """
+    The body of a template with one variant and no extraction, made C{to_event} itself: no
+    C{to_event} frame only to call it.
+    """
+
+    def prelude(self) -> None:
+        self.line("def body(record, context):")
+        self.indent += 1
+        self.line("headers = context.headers or EMPTY")
+        self.line("original = record")
 
 
 def _steps(writer: Callable[..., None]) -> tuple[Step, ...]:

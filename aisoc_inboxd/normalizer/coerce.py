@@ -68,6 +68,7 @@ def coercer_for(attribute: Attribute) -> Coercer:
         kept = [coerced for coerced in map(scalar, items) if coerced is not INVALID]
         return kept or INVALID
 
+    each.items = scalar  # type: ignore[attr-defined]  # (a list of texts inlined by codegen)
     return each
 
 

@@ -20,17 +20,22 @@ from aisoc_inboxd.normalizer.timeparse import plausible_ms, to_epoch_ms
 def fast_leftovers(value: Any, consumed: ConsumedTree | None) -> Any:
     """
     L{leftovers} of an object of which only whole top-level keys were consumed (a JSON webhook's
-    record under C{generic-json}): a copy (C{dict.copy}, in C) with the consumed keys taken out,
+    record under C{generic-json}): a copy (C{dict.copy}, in C) with the consumed keys taken out
+    (each looked up: C{frozenset.intersection} of a dict builds a set of its keys first),
     nulls dropped, and its objects and lists copied, each in one C{copy} when it holds only
-    scalars; instead of a comprehension over every key and one over every nested container.
+    scalars; instead of a comprehension over every key and one over every nested container. Only
+    a value of no scalar type is looked at further.
     """
     if type(value) is not dict or type(consumed) is not frozenset:
         return leftovers(value, consumed)
     kept = value.copy()
-    for key in consumed.intersection(kept):
-        del kept[key]
+    for key in consumed:
+        if key in kept:
+            del kept[key]
     if not SCALAR_TYPES.issuperset(map(type, kept.values())):
         for key, item in list(kept.items()):
+            if type(item) in SCALAR_TYPES:
+                continue
             if item is None:
                 del kept[key]
             elif isinstance(item, (dict, list)):
