@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 from typing import IO, Any, Callable
 
 from twisted.internet.interfaces import IReactorCore, IReactorTime
-from twisted.logger import LogLevel, Logger, formatEvent, formatEventAsClassicLogText, formatTime, globalLogBeginner
+from twisted.logger import (LogLevel, Logger, LogPublisher, formatEvent, formatEventAsClassicLogText, formatTime,
+                            globalLogBeginner, globalLogPublisher)
 from twisted.python.threadable import isInIOThread
 
 from aisoc_inboxd.fastjson import dumps_compact
@@ -160,7 +161,14 @@ def text_line(event: dict[str, Any]) -> str | None:
     if system is None:
         level = event.get("log_level")
         system = f"{event.get('log_namespace', '-')}#{level.name if level is not None else '-'}"
-    return f"{_local_time(event.get('log_time'))} [{system}] {text}".replace("\n", "\n\t") + "\n"
+    return _classic_line(event.get("log_time"), system, text)
+
+
+def _classic_line(stamp: float | None, system: str, text: str) -> str:
+    """
+    C{"{time} [{system}] {text}\n"}, C{text}'s line breaks followed by a tab (L{text_line}).
+    """
+    return f"{_local_time(stamp)} [{system}] {text}".replace("\n", "\n\t") + "\n"
 
 
 FORMATTERS: dict[str, Callable[[dict[str, Any]], str | None]] = {"text": text_line, "json": json_line}
@@ -184,6 +192,37 @@ class RequestLogger(Logger):
         if "log_trace" in kwargs:
             kwargs["log_trace"].append((self, self.observer))  # type: ignore[attr-defined]
         self.observer(kwargs)
+
+    def line(self, format: str, /, **fields: object) -> None:
+        """
+        L{emit} at C{info} of C{format} and C{fields}; or, when the one who would see the event is
+        the daemon's text log alone (L{direct_text_output}), the line it would write from it, written
+        there straight: the event, Twisted's publisher and the observer's reading of the event are
+        most of a request line's cost. A format or fields the event's line would read otherwise (a
+        field named like Twisted's own, C{log_…}; one the format cannot take) go the event's way.
+        """
+        output = direct_text_output(self.observer)
+        formatter = _formatter(format) if output is not None and _without_log_keys(tuple(fields)) else None
+        if formatter is None:
+            self.emit(LogLevel.info, format, **fields)
+            return
+        try:
+            text = formatter(fields)
+        except Exception:  # a field missing: Twisted's formatting says so, as it does for the event
+            self.emit(LogLevel.info, format, **fields)
+            return
+        if text:
+            system = output.system if output.system is not None else f"{self.namespace}#info"  # type: ignore[union-attr]
+            output.write_through(_classic_line(time.time(), system, text))  # type: ignore[union-attr]
+
+
+@functools.lru_cache(maxsize=256)
+def _without_log_keys(keys: tuple[str, ...]) -> bool:
+    """
+    Whether none of C{keys} is one of Twisted's event keys (C{log_…}), which the event's line may
+    read (C{log_system}, C{log_failure}) or its publishing replaces (C{log_time}).
+    """
+    return not any(key.startswith("log_") for key in keys)
 
 
 class LineWriter:
@@ -350,6 +389,9 @@ class LineObserver:
         self._levels = frozenset(level for level in LogLevel.iterconstants() if level >= least)
         #: written before the call returns (a set: a level's C{>=} is a Python call)
         self._urgent = frozenset(level for level in LogLevel.iterconstants() if level >= LogLevel.error)
+        #: its output, if it writes C{info} lines as text (L{direct_text_output})
+        self.info_text: LogOutput | None = (
+            output if output.format == "text" and LogLevel.info in self._levels else None)
 
     def __call__(self, event: dict[str, Any]) -> None:
         level = event.get("log_level")
@@ -383,6 +425,34 @@ def json_to_stdout() -> LineObserver:
 
 #: the log L{begin} started, if it was
 output: LogOutput | None = None
+#: the publisher and the observer L{begin} put on it: lines for that publisher may go to the
+#: observer's output straight (L{direct_text_output})
+_begun: tuple[LogPublisher, LineObserver] | None = None
+
+
+def direct_text_output(publisher: object) -> LogOutput | None:
+    """
+    The text log that an C{info} event published to C{publisher} would reach, and it alone: the
+    observer L{begin} put on the global publisher is its only observer and writes C{info} lines
+    as text. Else C{None} (JSON lines, C{info} not logged, log capture in tests, another observer
+    added, Twisted's publisher not showing its observers): such lines go as events.
+    """
+    begun = _begun
+    if begun is None or publisher is not begun[0]:
+        return None
+    observers = getattr(publisher, "_observers", None)
+    if type(observers) is not list or len(observers) != 1 or observers[0] is not begun[1]:
+        return None
+    return begun[1].info_text
+
+
+def write_lines_directly(publisher: LogPublisher, observer: LineObserver) -> None:
+    """
+    Let lines published to C{publisher} go to C{observer}'s output straight while it is the
+    publisher's only observer (L{direct_text_output}).
+    """
+    global _begun
+    _begun = (publisher, observer)
 
 
 def begin(out: IO[str], format: str = "text", level: str = "info", system: str | None = None) -> LogOutput:
@@ -394,5 +464,7 @@ def begin(out: IO[str], format: str = "text", level: str = "info", system: str |
     """
     global output
     output = LogOutput(out, format, level, system)
-    globalLogBeginner.beginLoggingTo([LineObserver(output)], redirectStandardIO=system is None)
+    observer = LineObserver(output)
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=system is None)
+    write_lines_directly(globalLogPublisher, observer)
     return output

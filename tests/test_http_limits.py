@@ -9,8 +9,11 @@ nothing but the test decides what goes on the wire.
 """
 from __future__ import annotations
 
+import io
 import json
+import sys
 from pathlib import Path
+from types import FrameType
 from typing import Any, AsyncIterator
 
 import pytest_twisted
@@ -22,6 +25,7 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock, LoopingCall, deferLater
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
+from twisted.web.http import _getContentFile
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
@@ -349,3 +353,34 @@ def test_requests_on_a_connection_make_no_new_timers() -> None:
         resource.requests.pop().finish()
         assert [id(timer) for timer in clock.getDelayedCalls()] == timers
     assert transport.value().count(b"HTTP/1.1 200 OK\r\n") == 3
+
+
+def test_a_body_is_read_into_twisted_webs_choice_of_file_without_an_exception() -> None:
+    """The site gives each request the file twisted.web would (memory below 100 kB, else a temporary
+    file), so twisted.web's gotLength finds it rather than raising and catching an AttributeError per
+    request to fall back to the same choice."""
+    site = InboxSite(Pending(), max_body_bytes=10**6, on_too_large=lambda path: None, reactor=Clock(),
+                     limits=ChannelLimits(header_timeout=1.0, body_timeout=1.0, max_header_bytes=1024),
+                     on_refused=lambda reason: None)
+    for length in (None, 0, 99_999, 100_000, 10**6):
+        ours, twisteds = site.getContentFile(length), _getContentFile(length)
+        assert type(ours) is type(twisteds)
+        ours.close(), twisteds.close()
+    raised: list[str] = []
+
+    def trace(frame: FrameType, event: str, arg: object) -> Any:
+        if event == "call":
+            return trace if frame.f_code.co_name == "gotLength" else None
+        if event == "exception":
+            raised.append(arg[0].__name__)  # type: ignore[index]
+        return trace
+    resource = Pending()
+    _, channel, _, _ = channel_on_a_clock(resource)
+    sys.settrace(trace)
+    try:
+        channel.dataReceived(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+    finally:
+        sys.settrace(None)
+    [request] = resource.requests
+    assert isinstance(request.content, io.BytesIO) and request.content.getvalue() == b"{}"
+    assert raised == []

@@ -20,9 +20,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import Logger, LogLevel, formatEvent, textFileLogObserver
+from twisted.logger import Logger, LogLevel, LogPublisher, formatEvent, textFileLogObserver
 from twisted.python.failure import Failure
 
+from aisoc_inboxd import logs
 from aisoc_inboxd.fastjson import dumps_compact
 from aisoc_inboxd.logs import (_LEGACY_KEYS, LineObserver, LogOutput, RequestLogger, _plain, _utc_second, json_line,
                                message)
@@ -309,3 +310,73 @@ def test_the_request_line_is_the_references() -> None:
     assert message(event) == reference_message(event) == ("webhook 200 ok template=generic-json tenant=acme "
                                                           "token=86149f9d events=1 bytes=71 duration_ms=0.7")
     assert json_line(event) == reference_json_line(event)
+
+
+# -- a request line written without its event, against the event's line ----------------------------
+
+#: the access-log line's format (L{aisoc_inboxd.web.routes.JsonRoute._log_request})
+_REQUEST_FORMAT = ("{route} {status} {outcome} template={template} tenant={tenant} token={token} "
+                   "events={events} bytes={bytes} duration_ms={duration_ms}")
+_FIELD_NAMES = st.sampled_from(["route", "status", "outcome", "template", "tenant", "token", "events", "bytes",
+                                "duration_ms", "client", "a", "b", "é", "log_system", "log_failure", "log_time",
+                                "log_x", "system", "message"])
+
+
+def _lines_of(format: str, fields: dict[str, Any], level: str, system: str | None, alone: bool,
+              stamp: float) -> tuple[str, bool]:
+    """
+    The text C{RequestLogger.line} writes to a log begun on a publisher of its own, whether that log's
+    observer is the publisher's only one (C{alone}: the line may go straight) or not; and whether it
+    may go straight.
+    """
+    out = io.StringIO()
+    publisher = LogPublisher()
+    observer = LineObserver(LogOutput(out, "text", level, system))
+    publisher.addObserver(observer)
+    if not alone:
+        publisher.addObserver(lambda event: None)
+    before, now = logs._begun, time.time
+    logs.write_lines_directly(publisher, observer)
+    time.time = lambda: stamp  # type: ignore[assignment]
+    try:
+        direct = logs.direct_text_output(publisher) is not None
+        RequestLogger(namespace="aisoc_inboxd.web.webhook.WebhookRoute", observer=publisher).line(format, **fields)
+    finally:
+        logs._begun, time.time = before, now  # type: ignore[assignment]
+    return out.getvalue(), direct
+
+
+@settings(max_examples=1000)
+@given(format=st.just(_REQUEST_FORMAT) | _FORMATS, fields=st.dictionaries(_FIELD_NAMES, _VALUES, max_size=12),
+       level=st.sampled_from(["debug", "info", "warn"]), system=st.none() | st.sampled_from(["worker-1", ""]),
+       stamp=st.floats(0, 4e9))
+def test_a_request_line_written_straight_is_the_events_line(format: str, fields: dict[str, Any], level: str,
+                                                            system: str | None, stamp: float) -> None:
+    """A request line the text log's observer alone would see is written without its event, and is
+    byte for byte the line the event makes through Twisted's publisher and the observer: every kind
+    of field and value, fields named like Twisted's event keys, a worker's system, info not logged."""
+    straight, direct = _lines_of(format, fields, level, system, True, stamp)
+    evented, through_event = _lines_of(format, fields, level, system, False, stamp)
+    assert straight == evented
+    assert direct == (level != "warn") and not through_event
+
+
+def test_the_request_line_goes_straight_only_to_the_text_log_alone() -> None:
+    """Straight to the log begun, with the real request line's fields; as an event once another
+    observer is added (a test's capture) or the log is JSON."""
+    fields = dict(route="webhook", status=200, outcome="ok", template="generic-json", tenant="acme",
+                  token="86149f9d", events=1, bytes=71, duration_ms=0.7, client="192.0.2.7")
+    line, direct = _lines_of(_REQUEST_FORMAT, fields, "info", None, True, 1.5e9)
+    assert direct and line.endswith(" [aisoc_inboxd.web.webhook.WebhookRoute#info] webhook 200 ok "
+                                    "template=generic-json tenant=acme token=86149f9d events=1 bytes=71 "
+                                    "duration_ms=0.7\n")
+    publisher = LogPublisher()
+    observer = LineObserver(LogOutput(io.StringIO(), "json", "info"))
+    publisher.addObserver(observer)
+    before = logs._begun
+    logs.write_lines_directly(publisher, observer)
+    try:
+        assert logs.direct_text_output(publisher) is None
+        assert logs.direct_text_output(LogPublisher()) is None
+    finally:
+        logs._begun = before

@@ -152,18 +152,24 @@ class InboxChannel(HTTPChannel):
             self._deadline = self.callLater(limit, self.refuse, reason)
 
     def lineReceived(self, line: bytes) -> None:
+        """
+        Each line of a head, against the head's limits. Called for every line of every request, so
+        the size limit is read from the connection (C{totalHeadersSize}: C{max_header_bytes}, set when
+        it was made; the site's limits never change) and twisted.web's method called by its class,
+        without a property call and a C{super()} object per line.
+        """
         if self._closing:
             return
         if line or self._head_lines:  # twisted.web skips one empty line before a request line
             self._head_lines += 1
             self._head_bytes += len(line)
-            if self._head_bytes > self._limits.max_header_bytes:
+            if self._head_bytes > self.totalHeadersSize:
                 self.refuse("request_line_too_long" if self._head_lines == 1 else "headers_too_large")
                 return
             if self._head_lines > self.maxHeaders + 1:  # the request line, then headers
                 self.refuse("too_many_headers")
                 return
-        super().lineReceived(line)
+        HTTPChannel.lineReceived(self, line)
 
     def lineLengthExceeded(self, line: bytes) -> None:
         self.refuse("request_line_too_long" if self._head_lines == 0 else "headers_too_large")

@@ -10,7 +10,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 
-from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
@@ -239,8 +238,8 @@ class JsonRoute(Resource):
         binding, token = exchange.binding, exchange.token
         tenant = binding.tenant_id if binding else token.tenant_id if token else "-"
         request.route_logged = True  # type: ignore[attr-defined]
-        self._request_log.emit(
-            LogLevel.info, "{route} {status} {outcome} template={template} tenant={tenant} token={token} "
+        self._request_log.line(
+            "{route} {status} {outcome} template={template} tenant={tenant} token={token} "
             "events={events} bytes={bytes} duration_ms={duration_ms}",
             route=self.route, status=reply.status, outcome=reply.outcome, template=reply.template or "-",
             tenant=tenant, token=log_id(token.fingerprint) if token else "-",

@@ -9,10 +9,11 @@ dropped rather than buffered.
 from __future__ import annotations
 
 import re
-from typing import Callable
+from typing import IO, Callable
 from urllib.parse import quote, unquote_to_bytes
 
 from twisted.logger import Logger
+from twisted.web.http import _getContentFile
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
@@ -113,6 +114,15 @@ class InboxSite(Site):
         self.on_too_large = on_too_large
         self.limits = limits
         self.on_refused = on_refused
+
+    def getContentFile(self, length: int | None) -> IO[bytes]:
+        """
+        The file a request's body is read into: twisted.web's own choice (in memory below 100 kB,
+        else a temporary file). twisted.web's C{Request.gotLength} asks its site for this method
+        and, when a site has none, falls back to the same choice through an C{AttributeError}
+        raised and caught on every request.
+        """
+        return _getContentFile(length)  # type: ignore[no-any-return]
 
     def log(self, request: Request) -> None:
         """
