@@ -826,3 +826,21 @@ async def test_rsyslog_omfwd_tcp_octet_counted_tcp_lf_and_udp(reactor: Any, tmp_
         if relay is not None:
             print(await deferToThread(relay.stop))
         await daemon.stop()
+
+
+def test_a_batch_counts_in_the_daemons_work_until_it_is_durable_or_dropped() -> None:
+    """
+    Each batch a listener publishes is in the daemon's in-flight work (what shutdown drains) from
+    its submission until its delivery ends, durable or refused, and no longer after.
+    """
+    intake = FakeIntake()
+    inflight = InFlight(Clock())
+    settings = SyslogListenerSettings(name="t", endpoint="tcp:0", tenant="acme")
+    listener = SyslogIntake(settings, intake, SyslogMetrics(CollectorRegistry()), inflight, 100)  # type: ignore[arg-type]
+    listener.submit([b"<13>May  8 09:00:00 h a: 1"])
+    listener.submit([b"<13>May  8 09:00:00 h a: 2", b"<13>May  8 09:00:00 h a: 3"])
+    assert (len(inflight), listener.in_flight) == (2, 3)
+    intake.deliveries[0][2].callback(1)
+    assert (len(inflight), listener.in_flight) == (1, 2)
+    intake.deliveries[1][2].errback(sink_unavailable("down"))
+    assert (len(inflight), listener.in_flight) == (0, 0)

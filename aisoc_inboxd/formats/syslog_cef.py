@@ -11,7 +11,6 @@ L{read_frame}'s parse, whose CEF frames stay parts until the pipeline makes thei
 """
 from __future__ import annotations
 
-import dataclasses
 import re
 from datetime import UTC, tzinfo
 from functools import partial
@@ -92,7 +91,8 @@ def frame_items(frames: Sequence[bytes], now: float, local_tz: tzinfo = UTC) -> 
     the CEF part is L{CefFrames}, its one-pass frames not yet made into records.
     """
     split = frame_records(frames, now, local_tz, _read_item)
-    return dataclasses.replace(split, cef=CefFrames(split.cef)) if split.cef else split
+    # (not dataclasses.replace, whose loop over the fields costs ~10 k instructions a batch)
+    return Split(CefFrames(split.cef), split.rest, split.malformed, split.problems) if split.cef else split
 
 
 def _read_item(frame: bytes, now: float, local_tz: tzinfo) -> FrameRecord:

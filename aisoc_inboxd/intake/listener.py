@@ -21,10 +21,11 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from aisoc_inboxd.coroutines import drive
 from aisoc_inboxd.formats.cef_records import Split
 from aisoc_inboxd.formats.json_body import Record
 from aisoc_inboxd.inflight import InFlight
@@ -112,11 +113,11 @@ class ListenerIntake:
         self.count("frames", count)
         self.count("dropped", count, reason)
 
-    def submit(self, frames: Sequence[bytes], peer: str | None = None) -> Deferred[None]:
+    def submit(self, frames: Sequence[bytes], peer: str | None = None) -> None:
         """
         Decode C{frames} (from C{peer}, when they came from one) and publish them, one batch per
-        template; fires when they are durable or dropped (never fails). A frame whose CEF is
-        malformed is dropped and counted.
+        template; each batch is counted durable or dropped when it is (L{in_flight} until then). A
+        frame whose CEF is malformed is dropped and counted.
         """
         received_at = self._intake.now()
         self.count("frames", len(frames))
@@ -131,18 +132,19 @@ class ListenerIntake:
                 for frame in frames:
                     if (alone := self._decode([frame], received_at)).malformed:
                         self._samples.malformed(frame, received_at, peer, alone.problems[0])
-        publishes = [self._publish(template_id, records, received_at)
-                     for template_id, records in split.batches(self._template_id, self._cef_template_id)]
-        if len(publishes) == 1:  # the usual case: every frame under one template
-            return publishes[0]
-        if not publishes:
-            return succeed(None)
-        return gatherResults(publishes).addCallback(lambda _: None)
+        for template_id, records in split.batches(self._template_id, self._cef_template_id):
+            self._publish(template_id, records, received_at)
 
-    def _publish(self, template_id: str, records: Sequence[Record], received_at: float) -> Deferred[None]:
+    def _publish(self, template_id: str, records: Sequence[Record], received_at: float) -> None:
+        """
+        Deliver one batch, counted in flight (here and in the daemon's work to finish) until it is
+        durable or dropped. Its coroutine is driven by L{drive}, without a Deferred of its own
+        (C{Deferred.fromCoroutine}, C{InFlight.track} and two callbacks cost ~19 k instructions a
+        batch more).
+        """
         self._in_flight += len(records)
-        d = self._inflight.track(Deferred.fromCoroutine(self._deliver(template_id, records, received_at)))
-        return d.addBoth(self._delivered, len(records))
+        self._inflight.started()
+        drive(self._deliver(template_id, records, received_at), self._delivered, len(records))
 
     async def _deliver(self, template_id: str, records: Sequence[Record], received_at: float) -> None:
         """
@@ -178,6 +180,7 @@ class ListenerIntake:
             await self._sink.unsaturated()
 
     def _delivered(self, result: None | Failure, count: int) -> None:
+        self._inflight.ended()
         self._in_flight -= count
         if isinstance(result, Failure):
             self.count("dropped", count, "error")
