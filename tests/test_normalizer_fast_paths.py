@@ -17,7 +17,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aisoc_inboxd.normalizer.apply import consumed_tree, leftovers
-from aisoc_inboxd.normalizer.fastpaths import fast_leftovers, fast_to_epoch_ms, leftovers_for, tree_leftovers
+from aisoc_inboxd.normalizer.fastpaths import (
+    fast_leftovers,
+    fast_to_epoch_ms,
+    leftovers_for,
+    record_leftovers,
+    tree_leftovers,
+)
 from aisoc_inboxd.normalizer.timeparse import to_epoch_ms
 from tests.test_compiled_templates import FIXTURE_RECORDS, _source_paths, templates
 
@@ -59,7 +65,8 @@ def test_leftovers_of_every_fixture_as_the_reference(template_id: str) -> None:
     trees = [consumed_tree(tuple(paths)), *(consumed_tree((path,)) for path in paths), consumed_tree(())]
     for name, record, _ in FIXTURE_RECORDS:
         for tree in trees:
-            for fast in (fast_leftovers(record, tree), leftovers_for(tree)(record, tree)):
+            fasts = (fast_leftovers(record, tree), record_leftovers(record, tree), leftovers_for(tree)(record, tree))
+            for fast in fasts:
                 assert same(fast, leftovers(record, tree)), (name, tree)
                 assert _unshared(fast, record), (name, tree)
 
@@ -77,7 +84,7 @@ paths = st.lists(st.lists(keys, min_size=1, max_size=3).map(tuple), max_size=5)
 @given(st.dictionaries(keys, values, max_size=6) | values, paths)
 def test_leftovers_of_generated_values_as_the_reference(record: Any, consumed: list[tuple[str, ...]]) -> None:
     tree = consumed_tree(tuple(consumed))
-    for fast in (fast_leftovers(record, tree), leftovers_for(tree)(record, tree)):
+    for fast in (fast_leftovers(record, tree), record_leftovers(record, tree), leftovers_for(tree)(record, tree)):
         assert same(fast, leftovers(record, tree))
         assert _unshared(fast, record)
 

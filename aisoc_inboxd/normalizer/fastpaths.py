@@ -21,20 +21,41 @@ from aisoc_inboxd.normalizer.timeparse import to_epoch_ms
 def fast_leftovers(value: Any, consumed: ConsumedTree | None) -> Any:
     """
     L{leftovers} of an object of which only whole top-level keys were consumed (a JSON webhook's
-    record under C{generic-json}). An object of scalars only (found in C) is copied (C{dict.copy},
-    in C) with the consumed keys taken out (each looked up: C{frozenset.intersection} of a dict
-    builds a set of its keys first). Any other is built in one loop over its items: scalars kept,
-    nulls dropped, objects and lists copied, each in one C{copy} when it holds only scalars; instead
-    of the reference's comprehension calling L{drop_nulls} for every container.
+    record under C{generic-json}): a copy (C{dict.copy}, in C) with the consumed keys taken out
+    (each looked up: C{frozenset.intersection} of a dict builds a set of its keys first),
+    nulls dropped, and its objects and lists copied, each in one C{copy} when it holds only
+    scalars; instead of a comprehension over every key and one over every nested container. Only
+    a value of no scalar type is looked at further.
     """
     if type(value) is not dict or type(consumed) is not frozenset:
         return leftovers(value, consumed)
-    if SCALAR_TYPES.issuperset(map(type, value.values())):
-        kept = value.copy()
-        for key in consumed:
-            if key in kept:
+    kept = value.copy()
+    for key in consumed:
+        if key in kept:
+            del kept[key]
+    if not SCALAR_TYPES.issuperset(map(type, kept.values())):
+        for key, item in list(kept.items()):
+            if type(item) in SCALAR_TYPES:
+                continue
+            if item is None:
                 del kept[key]
-        return kept or INVALID
+            elif isinstance(item, (dict, list)):
+                kept[key] = _copy_without_nulls(item)
+    return kept or INVALID
+
+
+def record_leftovers(value: Any, consumed: ConsumedTree | None) -> Any:
+    """
+    L{leftovers} of a whole record of which only top-level keys were consumed (a JSON webhook's
+    under C{generic-json}). A record of scalars only (found in C) goes to L{fast_leftovers}; one
+    that holds objects or lists (most alerts) is built in one loop over its items: scalars kept,
+    nulls dropped, objects and lists copied, each in one C{copy} when it holds only scalars; not
+    copied whole and then patched key by key (deleting a key costs more than skipping it), nor by
+    the reference's comprehension calling L{drop_nulls} for every container.
+    """
+    if (type(value) is not dict or type(consumed) is not frozenset
+            or SCALAR_TYPES.issuperset(map(type, value.values()))):
+        return fast_leftovers(value, consumed)
     kept = {}
     for key, item in value.items():
         if key in consumed:
@@ -76,10 +97,10 @@ def tree_leftovers(value: Any, consumed: dict[str, Any]) -> Any:
 
 def leftovers_for(consumed: ConsumedTree | None) -> Callable[[Any, Any], Any]:
     """
-    The fastest of L{fast_leftovers} and L{tree_leftovers} that gives L{leftovers} under
+    The fastest of L{record_leftovers} and L{tree_leftovers} that gives L{leftovers} under
     C{consumed}: chosen once per consumed tree, not per record.
     """
-    return tree_leftovers if type(consumed) is dict else fast_leftovers
+    return tree_leftovers if type(consumed) is dict else record_leftovers
 
 
 def _copy_without_nulls(value: dict[str, Any] | list[Any]) -> Any:
