@@ -16,6 +16,7 @@ from twisted.logger import Logger
 from twisted.web.http import _getContentFile
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
+from zope.interface import provider
 
 from aisoc_inboxd.config import HttpSettings
 from aisoc_inboxd.metrics import Metrics
@@ -47,7 +48,14 @@ class _Discard:
         pass
 
 
+@provider()
 class InboxRequest(Request):
+    """
+    Declares it provides nothing as a class (as without the declaration: what a class provides is
+    not inherited), so that twisted.web's C{INonQueuedRequestFactory.providedBy} per request finds
+    a declaration of its own, not C{Request}'s, whose reading raises and clears an AttributeError.
+    """
+
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
         # routes parse their own bodies (webhook payload=, relay multipart); twisted.web must not
