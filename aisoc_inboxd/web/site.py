@@ -56,12 +56,6 @@ class InboxRequest(Request):
     a declaration of its own, not C{Request}'s, whose reading raises and clears an AttributeError.
     """
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)
-        # routes parse their own bodies (webhook payload=, relay multipart); twisted.web must not
-        # parse forms itself, which costs CPU and answers a bad multipart body with a bare 400
-        self._parsePOSTFormSubmission = False
-
     #: body bytes read from the wire so far
     received_bytes = 0
     #: set when a route wrote this request's log line, so the site does not log it twice
@@ -118,6 +112,11 @@ class InboxSite(Site):
     def __init__(self, resource: Resource, max_body_bytes: int, on_too_large: OnTooLarge,
                  timeout: int = 60, reactor: object = None, *, limits: ChannelLimits, on_refused: OnRefused) -> None:
         super().__init__(resource, timeout=timeout, reactor=reactor)
+        # routes parse their own bodies (webhook payload=, relay multipart); twisted.web must not
+        # parse forms itself, which costs CPU and answers a bad multipart body with a bare 400. Each
+        # request reads this from its site (set here, not as Site's keyword, which twisted[tls]>=24.7
+        # may not take), so the request class needs no __init__ of its own
+        self._parsePOSTFormSubmission = False
         self.max_body_bytes = max_body_bytes
         self.on_too_large = on_too_large
         self.limits = limits
