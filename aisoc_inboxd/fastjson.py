@@ -70,7 +70,7 @@ def loads(text: str) -> Any:
     """
     scan = text.encode("utf-8", "surrogatepass").translate(_DIGITS_AND_BRACKETS)
     # (the first tests of _may_hold_integers_past_64_bits and _check_depth inlined: what nearly every text passes)
-    if _RUN_OF_19 not in scan or not _may_hold_integers_past_64_bits(scan):
+    if scan.find(_RUN_OF_19) < 0 or not _may_hold_integers_past_64_bits(scan):
         try:
             value = orjson.loads(text)
         except orjson.JSONDecodeError:
@@ -190,11 +190,12 @@ def _may_hold_integers_past_64_bits(scan: bytes) -> bool:
     """
     Whether a text (translated by L{_DIGITS_AND_BRACKETS}) has a run of 20 digits, or of 19 after a
     minus sign: orjson would read such an integer as a float. (Several times faster than a regular
-    expression; a run inside a string costs only the slower parser.)
+    expression; a run inside a string costs only the slower parser.) C{find}, not C{in}: C{bytes in
+    bytes} first tries its operand as an integer, raising and clearing a TypeError on every body.
     """
-    if _RUN_OF_19 not in scan:  # no run of 19: the common case, one search
+    if scan.find(_RUN_OF_19) < 0:  # no run of 19: the common case, one search
         return False
-    return b"00000000000000000000" in scan or b"-0000000000000000000" in scan
+    return scan.find(b"00000000000000000000") >= 0 or scan.find(b"-0000000000000000000") >= 0
 
 
 def _check_depth(value: Any, brackets: int, text: str, start: int) -> None:
