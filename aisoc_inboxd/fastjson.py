@@ -39,6 +39,8 @@ MAX_DEPTH = 64
 #: for one fast pass over a text: every digit as 0 (a run of digits is a run of zeros a substring
 #: search finds), every opening bracket as {
 _DIGITS_AND_BRACKETS = bytes.maketrans(b"123456789[", b"000000000{")
+#: a run of 19 digits in a text so translated
+_RUN_OF_19 = b"0" * 19
 #: an escaped backslash (matched to stay in step) or a surrogate escape, a high one with its low half
 _SURROGATE_ESCAPE = re.compile(
     r"\\\\|\\u[dD][89abAB][0-9a-fA-F]{2}(?:\\u[dD][c-fC-F][0-9a-fA-F]{2})?|\\u[dD][c-fC-F][0-9a-fA-F]{2}")
@@ -67,13 +69,15 @@ def loads(text: str) -> Any:
     L{RefusedJson} for a rule) with the line and column.
     """
     scan = text.encode("utf-8", "surrogatepass").translate(_DIGITS_AND_BRACKETS)
-    if not _may_hold_integers_past_64_bits(scan):
+    # (the first tests of _may_hold_integers_past_64_bits and _check_depth inlined: what nearly every text passes)
+    if scan.find(_RUN_OF_19) < 0 or not _may_hold_integers_past_64_bits(scan):
         try:
             value = orjson.loads(text)
         except orjson.JSONDecodeError:
             pass
         else:  # orjson refuses lone surrogates and non-finite numbers; long integers never reach it
-            _check_depth(value, scan.count(b"{"), text, 0)
+            if (brackets := scan.count(b"{")) > MAX_DEPTH:
+                _check_depth(value, brackets, text, 0)
             return value
     value, end = raw_decode(text, WHITESPACE.match(text, 0).end())
     end = WHITESPACE.match(text, end).end()
@@ -189,7 +193,7 @@ def _may_hold_integers_past_64_bits(scan: bytes) -> bool:
     expression; a run inside a string costs only the slower parser.) C{find}, not C{in}: C{bytes in
     bytes} first tries its operand as an integer, raising and clearing a TypeError on every body.
     """
-    if scan.find(b"0000000000000000000") < 0:  # no run of 19: the common case, one search
+    if scan.find(_RUN_OF_19) < 0:  # no run of 19: the common case, one search
         return False
     return scan.find(b"00000000000000000000") >= 0 or scan.find(b"-0000000000000000000") >= 0
 

@@ -16,18 +16,14 @@ Run: C{.venv/bin/python bench/cef_frame_cost.py [--frames N]}
 from __future__ import annotations
 
 import argparse
-import gc
 import importlib.util
-import os
 import random
-import subprocess
 import sys
-import tempfile
 from datetime import UTC
 from pathlib import Path
 from typing import Any, Callable
 
-from procs import callgrind_instructions
+from procs import instructions_inside_any, loop_inside_any
 
 BENCH = Path(__file__).resolve().parent
 PROJECT = BENCH.parent
@@ -80,25 +76,12 @@ def _fused(template: Any, one_pass: Callable[[bytes], Any]) -> Callable[[bytes],
 
 
 def _run(stage: str, frames: int) -> None:
-    """The measured loop: C{stage} over C{frames} items inside C{any} (its steps never stop it)."""
     steps, items = _steps()
-    step, work = steps[stage], items[stage]
-    work = (work * (frames // len(work) + 1))[:frames]
-    for item in work[:100]:  # warm: regexes compiled, caches filled
-        step(item)
-    gc.collect()
-    gc.freeze()  # no full collection walks the start-up heap inside the count
-    any(step(item) is None for item in work)
+    loop_inside_any(steps[stage], items[stage], frames)
 
 
 def _instructions(stage: str, frames: int) -> int:
-    with tempfile.TemporaryDirectory() as work:
-        out = Path(work) / "callgrind.out"
-        subprocess.run(["valgrind", "--tool=callgrind", "--collect-atstart=no", "--toggle-collect=builtin_any",
-                        f"--callgrind-out-file={out}", sys.executable, __file__, "--stage", stage,
-                        "--frames", str(frames)], check=True, capture_output=True,
-                       env={**os.environ, "PYTHONHASHSEED": "0"})
-        return callgrind_instructions(out)
+    return instructions_inside_any(__file__, "--stage", stage, "--frames", str(frames))
 
 
 def main() -> None:

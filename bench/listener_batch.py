@@ -18,17 +18,14 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import random
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
 from twisted.internet.defer import succeed
 
-from procs import callgrind_instructions
+from procs import instructions_inside_any
 
 BENCH = Path(__file__).resolve().parent
 PROJECT = BENCH.parent
@@ -97,13 +94,7 @@ def _run(size: int, events: int) -> None:
 
 
 def _instructions(size: int, events: int) -> int:
-    with tempfile.TemporaryDirectory() as work:
-        out = Path(work) / "callgrind.out"
-        subprocess.run(["valgrind", "--tool=callgrind", "--collect-atstart=no", "--toggle-collect=builtin_any",
-                        f"--callgrind-out-file={out}", sys.executable, __file__, "--size", str(size),
-                        "--events", str(events)], check=True, capture_output=True,
-                       env={**os.environ, "PYTHONHASHSEED": "0"})
-        return callgrind_instructions(out)
+    return instructions_inside_any(__file__, "--size", str(size), "--events", str(events))
 
 
 def main() -> None:

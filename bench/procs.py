@@ -8,14 +8,17 @@ process's whole tree: it and its live descendants.
 """
 from __future__ import annotations
 
+import gc
 import os
 import re
 import signal
 import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -167,3 +170,30 @@ def callgrind_instructions(dump: Path) -> int:
     counted = _CALLGRIND_SUMMARY.search(dump.read_bytes())
     assert counted is not None, f"callgrind wrote no summary in {dump}"
     return int(counted.group(1))
+
+
+def instructions_inside_any(script: str, *args: str) -> int:
+    """
+    The instructions C{script} (run with C{args} under C{valgrind --tool=callgrind}, by this
+    interpreter, with a fixed hash seed) spends inside C{builtins.any}, the loop it measures.
+    """
+    with tempfile.TemporaryDirectory() as work:
+        out = Path(work) / "callgrind.out"
+        subprocess.run(["valgrind", "--tool=callgrind", "--collect-atstart=no", "--toggle-collect=builtin_any",
+                        f"--callgrind-out-file={out}", sys.executable, script, *args], check=True,
+                       capture_output=True, env={**os.environ, "PYTHONHASHSEED": "0"})
+        return callgrind_instructions(out)
+
+
+def loop_inside_any(step: Callable[[Any], Any], items: Sequence[Any], count: int) -> None:
+    """
+    The loop L{instructions_inside_any} counts: C{step} over C{count} of C{items} (cycled) inside
+    C{any} (its steps never stop it), after a warm-up pass (regexes compiled, caches filled) and
+    with the heap frozen (no full collection walks the start-up heap inside the count).
+    """
+    work = (list(items) * (count // len(items) + 1))[:count]
+    for item in work[:100]:
+        step(item)
+    gc.collect()
+    gc.freeze()
+    any(step(item) is None for item in work)

@@ -17,7 +17,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aisoc_inboxd.normalizer.apply import consumed_tree, leftovers
-from aisoc_inboxd.normalizer.fastpaths import fast_leftovers, fast_to_epoch_ms, leftovers_for, shallow_leftovers
+from aisoc_inboxd.normalizer.fastpaths import (
+    fast_leftovers,
+    fast_to_epoch_ms,
+    leftovers_for,
+    record_leftovers,
+    tree_leftovers,
+)
 from aisoc_inboxd.normalizer.timeparse import to_epoch_ms
 from tests.test_compiled_templates import FIXTURE_RECORDS, _source_paths, templates
 
@@ -59,7 +65,8 @@ def test_leftovers_of_every_fixture_as_the_reference(template_id: str) -> None:
     trees = [consumed_tree(tuple(paths)), *(consumed_tree((path,)) for path in paths), consumed_tree(())]
     for name, record, _ in FIXTURE_RECORDS:
         for tree in trees:
-            for fast in (fast_leftovers(record, tree), leftovers_for(tree)(record, tree)):
+            fasts = (fast_leftovers(record, tree), record_leftovers(record, tree), leftovers_for(tree)(record, tree))
+            for fast in fasts:
                 assert same(fast, leftovers(record, tree)), (name, tree)
                 assert _unshared(fast, record), (name, tree)
 
@@ -77,24 +84,25 @@ paths = st.lists(st.lists(keys, min_size=1, max_size=3).map(tuple), max_size=5)
 @given(st.dictionaries(keys, values, max_size=6) | values, paths)
 def test_leftovers_of_generated_values_as_the_reference(record: Any, consumed: list[tuple[str, ...]]) -> None:
     tree = consumed_tree(tuple(consumed))
-    for fast in (fast_leftovers(record, tree), leftovers_for(tree)(record, tree)):
+    for fast in (fast_leftovers(record, tree), record_leftovers(record, tree), leftovers_for(tree)(record, tree)):
         assert same(fast, leftovers(record, tree))
         assert _unshared(fast, record)
 
 
-shallow_paths = st.lists(st.lists(keys, min_size=1, max_size=2).map(tuple), min_size=1, max_size=6)
+tree_paths = st.lists(st.lists(keys, min_size=1, max_size=4).map(tuple), min_size=1, max_size=6)
 
 
-@settings(max_examples=2000)
-@given(st.dictionaries(keys, values, max_size=6) | values, shallow_paths)
-def test_shallow_leftovers_as_the_reference(record: Any, consumed: list[tuple[str, ...]]) -> None:
+@settings(max_examples=3000)
+@given(st.dictionaries(keys, values, max_size=6) | values, tree_paths)
+def test_tree_leftovers_as_the_reference(record: Any, consumed: list[tuple[str, ...]]) -> None:
     """
-    Trees one level deep (a CEF record's), which L{leftovers_for} gives to L{shallow_leftovers}.
+    Trees of objects (a CEF record's one level deep, a webhook's deeper), which L{leftovers_for}
+    gives to L{tree_leftovers}.
     """
     tree = consumed_tree(tuple(consumed))
     if type(tree) is dict:
-        assert leftovers_for(tree) is shallow_leftovers
-    fast = shallow_leftovers(record, tree) if type(tree) is dict else leftovers_for(tree)(record, tree)
+        assert leftovers_for(tree) is tree_leftovers
+    fast = tree_leftovers(record, tree) if type(tree) is dict else leftovers_for(tree)(record, tree)
     assert same(fast, leftovers(record, tree))
     assert _unshared(fast, record)
 
@@ -106,14 +114,17 @@ def test_leftovers_without_a_tree_as_the_reference() -> None:
 
 iso_parts = st.tuples(st.integers(0, 12000).map(lambda n: f"{n:04d}"), st.integers(0, 13), st.integers(0, 32),
                       st.sampled_from(["T", " ", "t", "_"]), st.integers(0, 25), st.integers(0, 61), st.integers(0, 61),
-                      st.sampled_from(["Z", "z", "+00:00", "-05:30", "+0000", "+14:00", "+24:00", "", ".123Z", " ", "Z "]))
+                      st.sampled_from(["Z", "z", "+00:00", "-05:30", "+0000", "+14:00", "+24:00", "", ".123Z", " ", "Z ",
+                                     ".169Z", ".1234567Z", ".123456+00:00", ".123456789-05:30", ",169Z", ".Z",
+                                     ".1.2Z", ".12٣Z", ".169Z\x1c", ".169z"]))
 iso_like = iso_parts.map(lambda p: f"{p[0]}-{p[1]:02d}-{p[2]:02d}{p[3]}{p[4]:02d}:{p[5]:02d}:{p[6]:02d}{p[7]}")
-near_iso = st.text(alphabet="0123456789-:TWZ+. ١²", max_size=26)
+near_iso = st.text(alphabet="0123456789-:TWZ+. ١²wt,\x1c", max_size=26)
 
 
 @settings(max_examples=3000)
 @given(iso_like | near_iso | st.sampled_from(["2026-W19-5T09:00:00Z", "2026-05-08", "2026-05-08T09:00Z",
-                                              "2026-0508T09:00:00Z", " 2026-05-08T09:00:00Z"]))
+                                              "2026-0508T09:00:00Z", " 2026-05-08T09:00:00Z",
+                                              "2026-W19-5T09:00:00.5Z", "2026-05-08T09:00:00.1234567+00:00"]))
 def test_iso_time_as_the_reference(text: str) -> None:
     assert fast_to_epoch_ms(text) == to_epoch_ms(text)
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache, partial
+from itertools import groupby
+from operator import attrgetter
 from types import MappingProxyType
 from typing import Any, Callable, Iterable
 
@@ -40,7 +42,7 @@ from aisoc_inboxd.normalizer.coerce import INVALID, _to_string
 from aisoc_inboxd.normalizer.extract import EXTRACTED, Extraction, first_match, search
 from aisoc_inboxd.normalizer.fastpaths import fast_to_epoch_ms, leftovers_for
 from aisoc_inboxd.normalizer.memo import TextMemo
-from aisoc_inboxd.normalizer.model import Template
+from aisoc_inboxd.normalizer.model import FieldRule, Template
 from aisoc_inboxd.normalizer.ocsf import SCHEMA_VERSION
 from aisoc_inboxd.normalizer.paths import MISSING, Step, element_at, get_source, is_header
 from aisoc_inboxd.normalizer.severity import fold_severity
@@ -323,18 +325,29 @@ class Body(_Code):
                                               *compiled.severity_sources, *compiled.time_sources,
                                               *compiled.activity_sources))
 
-    def _candidate(self, found: str, keys: tuple[str, ...], reader: Reader) -> None:
+    def _candidate(self, keys: tuple[str, ...], reader: Reader) -> None:
         """
-        Open the blocks of one candidate source (class, activity, severity, time): while C{found}
-        is still C{None}, read C{raw}, and go on if it holds a scalar (absent, null, object and
-        array values name nothing). The caller closes the two blocks.
+        Open the block of one candidate source (activity, severity, time) inside the candidates'
+        C{while True:} (L{_first}): read C{raw}, and go on if it holds a scalar (absent, null,
+        object and array values name nothing). The caller closes the block, having left the loop
+        with C{break} once a candidate decided.
         """
-        self.line(f"if {found} is None:")
-        self.indent += 1
         self.read(keys, reader, "raw")
         self.line("if raw is not MISSING and raw is not None and not isinstance(raw, (dict, list)):")
         self.indent += 1
 
+    def _first(self) -> None:
+        """
+        Open a run of candidates: a C{while True:} left by the C{break} of the first that decides
+        (or at the end), so that the later ones are not even tested: no flag, no C{is None} test
+        per candidate (the loop costs no bytecode but its jumps). The caller closes it.
+        """
+        self.line("while True:")
+        self.indent += 1
+
+    def _last(self) -> None:
+        self.line("break")
+        self.indent -= 1
 
     def _stamp(self) -> None:
         template, compiled = self.template, self.compiled
@@ -342,10 +355,14 @@ class Body(_Code):
         if compiled.activity_sources:
             self.line("activity_id = None")
             lookup = self.const(compiled.activity_lookup)
+            self._first()
             for source in compiled.activity_sources:
-                self._candidate("activity_id", source.keys, compiled.reader)
+                self._candidate(source.keys, compiled.reader)
                 self.line(f"activity_id = {lookup}.get({self.fold('raw')})")
-                self.indent -= 2
+                self.line("if activity_id is not None:")
+                self.line("    break")
+                self.indent -= 1
+            self._last()
             self.line("if activity_id is None:")
             self.line(f"    activity_id = {template.activity_id!r}")
             table = {activity_id: (name, ocsf_class.uid * 100 + activity_id, f"{ocsf_class.caption}: {name}")
@@ -369,40 +386,60 @@ class Body(_Code):
 
     def _field_rules(self) -> None:
         """
-        C{field_map}: the first present, convertible source of a target wins; a flag per target
-        that several rules share stands for the interpreter's C{filled} set.
+        C{field_map}: the first present, convertible source of a target wins. The rules of a
+        target that follow one another are one run of candidates (L{_first}); a flag per target
+        that several runs share stands for the interpreter's C{filled} set.
         """
-        rules = self.compiled.field_rules
-        shared = {rule.target for rule in rules if sum(other.target == rule.target for other in rules) > 1}
+        runs = [list(run) for _, run in groupby(self.compiled.field_rules, key=attrgetter("target"))]
+        shared = {run[0].target for run in runs if sum(other[0].target == run[0].target for other in runs) > 1}
         flags = {target: f"filled_{number}" for number, target in enumerate(sorted(shared))}
         for flag in flags.values():
             self.line(f"{flag} = False")
-        for rule in rules:
-            flag = flags.get(rule.target)
-            if flag is not None:
+        tested = set()  # (the first run of a target needs no test: its flag is still False)
+        for run in runs:
+            flag = flags.get(run[0].target)
+            opened = flag is not None and run[0].target in tested
+            tested.add(run[0].target)
+            if opened:
                 self.line(f"if not {flag}:")
                 self.indent += 1
-            self.read(rule.source.keys, self.compiled.reader, "value")
-            self.line("if value is not MISSING and value is not None:")
-            self.indent += 1
-            self.coerce(rule.coerce)
-            self.line("if value is not INVALID:")
-            self.indent += 1
-            self.write(_steps(rule.write), rule.write, "value")
-            if rule.sibling is not None:  # 99 Other is captioned with the value as sent
-                self.line(f"caption = {self.const(rule.captions)}.get(value) if value != {SEVERITY_OTHER} else None")
-                self.line(f"{self.const(rule.sibling)}(event, caption or "
-                          f"str(get_source(record, {self.const(rule.source.keys)}, headers)))")
-            if flag is not None:
-                self.line(f"{flag} = True")
-            self.consume(rule.source.keys)
-            self.indent -= 2 if flag is None else 3
+            if len(run) > 1:
+                self._first()
+            for rule in run:
+                self._field_rule(rule, flag, len(run) > 1)
+            if len(run) > 1:
+                self._last()
+            if opened:
+                self.indent -= 1
+
+    def _field_rule(self, rule: FieldRule, flag: str | None, in_run: bool) -> None:
+        """
+        One C{field_map} rule: read, convert, write and consume; leave its run (C{in_run}) once written.
+        """
+        self.read(rule.source.keys, self.compiled.reader, "value")
+        self.line("if value is not MISSING and value is not None:")
+        self.indent += 1
+        self.coerce(rule.coerce)
+        self.line("if value is not INVALID:")
+        self.indent += 1
+        self.write(_steps(rule.write), rule.write, "value")
+        if rule.sibling is not None:  # 99 Other is captioned with the value as sent
+            self.line(f"caption = {self.const(rule.captions)}.get(value) if value != {SEVERITY_OTHER} else None")
+            self.line(f"{self.const(rule.sibling)}(event, caption or "
+                      f"str(get_source(record, {self.const(rule.source.keys)}, headers)))")
+        if flag is not None:
+            self.line(f"{flag} = True")
+        self.consume(rule.source.keys)
+        if in_run:
+            self.line("break")
+        self.indent -= 2
 
     def coerce(self, coercer: Callable[[Any], Any]) -> None:
         """
         C{value = coercer(value)}, with the coercer's own shortcut for the texts vendors nearly
         always send inlined: text as it is for plain strings, digits for integers (then the
-        attribute's enum and range), a dotted quad for IP addresses (then its length).
+        attribute's enum and range), a dotted quad for IP addresses (then its length), and times
+        through L{fast_to_epoch_ms}.
         """
         coerce = self.const(coercer)
         integer = getattr(coercer, "integer", None)
@@ -423,6 +460,11 @@ class Body(_Code):
             if checks:
                 self.line(f"if value is not INVALID and ({' or '.join(checks)}):")
                 self.line("    value = INVALID")
+        elif getattr(coercer, "epoch_ms", False):  # the time a vendor sent, as the time candidates read it
+            self.line(f"value = value if type(value) is int and {EPOCH_MS[0]} <= value < {EPOCH_MS[1]} "
+                      "else fast_to_epoch_ms(value)")
+            self.line("if value is None:")
+            self.line("    value = INVALID")
         elif dotted_quad is not None:
             accepted, max_len = dotted_quad
             fits = "" if max_len is None else f" and len(value) <= {self.const(max_len)}"
@@ -457,18 +499,21 @@ class Body(_Code):
         lookup, otherwise = self.const(compiled.severity_lookup), self.const(compiled.severity_otherwise)
         self.line("severity_id = None")
         self.line("first_raw = first_bit = None")
+        self._first()
         for source in compiled.severity_sources:
-            self._candidate("severity_id", source.keys, compiled.reader)
+            self._candidate(source.keys, compiled.reader)
             self.line(f"severity_id = {lookup}.get({self.fold('raw')}, {otherwise})")
             self.line("if severity_id is not None:")
             self.indent += 1
             self.consume(source.keys)
             self.line("event['severity_id'] = severity_id")
             self.line(f"event['severity'] = str(raw) if severity_id == {SEVERITY_OTHER} else {captions}[severity_id]")
+            self.line("break")
             self.indent -= 1
-            self.line("elif first_raw is None:")
+            self.line("if first_raw is None:")
             self.line(f"    first_raw, first_bit = raw, {self.bit(source.keys)}")
-            self.indent -= 2
+            self.indent -= 1
+        self._last()
         self.line("if severity_id is None:")
         self.line("    if first_raw is None:")
         self.line(f"        event['severity_id'] = {SEVERITY_UNKNOWN}")
@@ -485,8 +530,9 @@ class Body(_Code):
             return
         formats = self.const(compiled.time_formats)
         self.line("ms = first_time = None")
+        self._first()
         for source in compiled.time_sources:
-            self._candidate("ms", source.keys, compiled.reader)
+            self._candidate(source.keys, compiled.reader)
             self.line("if first_time is None:")
             self.line("    first_time = raw")
             # epoch ms as an int (CEF records' time) is its own value: to_epoch_ms returns it
@@ -497,7 +543,9 @@ class Body(_Code):
             self.consume(source.keys)
             self.line("event['time'] = ms")
             self.line("metadata.setdefault('original_time', str(raw))")
-            self.indent -= 3
+            self.line("break")
+            self.indent -= 2
+        self._last()
         self.line("if ms is None:")
         self.line("    event['time'] = int(context.received_at * 1000)")
         self.line("    if first_time is not None:")

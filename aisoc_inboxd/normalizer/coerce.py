@@ -95,7 +95,7 @@ def _scalar_coercer(attribute: Attribute) -> Coercer:
             f"'{attribute.name}' is an object ({attribute.object_type}); map to one of its "
             f"attributes instead")
     if attribute.type == "timestamp_t":
-        return lambda value: _or_invalid(to_epoch_ms(value))
+        return _to_timestamp
     if attribute.json_type == "integer":
         return _integer_coercer(attribute)
     if attribute.json_type == "number":
@@ -231,6 +231,13 @@ def _first_string(record: dict[str, Any], keys: tuple[str, ...]) -> str | None:
         if isinstance(candidate, str) and candidate.strip():
             return candidate
     return None
+
+
+def _to_timestamp(value: Any) -> Any:
+    return _or_invalid(to_epoch_ms(value))
+
+
+_to_timestamp.epoch_ms = True  # type: ignore[attr-defined]  # (read by codegen through fast_to_epoch_ms)
 
 
 def _or_invalid(value: Any) -> Any:

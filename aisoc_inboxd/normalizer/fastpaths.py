@@ -9,12 +9,13 @@ interpreter.
 """
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
 
 from aisoc_inboxd.normalizer.apply import SCALAR_TYPES, ConsumedTree, leftovers
 from aisoc_inboxd.normalizer.coerce import INVALID, drop_nulls
-from aisoc_inboxd.normalizer.timeparse import plausible_ms, to_epoch_ms
+from aisoc_inboxd.normalizer.ocsf import TIMESTAMP_MAX_MS, TIMESTAMP_MIN_MS
+from aisoc_inboxd.normalizer.timeparse import to_epoch_ms
 
 
 def fast_leftovers(value: Any, consumed: ConsumedTree | None) -> Any:
@@ -43,12 +44,42 @@ def fast_leftovers(value: Any, consumed: ConsumedTree | None) -> Any:
     return kept or INVALID
 
 
-def shallow_leftovers(value: Any, consumed: dict[str, Any]) -> Any:
+def record_leftovers(value: Any, consumed: ConsumedTree | None) -> Any:
     """
-    L{leftovers} under a consumed tree one level deep (each key consumed whole or some keys of the
-    object under it), as a CEF record's is (C{cef.src} …, C{syslog.hostname}, C{kind}, C{time}): the
-    reference's walk, each nested object read from copied as L{fast_leftovers} copies it (in C,
-    then only its consumed keys, nulls and containers touched).
+    L{leftovers} of a whole record of which only top-level keys were consumed (a JSON webhook's
+    under C{generic-json}). A record of scalars only (found in C) goes to L{fast_leftovers}; one
+    that holds objects or lists (most alerts) is built in one loop over its items: scalars kept,
+    nulls dropped, objects and lists copied, each in one C{copy} when it holds only scalars; not
+    copied whole and then patched key by key (deleting a key costs more than skipping it), nor by
+    the reference's comprehension calling L{drop_nulls} for every container.
+    """
+    if (type(value) is not dict or type(consumed) is not frozenset
+            or SCALAR_TYPES.issuperset(map(type, value.values()))):
+        return fast_leftovers(value, consumed)
+    kept = {}
+    for key, item in value.items():
+        if key in consumed:
+            continue
+        kind = type(item)
+        if kind in SCALAR_TYPES:
+            kept[key] = item
+        elif kind is dict:
+            kept[key] = item.copy() if SCALAR_TYPES.issuperset(map(type, item.values())) else drop_nulls(item)
+        elif kind is list:
+            kept[key] = item.copy() if SCALAR_TYPES.issuperset(map(type, item)) else drop_nulls(item)
+        elif item is not None:  # a subclass of a JSON type: the reference's copy
+            kept[key] = drop_nulls(item) if isinstance(item, (dict, list)) else item
+    return kept or INVALID
+
+
+def tree_leftovers(value: Any, consumed: dict[str, Any]) -> Any:
+    """
+    L{leftovers} under a consumed tree of objects (a CEF record's, one level deep: C{cef.src} …,
+    C{syslog.hostname}, C{kind}, C{time}; a vendor webhook's, deeper: C{event.data.service.id}):
+    the reference's walk of an object, each node whose keys are all consumed whole by
+    L{fast_leftovers}, each deeper one by this walk, and each part not read from copied as
+    L{fast_leftovers} copies one (one C{copy} when it holds only scalars). Anything but an object
+    under a subtree (a list walked by index) goes to the reference.
     """
     if type(value) is not dict:
         return leftovers(value, consumed)
@@ -57,20 +88,19 @@ def shallow_leftovers(value: Any, consumed: dict[str, Any]) -> Any:
         sub = consumed.get(key)
         if sub is None:  # not read from: kept as it is, without nulls
             if item is not None:
-                kept[key] = drop_nulls(item) if isinstance(item, (dict, list)) else item
-        elif sub is not True and (left := fast_leftovers(item, sub)) is not INVALID:
+                kept[key] = _copy_without_nulls(item) if isinstance(item, (dict, list)) else item
+        elif sub is not True and (left := (fast_leftovers if type(sub) is frozenset else tree_leftovers)(
+                item, sub)) is not INVALID:
             kept[key] = left
     return kept or INVALID
 
 
 def leftovers_for(consumed: ConsumedTree | None) -> Callable[[Any, Any], Any]:
     """
-    The fastest of L{fast_leftovers} and L{shallow_leftovers} that gives L{leftovers} under
+    The fastest of L{record_leftovers} and L{tree_leftovers} that gives L{leftovers} under
     C{consumed}: chosen once per consumed tree, not per record.
     """
-    if type(consumed) is dict and all(sub is True or type(sub) is frozenset for sub in consumed.values()):
-        return shallow_leftovers
-    return fast_leftovers
+    return tree_leftovers if type(consumed) is dict else record_leftovers
 
 
 def _copy_without_nulls(value: dict[str, Any] | list[Any]) -> Any:
@@ -86,18 +116,34 @@ def _copy_without_nulls(value: dict[str, Any] | list[Any]) -> Any:
 
 def fast_to_epoch_ms(value: Any, formats: Sequence[str] = ()) -> int | None:
     """
-    L{to_epoch_ms} of an ISO 8601 text with a UTC offset or C{Z} and no fraction
-    (C{2026-05-08T09:12:34Z}): read by C{datetime.fromisoformat} at once, which is what the
-    reference ends with for it after its checks for C{strptime} formats, epoch digits, numbers and
-    the shape of a date (C{YYYY-MM-DD}, which also keeps ISO week dates out).
+    L{to_epoch_ms} of an ISO 8601 text in extended format (C{2026-05-08T09:12:34Z},
+    C{2020-10-02T18:45:22.169Z}) with a UTC offset or C{Z}: read by C{datetime.fromisoformat} at once,
+    which is what the reference ends with for such a text after its checks for C{strptime} formats,
+    surrounding space, epoch digits and numbers (a C{-} after four characters is none of them) and
+    the shape of a date (C{YYYY-MM-DD}: an ISO week date, C{2026-W19-5}, is refused by the reference
+    and read by C{fromisoformat}, so a C{W} goes to the reference; a text C{fromisoformat} refuses or
+    reads as naive does too), and its cut of fractions past six digits (a fraction of seven digits or
+    more, or a second C{.}, goes to the reference). Then the reference's milliseconds, inlined.
     """
-    if (formats or type(value) is not str or value[4:5] != "-" or value[7:8] != "-"
-            or not value[:4].isdigit() or not value[-1:].isalnum() or "." in value):
+    if formats or type(value) is not str or value[4:5] != "-" or "W" in value:
         return to_epoch_ms(value, formats)
+    if "." in value:
+        dot = value.find(".")
+        if not value.isascii() or value.find(".", dot + 1) >= 0 or value[dot + 1:dot + 8].isdigit() \
+                and len(value) >= dot + 8:
+            return to_epoch_ms(value, formats)
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
         return to_epoch_ms(value, formats)
     if moment.tzinfo is None:
         return to_epoch_ms(value, formats)
-    return plausible_ms(moment)
+    try:
+        delta = moment - _EPOCH
+    except OverflowError:
+        return None
+    ms = (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+    return ms if TIMESTAMP_MIN_MS <= ms < TIMESTAMP_MAX_MS else None
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
