@@ -9,12 +9,15 @@ interpreter.
 """
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Callable, Sequence
 
 from aisoc_inboxd.normalizer.apply import SCALAR_TYPES, ConsumedTree, leftovers
 from aisoc_inboxd.normalizer.coerce import INVALID, drop_nulls
-from aisoc_inboxd.normalizer.timeparse import plausible_ms, to_epoch_ms
+from aisoc_inboxd.normalizer.ocsf import TIMESTAMP_MAX_MS, TIMESTAMP_MIN_MS
+from aisoc_inboxd.normalizer.timeparse import EPOCH, to_epoch_ms
+
+_MILLISECOND = timedelta(milliseconds=1)
 
 
 def fast_leftovers(value: Any, consumed: ConsumedTree | None) -> Any:
@@ -34,12 +37,17 @@ def fast_leftovers(value: Any, consumed: ConsumedTree | None) -> Any:
             del kept[key]
     if not SCALAR_TYPES.issuperset(map(type, kept.values())):
         for key, item in list(kept.items()):
-            if type(item) in SCALAR_TYPES:
+            kind = type(item)
+            if kind in SCALAR_TYPES:
                 continue
             if item is None:
                 del kept[key]
+            elif kind is dict:  # copied in one C{copy} when it holds only scalars (no call per object)
+                kept[key] = item.copy() if SCALAR_TYPES.issuperset(map(type, item.values())) else drop_nulls(item)
+            elif kind is list:
+                kept[key] = item.copy() if SCALAR_TYPES.issuperset(map(type, item)) else drop_nulls(item)
             elif isinstance(item, (dict, list)):
-                kept[key] = _copy_without_nulls(item)
+                kept[key] = drop_nulls(item)
     return kept or INVALID
 
 
@@ -73,17 +81,6 @@ def leftovers_for(consumed: ConsumedTree | None) -> Callable[[Any, Any], Any]:
     return fast_leftovers
 
 
-def _copy_without_nulls(value: dict[str, Any] | list[Any]) -> Any:
-    """
-    L{drop_nulls} of an object or list: one C{copy} when it holds only scalars.
-    """
-    kind = type(value)
-    if (kind is dict and SCALAR_TYPES.issuperset(map(type, value.values()))  # type: ignore[union-attr]
-            or kind is list and SCALAR_TYPES.issuperset(map(type, value))):
-        return value.copy()
-    return drop_nulls(value)
-
-
 def fast_to_epoch_ms(value: Any, formats: Sequence[str] = ()) -> int | None:
     """
     L{to_epoch_ms} of an ISO 8601 text with a UTC offset or C{Z} and no fraction
@@ -100,4 +97,8 @@ def fast_to_epoch_ms(value: Any, formats: Sequence[str] = ()) -> int | None:
         return to_epoch_ms(value, formats)
     if moment.tzinfo is None:
         return to_epoch_ms(value, formats)
-    return plausible_ms(moment)
+    try:  # L{plausible_ms} inline (floor division by a millisecond is its arithmetic in C): three frames fewer
+        ms = (moment - EPOCH) // _MILLISECOND
+    except OverflowError:
+        return None
+    return ms if TIMESTAMP_MIN_MS <= ms < TIMESTAMP_MAX_MS else None
