@@ -13,7 +13,7 @@ from collections import OrderedDict
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from aisoc_inboxd.normalizer.apply import consumed_tree, leftovers
@@ -114,6 +114,11 @@ near_iso = st.text(alphabet="0123456789-:TWZ+. ١²", max_size=26)
 @settings(max_examples=3000)
 @given(iso_like | near_iso | st.sampled_from(["2026-W19-5T09:00:00Z", "2026-05-08", "2026-05-08T09:00Z",
                                               "2026-0508T09:00:00Z", " 2026-05-08T09:00:00Z"]))
+@example("5138-11-16T09:46:40Z")  # the plausible range's ends (TIMESTAMP_MAX_MS is past it, MIN_MS in it)
+@example("5138-11-16T09:46:39Z")
+@example("1973-03-03T09:46:40Z")
+@example("1973-03-03T09:46:39Z")
+@example("1973-03-03T10:46:39+01:00")
 def test_iso_time_as_the_reference(text: str) -> None:
     assert fast_to_epoch_ms(text) == to_epoch_ms(text)
 
