@@ -132,6 +132,15 @@ def test_other_times_as_the_reference(value: Any, formats: tuple[str, ...]) -> N
     assert fast_to_epoch_ms(value, formats) == to_epoch_ms(value, formats)
 
 
+@settings(max_examples=3000)
+@given(st.integers(-2 * 10**11, 2 * 10**11) | st.integers() | st.floats() | st.sampled_from([100_000_000, 99_999_999.9995,
+                                                                                          -0.0, 10**11 - 1, 10**11]),
+       st.sampled_from([(), ("%Y-%m-%d",)]))
+def test_epoch_numbers_as_the_reference(value: float, formats: tuple[str, ...]) -> None:
+    """Numbers (epoch seconds, read at once by the fast path, and every other) as the reference."""
+    assert fast_to_epoch_ms(value, formats) == to_epoch_ms(value, formats)
+
+
 def test_fixture_times_as_the_reference() -> None:
     texts = [item for _, record, _ in FIXTURE_RECORDS for item in _scalars_of(record) if isinstance(item, str)]
     assert len(texts) > 1000

@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 from aisoc_inboxd.normalizer.apply import SCALAR_TYPES, ConsumedTree, leftovers
 from aisoc_inboxd.normalizer.coerce import INVALID, drop_nulls
 from aisoc_inboxd.normalizer.ocsf import TIMESTAMP_MAX_MS, TIMESTAMP_MIN_MS
-from aisoc_inboxd.normalizer.timeparse import EPOCH, to_epoch_ms
+from aisoc_inboxd.normalizer.timeparse import EPOCH, SECONDS_BELOW, to_epoch_ms
 
 _MILLISECOND = timedelta(milliseconds=1)
 
@@ -86,9 +86,14 @@ def fast_to_epoch_ms(value: Any, formats: Sequence[str] = ()) -> int | None:
     L{to_epoch_ms} of an ISO 8601 text with a UTC offset or C{Z} and no fraction
     (C{2026-05-08T09:12:34Z}): read by C{datetime.fromisoformat} at once, which is what the
     reference ends with for it after its checks for C{strptime} formats, epoch digits, numbers and
-    the shape of a date (C{YYYY-MM-DD}, which also keeps ISO week dates out).
+    the shape of a date (C{YYYY-MM-DD}, which also keeps ISO week dates out). Also a number of
+    epoch seconds (HEC's C{time}), scaled here as the reference scales it, without its four frames.
     """
-    if (formats or type(value) is not str or value[4:5] != "-" or value[7:8] != "-"
+    kind = type(value)
+    if (kind is int or kind is float) and -SECONDS_BELOW < value < SECONDS_BELOW:
+        ms = value * 1000 if kind is int else round(value * 1000)
+        return ms if TIMESTAMP_MIN_MS <= ms < TIMESTAMP_MAX_MS else None
+    if (formats or kind is not str or value[4:5] != "-" or value[7:8] != "-"
             or not value[:4].isdigit() or not value[-1:].isalnum() or "." in value):
         return to_epoch_ms(value, formats)
     try:
