@@ -64,7 +64,9 @@ def shallow_leftovers(value: Any, consumed: dict[str, Any]) -> Any:
     for key, item in value.items():
         sub = consumed.get(key)
         if sub is None:  # not read from: kept as it is, without nulls
-            if item is not None:
+            if type(item) in SCALAR_TYPES:  # (before the isinstance call: most values are scalars)
+                kept[key] = item
+            elif item is not None:
                 kept[key] = drop_nulls(item) if isinstance(item, (dict, list)) else item
         elif sub is not True and (left := fast_leftovers(item, sub)) is not INVALID:
             kept[key] = left
