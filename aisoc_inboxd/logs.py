@@ -281,10 +281,9 @@ class LineWriter:
                     batch.append(item)
                 else:
                     waiting.append(item)
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
+                if self._queue.empty():  # this thread alone takes from the queue: not empty stays so
                     break
+                item = self._queue.get_nowait()
             self._write(batch)
             for written in waiting:
                 written.set()

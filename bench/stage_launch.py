@@ -46,7 +46,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "twisted_line": ("twisted.web.http", "HTTPChannel.lineReceived"),
     "header": ("twisted.web.http", "HTTPChannel.headerReceived"),
     "all_headers": ("aisoc_inboxd.web.channel", "InboxChannel.allHeadersReceived"),
-    "new_request": ("aisoc_inboxd.web.site", "InboxRequest.__init__"),
+    "new_request": ("twisted.web.server", "Request.__init__"),
     "date": ("twisted.web.server", "datetimeToString"),
     "resource": ("twisted.web.server", "Site.getResourceFor"),
     "check_key": ("aisoc_inboxd.web.token_route", "check_key"),

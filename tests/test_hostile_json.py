@@ -150,6 +150,28 @@ def test_integers_beyond_64_bits_keep_every_digit(literal: str) -> None:
     assert json.loads(fastjson.dumps_compact({"id": int(literal)})) == {"id": int(literal)}
 
 
+def _reference_may_hold_integers_past_64_bits(scan: bytes) -> bool:
+    """The check as first written, with C{in} (which raises and clears a TypeError per search)."""
+    if b"0000000000000000000" not in scan:
+        return False
+    return b"00000000000000000000" in scan or b"-0000000000000000000" in scan
+
+
+#: runs of digits around the thresholds (18 to 21, with and without a minus), among other text
+_RUNS = st.lists(st.one_of(st.integers(min_value=10 ** 17, max_value=10 ** 21).map(str),
+                           st.integers(min_value=-10 ** 21, max_value=-10 ** 17).map(str),
+                           st.sampled_from(["-", " ", "[", "{", '"', "0" * 19, "-" + "0" * 19, "9" * 20]),
+                           st.text(max_size=8)), max_size=8).map("".join)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_RUNS)
+def test_the_long_integer_check_equals_its_reference(text: str) -> None:
+    """The check L{fastjson.loads} makes before orjson, by C{find}, equals its reference by C{in}."""
+    scan = text.encode("utf-8", "surrogatepass").translate(fastjson._DIGITS_AND_BRACKETS)
+    assert fastjson._may_hold_integers_past_64_bits(scan) == _reference_may_hold_integers_past_64_bits(scan)
+
+
 @pytest.mark.parametrize("body", [b'{"a":NaN,"b":Infinity,"c":-Infinity,"d":1e999999,"e":-1e400,"f":1.5}',
                                   b'{"a":NaN,"b":Infinity,"c":-Infinity,"d":1e999999,"e":-1e400,"f":1.5,'
                                   b'"big":123456789012345678901234567890}'],

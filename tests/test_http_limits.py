@@ -18,7 +18,7 @@ from typing import Any, AsyncIterator
 
 import pytest_twisted
 import treq
-from twisted.internet import ssl
+from twisted.internet import interfaces as internet_interfaces, ssl
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, wrapClientTLS
 from twisted.internet.protocol import Protocol
@@ -26,10 +26,15 @@ from twisted.internet.task import Clock, LoopingCall, deferLater
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.web.http import _getContentFile
+from twisted.web import iweb, resource as twisted_resource
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
+from zope.interface import implementedBy, providedBy
+from zope.interface.interface import InterfaceClass
 
+from aisoc_inboxd.testing import FakeStore, MemoryInbox
 from aisoc_inboxd.web.channel import ChannelLimits
+from aisoc_inboxd.web.routes import JsonRoute
 from aisoc_inboxd.web.site import InboxSite
 from tests.support.daemon import RunningDaemon, daemon_settings, start_daemon
 from tests.test_status_page import read
@@ -384,3 +389,31 @@ def test_a_body_is_read_into_twisted_webs_choice_of_file_without_an_exception() 
     [request] = resource.requests
     assert isinstance(request.content, io.BytesIO) and request.content.getvalue() == b"{}"
     assert raised == []
+
+
+def _twisted_interfaces() -> list[InterfaceClass]:
+    return [value for module in (iweb, twisted_resource, internet_interfaces) for value in vars(module).values()
+            if isinstance(value, InterfaceClass)]
+
+
+def test_routes_and_the_request_class_provide_what_they_did_from_a_declaration_of_their_own() -> None:
+    """twisted.web asks per request whether the route provides C{_IEncodingResource} and whether the
+    request class provides C{INonQueuedRequestFactory}; each answers from a declaration of its own
+    (reading C{Resource}'s or C{Request}'s class-only one raises and clears an AttributeError), and
+    provides exactly what zope.interface says without it, the reference: what its class implements,
+    for a route; what C{type} implements, for the class."""
+    inbox = MemoryInbox(FakeStore())
+    site = inbox.http._agent._serverFactory  # type: ignore[attr-defined]
+    routes, pending = [], [site.resource]
+    while pending:
+        resource = pending.pop()
+        if isinstance(resource, JsonRoute):
+            routes.append(resource)
+        pending.extend(v for v in [*resource.children.values(), *vars(resource).values()] if isinstance(v, Resource))
+    assert len({type(route) for route in routes}) >= 4
+    interfaces = _twisted_interfaces()
+    for provider_, reference in [(route, implementedBy(type(route))) for route in routes] + [
+            (site.requestFactory, implementedBy(type))]:
+        assert "__provides__" in vars(provider_)
+        assert set(providedBy(provider_).interfaces()) == set(reference.interfaces())
+        assert [i.providedBy(provider_) for i in interfaces] == [reference.isOrExtends(i) for i in interfaces]

@@ -13,6 +13,7 @@ from typing import Any, Callable, Protocol, Sequence
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
+from zope.interface import directlyProvides
 
 from aisoc_inboxd.coroutines import drive
 from aisoc_inboxd.formats.json_body import Record
@@ -149,6 +150,11 @@ class JsonRoute(Resource):
         self._recorder = deliveries
         #: bound once: a L{Logger} read from the class makes a new one for its instance every time
         self._request_log = self._log
+        # what it provides is what its class implements, as without this; declared on the instance
+        # because twisted.web asks (C{_IEncodingResource.providedBy}) on every request, and without
+        # a declaration of its own zope.interface reads C{Resource}'s class-only one, which raises
+        # and clears an AttributeError each time
+        directlyProvides(self)
 
     def client_of(self, request: Request) -> str | None:
         """

@@ -16,6 +16,7 @@ from twisted.logger import Logger
 from twisted.web.http import _getContentFile
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
+from zope.interface import provider
 
 from aisoc_inboxd.config import HttpSettings
 from aisoc_inboxd.metrics import Metrics
@@ -47,12 +48,13 @@ class _Discard:
         pass
 
 
+@provider()
 class InboxRequest(Request):
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)
-        # routes parse their own bodies (webhook payload=, relay multipart); twisted.web must not
-        # parse forms itself, which costs CPU and answers a bad multipart body with a bare 400
-        self._parsePOSTFormSubmission = False
+    """
+    Declares it provides nothing as a class (as without the declaration: what a class provides is
+    not inherited), so that twisted.web's C{INonQueuedRequestFactory.providedBy} per request finds
+    a declaration of its own, not C{Request}'s, whose reading raises and clears an AttributeError.
+    """
 
     #: body bytes read from the wire so far
     received_bytes = 0
@@ -110,6 +112,11 @@ class InboxSite(Site):
     def __init__(self, resource: Resource, max_body_bytes: int, on_too_large: OnTooLarge,
                  timeout: int = 60, reactor: object = None, *, limits: ChannelLimits, on_refused: OnRefused) -> None:
         super().__init__(resource, timeout=timeout, reactor=reactor)
+        # routes parse their own bodies (webhook payload=, relay multipart); twisted.web must not
+        # parse forms itself, which costs CPU and answers a bad multipart body with a bare 400. Each
+        # request reads this from its site (set here, not as Site's keyword, which twisted[tls]>=24.7
+        # may not take), so the request class needs no __init__ of its own
+        self._parsePOSTFormSubmission = False
         self.max_body_bytes = max_body_bytes
         self.on_too_large = on_too_large
         self.limits = limits
