@@ -43,10 +43,12 @@ class Pipeline:
 
         Each event's JSON is copied into a bytes object of its own size: orjson's output keeps the
         buffer it was written in (8 KiB for a 1.7 KB CEF event, 24 KiB for 3 KB), and a sink holds
-        its events until they are durable (Kafka: until acknowledged, thousands at a time).
+        its events until they are durable (Kafka: until acknowledged, thousands at a time). The copy
+        is C{b"".join((value, b""))}, which allocates the joined size and copies once: half the
+        instructions of C{bytes(memoryview(value))} (a memoryview built and released per event).
         """
-        template_id, new = template.id, tuple.__new__  # named tuples without a Python frame each
-        sink_records = [new(SinkRecord, (tenant_id, template_id, route, received_at, bytes(memoryview(value))))
+        template_id, new, join = template.id, tuple.__new__, b"".join  # named tuples without a Python frame each
+        sink_records = [new(SinkRecord, (tenant_id, template_id, route, received_at, join((value, b""))))
                         for value in event_values(template, tenant_id, route, records, received_at,
                                                   headers or NO_HEADERS)]
         if not sink_records:

@@ -13,7 +13,7 @@ from collections import OrderedDict
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from aisoc_inboxd.normalizer.apply import consumed_tree, leftovers
@@ -125,6 +125,11 @@ near_iso = st.text(alphabet="0123456789-:TWZ+. ١²wt,\x1c", max_size=26)
 @given(iso_like | near_iso | st.sampled_from(["2026-W19-5T09:00:00Z", "2026-05-08", "2026-05-08T09:00Z",
                                               "2026-0508T09:00:00Z", " 2026-05-08T09:00:00Z",
                                               "2026-W19-5T09:00:00.5Z", "2026-05-08T09:00:00.1234567+00:00"]))
+@example("5138-11-16T09:46:40Z")  # the plausible range's ends (TIMESTAMP_MAX_MS is past it, MIN_MS in it)
+@example("5138-11-16T09:46:39Z")
+@example("1973-03-03T09:46:40Z")
+@example("1973-03-03T09:46:39Z")
+@example("1973-03-03T10:46:39+01:00")
 def test_iso_time_as_the_reference(text: str) -> None:
     assert fast_to_epoch_ms(text) == to_epoch_ms(text)
 
@@ -135,6 +140,15 @@ def test_iso_time_as_the_reference(text: str) -> None:
     ("Fri, 08 May 2026 09:00:00 GMT", ()),
 ])
 def test_other_times_as_the_reference(value: Any, formats: tuple[str, ...]) -> None:
+    assert fast_to_epoch_ms(value, formats) == to_epoch_ms(value, formats)
+
+
+@settings(max_examples=3000)
+@given(st.integers(-2 * 10**11, 2 * 10**11) | st.integers() | st.floats() | st.sampled_from([100_000_000, 99_999_999.9995,
+                                                                                          -0.0, 10**11 - 1, 10**11]),
+       st.sampled_from([(), ("%Y-%m-%d",)]))
+def test_epoch_numbers_as_the_reference(value: float, formats: tuple[str, ...]) -> None:
+    """Numbers (epoch seconds, read at once by the fast path, and every other) as the reference."""
     assert fast_to_epoch_ms(value, formats) == to_epoch_ms(value, formats)
 
 

@@ -196,9 +196,16 @@ def concatenated_objects(text: str, max_events: int | None) -> HecBatch | None:
     records: list[Record] = []
     new = tuple.__new__  # Record without its Python-level __new__ (see L{Record})
     for envelope, piece in zip(envelopes, pieces):
-        problem = envelope_problem(envelope)
-        if problem is not None:
-            return HecBatch(tuple(records), HecError(problem, len(records)))
+        # the common envelope (a non-empty object or text event, a non-negative number of seconds
+        # or no time, no fields) is fine without L{envelope_problem}'s two calls; any other is asked
+        # (L{fastjson.loads_each} reads no integer past 64 bits, which C{math.isfinite} would refuse)
+        event, time = envelope.get("event"), envelope.get("time", 0)
+        if not ((type(event) is dict or type(event) is str) and event
+                and (type(time) is int and 0 <= time or type(time) is float and 0 <= time < math.inf)
+                and "fields" not in envelope):
+            problem = envelope_problem(envelope)
+            if problem is not None:
+                return HecBatch(tuple(records), HecError(problem, len(records)))
         records.append(new(Record, (envelope, piece)))
     return HecBatch(tuple(records))
 

@@ -150,7 +150,7 @@ def _ndjson_objects(text: str, max_events: int | None) -> list[Record] | None:
     names what is wrong. Two or more objects, one per line, are never one JSON document, so both
     read such a body alike; the lines past the limit are not stripped, as the reference reads none.
     """
-    non_blank = (stripped for line in lines_of(text, max_events) if (stripped := line.strip()))
+    non_blank = filter(None, map(str.strip, lines_of(text, max_events)))  # no generator frame per line
     lines = list(non_blank if max_events is None else islice(non_blank, max_events + 1))
     if len(lines) < 2:
         return None

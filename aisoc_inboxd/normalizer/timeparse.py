@@ -24,13 +24,13 @@ _ISO_START = re.compile(r"^\d{4}-?\d{2}-?\d{2}")
 _LONG_FRACTION = re.compile(r"(\.\d{6})\d+")
 
 # upper bounds (exclusive) of epoch values per unit, and the divisor that turns them into ms
-_SECONDS_BELOW = 100_000_000_000
+SECONDS_BELOW = 100_000_000_000
 _MILLIS_BELOW = 100_000_000_000_000
 _MICROS_BELOW = 100_000_000_000_000_000
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 #: an C{int} in C{range(*EPOCH_MS)} is read as epoch milliseconds and is plausible: L{to_epoch_ms}
 #: returns it as it is (the generated template functions take it without the call)
-EPOCH_MS = (max(_SECONDS_BELOW, TIMESTAMP_MIN_MS), min(_MILLIS_BELOW, TIMESTAMP_MAX_MS))
+EPOCH_MS = (max(SECONDS_BELOW, TIMESTAMP_MIN_MS), min(_MILLIS_BELOW, TIMESTAMP_MAX_MS))
 
 
 def to_epoch_ms(value: Any, formats: Sequence[str] = ()) -> int | None:
@@ -84,7 +84,7 @@ def _epoch_number_to_ms(number: int | float) -> int | None:
     if isinstance(number, float) and not math.isfinite(number):
         return None
     magnitude = abs(number)
-    if magnitude < _SECONDS_BELOW:
+    if magnitude < SECONDS_BELOW:
         scaled = number * 1000
     elif magnitude < _MILLIS_BELOW:
         scaled = number
@@ -112,7 +112,7 @@ def _parse_rfc1123(text: str) -> datetime | None:
 
 def _datetime_to_ms(moment: datetime) -> int | None:
     try:
-        delta = moment - _EPOCH
+        delta = moment - EPOCH
     except OverflowError:
         return None
     return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
