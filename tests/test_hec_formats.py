@@ -73,6 +73,9 @@ def test_top_level_array_is_read_as_envelopes() -> None:
     (b'{"event": true}', hec.INVALID_DATA_FORMAT, 0, 0),
     (b'{"event": "a", "time": "yesterday"}', hec.INVALID_DATA_FORMAT, 0, 0),
     (b'{"event": "a", "time": -1}', hec.INVALID_DATA_FORMAT, 0, 0),
+    (b'{"event": "a", "time": 1' + b"0" * 400 + b'}', hec.INVALID_DATA_FORMAT, 0, 0),  # past a float
+    (b'{"event": "a"}{"event": "b", "time": -1' + b"0" * 400 + b'}', hec.INVALID_DATA_FORMAT, 1, 1),
+    (b'{"event": "a", "time": "1' + b"0" * 400 + b'"}', hec.INVALID_DATA_FORMAT, 0, 0),
     (b'{"event": "a", "fields": [1]}', hec.INVALID_DATA_FORMAT, 0, 0),
     (b'{"event": "a"}{"event": "b"}[{"event": "c"}, 7]', hec.INVALID_DATA_FORMAT, 3, 3),
 ])

@@ -26,6 +26,7 @@ from aisoc_inboxd.normalizer import (
     normalize,
     validate_event,
 )
+from aisoc_inboxd.normalizer.apply import normalize_record
 from aisoc_inboxd.normalizer.timeparse import to_epoch_ms
 from tests.support.shared import FIXTURES, PROJECT, SHARED, require_shared
 
@@ -320,6 +321,20 @@ def test_values_are_converted_to_the_target_type(tmp_path: Path) -> None:
     assert event["finding_info"]["types"] == ["one"]
     assert (event["confidence_id"], event["confidence"], event["confidence_score"]) == (3, "High", 87)
     assert event["unmapped"] == {"bad_port": "https"}
+
+
+@pytest.mark.parametrize("interpret", [True, False], ids=["interpreted", "compiled"])
+def test_a_number_attribute_takes_any_integer(tmp_path: Path, interpret: bool) -> None:
+    """An integer too large for a float is still a number (JSON allows any digits): mapped as sent,
+    as an integer attribute takes it, not an OverflowError out of the finite check."""
+    template = _template(tmp_path, """\
+        field_map:
+          lat: device.location.lat
+          long: device.location.long
+        """)
+    [event] = normalize_record(template, {"lat": 10 ** 400, "long": float("inf")}, CONTEXT, interpret=interpret)
+    assert event["device"]["location"] == {"lat": 10 ** 400}
+    assert event["unmapped"] == {"long": float("inf")}
 
 
 def test_first_present_source_of_a_target_wins(tmp_path: Path) -> None:

@@ -198,7 +198,8 @@ def concatenated_objects(text: str, max_events: int | None) -> HecBatch | None:
     for envelope, piece in zip(envelopes, pieces):
         # the common envelope (a non-empty object or text event, a non-negative number of seconds
         # or no time, no fields) is fine without L{envelope_problem}'s two calls; any other is asked
-        # (L{fastjson.loads_each} reads no integer past 64 bits, which C{math.isfinite} would refuse)
+        # (L{fastjson.loads_each} reads no integer past 64 bits: a body holding one goes to the
+        # reference, L{read_event_body}, which refuses a time past a float's range)
         event, time = envelope.get("event"), envelope.get("time", 0)
         if not ((type(event) is dict or type(event) is str) and event
                 and (type(time) is int and 0 <= time or type(time) is float and 0 <= time < math.inf)
@@ -266,6 +267,10 @@ def envelope_problem(envelope: Any) -> HecStatus | None:
 
 
 def _is_epoch_seconds(value: Any) -> bool:
+    """
+    Whether C{value} is a time Splunk reads: a finite non-negative number, or a text of one. An
+    integer past a float's range (JSON allows any digits) is not: it has no float to be read as.
+    """
     if isinstance(value, bool):
         return False
     if isinstance(value, str):
@@ -273,7 +278,12 @@ def _is_epoch_seconds(value: Any) -> bool:
             value = float(value)
         except ValueError:
             return False
-    return isinstance(value, (int, float)) and math.isfinite(value) and value >= 0
+    if not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value) and value >= 0
+    except OverflowError:  # an integer of more digits than a float holds
+        return False
 
 
 #: the whitespace JSON allows between values

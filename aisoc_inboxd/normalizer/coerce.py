@@ -163,7 +163,9 @@ def _to_integer(value: Any) -> Any:
 def _to_number(value: Any) -> Any:
     if isinstance(value, bool):
         return INVALID
-    if isinstance(value, (int, float)):
+    if isinstance(value, int):  # finite, however many digits (one past a float's range has no float to test)
+        return value
+    if isinstance(value, float):
         return value if math.isfinite(value) else INVALID
     if isinstance(value, str):
         try:
