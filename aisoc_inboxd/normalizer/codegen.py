@@ -461,8 +461,7 @@ class Body(_Code):
                 self.line(f"if value is not INVALID and ({' or '.join(checks)}):")
                 self.line("    value = INVALID")
         elif getattr(coercer, "epoch_ms", False):  # the time a vendor sent, as the time candidates read it
-            self.line(f"value = value if type(value) is int and {EPOCH_MS[0]} <= value < {EPOCH_MS[1]} "
-                      "else fast_to_epoch_ms(value)")
+            self.line(f"value = {_epoch_ms('value')}")
             self.line("if value is None:")
             self.line("    value = INVALID")
         elif dotted_quad is not None:
@@ -535,9 +534,7 @@ class Body(_Code):
             self._candidate(source.keys, compiled.reader)
             self.line("if first_time is None:")
             self.line("    first_time = raw")
-            # epoch ms as an int (CEF records' time) is its own value: to_epoch_ms returns it
-            self.line(f"ms = raw if type(raw) is int and {EPOCH_MS[0]} <= raw < {EPOCH_MS[1]} "
-                      f"else fast_to_epoch_ms(raw, {formats})")
+            self.line(f"ms = {_epoch_ms('raw', formats)}")
             self.line("if ms is not None:")
             self.indent += 1
             self.consume(source.keys)
@@ -617,6 +614,15 @@ class _EntryBody(Body):
         self.indent += 1
         self.line("headers = context.headers or EMPTY")
         self.line("original = record")
+
+
+def _epoch_ms(name: str, *formats: str) -> str:
+    """
+    The expression for L{to_epoch_ms} of the variable C{name}: epoch ms as an int (CEF records'
+    time) is its own value, as the reference returns it, without the call.
+    """
+    call = ", ".join((name, *formats))
+    return f"{name} if type({name}) is int and {EPOCH_MS[0]} <= {name} < {EPOCH_MS[1]} else fast_to_epoch_ms({call})"
 
 
 def _steps(writer: Callable[..., None]) -> tuple[Step, ...]:

@@ -137,10 +137,12 @@ def fast_to_epoch_ms(value: Any, formats: Sequence[str] = ()) -> int | None:
     frames.
     """
     kind = type(value)
-    if (kind is int or kind is float) and -SECONDS_BELOW < value < SECONDS_BELOW:
-        ms = value * 1000 if kind is int else round(value * 1000)
-        return ms if TIMESTAMP_MIN_MS <= ms < TIMESTAMP_MAX_MS else None
-    if formats or kind is not str or value[4:5] != "-" or "W" in value:
+    if kind is not str:  # (tested first: texts are the common case)
+        if (kind is int or kind is float) and -SECONDS_BELOW < value < SECONDS_BELOW:
+            ms = value * 1000 if kind is int else round(value * 1000)
+            return ms if TIMESTAMP_MIN_MS <= ms < TIMESTAMP_MAX_MS else None
+        return to_epoch_ms(value, formats)
+    if formats or value[4:5] != "-" or "W" in value:
         return to_epoch_ms(value, formats)
     if "." in value:
         dot = value.find(".")
